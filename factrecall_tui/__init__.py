@@ -1,0 +1,1 @@
+"""factrecall-tui: a Textual app to launch and follow jobs, browse accuracies, and fit probes."""

@@ -1,0 +1,182 @@
+"""`factrecall-jobs`: headless jobs.
+
+    factrecall-jobs run                          # the paper's comparison (Stage and Mix) on the cpu preset
+    factrecall-jobs run --strategy mix --seed 0  # one strategy (bio, qa, stage, mix)
+    factrecall-jobs run --seeds 0 1 2            # three runs, reported as mean ± std
+    factrecall-jobs resume RUN                   # continue a killed run (re-running the same `run` does too)
+    factrecall-jobs show RUN [RUN ...]           # Figure 1 and Figure 5 for runs, side by side
+    factrecall-jobs presets                      # what each preset sets
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from jobs.errors import FactrecallError
+from jobs.spec import DEFAULT_PRESET, STRATEGIES, build_spec, load_config_file, load_preset, preset_names
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        err_console.print(f"[red]error:[/red] {message} (see {self.prog} --help)", highlight=False)
+        raise SystemExit(2)
+
+
+def _workspace(args: argparse.Namespace) -> Path:
+    return Path(args.workspace).expanduser()
+
+
+def _execute(path: Path, run_factory) -> None:
+    from jobs.console import ConsoleProgress
+    from jobs.pipeline import execute
+
+    with run_factory() as run:
+        console.print(f"[bold]{run.path.name}[/bold]  [dim]{run.path}[/dim]")
+        done = sorted(p.stem for p in (run.path / "done").glob("*.json"))
+        if done:
+            console.print(f"[dim]resuming; done already: {', '.join(done)}[/dim]")
+        with ConsoleProgress(console) as bars:
+            run.listeners.append(bars)
+            try:
+                execute(run)
+            except BaseException as exc:
+                run.emit("run", status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                         error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                raise
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from jobs.runfolder import RunFolder
+
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    config = load_config_file(Path(args.config)) if args.config else None
+    overrides = list(args.set or [])
+    if args.people is not None:
+        overrides.append(f"data.people={args.people}")
+    if args.qa_in_fraction is not None:
+        overrides.append(f"data.qa_in_fraction={args.qa_in_fraction}")
+    if args.model is not None:
+        overrides.append(f'model.path="{Path(args.model).expanduser().resolve()}"')
+    paths = []
+    for seed in seeds:
+        spec = build_spec(args.preset, strategies=args.strategy, seed=seed, config=config,
+                          overrides=overrides, device=args.device)
+        name = spec.default_name() if not args.name else (f"{args.name}-s{seed}" if len(seeds) > 1 else args.name)
+        path = _workspace(args) / "runs" / name
+        _execute(path, lambda: RunFolder.create_or_resume(path, spec))
+        paths.append(path)
+    _print_tables(paths)
+
+
+def cmd_resume(args: argparse.Namespace) -> None:
+    from jobs.runfolder import RunFolder, resolve_run
+
+    path = resolve_run(_workspace(args), args.run)
+    _execute(path, lambda: RunFolder.resume(path, device=args.device))
+    _print_tables([path])
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from jobs.runfolder import read_metrics, resolve_run
+
+    paths = [resolve_run(_workspace(args), r) for r in args.runs]
+    if args.json:
+        print(json.dumps({p.name: read_metrics(p) for p in paths}, indent=2))
+        return
+    _print_tables(paths)
+
+
+def _print_tables(paths: list[Path]) -> None:
+    from jobs.report import tables
+
+    for table in tables(paths):
+        console.print(table)
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    for name in preset_names():
+        p = load_preset(name)
+        d, m, t = p["data"], p["model"], p["train"]
+        length = lambda ph: f"{ph['epochs']} ep" if "epochs" in ph else f"{ph['steps']} steps"  # noqa: E731
+        console.print(
+            f"[bold]{name}[/bold]{' (default)' if name == DEFAULT_PRESET else ''}: {d['people']} people, "
+            f"{d['qa_in_fraction']:.0%} QA-in; model {m['layers']}x{m['hidden']}; "
+            f"bio {length(t['bio'])} lr {t['bio']['lr']}, qa {length(t['qa'])} lr {t['qa']['lr']}, "
+            f"mix {length(t['mix'])} lr {t['mix']['lr']}"
+        )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="factrecall-jobs", description="Headless factrecall jobs: data, training, evaluation.")
+    top.add_argument("--workspace", default=os.environ.get("FACTRECALL_WORKSPACE", "workspace"),
+                     help="folder holding runs/ (default: ./workspace, or $FACTRECALL_WORKSPACE)")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="generate data, train, evaluate (resumes a run that exists)")
+    run.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=None,
+                     help="strategies to train (default: stage mix, the paper's comparison)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", type=int, nargs="+", help="several seeds; the tables show mean ± std")
+    run.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {', '.join(preset_names())}")
+    run.add_argument("--config", help="TOML file of settings, laid out like the presets in jobs/presets/")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="any setting, e.g. --set train.mix.epochs=30 (repeatable)")
+    run.add_argument("--people", type=int, help="number of people (data.people)")
+    run.add_argument("--qa-in-fraction", type=float, help="share of people whose QA is trained on")
+    run.add_argument("--model", help="a local Hugging Face checkpoint folder instead of the built-in model")
+    run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--name", help="run folder name (default: from preset, strategies, seed)")
+    run.set_defaults(func=cmd_run)
+
+    resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    resume.add_argument("run", help="run name (under WORKSPACE/runs) or path")
+    resume.add_argument("--device", default=None)
+    resume.set_defaults(func=cmd_resume)
+
+    show = sub.add_parser("show", help="the paper's tables for one or more runs")
+    show.add_argument("runs", nargs="+", metavar="RUN")
+    show.add_argument("--json", action="store_true", help="print metrics.json instead of tables")
+    show.set_defaults(func=cmd_show)
+
+    presets = sub.add_parser("presets", help="list presets")
+    presets.set_defaults(func=cmd_presets)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except FactrecallError as err:
+        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished steps and the last checkpoint are kept; "
+                          "run the same command again (or `factrecall-jobs resume RUN`) to continue")
+        return 130
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            err_console.print(f"[red]error:[/red] disk full writing {err.filename or 'the run folder'}; free space "
+                              "and run the same command again: finished steps are kept")
+            return 1
+        if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            err_console.print(f"[red]error:[/red] cannot write {err.filename}: {err.strerror}; "
+                              "choose a writable --workspace")
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

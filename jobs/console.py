@@ -1,0 +1,56 @@
+"""Rich progress bars that follow a run's events (the same events that go to events.jsonl)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from jobs.runfolder import Event
+
+
+class ConsoleProgress:
+    """A listener for `RunFolder.listeners`: one bar per step, with loss, tokens/s and the latest
+    accuracy sample while training."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description:<14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+        self.curve: dict[str, str] = {}
+
+    def __enter__(self) -> ConsoleProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        kind, step = event["kind"], event.get("step")
+        if kind == "start":
+            self.tasks[step] = self.progress.add_task(step, total=event["total"], info="")
+        elif kind == "progress" and step in self.tasks:
+            info = []
+            if "loss" in event:
+                info.append(f"loss {event['loss']:.3f}  {event['tokens_per_s']:,.0f} tok/s")
+            if "curve" in event:
+                c = event["curve"]
+                self.curve[step] = "  ".join(f"{k} {c[k]:.0f}%" for k in ("bio", "qa_in", "qa_out") if k in c)
+            if step in self.curve:
+                info.append(self.curve[step])
+            self.progress.update(self.tasks[step], completed=event["done"], info="  ".join(info))
+        elif kind == "step" and event.get("status") == "done":
+            if step in self.tasks:
+                task = self.progress.tasks[self.tasks[step]]
+                self.progress.update(self.tasks[step], completed=task.total)
+            else:
+                self.console.print(f"[dim]{step}: done[/dim]")

@@ -1,0 +1,78 @@
+"""Models: the built-in Llama (random init, sized by the spec) or any local causal-LM checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as hf_logging
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from jobs.errors import FactrecallError
+from jobs.spec import ModelSpec
+
+# Our own progress bars and events say what happens; transformers' per-load bars would bury them.
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` is CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FactrecallError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FactrecallError(f"device {name!r} asked for, but torch sees no GPU; use --device cpu")
+    return device
+
+
+def dtype_for(device: torch.device) -> torch.dtype:
+    """bf16 on a GPU (a 3B model and its AdamW state fit in 40 GB only so), fp32 on the CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def use_all_cores() -> None:
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
+def build_model(spec: ModelSpec, tok: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised Llama for the tokenizer's vocabulary; the same seed gives the same weights."""
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        max_position_embeddings=4096,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_model(path: str | Path, device: torch.device) -> PreTrainedModel:
+    """A local checkpoint on `device` (bf16 on a GPU, fp32 on the CPU), with SDPA attention."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), local_files_only=True, dtype=dtype_for(device), attn_implementation="sdpa"
+        )
+    except (OSError, ValueError) as err:
+        raise FactrecallError(f"cannot load a causal LM from {path}: {str(err).splitlines()[0]}") from None
+    return model.to(device)
+
+
+def check_model_path(path: str) -> None:
+    p = Path(path)
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise FactrecallError(
+            f"--model {path}: no Hugging Face checkpoint there (a folder with config.json and weights, "
+            "as written by save_pretrained)"
+        )

@@ -1,0 +1,196 @@
+"""The run, step by step. Each step reads the spec and earlier steps' files, writes its own files,
+and marks itself done last; re-running the same command skips what is done and resumes the rest.
+
+    data -> tokenizer -> init -> eval-untrained -> for each phase: train-<phase> -> eval-<phase>
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from jobs import model as models
+from jobs.corpus import Prompt, bio_entries, prompts
+from jobs.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
+from jobs.people import Person, generate_people
+from jobs.runfolder import RunFolder, read_jsonl, write_jsonl
+from jobs.spec import Phase
+from jobs.tokenizer import Target, encode_targets, load_tokenizer, train_word_tokenizer
+from jobs.train import Example, plan_batches, train_phase
+
+# How often (seconds) progress lines go to events.jsonl; the console listener sees every step.
+PROGRESS_EVERY_S = 0.5
+PHASE_STREAM = {"bio": 1, "stage": 2, "mix": 3, "qa": 4}
+
+
+class _Throttle:
+    def __init__(self, run: RunFolder, step: str, total: int):
+        self.run, self.step, self.total, self.last, self.done = run, step, total, 0.0, 0
+        self.t0 = time.perf_counter()
+        run.emit("start", step=step, total=total)
+
+    def __call__(self, done: int, **fields) -> None:
+        self.done = done
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_EVERY_S or done >= self.total or "curve" in fields:
+            self.last = now
+            rate = done / max(now - self.t0, 1e-9)
+            eta = (self.total - done) / rate if rate > 0 else None
+            self.run.emit("progress", step=self.step, done=done, total=self.total,
+                          eta_s=None if eta is None else round(eta, 1), **fields)
+
+
+# -- data ----------------------------------------------------------------------------------------
+def make_data(run: RunFolder) -> None:
+    spec = run.spec
+    if run.is_done("data"):
+        return
+    people = generate_people(spec.data, spec.seed)
+    entries = bio_entries(people, spec.data, spec.seed)
+    data = run.path / "data"
+    write_jsonl(data / "people.jsonl", [p.to_json() for p in people])
+    write_jsonl(data / "bio.jsonl", [{"person": e.person, "text": e.text} for e in entries])
+    write_jsonl(data / "prompts.jsonl", [vars(p) for p in prompts(people, entries)])
+    n_in = sum(p.split == "qa_in" for p in people)
+    run.mark_done("data", people=len(people), qa_in=n_in, qa_out=len(people) - n_in, bio_entries=len(entries))
+
+
+def load_people(run: RunFolder) -> list[Person]:
+    return [Person(**row) for row in read_jsonl(run.path / "data" / "people.jsonl")]
+
+
+def load_prompts(run: RunFolder) -> list[Prompt]:
+    return [Prompt(**{k: row[k] for k in Prompt.__dataclass_fields__}) for row in read_jsonl(run.path / "data" / "prompts.jsonl")]
+
+
+# -- tokenizer -----------------------------------------------------------------------------------
+def tokenizer_dir(run: RunFolder) -> Path:
+    return Path(run.spec.model.path) if run.spec.model.path else run.path / "tokenizer"
+
+
+def make_tokenizer(run: RunFolder) -> tuple[PreTrainedTokenizerBase, list[Target]]:
+    """Train (built-in) or load the tokenizer, check every prompt against it, and store the targets."""
+    targets_file = run.path / "data" / "targets.jsonl"
+    if run.is_done("tokenizer"):
+        tok = load_tokenizer(tokenizer_dir(run))
+        return tok, [Target(r["first_token_id"], tuple(r["ids"])) for r in read_jsonl(targets_file)]
+    all_prompts = load_prompts(run)
+    if run.spec.model.path is None:
+        texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")]
+        texts += [f"{p.qa} {p.answer}." for p in all_prompts]
+        tok = train_word_tokenizer(texts)
+        tok.save_pretrained(run.path / "tokenizer")
+    else:
+        tok = load_tokenizer(run.spec.model.path)
+    targets = encode_targets(tok, all_prompts)
+    write_jsonl(targets_file, [{"first_token_id": t.first_token_id, "ids": list(t.ids)} for t in targets])
+    run.mark_done("tokenizer", vocab=len(tok))
+    return tok, targets
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def checkpoint_path(run: RunFolder, name: str) -> Path:
+    """Where the model called `name` lives: `init` (untrained) or a phase's final checkpoint."""
+    if name == "init" and run.spec.model.path is not None:
+        return Path(run.spec.model.path)
+    return run.path / "checkpoints" / name / ("final" if name != "init" else "")
+
+
+def make_init(run: RunFolder, tok: PreTrainedTokenizerBase) -> None:
+    if run.spec.model.path is not None or run.is_done("init"):
+        return
+    model = models.build_model(run.spec.model, tok, run.spec.seed)
+    folder = run.path / "checkpoints" / "init"
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    run.mark_done("init", parameters=sum(p.numel() for p in model.parameters()))
+
+
+# -- training and evaluation ---------------------------------------------------------------------
+def training_examples(phase: Phase, tok: PreTrainedTokenizerBase, run: RunFolder,
+                      all_prompts: list[Prompt], targets: list[Target]) -> list[Example]:
+    """BIO entries (loss on every token) and/or QA-in pairs (loss on the answer and its period)."""
+    examples: list[Example] = []
+    if "bio" in phase.sets:
+        texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")]
+        examples += [Example(np.array(ids), 0) for ids in tok(texts)["input_ids"]]
+    if "qa_in" in phase.sets:
+        chosen = [i for i, p in enumerate(all_prompts) if p.split == "qa_in"]
+        heads = tok([all_prompts[i].qa for i in chosen])["input_ids"]
+        examples += [Example(np.array(h + list(targets[i].ids)), len(h)) for h, i in zip(heads, chosen)]
+    return examples
+
+
+def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt],
+              targets: list[Target], sets: dict) -> None:
+    step = f"train-{phase.name}"
+    if run.is_done(step):
+        return
+    spec = run.spec
+    device = models.pick_device(spec.device)
+    model = models.load_model(checkpoint_path(run, phase.start), device)
+    examples = training_examples(phase, tok, run, all_prompts, targets)
+    folder = run.path / "checkpoints" / phase.name
+    curve_sets = {name: s.subset(spec.train.curve_questions, spec.seed) for name, s in sets.items()}
+
+    def curve(m) -> dict:
+        return {name: r["avg"] for name, r in evaluate(m, tok, curve_sets, spec.train.eval_batch_size).items()}
+
+    # Each phase shuffles with its own stream, so adding a strategy to a run changes no other phase.
+    plan = plan_batches(np.array([len(e.ids) for e in examples]), phase.settings, spec.train,
+                        seed=[spec.seed, PHASE_STREAM[phase.name]])
+    throttle = _Throttle(run, step, len(plan))
+    summary = train_phase(model, tok, examples, plan, phase.settings, spec.train, folder=folder,
+                          progress=lambda info: throttle(info.pop("step"), **info), curve=curve)
+    final = folder / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    model.save_pretrained(final)
+    tok.save_pretrained(final)
+    # The optimizer state is twice the model; once the final weights are safe it is dead weight.
+    shutil.rmtree(folder / "last", ignore_errors=True)
+    run.update_metrics(("train", phase.name), summary)
+    run.mark_done(step, **{k: v for k, v in summary.items() if k != "curve"})
+
+
+def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict, checkpoint: str | None = None) -> None:
+    """Score the model `checkpoint` (default: the phase `name`) on every set into metrics[name]."""
+    step = f"eval-{name}"
+    if run.is_done(step):
+        return
+    device = models.pick_device(run.spec.device)
+    model = models.load_model(checkpoint_path(run, checkpoint or name), device)
+    throttle = _Throttle(run, step, sum(len(s.prompts) for s in sets.values()))
+    t0 = time.perf_counter()
+    result = evaluate(model, tok, sets, run.spec.train.eval_batch_size,
+                      progress=lambda n: throttle(throttle.done + n))
+    seconds = time.perf_counter() - t0
+    result["questions_per_s"] = round(throttle.total / seconds, 1)
+    run.update_metrics(name, result)
+    run.mark_done(step, **{s: result[s]["avg"] for s in EVAL_SETS})
+
+
+def execute(run: RunFolder) -> dict:
+    """Run every step of `run.spec` that is not done yet; returns metrics.json's content."""
+    models.use_all_cores()
+    models.pick_device(run.spec.device)  # fail early on a device that is not there
+    if run.spec.model.path is not None:
+        models.check_model_path(run.spec.model.path)
+    run.emit("run", status="running", phases=[p.name for p in run.spec.phases()])
+    make_data(run)
+    tok, targets = make_tokenizer(run)
+    all_prompts = load_prompts(run)
+    sets = eval_sets(all_prompts, targets)
+    if "majority" not in run.metrics():
+        run.update_metrics("majority", majority_vote(all_prompts))
+    make_init(run, tok)
+    run_eval(run, "untrained", tok, sets, checkpoint="init")
+    for phase in run.spec.phases():
+        run_phase(run, phase, tok, all_prompts, targets, sets)
+        run_eval(run, phase.name, tok, sets)
+    run.emit("run", status="done")
+    return run.metrics()

@@ -1,0 +1,253 @@
+"""The experiment spec: one typed object, built once from a preset, a TOML file and CLI overrides,
+validated once, written to the run folder as `spec.json`, and passed whole to every step.
+
+Words (used the same way in files, UI and docs):
+- strategy: `bio` (BIO only), `qa` (QA only, from the untrained model), `stage` (BIO, then QA-in
+  on top of the BIO checkpoint), `mix` (BIO and QA-in shuffled into the same batches).
+- phase: one training pass with its own checkpoint: `bio`, `stage` (the QA phase of Stage),
+  `mix`, `qa`. Strategies `bio` and `stage` share the `bio` phase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jobs.errors import SpecError
+
+ATTRIBUTES = ("birth_date", "birth_city", "university", "job", "employer", "blood_type")
+FORMATS = ("bio_long", "bio_short", "qa")
+STRATEGIES = ("bio", "qa", "stage", "mix")
+SPLITS = ("qa_in", "qa_out")
+DEFAULT_PRESET = "cpu"
+DEFAULT_STRATEGIES = ("stage", "mix")
+
+Strategy = Literal["bio", "qa", "stage", "mix"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Spec):
+    people: int = Field(1000, ge=2, description="number of synthetic people")
+    qa_in_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of people whose QA is trained on")
+    pool_size: int = Field(100, ge=2, description="distinct values per attribute (blood type always has 8)")
+    bio_templates: Literal["fixed", "multi"] = Field(
+        "fixed", description="fixed: one template per attribute (the paper); multi: sample among paraphrases"
+    )
+    bio_entries: int = Field(1, ge=1, description="BIO entries per person (augmentation when > 1)")
+    permute: bool = Field(False, description="shuffle sentence order in each BIO entry")
+    locale: str = "en_US"
+
+
+class ModelSpec(_Spec):
+    path: str | None = Field(None, description="local Hugging Face checkpoint; None = built-in Llama from scratch")
+    layers: int = Field(4, ge=1)
+    hidden: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    intermediate: int = Field(512, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelSpec:
+        if self.path is None and self.hidden % self.heads:
+            raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
+        return self
+
+
+class PhaseSpec(_Spec):
+    epochs: float | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(gt=0, description="rows per optimizer step")
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decays to lr * min_lr_ratio")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> PhaseSpec:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of epochs or steps")
+        return self
+
+
+class TrainSpec(_Spec):
+    bio: PhaseSpec
+    qa: PhaseSpec = Field(description="the QA phase of stage, and the qa strategy")
+    mix: PhaseSpec
+    packing: bool = Field(True, description="pack shuffled examples into rows of row_len tokens")
+    row_len: int = Field(128, ge=16, description="tokens per packed row")
+    grad_clip: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints")
+    eval_every: int = Field(0, ge=0, description="steps between QA-out accuracy samples during training (0: off)")
+    curve_questions: int = Field(300, ge=1, description="QA-out questions scored at each eval_every sample")
+    eval_batch_size: int = Field(256, ge=1)
+
+
+class ExperimentSpec(_Spec):
+    preset: str
+    strategies: tuple[Strategy, ...] = DEFAULT_STRATEGIES
+    seed: int = Field(0, ge=0)
+    data: DataSpec
+    model: ModelSpec
+    train: TrainSpec
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N; not part of the run's identity")
+
+    @model_validator(mode="after")
+    def _strategies_known(self) -> ExperimentSpec:
+        if not self.strategies:
+            raise ValueError("give at least one strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"strategies repeat: {list(self.strategies)}")
+        return self
+
+    def phases(self) -> list[Phase]:
+        """Training phases in order, each once: `stage` after `bio`, which it starts from."""
+        out: dict[str, Phase] = {}
+        for strategy in self.strategies:
+            if strategy in ("bio", "stage"):
+                out.setdefault("bio", Phase("bio", "init", ("bio",), self.train.bio))
+            if strategy == "stage":
+                out["stage"] = Phase("stage", "bio", ("qa_in",), self.train.qa)
+            if strategy == "mix":
+                out["mix"] = Phase("mix", "init", ("bio", "qa_in"), self.train.mix)
+            if strategy == "qa":
+                out["qa"] = Phase("qa", "init", ("qa_in",), self.train.qa)
+        return list(out.values())
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same experiment: everything but the device."""
+        return self.model_dump(mode="json", exclude={"device"})
+
+    def config_hash(self) -> str:
+        """Short hash of the identity without the seed: runs of one configuration share it."""
+        ident = self.identity()
+        ident.pop("seed")
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:6]
+
+    def default_name(self) -> str:
+        """`cpu-stage+mix-s0`; a suffix of the config hash when settings differ from the preset's."""
+        base = f"{self.preset}-{'+'.join(self.strategies)}-s{self.seed}"
+        try:
+            stock = build_spec(self.preset, strategies=self.strategies, seed=self.seed)
+        except SpecError:
+            stock = None
+        if stock is None or stock.identity() != self.identity():
+            base += f"-{self.config_hash()}"
+        return base
+
+
+class Phase:
+    """One training pass: its name, the checkpoint it starts from, and the example sets it trains on."""
+
+    def __init__(self, name: str, start: str, sets: tuple[str, ...], settings: PhaseSpec):
+        self.name, self.start, self.sets, self.settings = name, start, sets, settings
+
+    def __repr__(self) -> str:
+        return f"Phase({self.name!r} from {self.start!r} on {'+'.join(self.sets)})"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("jobs.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise SpecError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}")
+    return tomllib.loads(resources.files("jobs.presets").joinpath(f"{name}.toml").read_text())
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_assignment(text: str) -> dict[str, Any]:
+    """`train.mix.epochs=30` -> {"train": {"mix": {"epochs": 30}}}; the value is read as TOML, else a string."""
+    if "=" not in text:
+        raise SpecError(f"--set {text!r}: write it as key=value, e.g. --set train.mix.epochs=30")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    if not key:
+        raise SpecError(f"--set {text!r}: the key before '=' is empty")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    node: dict[str, Any] = {}
+    cur = node
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cur[part] = {}
+        cur = cur[part]
+    cur[parts[-1]] = value
+    if parts[-1] in ("epochs", "steps") and len(parts) == 3:
+        # A phase is measured in epochs or in steps: setting one clears the other.
+        cur["steps" if parts[-1] == "epochs" else "epochs"] = None
+    return node
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    value = first.get("input")
+    shown = f"{where}={value!r}" if where and not isinstance(value, dict) else (where or "spec")
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"invalid setting {shown}: {first['msg']}{more}"
+
+
+def build_spec(
+    preset: str = DEFAULT_PRESET,
+    *,
+    strategies: tuple[str, ...] | list[str] | None = None,
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **top: Any,
+) -> ExperimentSpec:
+    """Preset, then a config mapping (e.g. a TOML file), then `key=value` overrides, then keyword
+    settings (`device=...`, or nested dicts like `data={"people": 50}`), validated once."""
+    raw = load_preset(preset)
+    if config:
+        raw = _merge(raw, config)
+    for assignment in overrides:
+        raw = _merge(raw, parse_assignment(assignment))
+    for key, value in top.items():
+        if value is not None:
+            raw = _merge(raw, {key: value})
+    raw.update(preset=preset, seed=seed)
+    if strategies:
+        unknown = [s for s in strategies if s not in STRATEGIES]
+        if unknown:
+            raise SpecError(f"unknown strategy {unknown[0]!r}: choose from {', '.join(STRATEGIES)}")
+        raw["strategies"] = tuple(strategies)
+    try:
+        return ExperimentSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_one_line(err)) from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def spec_from_json(text: str, where: str) -> ExperimentSpec:
+    try:
+        return ExperimentSpec.model_validate_json(text)
+    except ValidationError as err:
+        raise SpecError(f"{where}: {_one_line(err)}") from None
