@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from jobs.errors import FactrecallError
-from jobs.spec import DEFAULT_PRESET, STRATEGIES, build_spec, load_config_file, load_preset, preset_names
+from jobs.spec import DEFAULT_PRESET, STRATEGIES, build_spec, check_model_path, load_config_file, load_preset, preset_names
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,7 +28,7 @@ err_console = Console(stderr=True)
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
-        err_console.print(f"[red]error:[/red] {message} (see {self.prog} --help)", highlight=False)
+        err_console.print(f"[red]error:[/red] {message} (see {self.prog} --help)", highlight=False, soft_wrap=True)
         raise SystemExit(2)
 
 
@@ -71,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     for seed in seeds:
         spec = build_spec(args.preset, strategies=args.strategy, seed=seed, config=config,
                           overrides=overrides, device=args.device)
+        if spec.model.path is not None:
+            check_model_path(spec.model.path)  # before any folder is made for it
         name = spec.default_name() if not args.name else (f"{args.name}-s{seed}" if len(seeds) > 1 else args.name)
         path = _workspace(args) / "runs" / name
         _execute(path, lambda: RunFolder.create_or_resume(path, spec))
@@ -159,20 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except FactrecallError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted: finished steps and the last checkpoint are kept; "
-                          "run the same command again (or `factrecall-jobs resume RUN`) to continue")
+                          "run the same command again (or `factrecall-jobs resume RUN`) to continue", soft_wrap=True)
         return 130
     except OSError as err:
         if err.errno == errno.ENOSPC:
             err_console.print(f"[red]error:[/red] disk full writing {err.filename or 'the run folder'}; free space "
-                              "and run the same command again: finished steps are kept")
+                              "and run the same command again: finished steps are kept", soft_wrap=True)
             return 1
         if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
             err_console.print(f"[red]error:[/red] cannot write {err.filename}: {err.strerror}; "
-                              "choose a writable --workspace")
+                              "choose a writable --workspace", soft_wrap=True)
             return 1
         raise
     return 0

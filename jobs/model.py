@@ -67,12 +67,3 @@ def load_model(path: str | Path, device: torch.device) -> PreTrainedModel:
     except (OSError, ValueError) as err:
         raise FactrecallError(f"cannot load a causal LM from {path}: {str(err).splitlines()[0]}") from None
     return model.to(device)
-
-
-def check_model_path(path: str) -> None:
-    p = Path(path)
-    if not p.is_dir() or not (p / "config.json").is_file():
-        raise FactrecallError(
-            f"--model {path}: no Hugging Face checkpoint there (a folder with config.json and weights, "
-            "as written by save_pretrained)"
-        )

@@ -18,7 +18,7 @@ from jobs.corpus import Prompt, bio_entries, prompts
 from jobs.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
 from jobs.people import Person, generate_people
 from jobs.runfolder import RunFolder, read_jsonl, write_jsonl
-from jobs.spec import Phase
+from jobs.spec import Phase, check_model_path
 from jobs.tokenizer import Target, encode_targets, load_tokenizer, train_word_tokenizer
 from jobs.train import Example, plan_batches, train_phase
 
@@ -179,7 +179,7 @@ def execute(run: RunFolder) -> dict:
     models.use_all_cores()
     models.pick_device(run.spec.device)  # fail early on a device that is not there
     if run.spec.model.path is not None:
-        models.check_model_path(run.spec.model.path)
+        check_model_path(run.spec.model.path)
     run.emit("run", status="running", phases=[p.name for p in run.spec.phases()])
     make_data(run)
     tok, targets = make_tokenizer(run)

@@ -237,6 +237,16 @@ def build_spec(
         raise SpecError(_one_line(err)) from None
 
 
+def check_model_path(path: str) -> None:
+    """Refuse a --model that is not a checkpoint folder, before anything is written for it."""
+    p = Path(path)
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise SpecError(
+            f"--model {path}: no Hugging Face checkpoint there (a folder with config.json and weights, "
+            "as written by save_pretrained)"
+        )
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from jobs.errors import SpecError
 from jobs.spec import PhaseSpec, TrainSpec
 
 
@@ -42,7 +43,10 @@ def plan_batches(lengths: np.ndarray, phase: PhaseSpec, train: TrainSpec, seed: 
     example indices. Each epoch is a fresh shuffle; a fractional epoch takes a prefix of one."""
     rng = np.random.default_rng(seed)
     if train.packing and lengths.max() > train.row_len:
-        raise ValueError(f"an example has {lengths.max()} tokens, more than train.row_len={train.row_len}")
+        raise SpecError(
+            f"an example has {lengths.max()} tokens with this tokenizer, more than train.row_len={train.row_len}; "
+            f"raise it, e.g. --set train.row_len={2 ** math.ceil(math.log2(lengths.max()))}"
+        )
     rows: list[np.ndarray] = []
     needed_rows = phase.steps * phase.batch_size if phase.steps else None
     epoch = 0.0
@@ -90,6 +94,13 @@ def collate(rows: list[np.ndarray], examples: list[Example], pad_id: int) -> dic
             at += n
         pos[r, at:] = np.arange(width - at)
     return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels), "position_ids": torch.from_numpy(pos)}
+
+
+def packed_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor]):
+    """The model on a collated batch, with each packed example attending only to itself.
+    transformers derives the block-diagonal mask from position ids only when no KV cache exists,
+    and Llama makes one whenever `use_cache` is on: it must be off here."""
+    return model(**batch, use_cache=False)
 
 
 def lr_at(step: int, total: int, phase: PhaseSpec) -> float:
@@ -189,7 +200,7 @@ def train_phase(
             lr = lr_at(step, total, phase)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = model(**batch).loss
+            loss = packed_forward(model, batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             opt.step()

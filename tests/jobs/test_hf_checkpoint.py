@@ -1,0 +1,48 @@
+"""Any local Hugging Face checkpoint comes in by path: here a tiny random Llama with a byte-level
+BPE tokenizer, made and saved by the test itself (nothing comes from a hub)."""
+
+import json
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from jobs.corpus import bio_entries, prompts
+from jobs.people import generate_people
+from jobs.spec import build_spec
+from tests.conftest import metrics, run_cli
+
+
+def _save_checkpoint(folder, texts):
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>")
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, bos_token_id=0, eos_token_id=1)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+def test_a_local_checkpoint_trains_and_scores_by_path(tmp_path, capsys):
+    spec = build_spec("tiny")
+    people = generate_people(spec.data, seed=0)
+    entries = bio_entries(people, spec.data, seed=0)
+    texts = [e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]
+    _save_checkpoint(tmp_path / "llama", texts * 3)
+    # BPE makes BIO entries longer than the built-in word tokenizer does: the default row is too short.
+    assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio",
+                   "--model", tmp_path / "llama", "--name", "short") == 2
+    assert "raise it, e.g. --set train.row_len=256" in capsys.readouterr().err
+    code = run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio",
+                   "--model", tmp_path / "llama", "--set", "train.bio.epochs=120", "--set", "train.row_len=256", "--name", "hf")
+    assert code == 0
+    run = tmp_path / "runs" / "hf"
+    m = metrics(run)
+    assert m["untrained"]["bio"]["avg"] == 0
+    assert m["bio"]["bio"]["avg"] >= 50  # a BPE model learns its BIO facts too
+    assert json.loads((run / "spec.json").read_text())["model"]["path"] == str(tmp_path / "llama")
+    assert not (run / "tokenizer").exists()  # the checkpoint's own tokenizer is used
+    assert (run / "checkpoints" / "bio" / "final" / "tokenizer.json").exists()

@@ -1,0 +1,121 @@
+"""The spine end to end, as a researcher runs it: `factrecall-jobs run` on the tiny preset."""
+
+import json
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from jobs.evaluate import eval_sets, greedy_match, score
+from jobs.model import load_model
+from jobs.pipeline import execute, load_prompts
+from jobs.runfolder import RunFolder, read_jsonl
+from jobs.spec import ATTRIBUTES, build_spec
+from jobs.tokenizer import load_tokenizer, Target
+from tests.conftest import metrics, run_cli
+
+
+def test_tiny_run_learns_its_bio_facts_and_writes_a_complete_run_folder(tiny_run):
+    m = metrics(tiny_run)
+    # A model trained on a handful of people recalls their BIO facts; untrained recalls nothing.
+    assert m["bio"]["bio"]["avg"] >= 95
+    assert m["mix"]["bio"]["avg"] >= 95 and m["mix"]["qa_in"]["avg"] >= 95
+    assert m["stage"]["qa_in"]["avg"] >= 60
+    assert m["untrained"]["bio"]["avg"] == 0
+    # BIO-only training teaches no QA at all: the question format was never seen.
+    assert m["bio"]["qa_in"]["avg"] <= 10
+    for model in ("majority", "untrained", "bio", "stage", "mix"):
+        assert set(m[model]) >= {"bio", "qa_in", "qa_out"}
+        assert set(m[model]["qa_out"]) == {"avg", *ATTRIBUTES}
+    assert m["train"]["mix"]["tokens_per_s"] > 0 and m["train"]["mix"]["steps"] > 0
+    spec = json.loads((tiny_run / "spec.json").read_text())
+    assert spec["strategies"] == ["stage", "mix"] and spec["preset"] == "tiny"
+    assert len(read_jsonl(tiny_run / "data" / "people.jsonl")) == spec["data"]["people"]
+    for phase in ("init", "bio/final", "stage/final", "mix/final"):
+        assert (tiny_run / "checkpoints" / phase / "model.safetensors").exists()
+    assert not (tiny_run / "checkpoints" / "mix" / "last").exists()  # optimizer state dropped when done
+    events = read_jsonl(tiny_run / "events.jsonl")
+    assert events[-1] == {**events[-1], "kind": "run", "status": "done"}
+    assert {e["step"] for e in events if e["kind"] == "step"} >= {"data", "tokenizer", "train-mix", "eval-mix"}
+
+
+def test_the_stage_model_starts_from_the_bio_checkpoint(tiny_run):
+    m = metrics(tiny_run)
+    # One BIO phase serves both the BIO-tuned row and Stage's start: trained once.
+    assert m["train"]["bio"]["steps"] > 0 and "stage" in m["train"]
+    events = read_jsonl(tiny_run / "events.jsonl")
+    assert sum(1 for e in events if e["kind"] == "start" and e["step"] == "train-bio") == 1
+
+
+def test_batched_decoding_matches_one_question_at_a_time(tiny_run):
+    tok = load_tokenizer(tiny_run / "tokenizer")
+    model = load_model(tiny_run / "checkpoints" / "stage" / "final", torch.device("cpu"))
+    targets = [Target(r["first_token_id"], tuple(r["ids"])) for r in read_jsonl(tiny_run / "data" / "targets.jsonl")]
+    sets = eval_sets(load_prompts(RunFolder(tiny_run, None)), targets)
+    s = sets["qa_out"]
+    batched = greedy_match(model, tok, s.prompts, s.targets, batch_size=64)
+    single = greedy_match(model, tok, s.prompts, s.targets, batch_size=1)
+    assert (batched == single).all()
+    assert batched.sum() > 0
+    assert score(batched, s.attributes) == metrics(tiny_run)["stage"]["qa_out"]
+
+
+def test_rerunning_the_same_command_skips_finished_work(tiny_run, capsys):
+    before = (tiny_run / "metrics.json").read_text()
+    weights = load_file(tiny_run / "checkpoints" / "mix" / "final" / "model.safetensors")
+    assert run_cli("--workspace", tiny_run.parent.parent, "run", "--preset", "tiny") == 0
+    assert "done already" in capsys.readouterr().out
+    assert (tiny_run / "metrics.json").read_text() == before
+    again = load_file(tiny_run / "checkpoints" / "mix" / "final" / "model.safetensors")
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+class _Interrupt:
+    """A listener that stops training mid-phase the way Ctrl-C does."""
+
+    def __init__(self, step: str, after: int):
+        self.step, self.after = step, after
+
+    def __call__(self, event):
+        if event["kind"] == "progress" and event["step"] == self.step and event["done"] >= self.after:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights_and_metrics(tmp_path):
+    spec = build_spec("tiny", strategies=["mix"], overrides=["train.checkpoint_every=40"])
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    with RunFolder.create_or_resume(whole, spec) as run:
+        execute(run)
+    with RunFolder.create_or_resume(cut, spec) as run:
+        run.listeners.append(_Interrupt("train-mix", after=100))
+        try:
+            execute(run)
+            raise AssertionError("the interrupt did not fire")
+        except KeyboardInterrupt:
+            pass
+    state = json.loads((cut / "checkpoints" / "mix" / "last" / "state.json").read_text())
+    assert 100 <= state["step"] < state["total"]
+    assert not (cut / "done" / "train-mix.json").exists()
+    assert run_cli("--workspace", tmp_path, "resume", str(cut)) == 0
+    a = load_file(whole / "checkpoints" / "mix" / "final" / "model.safetensors")
+    b = load_file(cut / "checkpoints" / "mix" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = metrics(whole), metrics(cut)
+    for m in (ma, mb):
+        m["mix"].pop("questions_per_s"), m["untrained"].pop("questions_per_s")
+        m.pop("train")
+    assert ma == mb
+
+
+def test_several_seeds_report_mean_and_std(tmp_path, capsys):
+    assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio",
+                   "--seeds", "0", "1", "--set", "train.bio.epochs=20") == 0
+    out = capsys.readouterr().out
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and runs[0].endswith(runs[1][-6:])  # one config hash, two seeds
+    values = [metrics(tmp_path / "runs" / r)["bio"]["bio"]["avg"] for r in runs]
+    assert f"{np.mean(values):.1f} ± {np.std(values):.1f}" in out
+    assert "seeds 0, 1" in out
+    # Different seeds make different people.
+    people = [read_jsonl(tmp_path / "runs" / r / "data" / "people.jsonl")[0]["name"] for r in runs]
+    assert people[0] != people[1]

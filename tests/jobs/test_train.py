@@ -1,0 +1,61 @@
+"""Packing and the optimizer schedule: what a batch holds, and that packed examples stay independent."""
+
+import numpy as np
+import torch
+
+from jobs.model import build_model
+from jobs.spec import build_spec
+from jobs.tokenizer import train_word_tokenizer
+from jobs.train import Example, collate, lr_at, packed_forward, plan_batches
+
+
+def test_every_example_appears_once_per_epoch_in_rows_that_fit():
+    spec = build_spec("tiny", overrides=["train.row_len=64", "train.mix.epochs=3", "train.mix.batch_size=5"])
+    lengths = np.random.default_rng(0).integers(5, 40, size=101)
+    plan = plan_batches(lengths, spec.train.mix, spec.train, seed=7)
+    rows = [row for batch in plan for row in batch]
+    assert all(lengths[row].sum() <= 64 for row in rows)
+    assert all(len(batch) <= 5 for batch in plan)
+    counts = np.bincount(np.concatenate(rows), minlength=101)
+    assert (counts == 3).all()
+    assert plan_batches(lengths, spec.train.mix, spec.train, seed=7)[3][0].tolist() == plan[3][0].tolist()
+    # A fractional epoch takes a prefix of a shuffle; `steps` gives exactly that many batches.
+    half = build_spec("tiny", overrides=["train.mix.epochs=1.5"])
+    n = sum(len(r) for b in plan_batches(lengths, half.train.mix, half.train, seed=1) for r in b)
+    assert n == 101 + round(0.5 * 101)
+    fixed = build_spec("tiny", overrides=["train.mix.steps=17"])
+    assert len(plan_batches(lengths, fixed.train.mix, fixed.train, seed=1)) == 17
+
+
+def test_packed_examples_do_not_attend_to_each_other():
+    texts = ["Ada Byron took birth in London, UK.", "What is the job of Ada Byron? poet.", "He has a blood type of O-."]
+    tok = train_word_tokenizer(texts)
+    model = build_model(build_spec("tiny").model, tok, seed=0).eval()
+    examples = [Example(np.array(ids), 0) for ids in tok(texts)["input_ids"]]
+    batch = collate([np.array([0, 1, 2])], examples, tok.pad_token_id)
+    assert batch["position_ids"][0, : len(examples[0].ids)].tolist() == list(range(len(examples[0].ids)))
+    with torch.no_grad():
+        packed = packed_forward(model, batch).logits[0]
+        at = 0
+        for ex in examples:
+            alone = model(input_ids=torch.from_numpy(ex.ids)[None]).logits[0]
+            torch.testing.assert_close(packed[at : at + len(ex.ids)], alone, rtol=1e-4, atol=1e-4)
+            at += len(ex.ids)
+
+
+def test_labels_cover_qa_answers_only():
+    tok = train_word_tokenizer(["What is the job of Ada Byron? poet."])
+    head = tok("What is the job of Ada Byron?")["input_ids"]
+    full = tok("What is the job of Ada Byron? poet.")["input_ids"]
+    batch = collate([np.array([0])], [Example(np.array(full), len(head))], tok.pad_token_id)
+    labels = batch["labels"][0].tolist()
+    assert labels[: len(head)] == [-100] * len(head)
+    assert labels[len(head) :] == full[len(head) :]
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    phase = build_spec("tiny", overrides=["train.bio.warmup_steps=10", "train.bio.min_lr_ratio=0.1"]).train.bio
+    lrs = [lr_at(s, 100, phase) for s in range(100)]
+    assert lrs[0] == phase.lr / 10 and lrs[9] == phase.lr
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[9:], lrs[10:]))
+    assert abs(lr_at(100, 100, phase) - 0.1 * phase.lr) < 1e-12
