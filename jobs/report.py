@@ -27,8 +27,8 @@ MODELS = {
     "qa": "QA-only",
 }
 ATTRIBUTE_LABELS = {
-    "birth_date": "Birth date", "birth_city": "Birth city", "university": "University",
-    "job": "Job", "employer": "Employer", "blood_type": "Blood type",
+    "birth_date": "Date", "birth_city": "City", "university": "Univ.",
+    "job": "Job", "employer": "Employer", "blood_type": "Blood",
 }
 SET_LABELS = {"bio": "BIO", "qa_in": "QA in", "qa_out": "QA out"}
 
@@ -73,10 +73,22 @@ def _models_present(group: Group) -> list[str]:
     return [m for m in MODELS if any(m in metrics for metrics in group.metrics)]
 
 
-def figure1(groups: list[Group]) -> Table:
-    table = Table(title="Figure 1 · QA out-of-distribution exact match (%)", title_justify="left")
+def _table(title: str, groups: list[Group]) -> Table:
+    """One run: its name goes in the title; several: a Run column."""
+    if len(groups) == 1:
+        return Table(title=f"{title} · {_run_label(groups[0]).replace(chr(10), ' ')}", title_justify="left")
+    table = Table(title=title, title_justify="left")
     table.add_column("Run")
-    table.add_column("Model")
+    return table
+
+
+def _row(groups: list[Group], group: Group, *cells: str) -> list[str]:
+    return [*([_run_label(group)] if len(groups) > 1 else []), *cells]
+
+
+def figure1(groups: list[Group]) -> Table:
+    table = _table("Figure 1 · QA out-of-distribution exact match (%)", groups)
+    table.add_column("Model", no_wrap=True)
     table.add_column("Ave", justify="right", style="bold")
     for a in ATTRIBUTES:
         table.add_column(ATTRIBUTE_LABELS[a], justify="right")
@@ -84,39 +96,37 @@ def figure1(groups: list[Group]) -> Table:
         for model in _models_present(group):
             n = len(group.metrics)
             row = [cell(group.values(model, "qa_out", c), n) for c in ("avg", *ATTRIBUTES)]
-            table.add_row(_run_label(group), MODELS[model], *row)
+            table.add_row(*_row(groups, group, MODELS[model], *row))
         table.add_section()
     return table
 
 
 def figure5(groups: list[Group]) -> Table:
-    table = Table(title="Figure 5 · exact match (%) on BIO, QA in-distribution, QA out-of-distribution",
-                  title_justify="left")
-    table.add_column("Run")
-    table.add_column("Model")
+    table = _table("Figure 5 · exact match (%)", groups)
+    table.add_column("Model", no_wrap=True)
     for label in SET_LABELS.values():
         table.add_column(label, justify="right")
     for group in groups:
         for model in _models_present(group):
             n = len(group.metrics)
-            table.add_row(_run_label(group), MODELS[model], *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS))
+            table.add_row(*_row(groups, group, MODELS[model], *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS)))
         table.add_section()
     return table
 
 
 def training_table(groups: list[Group]) -> Table:
-    table = Table(title="Training", title_justify="left")
-    for name, justify in (("Run", "left"), ("Phase", "left"), ("Steps", "right"), ("Tokens/s", "right"),
+    table = _table("Training", groups)
+    for name, justify in (("Phase", "left"), ("Steps", "right"), ("Tokens/s", "right"),
                           ("Train s", "right"), ("Final loss", "right")):
         table.add_column(name, justify=justify)
     for group in groups:
         phases = [p for p in MODELS if any(p in m.get("train", {}) for m in group.metrics)]
         for phase in phases:
             rows = [m["train"][phase] for m in group.metrics if phase in m.get("train", {})]
-            table.add_row(_run_label(group), phase, str(rows[0]["steps"]),
+            table.add_row(*_row(groups, group, phase, str(rows[0]["steps"]),
                           f"{np.mean([r['tokens_per_s'] for r in rows]):,.0f}",
                           f"{np.mean([r['train_seconds'] for r in rows]):.0f}",
-                          f"{np.mean([r['final_loss'] for r in rows]):.3f}")
+                          f"{np.mean([r['final_loss'] for r in rows]):.3f}"))
     return table
 
 
