@@ -65,12 +65,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         overrides.append(f"data.people={args.people}")
     if args.qa_in_fraction is not None:
         overrides.append(f"data.qa_in_fraction={args.qa_in_fraction}")
-    if args.model is not None:
-        overrides.append(f'model.path="{Path(args.model).expanduser().resolve()}"')
     paths = []
     for seed in seeds:
+        model = {"path": str(Path(args.model).expanduser().resolve())} if args.model else None
         spec = build_spec(args.preset, strategies=args.strategy, seed=seed, config=config,
-                          overrides=overrides, device=args.device)
+                          overrides=overrides, device=args.device, model=model)
         if spec.model.path is not None:
             check_model_path(spec.model.path)  # before any folder is made for it
         name = spec.default_name() if not args.name else (f"{args.name}-s{seed}" if len(seeds) > 1 else args.name)
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             err_console.print(f"[red]error:[/red] disk full writing {err.filename or 'the run folder'}; free space "
                               "and run the same command again: finished steps are kept", soft_wrap=True)
             return 1
-        if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
             err_console.print(f"[red]error:[/red] cannot write {err.filename}: {err.strerror}; "
                               "choose a writable --workspace", soft_wrap=True)
             return 1

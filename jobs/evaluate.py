@@ -17,6 +17,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from jobs.corpus import Prompt
+from jobs.model import autocast
 from jobs.spec import ATTRIBUTES
 from jobs.tokenizer import Target
 
@@ -73,10 +74,13 @@ def greedy_match(
             ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             mask[row, width - len(encoded[i]) :] = 1
         new = max(len(targets[i]) for i in idx)
-        config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, num_beams=1,
-                                  pad_token_id=pad, eos_token_id=None, bos_token_id=tok.bos_token_id)
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
-        produced = out[:, width:].cpu().numpy()
+        # Purely greedy: no minimum length (it would forbid EOS and score the runner-up); a row that
+        # stops early is padded and fails the comparison, as it should.
+        config = GenerationConfig(max_new_tokens=new, do_sample=False, num_beams=1, pad_token_id=pad)
+        with autocast(device):
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        produced = np.full((len(idx), new), -1)
+        produced[:, : out.shape[1] - width] = out[:, width:].cpu().numpy()
         for row, i in enumerate(idx):
             t = targets[i]
             correct[i] = produced[row, : len(t)].tolist() == list(t)

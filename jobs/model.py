@@ -27,12 +27,18 @@ def pick_device(name: str) -> torch.device:
         raise FactrecallError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FactrecallError(f"device {name!r} asked for, but torch sees no GPU; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise FactrecallError(f"device {name!r}: torch sees {torch.cuda.device_count()} GPU(s); use cuda:0 or auto")
     return device
 
 
-def dtype_for(device: torch.device) -> torch.dtype:
-    """bf16 on a GPU (a 3B model and its AdamW state fit in 40 GB only so), fp32 on the CPU."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+def autocast(device: torch.device):
+    """bf16 compute on a GPU, over fp32 weights: pure-bf16 AdamW loses updates below about 1/256 of
+    a weight, which at the paper's lr of 1e-4 is most of warm-up, the cosine tail and all weight
+    decay. (A 3B model then needs about 48 GB for weights, gradients and AdamW state.)"""
+    import contextlib
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def use_all_cores() -> None:
@@ -59,10 +65,10 @@ def build_model(spec: ModelSpec, tok: PreTrainedTokenizerBase, seed: int) -> Lla
 
 
 def load_model(path: str | Path, device: torch.device) -> PreTrainedModel:
-    """A local checkpoint on `device` (bf16 on a GPU, fp32 on the CPU), with SDPA attention."""
+    """A local checkpoint on `device` in fp32 (see `autocast` for bf16 on a GPU), with SDPA attention."""
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), local_files_only=True, dtype=dtype_for(device), attn_implementation="sdpa"
+            str(path), local_files_only=True, dtype=torch.float32, attn_implementation="sdpa"
         )
     except (OSError, ValueError) as err:
         raise FactrecallError(f"cannot load a causal LM from {path}: {str(err).splitlines()[0]}") from None

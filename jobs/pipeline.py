@@ -6,6 +6,7 @@ and marks itself done last; re-running the same command skips what is done and r
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from jobs import model as models
 from jobs.corpus import Prompt, bio_entries, prompts
+from jobs.errors import SpecError
 from jobs.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
 from jobs.people import Person, generate_people
 from jobs.runfolder import RunFolder, read_jsonl, write_jsonl
@@ -87,9 +89,25 @@ def make_tokenizer(run: RunFolder) -> tuple[PreTrainedTokenizerBase, list[Target
     else:
         tok = load_tokenizer(run.spec.model.path)
     targets = encode_targets(tok, all_prompts)
+    _check_row_len(run, tok, all_prompts, targets)
     write_jsonl(targets_file, [{"first_token_id": t.first_token_id, "ids": list(t.ids)} for t in targets])
     run.mark_done("tokenizer", vocab=len(tok))
     return tok, targets
+
+
+def _check_row_len(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt],
+                   targets: list[Target]) -> None:
+    """Refuse, before any training, examples that cannot fit a packed row."""
+    if not run.spec.train.packing:
+        return
+    bio = tok([r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")])["input_ids"]
+    qa = tok([p.qa for p in all_prompts])["input_ids"]
+    longest = max(max(map(len, bio)), max(len(h) + len(t.ids) for h, t in zip(qa, targets)))
+    if longest > run.spec.train.row_len:
+        raise SpecError(
+            f"an example has {longest} tokens with this tokenizer, more than train.row_len={run.spec.train.row_len}; "
+            f"raise it, e.g. --set train.row_len={2 ** math.ceil(math.log2(longest))}"
+        )
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -147,14 +165,17 @@ def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_pr
     throttle = _Throttle(run, step, len(plan))
     summary = train_phase(model, tok, examples, plan, phase.settings, spec.train, folder=folder,
                           progress=lambda info: throttle(info.pop("step"), **info), curve=curve)
-    final = folder / "final"
+    final, partial = folder / "final", folder / "final.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tok.save_pretrained(partial)
     shutil.rmtree(final, ignore_errors=True)
-    model.save_pretrained(final)
-    tok.save_pretrained(final)
-    # The optimizer state is twice the model; once the final weights are safe it is dead weight.
-    shutil.rmtree(folder / "last", ignore_errors=True)
+    partial.rename(final)
     run.update_metrics(("train", phase.name), summary)
     run.mark_done(step, **{k: v for k, v in summary.items() if k != "curve"})
+    # The optimizer state is twice the model; once the phase is marked done it is dead weight.
+    # (Killed before this line, a re-run finds the phase done and only this folder left over.)
+    shutil.rmtree(folder / "last", ignore_errors=True)
 
 
 def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict, checkpoint: str | None = None) -> None:

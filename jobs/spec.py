@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.errors import SpecError
 
@@ -29,10 +29,12 @@ DEFAULT_PRESET = "cpu"
 DEFAULT_STRATEGIES = ("stage", "mix")
 
 Strategy = Literal["bio", "qa", "stage", "mix"]
+# What people.py asks of faker; a locale lacking one cannot make the data.
+FAKER_METHODS = ("first_name_female", "first_name_male", "last_name", "city", "state_abbr", "company", "job")
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSpec(_Spec):
@@ -45,6 +47,20 @@ class DataSpec(_Spec):
     bio_entries: int = Field(1, ge=1, description="BIO entries per person (augmentation when > 1)")
     permute: bool = Field(False, description="shuffle sentence order in each BIO entry")
     locale: str = "en_US"
+
+    @field_validator("locale")
+    @classmethod
+    def _faker_knows_locale(cls, value: str) -> str:
+        from faker import Faker
+        from faker.config import AVAILABLE_LOCALES
+
+        if value not in AVAILABLE_LOCALES:
+            raise ValueError(f"faker has no locale {value!r} (e.g. en_US, en_GB, en_CA)")
+        fake = Faker(value)
+        missing = [m for m in FAKER_METHODS if not hasattr(fake, m)]
+        if missing:
+            raise ValueError(f"faker's {value} locale cannot make {missing[0]} (people.py needs it); use en_US")
+        return value
 
 
 class ModelSpec(_Spec):
@@ -62,8 +78,8 @@ class ModelSpec(_Spec):
 
 
 class PhaseSpec(_Spec):
-    epochs: float | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0, le=100_000)
+    steps: int | None = Field(None, gt=0, le=100_000_000)
     lr: float = Field(gt=0)
     batch_size: int = Field(gt=0, description="rows per optimizer step")
     warmup_steps: int = Field(0, ge=0)
@@ -191,10 +207,17 @@ def parse_assignment(text: str) -> dict[str, Any]:
         cur[part] = {}
         cur = cur[part]
     cur[parts[-1]] = value
-    if parts[-1] in ("epochs", "steps") and len(parts) == 3:
-        # A phase is measured in epochs or in steps: setting one clears the other.
-        cur["steps" if parts[-1] == "epochs" else "epochs"] = None
     return node
+
+
+def _one_length_per_phase(layer: dict[str, Any]) -> dict[str, Any]:
+    """A phase is measured in epochs or in steps: a layer that sets one clears the other below it."""
+    train = layer.get("train")
+    if isinstance(train, dict):
+        for phase in train.values():
+            if isinstance(phase, dict) and ("epochs" in phase) != ("steps" in phase):
+                phase.setdefault("steps" if "epochs" in phase else "epochs", None)
+    return layer
 
 
 def _one_line(err: ValidationError) -> str:
@@ -219,9 +242,9 @@ def build_spec(
     settings (`device=...`, or nested dicts like `data={"people": 50}`), validated once."""
     raw = load_preset(preset)
     if config:
-        raw = _merge(raw, config)
+        raw = _merge(raw, _one_length_per_phase(config))
     for assignment in overrides:
-        raw = _merge(raw, parse_assignment(assignment))
+        raw = _merge(raw, _one_length_per_phase(parse_assignment(assignment)))
     for key, value in top.items():
         if value is not None:
             raw = _merge(raw, {key: value})

@@ -13,20 +13,24 @@ AdamW state and the step, so a resumed phase ends with the same weights as an un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from jobs.errors import SpecError
+from jobs.model import autocast
 from jobs.spec import PhaseSpec, TrainSpec
 
 
@@ -43,10 +47,8 @@ def plan_batches(lengths: np.ndarray, phase: PhaseSpec, train: TrainSpec, seed: 
     example indices. Each epoch is a fresh shuffle; a fractional epoch takes a prefix of one."""
     rng = np.random.default_rng(seed)
     if train.packing and lengths.max() > train.row_len:
-        raise SpecError(
-            f"an example has {lengths.max()} tokens with this tokenizer, more than train.row_len={train.row_len}; "
-            f"raise it, e.g. --set train.row_len={2 ** math.ceil(math.log2(lengths.max()))}"
-        )
+        # The pipeline refuses this with advice at the tokenizer step; reaching here is a caller's bug.
+        raise ValueError(f"an example of {lengths.max()} tokens does not fit train.row_len={train.row_len}")
     rows: list[np.ndarray] = []
     needed_rows = phase.steps * phase.batch_size if phase.steps else None
     epoch = 0.0
@@ -137,25 +139,40 @@ def save_checkpoint(folder: Path, model: PreTrainedModel, opt: torch.optim.Optim
     shutil.rmtree(old, ignore_errors=True)
 
 
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The last complete checkpoint: `folder`, or `folder.old` if a swap was cut short."""
     for candidate in (folder, folder.with_name(folder.name + ".old")):
-        if (candidate / "state.json").exists():
+        if all((candidate / name).exists() for name in CHECKPOINT_FILES):
             return candidate
     return None
 
 
 def load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
-    from safetensors import safe_open
-
+    state: dict[int, dict[str, torch.Tensor]] = {}
     with safe_open(str(folder / "optimizer.safetensors"), "pt") as f:
         groups = json.loads(f.metadata()["param_groups"])
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        for key in f.keys():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = f.get_tensor(key)
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C during a step would save weights with half an AdamW update applied; instead the
+    signal only raises a flag, which the loop checks between steps."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    hit = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: hit.set())
+    try:
+        yield hit.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -193,38 +210,45 @@ def train_phase(
             raise RuntimeError(f"checkpoint {found} was made for a {state['total']}-step plan, not {total}")
     model.train()
     step = saved_step = state["step"]
-    try:
-        while step < total:
-            t0 = time.perf_counter()
-            batch = {k: v.to(device) for k, v in collate(plan[step], examples, tok.pad_token_id).items()}
-            lr = lr_at(step, total, phase)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            loss = packed_forward(model, batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            state["tokens"] += sum(len(examples[i].ids) for row in plan[step - 1] for i in row)
-            state["train_seconds"] += time.perf_counter() - t0
-            state["loss"] = loss.item()
-            state["step"] = step
-            if curve is not None and train.eval_every and (step % train.eval_every == 0 or step == total):
-                model.eval()
-                state["curve"].append({"step": step, **curve(model)})
-                model.train()
-            progress({"step": step, "loss": state["loss"], "lr": lr,
-                      "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
-                      **({"curve": state["curve"][-1]} if state["curve"] and state["curve"][-1]["step"] == step else {})})
-            if step % train.checkpoint_every == 0 or step == total:
+    consistent = True  # weights, optimizer and `state` describe the same step
+    with _deferred_sigint() as interrupted:
+        try:
+            while step < total:
+                if interrupted():
+                    raise KeyboardInterrupt
+                consistent = False
+                t0 = time.perf_counter()
+                batch = {k: v.to(device) for k, v in collate(plan[step], examples, tok.pad_token_id).items()}
+                lr = lr_at(step, total, phase)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with autocast(device):
+                    loss = packed_forward(model, batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                state["tokens"] += sum(len(examples[i].ids) for row in plan[step - 1] for i in row)
+                state["train_seconds"] += time.perf_counter() - t0
+                state["loss"] = loss.item()
+                state["step"] = step
+                consistent = True
+                if curve is not None and train.eval_every and (step % train.eval_every == 0 or step == total):
+                    model.eval()
+                    state["curve"].append({"step": step, **curve(model)})
+                    model.train()
+                progress({"step": step, "loss": state["loss"], "lr": lr,
+                          "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
+                          **({"curve": state["curve"][-1]} if state["curve"] and state["curve"][-1]["step"] == step else {})})
+                if step % train.checkpoint_every == 0 or step == total:
+                    save_checkpoint(last, model, opt, state)
+                    saved_step = step
+        except KeyboardInterrupt:
+            # Ctrl-C keeps the work done since the last checkpoint (a SIGKILL loses at most that much).
+            if consistent and step > saved_step:
                 save_checkpoint(last, model, opt, state)
-                saved_step = step
-    except KeyboardInterrupt:
-        # Ctrl-C keeps the work done since the last checkpoint (a SIGKILL loses at most that much).
-        if step > saved_step:
-            save_checkpoint(last, model, opt, state)
-        raise
+            raise
     model.eval()
     return {
         "steps": total,

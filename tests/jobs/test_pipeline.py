@@ -1,6 +1,10 @@
 """The spine end to end, as a researcher runs it: `factrecall-jobs run` on the tiny preset."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import torch
@@ -106,6 +110,24 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_metrics(tmp_path):
         m.pop("train")
     assert ma == mb
 
+    # The same with a real Ctrl-C (SIGINT) sent to a real process mid-training.
+    argv = [sys.executable, "-m", "jobs.cli", "--workspace", tmp_path, "run", "--preset", "tiny",
+            "--strategy", "mix", "--set", "train.checkpoint_every=40", "--name", "sig"]
+    proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    events = tmp_path / "runs" / "sig" / "events.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if events.exists() and '"step": "train-mix", "done"' in events.read_text():
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted" in proc.stderr.read()
+    assert not (tmp_path / "runs" / "sig" / "done" / "train-mix.json").exists()
+    assert run_cli("--workspace", tmp_path, "resume", "sig") == 0
+    c = load_file(tmp_path / "runs" / "sig" / "checkpoints" / "mix" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
 
 def test_several_seeds_report_mean_and_std(tmp_path, capsys):
     assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio",
@@ -119,3 +141,13 @@ def test_several_seeds_report_mean_and_std(tmp_path, capsys):
     # Different seeds make different people.
     people = [read_jsonl(tmp_path / "runs" / r / "data" / "people.jsonl")[0]["name"] for r in runs]
     assert people[0] != people[1]
+
+
+def test_qa_only_training_fits_its_questions_but_not_the_biographies(tmp_path):
+    assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "qa",
+                   "--set", "train.qa.epochs=60", "--name", "qa") == 0
+    m = metrics(tmp_path / "runs" / "qa")
+    assert set(m) >= {"majority", "untrained", "qa"} and "bio" not in m
+    # QA-in answers are memorised; BIO prompts were never trained on.
+    assert m["qa"]["qa_in"]["avg"] >= 80
+    assert m["qa"]["bio"]["avg"] < m["qa"]["qa_in"]["avg"]

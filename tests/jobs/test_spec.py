@@ -1,0 +1,32 @@
+"""The spec: presets, config files and overrides layer predictably, and names identify configurations."""
+
+from jobs.spec import build_spec
+
+
+def test_a_layer_that_sets_epochs_clears_the_presets_steps():
+    paper = build_spec("paper")
+    assert paper.train.bio.steps == 6820 and paper.train.bio.epochs is None
+    from_file = build_spec("paper", config={"train": {"bio": {"epochs": 3}}})
+    assert from_file.train.bio.epochs == 3 and from_file.train.bio.steps is None
+    from_flag = build_spec("tiny", overrides=["train.mix.steps=50"])
+    assert from_flag.train.mix.steps == 50 and from_flag.train.mix.epochs is None
+
+
+def test_names_identify_the_configuration_not_the_seed():
+    stock = build_spec("cpu", seed=1)
+    assert stock.default_name() == "cpu-stage+mix-s1"
+    a = build_spec("cpu", seed=0, overrides=["data.people=2000"])
+    b = build_spec("cpu", seed=2, overrides=["data.people=2000"])
+    assert a.default_name().endswith(a.config_hash()) and a.config_hash() == b.config_hash()
+    assert a.config_hash() != stock.config_hash()
+    # The device is not part of a run's identity: a run may resume on another machine.
+    assert build_spec("cpu", device="cuda").identity() == build_spec("cpu").identity()
+
+
+def test_phases_follow_the_strategies():
+    names = lambda *s: [p.name for p in build_spec("tiny", strategies=s).phases()]  # noqa: E731
+    assert names("stage", "mix") == ["bio", "stage", "mix"]
+    assert names("bio", "stage") == ["bio", "stage"]
+    assert names("qa") == ["qa"]
+    stage = build_spec("tiny", strategies=["stage"]).phases()[1]
+    assert stage.start == "bio" and stage.sets == ("qa_in",)
