@@ -28,13 +28,17 @@ class ConsoleProgress:
         self.curve: dict[str, str] = {}
 
     def __enter__(self) -> ConsoleProgress:
-        self.progress.start()
+        if self.console.is_terminal:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
     def __call__(self, event: Event) -> None:
+        if not self.console.is_terminal:
+            self._line(event)
+            return
         kind, step = event["kind"], event.get("step")
         if kind == "start":
             self.tasks[step] = self.progress.add_task(step, total=event["total"], info="")
@@ -54,3 +58,17 @@ class ConsoleProgress:
                 self.progress.update(self.tasks[step], completed=task.total)
             else:
                 self.console.print(f"[dim]{step}: done[/dim]")
+
+    def _line(self, event: Event) -> None:
+        """Without a terminal (a log, CI), bars would print as dots: one line per finished step instead."""
+        if event["kind"] != "step" or event.get("status") != "done":
+            return
+        details = {k: v for k, v in event.items() if k not in ("time", "kind", "step", "status")}
+        shown = ", ".join(f"{k} {_number(v)}" for k, v in details.items())
+        self.console.print(f"{event['step']}: done" + (f" ({shown})" if shown else ""), highlight=False, soft_wrap=True)
+
+
+def _number(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)

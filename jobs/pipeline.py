@@ -18,7 +18,7 @@ from jobs import model as models
 from jobs.corpus import Prompt, bio_entries, prompts
 from jobs.errors import SpecError
 from jobs.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
-from jobs.people import Person, generate_people
+from jobs.people import generate_people
 from jobs.runfolder import RunFolder, read_jsonl, write_jsonl
 from jobs.spec import Phase, check_model_path
 from jobs.tokenizer import Target, encode_targets, load_tokenizer, train_word_tokenizer
@@ -61,12 +61,9 @@ def make_data(run: RunFolder) -> None:
     run.mark_done("data", people=len(people), qa_in=n_in, qa_out=len(people) - n_in, bio_entries=len(entries))
 
 
-def load_people(run: RunFolder) -> list[Person]:
-    return [Person(**row) for row in read_jsonl(run.path / "data" / "people.jsonl")]
-
-
-def load_prompts(run: RunFolder) -> list[Prompt]:
-    return [Prompt(**{k: row[k] for k in Prompt.__dataclass_fields__}) for row in read_jsonl(run.path / "data" / "prompts.jsonl")]
+def load_prompts(run_path: Path) -> list[Prompt]:
+    """One `Prompt` per (person, attribute), person-major, as written by the data step."""
+    return [Prompt(**row) for row in read_jsonl(run_path / "data" / "prompts.jsonl")]
 
 
 # -- tokenizer -----------------------------------------------------------------------------------
@@ -80,7 +77,7 @@ def make_tokenizer(run: RunFolder) -> tuple[PreTrainedTokenizerBase, list[Target
     if run.is_done("tokenizer"):
         tok = load_tokenizer(tokenizer_dir(run))
         return tok, [Target(r["first_token_id"], tuple(r["ids"])) for r in read_jsonl(targets_file)]
-    all_prompts = load_prompts(run)
+    all_prompts = load_prompts(run.path)
     if run.spec.model.path is None:
         texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")]
         texts += [f"{p.qa} {p.answer}." for p in all_prompts]
@@ -204,7 +201,7 @@ def execute(run: RunFolder) -> dict:
     run.emit("run", status="running", phases=[p.name for p in run.spec.phases()])
     make_data(run)
     tok, targets = make_tokenizer(run)
-    all_prompts = load_prompts(run)
+    all_prompts = load_prompts(run.path)
     sets = eval_sets(all_prompts, targets)
     if "majority" not in run.metrics():
         run.update_metrics("majority", majority_vote(all_prompts))

@@ -55,7 +55,7 @@ def test_batched_decoding_matches_one_question_at_a_time(tiny_run):
     tok = load_tokenizer(tiny_run / "tokenizer")
     model = load_model(tiny_run / "checkpoints" / "stage" / "final", torch.device("cpu"))
     targets = [Target(r["first_token_id"], tuple(r["ids"])) for r in read_jsonl(tiny_run / "data" / "targets.jsonl")]
-    sets = eval_sets(load_prompts(RunFolder(tiny_run, None)), targets)
+    sets = eval_sets(load_prompts(tiny_run), targets)
     s = sets["qa_out"]
     batched = greedy_match(model, tok, s.prompts, s.targets, batch_size=64)
     single = greedy_match(model, tok, s.prompts, s.targets, batch_size=1)
