@@ -192,10 +192,33 @@ def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict
     run.mark_done(step, **{s: result[s]["avg"] for s in EVAL_SETS})
 
 
+def record_environment(run: RunFolder, device) -> None:
+    """Append this session's library versions and machine to env.json: faker's version decides the
+    people a seed makes, torch's and the thread count the exact numbers a run reaches."""
+    import json
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    from jobs.runfolder import atomic_write_json
+
+    file = run.path / "env.json"
+    sessions = json.loads(file.read_text()) if file.exists() else []
+    sessions.append({
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        **{lib: version(lib) for lib in ("torch", "transformers", "tokenizers", "faker", "numpy")},
+        "machine": platform.machine(), "threads": torch.get_num_threads(), "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    })
+    atomic_write_json(file, sessions)
+
+
 def execute(run: RunFolder) -> dict:
     """Run every step of `run.spec` that is not done yet; returns metrics.json's content."""
     models.use_all_cores()
-    models.pick_device(run.spec.device)  # fail early on a device that is not there
+    record_environment(run, models.pick_device(run.spec.device))  # fails early on a missing device
     if run.spec.model.path is not None:
         check_model_path(run.spec.model.path)
     run.emit("run", status="running", phases=[p.name for p in run.spec.phases()])

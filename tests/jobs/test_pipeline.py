@@ -38,6 +38,8 @@ def test_tiny_run_learns_its_bio_facts_and_writes_a_complete_run_folder(tiny_run
     for phase in ("init", "bio/final", "stage/final", "mix/final"):
         assert (tiny_run / "checkpoints" / phase / "model.safetensors").exists()
     assert not (tiny_run / "checkpoints" / "mix" / "last").exists()  # optimizer state dropped when done
+    env = json.loads((tiny_run / "env.json").read_text())
+    assert env[0]["faker"] and env[0]["torch"] and env[0]["device"] == "cpu"
     events = read_jsonl(tiny_run / "events.jsonl")
     assert events[-1] == {**events[-1], "kind": "run", "status": "done"}
     assert {e["step"] for e in events if e["kind"] == "step"} >= {"data", "tokenizer", "train-mix", "eval-mix"}
