@@ -36,7 +36,7 @@ def _workspace(args: argparse.Namespace) -> Path:
     return Path(args.workspace).expanduser()
 
 
-def _execute(path: Path, run_factory) -> None:
+def _execute(run_factory) -> None:
     from jobs.console import ConsoleProgress
     from jobs.pipeline import execute
 
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             check_model_path(spec.model.path)  # before any folder is made for it
         name = spec.default_name() if not args.name else (f"{args.name}-s{seed}" if len(seeds) > 1 else args.name)
         path = _workspace(args) / "runs" / name
-        _execute(path, lambda: RunFolder.create_or_resume(path, spec))
+        _execute(lambda: RunFolder.create_or_resume(path, spec))
         paths.append(path)
     _print_tables(paths)
 
@@ -83,7 +83,7 @@ def cmd_resume(args: argparse.Namespace) -> None:
     from jobs.runfolder import RunFolder, resolve_run
 
     path = resolve_run(_workspace(args), args.run)
-    _execute(path, lambda: RunFolder.resume(path, device=args.device))
+    _execute(lambda: RunFolder.resume(path, device=args.device))
     _print_tables([path])
 
 

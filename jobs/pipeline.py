@@ -6,12 +6,16 @@ and marks itself done last; re-running the same command skips what is done and r
 
 from __future__ import annotations
 
+import json
 import math
+import platform
 import shutil
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from jobs import model as models
@@ -19,7 +23,7 @@ from jobs.corpus import Prompt, bio_entries, prompts
 from jobs.errors import SpecError
 from jobs.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
 from jobs.people import generate_people
-from jobs.runfolder import RunFolder, read_jsonl, write_jsonl
+from jobs.runfolder import RunFolder, atomic_write_json, read_jsonl, write_jsonl
 from jobs.spec import Phase, check_model_path
 from jobs.tokenizer import Target, encode_targets, load_tokenizer, train_word_tokenizer
 from jobs.train import Example, plan_batches, train_phase
@@ -195,14 +199,6 @@ def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict
 def record_environment(run: RunFolder, device) -> None:
     """Append this session's library versions and machine to env.json: faker's version decides the
     people a seed makes, torch's and the thread count the exact numbers a run reaches."""
-    import json
-    import platform
-    from importlib.metadata import version
-
-    import torch
-
-    from jobs.runfolder import atomic_write_json
-
     file = run.path / "env.json"
     sessions = json.loads(file.read_text()) if file.exists() else []
     sessions.append({
