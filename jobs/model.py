@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -36,8 +37,6 @@ def autocast(device: torch.device):
     """bf16 compute on a GPU, over fp32 weights: pure-bf16 AdamW loses updates below about 1/256 of
     a weight, which at the paper's lr of 1e-4 is most of warm-up, the cosine tail and all weight
     decay. (A 3B model then needs about 48 GB for weights, gradients and AdamW state.)"""
-    import contextlib
-
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 

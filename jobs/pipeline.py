@@ -75,13 +75,12 @@ def tokenizer_dir(run: RunFolder) -> Path:
     return Path(run.spec.model.path) if run.spec.model.path else run.path / "tokenizer"
 
 
-def make_tokenizer(run: RunFolder) -> tuple[PreTrainedTokenizerBase, list[Target]]:
+def make_tokenizer(run: RunFolder, all_prompts: list[Prompt]) -> tuple[PreTrainedTokenizerBase, list[Target]]:
     """Train (built-in) or load the tokenizer, check every prompt against it, and store the targets."""
     targets_file = run.path / "data" / "targets.jsonl"
     if run.is_done("tokenizer"):
         tok = load_tokenizer(tokenizer_dir(run))
         return tok, [Target(r["first_token_id"], tuple(r["ids"])) for r in read_jsonl(targets_file)]
-    all_prompts = load_prompts(run.path)
     if run.spec.model.path is None:
         texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")]
         texts += [f"{p.qa} {p.answer}." for p in all_prompts]
@@ -101,9 +100,8 @@ def _check_row_len(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: li
     """Refuse, before any training, examples that cannot fit a packed row."""
     if not run.spec.train.packing:
         return
-    bio = tok([r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")])["input_ids"]
-    qa = tok([p.qa for p in all_prompts])["input_ids"]
-    longest = max(max(map(len, bio)), max(len(h) + len(t.ids) for h, t in zip(qa, targets)))
+    every_set = Phase("check", "init", ("bio", "qa_in"), run.spec.train.mix)
+    longest = max(len(e.ids) for e in training_examples(every_set, tok, run, all_prompts, targets))
     if longest > run.spec.train.row_len:
         raise SpecError(
             f"an example has {longest} tokens with this tokenizer, more than train.row_len={run.spec.train.row_len}; "
@@ -219,8 +217,8 @@ def execute(run: RunFolder) -> dict:
         check_model_path(run.spec.model.path)
     run.emit("run", status="running", phases=[p.name for p in run.spec.phases()])
     make_data(run)
-    tok, targets = make_tokenizer(run)
     all_prompts = load_prompts(run.path)
+    tok, targets = make_tokenizer(run, all_prompts)
     sets = eval_sets(all_prompts, targets)
     if "majority" not in run.metrics():
         run.update_metrics("majority", majority_vote(all_prompts))
