@@ -5,6 +5,7 @@
     factrecall-jobs run --seeds 0 1 2            # three runs, reported as mean ± std
     factrecall-jobs resume RUN                   # continue a killed run (re-running the same `run` does too)
     factrecall-jobs show RUN [RUN ...]           # Figure 1 and Figure 5 for runs, side by side
+    factrecall-jobs plot RUN [RUN ...]           # accuracy over training, as a PNG
     factrecall-jobs presets                      # what each preset sets
 """
 
@@ -36,7 +37,7 @@ def _workspace(args: argparse.Namespace) -> Path:
     return Path(args.workspace).expanduser()
 
 
-def _execute(run_factory) -> None:
+def _execute(run_factory, reuse: bool = True) -> None:
     from jobs.console import ConsoleProgress
     from jobs.pipeline import execute
 
@@ -48,7 +49,7 @@ def _execute(run_factory) -> None:
         with ConsoleProgress(console) as bars:
             run.listeners.append(bars)
             try:
-                execute(run)
+                execute(run, reuse=reuse)
             except BaseException as exc:
                 run.emit("run", status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                          error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -74,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             check_model_path(spec.model.path)  # before any folder is made for it
         name = spec.default_name() if not args.name else (f"{args.name}-s{seed}" if len(seeds) > 1 else args.name)
         path = _workspace(args) / "runs" / name
-        _execute(lambda: RunFolder.create_or_resume(path, spec))
+        _execute(lambda: RunFolder.create_or_resume(path, spec), reuse=not args.no_reuse)
         paths.append(path)
     _print_tables(paths)
 
@@ -83,7 +84,7 @@ def cmd_resume(args: argparse.Namespace) -> None:
     from jobs.runfolder import RunFolder, resolve_run
 
     path = resolve_run(_workspace(args), args.run)
-    _execute(lambda: RunFolder.resume(path, device=args.device))
+    _execute(lambda: RunFolder.resume(path, device=args.device), reuse=not args.no_reuse)
     _print_tables([path])
 
 
@@ -104,6 +105,19 @@ def _print_tables(paths: list[Path]) -> None:
         console.print(table)
 
 
+def cmd_plot(args: argparse.Namespace) -> None:
+    from jobs.plots import curves
+    from jobs.runfolder import resolve_run
+
+    paths = [resolve_run(_workspace(args), r) for r in args.runs]
+    out = Path(args.out) if args.out else paths[0] / "curves.png"
+    try:
+        written = curves(paths, out, title=args.title)
+    except ValueError as err:
+        raise FactrecallError(f"{err}; re-run with --set train.eval_every=250 to log one") from None
+    console.print(f"wrote {written}")
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     for name in preset_names():
         p = load_preset(name)
@@ -115,6 +129,10 @@ def cmd_presets(args: argparse.Namespace) -> None:
             f"bio {length(t['bio'])} lr {t['bio']['lr']}, qa {length(t['qa'])} lr {t['qa']['lr']}, "
             f"mix {length(t['mix'])} lr {t['mix']['lr']}"
         )
+
+
+_NO_REUSE = ("train every phase here, even one another finished run in the workspace trained identically "
+             "(by default it is linked from there: a QA-phase sweep then trains the BIO phase once)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,17 +156,25 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="a local Hugging Face checkpoint folder instead of the built-in model")
     run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     run.add_argument("--name", help="run folder name (default: from preset, strategies, seed)")
+    run.add_argument("--no-reuse", action="store_true", help=_NO_REUSE)
     run.set_defaults(func=cmd_run)
 
     resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
     resume.add_argument("run", help="run name (under WORKSPACE/runs) or path")
     resume.add_argument("--device", default=None)
+    resume.add_argument("--no-reuse", action="store_true", help=_NO_REUSE)
     resume.set_defaults(func=cmd_resume)
 
     show = sub.add_parser("show", help="the paper's tables for one or more runs")
     show.add_argument("runs", nargs="+", metavar="RUN")
     show.add_argument("--json", action="store_true", help="print metrics.json instead of tables")
     show.set_defaults(func=cmd_show)
+
+    plot = sub.add_parser("plot", help="BIO / QA-in / QA-out accuracy over training, as a PNG (seeds: mean and range)")
+    plot.add_argument("runs", nargs="+", metavar="RUN")
+    plot.add_argument("--out", help="PNG file (default: curves.png in the first run's folder)")
+    plot.add_argument("--title", help="figure title (default: the run or configuration name)")
+    plot.set_defaults(func=cmd_plot)
 
     presets = sub.add_parser("presets", help="list presets")
     presets.set_defaults(func=cmd_presets)

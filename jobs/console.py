@@ -56,6 +56,8 @@ class ConsoleProgress:
             if step in self.tasks:
                 task = self.progress.tasks[self.tasks[step]]
                 self.progress.update(self.tasks[step], completed=task.total)
+            elif "reused_from" in event:
+                self.console.print(f"[dim]{step}: reused from run {event['reused_from']} (same seed, data and settings)[/dim]")
             else:
                 self.console.print(f"[dim]{step}: done[/dim]")
 

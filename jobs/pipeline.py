@@ -6,8 +6,10 @@ and marks itself done last; re-running the same command skips what is done and r
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
+import os
 import platform
 import shutil
 import time
@@ -20,10 +22,17 @@ from transformers import PreTrainedTokenizerBase
 
 from jobs import model as models
 from jobs.corpus import Prompt, bio_entries, prompts
-from jobs.errors import SpecError
+from jobs.errors import FactrecallError, SpecError
 from jobs.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
 from jobs.people import generate_people
-from jobs.runfolder import RunFolder, atomic_write_json, read_jsonl, write_jsonl
+from jobs.runfolder import (
+    RunFolder,
+    atomic_write_json,
+    load_spec,
+    read_jsonl,
+    read_metrics,
+    write_jsonl,
+)
 from jobs.spec import Phase, check_model_path
 from jobs.tokenizer import Target, encode_targets, load_tokenizer, train_word_tokenizer
 from jobs.train import Example, plan_batches, train_phase
@@ -143,10 +152,63 @@ def training_examples(phase: Phase, tok: PreTrainedTokenizerBase, run: RunFolder
     return examples
 
 
+# Files that must be byte-equal before another run's phase counts as this run's (a different faker
+# or torch can make other people or other initial weights from the same seed).
+_SAME_INPUTS = ("data/prompts.jsonl", "data/targets.jsonl", "checkpoints/init/model.safetensors")
+
+
+def find_reusable_phase(run: RunFolder, phase: Phase) -> Path | None:
+    """A finished run in the same workspace that trained `phase` exactly as `run` would: equal
+    `phase_key` and byte-equal data, targets and initial weights. Returns that run's folder."""
+    key = run.spec.phase_key(phase.name)
+    for other in sorted(run.path.parent.iterdir()):
+        if other == run.path or not (other / "done" / f"train-{phase.name}.json").exists():
+            continue
+        try:
+            spec = load_spec(other)
+        except FactrecallError:
+            continue
+        if phase.name not in {p.name for p in spec.phases()} or spec.phase_key(phase.name) != key:
+            continue
+        inputs = [f for f in _SAME_INPUTS if (run.path / f).exists() or (other / f).exists()]
+        if all((run.path / f).exists() and (other / f).exists() and filecmp.cmp(run.path / f, other / f, shallow=False)
+               for f in inputs) and (other / "checkpoints" / phase.name / "final" / "model.safetensors").exists():
+            return other
+    return None
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy a checkpoint folder as hard links (no extra disk; the files are never written in place),
+    falling back to copies across file systems."""
+    try:
+        shutil.copytree(source, target, copy_function=os.link)
+    except OSError:
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+
+
+def reuse_phase(run: RunFolder, phase: Phase, source: Path) -> None:
+    """Take `phase`'s final checkpoint and training summary from the finished run `source`."""
+    folder = run.path / "checkpoints" / phase.name
+    final, partial = folder / "final", folder / "final.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    _link_tree(source / "checkpoints" / phase.name / "final", partial)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    summary = {**read_metrics(source)["train"][phase.name], "reused_from": source.name}
+    run.update_metrics(("train", phase.name), summary)
+    run.mark_done(f"train-{phase.name}", reused_from=source.name,
+                  **{k: v for k, v in summary.items() if k not in ("curve", "reused_from")})
+    shutil.rmtree(folder / "last", ignore_errors=True)
+
+
 def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt],
-              targets: list[Target], sets: dict) -> None:
+              targets: list[Target], sets: dict, reuse: bool = True) -> None:
     step = f"train-{phase.name}"
     if run.is_done(step):
+        return
+    if reuse and (source := find_reusable_phase(run, phase)) is not None:
+        reuse_phase(run, phase, source)
         return
     spec = run.spec
     device = models.pick_device(spec.device)
@@ -209,8 +271,10 @@ def record_environment(run: RunFolder, device) -> None:
     atomic_write_json(file, sessions)
 
 
-def execute(run: RunFolder) -> dict:
-    """Run every step of `run.spec` that is not done yet; returns metrics.json's content."""
+def execute(run: RunFolder, reuse: bool = True) -> dict:
+    """Run every step of `run.spec` that is not done yet; returns metrics.json's content. With
+    `reuse`, a phase that another finished run in the workspace trained identically (same seed, data,
+    model and settings of every phase up to it) is taken from there instead of trained again."""
     models.use_all_cores()
     record_environment(run, models.pick_device(run.spec.device))  # fails early on a missing device
     if run.spec.model.path is not None:
@@ -225,7 +289,11 @@ def execute(run: RunFolder) -> dict:
     make_init(run, tok)
     run_eval(run, "untrained", tok, sets, checkpoint="init")
     for phase in run.spec.phases():
-        run_phase(run, phase, tok, all_prompts, targets, sets)
+        run_phase(run, phase, tok, all_prompts, targets, sets, reuse=reuse)
         run_eval(run, phase.name, tok, sets)
+    if any(m.get("curve") for m in run.metrics().get("train", {}).values()):
+        from jobs.plots import curves
+
+        curves([run.path], run.path / "curves.png")
     run.emit("run", status="done")
     return run.metrics()

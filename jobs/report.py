@@ -123,7 +123,9 @@ def training_table(groups: list[Group]) -> Table:
         phases = [p for p in MODELS if any(p in m.get("train", {}) for m in group.metrics)]
         for phase in phases:
             rows = [m["train"][phase] for m in group.metrics if phase in m.get("train", {})]
-            table.add_row(*_row(groups, group, phase, str(rows[0]["steps"]),
+            reused = sorted({r["reused_from"] for r in rows if "reused_from" in r})
+            label = phase + (f" (from {', '.join(reused)})" if reused else "")
+            table.add_row(*_row(groups, group, label, str(rows[0]["steps"]),
                           f"{np.mean([r['tokens_per_s'] for r in rows]):,.0f}",
                           f"{np.mean([r['train_seconds'] for r in rows]):.0f}",
                           f"{np.mean([r['final_loss'] for r in rows]):.3f}"))

@@ -101,7 +101,8 @@ class TrainSpec(_Spec):
     row_len: int = Field(128, ge=16, description="tokens per packed row")
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints")
-    eval_every: int = Field(0, ge=0, description="steps between QA-out accuracy samples during training (0: off)")
+    eval_every: int = Field(0, ge=0, description="steps between accuracy samples during training, at most: "
+                            "a phase shorter than 10 samples is sampled 10 times (0: off)")
     curve_questions: int = Field(300, ge=1, description="QA-out questions scored at each eval_every sample")
     eval_batch_size: int = Field(256, ge=1)
 
@@ -146,6 +147,22 @@ class ExperimentSpec(_Spec):
         ident = self.identity()
         ident.pop("seed")
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:6]
+
+    def phase_key(self, name: str) -> str:
+        """Hash of everything that decides phase `name`'s trained weights and logged curve: the seed,
+        data, model, the training settings all phases share, and every phase from init to this one
+        (for `stage`, the `bio` phase too). Runs with equal keys train that phase identically."""
+        by_name = {p.name: p for p in self.phases()}
+        chain, phase = [], by_name[name]
+        while True:
+            chain.append({"name": phase.name, "sets": list(phase.sets), "settings": phase.settings.model_dump(mode="json")})
+            if phase.start == "init":
+                break
+            phase = by_name[phase.start]
+        shared = self.train.model_dump(mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size"})
+        ident = {"seed": self.seed, "data": self.data.model_dump(mode="json"),
+                 "model": self.model.model_dump(mode="json"), "train": shared, "chain": chain[::-1]}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def default_name(self) -> str:
         """`cpu-stage+mix-s0`; a suffix of the config hash when settings differ from the preset's."""

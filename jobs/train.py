@@ -180,6 +180,12 @@ ProgressFn = Callable[[dict], None]
 CurveFn = Callable[[PreTrainedModel], dict]
 
 
+def curve_interval(total: int, eval_every: int) -> int:
+    """Steps between accuracy samples: `eval_every`, or less in a phase too short for 10 samples
+    (Stage's QA phase is often a few hundred steps), so every phase's curve has a shape. 0: off."""
+    return min(eval_every, max(1, math.ceil(total / 10))) if eval_every else 0
+
+
 def train_phase(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
@@ -196,6 +202,7 @@ def train_phase(
     phase's summary: steps, tokens, seconds, tokens/s, final loss, and the curve."""
     device = next(model.parameters()).device
     total = len(plan)
+    every = curve_interval(total, train.eval_every)
     opt = make_optimizer(model, phase)
     last = folder / "last"
     state = {"step": 0, "total": total, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
@@ -234,7 +241,7 @@ def train_phase(
                 state["loss"] = loss.item()
                 state["step"] = step
                 consistent = True
-                if curve is not None and train.eval_every and (step % train.eval_every == 0 or step == total):
+                if curve is not None and every and (step % every == 0 or step == total):
                     model.eval()
                     state["curve"].append({"step": step, **curve(model)})
                     model.train()

@@ -1,11 +1,13 @@
 """The spine end to end, as a researcher runs it: `factrecall-jobs run` on the tiny preset."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from safetensors.torch import load_file
@@ -13,9 +15,10 @@ from safetensors.torch import load_file
 from jobs.evaluate import eval_sets, greedy_match, score
 from jobs.model import load_model
 from jobs.pipeline import execute, load_prompts
+from jobs.plots import strategy_curve
 from jobs.runfolder import RunFolder, read_jsonl
 from jobs.spec import ATTRIBUTES, build_spec
-from jobs.tokenizer import load_tokenizer, Target
+from jobs.tokenizer import Target, load_tokenizer
 from tests.conftest import metrics, run_cli
 
 
@@ -43,6 +46,33 @@ def test_tiny_run_learns_its_bio_facts_and_writes_a_complete_run_folder(tiny_run
     events = read_jsonl(tiny_run / "events.jsonl")
     assert events[-1] == {**events[-1], "kind": "run", "status": "done"}
     assert {e["step"] for e in events if e["kind"] == "step"} >= {"data", "tokenizer", "train-mix", "eval-mix"}
+
+
+def test_a_run_logs_accuracy_over_training_and_plots_it(tiny_run):
+    m = metrics(tiny_run)
+    bio_steps = m["train"]["bio"]["steps"]
+    steps, acc, switch = strategy_curve(m, "stage")
+    assert steps[0] == 0 and switch == bio_steps and steps[-1] == bio_steps + m["train"]["stage"]["steps"]
+    assert len(m["train"]["stage"]["curve"]) >= 5  # a short QA phase is still sampled often enough to show a shape
+    # The tiny sets are smaller than train.curve_questions, so the last sample is the final score.
+    for model, strategy in (("stage", "stage"), ("mix", "mix")):
+        assert acc_at_end(m, strategy) == {s: m[model][s]["avg"] for s in ("bio", "qa_in", "qa_out")}
+    assert acc["qa_in"][steps <= bio_steps].max() <= 10 < acc["qa_in"][-1]  # Stage learns QA in its QA phase
+    image = plt.imread(tiny_run / "curves.png")
+    assert image.shape[0] > 300 and image.shape[1] > 1000
+
+
+def bio(run):
+    return run / "checkpoints" / "bio" / "final" / "model.safetensors"
+
+
+def scores(run, model: str) -> dict:
+    return {k: v for k, v in metrics(run)[model].items() if k != "questions_per_s"}
+
+
+def acc_at_end(m: dict, strategy: str) -> dict:
+    _, acc, _ = strategy_curve(m, strategy)
+    return {s: float(v[-1]) for s, v in acc.items()}
 
 
 def test_the_stage_model_starts_from_the_bio_checkpoint(tiny_run):
@@ -76,6 +106,28 @@ def test_rerunning_the_same_command_skips_finished_work(tiny_run, capsys):
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
+def test_a_qa_phase_sweep_trains_the_shared_bio_phase_once(tiny_run, tmp_path, capsys):
+    workspace = tmp_path
+    shutil.copytree(tiny_run, workspace / "runs" / tiny_run.name)
+    first = workspace / "runs" / tiny_run.name
+    argv = ["--workspace", workspace, "run", "--preset", "tiny", "--strategy", "stage", "--set", "train.qa.lr=3e-3"]
+    assert run_cli(*argv, "--name", "hot-qa") == 0
+    assert "train-bio: done (reused_from tiny-stage+mix-s0" in capsys.readouterr().out
+    swept = workspace / "runs" / "hot-qa"
+    assert bio(swept).read_bytes() == bio(first).read_bytes()
+    assert metrics(swept)["train"]["bio"] == {**metrics(first)["train"]["bio"], "reused_from": first.name}
+    assert scores(swept, "bio") == scores(first, "bio")  # evaluated again, on the same weights
+    assert "reused_from" not in metrics(swept)["train"]["stage"]  # its QA phase differs: trained here
+    assert scores(swept, "stage") != scores(first, "stage")
+
+    # Reuse is only a shortcut: training the BIO phase here again gives the very same weights.
+    assert run_cli(*argv, "--name", "fresh", "--no-reuse") == 0
+    fresh = workspace / "runs" / "fresh"
+    assert "reused_from" not in metrics(fresh)["train"]["bio"]
+    assert bio(fresh).read_bytes() == bio(first).read_bytes()
+    assert scores(fresh, "stage") == scores(swept, "stage")
+
+
 class _Interrupt:
     """A listener that stops training mid-phase the way Ctrl-C does."""
 
@@ -95,14 +147,14 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_metrics(tmp_path):
     with RunFolder.create_or_resume(cut, spec) as run:
         run.listeners.append(_Interrupt("train-mix", after=100))
         try:
-            execute(run)
+            execute(run, reuse=False)  # else `whole`, beside it, lends its finished phase
             raise AssertionError("the interrupt did not fire")
         except KeyboardInterrupt:
             pass
     state = json.loads((cut / "checkpoints" / "mix" / "last" / "state.json").read_text())
     assert 100 <= state["step"] < state["total"]
     assert not (cut / "done" / "train-mix.json").exists()
-    assert run_cli("--workspace", tmp_path, "resume", str(cut)) == 0
+    assert run_cli("--workspace", tmp_path, "resume", str(cut), "--no-reuse") == 0
     a = load_file(whole / "checkpoints" / "mix" / "final" / "model.safetensors")
     b = load_file(cut / "checkpoints" / "mix" / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -140,6 +192,9 @@ def test_several_seeds_report_mean_and_std(tmp_path, capsys):
     values = [metrics(tmp_path / "runs" / r)["bio"]["bio"]["avg"] for r in runs]
     assert f"{np.mean(values):.1f} ± {np.std(values):.1f}" in out
     assert "seeds 0, 1" in out
+    # Their curves are drawn as one configuration: the mean over seeds with the seeds' range.
+    assert run_cli("--workspace", tmp_path, "plot", *runs, "--out", tmp_path / "both.png") == 0
+    assert plt.imread(tmp_path / "both.png").shape[1] > 1000
     # Different seeds make different people.
     people = [read_jsonl(tmp_path / "runs" / r / "data" / "people.jsonl")[0]["name"] for r in runs]
     assert people[0] != people[1]

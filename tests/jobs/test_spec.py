@@ -30,3 +30,19 @@ def test_phases_follow_the_strategies():
     assert names("qa") == ["qa"]
     stage = build_spec("tiny", strategies=["stage"]).phases()[1]
     assert stage.start == "bio" and stage.sets == ("qa_in",)
+
+
+def test_a_phase_key_covers_the_phases_it_starts_from_and_nothing_else():
+    base = build_spec("cpu")
+    hotter_qa = build_spec("cpu", overrides=["train.qa.lr=1e-3"])
+    hotter_bio = build_spec("cpu", overrides=["train.bio.lr=1e-3"])
+    assert hotter_qa.phase_key("bio") == base.phase_key("bio")
+    assert hotter_qa.phase_key("mix") == base.phase_key("mix")
+    assert hotter_qa.phase_key("stage") != base.phase_key("stage")
+    assert hotter_bio.phase_key("stage") != base.phase_key("stage")  # stage starts from bio
+    assert hotter_bio.phase_key("mix") == base.phase_key("mix")
+    assert build_spec("cpu", seed=1).phase_key("bio") != base.phase_key("bio")
+    assert build_spec("cpu", overrides=["train.row_len=256"]).phase_key("mix") != base.phase_key("mix")
+    assert build_spec("cpu", overrides=["train.checkpoint_every=7"]).phase_key("mix") == base.phase_key("mix")
+    qa_only = build_spec("cpu", strategies=("qa",))
+    assert qa_only.phase_key("qa") != base.phase_key("stage")  # same settings, different start
