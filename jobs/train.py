@@ -1,7 +1,7 @@
 """One training phase (paper section 6.2): AdamW, linear warm-up then cosine decay, next-token loss.
 
 Batches mix what the phase trains on (Mix: BIO and QA-in shuffled together). Examples are packed
-into rows of `row_len` tokens in shuffled order, never split. Each example's position ids restart at
+into rows of `row_len` tokens from a shuffled order (first fit over a few open rows), never split. Each example's position ids restart at
 0, so transformers masks attention block-diagonally: packed examples do not see each other, and
 training positions match evaluation's. Padding BIO (about 66 tokens) with QA (about 17) in one
 batch halved throughput on this CPU; bucketing by length restored it but stopped Mix from mixing
@@ -67,14 +67,33 @@ def plan_batches(lengths: np.ndarray, phase: PhaseSpec, train: TrainSpec, seed: 
     return [rows[i : i + phase.batch_size] for i in range(0, len(rows), phase.batch_size)]
 
 
+# Rows left open while packing: enough for a short example to fill the gap a long one left
+# (on the cpu preset's Mix data, 96% of slots are real tokens against 83% filling one row at a
+# time), few enough that a row still holds examples from one stretch of the shuffle.
+OPEN_ROWS = 8
+
+
 def _pack(order: np.ndarray, lengths: np.ndarray, row_len: int) -> list[np.ndarray]:
-    rows, start, used = [], 0, 0
-    for k, idx in enumerate(order):
-        if used + lengths[idx] > row_len:
-            rows.append(order[start:k])
-            start, used = k, 0
-        used += lengths[idx]
-    rows.append(order[start:])
+    """First fit over a few open rows: each example, in shuffled order, goes into the first open
+    row with room for it; a row closes when the shortest example no longer fits, or when it is the
+    oldest and a ninth would be opened. Deterministic given `order`; never splits an example."""
+    shortest = int(lengths.min())
+    rows: list[np.ndarray] = []
+    open_rows: list[tuple[int, list[int]]] = []  # (tokens used, example indices)
+    for idx in order:
+        n = int(lengths[idx])
+        for k, (used, members) in enumerate(open_rows):
+            if used + n <= row_len:
+                members.append(int(idx))
+                open_rows[k] = (used + n, members)
+                if row_len - used - n < shortest:
+                    rows.append(np.array(open_rows.pop(k)[1]))
+                break
+        else:
+            open_rows.append((n, [int(idx)]))
+            if len(open_rows) > OPEN_ROWS:
+                rows.append(np.array(open_rows.pop(0)[1]))
+    rows += [np.array(members) for _, members in open_rows]
     return rows
 
 
