@@ -6,6 +6,7 @@
     factrecall-jobs resume RUN                   # continue a killed run (re-running the same `run` does too)
     factrecall-jobs show RUN [RUN ...]           # Figure 1 and Figure 5 for runs, side by side
     factrecall-jobs plot RUN [RUN ...]           # accuracy over training, as a PNG
+    factrecall-jobs compare [RUN ...]            # a sweep: one row per run and model, differing settings as columns
     factrecall-jobs presets                      # what each preset sets
 """
 
@@ -105,6 +106,23 @@ def _print_tables(paths: list[Path]) -> None:
         console.print(table)
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from jobs.report import comparison_markdown, comparison_table
+    from jobs.runfolder import resolve_run
+
+    if args.runs:
+        paths = [resolve_run(_workspace(args), r) for r in args.runs]
+    else:
+        paths = sorted(p.parent for p in (_workspace(args) / "runs").glob("*/spec.json"))
+        if not paths:
+            raise FactrecallError(f"no runs in {_workspace(args) / 'runs'}; `factrecall-jobs run` makes one")
+    models = tuple(args.models)
+    if args.markdown:
+        print(comparison_markdown(paths, models), end="")
+    else:
+        console.print(comparison_table(paths, models))
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from jobs.plots import curves
     from jobs.runfolder import resolve_run
@@ -175,6 +193,14 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="PNG file (default: curves.png in the first run's folder)")
     plot.add_argument("--title", help="figure title (default: the run or configuration name)")
     plot.set_defaults(func=cmd_plot)
+
+    compare = sub.add_parser("compare", help="compare runs (a sweep): one row per run and model, with the "
+                             "settings that differ between them as columns")
+    compare.add_argument("runs", nargs="*", metavar="RUN", help="runs (default: every run in the workspace)")
+    compare.add_argument("--models", nargs="+", choices=("bio", "stage", "mix", "qa"), default=["bio", "stage", "mix", "qa"],
+                         help="trained models to show (default: all)")
+    compare.add_argument("--markdown", action="store_true", help="print a markdown table (for docs)")
+    compare.set_defaults(func=cmd_compare)
 
     presets = sub.add_parser("presets", help="list presets")
     presets.set_defaults(func=cmd_presets)

@@ -2,6 +2,8 @@
 
 - Figure 1: QA out-of-distribution exact match per attribute, and their average.
 - Figure 5: BIO, QA in-distribution, QA out-of-distribution averages.
+- A comparison of many runs (a sweep): one row per trained model, with the settings that differ
+  between the runs as columns (`comparison`, as a rich table or markdown).
 Runs of one configuration (same spec but the seed) are folded into one row group, shown as
 mean ± std over seeds (population std, as numpy's default).
 """
@@ -15,7 +17,7 @@ import numpy as np
 from rich.table import Table
 
 from jobs.runfolder import load_spec, read_metrics
-from jobs.spec import ATTRIBUTES
+from jobs.spec import ATTRIBUTES, ExperimentSpec
 
 # metrics key -> row label, in the paper's row order.
 MODELS = {
@@ -40,6 +42,7 @@ class Group:
     label: str
     seeds: list[int]
     metrics: list[dict]
+    spec: ExperimentSpec  # the first run's; the others differ only in the seed
 
     def values(self, model: str, eval_set: str, column: str) -> list[float]:
         return [m[model][eval_set][column] for m in self.metrics if model in m and eval_set in m[model]]
@@ -54,7 +57,7 @@ def load_groups(paths: list[Path]) -> list[Group]:
     for runs in members.values():
         path, spec = runs[0]
         label = path.name if len(runs) == 1 else path.name.replace(f"-s{spec.seed}", "-s*", 1)
-        groups.append(Group(label, [s.seed for _, s in runs], [read_metrics(p) for p, _ in runs]))
+        groups.append(Group(label, [s.seed for _, s in runs], [read_metrics(p) for p, _ in runs], spec))
     return groups
 
 
@@ -136,6 +139,78 @@ def _run_label(group: Group) -> str:
     if len(group.seeds) == 1:
         return group.label
     return f"{group.label}\n(seeds {', '.join(map(str, sorted(group.seeds)))})"
+
+
+# A trained model and the phases it went through (what it cost to train from scratch).
+CHAINS = {"bio": ("bio",), "stage": ("bio", "stage"), "mix": ("mix",), "qa": ("qa",)}
+# Phase -> the spec's train.* table that sets it.
+PHASE_SETTINGS = {"bio": "bio", "stage": "qa", "qa": "qa", "mix": "mix"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _setting(value: object) -> str:
+    if isinstance(value, list):
+        return "+".join(map(str, value))
+    return "–" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def comparison(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) comparing runs: one row per configuration (runs differing only in seed are
+    one, mean ± std) and trained model, in the order of `paths`. Columns: the run, every setting
+    that differs between the configurations, the model, BIO / QA in / QA out, QA out per
+    attribute, and the seconds its phases trained (Stage: BIO phase + QA phase)."""
+    groups = load_groups(paths)
+    flat = []
+    for group in groups:
+        ident = group.spec.identity()
+        for key in ("seed", "strategies"):
+            ident.pop(key)
+        # The settings of a phase the run never trained are not a difference (a Stage-only run's mix.*).
+        trained = {PHASE_SETTINGS[p.name] for p in group.spec.phases()}
+        for settings in set(PHASE_SETTINGS.values()) - trained:
+            ident["train"].pop(settings)
+        flat.append(_flatten(ident))
+    keys = sorted({k for f in flat for k in f}, key=lambda k: (k.split(".")[0] != "data", k))
+    differing = [k for k in keys if len({_setting(f[k]) for f in flat if k in f}) > 1]
+    header = ["Run", *(k.removeprefix("train.") for k in differing), "Model", *SET_LABELS.values(),
+              *(f"out {ATTRIBUTE_LABELS[a]}" for a in ATTRIBUTES), "Train s", "Seeds"]
+    rows = []
+    for group, settings in zip(groups, flat):
+        for model in (m for m in models if any(m in metrics for metrics in group.metrics)):
+            n = len(group.metrics)
+            seconds = [sum(m["train"][p]["train_seconds"] for p in CHAINS[model]) for m in group.metrics
+                       if all(p in m.get("train", {}) for p in CHAINS[model])]
+            rows.append([group.label, *(_setting(settings[k]) if k in settings else "·" for k in differing), MODELS[model],
+                         *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS),
+                         *(cell(group.values(model, "qa_out", a), n) for a in ATTRIBUTES),
+                         f"{np.mean(seconds):.0f}" if seconds else "–", str(n)])
+    return header, rows
+
+
+def comparison_table(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> Table:
+    header, rows = comparison(paths, models)
+    table = Table(title="Runs compared · exact match (%)", title_justify="left")
+    for name in header:
+        table.add_column(name, justify="left" if name in ("Run", "Model") else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def comparison_markdown(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> str:
+    header, rows = comparison(paths, models)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def tables(paths: list[Path]) -> list[Table]:

@@ -127,6 +127,22 @@ def test_a_qa_phase_sweep_trains_the_shared_bio_phase_once(tiny_run, tmp_path, c
     assert bio(fresh).read_bytes() == bio(first).read_bytes()
     assert scores(fresh, "stage") == scores(swept, "stage")
 
+    # The sweep as a table: one row per run and model, the swept setting as a column.
+    capsys.readouterr()
+    assert run_cli("--workspace", workspace, "compare", first.name, "hot-qa", "--markdown") == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:3] == ["Run", "qa.lr", "Model"]  # strategies differ too, but rows show the models
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    stage = {r["Run"]: r for r in rows if r["Model"] == "Stage-tuned"}
+    assert stage[first.name]["qa.lr"] == "0.002" and stage["hot-qa"]["qa.lr"] == "0.003"
+    for run, row in ((first, stage[first.name]), (swept, stage["hot-qa"])):
+        m = metrics(run)
+        assert row["QA out"] == f"{m['stage']['qa_out']['avg']:.1f}"
+        assert row["out Job"] == f"{m['stage']['qa_out']['job']:.1f}"
+        assert row["Train s"] == f"{m['train']['bio']['train_seconds'] + m['train']['stage']['train_seconds']:.0f}"
+    assert [r["Model"] for r in rows if r["Run"] == first.name] == ["BIO-tuned", "Stage-tuned", "Mix-tuned"]
+
 
 class _Interrupt:
     """A listener that stops training mid-phase the way Ctrl-C does."""
