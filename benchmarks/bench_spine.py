@@ -4,10 +4,13 @@ same run on the same model and data (these machines are shared and noisy: read t
 - training: our packed loop (`jobs.train.train_phase`) vs `transformers.Trainer` with the usual
   padded batches, on Mix data (BIO and QA-in shuffled together), the cpu preset's model;
 - evaluation: our batched greedy decoding (`jobs.evaluate.greedy_match`) vs `model.generate`
-  called one question at a time.
+  called one question at a time;
+- packing: the cpu preset's (first fit over a few open rows, `jobs.train._pack`, in rows of 288)
+  vs the packing before it (rows of 128 filled one at a time), on BIO-only data (the BIO phase)
+  and on Mix data: the share of a batch's slots that hold real tokens, and training tokens/s.
 
     pip install -e '.[bench]'
-    python benchmarks/bench_spine.py [--people 1000] [--steps 30] [--questions 300]
+    python benchmarks/bench_spine.py [--people 1000] [--steps 30] [--questions 300] [--only packing]
 
 Prints a markdown table to paste into benchmarks/RESULTS.md.
 """
@@ -30,7 +33,63 @@ from jobs.people import generate_people
 from jobs.pipeline import PHASE_STREAM
 from jobs.spec import build_spec
 from jobs.tokenizer import encode_targets, train_word_tokenizer
+import jobs.train
 from jobs.train import Example, plan_batches, train_phase
+
+
+def one_row_at_a_time(order: np.ndarray, lengths: np.ndarray, row_len: int) -> list[np.ndarray]:
+    """The baseline packer: fill a row in shuffled order, start the next when an example does not fit."""
+    rows, start, used = [], 0, 0
+    for k, idx in enumerate(order):
+        if used + lengths[idx] > row_len:
+            rows.append(order[start:k])
+            start, used = k, 0
+        used += lengths[idx]
+    rows.append(order[start:])
+    return rows
+
+
+def packed_plan(examples, spec, packer=None):
+    """The Mix phase's plan, packed by `packer` (default: ours)."""
+    ours = jobs.train._pack
+    jobs.train._pack = packer or ours
+    try:
+        return plan_batches(np.array([len(e.ids) for e in examples]), spec.train.mix, spec.train,
+                            seed=[0, PHASE_STREAM["mix"]])
+    finally:
+        jobs.train._pack = ours
+
+
+def slot_use(plan, examples) -> float:
+    """Real tokens / slots computed (each batch is padded to its longest row), over the whole plan."""
+    real = slots = 0
+    for batch in plan:
+        lengths = [sum(len(examples[i].ids) for i in row) for row in batch]
+        real += sum(lengths)
+        slots += len(batch) * max(lengths)
+    return real / slots
+
+
+def packing(spec, tok, examples, steps: int) -> list[str]:
+    """The cpu preset's packing (first fit, its row length and rows a step) against the packing
+    before it (rows of 128 filled one at a time, 32 rows a step), with first fit at 128 between."""
+    before = spec.model_copy(update={"train": spec.train.model_copy(update={
+        "row_len": 128, **{p: getattr(spec.train, p).model_copy(update={"batch_size": 32}) for p in ("bio", "mix")}})})
+    rows = []
+    bio = [e for e in examples if e.loss_from == 0]
+    for name, data, phase in (("BIO phase (BIO only)", bio, "bio"), ("Mix phase (BIO + QA-in)", examples, "mix")):
+        # The phase's own batch size: plan it as the mix phase with the phase's settings.
+        as_phase = lambda s: s.model_copy(update={"train": s.train.model_copy(update={"mix": getattr(s.train, phase)})})  # noqa: E731
+        ours, middle = as_phase(spec), as_phase(before)
+        plans = {"ours": packed_plan(data, ours), "ff128": packed_plan(data, middle),
+                 "base": packed_plan(data, middle, one_row_at_a_time)}
+        use = {k: slot_use(v, data) for k, v in plans.items()}
+        rows.append(f"| {name}: real tokens / slots, whole plan (first fit at 128: {use['ff128']:.3f}) "
+                    f"| {use['ours']:.3f} | {use['base']:.3f} | {use['ours'] / use['base']:.2f}x |")
+        t_ours = ours_train(ours, tok, data, steps, plans["ours"])
+        t_base = ours_train(middle, tok, data, steps, plans["base"])
+        rows.append(f"| {name}: training tokens/s, first {steps} steps | {t_ours:,.0f} | {t_base:,.0f} | {t_ours / t_base:.2f}x |")
+    return rows
 
 
 def mix_examples(people: int):
@@ -47,10 +106,9 @@ def mix_examples(people: int):
     return spec, tok, examples, eval_sets(all_prompts, targets)
 
 
-def ours_train(spec, tok, examples, steps: int) -> float:
+def ours_train(spec, tok, examples, steps: int, plan=None) -> float:
     model = build_model(spec.model, tok, seed=0)
-    plan = plan_batches(np.array([len(e.ids) for e in examples]), spec.train.mix, spec.train,
-                        seed=[0, PHASE_STREAM["mix"]])[:steps]
+    plan = (plan or packed_plan(examples, spec))[:steps]
     with tempfile.TemporaryDirectory() as tmp:
         train = spec.train.model_copy(update={"checkpoint_every": 10**9, "eval_every": 0})
         summary = train_phase(model, tok, examples, plan, spec.train.mix, train, Path(tmp), progress=lambda _: None)
@@ -121,24 +179,30 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--questions", type=int, default=300)
+    ap.add_argument("--only", choices=("training", "evaluation", "packing"), help="run one measure (default: all)")
     args = ap.parse_args()
     use_all_cores()
     spec, tok, examples, sets = mix_examples(args.people)
     mean_len = np.mean([len(e.ids) for e in examples])
-    # Trainer's batch holds as many examples as one of our packed batches does on average.
-    per_row = spec.train.row_len / mean_len
-    trainer_batch = max(1, round(spec.train.mix.batch_size * per_row * 0.9))
-    ours = ours_train(spec, tok, examples, args.steps)
-    base = trainer_train(spec, tok, examples, args.steps, trainer_batch)
-    e_ours, e_base, same = eval_speed(spec, tok, sets, args.questions)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"data: {args.people} people, {len(examples)} Mix examples (mean {mean_len:.1f} tokens); model {spec.model.layers}x{spec.model.hidden}\n")
+    print(f"data: {args.people} people, {len(examples)} Mix examples (mean {mean_len:.1f} tokens); model "
+          f"{spec.model.layers}x{spec.model.hidden}; rows of {spec.train.row_len} tokens, {spec.train.mix.batch_size} a step\n")
     print("| measure | factrecall | baseline | ratio |")
     print("|---|---|---|---|")
-    print(f"| training tokens/s (packed rows of {spec.train.row_len} vs Trainer, padded batches of {trainer_batch}) "
-          f"| {ours:,.0f} | {base:,.0f} | {ours / base:.2f}x |")
-    print(f"| evaluation questions/s (batched greedy, KV cache vs generate one at a time; same answers: {same}) "
-          f"| {e_ours:,.0f} | {e_base:,.1f} | {e_ours / e_base:.1f}x |")
+    if args.only in (None, "training"):
+        # Trainer's batch holds as many examples as one of our packed batches does on average.
+        per_row = spec.train.row_len / mean_len
+        trainer_batch = max(1, round(spec.train.mix.batch_size * per_row * 0.9))
+        ours = ours_train(spec, tok, examples, args.steps)
+        base = trainer_train(spec, tok, examples, args.steps, trainer_batch)
+        print(f"| training tokens/s (packed rows of {spec.train.row_len} vs Trainer, padded batches of {trainer_batch}) "
+              f"| {ours:,.0f} | {base:,.0f} | {ours / base:.2f}x |")
+    if args.only in (None, "evaluation"):
+        e_ours, e_base, same = eval_speed(spec, tok, sets, args.questions)
+        print(f"| evaluation questions/s (batched greedy, KV cache vs generate one at a time; same answers: {same}) "
+              f"| {e_ours:,.0f} | {e_base:,.1f} | {e_ours / e_base:.1f}x |")
+    if args.only in (None, "packing"):
+        print("\n".join(packing(spec, tok, examples, args.steps)))
 
 
 if __name__ == "__main__":
