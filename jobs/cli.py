@@ -110,10 +110,18 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from jobs.report import comparison_markdown, comparison_table
     from jobs.runfolder import resolve_run
 
+    from jobs.runfolder import load_spec
+
     if args.runs:
         paths = [resolve_run(_workspace(args), r) for r in args.runs]
     else:
-        paths = sorted(p.parent for p in (_workspace(args) / "runs").glob("*/spec.json"))
+        paths = []
+        for path in sorted(p.parent for p in (_workspace(args) / "runs").glob("*/spec.json")):
+            try:
+                load_spec(path)
+                paths.append(path)
+            except FactrecallError as err:  # one broken folder does not hide the others
+                err_console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False, soft_wrap=True)
         if not paths:
             raise FactrecallError(f"no runs in {_workspace(args) / 'runs'}; `factrecall-jobs run` makes one")
     models = tuple(args.models)

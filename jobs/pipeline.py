@@ -35,7 +35,7 @@ from jobs.runfolder import (
 )
 from jobs.spec import Phase, check_model_path
 from jobs.tokenizer import Target, encode_targets, load_tokenizer, train_word_tokenizer
-from jobs.train import Example, plan_batches, train_phase
+from jobs.train import PLAN_VERSION, Example, plan_batches, train_phase
 
 # How often (seconds) progress lines go to events.jsonl; the console listener sees every step.
 PROGRESS_EVERY_S = 0.5
@@ -159,10 +159,17 @@ _SAME_INPUTS = ("data/prompts.jsonl", "data/targets.jsonl", "checkpoints/init/mo
 
 def find_reusable_phase(run: RunFolder, phase: Phase) -> Path | None:
     """A finished run in the same workspace that trained `phase` exactly as `run` would: equal
-    `phase_key` and byte-equal data, targets and initial weights. Returns that run's folder."""
+    `phase_key`, the same data plan version (the code that orders examples into steps), and
+    byte-equal data, targets and initial weights. Returns that run's folder."""
     key = run.spec.phase_key(phase.name)
     for other in sorted(run.path.parent.iterdir()):
-        if other == run.path or not (other / "done" / f"train-{phase.name}.json").exists():
+        done = other / "done" / f"train-{phase.name}.json"
+        if other == run.path or not done.exists():
+            continue
+        try:
+            if json.loads(done.read_text()).get("plan", 1) != PLAN_VERSION:
+                continue
+        except (OSError, json.JSONDecodeError):
             continue
         try:
             spec = load_spec(other)

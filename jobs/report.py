@@ -49,10 +49,16 @@ class Group:
 
 
 def load_groups(paths: list[Path]) -> list[Group]:
-    members: dict[str, list] = {}
+    """Runs grouped by configuration (the spec without its seed), in the order of `paths`. A run
+    whose seed its configuration's group already holds (the same experiment run twice under two
+    names) starts a group of its own rather than pass for another seed."""
+    members: dict[tuple[str, int], list] = {}
     for path in paths:
         spec = load_spec(path)
-        members.setdefault(spec.config_hash(), []).append((path, spec))
+        copy = 0
+        while spec.seed in {s.seed for _, s in members.get((spec.config_hash(), copy), [])}:
+            copy += 1
+        members.setdefault((spec.config_hash(), copy), []).append((path, spec))
     groups = []
     for runs in members.values():
         path, spec = runs[0]
@@ -160,7 +166,10 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 def _setting(value: object) -> str:
     if isinstance(value, list):
         return "+".join(map(str, value))
-    return "–" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        short = f"{value:g}"  # 40.0 -> 40, 0.0003 -> 0.0003; exact when it round-trips
+        return short if float(short) == value else repr(value)
+    return "–" if value is None else str(value)
 
 
 def comparison(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> tuple[list[str], list[list[str]]]:
@@ -168,14 +177,17 @@ def comparison(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> tu
     one, mean ± std) and trained model, in the order of `paths`. Columns: the run, every setting
     that differs between the configurations, the model, BIO / QA in / QA out, QA out per
     attribute, and the seconds its phases trained (Stage: BIO phase + QA phase)."""
-    groups = load_groups(paths)
+    # Only runs with a model to show have a say in which settings differ.
+    groups = [g for g in load_groups(paths) if any(m in metrics for m in models for metrics in g.metrics)]
+    shown_phases = {phase for m in models for phase in CHAINS[m]}
     flat = []
     for group in groups:
         ident = group.spec.identity()
         for key in ("seed", "strategies"):
             ident.pop(key)
-        # The settings of a phase the run never trained are not a difference (a Stage-only run's mix.*).
-        trained = {PHASE_SETTINGS[p.name] for p in group.spec.phases()}
+        # The settings of a phase not trained, or not behind a model shown, are not a difference
+        # (a Stage-only run's mix.*; qa.* when only Mix is shown).
+        trained = {PHASE_SETTINGS[p.name] for p in group.spec.phases() if p.name in shown_phases}
         for settings in set(PHASE_SETTINGS.values()) - trained:
             ident["train"].pop(settings)
         flat.append(_flatten(ident))
@@ -192,8 +204,14 @@ def comparison(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> tu
             rows.append([group.label, *(_setting(settings[k]) if k in settings else "·" for k in differing), MODELS[model],
                          *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS),
                          *(cell(group.values(model, "qa_out", a), n) for a in ATTRIBUTES),
-                         f"{np.mean(seconds):.0f}" if seconds else "–", str(n)])
+                         _seconds(seconds, n), str(n)])
     return header, rows
+
+
+def _seconds(seconds: list[float], runs: int) -> str:
+    if not seconds:
+        return "–"
+    return f"{np.mean(seconds):.0f}" + (f" (n={len(seconds)})" if len(seconds) < runs else "")
 
 
 def comparison_table(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> Table:
@@ -208,8 +226,10 @@ def comparison_table(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS))
 
 def comparison_markdown(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> str:
     header, rows = comparison(paths, models)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -27,9 +27,6 @@ STRATEGIES = ("bio", "qa", "stage", "mix")
 SPLITS = ("qa_in", "qa_out")
 DEFAULT_PRESET = "cpu"
 DEFAULT_STRATEGIES = ("stage", "mix")
-# Part of every phase key: bump it when `jobs.train.plan_batches` changes which examples a step sees,
-# so a phase trained by older code is never reused as if trained by this one. 2: first-fit packing.
-PLAN_VERSION = 2
 
 Strategy = Literal["bio", "qa", "stage", "mix"]
 # What people.py asks of faker; a locale lacking one cannot make the data.
@@ -163,7 +160,7 @@ class ExperimentSpec(_Spec):
                 break
             phase = by_name[phase.start]
         shared = self.train.model_dump(mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size"})
-        ident = {"plan": PLAN_VERSION, "seed": self.seed, "data": self.data.model_dump(mode="json"),
+        ident = {"seed": self.seed, "data": self.data.model_dump(mode="json"),
                  "model": self.model.model_dump(mode="json"), "train": shared, "chain": chain[::-1]}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 

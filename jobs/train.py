@@ -30,8 +30,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from jobs.errors import FactrecallError
 from jobs.model import autocast
 from jobs.spec import PhaseSpec, TrainSpec
+
+# Which examples each step sees is code, not only settings: bump this whenever `plan_batches` or
+# `_pack` change it. Finished phases and mid-phase checkpoints record it, and a phase is reused or
+# resumed only under the same version (1: rows filled one at a time; 2: first fit).
+PLAN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ def _pack(order: np.ndarray, lengths: np.ndarray, row_len: int) -> list[np.ndarr
                     rows.append(np.array(open_rows.pop(k)[1]))
                 break
         else:
+            if row_len - n < shortest:
+                rows.append(np.array([int(idx)]))
+                continue
             open_rows.append((n, [int(idx)]))
             if len(open_rows) > OPEN_ROWS:
                 rows.append(np.array(open_rows.pop(0)[1]))
@@ -224,7 +233,7 @@ def train_phase(
     every = curve_interval(total, train.eval_every)
     opt = make_optimizer(model, phase)
     last = folder / "last"
-    state = {"step": 0, "total": total, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
+    state = {"step": 0, "total": total, "plan": PLAN_VERSION, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
     found = latest_checkpoint(last)
     if found is not None:
         from safetensors.torch import load_model as load_weights
@@ -232,8 +241,12 @@ def train_phase(
         load_weights(model, str(found / "model.safetensors"), device=str(device))
         load_optimizer(opt, found)
         state = json.loads((found / "state.json").read_text())
-        if state["total"] != total:
-            raise RuntimeError(f"checkpoint {found} was made for a {state['total']}-step plan, not {total}")
+        if state["total"] != total or state.get("plan", 1) != PLAN_VERSION:
+            raise FactrecallError(
+                f"checkpoint {found} was made for another data plan ({state['total']} steps, plan version "
+                f"{state.get('plan', 1)}; this code makes {total} steps, version {PLAN_VERSION}); delete "
+                f"{last} to train the phase from its start"
+            )
     model.train()
     step = saved_step = state["step"]
     consistent = True  # weights, optimizer and `state` describe the same step
@@ -278,6 +291,7 @@ def train_phase(
     model.eval()
     return {
         "steps": total,
+        "plan": PLAN_VERSION,
         "tokens": state["tokens"],
         "train_seconds": round(state["train_seconds"], 2),
         "tokens_per_s": round(state["tokens"] / max(state["train_seconds"], 1e-9), 1),

@@ -130,10 +130,8 @@ def test_a_qa_phase_sweep_trains_the_shared_bio_phase_once(tiny_run, tmp_path, c
     # The sweep as a table: one row per run and model, the swept setting as a column.
     capsys.readouterr()
     assert run_cli("--workspace", workspace, "compare", first.name, "hot-qa", "--markdown") == 0
-    lines = capsys.readouterr().out.splitlines()
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    header, rows = _markdown_rows(capsys.readouterr().out)
     assert header[:3] == ["Run", "qa.lr", "Model"]  # strategies differ too, but rows show the models
-    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
     stage = {r["Run"]: r for r in rows if r["Model"] == "Stage-tuned"}
     assert stage[first.name]["qa.lr"] == "0.002" and stage["hot-qa"]["qa.lr"] == "0.003"
     for run, row in ((first, stage[first.name]), (swept, stage["hot-qa"])):
@@ -142,6 +140,34 @@ def test_a_qa_phase_sweep_trains_the_shared_bio_phase_once(tiny_run, tmp_path, c
         assert row["out Job"] == f"{m['stage']['qa_out']['job']:.1f}"
         assert row["Train s"] == f"{m['train']['bio']['train_seconds'] + m['train']['stage']['train_seconds']:.0f}"
     assert [r["Model"] for r in rows if r["Run"] == first.name] == ["BIO-tuned", "Stage-tuned", "Mix-tuned"]
+    # With no runs named, every run in the workspace; `fresh` repeats `hot-qa` (same settings, same
+    # seed): two rows of one seed each, not one row passing them off as two seeds.
+    assert run_cli("--workspace", workspace, "compare", "--markdown", "--models", "stage") == 0
+    header, rows = _markdown_rows(capsys.readouterr().out)
+    assert sorted((r["Run"], r["Seeds"]) for r in rows) == [("fresh", "1"), ("hot-qa", "1"), (first.name, "1")]
+    assert {r["QA out"] for r in rows if r["Run"] in ("fresh", "hot-qa")} == {f"{metrics(swept)['stage']['qa_out']['avg']:.1f}"}
+
+
+def _markdown_rows(out: str) -> tuple[list[str], list[dict[str, str]]]:
+    lines = out.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return header, [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def test_a_phase_trained_by_an_older_data_plan_is_trained_again_not_reused(tiny_run, tmp_path):
+    workspace = tmp_path
+    old = workspace / "runs" / tiny_run.name
+    shutil.copytree(tiny_run, old)
+    done = old / "done" / "train-bio.json"
+    info = json.loads(done.read_text())
+    assert info.pop("plan") == 2
+    done.write_text(json.dumps(info))  # as the packer before first fit wrote it: no plan version
+    assert run_cli("--workspace", workspace, "run", "--preset", "tiny", "--strategy", "stage",
+                   "--set", "train.qa.lr=3e-3", "--name", "new") == 0
+    new = workspace / "runs" / "new"
+    assert "reused_from" not in metrics(new)["train"]["bio"]
+    assert metrics(new)["train"]["bio"]["plan"] == 2
+    assert bio(new).read_bytes() == bio(old).read_bytes()  # this copy was in truth trained by plan 2
 
 
 class _Interrupt:

@@ -1,12 +1,24 @@
 """Packing and the optimizer schedule: what a batch holds, and that packed examples stay independent."""
 
 import numpy as np
+import pytest
 import torch
 
 from jobs.model import build_model
 from jobs.spec import build_spec
 from jobs.tokenizer import train_word_tokenizer
-from jobs.train import Example, _pack, collate, lr_at, packed_forward, plan_batches
+from jobs.errors import FactrecallError
+from jobs.train import (
+    Example,
+    _pack,
+    collate,
+    lr_at,
+    make_optimizer,
+    packed_forward,
+    plan_batches,
+    save_checkpoint,
+    train_phase,
+)
 
 
 def test_every_example_appears_once_per_epoch_in_rows_that_fit():
@@ -45,6 +57,10 @@ def test_first_fit_fills_the_gaps_that_filling_one_row_at_a_time_leaves():
         filled += lengths[i]
     before = lengths.sum() / (128 * (len(one_at_a_time) + 1))
     assert used > 0.95 and before < 0.9, (used, before)
+    # Examples that nearly fill a row alone close it at once, leaving the open rows to those with room.
+    long_ = np.concatenate([rng.integers(120, 129, 800), rng.integers(4, 9, 200)])
+    packed = _pack(rng.permutation(len(long_)), long_, 128)
+    assert long_.sum() / (128 * len(packed)) > 0.97  # 0.965 when such rows held an open slot
     # Rows keep the shuffle's order locally: an example lands at most a few rows from its neighbours.
     first = {int(i): r for r, row in enumerate(rows) for i in row}
     assert max(abs(first[int(a)] - first[int(b)]) for a, b in zip(order, order[1:])) <= 16
@@ -74,6 +90,22 @@ def test_labels_cover_qa_answers_only():
     labels = batch["labels"][0].tolist()
     assert labels[: len(head)] == [-100] * len(head)
     assert labels[len(head) :] == full[len(head) :]
+
+
+def test_a_checkpoint_from_another_data_plan_is_refused_not_continued(tmp_path):
+    tok = train_word_tokenizer(["Ada Byron took birth in London, UK."])
+    spec = build_spec("tiny")
+    model = build_model(spec.model, tok, seed=0)
+    examples = [Example(np.array(ids), 0) for ids in tok(["Ada Byron took birth in London, UK."] * 8)["input_ids"]]
+    plan = plan_batches(np.array([len(e.ids) for e in examples]), spec.train.mix, spec.train, seed=0)
+    opt = make_optimizer(model, spec.train.mix)
+    packed_forward(model, collate(plan[0], examples, tok.pad_token_id)).loss.backward()
+    opt.step()
+    # A mid-phase checkpoint as the packer before first fit wrote it: no plan version in its state.
+    save_checkpoint(tmp_path / "last", model, opt, {"step": 1, "total": len(plan), "tokens": 0,
+                                                    "train_seconds": 0.0, "loss": None, "curve": []})
+    with pytest.raises(FactrecallError, match=r"another data plan .* delete .*last"):
+        train_phase(model, tok, examples, plan, spec.train.mix, spec.train, tmp_path, progress=lambda _: None)
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
