@@ -108,9 +108,7 @@ def _print_tables(paths: list[Path]) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from jobs.report import comparison_markdown, comparison_table
-    from jobs.runfolder import resolve_run
-
-    from jobs.runfolder import load_spec
+    from jobs.runfolder import load_spec, resolve_run
 
     if args.runs:
         paths = [resolve_run(_workspace(args), r) for r in args.runs]

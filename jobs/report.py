@@ -226,6 +226,7 @@ def comparison_table(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS))
 
 def comparison_markdown(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> str:
     header, rows = comparison(paths, models)
+
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 

@@ -1,11 +1,11 @@
 """One training phase (paper section 6.2): AdamW, linear warm-up then cosine decay, next-token loss.
 
 Batches mix what the phase trains on (Mix: BIO and QA-in shuffled together). Examples are packed
-into rows of `row_len` tokens from a shuffled order (first fit over a few open rows), never split. Each example's position ids restart at
-0, so transformers masks attention block-diagonally: packed examples do not see each other, and
-training positions match evaluation's. Padding BIO (about 66 tokens) with QA (about 17) in one
-batch halved throughput on this CPU; bucketing by length restored it but stopped Mix from mixing
-within a batch; packing keeps both.
+into rows of `row_len` tokens from a shuffled order (first fit over a few open rows), never split.
+Each example's position ids restart at 0, so transformers masks attention block-diagonally: packed
+examples do not see each other, and training positions match evaluation's. Padding BIO (about 66
+tokens) with QA (about 17) in one batch halved throughput on this CPU; bucketing by length restored
+it but stopped Mix from mixing within a batch; packing keeps both.
 
 Resuming is exact: the data plan is a function of the seed, and a checkpoint holds the weights, the
 AdamW state and the step, so a resumed phase ends with the same weights as an uninterrupted one.
@@ -81,8 +81,9 @@ OPEN_ROWS = 8
 
 def _pack(order: np.ndarray, lengths: np.ndarray, row_len: int) -> list[np.ndarray]:
     """First fit over a few open rows: each example, in shuffled order, goes into the first open
-    row with room for it; a row closes when the shortest example no longer fits, or when it is the
-    oldest and a ninth would be opened. Deterministic given `order`; never splits an example."""
+    row with room for it, else opens a row; a row closes when the shortest example no longer fits
+    (at once, if one example leaves no such room), or when it is the oldest and a ninth would be
+    opened. Deterministic given `order`; never splits an example."""
     shortest = int(lengths.min())
     rows: list[np.ndarray] = []
     open_rows: list[tuple[int, list[int]]] = []  # (tokens used, example indices)
