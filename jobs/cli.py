@@ -7,6 +7,8 @@
     factrecall-jobs show RUN [RUN ...]           # Figure 1 and Figure 5 for runs, side by side
     factrecall-jobs plot RUN [RUN ...]           # accuracy over training, as a PNG
     factrecall-jobs compare [RUN ...]            # a sweep: one row per run and model, differing settings as columns
+    factrecall-jobs dump RUN                     # the activation store (run does it after evaluation)
+    factrecall-jobs export RUN --hdf5 FILE       # the store as one HDF5 file
     factrecall-jobs presets                      # what each preset sets
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from rich.console import Console
 
 from jobs.errors import FactrecallError
+from store.errors import StoreError
 from jobs.spec import DEFAULT_PRESET, STRATEGIES, build_spec, check_model_path, load_config_file, load_preset, preset_names
 
 console = Console()
@@ -38,7 +41,7 @@ def _workspace(args: argparse.Namespace) -> Path:
     return Path(args.workspace).expanduser()
 
 
-def _execute(run_factory, reuse: bool = True) -> None:
+def _execute(run_factory, reuse: bool = True, dump: bool = True) -> None:
     from jobs.console import ConsoleProgress
     from jobs.pipeline import execute
 
@@ -50,7 +53,7 @@ def _execute(run_factory, reuse: bool = True) -> None:
         with ConsoleProgress(console) as bars:
             run.listeners.append(bars)
             try:
-                execute(run, reuse=reuse)
+                execute(run, reuse=reuse, dump=dump)
             except BaseException as exc:
                 run.emit("run", status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                          error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -76,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             check_model_path(spec.model.path)  # before any folder is made for it
         name = spec.default_name() if not args.name else (f"{args.name}-s{seed}" if len(seeds) > 1 else args.name)
         path = _workspace(args) / "runs" / name
-        _execute(lambda: RunFolder.create_or_resume(path, spec), reuse=not args.no_reuse)
+        _execute(lambda: RunFolder.create_or_resume(path, spec), reuse=not args.no_reuse, dump=not args.no_dump)
         paths.append(path)
     _print_tables(paths)
 
@@ -85,7 +88,7 @@ def cmd_resume(args: argparse.Namespace) -> None:
     from jobs.runfolder import RunFolder, resolve_run
 
     path = resolve_run(_workspace(args), args.run)
-    _execute(lambda: RunFolder.resume(path, device=args.device), reuse=not args.no_reuse)
+    _execute(lambda: RunFolder.resume(path, device=args.device), reuse=not args.no_reuse, dump=not args.no_dump)
     _print_tables([path])
 
 
@@ -127,6 +130,56 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(comparison_markdown(paths, models), end="")
     else:
         console.print(comparison_table(paths, models))
+
+
+def cmd_dump(args: argparse.Namespace) -> None:
+    from jobs.console import ConsoleProgress
+    from jobs.pipeline import load_prompts, make_tokenizer, run_dump
+    from jobs.runfolder import RunFolder, resolve_run
+
+    path = resolve_run(_workspace(args), args.run)
+    with RunFolder.resume(path, device=args.device) as run:
+        if not run.is_done("tokenizer"):
+            raise FactrecallError(f"run {path.name} has no data and tokenizer yet; `factrecall-jobs resume {path.name}` first")
+        all_prompts = load_prompts(run.path)
+        tok, targets = make_tokenizer(run, all_prompts)
+        with ConsoleProgress(console) as bars:
+            run.listeners.append(bars)
+            info = run_dump(run, tok, all_prompts, targets, models_wanted=args.models, url=args.out,
+                            dtype=args.dtype, compressor=args.compressor, chunk_people=args.chunk_people,
+                            batch_size=args.batch_size)
+    import store
+
+    s = store.open(info["url"])
+    console.print(f"{s}\n[dim]open it with: import store; store.open({info['url']!r})[/dim]", highlight=False)
+
+
+def _store_of(args: argparse.Namespace) -> str:
+    """RUN as a run (its activations.zarr), else as a store path or URL."""
+    from jobs.runfolder import resolve_run
+
+    try:
+        return str(resolve_run(_workspace(args), args.run))
+    except FactrecallError:
+        if "://" in args.run or args.run.endswith(".zarr") or Path(args.run).exists():
+            return args.run
+        raise
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    import store
+    from store.hdf5 import export_hdf5
+
+    s = store.open(_store_of(args))
+    if not s.complete():
+        err_console.print(f"[yellow]note:[/yellow] the store is not completely dumped; unwritten vectors stay NaN "
+                          "(the `written` array says which)", soft_wrap=True)
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("export", total=None)
+        out = export_hdf5(s, Path(args.hdf5).expanduser(), progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:,.1f} MB)")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -181,13 +234,34 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     run.add_argument("--name", help="run folder name (default: from preset, strategies, seed)")
     run.add_argument("--no-reuse", action="store_true", help=_NO_REUSE)
+    run.add_argument("--no-dump", action="store_true", help="skip the activation store (`dump RUN` adds it later)")
     run.set_defaults(func=cmd_run)
 
     resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
     resume.add_argument("run", help="run name (under WORKSPACE/runs) or path")
     resume.add_argument("--device", default=None)
     resume.add_argument("--no-reuse", action="store_true", help=_NO_REUSE)
+    resume.add_argument("--no-dump", action="store_true", help="skip the activation store")
     resume.set_defaults(func=cmd_resume)
+
+    dump = sub.add_parser("dump", help="write per-layer resid_mid vectors of every prompt format into the run's "
+                          "activation store (resumes a killed dump)")
+    dump.add_argument("run", help="run name (under WORKSPACE/runs) or path")
+    dump.add_argument("--models", nargs="+", help="models to dump (default: untrained and every trained phase)")
+    dump.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                      help="stored precision (default float16: half the disk, about 3 significant digits)")
+    dump.add_argument("--compressor", choices=("none", "zstd"), default="none",
+                      help="chunk compression (default none: see benchmarks/RESULTS.md for what zstd saves and costs)")
+    dump.add_argument("--chunk-people", type=int, help="people per chunk (default: as many as fit 4 MiB)")
+    dump.add_argument("--batch-size", type=int, help="prompts per forward pass (default: train.eval_batch_size)")
+    dump.add_argument("--out", help="store path or fsspec URL (default: RUN/activations.zarr)")
+    dump.add_argument("--device", default=None)
+    dump.set_defaults(func=cmd_dump)
+
+    export = sub.add_parser("export", help="copy an activation store into one HDF5 file")
+    export.add_argument("run", help="run name or path, or a store path / URL")
+    export.add_argument("--hdf5", required=True, metavar="FILE", help="the .h5 file to write")
+    export.set_defaults(func=cmd_export)
 
     show = sub.add_parser("show", help="the paper's tables for one or more runs")
     show.add_argument("runs", nargs="+", metavar="RUN")
@@ -217,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except FactrecallError as err:
+    except (FactrecallError, StoreError) as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """The run, step by step. Each step reads the spec and earlier steps' files, writes its own files,
 and marks itself done last; re-running the same command skips what is done and resumes the rest.
 
-    data -> tokenizer -> init -> eval-untrained -> for each phase: train-<phase> -> eval-<phase>
+    data -> tokenizer -> init -> eval-untrained -> for each phase: train-<phase> -> eval-<phase> -> dump
 """
 
 from __future__ import annotations
@@ -263,6 +263,20 @@ def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict
     run.mark_done(step, **{s: result[s]["avg"] for s in EVAL_SETS})
 
 
+def run_dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
+             **options) -> dict:
+    """The dump step: the activation store (see jobs/dump.py). Marked done once the run's own store
+    holds every model; a dump elsewhere (`url=`) or of some models only is never marked."""
+    from jobs.dump import dump, run_models
+
+    throttle: list[_Throttle] = []
+    info = dump(run, tok, all_prompts, targets, on_start=lambda total: throttle.append(_Throttle(run, "dump", total)),
+                progress=lambda n: throttle[0](throttle[0].done + n), **options)
+    if options.get("url") is None and info["models"] == run_models(run):
+        run.mark_done("dump", **{k: v for k, v in info.items() if k not in ("url", "models")})
+    return info
+
+
 def record_environment(run: RunFolder, device) -> None:
     """Append this session's library versions and machine to env.json: faker's version decides the
     people a seed makes, torch's and the thread count the exact numbers a run reaches."""
@@ -278,10 +292,11 @@ def record_environment(run: RunFolder, device) -> None:
     atomic_write_json(file, sessions)
 
 
-def execute(run: RunFolder, reuse: bool = True) -> dict:
+def execute(run: RunFolder, reuse: bool = True, dump: bool = True) -> dict:
     """Run every step of `run.spec` that is not done yet; returns metrics.json's content. With
     `reuse`, a phase that another finished run in the workspace trained identically (same seed, data,
-    model and settings of every phase up to it) is taken from there instead of trained again."""
+    model and settings of every phase up to it) is taken from there instead of trained again. With
+    `dump`, the activation store is written last."""
     models.use_all_cores()
     record_environment(run, models.pick_device(run.spec.device))  # fails early on a missing device
     if run.spec.model.path is not None:
@@ -302,5 +317,7 @@ def execute(run: RunFolder, reuse: bool = True) -> dict:
         from jobs.plots import curves
 
         curves([run.path], run.path / "curves.png")
+    if dump and not run.is_done("dump"):
+        run_dump(run, tok, all_prompts, targets)
     run.emit("run", status="done")
     return run.metrics()

@@ -1,0 +1,165 @@
+"""The dump step: every trained model's resid_mid at the last token of every BIO_long, BIO_short and
+QA prompt, into the run's activation store (`store/`, Zarr v3).
+
+Work goes one (model, format, block of people) at a time: the block's prompts are sorted by length,
+forwarded in right-padded batches (each row's last real token is its position; no position ids to
+fix), every layer captured at once, and the block written and flagged complete. A killed dump
+resumes at the first block without its flag.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoConfig, PreTrainedTokenizerBase
+
+from jobs import model as models
+from jobs.capture import ResidMid, decoder_blocks
+from jobs.corpus import Prompt
+from jobs.errors import FactrecallError
+from jobs.runfolder import RunFolder
+from jobs.spec import ATTRIBUTES, FORMATS
+from jobs.tokenizer import Target
+from store import STORE_NAME, Layout, StoreError, Writer
+
+UNTRAINED = "untrained"
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def run_models(run: RunFolder) -> list[str]:
+    """Every model a run has: the untrained one (its start checkpoint) and each phase's."""
+    return [UNTRAINED, *(p.name for p in run.spec.phases())]
+
+
+def checkpoint(run: RunFolder, name: str) -> Path:
+    from jobs.pipeline import checkpoint_path
+
+    return checkpoint_path(run, "init" if name == UNTRAINED else name)
+
+
+def default_url(run: RunFolder) -> str:
+    return str(run.path / STORE_NAME)
+
+
+def layout_for(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
+               dtype: str = "float16", compressor: str = "none", chunk_people: int | None = None) -> Layout:
+    n_attr = len(ATTRIBUTES)
+    if len(all_prompts) % n_attr or any(p.attribute != ATTRIBUTES[i % n_attr] for i, p in enumerate(all_prompts)):
+        raise FactrecallError(f"{run.path}/data/prompts.jsonl is not person-major in attribute order; "
+                              "delete data/ and done/data.json and run again")
+    config = AutoConfig.from_pretrained(str(checkpoint(run, UNTRAINED)), local_files_only=True)
+    first = np.array([t.first_token_id for t in targets]).reshape(-1, n_attr).T  # (attribute, person)
+    answers = np.array([p.answer for p in all_prompts]).reshape(-1, n_attr).T
+    return Layout(
+        models=tuple(run_models(run)), formats=FORMATS, attributes=ATTRIBUTES,
+        layers=config.num_hidden_layers, hidden=config.hidden_size,
+        people=np.array([p.person for p in all_prompts[::n_attr]]),
+        split=np.array([p.split for p in all_prompts[::n_attr]]),
+        label=first, label_text=_token_texts(tok, first), answer=answers,
+        dtype=dtype, compressor=compressor, chunk_people=chunk_people,
+    )
+
+
+def _token_texts(tok: PreTrainedTokenizerBase, ids: np.ndarray) -> np.ndarray:
+    """Each id as the text it decodes to (" Paris" for a BPE token, "Paris" for a word)."""
+    text = {i: tok.decode([i]) for i in np.unique(ids).tolist()}
+    return np.vectorize(text.__getitem__, otypes=[object])(ids).astype(str)
+
+
+def batches(encoded: list[list[int]], rows: np.ndarray, batch_size: int, pad: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Right-padded batches of the prompts `rows`, shortest first: (rows, input_ids, mask, last positions)."""
+    order = rows[np.argsort([len(encoded[i]) for i in rows], kind="stable")]
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        lengths = torch.tensor([len(encoded[i]) for i in chosen])
+        ids = torch.full((len(chosen), int(lengths.max())), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, i in enumerate(chosen):
+            ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[r, : len(encoded[i])] = 1
+        yield chosen, ids, mask, lengths - 1
+
+
+def encode_formats(tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]) -> dict[str, list[list[int]]]:
+    """Token ids of every prompt in every format, as evaluation feeds them (with the BOS token)."""
+    return {fmt: tok([p.text(fmt) for p in all_prompts], add_special_tokens=True)["input_ids"] for fmt in FORMATS}
+
+
+def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[int]]], batch_size: int, pad: int,
+               progress: Callable[[int], None] | None = None) -> int:
+    """Write every unwritten block of model `name`; returns how many prompts it forwarded."""
+    layout, n_attr = writer.layout, len(writer.layout.attributes)
+    device = next(model.parameters()).device
+    if len(decoder_blocks(model)) != layout.layers:
+        raise FactrecallError(f"model {name} has {len(decoder_blocks(model))} layers, the store {layout.layers}; "
+                              "its checkpoint changed since the store was made: delete the store and dump again")
+    forwarded = 0
+    with ResidMid(model) as capture, models.autocast(device):
+        for fmt in layout.formats:
+            for block in range(layout.blocks):
+                if writer.done(name, fmt, block):
+                    continue
+                people = writer.people(block)
+                n = people.stop - people.start
+                rows = np.arange(people.start * n_attr, people.stop * n_attr)
+                vectors = np.empty((layout.layers, n_attr, n, layout.hidden), dtype=layout.dtype)
+                for chosen, ids, mask, last in batches(encoded[fmt], rows, batch_size, pad):
+                    h = capture.run(ids.to(device), mask.to(device), last)
+                    if layout.dtype == "float16" and not bool((h.abs() <= FLOAT16_MAX).all()):
+                        raise FactrecallError(
+                            f"model {name} has activations beyond float16's range (or NaN) in format {fmt}; "
+                            "dump with --dtype float32")
+                    local = chosen - people.start * n_attr
+                    vectors[:, local % n_attr, local // n_attr, :] = h.cpu().numpy()
+                    forwarded += len(chosen)
+                    if progress is not None:
+                        progress(len(chosen))
+                writer.write(name, fmt, block, vectors)
+    return forwarded
+
+
+def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target], *,
+         models_wanted: list[str] | None = None, url: str | None = None, dtype: str = "float16",
+         compressor: str = "none", chunk_people: int | None = None, batch_size: int | None = None,
+         progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
+    """Dump `models_wanted` (default: every trained model of the run and the untrained one) into the
+    store at `url` (default: the run's activations.zarr). Finished blocks are never recomputed."""
+    everything = run_models(run)
+    wanted = list(models_wanted or everything)
+    for name in wanted:
+        if name not in everything:
+            raise FactrecallError(f"run {run.path.name} has no model {name!r}: it has {', '.join(everything)}")
+        if name != UNTRAINED and not run.is_done(f"train-{name}"):
+            raise FactrecallError(f"model {name} is not trained yet; finish the run (`factrecall-jobs resume "
+                                  f"{run.path.name}`) or pass --models with trained ones")
+    url = url or default_url(run)
+    layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people)
+    meta = {"run": run.path.name, "spec": run.spec.identity(), "factrecall": version("factrecall"),
+            "checkpoints": {m: str(checkpoint(run, m)) for m in everything}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        writer = Writer.open_or_create(url, layout, meta)
+    except StoreError as err:
+        raise FactrecallError(str(err)) from None
+    todo = [m for m in wanted if not writer.complete(m)]
+    if on_start is not None:  # prompts still to forward
+        on_start(sum(len(range(*writer.people(b).indices(len(layout.people)))) * len(layout.attributes)
+                     for m in todo for f in layout.formats for b in range(layout.blocks) if not writer.done(m, f, b)))
+    device = models.pick_device(run.spec.device)
+    encoded = encode_formats(tok, all_prompts) if todo else {}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    t0, forwarded = time.perf_counter(), 0
+    for name in todo:
+        model = models.load_model(checkpoint(run, name), device)
+        model.eval()
+        forwarded += dump_model(model, name, writer, encoded, batch_size or run.spec.train.eval_batch_size, pad, progress)
+        del model
+    seconds = time.perf_counter() - t0
+    return {"url": url, "models": [m for m in wanted if writer.complete(m)], "dumped_now": todo,
+            "prompts": forwarded, "seconds": round(seconds, 2),
+            "prompts_per_s": round(forwarded / seconds, 1) if forwarded else None, "dtype": layout.dtype,
+            "layers": layout.layers, "hidden": layout.hidden}

@@ -1,0 +1,6 @@
+"""The store's one error type (importable without zarr, for a fast CLI and TUI start)."""
+
+
+class StoreError(Exception):
+    """A store that is missing, foreign, newer, truncated, or asked for what it does not hold; the
+    message is one line saying what to do."""

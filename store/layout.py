@@ -1,0 +1,254 @@
+"""The activation store's layout (schema `factrecall.activations`, version 1) and its writer.
+
+A Zarr v3 group, readable with no project code (`zarr.open_group`, `xarray.open_zarr`):
+
+    resid_mid   (model, format, layer, attribute, person, hidden)  float16 (or float32)
+                h at the last prompt token: residual stream + self-attention output, before the MLP
+    written     (model, format, person_block)                       bool: a block is complete
+    model, format, layer, attribute, person                         coordinates
+    attribute_index (attribute)  split (person)                     QA in / out of training
+    label (attribute, person) int32, label_text, answer             the attribute's first token, its text, the answer
+
+`resid_mid` has one chunk per (model, format, layer, attribute, person block), so the probe's read,
+one (model, format, layer, attribute) slice over every person, is one contiguous chunk (or a few,
+for models whose chunk would exceed CHUNK_BYTES). Unwritten vectors read as NaN.
+
+Crash safety: the skeleton (every array, coordinate and label, then the attributes) is made in a
+`.partial` folder and renamed into place, so a store either exists whole or not at all. Vectors are
+written one (model, format, person block) at a time, every chunk of it, and only then the block's
+`written` flag; Zarr's local store writes each chunk file to a temporary name and renames it. A
+reader therefore never takes a half-written block for a complete one, and a killed dump redoes
+exactly the blocks whose flag is not set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from store.errors import StoreError
+
+SCHEMA = "factrecall.activations"
+VERSION = 1
+ATTRS_KEY = "factrecall"
+HOOK = "resid_mid"
+HOOK_DOC = ("h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
+            "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
+            "in a GPT-NeoX block")
+POSITION_DOC = "the last prompt token, whose next token is the attribute's first token"
+DIMS = ("model", "format", "layer", "attribute", "person", "hidden")
+DTYPES = ("float16", "float32")
+COMPRESSORS = ("none", "zstd")
+# The most bytes one chunk holds: a model with a large hidden size splits people into blocks so a
+# dump holds one block of every layer and attribute in memory at a time, and readers get chunks of
+# a size that both zarr and a file system handle well.
+CHUNK_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything that decides the store's shape and contents; two dumps with equal layouts write
+    the same store, so a resume must find the same layout."""
+
+    models: tuple[str, ...]
+    formats: tuple[str, ...]
+    attributes: tuple[str, ...]
+    layers: int
+    hidden: int
+    people: np.ndarray          # int person indices, in store order
+    split: np.ndarray           # str per person
+    label: np.ndarray           # int (attribute, person): the attribute's first token id
+    label_text: np.ndarray      # str (attribute, person)
+    answer: np.ndarray          # str (attribute, person)
+    dtype: str = "float16"
+    compressor: str = "none"
+    chunk_people: int | None = None   # None: as many as fit CHUNK_BYTES
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise StoreError(f"dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.compressor not in COMPRESSORS:
+            raise StoreError(f"compressor {self.compressor!r}: choose one of {', '.join(COMPRESSORS)}")
+        if self.chunk_people is not None and self.chunk_people < 1:
+            raise StoreError(f"chunk_people must be at least 1, not {self.chunk_people}")
+        shape = (len(self.attributes), len(self.people))
+        for name in ("label", "label_text", "answer"):
+            if np.shape(getattr(self, name)) != shape:
+                raise StoreError(f"{name} has shape {np.shape(getattr(self, name))}, expected {shape} (attribute, person)")
+
+    @property
+    def block(self) -> int:
+        """People per chunk."""
+        if self.chunk_people is not None:
+            return min(self.chunk_people, len(self.people))
+        per_person = self.hidden * np.dtype(self.dtype).itemsize
+        return max(1, min(len(self.people), CHUNK_BYTES // per_person))
+
+    @property
+    def blocks(self) -> int:
+        return -(-len(self.people) // self.block)
+
+    def fingerprint(self) -> str:
+        """A hash of the layout: what a resumed dump must match."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.models, self.formats, self.attributes, self.layers, self.hidden,
+                             self.dtype, self.compressor, self.block]).encode())
+        for arr in (self.people, self.split, self.label, self.label_text, self.answer):
+            h.update(json.dumps(np.asarray(arr).tolist()).encode())
+        return h.hexdigest()[:16]
+
+
+def _strings(values: Sequence[str] | np.ndarray) -> np.ndarray:
+    return np.asarray([str(v) for v in np.asarray(values).ravel()], dtype=str).reshape(np.shape(values))
+
+
+def _create_skeleton(group: zarr.Group, layout: Layout, meta: dict[str, Any]) -> None:
+    def coord(name: str, values: np.ndarray, dims: tuple[str, ...], description: str) -> None:
+        arr = group.create_array(name, shape=values.shape, dtype=values.dtype if values.dtype.kind != "U" else str,
+                                 dimension_names=dims, chunks=values.shape or None)
+        arr[...] = values
+        arr.attrs["description"] = description
+
+    coord("model", _strings(layout.models), ("model",), "the trained model (a run's checkpoint) the vectors come from")
+    coord("format", _strings(layout.formats), ("format",), "prompt format: bio_long (s, r'), bio_short (s, r), qa (r, s)")
+    coord("layer", np.arange(layout.layers, dtype=np.int32), ("layer",), "transformer block, 0 = first")
+    coord("attribute", _strings(layout.attributes), ("attribute",), "the attribute asked about, in BIO order")
+    coord("attribute_index", np.arange(len(layout.attributes), dtype=np.int32), ("attribute",),
+          "the attribute's position in the BIO entry")
+    coord("person", np.asarray(layout.people, dtype=np.int64), ("person",), "person index in the run's data/people.jsonl")
+    coord("split", _strings(layout.split), ("person",), "qa_in: the person's QA pairs were trained on; qa_out: held out")
+    coord("label", np.asarray(layout.label, dtype=np.int32), ("attribute", "person"),
+          "token id of the attribute's first answer token (the probe's class)")
+    coord("label_text", _strings(layout.label_text), ("attribute", "person"), "that token as text")
+    coord("answer", _strings(layout.answer), ("attribute", "person"), "the whole answer")
+
+    shape = (len(layout.models), len(layout.formats), layout.layers, len(layout.attributes), len(layout.people), layout.hidden)
+    resid = group.create_array(
+        HOOK, shape=shape, dtype=layout.dtype, chunks=(1, 1, 1, 1, layout.block, layout.hidden),
+        compressors=ZstdCodec(level=1) if layout.compressor == "zstd" else None,
+        fill_value=np.nan, dimension_names=DIMS,
+    )
+    # CF's `coordinates` makes xarray carry the labels along with any selection of the vectors.
+    resid.attrs.update({"description": HOOK_DOC, "position": POSITION_DOC, "unwritten": "NaN",
+                        "coordinates": "attribute_index split label label_text answer"})
+    written = group.create_array("written", shape=(len(layout.models), len(layout.formats), layout.blocks),
+                                 dtype=bool, fill_value=False, dimension_names=("model", "format", "person_block"))
+    written.attrs["description"] = (f"True once every vector of a (model, format, block of {layout.block} people) "
+                                    "is written; a block whose flag is False may be partly written")
+    group.attrs[ATTRS_KEY] = {
+        "schema": SCHEMA, "version": VERSION, "hook": HOOK, "hook_doc": HOOK_DOC, "position": POSITION_DOC,
+        "models": list(layout.models), "formats": list(layout.formats), "attributes": list(layout.attributes),
+        "layers": layout.layers, "hidden": layout.hidden, "dtype": layout.dtype, "compressor": layout.compressor,
+        "chunk_people": layout.block, "fingerprint": layout.fingerprint(), **meta,
+    }
+
+
+def consolidate(url: str | Path) -> None:
+    """Consolidated metadata lets xarray open the store without probing every array. (Zarr warns
+    that it is not yet in the v3 spec; zarr and xarray both read it.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(url))
+
+
+def is_local(url: str | Path) -> bool:
+    return "://" not in str(url) or str(url).startswith("file://")
+
+
+def local_path(url: str | Path) -> Path:
+    return Path(str(url).removeprefix("file://"))
+
+
+class Writer:
+    """Writes vectors into a store, one (model, format, person block) at a time."""
+
+    def __init__(self, group: zarr.Group, layout: Layout):
+        self.group, self.layout = group, layout
+        self.resid = group[HOOK]
+        self._written = group["written"]
+        self.flags = np.asarray(self._written[...])
+
+    @classmethod
+    def open_or_create(cls, url: str | Path, layout: Layout, meta: dict[str, Any]) -> Writer:
+        """Resume the store at `url` if it holds this layout, else create it. A store of another
+        layout is refused (never overwritten)."""
+        from store.reader import open_group
+
+        if _exists(url):
+            group = open_group(url)  # refuses foreign, newer and truncated stores
+            found = group.attrs[ATTRS_KEY].get("fingerprint")
+            if found != layout.fingerprint():
+                raise StoreError(
+                    f"the store at {url} was dumped with other settings or data ({_difference(group.attrs[ATTRS_KEY], layout)}); "
+                    "delete it to dump again, or write elsewhere with --out"
+                )
+            if is_local(url):  # zarr's temporary files of chunk writes a kill interrupted
+                for leftover in local_path(url).rglob("*.partial"):
+                    leftover.unlink(missing_ok=True)
+            return cls(group, layout)
+        if is_local(url):
+            final = local_path(url)
+            partial = final.with_name(final.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            group = zarr.open_group(str(partial), mode="w")
+            _create_skeleton(group, layout, meta)
+            consolidate(partial)
+            partial.rename(final)
+            return cls(zarr.open_group(str(final), mode="r+"), layout)
+        group = zarr.open_group(str(url), mode="w")
+        _create_skeleton(group, layout, meta)
+        consolidate(url)
+        return cls(zarr.open_group(str(url), mode="r+"), layout)
+
+    def done(self, model: str, fmt: str, block: int) -> bool:
+        return bool(self.flags[self.layout.models.index(model), self.layout.formats.index(fmt), block])
+
+    def people(self, block: int) -> slice:
+        return slice(block * self.layout.block, min((block + 1) * self.layout.block, len(self.layout.people)))
+
+    def write(self, model: str, fmt: str, block: int, vectors: np.ndarray) -> None:
+        """vectors: (layer, attribute, people of the block, hidden) in the store's dtype. Every chunk
+        first, then the block's flag."""
+        m, f = self.layout.models.index(model), self.layout.formats.index(fmt)
+        expected = (self.layout.layers, len(self.layout.attributes), self.people(block).stop - self.people(block).start,
+                    self.layout.hidden)
+        if vectors.shape != expected:
+            raise ValueError(f"block has shape {vectors.shape}, expected {expected}")
+        self.resid[m, f, :, :, self.people(block), :] = vectors.astype(self.layout.dtype, copy=False)
+        self.flags[m, f, block] = True
+        self._written[...] = self.flags
+
+    def complete(self, model: str | None = None) -> bool:
+        if model is None:
+            return bool(self.flags.all())
+        return bool(self.flags[self.layout.models.index(model)].all())
+
+
+def _exists(url: str | Path) -> bool:
+    if is_local(url):
+        return local_path(url).exists()
+    try:
+        zarr.open_group(str(url), mode="r")
+        return True
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+        return False
+
+
+def _difference(found: dict[str, Any], layout: Layout) -> str:
+    wanted = {"models": list(layout.models), "formats": list(layout.formats), "attributes": list(layout.attributes),
+              "layers": layout.layers, "hidden": layout.hidden, "dtype": layout.dtype,
+              "compressor": layout.compressor, "chunk_people": layout.block}
+    for key, value in wanted.items():
+        if found.get(key) != value:
+            return f"{key} {found.get(key)!r}, not {value!r}"
+    return "different people or labels"

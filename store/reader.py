@@ -1,0 +1,227 @@
+"""Opening a store: `store.open(path)` (`open_store`) -> `ActivationStore`.
+
+    import store
+    s = store.open("workspace/runs/cpu-stage+mix-s0")    # a run folder, a .zarr folder, or a URL
+    h = s.acts("qa", layer=3, attribute="job", model="mix")   # (people, hidden) float16
+    y = s.labels("job")                                   # pandas: person, split, label, label_text, answer
+    ds = s.to_xarray()                                    # the labelled Dataset, lazily
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BytesCodec
+from zarr.storage import LocalStore
+
+from store.layout import ATTRS_KEY, HOOK, SCHEMA, VERSION, StoreError, is_local, local_path
+
+STORE_NAME = "activations.zarr"
+ARRAYS = (HOOK, "written", "model", "format", "layer", "attribute", "attribute_index", "person", "split",
+          "label", "label_text", "answer")
+
+
+def as_str(values: Any) -> np.ndarray:
+    """Zarr returns strings as numpy's variable-width StringDType; plain `str` arrays are what most
+    code (and pandas) expects."""
+    arr = np.asarray(values)
+    return np.array(arr.tolist(), dtype=str).reshape(arr.shape)
+
+
+def store_url(path: str | Path) -> str:
+    """A run folder means its `activations.zarr`; anything else is the store itself."""
+    if is_local(path) and (local_path(path) / "spec.json").exists():
+        return str(local_path(path) / STORE_NAME)
+    return str(path)
+
+
+def open_group(url: str | Path, mode: str = "r+") -> zarr.Group:
+    """The store's root group, after checking it is a complete factrecall store this code can read."""
+    if is_local(url):
+        path = local_path(url)
+        if not path.exists():
+            hint = f" (a dump in progress left {path.name}.partial)" if path.with_name(path.name + ".partial").exists() else ""
+            raise StoreError(f"no activation store at {path}{hint}; `factrecall-jobs dump RUN` makes one")
+        if not (path / "zarr.json").exists():
+            raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); give a run folder or an activations.zarr")
+    try:
+        # Not the consolidated metadata (that is for xarray): it would list an array whose folder is gone.
+        group = zarr.open_group(str(url), mode=mode if is_local(url) else "r+", zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as err:
+        raise StoreError(f"cannot open a Zarr group at {url}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    meta = group.attrs.get(ATTRS_KEY)
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        raise StoreError(f"{url} is a Zarr group but not a factrecall activation store (no {SCHEMA!r} schema in its attributes)")
+    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        raise StoreError(f"{url} has store schema version {meta.get('version')}, newer than this factrecall reads "
+                         f"({VERSION}); upgrade factrecall")
+    present = set(group.array_keys())
+    missing = [name for name in ARRAYS if name not in present]
+    if missing:
+        raise StoreError(f"{url} is truncated: array {missing[0]!r} is missing; delete the store and dump again")
+    return group
+
+
+class ActivationStore:
+    """A factrecall activation store, opened for reading."""
+
+    def __init__(self, url: str | Path):
+        self.url = store_url(url)
+        self.group = open_group(self.url, mode="r")
+        self.meta: dict[str, Any] = dict(self.group.attrs[ATTRS_KEY])
+        self.models: tuple[str, ...] = tuple(self.meta["models"])
+        self.formats: tuple[str, ...] = tuple(self.meta["formats"])
+        self.attributes: tuple[str, ...] = tuple(self.meta["attributes"])
+        self.layers: int = int(self.meta["layers"])
+        self.hidden: int = int(self.meta["hidden"])
+        self.dtype = np.dtype(self.meta["dtype"])
+        self.block: int = int(self.meta["chunk_people"])
+        self.resid = self.group[HOOK]
+        self.people: np.ndarray = np.asarray(self.group["person"][...])
+        self.split: np.ndarray = as_str(self.group["split"][...])
+        if self.resid.shape != (len(self.models), len(self.formats), self.layers, len(self.attributes),
+                                len(self.people), self.hidden):
+            raise StoreError(f"{self.url} is inconsistent: {HOOK} has shape {self.resid.shape}, its attributes "
+                             "say otherwise; delete the store and dump again")
+        self._raw_root = self._raw_chunk_root()
+
+    def __repr__(self) -> str:
+        done = self.written()
+        return (f"ActivationStore({self.url!r}: models {list(self.models)}, {self.layers} layers x "
+                f"{len(self.people)} people x {self.hidden} hidden, {self.dtype}, "
+                f"{int(done.sum())}/{done.size} blocks written)")
+
+    # -- completeness --------------------------------------------------------------------------
+    def written(self) -> np.ndarray:
+        """bool (model, format, person_block): which blocks are completely written."""
+        return np.asarray(self.group["written"][...])
+
+    def complete(self, model: str | None = None) -> bool:
+        done = self.written()
+        return bool(done.all() if model is None else done[self._index("model", model)].all())
+
+    def dumped_models(self) -> list[str]:
+        """Models whose every vector is written."""
+        done = self.written()
+        return [m for i, m in enumerate(self.models) if done[i].all()]
+
+    # -- reading -------------------------------------------------------------------------------
+    def _index(self, what: str, value: Any) -> int:
+        options = {"model": self.models, "format": self.formats, "attribute": self.attributes}[what]
+        if value not in options:
+            raise StoreError(f"unknown {what} {value!r}: this store has {', '.join(options)}")
+        return options.index(value)
+
+    def _people(self, split: str | None) -> np.ndarray | None:
+        if split is None:
+            return None
+        if split not in ("qa_in", "qa_out"):
+            raise StoreError(f"unknown split {split!r}: use qa_in or qa_out")
+        return np.flatnonzero(self.split == split)
+
+    def acts(self, fmt: str, layer: int, attribute: str, *, model: str | None = None,
+             split: str | None = None) -> np.ndarray:
+        """(people, hidden) vectors of one format, layer and attribute, in the store's dtype; people
+        in the order of `.people` (or of `labels(attribute, split)` when `split` is given)."""
+        m = self._index("model", self._model(model))
+        f = self._index("format", fmt)
+        a = self._index("attribute", attribute)
+        if not isinstance(layer, (int, np.integer)) or not -self.layers <= layer < self.layers:
+            raise StoreError(f"layer {layer!r} does not exist: this store has layers 0..{self.layers - 1}")
+        layer = int(layer) % self.layers
+        flags = self.written()[m, f]
+        if not flags.all():
+            raise StoreError(f"model {self.models[m]} format {fmt} is not completely dumped yet "
+                             f"({int(flags.sum())} of {flags.size} blocks); run `factrecall-jobs dump RUN` to finish it")
+        out = self._read_raw(m, f, layer, a) if self._raw_root is not None else None
+        if out is None:
+            out = self._read((m, f, layer, a))
+        rows = self._people(split)
+        return out if rows is None else out[rows]
+
+    def _read(self, selection: tuple) -> np.ndarray:
+        """resid_mid[selection] through zarr, a damaged chunk reported as one line."""
+        try:
+            return np.asarray(self.resid[selection])
+        except (ValueError, RuntimeError, OSError) as err:
+            raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk is damaged ({str(err).splitlines()[0]}); "
+                             "delete the store and dump again") from None
+
+    def read_block(self, model: int, fmt: int, block: int) -> np.ndarray:
+        """(layer, attribute, people of the block, hidden): one whole dump unit, as zarr stores it."""
+        rows = slice(block * self.block, min((block + 1) * self.block, len(self.people)))
+        return self._read((model, fmt, slice(None), slice(None), rows, slice(None)))
+
+    def _model(self, model: str | None) -> str:
+        if model is not None:
+            return model
+        dumped = self.dumped_models()
+        if len(dumped) == 1:
+            return dumped[0]
+        raise StoreError(f"say which model: this store has {', '.join(self.models)} (model=...)")
+
+    def labels(self, attribute: str, split: str | None = None):
+        """A pandas DataFrame, one row per person (the rows of `acts`): person, split, label (the
+        first token's id), label_text, answer."""
+        import pandas as pd
+
+        a = self._index("attribute", attribute)
+        table = pd.DataFrame({
+            "person": self.people,
+            "split": self.split,
+            "label": np.asarray(self.group["label"][a]),
+            "label_text": as_str(self.group["label_text"][a]),
+            "answer": as_str(self.group["answer"][a]),
+        })
+        rows = self._people(split)
+        return table if rows is None else table.iloc[rows].reset_index(drop=True)
+
+    def to_xarray(self):
+        """The whole store as a lazily loaded, labelled `xarray.Dataset` (what `xarray.open_zarr`
+        gives with no project code)."""
+        import xarray as xr
+
+        return xr.open_zarr(self.url, consolidated=True, zarr_format=3)
+
+    # -- the fast local read -------------------------------------------------------------------
+    def _raw_chunk_root(self) -> Path | None:
+        """Where chunk files can be read straight into the output array: a local store whose vectors
+        are raw little-endian bytes (no compressor or filter). Zarr's own read of a slice this size
+        costs several times a file read (its event loop, a bytes copy, a NaN-filled output); this
+        path reads each chunk file once, into place. Anything else goes through zarr."""
+        meta = self.resid.metadata
+        codecs = getattr(meta, "codecs", ())
+        if not (isinstance(self.group.store, LocalStore) and len(codecs) == 1 and isinstance(codecs[0], BytesCodec)
+                and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder)):
+            return None
+        return Path(self.group.store.root) / self.resid.path
+
+    def _read_raw(self, m: int, f: int, layer: int, a: int) -> np.ndarray:
+        n, block = len(self.people), self.block
+        out = np.empty((n, self.hidden), dtype=self.dtype)
+        for b in range(-(-n // block)):
+            rows = out[b * block : min((b + 1) * block, n)]
+            key = self.resid.metadata.encode_chunk_key((m, f, layer, a, b, 0))
+            path = self._raw_root / key
+            expected = block * self.hidden * self.dtype.itemsize
+            try:
+                with open(path, "rb") as fh:
+                    size = fh.seek(0, 2)
+                    fh.seek(0)
+                    if size != expected:
+                        raise StoreError(f"chunk {path} has {size} bytes, expected {expected}: the store is "
+                                         "damaged; delete the store and dump again")
+                    fh.readinto(rows.reshape(-1).view(np.uint8))
+            except FileNotFoundError:
+                raise StoreError(f"chunk {path} is missing though its block is marked written: the store is "
+                                 "damaged; delete the store and dump again") from None
+        return out
+
+
+def open_store(path: str | Path) -> ActivationStore:
+    """Open an activation store: a run folder, an `activations.zarr` folder, or an fsspec URL."""
+    return ActivationStore(path)
