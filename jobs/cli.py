@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -50,14 +51,20 @@ def _execute(run_factory, reuse: bool = True, dump: bool = True) -> None:
         done = sorted(p.stem for p in (run.path / "done").glob("*.json"))
         if done:
             console.print(f"[dim]resuming; done already: {', '.join(done)}[/dim]")
-        with ConsoleProgress(console) as bars:
+        with ConsoleProgress(console) as bars, _reporting(run):
             run.listeners.append(bars)
-            try:
-                execute(run, reuse=reuse, dump=dump)
-            except BaseException as exc:
-                run.emit("run", status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                         error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                raise
+            execute(run, reuse=reuse, dump=dump)
+
+
+@contextlib.contextmanager
+def _reporting(run):
+    """A job's end in events.jsonl, as `status` and the TUI read it: failed or interrupted, with why."""
+    try:
+        yield
+    except BaseException as exc:
+        run.emit("run", status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                 error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -143,11 +150,13 @@ def cmd_dump(args: argparse.Namespace) -> None:
             raise FactrecallError(f"run {path.name} has no data and tokenizer yet; `factrecall-jobs resume {path.name}` first")
         all_prompts = load_prompts(run.path)
         tok, targets = make_tokenizer(run, all_prompts)
-        with ConsoleProgress(console) as bars:
+        with ConsoleProgress(console) as bars, _reporting(run):
             run.listeners.append(bars)
+            run.emit("run", status="running", phases=[])
             info = run_dump(run, tok, all_prompts, targets, models_wanted=args.models, url=args.out,
                             dtype=args.dtype, compressor=args.compressor, chunk_people=args.chunk_people,
                             batch_size=args.batch_size)
+            run.emit("run", status="done")
     import store
 
     s = store.open(info["url"])

@@ -88,6 +88,7 @@ class ActivationStore:
             raise StoreError(f"{self.url} is inconsistent: {HOOK} has shape {self.resid.shape}, its attributes "
                              "say otherwise; delete the store and dump again")
         self._raw_root = self._raw_chunk_root()
+        self._complete: set[tuple[int, int]] = set()
 
     def __repr__(self) -> str:
         done = self.written()
@@ -99,6 +100,16 @@ class ActivationStore:
     def written(self) -> np.ndarray:
         """bool (model, format, person_block): which blocks are completely written."""
         return np.asarray(self.group["written"][...])
+
+    def _flags(self, m: int, f: int) -> np.ndarray:
+        """The (model, format)'s block flags. A flag, once set, stays set, so a complete pair is
+        remembered and never read again; an incomplete one is re-read (a dump may be finishing it)."""
+        if (m, f) not in self._complete:
+            flags = self.written()[m, f]
+            if not flags.all():
+                return flags
+            self._complete.add((m, f))
+        return np.ones(1, dtype=bool)
 
     def complete(self, model: str | None = None) -> bool:
         done = self.written()
@@ -133,7 +144,7 @@ class ActivationStore:
         if not isinstance(layer, (int, np.integer)) or not -self.layers <= layer < self.layers:
             raise StoreError(f"layer {layer!r} does not exist: this store has layers 0..{self.layers - 1}")
         layer = int(layer) % self.layers
-        flags = self.written()[m, f]
+        flags = self._flags(m, f)
         if not flags.all():
             raise StoreError(f"model {self.models[m]} format {fmt} is not completely dumped yet "
                              f"({int(flags.sum())} of {flags.size} blocks); run `factrecall-jobs dump RUN` to finish it")

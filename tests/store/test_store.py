@@ -104,9 +104,11 @@ def test_stored_vectors_equal_the_models_hidden_states_recomputed_one_prompt_at_
                     np.testing.assert_allclose(half.acts(fmt, layer, attribute, model=name), got, rtol=2e-3, atol=2e-4)
 
 
-def test_a_store_at_an_fsspec_url_reads_the_same(tiny_run):
+def test_a_store_at_an_fsspec_url_reads_the_same(tiny_run, tmp_path):
     url = "memory://factrecall-test/activations.zarr"
-    with RunFolder.resume(tiny_run) as run:
+    copy = tmp_path / tiny_run.name  # the dump's events go to the run folder: not the shared run's
+    shutil.copytree(tiny_run, copy)
+    with RunFolder.resume(copy) as run:
         prompts = load_prompts(run.path)
         tok, targets = make_tokenizer(run, prompts)
         info = run_dump(run, tok, prompts, targets, url=url, models_wanted=["mix"])
