@@ -3,6 +3,8 @@ BPE tokenizer, made and saved by the test itself (nothing comes from a hub)."""
 
 import json
 
+import store
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -46,3 +48,10 @@ def test_a_local_checkpoint_trains_and_scores_by_path(tmp_path, capsys):
     assert json.loads((run / "spec.json").read_text())["model"]["path"] == str(tmp_path / "llama")
     assert not (run / "tokenizer").exists()  # the checkpoint's own tokenizer is used
     assert (run / "checkpoints" / "bio" / "final" / "tokenizer.json").exists()
+    # The store labels a byte-level BPE model's first tokens as they decode: " M" of " Morales LLC",
+    # or a bare " " where this small BPE never merged the space into the word.
+    s = store.open(run)
+    assert s.complete() and s.models == ("untrained", "bio") and s.hidden == 64
+    labels = s.labels("employer")
+    assert all((" " + a).startswith(t) for a, t in zip(labels["answer"], labels["label_text"]))
+    assert labels["label_text"].str.len().max() > 1
