@@ -46,10 +46,22 @@ def default_url(run: RunFolder) -> str:
     return str(run.path / STORE_NAME)
 
 
+def source(run: RunFolder) -> dict:
+    """What the vectors come from, for the store's fingerprint: the run's spec, each model's weight
+    files (size and modification time), and the compute precision (bf16 autocast on a GPU)."""
+    weights = {}
+    for name in run_models(run):
+        files = sorted(checkpoint(run, name).glob("*.safetensors")) + sorted(checkpoint(run, name).glob("*.bin"))
+        weights[name] = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    compute = "bfloat16" if models.pick_device(run.spec.device).type == "cuda" else "float32"
+    return {"run": run.spec.identity(), "weights": weights, "compute": compute}
+
+
 def layout_for(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
                dtype: str = "float16", compressor: str = "none", chunk_people: int | None = None) -> Layout:
     n_attr = len(ATTRIBUTES)
-    if len(all_prompts) % n_attr or any(p.attribute != ATTRIBUTES[i % n_attr] for i, p in enumerate(all_prompts)):
+    if len(all_prompts) % n_attr or any(p.attribute != ATTRIBUTES[i % n_attr] or p.person != all_prompts[i - i % n_attr].person
+                                        for i, p in enumerate(all_prompts)):
         raise FactrecallError(f"{run.path}/data/prompts.jsonl is not person-major in attribute order; "
                               "delete data/ and done/data.json and run again")
     config = AutoConfig.from_pretrained(str(checkpoint(run, UNTRAINED)), local_files_only=True)
@@ -61,7 +73,7 @@ def layout_for(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[P
         people=np.array([p.person for p in all_prompts[::n_attr]]),
         split=np.array([p.split for p in all_prompts[::n_attr]]),
         label=first, label_text=_token_texts(tok, first), answer=answers,
-        dtype=dtype, compressor=compressor, chunk_people=chunk_people,
+        dtype=dtype, compressor=compressor, chunk_people=chunk_people, source=source(run),
     )
 
 
@@ -110,10 +122,14 @@ def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[in
                 vectors = np.empty((layout.layers, n_attr, n, layout.hidden), dtype=layout.dtype)
                 for chosen, ids, mask, last in batches(encoded[fmt], rows, batch_size, pad):
                     h = capture.run(ids.to(device), mask.to(device), last)
+                    # NaN is how the store marks "not written": a NaN activation must never be stored.
+                    if not bool(torch.isfinite(h).all()):
+                        raise FactrecallError(f"model {name} produces NaN or infinite activations in format {fmt}; "
+                                              "its checkpoint is broken (check its training loss)")
                     if layout.dtype == "float16" and not bool((h.abs() <= FLOAT16_MAX).all()):
                         raise FactrecallError(
-                            f"model {name} has activations beyond float16's range (or NaN) in format {fmt}; "
-                            "dump with --dtype float32")
+                            f"model {name} has activations beyond float16's range in format {fmt}; delete "
+                            f"{writer.group.store} and dump again with --dtype float32")
                     local = chosen - people.start * n_attr
                     vectors[:, local % n_attr, local // n_attr, :] = h.cpu().numpy()
                     forwarded += len(chosen)
@@ -139,7 +155,9 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
                                   f"{run.path.name}`) or pass --models with trained ones")
     url = url or default_url(run)
     layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people)
+    config = AutoConfig.from_pretrained(str(checkpoint(run, UNTRAINED)), local_files_only=True)
     meta = {"run": run.path.name, "spec": run.spec.identity(), "factrecall": version("factrecall"),
+            "model_type": config.model_type, "vocab_size": config.vocab_size,
             "checkpoints": {m: str(checkpoint(run, m)) for m in everything}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         writer = Writer.open_or_create(url, layout, meta)

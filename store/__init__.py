@@ -9,8 +9,21 @@
 It imports nothing from `jobs` or `factrecall_tui`; the layout is described in `store.layout`.
 """
 
-from store.layout import SCHEMA, VERSION, Layout, StoreError, Writer
-from store.reader import STORE_NAME, ActivationStore, store_url
-from store.reader import open_store as open  # noqa: A001 - `store.open(path)` reads as intended
+from store.errors import StoreError
+
+# The rest loads on first use, so `from store.errors import StoreError` (the CLI, the TUI) does not
+# pull in zarr and numpy.
+_LAZY = {"SCHEMA": "store.layout", "VERSION": "store.layout", "Layout": "store.layout", "Writer": "store.layout",
+         "STORE_NAME": "store.reader", "ActivationStore": "store.reader", "store_url": "store.reader",
+         "open": "store.reader"}
 
 __all__ = ["SCHEMA", "STORE_NAME", "VERSION", "ActivationStore", "Layout", "StoreError", "Writer", "open", "store_url"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(_LAZY[name])
+    return module.open_store if name == "open" else getattr(module, name)

@@ -31,6 +31,8 @@ def export_hdf5(s: ActivationStore, path: str | Path, progress: Callable[[int, i
     path = Path(path)
     if path.is_dir():
         raise StoreError(f"{path} is a folder; give a file name such as {path / 'activations.h5'}")
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot write {path}: folder {path.parent} does not exist")
     tmp = path.with_name(f".{path.name}.partial")
     g = s.group
     try:

@@ -41,6 +41,7 @@ from store.errors import StoreError
 SCHEMA = "factrecall.activations"
 VERSION = 1
 ATTRS_KEY = "factrecall"
+HALF_MADE = "factrecall_skeleton_unfinished"
 HOOK = "resid_mid"
 HOOK_DOC = ("h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
             "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
@@ -73,6 +74,9 @@ class Layout:
     dtype: str = "float16"
     compressor: str = "none"
     chunk_people: int | None = None   # None: as many as fit CHUNK_BYTES
+    # Where the vectors come from (the run, each model's weights, the compute precision): opaque to
+    # the store, part of the fingerprint, so a resume never mixes two sources' vectors.
+    source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -102,7 +106,7 @@ class Layout:
         """A hash of the layout: what a resumed dump must match."""
         h = hashlib.sha256()
         h.update(json.dumps([self.models, self.formats, self.attributes, self.layers, self.hidden,
-                             self.dtype, self.compressor, self.block]).encode())
+                             self.dtype, self.compressor, self.block, self.source], sort_keys=True).encode())
         for arr in (self.people, self.split, self.label, self.label_text, self.answer):
             h.update(json.dumps(np.asarray(arr).tolist()).encode())
         return h.hexdigest()[:16]
@@ -113,6 +117,9 @@ def _strings(values: Sequence[str] | np.ndarray) -> np.ndarray:
 
 
 def _create_skeleton(group: zarr.Group, layout: Layout, meta: dict[str, Any]) -> None:
+    """Every array and label, then the attributes that make the group a store (last: a skeleton a
+    kill interrupted is recognisably ours and unfinished, `HALF_MADE`)."""
+    group.attrs[HALF_MADE] = True
     def coord(name: str, values: np.ndarray, dims: tuple[str, ...], description: str) -> None:
         arr = group.create_array(name, shape=values.shape, dtype=values.dtype if values.dtype.kind != "U" else str,
                                  dimension_names=dims, chunks=values.shape or None)
@@ -145,12 +152,12 @@ def _create_skeleton(group: zarr.Group, layout: Layout, meta: dict[str, Any]) ->
                                  dtype=bool, fill_value=False, dimension_names=("model", "format", "person_block"))
     written.attrs["description"] = (f"True once every vector of a (model, format, block of {layout.block} people) "
                                     "is written; a block whose flag is False may be partly written")
-    group.attrs[ATTRS_KEY] = {
+    group.attrs.put({ATTRS_KEY: {
         "schema": SCHEMA, "version": VERSION, "hook": HOOK, "hook_doc": HOOK_DOC, "position": POSITION_DOC,
         "models": list(layout.models), "formats": list(layout.formats), "attributes": list(layout.attributes),
         "layers": layout.layers, "hidden": layout.hidden, "dtype": layout.dtype, "compressor": layout.compressor,
-        "chunk_people": layout.block, "fingerprint": layout.fingerprint(), **meta,
-    }
+        "chunk_people": layout.block, "source": layout.source, "fingerprint": layout.fingerprint(), **meta,
+    }})
 
 
 def consolidate(url: str | Path) -> None:
@@ -184,7 +191,10 @@ class Writer:
         layout is refused (never overwritten)."""
         from store.reader import open_group
 
-        if _exists(url):
+        if _exists(url) and not _half_made(url):
+            if not _is_group(url):
+                raise StoreError(f"{url} already holds data that is not a factrecall store; choose an empty location "
+                                 "for --out (or delete what is there)")
             group = open_group(url)  # refuses foreign, newer and truncated stores
             found = group.attrs[ATTRS_KEY].get("fingerprint")
             if found != layout.fingerprint():
@@ -205,6 +215,8 @@ class Writer:
             consolidate(partial)
             partial.rename(final)
             return cls(zarr.open_group(str(final), mode="r+"), layout)
+        # Remote: no rename, so the skeleton is made in place. Only an empty location or a skeleton
+        # of ours that a kill left unfinished is written; anything else there is the user's.
         group = zarr.open_group(str(url), mode="w")
         _create_skeleton(group, layout, meta)
         consolidate(url)
@@ -235,13 +247,32 @@ class Writer:
 
 
 def _exists(url: str | Path) -> bool:
+    """Anything at all at `url`: a store, another Zarr group, or someone's files."""
     if is_local(url):
         return local_path(url).exists()
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return bool(fs.exists(path))
+
+
+def _is_group(url: str | Path) -> bool:
     try:
-        zarr.open_group(str(url), mode="r")
+        zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False)
         return True
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError):
         return False
+
+
+def _half_made(url: str | Path) -> bool:
+    """A remote skeleton a kill interrupted: our marker, not yet our attributes."""
+    if is_local(url):
+        return False
+    try:
+        attrs = zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False).attrs
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError):
+        return False
+    return HALF_MADE in attrs and ATTRS_KEY not in attrs
 
 
 def _difference(found: dict[str, Any], layout: Layout) -> str:
@@ -251,4 +282,7 @@ def _difference(found: dict[str, Any], layout: Layout) -> str:
     for key, value in wanted.items():
         if found.get(key) != value:
             return f"{key} {found.get(key)!r}, not {value!r}"
+    for key, value in (layout.source or {}).items():
+        if (found.get("source") or {}).get(key) != value:
+            return f"another {key}"
     return "different people or labels"

@@ -18,11 +18,15 @@ import zarr
 from zarr.codecs import BytesCodec
 from zarr.storage import LocalStore
 
-from store.layout import ATTRS_KEY, HOOK, SCHEMA, VERSION, StoreError, is_local, local_path
+from store.layout import ATTRS_KEY, HALF_MADE, HOOK, SCHEMA, VERSION, StoreError, is_local, local_path
 
 STORE_NAME = "activations.zarr"
 ARRAYS = (HOOK, "written", "model", "format", "layer", "attribute", "attribute_index", "person", "split",
           "label", "label_text", "answer")
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def as_str(values: Any) -> np.ndarray:
@@ -50,10 +54,12 @@ def open_group(url: str | Path, mode: str = "r+") -> zarr.Group:
             raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); give a run folder or an activations.zarr")
     try:
         # Not the consolidated metadata (that is for xarray): it would list an array whose folder is gone.
-        group = zarr.open_group(str(url), mode=mode if is_local(url) else "r+", zarr_format=3, use_consolidated=False)
-    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError) as err:
-        raise StoreError(f"cannot open a Zarr group at {url}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        group = zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError) as err:
+        raise StoreError(f"cannot open a Zarr group at {url}: {_first_line(err)}") from None
     meta = group.attrs.get(ATTRS_KEY)
+    if meta is None and HALF_MADE in group.attrs:
+        raise StoreError(f"{url} is a store whose making a kill interrupted; dump again (it is made anew)")
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise StoreError(f"{url} is a Zarr group but not a factrecall activation store (no {SCHEMA!r} schema in its attributes)")
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
@@ -80,9 +86,13 @@ class ActivationStore:
         self.hidden: int = int(self.meta["hidden"])
         self.dtype = np.dtype(self.meta["dtype"])
         self.block: int = int(self.meta["chunk_people"])
-        self.resid = self.group[HOOK]
-        self.people: np.ndarray = np.asarray(self.group["person"][...])
-        self.split: np.ndarray = as_str(self.group["split"][...])
+        try:
+            self.resid = self.group[HOOK]
+            self.people: np.ndarray = np.asarray(self.group["person"][...])
+            self.split: np.ndarray = as_str(self.group["split"][...])
+            self.written()
+        except (ValueError, RuntimeError, OSError, KeyError, zarr.errors.BaseZarrError) as err:
+            raise StoreError(f"{self.url} is damaged ({_first_line(err)}); delete the store and dump again") from None
         if self.resid.shape != (len(self.models), len(self.formats), self.layers, len(self.attributes),
                                 len(self.people), self.hidden):
             raise StoreError(f"{self.url} is inconsistent: {HOOK} has shape {self.resid.shape}, its attributes "
@@ -155,12 +165,18 @@ class ActivationStore:
         return out if rows is None else out[rows]
 
     def _read(self, selection: tuple) -> np.ndarray:
-        """resid_mid[selection] through zarr, a damaged chunk reported as one line."""
+        """resid_mid[selection] through zarr, a damaged or missing chunk reported as one line. (A
+        dump never writes NaN, so NaN in a flagged block is a chunk that is not there: zarr reads a
+        missing chunk as its fill value.)"""
         try:
-            return np.asarray(self.resid[selection])
+            out = np.asarray(self.resid[selection])
         except (ValueError, RuntimeError, OSError) as err:
-            raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk is damaged ({str(err).splitlines()[0]}); "
+            raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk is damaged ({_first_line(err)}); "
                              "delete the store and dump again") from None
+        if np.isnan(out).any():
+            raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk of a block marked written is missing; "
+                             "the store is damaged; delete the store and dump again")
+        return out
 
     def read_block(self, model: int, fmt: int, block: int) -> np.ndarray:
         """(layer, attribute, people of the block, hidden): one whole dump unit, as zarr stores it."""

@@ -218,3 +218,76 @@ def test_the_readme_example_runs(tiny_run, capsys):
     classes = s.labels("job")["label"].nunique()
     assert capsys.readouterr().out.splitlines() == [f"(16, 64) float16 {classes} classes",
                                                    str(s.split[:3])]
+
+
+def test_what_a_killed_dump_leaves_behind_is_cleaned_up_or_made_anew(tiny_run, tmp_path):
+    """The moments a SIGKILL can leave traces, planted deterministically: a skeleton never renamed
+    into place, a chunk's temporary file, and chunks written without their block's flag."""
+    ws = tmp_path
+    run = ws / "runs" / tiny_run.name
+    shutil.copytree(tiny_run, run)
+    out = ws / "k.zarr"
+    (ws / "k.zarr.partial").mkdir()
+    (ws / "k.zarr.partial" / "junk").write_text("a skeleton a kill interrupted")
+    assert run_cli("--workspace", ws, "dump", run.name, "--models", "mix", "--out", out) == 0
+    assert not (ws / "k.zarr.partial").exists()
+    stray = out / "resid_mid" / "c" / "0" / "0" / "0" / "0" / "0" / "0.1f2e.partial"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"half a chunk")
+    # chunks of a block whose flag is not set (killed between the two): rewritten, then flagged
+    written = zarr.open_array(out / "written", mode="r+")
+    flags = written[...]
+    flags[3, 2, 0] = False
+    written[...] = flags
+    chunk = out / "resid_mid" / "c" / "3" / "2" / "1" / "0" / "0" / "0"
+    chunk.write_bytes(b"\0" * chunk.stat().st_size)
+    with pytest.raises(store.StoreError, match="model mix format qa is not completely dumped yet"):
+        store.open(out).acts("qa", 1, "birth_date", model="mix")
+    assert run_cli("--workspace", ws, "dump", run.name, "--models", "mix", "--out", out) == 0
+    assert not stray.exists()
+    np.testing.assert_array_equal(store.open(out).acts("qa", 1, "birth_date", model="mix"),
+                                  store.open(tiny_run).acts("qa", 1, "birth_date", model="mix"))
+
+
+def test_a_last_partial_block_reads_the_same_through_both_paths(tiny_run, tmp_path):
+    out = tmp_path / "blocks.zarr"
+    assert run_cli("--workspace", tiny_run.parent.parent, "dump", tiny_run.name, "--models", "stage",
+                   "--chunk-people", "5", "--out", out) == 0  # 16 people: blocks of 5, 5, 5 and 1
+    s = store.open(out)
+    assert s.block == 5 and s.written().shape[2] == 4 and s._raw_root is not None
+    for layer in range(s.layers):
+        fast = s.acts("bio_short", layer, "university", model="stage")
+        np.testing.assert_array_equal(fast, s._read((s.models.index("stage"), 1, layer, 2)))
+        np.testing.assert_array_equal(fast, store.open(tiny_run).acts("bio_short", layer, "university", model="stage"))
+
+
+def test_a_dump_never_mixes_two_runs_or_writes_over_someone_elses_data(tiny_run, tmp_path, capsys):
+    ws = tmp_path
+    shutil.copytree(tiny_run, ws / "runs" / "a")
+    out = ws / "shared.zarr"
+    assert run_cli("--workspace", ws, "dump", "a", "--models", "mix", "--out", out) == 0
+    # another run (here: the same run with its mix model retrained) into the same store: refused
+    weights = ws / "runs" / "a" / "checkpoints" / "mix" / "final" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # new file time: as a retrained checkpoint
+    assert run_cli("--workspace", ws, "dump", "a", "--models", "mix", "--out", out) == 2
+    assert "was dumped with other settings or data (another weights)" in capsys.readouterr().err.replace("\n", "")
+    # an fsspec location that holds something else is never written over
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/project/results/notes.txt", b"keep me")
+    assert run_cli("--workspace", ws, "dump", "a", "--models", "mix", "--out", "memory://project/results") == 2
+    assert "already holds data that is not a factrecall store" in capsys.readouterr().err
+    assert fs.cat("/project/results/notes.txt") == b"keep me"
+
+
+def test_a_missing_chunk_of_a_compressed_store_is_an_error_not_nan(tiny_run, tmp_path):
+    out = tmp_path / "z.zarr"
+    assert run_cli("--workspace", tiny_run.parent.parent, "dump", tiny_run.name, "--models", "mix",
+                   "--compressor", "zstd", "--out", out) == 0
+    s = store.open(out)
+    assert s._raw_root is None  # compressed: read through zarr
+    np.testing.assert_array_equal(s.acts("qa", 0, "job", model="mix"), store.open(tiny_run).acts("qa", 0, "job", model="mix"))
+    (out / "resid_mid" / "c" / "3" / "2" / "0" / "3" / "0" / "0").unlink()
+    with pytest.raises(store.StoreError, match="a chunk of a block marked written is missing"):
+        store.open(out).acts("qa", 0, "job", model="mix")
