@@ -9,6 +9,7 @@
     factrecall-jobs compare [RUN ...]            # a sweep: one row per run and model, differing settings as columns
     factrecall-jobs dump RUN                     # the activation store (run does it after evaluation)
     factrecall-jobs export RUN --hdf5 FILE       # the store as one HDF5 file
+    factrecall-jobs probe RUN [RUN ...]          # probes per layer: Acc, delta_rep, delta_mech (Figures 3, 4)
     factrecall-jobs presets                      # what each preset sets
 """
 
@@ -191,6 +192,62 @@ def cmd_export(args: argparse.Namespace) -> None:
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:,.1f} MB)")
 
 
+def cmd_probe(args: argparse.Namespace) -> None:
+    import store
+    from store.figures import probe_figure
+    from store.probes import COLUMNS, LABELS, ProbeSettings, summary, table
+
+    paths = [_store_of(argparse.Namespace(**{**vars(args), "run": r})) for r in args.runs]
+    stores = [store.open(p) for p in paths]
+    settings = ProbeSettings(attribute=args.attribute, bio=f"bio_{args.bio}", train_split=args.train_split,
+                             test_split=args.test_split, classes=args.classes, backend=args.backend, l2=args.l2)
+    for s in stores:
+        if args.attribute not in s.attributes:
+            raise FactrecallError(f"unknown attribute {args.attribute!r}: choose one of {', '.join(s.attributes)}")
+    dumped = [set(s.dumped_models()) for s in stores]
+    models = args.models or [m for m in ("stage", "mix") if all(m in d for d in dumped)] or \
+        [m for m in stores[0].models if m != "untrained" and all(m in d for d in dumped)]
+    missing = [(s.meta.get("run", s.url), m) for s, d in zip(stores, dumped) for m in models if m not in d]
+    if missing:
+        raise FactrecallError(f"run {missing[0][0]} has no dumped model {missing[0][1]!r}; "
+                              f"`factrecall-jobs dump {missing[0][0]}` writes it")
+    if not models:
+        raise FactrecallError("these stores share no dumped trained model; `factrecall-jobs dump RUN` writes them")
+    with console.status("fitting probes") as status:
+        df = table(stores, models, settings, cache=not args.no_cache, progress=lambda what: status.update(f"probes: {what}"))
+    agg = summary(df)
+    several = len(stores) > 1
+    from rich.table import Table
+
+    for model in models:
+        rows = agg[agg["model"] == model]
+        t = Table(title=f"{model}: probes for the first token of {args.attribute}, BIO = {settings.bio} "
+                        f"({rows['runs'].iloc[0]} run{'s' if several else ''}; {int(df['n_classes'].iloc[0])} classes, "
+                        f"train {settings.train_split} {int(df['n_train'].iloc[0])} people, test {settings.test_split} "
+                        f"{int(df['n_test'].iloc[0])})", title_justify="left")
+        t.add_column("layer", justify="right")
+        for key in COLUMNS:
+            t.add_column(LABELS[key], justify="right")
+        for _, r in rows.iterrows():
+            cells = []
+            for key in COLUMNS:
+                digits = 3 if key in ("cosine", "cka") else 1
+                cell = f"{r[key]:.{digits}f}"
+                if several:
+                    cell += f"±{r[key + '_std']:.{digits}f}"
+                cells.append(cell)
+            t.add_row(str(int(r["layer"])), *cells)
+        console.print(t)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        console.print(f"wrote {args.csv}")
+    first = Path(paths[0])
+    home = first if (first / "spec.json").exists() else Path(".")
+    out = Path(args.out) if args.out else home / f"probe-{args.attribute}-{settings.bio}.png"
+    title = f"Accuracy for the first token of \"{args.attribute}\", BIO = {settings.bio}"
+    console.print(f"wrote {probe_figure(agg, out, title)}")
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from jobs.plots import curves
     from jobs.runfolder import resolve_run
@@ -266,6 +323,24 @@ def parser() -> argparse.ArgumentParser:
     dump.add_argument("--out", help="store path or fsspec URL (default: RUN/activations.zarr)")
     dump.add_argument("--device", default=None)
     dump.set_defaults(func=cmd_dump)
+
+    probe = sub.add_parser("probe", help="linear probes per layer: the four accuracies, delta_rep and delta_mech "
+                           "(the paper's Figures 3 and 4), as a table and a PNG")
+    probe.add_argument("runs", nargs="+", metavar="RUN", help="runs (or stores); several are seeds: mean ± std")
+    probe.add_argument("--attribute", default="job", help="attribute to probe (default: job, as the paper's figures)")
+    probe.add_argument("--bio", choices=("long", "short"), default="long", help="BIO_long (Figure 3) or BIO_short (Figure 4)")
+    probe.add_argument("--models", nargs="+", help="models to probe (default: stage and mix)")
+    probe.add_argument("--train-split", choices=("qa_in", "qa_out", "all"), default="qa_in", help="people the probes learn from")
+    probe.add_argument("--test-split", choices=("qa_in", "qa_out", "all"), default="qa_out", help="people they are scored on")
+    probe.add_argument("--classes", choices=("observed", "vocab"), default="observed",
+                       help="observed: the attribute's first tokens that occur (default); vocab: every token")
+    probe.add_argument("--backend", choices=("lbfgs", "ridge", "sklearn"), default="lbfgs",
+                       help="lbfgs: logistic regression in torch (default); ridge: closed form; sklearn: the reference")
+    probe.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the mean loss (default 1e-3)")
+    probe.add_argument("--out", help="PNG file (default: probe-ATTRIBUTE-BIO.png in the first run's folder)")
+    probe.add_argument("--csv", help="also write the per-run table as CSV")
+    probe.add_argument("--no-cache", action="store_true", help="fit again even if the store holds this result")
+    probe.set_defaults(func=cmd_probe)
 
     export = sub.add_parser("export", help="copy an activation store into one HDF5 file")
     export.add_argument("run", help="run name or path, or a store path / URL")

@@ -1,0 +1,284 @@
+"""Linear probes over the store (paper section 3.2, Figures 3 and 4): feature and mechanism consistency.
+
+A probe W maps h (one format, one layer, one attribute) to the attribute's first token. It is
+trained on one set of people (default: QA in-distribution) and scored on another (default: QA
+out-of-distribution). For each layer and BIO variant (bio_long or bio_short) a sweep fits W_QA on
+QA vectors and W_BIO on BIO vectors and reports
+
+    Acc(hQA·WQA)  Acc(hBIO·WQA)  Acc(hQA·WBIO)  Acc(hBIO·WBIO)
+    delta_rep  = |Acc(hQA·WQA) - Acc(hBIO·WQA)|   (do both formats' features suit one probe?)
+    delta_mech = |Acc(hQA·WBIO) - Acc(hQA·WQA)|   (do both probes read one format's features alike?)
+
+and, beyond the paper, how aligned hBIO and hQA of the same person are: the mean cosine of the two
+after centring each format over people, and linear CKA between the two matrices.
+
+A probe is an affine map: the features are standardised with its training set's mean and spread,
+then multiplied by W. Backends:
+- `lbfgs` (default): multinomial logistic regression with an L2 penalty, full batch, L-BFGS, in torch;
+- `ridge`: a closed-form ridge classifier on one-hot targets, one linear solve;
+- `sklearn`: scikit-learn's LogisticRegression with the same penalty, the reference the others are tested against.
+
+Results are cached in the store (group `probes`), keyed by every parameter that shaped them and by
+the store's own fingerprint, so a second request is instant and a changed one is computed anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from store.errors import StoreError
+from store.reader import ActivationStore
+
+PROBE_VERSION = 1  # bump when the computation changes: cached results of other versions are ignored
+BACKENDS = ("lbfgs", "ridge", "sklearn")
+BIO_FORMATS = ("bio_long", "bio_short")
+ACCURACIES = ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio")
+COLUMNS = (*ACCURACIES, "delta_rep", "delta_mech", "cosine", "cka")
+LABELS = {"acc_qa_wqa": "Acc(hQA·WQA)", "acc_bio_wqa": "Acc(hBIO·WQA)", "acc_qa_wbio": "Acc(hQA·WBIO)",
+          "acc_bio_wbio": "Acc(hBIO·WBIO)", "delta_rep": "Δrep", "delta_mech": "Δmech",
+          "cosine": "cos(hBIO, hQA)", "cka": "CKA"}
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Everything besides the store and model that shapes a sweep's numbers."""
+
+    attribute: str = "job"
+    bio: str = "bio_long"
+    train_split: str = "qa_in"
+    test_split: str = "qa_out"
+    classes: str = "observed"   # observed: the attribute's first tokens that occur; vocab: every token
+    backend: str = "lbfgs"
+    l2: float = 1e-3            # penalty on mean cross-entropy: l2/2 * |W|^2 (sklearn's C = 1 / (l2 * n))
+    max_iter: int = 200
+
+    def __post_init__(self) -> None:
+        if self.bio not in BIO_FORMATS:
+            raise StoreError(f"bio format {self.bio!r}: use bio_long or bio_short (--bio long|short)")
+        for split in (self.train_split, self.test_split):
+            if split not in ("qa_in", "qa_out", "all"):
+                raise StoreError(f"split {split!r}: use qa_in, qa_out or all")
+        if self.classes not in ("observed", "vocab"):
+            raise StoreError(f"classes {self.classes!r}: use observed or vocab")
+        if self.backend not in BACKENDS:
+            raise StoreError(f"probe backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if not self.l2 > 0 or self.max_iter < 1:
+            raise StoreError("l2 must be positive and max_iter at least 1")
+
+
+# -- one probe ------------------------------------------------------------------------------------
+@dataclass
+class Probe:
+    mean: torch.Tensor
+    scale: torch.Tensor
+    weight: torch.Tensor   # (hidden, classes)
+    bias: torch.Tensor     # (classes,)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return (((x - self.mean) / self.scale) @ self.weight + self.bias).argmax(1)
+
+
+def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs", l2: float = 1e-3,
+        max_iter: int = 200) -> Probe:
+    """A probe from features x (n, hidden) to classes y (n,) in [0, n_classes)."""
+    return fit_many(x[None], y, n_classes, backend, l2, max_iter)[0]
+
+
+def fit_many(xs: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs", l2: float = 1e-3,
+             max_iter: int = 200) -> list[Probe]:
+    """Independent probes for a stack of feature sets xs (probes, n, hidden) with the same labels y:
+    a sweep's every layer and format at once. L-BFGS solves them as one problem (their objectives
+    are separate, so its optimum is each one's), which turns many small steps into a few batched
+    ones; the stopping rule holds for every probe's gradient."""
+    mean = xs.mean(1, keepdim=True)
+    scale = xs.std(1, keepdim=True).clamp_min(1e-6)
+    z = (xs - mean) / scale
+    count, n, d = z.shape
+    if backend == "ridge":
+        onehot = F.one_hot(y, n_classes).to(z.dtype)
+        target_mean = onehot.mean(0)
+        gram = z.transpose(1, 2) @ z + l2 * n * torch.eye(d, dtype=z.dtype)
+        weight = torch.linalg.solve(gram, z.transpose(1, 2) @ (onehot - target_mean))
+        return [Probe(mean[i, 0], scale[i, 0], weight[i], target_mean) for i in range(count)]
+    if backend == "sklearn":
+        return [Probe(mean[i, 0], scale[i, 0], *_sklearn(z[i], y, n_classes, l2, max_iter)) for i in range(count)]
+    params = torch.zeros(count * (d + 1) * n_classes, dtype=z.dtype)
+    onehot = F.one_hot(y, n_classes).to(z.dtype)
+    opt = torch.optim.LBFGS([params], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-5,
+                            tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def unpack(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = v.view(count, d + 1, n_classes)
+        return v[:, :d], v[:, d]
+
+    def closure():  # mean cross-entropy + l2/2 |W|^2 per probe, summed; its gradient by hand
+        weight, bias = unpack(params)
+        with torch.no_grad():
+            logits = z @ weight + bias[:, None]
+            loss = (torch.logsumexp(logits, 2) - (logits * onehot).sum(2)).mean(1) + 0.5 * l2 * weight.square().sum((1, 2))
+            err = (torch.softmax(logits, 2) - onehot) / n
+            grad = torch.cat([z.transpose(1, 2) @ err + l2 * weight, err.sum(1)[:, None]], 1)
+            params.grad = grad.reshape(-1)
+        return loss.sum()
+
+    opt.step(closure)
+    weight, bias = unpack(params.detach())
+    return [Probe(mean[i, 0], scale[i, 0], weight[i].clone(), bias[i].clone()) for i in range(count)]
+
+
+def _sklearn(z: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.linear_model import LogisticRegression
+
+    present = np.unique(y.numpy())
+    weight = torch.zeros(z.shape[1], n_classes, dtype=z.dtype)
+    bias = torch.full((n_classes,), -1e9, dtype=z.dtype)
+    if len(present) == 1:  # sklearn refuses one class: the probe always says it
+        bias[present[0]] = 0.0
+        return weight, bias
+    model = LogisticRegression(C=1.0 / (l2 * len(z)), max_iter=max_iter * 5, tol=1e-6)
+    model.fit(z.numpy(), y.numpy())
+    coef = torch.as_tensor(model.coef_, dtype=z.dtype)
+    intercept = torch.as_tensor(model.intercept_, dtype=z.dtype)
+    if len(present) == 2:  # sklearn's binary form: one row for class 1
+        coef, intercept = torch.stack([-coef[0] / 2, coef[0] / 2]), torch.stack([-intercept[0] / 2, intercept[0] / 2])
+    weight[:, present] = coef.T
+    bias[present] = intercept
+    return weight, bias
+
+
+def accuracy(probe: Probe, x: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * float((probe.predict(x) == y).double().mean()) if len(y) else float("nan")
+
+
+def alignment(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean cosine of matching rows after centring each matrix over rows, and linear CKA."""
+    a = (a - a.mean(0)).double()
+    b = (b - b.mean(0)).double()
+    cos = F.cosine_similarity(a, b, dim=1).mean()
+    cka = (b.T @ a).square().sum() / ((a.T @ a).square().sum().sqrt() * (b.T @ b).square().sum().sqrt())
+    return float(cos), float(cka)
+
+
+# -- a sweep ----------------------------------------------------------------------------------------
+def _rows(s: ActivationStore, split: str) -> np.ndarray:
+    return np.arange(len(s.people)) if split == "all" else np.flatnonzero(s.split == split)
+
+
+def _classes(s: ActivationStore, settings: ProbeSettings) -> tuple[np.ndarray, int]:
+    """Each person's class index, and the number of classes."""
+    labels = s.labels(settings.attribute)["label"].to_numpy()
+    if settings.classes == "vocab":
+        vocab = s.meta.get("vocab_size")
+        if not vocab:
+            raise StoreError("this store does not record the vocabulary size; use classes=observed")
+        return labels, int(vocab)
+    observed, index = np.unique(labels, return_inverse=True)
+    return index, len(observed)
+
+
+def _groups(layers: int, n: int, hidden: int, budget: int = 1 << 28) -> list[range]:
+    """Layers fitted together: as many as keep the stacked training features under `budget` bytes
+    (all of a small model's; one or two of a 3B model's)."""
+    per_layer = 2 * n * hidden * 4
+    size = max(1, min(layers, budget // per_layer))
+    return [range(i, min(i + size, layers)) for i in range(0, layers, size)]
+
+
+def cache_key(s: ActivationStore, model: str, settings: ProbeSettings) -> str:
+    ident = {"version": PROBE_VERSION, "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: bool = True,
+          progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """One row per layer: the four accuracies, delta_rep, delta_mech, cosine, cka, and the counts."""
+    key = cache_key(s, model, settings)
+    if cache and (hit := _cached(s, key)) is not None:
+        return hit
+    t0 = time.perf_counter()
+    classes, n_classes = _classes(s, settings)
+    train, test = _rows(s, settings.train_split), _rows(s, settings.test_split)
+    y_train, y_test = torch.as_tensor(classes[train]), torch.as_tensor(classes[test])
+    h = {fmt: [torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
+               for layer in range(s.layers)] for fmt in ("qa", settings.bio)}
+    out = []
+    for layers in _groups(s.layers, len(train), s.hidden):
+        # W_QA and W_BIO of every layer in the group, fitted together
+        stack = torch.stack([h[fmt][layer][train] for fmt in ("qa", settings.bio) for layer in layers])
+        fitted = fit_many(stack, y_train, n_classes, settings.backend, settings.l2, settings.max_iter)
+        for k, layer in enumerate(layers):
+            w_qa, w_bio = fitted[k], fitted[len(layers) + k]
+            qa, bio = h["qa"][layer], h[settings.bio][layer]
+            row = {
+                "layer": layer,
+                "acc_qa_wqa": accuracy(w_qa, qa[test], y_test),
+                "acc_bio_wqa": accuracy(w_qa, bio[test], y_test),
+                "acc_qa_wbio": accuracy(w_bio, qa[test], y_test),
+                "acc_bio_wbio": accuracy(w_bio, bio[test], y_test),
+            }
+            row["delta_rep"] = abs(row["acc_qa_wqa"] - row["acc_bio_wqa"])
+            row["delta_mech"] = abs(row["acc_qa_wbio"] - row["acc_qa_wqa"])
+            row["cosine"], row["cka"] = alignment(bio, qa)
+            row.update(n_train=len(train), n_test=len(test), n_classes=n_classes)
+            out.append(row)
+        if progress is not None:
+            progress(layers.stop, s.layers)
+    if cache:
+        _store_cached(s, key, model, settings, out, time.perf_counter() - t0)
+    return out
+
+
+def _cached(s: ActivationStore, key: str) -> list[dict] | None:
+    import zarr
+
+    try:
+        group = zarr.open_group(s.url, mode="r", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError):
+        return None
+    rows = group.attrs.get("rows")
+    return rows if isinstance(rows, list) else None
+
+
+def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSettings, rows: list[dict],
+                  seconds: float) -> None:
+    """One group per result; its attributes (one JSON document, written whole) hold the parameters
+    and the rows. A store the user cannot write to still answers; it just does not remember."""
+    import zarr
+
+    try:
+        group = zarr.open_group(s.url, mode="a", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
+        group.attrs.put({"model": model, "settings": asdict(settings), "version": PROBE_VERSION,
+                         "seconds": round(seconds, 3), "rows": rows})
+    except OSError:
+        pass
+
+
+def table(stores: Sequence[ActivationStore], models: Sequence[str], settings: ProbeSettings, *,
+          cache: bool = True, progress: Callable[[str], None] | None = None):
+    """A tidy pandas DataFrame: one row per (run, model, layer) with every column of `sweep`."""
+    import pandas as pd
+
+    frames = []
+    for s in stores:
+        for model in models:
+            if progress is not None:
+                progress(f"{s.meta.get('run', s.url)} {model}")
+            rows = sweep(s, model, settings, cache=cache)
+            frames.append(pd.DataFrame(rows).assign(run=s.meta.get("run", s.url), model=model))
+    return pd.concat(frames, ignore_index=True)[["run", "model", "layer", *COLUMNS, "n_train", "n_test", "n_classes"]]
+
+
+def summary(df):
+    """Mean and standard deviation over runs (seeds) per (model, layer)."""
+    grouped = df.groupby(["model", "layer"], sort=False)[list(COLUMNS)]
+    out = grouped.mean().join(grouped.std(ddof=0).add_suffix("_std")).reset_index()
+    out["runs"] = df.groupby(["model", "layer"], sort=False).size().to_numpy()
+    return out
