@@ -37,10 +37,14 @@ def probe_figure(summary, out: Path, title: str) -> Path:
         top.set_ylim(-2, 102)
         top.grid(alpha=0.3)
         for key, color in (("delta_rep", "black"), ("delta_mech", "tab:purple")):
-            bottom.plot(layers, rows[key], color=color, marker="o", ms=3, label=LABELS[key])
+            mean, std = rows[key].to_numpy(), rows[f"{key}_std"].fillna(0).to_numpy()
+            bottom.plot(layers, mean, color=color, marker="o", ms=3, label=LABELS[key])
+            if std.any():
+                bottom.fill_between(layers, mean - std, mean + std, color=color, alpha=0.15, lw=0)
         bottom.set_xlabel("layer")
         bottom.grid(alpha=0.3)
-        bottom.set_ylim(bottom=0)
+        top_of = (summary[["delta_rep", "delta_mech"]].to_numpy() + summary[["delta_rep_std", "delta_mech_std"]].fillna(0).to_numpy()).max()
+        bottom.set_ylim(0, max(10.0, float(top_of) * 1.1))  # one scale for every model: compare them
         if col == 0:
             top.set_ylabel("probe accuracy, %")
             bottom.set_ylabel("points")
