@@ -206,7 +206,7 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
     t0 = time.perf_counter()
     classes, n_classes = _classes(s, settings)
     train, test = _rows(s, settings.train_split), _rows(s, settings.test_split)
-    y_train, y_test = torch.as_tensor(classes[train]), torch.as_tensor(classes[test])
+    y_train, y_test = torch.as_tensor(classes[train], dtype=torch.long), torch.as_tensor(classes[test], dtype=torch.long)
     h = {fmt: [torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
                for layer in range(s.layers)] for fmt in ("qa", settings.bio)}
     out = []

@@ -146,3 +146,13 @@ def test_bad_probe_requests_get_one_line(tiny_run, capsys, argv, message):
     assert run_cli("--workspace", tiny_run.parent.parent, "probe", tiny_run.name, *argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_whole_vocabulary_as_classes(tiny_run):
+    s = store.open(tiny_run)
+    vocab = s.meta["vocab_size"]
+    observed = sweep(s, "mix", ProbeSettings(attribute="birth_date"), cache=False)
+    full = sweep(s, "mix", ProbeSettings(attribute="birth_date", classes="vocab"), cache=False)
+    assert full[-1]["n_classes"] == vocab > observed[-1]["n_classes"]
+    # classes no training person has cannot win: the same probe up to their (penalised) weights
+    assert abs(full[-1]["acc_bio_wbio"] - observed[-1]["acc_bio_wbio"]) <= 12.5  # one test person of 8
