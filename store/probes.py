@@ -25,7 +25,9 @@ the store's own fingerprint, so a second request is instant and a changed one is
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -37,7 +39,10 @@ import torch.nn.functional as F
 from store.errors import StoreError
 from store.reader import ActivationStore
 
-PROBE_VERSION = 1  # bump when the computation changes: cached results of other versions are ignored
+# The cache key includes this module's source and the libraries that compute a probe: a result from
+# other code is never served.
+_CODE = hashlib.sha256((inspect.getsource(sys.modules[__name__]) + torch.__version__ + np.__version__).encode()).hexdigest()[:12]
+MAX_PARAMETERS = 1 << 26  # weights of one probe (hidden x classes); --classes vocab of a large model passes it
 BACKENDS = ("lbfgs", "ridge", "sklearn")
 BIO_FORMATS = ("bio_long", "bio_short")
 ACCURACIES = ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio")
@@ -89,49 +94,39 @@ class Probe:
 def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs", l2: float = 1e-3,
         max_iter: int = 200) -> Probe:
     """A probe from features x (n, hidden) to classes y (n,) in [0, n_classes)."""
-    return fit_many(x[None], y, n_classes, backend, l2, max_iter)[0]
-
-
-def fit_many(xs: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs", l2: float = 1e-3,
-             max_iter: int = 200) -> list[Probe]:
-    """Independent probes for a stack of feature sets xs (probes, n, hidden) with the same labels y:
-    a sweep's every layer and format at once. L-BFGS solves them as one problem (their objectives
-    are separate, so its optimum is each one's), which turns many small steps into a few batched
-    ones; the stopping rule holds for every probe's gradient."""
-    mean = xs.mean(1, keepdim=True)
-    scale = xs.std(1, keepdim=True).clamp_min(1e-6)
-    z = (xs - mean) / scale
-    count, n, d = z.shape
+    mean = x.mean(0)
+    scale = x.std(0).clamp_min(1e-6)
+    z = (x - mean) / scale
+    n, d = z.shape
+    if d * n_classes > MAX_PARAMETERS:
+        raise StoreError(f"a probe of {d} x {n_classes} classes has {d * n_classes:,} weights, more than "
+                         f"{MAX_PARAMETERS:,}; use classes=observed (--classes observed)")
     if backend == "ridge":
         onehot = F.one_hot(y, n_classes).to(z.dtype)
         target_mean = onehot.mean(0)
-        gram = z.transpose(1, 2) @ z + l2 * n * torch.eye(d, dtype=z.dtype)
-        weight = torch.linalg.solve(gram, z.transpose(1, 2) @ (onehot - target_mean))
-        return [Probe(mean[i, 0], scale[i, 0], weight[i], target_mean) for i in range(count)]
+        gram = z.T @ z + l2 * n * torch.eye(d, dtype=z.dtype)
+        return Probe(mean, scale, torch.linalg.solve(gram, z.T @ (onehot - target_mean)), target_mean)
     if backend == "sklearn":
-        return [Probe(mean[i, 0], scale[i, 0], *_sklearn(z[i], y, n_classes, l2, max_iter)) for i in range(count)]
-    params = torch.zeros(count * (d + 1) * n_classes, dtype=z.dtype)
+        return Probe(mean, scale, *_sklearn(z, y, n_classes, l2, max_iter))
+    # L-BFGS on mean cross-entropy + l2/2 |W|^2, its gradient written out (softmax minus one-hot):
+    # no autograd graph per step.
+    params = torch.zeros((d + 1) * n_classes, dtype=z.dtype)
     onehot = F.one_hot(y, n_classes).to(z.dtype)
     opt = torch.optim.LBFGS([params], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-5,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
-    def unpack(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v = v.view(count, d + 1, n_classes)
-        return v[:, :d], v[:, d]
-
-    def closure():  # mean cross-entropy + l2/2 |W|^2 per probe, summed; its gradient by hand
-        weight, bias = unpack(params)
+    def closure():
+        weight, bias = params.view(d + 1, n_classes)[:d], params.view(d + 1, n_classes)[d]
         with torch.no_grad():
-            logits = z @ weight + bias[:, None]
-            loss = (torch.logsumexp(logits, 2) - (logits * onehot).sum(2)).mean(1) + 0.5 * l2 * weight.square().sum((1, 2))
-            err = (torch.softmax(logits, 2) - onehot) / n
-            grad = torch.cat([z.transpose(1, 2) @ err + l2 * weight, err.sum(1)[:, None]], 1)
-            params.grad = grad.reshape(-1)
-        return loss.sum()
+            logits = z @ weight + bias
+            loss = (torch.logsumexp(logits, 1) - (logits * onehot).sum(1)).mean() + 0.5 * l2 * weight.square().sum()
+            err = (torch.softmax(logits, 1) - onehot) / n
+            params.grad = torch.cat([z.T @ err + l2 * weight, err.sum(0)[None]]).reshape(-1)
+        return loss
 
     opt.step(closure)
-    weight, bias = unpack(params.detach())
-    return [Probe(mean[i, 0], scale[i, 0], weight[i].clone(), bias[i].clone()) for i in range(count)]
+    weight, bias = params.detach().view(d + 1, n_classes)[:d], params.detach().view(d + 1, n_classes)[d]
+    return Probe(mean, scale, weight.clone(), bias.clone())
 
 
 def _sklearn(z: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,16 +179,8 @@ def _classes(s: ActivationStore, settings: ProbeSettings) -> tuple[np.ndarray, i
     return index, len(observed)
 
 
-def _groups(layers: int, n: int, hidden: int, budget: int = 1 << 28) -> list[range]:
-    """Layers fitted together: as many as keep the stacked training features under `budget` bytes
-    (all of a small model's; one or two of a 3B model's)."""
-    per_layer = 2 * n * hidden * 4
-    size = max(1, min(layers, budget // per_layer))
-    return [range(i, min(i + size, layers)) for i in range(0, layers, size)]
-
-
 def cache_key(s: ActivationStore, model: str, settings: ProbeSettings) -> str:
-    ident = {"version": PROBE_VERSION, "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
+    ident = {"code": _CODE, "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -207,30 +194,26 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
     classes, n_classes = _classes(s, settings)
     train, test = _rows(s, settings.train_split), _rows(s, settings.test_split)
     y_train, y_test = torch.as_tensor(classes[train], dtype=torch.long), torch.as_tensor(classes[test], dtype=torch.long)
-    h = {fmt: [torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
-               for layer in range(s.layers)] for fmt in ("qa", settings.bio)}
     out = []
-    for layers in _groups(s.layers, len(train), s.hidden):
-        # W_QA and W_BIO of every layer in the group, fitted together
-        stack = torch.stack([h[fmt][layer][train] for fmt in ("qa", settings.bio) for layer in layers])
-        fitted = fit_many(stack, y_train, n_classes, settings.backend, settings.l2, settings.max_iter)
-        for k, layer in enumerate(layers):
-            w_qa, w_bio = fitted[k], fitted[len(layers) + k]
-            qa, bio = h["qa"][layer], h[settings.bio][layer]
-            row = {
-                "layer": layer,
-                "acc_qa_wqa": accuracy(w_qa, qa[test], y_test),
-                "acc_bio_wqa": accuracy(w_qa, bio[test], y_test),
-                "acc_qa_wbio": accuracy(w_bio, qa[test], y_test),
-                "acc_bio_wbio": accuracy(w_bio, bio[test], y_test),
-            }
-            row["delta_rep"] = abs(row["acc_qa_wqa"] - row["acc_bio_wqa"])
-            row["delta_mech"] = abs(row["acc_qa_wbio"] - row["acc_qa_wqa"])
-            row["cosine"], row["cka"] = alignment(bio, qa)
-            row.update(n_train=len(train), n_test=len(test), n_classes=n_classes)
-            out.append(row)
+    for layer in range(s.layers):  # one layer in memory at a time
+        qa, bio = (torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
+                   for fmt in ("qa", settings.bio))
+        w_qa = fit(qa[train], y_train, n_classes, settings.backend, settings.l2, settings.max_iter)
+        w_bio = fit(bio[train], y_train, n_classes, settings.backend, settings.l2, settings.max_iter)
+        row = {
+            "layer": layer,
+            "acc_qa_wqa": accuracy(w_qa, qa[test], y_test),
+            "acc_bio_wqa": accuracy(w_qa, bio[test], y_test),
+            "acc_qa_wbio": accuracy(w_bio, qa[test], y_test),
+            "acc_bio_wbio": accuracy(w_bio, bio[test], y_test),
+        }
+        row["delta_rep"] = abs(row["acc_qa_wqa"] - row["acc_bio_wqa"])
+        row["delta_mech"] = abs(row["acc_qa_wbio"] - row["acc_qa_wqa"])
+        row["cosine"], row["cka"] = alignment(bio, qa)
+        row.update(n_train=len(train), n_test=len(test), n_classes=n_classes)
+        out.append(row)
         if progress is not None:
-            progress(layers.stop, s.layers)
+            progress(layer + 1, s.layers)
     if cache:
         _store_cached(s, key, model, settings, out, time.perf_counter() - t0)
     return out
@@ -241,10 +224,11 @@ def _cached(s: ActivationStore, key: str) -> list[dict] | None:
 
     try:
         group = zarr.open_group(s.url, mode="r", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError):
+        attrs = group.attrs.asdict()
+    except Exception:  # noqa: BLE001 - absent, or damaged by a kill: computed again and rewritten
         return None
-    rows = group.attrs.get("rows")
-    return rows if isinstance(rows, list) else None
+    rows = attrs.get("rows")
+    return rows if isinstance(rows, list) and attrs.get("key") == key else None
 
 
 def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSettings, rows: list[dict],
@@ -255,9 +239,9 @@ def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSetti
 
     try:
         group = zarr.open_group(s.url, mode="a", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
-        group.attrs.put({"model": model, "settings": asdict(settings), "version": PROBE_VERSION,
+        group.attrs.put({"key": key, "model": model, "settings": asdict(settings), "code": _CODE,
                          "seconds": round(seconds, 3), "rows": rows})
-    except OSError:
+    except Exception:  # noqa: BLE001 - read-only or damaged: the result stands, it is just not remembered
         pass
 
 
@@ -277,8 +261,8 @@ def table(stores: Sequence[ActivationStore], models: Sequence[str], settings: Pr
 
 
 def summary(df):
-    """Mean and standard deviation over runs (seeds) per (model, layer)."""
+    """Mean and sample standard deviation over runs (seeds) per (model, layer)."""
     grouped = df.groupby(["model", "layer"], sort=False)[list(COLUMNS)]
-    out = grouped.mean().join(grouped.std(ddof=0).add_suffix("_std")).reset_index()
+    out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()  # sample std; NaN for one run
     out["runs"] = df.groupby(["model", "layer"], sort=False).size().to_numpy()
     return out
