@@ -314,11 +314,14 @@ def parser() -> argparse.ArgumentParser:
                           "activation store (resumes a killed dump)")
     dump.add_argument("run", help="run name (under WORKSPACE/runs) or path")
     dump.add_argument("--models", nargs="+", help="models to dump (default: untrained and every trained phase)")
-    dump.add_argument("--dtype", choices=("float16", "float32"), default="float16",
-                      help="stored precision (default float16: half the disk, about 3 significant digits)")
-    dump.add_argument("--compressor", choices=("none", "zstd"), default="none",
-                      help="chunk compression (default none: see benchmarks/RESULTS.md for what zstd saves and costs)")
-    dump.add_argument("--chunk-people", type=int, help="people per chunk (default: as many as fit 4 MiB)")
+    dump.add_argument("--dtype", choices=("float16", "float32"),
+                      help="stored precision (default: the existing store's, else float16: half the disk, "
+                           "about 3 significant digits)")
+    dump.add_argument("--compressor", choices=("none", "zstd"),
+                      help="chunk compression (default: the existing store's, else none: see "
+                           "benchmarks/RESULTS.md for what zstd saves and costs)")
+    dump.add_argument("--chunk-people", type=int, help="people per chunk (default: the existing store's, else as "
+                      "many as fit 4 MiB)")
     dump.add_argument("--batch-size", type=int, help="prompts per forward pass (default: train.eval_batch_size)")
     dump.add_argument("--out", help="store path or fsspec URL (default: RUN/activations.zarr)")
     dump.add_argument("--device", default=None)

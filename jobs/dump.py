@@ -26,6 +26,7 @@ from jobs.runfolder import RunFolder
 from jobs.spec import ATTRIBUTES, FORMATS
 from jobs.tokenizer import Target
 from store import STORE_NAME, Layout, StoreError, Writer
+from store.layout import existing_settings
 
 UNTRAINED = "untrained"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -140,11 +141,13 @@ def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[in
 
 
 def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target], *,
-         models_wanted: list[str] | None = None, url: str | None = None, dtype: str = "float16",
-         compressor: str = "none", chunk_people: int | None = None, batch_size: int | None = None,
+         models_wanted: list[str] | None = None, url: str | None = None, dtype: str | None = None,
+         compressor: str | None = None, chunk_people: int | None = None, batch_size: int | None = None,
          progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
     """Dump `models_wanted` (default: every trained model of the run and the untrained one) into the
-    store at `url` (default: the run's activations.zarr). Finished blocks are never recomputed."""
+    store at `url` (default: the run's activations.zarr). Finished blocks are never recomputed.
+    Settings left at None are the existing store's (a resume needs no flags repeated), else the
+    defaults: float16, uncompressed, chunks of up to 4 MiB."""
     everything = run_models(run)
     wanted = list(models_wanted or everything)
     for name in wanted:
@@ -154,6 +157,10 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
             raise FactrecallError(f"model {name} is not trained yet; finish the run (`factrecall-jobs resume "
                                   f"{run.path.name}`) or pass --models with trained ones")
     url = url or default_url(run)
+    found = existing_settings(url)
+    dtype = dtype or found.get("dtype", "float16")
+    compressor = compressor or found.get("compressor", "none")
+    chunk_people = chunk_people or found.get("chunk_people")
     layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people)
     config = AutoConfig.from_pretrained(str(checkpoint(run, UNTRAINED)), local_files_only=True)
     meta = {"run": run.path.name, "spec": run.spec.identity(), "factrecall": version("factrecall"),

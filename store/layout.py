@@ -246,6 +246,18 @@ class Writer:
         return bool(self.flags[self.layout.models.index(model)].all())
 
 
+def existing_settings(url: str | Path) -> dict[str, Any]:
+    """dtype, compressor and chunk_people of the factrecall store at `url`; {} if there is none
+    (or it cannot be read: opening it for the dump then says why)."""
+    try:
+        meta = zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False).attrs.get(ATTRS_KEY)
+    except Exception:  # noqa: BLE001 - absent or not ours: the defaults, and the dump's own checks
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    return {k: meta[k] for k in ("dtype", "compressor", "chunk_people") if k in meta}
+
+
 def _exists(url: str | Path) -> bool:
     """Anything at all at `url`: a store, another Zarr group, or someone's files."""
     if is_local(url):

@@ -210,6 +210,20 @@ def test_a_dump_with_other_settings_never_touches_the_store(tiny_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in (tiny_run / "activations.zarr").rglob("*")} == before
 
 
+def test_resuming_a_dump_takes_the_stores_own_settings(tiny_run, tmp_path):
+    out = tmp_path / "f32.zarr"
+    ws = tiny_run.parent.parent
+    assert run_cli("--workspace", ws, "dump", tiny_run.name, "--models", "stage", "--dtype", "float32",
+                   "--chunk-people", "5", "--compressor", "zstd", "--out", out) == 0
+    before = {p: p.stat().st_mtime_ns for p in (out / "resid_mid").rglob("*") if p.is_file()}
+    # no flags repeated: the store's float32, zstd and blocks of 5 are kept; only mix is added
+    assert run_cli("--workspace", ws, "dump", tiny_run.name, "--models", "stage", "mix", "--out", out) == 0
+    s = store.open(out)
+    assert s.dtype == np.float32 and s.block == 5 and s.meta["compressor"] == "zstd"
+    assert s.dumped_models() == ["stage", "mix"]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
 def test_the_readme_example_runs(tiny_run, capsys):
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     code = re.search(r"```python\n(# the store example\n.*?)```", readme, re.S).group(1)
