@@ -164,15 +164,15 @@ def cmd_dump(args: argparse.Namespace) -> None:
     console.print(f"{s}\n[dim]open it with: import store; store.open({info['url']!r})[/dim]", highlight=False)
 
 
-def _store_of(args: argparse.Namespace) -> str:
+def _store_of(workspace: Path, run: str) -> str:
     """RUN as a run (its activations.zarr), else as a store path or URL."""
     from jobs.runfolder import resolve_run
 
     try:
-        return str(resolve_run(_workspace(args), args.run))
+        return str(resolve_run(workspace, run))
     except FactrecallError:
-        if "://" in args.run or args.run.endswith(".zarr") or Path(args.run).exists():
-            return args.run
+        if "://" in run or run.endswith(".zarr") or Path(run).exists():
+            return run
         raise
 
 
@@ -180,7 +180,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     import store
     from store.hdf5 import export_hdf5
 
-    s = store.open(_store_of(args))
+    s = store.open(_store_of(_workspace(args), args.run))
     if not s.complete():
         err_console.print(f"[yellow]note:[/yellow] the store is not completely dumped; unwritten vectors stay NaN "
                           "(the `written` array says which)", soft_wrap=True)
@@ -197,7 +197,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from store.figures import probe_figure
     from store.probes import COLUMNS, LABELS, ProbeSettings, summary, table
 
-    paths = [_store_of(argparse.Namespace(**{**vars(args), "run": r})) for r in args.runs]
+    paths = [_store_of(_workspace(args), r) for r in args.runs]
     stores = [store.open(p) for p in paths]
     settings = ProbeSettings(attribute=args.attribute, bio=f"bio_{args.bio}", train_split=args.train_split,
                              test_split=args.test_split, classes=args.classes, backend=args.backend, l2=args.l2)

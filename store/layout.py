@@ -191,8 +191,12 @@ class Writer:
         layout is refused (never overwritten)."""
         from store.reader import open_group
 
-        if _exists(url) and not _half_made(url):
-            if not _is_group(url):
+        exists = _exists(url)
+        attrs = _group_attrs(url) if exists else None
+        # A remote skeleton a kill interrupted (our marker, not yet our attributes) is made anew.
+        half_made = not is_local(url) and attrs is not None and HALF_MADE in attrs and ATTRS_KEY not in attrs
+        if exists and not half_made:
+            if attrs is None:
                 raise StoreError(f"{url} already holds data that is not a factrecall store; choose an empty location "
                                  "for --out (or delete what is there)")
             group = open_group(url)  # refuses foreign, newer and truncated stores
@@ -228,12 +232,15 @@ class Writer:
     def people(self, block: int) -> slice:
         return slice(block * self.layout.block, min((block + 1) * self.layout.block, len(self.layout.people)))
 
+    def size(self, block: int) -> int:
+        """People in `block` (the last may hold fewer)."""
+        return self.people(block).stop - self.people(block).start
+
     def write(self, model: str, fmt: str, block: int, vectors: np.ndarray) -> None:
         """vectors: (layer, attribute, people of the block, hidden) in the store's dtype. Every chunk
         first, then the block's flag."""
         m, f = self.layout.models.index(model), self.layout.formats.index(fmt)
-        expected = (self.layout.layers, len(self.layout.attributes), self.people(block).stop - self.people(block).start,
-                    self.layout.hidden)
+        expected = (self.layout.layers, len(self.layout.attributes), self.size(block), self.layout.hidden)
         if vectors.shape != expected:
             raise ValueError(f"block has shape {vectors.shape}, expected {expected}")
         self.resid[m, f, :, :, self.people(block), :] = vectors.astype(self.layout.dtype, copy=False)
@@ -246,13 +253,22 @@ class Writer:
         return bool(self.flags[self.layout.models.index(model)].all())
 
 
+# What opening a Zarr group where there is none (or not one zarr reads) raises.
+OPEN_ERRORS = (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError)
+
+
+def _group_attrs(url: str | Path) -> dict[str, Any] | None:
+    """The attributes of the Zarr group at `url`; None where there is no group zarr can open."""
+    try:
+        return zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False).attrs.asdict()
+    except OPEN_ERRORS:
+        return None
+
+
 def existing_settings(url: str | Path) -> dict[str, Any]:
     """dtype, compressor and chunk_people of the factrecall store at `url`; {} if there is none
     (or it cannot be read: opening it for the dump then says why)."""
-    try:
-        meta = zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False).attrs.get(ATTRS_KEY)
-    except Exception:  # noqa: BLE001 - absent or not ours: the defaults, and the dump's own checks
-        return {}
+    meta = (_group_attrs(url) or {}).get(ATTRS_KEY)
     if not isinstance(meta, dict):
         return {}
     return {k: meta[k] for k in ("dtype", "compressor", "chunk_people") if k in meta}
@@ -266,25 +282,6 @@ def _exists(url: str | Path) -> bool:
 
     fs, path = fsspec.core.url_to_fs(str(url))
     return bool(fs.exists(path))
-
-
-def _is_group(url: str | Path) -> bool:
-    try:
-        zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False)
-        return True
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError):
-        return False
-
-
-def _half_made(url: str | Path) -> bool:
-    """A remote skeleton a kill interrupted: our marker, not yet our attributes."""
-    if is_local(url):
-        return False
-    try:
-        attrs = zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False).attrs
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError):
-        return False
-    return HALF_MADE in attrs and ATTRS_KEY not in attrs
 
 
 def _difference(found: dict[str, Any], layout: Layout) -> str:

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+import zarr
 
 from store.errors import StoreError
 from store.reader import ActivationStore
@@ -220,8 +221,6 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
 
 
 def _cached(s: ActivationStore, key: str) -> list[dict] | None:
-    import zarr
-
     try:
         group = zarr.open_group(s.url, mode="r", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
         attrs = group.attrs.asdict()
@@ -235,8 +234,6 @@ def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSetti
                   seconds: float) -> None:
     """One group per result; its attributes (one JSON document, written whole) hold the parameters
     and the rows. A store the user cannot write to still answers; it just does not remember."""
-    import zarr
-
     try:
         group = zarr.open_group(s.url, mode="a", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
         group.attrs.put({"key": key, "model": model, "settings": asdict(settings), "code": _CODE,

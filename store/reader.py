@@ -18,7 +18,7 @@ import zarr
 from zarr.codecs import BytesCodec
 from zarr.storage import LocalStore
 
-from store.layout import ATTRS_KEY, HALF_MADE, HOOK, SCHEMA, VERSION, StoreError, is_local, local_path
+from store.layout import ATTRS_KEY, HALF_MADE, HOOK, OPEN_ERRORS, SCHEMA, VERSION, StoreError, is_local, local_path
 
 STORE_NAME = "activations.zarr"
 ARRAYS = (HOOK, "written", "model", "format", "layer", "attribute", "attribute_index", "person", "split",
@@ -55,7 +55,7 @@ def open_group(url: str | Path, mode: str = "r+") -> zarr.Group:
     try:
         # Not the consolidated metadata (that is for xarray): it would list an array whose folder is gone.
         group = zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=False)
-    except (FileNotFoundError, ValueError, KeyError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError) as err:
+    except OPEN_ERRORS as err:
         raise StoreError(f"cannot open a Zarr group at {url}: {_first_line(err)}") from None
     meta = group.attrs.get(ATTRS_KEY)
     if meta is None and HALF_MADE in group.attrs:

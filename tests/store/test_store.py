@@ -15,13 +15,13 @@ import xarray as xr
 import zarr
 
 import store
-from jobs.capture import decoder_blocks
 from jobs.model import load_model
 from jobs.pipeline import load_prompts, make_tokenizer, run_dump
 from jobs.runfolder import RunFolder, read_jsonl
 from jobs.spec import ATTRIBUTES, FORMATS
 from jobs.tokenizer import load_tokenizer
 from tests.conftest import run_cli
+from tests.store.test_capture import _by_hand
 
 MODELS = ["untrained", "bio", "stage", "mix"]
 
@@ -70,17 +70,7 @@ def labels_of(s, attribute):
 
 def _rebuild(model, ids: list[int]) -> np.ndarray:
     """h at the last token of one prompt alone, every layer: block input + attention output."""
-    inputs, attn = {}, {}
-    handles = []
-    for i, block in enumerate(decoder_blocks(model)):
-        handles.append(block.register_forward_pre_hook(
-            lambda m, a, k, i=i: inputs.__setitem__(i, (a[0] if a else k["hidden_states"])[0, -1]), with_kwargs=True))
-        handles.append(block.self_attn.register_forward_hook(lambda m, a, o, i=i: attn.__setitem__(i, o[0][0, -1])))
-    with torch.inference_mode():
-        model(torch.tensor([ids]))
-    for handle in handles:
-        handle.remove()
-    return torch.stack([inputs[i] + attn[i] for i in sorted(inputs)]).numpy()
+    return _by_hand(model, ids, "self_attn", "post_attention_layernorm", True)[0].numpy()
 
 
 def test_stored_vectors_equal_the_models_hidden_states_recomputed_one_prompt_at_a_time(tiny_run, tmp_path):
