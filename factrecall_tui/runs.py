@@ -1,13 +1,27 @@
 """What the TUI knows about a workspace, read from run folders' files only (spec.json,
-metrics.json, events.jsonl): no model code is imported into the UI process."""
+metrics.json, events.jsonl, run.lock, the queue): no model code is imported into the UI process.
+
+A run's status:
+- `queued`: waiting in the workspace queue for a free slot;
+- `running`: a live process holds the run (its pid is in run.lock);
+- `done`, `failed`, `interrupted`: how its last job ended, as that job said in events.jsonl;
+- `stopped`: its last job said it was running but no process holds it now (killed without a word,
+  or the machine went down): `resume` continues it;
+- `new`: a spec and nothing else yet.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.queue import live_pid, queued_runs
 from jobs.runfolder import read_metrics
+
+STATUSES = ("queued", "running", "done", "failed", "interrupted", "stopped", "new", "broken")
+TAIL_BYTES = 16384
 
 
 @dataclass
@@ -16,49 +30,181 @@ class RunSummary:
     path: Path
     spec: dict
     metrics: dict
-    status: str  # done | running | interrupted | failed | new
-    last_event: dict = field(default_factory=dict)
+    status: str
+    last_run: dict = field(default_factory=dict)       # the last `run` event (status, error, phases)
+    progress: dict = field(default_factory=dict)       # the last `progress` or `start` event of the job now running
+    steps_done: list[str] = field(default_factory=list)
+    pid: int | None = None
+    error: str = ""                                    # why the folder could not be read (status `broken`)
+    mtime: float = 0.0
+
+    @property
+    def strategies(self) -> str:
+        return "+".join(self.spec.get("strategies", [])) or "?"
+
+    @property
+    def model(self) -> str:
+        m = self.spec.get("model", {})
+        if m.get("path"):
+            return Path(m["path"]).name
+        return f"llama {m.get('layers', '?')}x{m.get('hidden', '?')}" if m else "?"
+
+    @property
+    def seed(self) -> str:
+        return str(self.spec.get("seed", "?"))
+
+    @property
+    def people(self) -> str:
+        return str(self.spec.get("data", {}).get("people", "?"))
+
+    @property
+    def has_store(self) -> bool:
+        return (self.path / "activations.zarr" / "zarr.json").exists()
+
+    @property
+    def steps(self) -> list[str]:
+        """Every step of the run, in order (as jobs/pipeline.py runs them)."""
+        phases = self.last_run.get("phases") or _phases(self.spec.get("strategies", []))
+        out = ["data", "tokenizer"] + (["init"] if not self.spec.get("model", {}).get("path") else [])
+        out.append("eval-untrained")
+        for p in phases:
+            out += [f"train-{p}", f"eval-{p}"]
+        return out + ["dump"]
 
     @property
     def title(self) -> str:
         d = self.spec.get("data", {})
-        model = self.spec.get("model", {})
-        which = model.get("path") or f"built-in {model.get('layers')}x{model.get('hidden')}"
-        return (f"{self.name} — preset {self.spec.get('preset')}, {'+'.join(self.spec.get('strategies', []))}, "
-                f"seed {self.spec.get('seed')}, {d.get('people')} people ({d.get('qa_in_fraction', 0):.0%} QA-in), {which}")
+        return (f"{self.name} — preset {self.spec.get('preset')}, {self.strategies}, seed {self.seed}, "
+                f"{d.get('people')} people ({d.get('qa_in_fraction', 0):.0%} QA-in), {self.model}")
 
 
-def _last_event(path: Path) -> dict:
-    events = path / "events.jsonl"
-    if not events.exists():
-        return {}
-    with events.open("rb") as f:
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - 4096))
-        lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-    for line in reversed(lines):
+def _phases(strategies: list[str]) -> list[str]:
+    out: list[str] = []
+    for s in strategies:
+        for p in {"bio": ["bio"], "stage": ["bio", "stage"], "mix": ["mix"], "qa": ["qa"]}.get(s, []):
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def _tail_events(path: Path) -> list[dict]:
+    """The events in the last TAIL_BYTES of events.jsonl (enough for the last run and progress events)."""
+    try:
+        with (path / "events.jsonl").open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - TAIL_BYTES))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
         try:
-            return json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the seek or still being written
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by the seek, or still being written
             continue
-    return {}
+    return out
 
 
-def _status(path: Path, last: dict) -> str:
-    if last.get("kind") == "run" and last.get("status") in ("done", "failed", "interrupted"):
-        return last["status"]
-    return "running" if last else "new"
+def read_run(folder: Path, queued: dict[str, str] | None = None) -> RunSummary:
+    """One run folder as the TUI shows it. Never raises: an unreadable folder is status `broken`."""
+    try:
+        mtime = (folder / "spec.json").stat().st_mtime
+        spec = json.loads((folder / "spec.json").read_text())
+        if not isinstance(spec, dict):
+            raise ValueError("spec.json is not a JSON object")
+        metrics = read_metrics(folder)
+    except (OSError, ValueError) as err:
+        return RunSummary(folder.name, folder, {}, {}, "broken", error=f"{type(err).__name__}: {err}")
+    events = _tail_events(folder)
+    last_run = next((e for e in reversed(events) if e.get("kind") == "run"), {})
+    progress = next((e for e in reversed(events) if e.get("kind") in ("progress", "start")), {})
+    done_dir = folder / "done"
+    steps_done = sorted(p.stem for p in done_dir.glob("*.json")) if done_dir.exists() else []
+    pid = live_pid(folder)
+    queued = queued or {}
+    if pid is not None or queued.get(folder.name) == "starting":
+        status = "running"
+    elif folder.name in queued:
+        status = "queued"
+    elif last_run.get("status") in ("done", "failed", "interrupted"):
+        status = last_run["status"]
+    elif last_run.get("status") == "running":
+        status = "stopped"
+    else:
+        status = "new"
+    # Progress belongs to the job now running: an older job's last bar is not this one's.
+    if status != "running" or (last_run and progress.get("time", 0) < last_run.get("time", 0)):
+        progress = {}
+    return RunSummary(folder.name, folder, spec, metrics, status, last_run, progress, steps_done, pid, mtime=mtime)
+
+
+def _signature(folder: Path) -> tuple:
+    out = []
+    for name in ("spec.json", "events.jsonl", "metrics.json"):
+        try:
+            st = (folder / name).stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+class Scanner:
+    """Scans a workspace again and again, re-reading only the runs whose files changed and the runs
+    that are queued or running (a killed job changes no file, only its lock): a few stat calls per
+    idle run, so hundreds of runs cost milliseconds."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.known: dict[str, tuple[tuple, RunSummary]] = {}
+
+    def scan(self) -> list[RunSummary]:
+        queued = queued_runs(self.workspace)
+        seen: dict[str, tuple[tuple, RunSummary]] = {}
+        for spec_file in (self.workspace / "runs").glob("*/spec.json"):
+            folder = spec_file.parent
+            sig = _signature(folder)
+            old = self.known.get(folder.name)
+            if (old is not None and old[0] == sig and old[1].status not in ("running", "queued")
+                    and folder.name not in queued):
+                seen[folder.name] = old
+            else:
+                seen[folder.name] = (sig, read_run(folder, queued))
+        self.known = seen
+        return sorted((run for _, run in seen.values()), key=lambda r: (-r.mtime, r.name))
 
 
 def scan(workspace: Path) -> list[RunSummary]:
     """Every run folder under `workspace/runs`, newest first."""
-    out = []
-    for path in sorted((workspace / "runs").glob("*/spec.json"), key=lambda p: p.stat().st_mtime, reverse=True):
-        folder = path.parent
-        try:
-            spec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        last = _last_event(folder)
-        out.append(RunSummary(folder.name, folder, spec, read_metrics(folder), _status(folder, last), last))
-    return out
+    return Scanner(workspace).scan()
+
+
+def progress_text(run: RunSummary, width: int = 8) -> str:
+    """`████░░░░ 52% train-mix 5/9 · ETA 3m12s`, the Jobs table's progress cell (rich markup)."""
+    steps = run.steps
+    if run.status == "done":
+        return "[green]✓[/] all steps done"
+    p = run.progress
+    if run.status != "running" or not p:
+        k = sum(s in run.steps_done for s in steps)
+        return f"[dim]{k}/{len(steps)} steps done[/]" if k else ""
+    frac = p.get("done", 0) / max(p.get("total", 1), 1)
+    filled = int(round(frac * width))
+    step = p.get("step", "")
+    where = f"{steps.index(step) + 1}/{len(steps)}" if step in steps else ""
+    eta = p.get("eta_s")
+    left = f" · ETA {duration(eta)}" if eta is not None else ""
+    return f"[yellow]{'█' * filled}[/][dim]{'░' * (width - filled)}[/] {frac:4.0%} {step} {where}{left}"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def age(t: float) -> str:
+    return duration(max(0.0, time.time() - t)) + " ago"

@@ -3,6 +3,8 @@
     factrecall-jobs run                          # the paper's comparison (Stage and Mix) on the cpu preset
     factrecall-jobs run --strategy mix --seed 0  # one strategy (bio, qa, stage, mix)
     factrecall-jobs run --seeds 0 1 2            # three runs, reported as mean ± std
+    factrecall-jobs submit --seeds 0 1 2         # the same, queued to a background worker (survives the shell)
+    factrecall-jobs queue                        # what is queued and running; `cancel RUN` stops one
     factrecall-jobs resume RUN                   # continue a killed run (re-running the same `run` does too)
     factrecall-jobs show RUN [RUN ...]           # Figure 1 and Figure 5 for runs, side by side
     factrecall-jobs plot RUN [RUN ...]           # accuracy over training, as a PNG
@@ -27,7 +29,7 @@ from rich.console import Console
 
 from jobs.errors import FactrecallError
 from store.errors import StoreError
-from jobs.spec import DEFAULT_PRESET, STRATEGIES, build_spec, check_model_path, load_config_file, load_preset, preset_names
+from jobs.spec import DEFAULT_PRESET, STRATEGIES, load_preset, preset_names
 
 console = Console()
 err_console = Console(stderr=True)
@@ -68,28 +70,65 @@ def _reporting(run):
         raise
 
 
+def _planned(args: argparse.Namespace) -> list[tuple[object, str]]:
+    from jobs.queue import plan_runs
+
+    return plan_runs(preset=args.preset, strategies=args.strategy,
+                     seeds=args.seeds if args.seeds is not None else [args.seed],
+                     config=Path(args.config) if args.config else None, overrides=args.set, people=args.people,
+                     qa_in_fraction=args.qa_in_fraction, model=args.model, device=args.device, name=args.name)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from jobs.runfolder import RunFolder
 
-    seeds = args.seeds if args.seeds is not None else [args.seed]
-    config = load_config_file(Path(args.config)) if args.config else None
-    overrides = list(args.set or [])
-    if args.people is not None:
-        overrides.append(f"data.people={args.people}")
-    if args.qa_in_fraction is not None:
-        overrides.append(f"data.qa_in_fraction={args.qa_in_fraction}")
     paths = []
-    for seed in seeds:
-        model = {"path": str(Path(args.model).expanduser().resolve())} if args.model else None
-        spec = build_spec(args.preset, strategies=args.strategy, seed=seed, config=config,
-                          overrides=overrides, device=args.device, model=model)
-        if spec.model.path is not None:
-            check_model_path(spec.model.path)  # before any folder is made for it
-        name = spec.default_name() if not args.name else (f"{args.name}-s{seed}" if len(seeds) > 1 else args.name)
+    for spec, name in _planned(args):
         path = _workspace(args) / "runs" / name
         _execute(lambda: RunFolder.create_or_resume(path, spec), reuse=not args.no_reuse, dump=not args.no_dump)
         paths.append(path)
     _print_tables(paths)
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from jobs.queue import prepare, submit
+
+    planned = _planned(args)
+    for spec, name in planned:
+        prepare(_workspace(args), spec, name)
+    for spec, name in planned:
+        submit(_workspace(args), name, device=args.device, dump=not args.no_dump, reuse=not args.no_reuse)
+        console.print(f"queued [bold]{name}[/bold]", highlight=False)
+    console.print("[dim]follow them with `factrecall-jobs queue` or factrecall-tui; they run on after this "
+                  "shell closes[/dim]")
+
+
+def cmd_queue(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from jobs.queue import job_table
+
+    rows = job_table(_workspace(args))
+    if not rows:
+        console.print("nothing queued or running")
+        return
+    t = Table("run", "status", "pid", title_justify="left")
+    for row in rows:
+        t.add_row(row["run"], row["status"], str(row.get("pid") or ""))
+    console.print(t)
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    from jobs.queue import cancel
+
+    for run in args.runs:
+        console.print(cancel(_workspace(args), run), highlight=False)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from jobs.queue import run_worker
+
+    run_worker(_workspace(args).resolve(), slots=args.slots)
 
 
 def cmd_resume(args: argparse.Namespace) -> None:
@@ -278,13 +317,7 @@ _NO_REUSE = ("train every phase here, even one another finished run in the works
              "(by default it is linked from there: a QA-phase sweep then trains the BIO phase once)")
 
 
-def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="factrecall-jobs", description="Headless factrecall jobs: data, training, evaluation.")
-    top.add_argument("--workspace", default=os.environ.get("FACTRECALL_WORKSPACE", "workspace"),
-                     help="folder holding runs/ (default: ./workspace, or $FACTRECALL_WORKSPACE)")
-    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = sub.add_parser("run", help="generate data, train, evaluate (resumes a run that exists)")
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=None,
                      help="strategies to train (default: stage mix, the paper's comparison)")
     seeds = run.add_mutually_exclusive_group()
@@ -301,7 +334,33 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="run folder name (default: from preset, strategies, seed)")
     run.add_argument("--no-reuse", action="store_true", help=_NO_REUSE)
     run.add_argument("--no-dump", action="store_true", help="skip the activation store (`dump RUN` adds it later)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="factrecall-jobs", description="Headless factrecall jobs: data, training, evaluation.")
+    top.add_argument("--workspace", default=os.environ.get("FACTRECALL_WORKSPACE", "workspace"),
+                     help="folder holding runs/ (default: ./workspace, or $FACTRECALL_WORKSPACE)")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="generate data, train, evaluate (resumes a run that exists)")
+    _run_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    submit = sub.add_parser("submit", help="queue runs (the same options as run) to a background worker that "
+                            "runs them one at a time (one per GPU), after this shell closes too")
+    _run_arguments(submit)
+    submit.set_defaults(func=cmd_submit)
+
+    queue = sub.add_parser("queue", help="the runs queued or running in the workspace")
+    queue.set_defaults(func=cmd_queue)
+
+    cancel = sub.add_parser("cancel", help="take runs off the queue, or stop them (what they finished is kept)")
+    cancel.add_argument("runs", nargs="+", metavar="RUN")
+    cancel.set_defaults(func=cmd_cancel)
+
+    worker = sub.add_parser("worker", help="run queued jobs until the queue is empty (submit starts one)")
+    worker.add_argument("--slots", type=int, help="jobs at once (default: one per GPU, else one; $FACTRECALL_SLOTS)")
+    worker.set_defaults(func=cmd_worker)
 
     resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
     resume.add_argument("run", help="run name (under WORKSPACE/runs) or path")

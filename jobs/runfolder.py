@@ -106,9 +106,15 @@ class RunFolder:
     def _lock(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        # A reader (the TUI, `queue`) may hold the lock for an instant to see whether a job holds it.
+        for attempt in range(20):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < 19:
+                    time.sleep(0.05)
+        else:
             os.close(fd)
             holder = (self.path / "run.lock").read_text().strip() or "another process"
             raise RunFolderError(

@@ -1,0 +1,314 @@
+"""The workspace queue: jobs that run in the background, one at a time on a CPU-only machine and one
+per GPU otherwise, and outlive whatever started them (the TUI, a shell, an ssh session).
+
+    WORKSPACE/queue/<ns>-<run>.json          a queued job: {"run", "device", "dump", "reuse", "time"}
+    WORKSPACE/queue/started/<ns>-<run>.json  a job the worker has started, with the job's pid
+    WORKSPACE/queue/worker.lock              held by the one worker process; its pid inside
+    WORKSPACE/queue/worker.log               what the worker did, one line per job
+
+`submit` writes an entry and starts a worker (a detached `factrecall-jobs worker`); a worker that
+finds another one holding the lock exits at once, and the one worker leaves when the queue is empty.
+Each job is `factrecall-jobs resume RUN` in its own process and session: the same code path as the
+CLI, its console output in RUN/job.out. Nothing here imports torch but `visible_gpus`, which only the
+worker calls, so the TUI can import this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jobs.errors import FactrecallError
+from jobs.runfolder import RunFolder, atomic_write_json
+from jobs.spec import ExperimentSpec, build_spec, check_model_path, load_config_file
+
+POLL_S = 0.5
+INTERRUPTED_CODES = (130, -signal.SIGINT, -signal.SIGTERM, 143, -signal.SIGKILL)
+
+
+def queue_dir(workspace: Path) -> Path:
+    return workspace / "queue"
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.json")) if folder.exists() else []
+
+
+def _run_of(entry: Path) -> str:
+    return entry.stem.split("-", 1)[1]
+
+
+def _read(entry: Path) -> dict:
+    try:
+        return json.loads(entry.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def live_pid(run_folder: Path) -> int | None:
+    """The pid of the process holding `run_folder` (its run.lock), or None when none does. Probing
+    the lock takes it for an instant; a job that meets the probe retries (RunFolder._lock)."""
+    try:
+        fd = os.open(run_folder / "run.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def queued_runs(workspace: Path) -> dict[str, str]:
+    """Runs waiting (`queued`) or being started (`starting`, before the job holds its folder), in
+    queue order."""
+    out = {_run_of(e): "queued" for e in _entries(queue_dir(workspace))}
+    for e in _entries(queue_dir(workspace) / "started"):
+        if _alive(_read(e).get("pid")):
+            out.setdefault(_run_of(e), "starting")
+    return out
+
+
+def job_table(workspace: Path) -> list[dict]:
+    """The runs queued, starting or running in the workspace (for `factrecall-jobs queue`)."""
+    rows = []
+    for name, state in queued_runs(workspace).items():
+        pid = live_pid(workspace / "runs" / name) if state == "starting" else None
+        rows.append({"run": name, "status": "running" if pid else state, "pid": pid})
+    listed = {r["run"] for r in rows}
+    for folder in sorted((workspace / "runs").glob("*")) if (workspace / "runs").exists() else []:
+        if folder.name not in listed and (pid := live_pid(folder)) is not None:
+            rows.append({"run": folder.name, "status": "running", "pid": pid})
+    return rows
+
+
+# -- submitting -------------------------------------------------------------------------------------
+def plan_runs(*, preset: str, strategies=None, seeds=(0,), config: Path | None = None, overrides=None,
+              people: int | None = None, qa_in_fraction: float | None = None, model: str | None = None,
+              device: str | None = None, name: str | None = None) -> list[tuple[ExperimentSpec, str]]:
+    """(spec, run name) for each seed, every one validated before any is made: what `run`, `submit`
+    and the TUI's launch form all go through."""
+    loaded = load_config_file(config) if config else None
+    sets = list(overrides or [])
+    if people is not None:
+        sets.append(f"data.people={people}")
+    if qa_in_fraction is not None:
+        sets.append(f"data.qa_in_fraction={qa_in_fraction}")
+    out = []
+    for seed in seeds:
+        checkpoint = {"path": str(Path(model).expanduser().resolve())} if model else None
+        spec = build_spec(preset, strategies=strategies, seed=seed, config=loaded, overrides=sets,
+                          device=device, model=checkpoint)
+        if spec.model.path is not None:
+            check_model_path(spec.model.path)  # before any folder is made for it
+        run_name = spec.default_name() if not name else (f"{name}-s{seed}" if len(seeds) > 1 else name)
+        out.append((spec, run_name))
+    return out
+
+
+def prepare(workspace: Path, spec: ExperimentSpec, name: str) -> Path:
+    """The run folder for `spec` under `name`, made now (spec.json) so that the run is listed while it
+    waits; refused as `run` would refuse it (another experiment there, or running now)."""
+    path = workspace / "runs" / name
+    if name in queued_runs(workspace):
+        raise FactrecallError(f"run {name} is queued already; cancel it first to change it")
+    with RunFolder.create_or_resume(path, spec):
+        pass
+    return path
+
+
+def submit(workspace: Path, name: str, device: str | None = None, dump: bool = True, reuse: bool = True,
+           start: bool = True) -> Path:
+    """Queue `factrecall-jobs resume NAME` (the run folder exists) and make sure a worker runs."""
+    qdir = queue_dir(workspace)
+    if name in queued_runs(workspace):
+        raise FactrecallError(f"run {name} is queued already")
+    entry = qdir / f"{time.time_ns()}-{name}.json"
+    atomic_write_json(entry, {"run": name, "device": device, "dump": dump, "reuse": reuse,
+                                "time": time.time()})
+    if start:
+        start_worker(workspace)
+    return entry
+
+
+def start_worker(workspace: Path) -> None:
+    """A detached worker process (it exits at once if one is running already)."""
+    qdir = queue_dir(workspace)
+    qdir.mkdir(parents=True, exist_ok=True)
+    with (qdir / "worker.log").open("ab") as log:
+        subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace.resolve()), "worker"],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def cancel(workspace: Path, name: str) -> str:
+    """Take a queued run off the queue, or interrupt a running one (SIGINT: the job records itself as
+    interrupted and keeps what it finished). Returns what was done, in words."""
+    for entry in _entries(queue_dir(workspace)):
+        if _run_of(entry) == name:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                return f"{name}: taken off the queue"
+    pid = live_pid(workspace / "runs" / name)
+    if pid is None or pid < 0:
+        pid = next((_read(e).get("pid") for e in _entries(queue_dir(workspace) / "started") if _run_of(e) == name), None)
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGINT)
+        return f"{name}: stopping (pid {pid}); what it finished is kept, `resume` continues it"
+    return f"{name}: not running"
+
+
+# -- the worker -------------------------------------------------------------------------------------
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def default_slots(gpus: int) -> int:
+    """Jobs at once: FACTRECALL_SLOTS, else one per visible GPU, else one."""
+    if os.environ.get("FACTRECALL_SLOTS", "").isdigit():
+        return max(1, int(os.environ["FACTRECALL_SLOTS"]))
+    return max(1, gpus)
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", flush=True)
+
+
+class Worker:
+    def __init__(self, workspace: Path, slots: int):
+        self.workspace, self.slots = workspace, slots
+        self.gpus = 0
+        self.children: dict[str, tuple[subprocess.Popen, Path, int]] = {}
+
+    def _free_slot(self) -> int:
+        used = {slot for _, _, slot in self.children.values()}
+        return min(set(range(self.slots)) - used)
+
+    def launch(self, entry: Path) -> None:
+        started = queue_dir(self.workspace) / "started" / entry.name
+        started.parent.mkdir(parents=True, exist_ok=True)
+        info = _read(entry)
+        try:
+            os.rename(entry, started)  # the claim: a cancel that comes later finds a pid instead
+        except FileNotFoundError:
+            return
+        name = info.get("run") or _run_of(entry)
+        folder = self.workspace / "runs" / name
+        if live_pid(folder) is not None:
+            _log(f"{name}: already running elsewhere; dropped from the queue")
+            started.unlink()
+            return
+        slot = self._free_slot()
+        device = info.get("device")
+        if device in (None, "auto") and self.gpus:
+            device = f"cuda:{slot % self.gpus}"
+        cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "resume", name]
+        cmd += ["--device", device] if device else []
+        cmd += [] if info.get("dump", True) else ["--no-dump"]
+        cmd += [] if info.get("reuse", True) else ["--no-reuse"]
+        with (folder / "job.out").open("ab") as out:
+            out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        atomic_write_json(started, {**info, "pid": proc.pid, "started": time.time(), "slot": slot})
+        self.children[name] = (proc, started, slot)
+        _log(f"{name}: started pid {proc.pid}" + (f" on {device}" if device else ""))
+
+    def reap(self) -> None:
+        for name, (proc, started, _slot) in list(self.children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.children[name]
+            if code != 0:
+                self._record_end(name, code, _read(started).get("started", 0))
+            started.unlink(missing_ok=True)
+            _log(f"{name}: exited with code {code}")
+
+    def _record_end(self, name: str, code: int, since: float) -> None:
+        """A job that died without saying so (killed, out of memory, a crash before its folder opened)
+        still ends as failed or interrupted in its events, so that nobody waits on it."""
+        events = self.workspace / "runs" / name / "events.jsonl"
+        with contextlib.suppress(OSError):
+            for line in reversed(events.read_text().splitlines()):
+                with contextlib.suppress(json.JSONDecodeError):
+                    e = json.loads(line)
+                    if e.get("kind") == "run" and e.get("time", 0) >= since:
+                        if e.get("status") in ("failed", "interrupted", "done"):
+                            return
+                        break
+        status = "interrupted" if code in INTERRUPTED_CODES else "failed"
+        with contextlib.suppress(OSError), events.open("a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status,
+                                "error": f"the job process exited with code {code}; see job.out"}) + "\n")
+
+    def clean_stale(self) -> None:
+        for e in _entries(queue_dir(self.workspace) / "started"):
+            if not _alive(_read(e).get("pid")):
+                e.unlink(missing_ok=True)
+
+    def loop(self) -> None:
+        qdir = queue_dir(self.workspace)
+        while True:
+            self.reap()
+            pending = _entries(qdir)
+            for entry in pending[: self.slots - len(self.children)]:
+                self.launch(entry)
+            if not self.children and not _entries(qdir):
+                return
+            time.sleep(POLL_S)
+
+
+def run_worker(workspace: Path, slots: int | None = None) -> int:
+    """Run queued jobs until the queue is empty. One worker per workspace: returns 0 at once if
+    another holds the lock."""
+    qdir = queue_dir(workspace)
+    qdir.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(qdir / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return 0
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        try:
+            gpus = visible_gpus()
+            worker = Worker(workspace, slots or default_slots(gpus))
+            worker.gpus = gpus
+            worker.clean_stale()
+            _log(f"worker {os.getpid()}: {worker.slots} slot(s)")
+            worker.loop()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        # An entry written between the last look and the unlock would wait for the next submit.
+        if not _entries(qdir):
+            return 0

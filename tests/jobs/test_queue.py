@@ -1,0 +1,90 @@
+"""The workspace queue as a researcher uses it from a shell: `submit` returns at once, a background
+worker runs the jobs one at a time, `queue` shows them, `cancel` stops one and keeps its work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from factrecall_tui.runs import scan
+from jobs.queue import cancel, queued_runs, submit
+from tests.conftest import run_cli
+
+
+def wait_for(condition, timeout: float, what: str):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"waited {timeout:.0f} s for {what}")
+
+
+def statuses(ws: Path) -> dict[str, str]:
+    return {r.name: r.status for r in scan(ws)}
+
+
+def run_events(run: Path) -> list[dict]:
+    return [e for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["kind"] == "run"]
+
+
+def test_submitted_runs_wait_their_turn_and_finish_in_the_background(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    t0 = time.time()
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--people", "8", "--seeds", "0", "1") == 0
+    assert time.time() - t0 < 5  # returns at once: the work is the worker's
+    names = ["tiny-stage+mix-s0-e952e0", "tiny-stage+mix-s1-e952e0"]
+    assert "queued tiny-stage+mix-s0-e952e0" in capsys.readouterr().out
+    # On a CPU-only machine one job runs at a time: while the first runs, the second waits.
+    first = wait_for(lambda: statuses(ws).get(names[0]) == "running", 60, "the first job to start")
+    assert first and statuses(ws)[names[1]] == "queued"
+    assert run_cli("--workspace", ws, "queue") == 0
+    out = capsys.readouterr().out
+    assert names[0] in out and "queued" in out
+    wait_for(lambda: set(statuses(ws).values()) == {"done"}, 180, "both jobs to finish")
+    ends = {n: run_events(ws / "runs" / n) for n in names}
+    assert ends[names[0]][-1]["time"] <= ends[names[1]][0]["time"]  # one after the other
+    for n in names:
+        m = json.loads((ws / "runs" / n / "metrics.json").read_text())
+        assert 0 <= m["mix"]["bio"]["avg"] <= 100 and (ws / "runs" / n / "done" / "dump.json").exists()
+        assert "eval-mix: done" in (ws / "runs" / n / "job.out").read_text()
+    assert queued_runs(ws) == {}
+    assert "started pid" in (ws / "queue" / "worker.log").read_text()
+
+
+def test_a_queued_run_can_be_taken_off_the_queue(tmp_path):
+    ws = tmp_path / "ws"
+    assert run_cli("--workspace", ws, "run", "--preset", "tiny", "--people", "4", "--no-dump", "--name", "r") == 0
+    submit(ws, "r", start=False)  # no worker: it stays queued
+    assert statuses(ws)["r"] == "queued"
+    with pytest.raises(Exception, match="queued already"):
+        submit(ws, "r", start=False)
+    assert "taken off the queue" in cancel(ws, "r")
+    assert statuses(ws)["r"] == "done" and queued_runs(ws) == {}
+
+
+def test_cancelling_or_killing_a_running_job_keeps_its_work(tmp_path):
+    ws = tmp_path / "ws"
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--name", "long",
+                   "--set", "train.bio.epochs=2000") == 0
+    run = ws / "runs" / "long"
+    wait_for(lambda: (run / "checkpoints" / "bio" / "last").exists(), 90, "a training checkpoint")
+    assert "stopping" in cancel(ws, "long")
+    wait_for(lambda: statuses(ws)["long"] == "interrupted", 30, "the job to stop")
+    assert run_events(run)[-1]["status"] == "interrupted"
+    assert {"data", "tokenizer", "init", "eval-untrained"} <= {p.stem for p in (run / "done").glob("*.json")}
+    assert "not running" in cancel(ws, "long")
+
+    # Resumed, then killed without a chance to say so: the worker records it for the job.
+    submit(ws, "long")
+    pid = wait_for(lambda: next((r.pid for r in scan(ws) if r.status == "running" and r.pid and r.progress), None),
+                   60, "the resumed job to train")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: statuses(ws)["long"] == "interrupted", 30, "the worker to record the kill")
+    assert "exited with code -9" in run_events(run)[-1]["error"]
+    assert (run / "checkpoints" / "bio" / "last").exists()  # resume continues from here
