@@ -3,7 +3,8 @@ per GPU otherwise, and outlive whatever started them (the TUI, a shell, an ssh s
 
     WORKSPACE/queue/<ns>-<run>.json          a queued job: {"run", "device", "dump", "reuse", "time"}
     WORKSPACE/queue/started/<ns>-<run>.json  a job the worker has started, with the job's pid
-    WORKSPACE/queue/worker.lock              held by the one worker process; its pid inside
+    WORKSPACE/queue/cancel/<run>.json        a request to the worker to interrupt its job for <run>
+WORKSPACE/queue/worker.lock              held by the one worker process; its pid inside
     WORKSPACE/queue/worker.log               what the worker did, one line per job
 
 `submit` writes an entry and starts a worker (a detached `factrecall-jobs worker`); a worker that
@@ -64,6 +65,19 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
+def _is_job(pid: int | None) -> bool:
+    """A live process that is a factrecall job (not a pid reused by something else since)."""
+    if not _alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone, on Linux; no /proc at all (macOS): trust the pid
+    except OSError:
+        return True
+    return b"jobs.cli" in cmdline or b"factrecall-jobs" in cmdline
+
+
 def live_pid(run_folder: Path) -> int | None:
     """The pid of the process holding `run_folder` (its run.lock), or None when none does. Probing
     the lock takes it for an instant; a job that meets the probe retries (RunFolder._lock)."""
@@ -88,9 +102,19 @@ def queued_runs(workspace: Path) -> dict[str, str]:
     queue order."""
     out = {_run_of(e): "queued" for e in _entries(queue_dir(workspace))}
     for e in _entries(queue_dir(workspace) / "started"):
-        if _alive(_read(e).get("pid")):
+        info = _read(e)
+        # Claimed by the worker and not started yet (no pid), or started: either way, on its way.
+        if ("pid" not in info and _alive(_worker_pid(workspace))) or _is_job(info.get("pid")):
             out.setdefault(_run_of(e), "starting")
     return out
+
+
+def _worker_pid(workspace: Path) -> int | None:
+    try:
+        text = (queue_dir(workspace) / "worker.lock").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def job_table(workspace: Path) -> list[dict]:
@@ -98,11 +122,11 @@ def job_table(workspace: Path) -> list[dict]:
     rows = []
     for name, state in queued_runs(workspace).items():
         pid = live_pid(workspace / "runs" / name) if state == "starting" else None
-        rows.append({"run": name, "status": "running" if pid else state, "pid": pid})
+        rows.append({"run": name, "status": "running" if pid else state, "pid": pid if pid and pid > 0 else None})
     listed = {r["run"] for r in rows}
     for folder in sorted((workspace / "runs").glob("*")) if (workspace / "runs").exists() else []:
         if folder.name not in listed and (pid := live_pid(folder)) is not None:
-            rows.append({"run": folder.name, "status": "running", "pid": pid})
+            rows.append({"run": folder.name, "status": "running", "pid": pid if pid > 0 else None})
     return rows
 
 
@@ -167,16 +191,23 @@ def start_worker(workspace: Path) -> None:
 def cancel(workspace: Path, name: str) -> str:
     """Take a queued run off the queue, or interrupt a running one (SIGINT: the job records itself as
     interrupted and keeps what it finished). Returns what was done, in words."""
-    for entry in _entries(queue_dir(workspace)):
+    qdir = queue_dir(workspace)
+    for entry in _entries(qdir):
         if _run_of(entry) == name:
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
                 return f"{name}: taken off the queue"
+    owned = [_read(e) for e in _entries(qdir / "started") if _run_of(e) == name]
+    if any("pid" not in info or _is_job(info["pid"]) for info in owned) and _alive(_worker_pid(workspace)):
+        # The worker owns it (starting, or running): it interrupts its own child, with no pid race.
+        atomic_write_json(qdir / "cancel" / f"{name}.json", {"run": name, "time": time.time()})
+        return f"{name}: stopping; what it finished is kept, `resume` continues it"
     pid = live_pid(workspace / "runs" / name)
-    if pid is None or pid < 0:
-        pid = next((_read(e).get("pid") for e in _entries(queue_dir(workspace) / "started") if _run_of(e) == name), None)
-    if pid and _alive(pid):
-        os.kill(pid, signal.SIGINT)
+    if pid and pid > 0 and _is_job(pid):
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError as err:
+            return f"{name}: cannot stop pid {pid}: {err.strerror}"
         return f"{name}: stopping (pid {pid}); what it finished is kept, `resume` continues it"
     return f"{name}: not running"
 
@@ -186,6 +217,11 @@ def visible_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _spec_device(folder: Path) -> str | None:
+    """The device the run was made for (spec.json's `device`), so a resume keeps it."""
+    return _read(folder / "spec.json").get("device")
 
 
 def default_slots(gpus: int) -> int:
@@ -209,26 +245,52 @@ class Worker:
         used = {slot for _, _, slot in self.children.values()}
         return min(set(range(self.slots)) - used)
 
+    def _cancelled(self, name: str) -> bool:
+        flag = queue_dir(self.workspace) / "cancel" / f"{name}.json"
+        if flag.exists():
+            flag.unlink(missing_ok=True)
+            return True
+        return False
+
+    def handle_cancels(self) -> None:
+        for flag in _entries(queue_dir(self.workspace) / "cancel"):
+            name = flag.stem
+            if name in self.children:
+                self.children[name][0].send_signal(signal.SIGINT)
+                _log(f"{name}: interrupted on request")
+            flag.unlink(missing_ok=True)
+
     def launch(self, entry: Path) -> None:
         started = queue_dir(self.workspace) / "started" / entry.name
         started.parent.mkdir(parents=True, exist_ok=True)
         info = _read(entry)
         try:
-            os.rename(entry, started)  # the claim: a cancel that comes later finds a pid instead
+            os.rename(entry, started)  # the claim: from here a cancel goes through the worker
         except FileNotFoundError:
             return
         name = info.get("run") or _run_of(entry)
+        try:
+            self._start(name, info, started)
+        except Exception as err:  # noqa: BLE001 - one bad entry must not stop the queue
+            _log(f"{name}: not started: {err}")
+            started.unlink(missing_ok=True)
+
+    def _start(self, name: str, info: dict, started: Path) -> None:
         folder = self.workspace / "runs" / name
+        if self._cancelled(name):
+            _log(f"{name}: cancelled before it started")
+            started.unlink()
+            return
         if live_pid(folder) is not None:
             _log(f"{name}: already running elsewhere; dropped from the queue")
             started.unlink()
             return
         slot = self._free_slot()
-        device = info.get("device")
-        if device in (None, "auto") and self.gpus:
-            device = f"cuda:{slot % self.gpus}"
+        device = info.get("device") or _spec_device(folder)
+        if device in ("auto", "cuda") and self.gpus:
+            device = f"cuda:{slot % self.gpus}"  # one job per GPU
         cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "resume", name]
-        cmd += ["--device", device] if device else []
+        cmd += ["--device", device] if device and device != "auto" else []
         cmd += [] if info.get("dump", True) else ["--no-dump"]
         cmd += [] if info.get("reuse", True) else ["--no-reuse"]
         with (folder / "job.out").open("ab") as out:
@@ -238,7 +300,7 @@ class Worker:
                                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         atomic_write_json(started, {**info, "pid": proc.pid, "started": time.time(), "slot": slot})
         self.children[name] = (proc, started, slot)
-        _log(f"{name}: started pid {proc.pid}" + (f" on {device}" if device else ""))
+        _log(f"{name}: started pid {proc.pid}" + (f" on {device}" if device and device != "auto" else ""))
 
     def reap(self) -> None:
         for name, (proc, started, _slot) in list(self.children.items()):
@@ -254,7 +316,10 @@ class Worker:
     def _record_end(self, name: str, code: int, since: float) -> None:
         """A job that died without saying so (killed, out of memory, a crash before its folder opened)
         still ends as failed or interrupted in its events, so that nobody waits on it."""
-        events = self.workspace / "runs" / name / "events.jsonl"
+        folder = self.workspace / "runs" / name
+        if live_pid(folder) is not None:  # it never got the folder: another process holds it
+            return
+        events = folder / "events.jsonl"
         with contextlib.suppress(OSError):
             for line in reversed(events.read_text().splitlines()):
                 with contextlib.suppress(json.JSONDecodeError):
@@ -269,13 +334,17 @@ class Worker:
                                 "error": f"the job process exited with code {code}; see job.out"}) + "\n")
 
     def clean_stale(self) -> None:
+        """Entries and requests left by a worker that was killed (or a machine that went down)."""
         for e in _entries(queue_dir(self.workspace) / "started"):
-            if not _alive(_read(e).get("pid")):
+            if not _is_job(_read(e).get("pid")):
                 e.unlink(missing_ok=True)
+        for flag in _entries(queue_dir(self.workspace) / "cancel"):
+            flag.unlink(missing_ok=True)
 
     def loop(self) -> None:
         qdir = queue_dir(self.workspace)
         while True:
+            self.handle_cancels()
             self.reap()
             pending = _entries(qdir)
             for entry in pending[: self.slots - len(self.children)]:

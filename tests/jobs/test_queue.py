@@ -78,6 +78,7 @@ def test_cancelling_or_killing_a_running_job_keeps_its_work(tmp_path):
     wait_for(lambda: statuses(ws)["long"] == "interrupted", 30, "the job to stop")
     assert run_events(run)[-1]["status"] == "interrupted"
     assert {"data", "tokenizer", "init", "eval-untrained"} <= {p.stem for p in (run / "done").glob("*.json")}
+    wait_for(lambda: queued_runs(ws) == {}, 30, "the worker to let the job go")
     assert "not running" in cancel(ws, "long")
 
     # Resumed, then killed without a chance to say so: the worker records it for the job.
