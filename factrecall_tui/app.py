@@ -1,103 +1,170 @@
-"""`factrecall-tui`: browse a workspace's runs and their exact-match accuracies (Figure 1 and 5).
+"""`factrecall-tui [WORKSPACE]`: launch and follow jobs, browse accuracies, fit probes, read stores.
 
-Keys: ↑/↓ choose a run, r reload, q quit.
+Four screens, one per tab (keys 1-4, as the tabs say): Jobs, Accuracy, Probes, Store. The workspace is scanned in a
+thread worker once a second (only changed and active runs are re-read); jobs run as separate
+`factrecall-jobs` processes through the workspace queue, so closing the app stops nothing and
+reopening it finds them again. ctrl+p opens the command palette.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from textual.app import App, ComposeResult
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, Label, ListItem, ListView, Static
+from textual.screen import Screen
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
 
-from factrecall_tui.runs import RunSummary, scan
-from jobs.report import ATTRIBUTE_LABELS, MODELS, SET_LABELS
-from jobs.spec import ATTRIBUTES
+from factrecall_tui.accuracy import AccuracyPane
+from factrecall_tui.jobs_pane import JobsPane
+from factrecall_tui.probes import ProbesPane
+from factrecall_tui.runs import RunSummary, Scanner
+from factrecall_tui.store_view import StorePane
 
-STATUS_STYLE = {"done": "green", "running": "yellow", "failed": "red", "interrupted": "magenta", "new": "dim"}
-
-
-class RunItem(ListItem):
-    def __init__(self, run: RunSummary):
-        super().__init__(Label(f"[{STATUS_STYLE[run.status]}]●[/] {run.name}"))
-        self.run = run
+TABS = {"jobs": "Jobs", "accuracy": "Accuracy", "probes": "Probes", "store": "Store"}
+SCAN_EVERY_S = 1.0
 
 
 class FactrecallApp(App):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["app.tcss", "launch.tcss", "accuracy.tcss", "probes.tcss", "store_view.tcss"]
     TITLE = "factrecall"
-    BINDINGS = [Binding("r", "reload", "Reload"), Binding("q", "quit", "Quit")]
+    BINDINGS = [
+        Binding("1", "tab('jobs')", "Jobs", show=False),
+        Binding("2", "tab('accuracy')", "Accuracy", show=False),
+        Binding("3", "tab('probes')", "Probes", show=False),
+        Binding("4", "tab('store')", "Store", show=False),
+        Binding("n", "launch", "New job"),
+        Binding("ctrl+r", "rescan", "Reload", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
 
-    def __init__(self, workspace: Path):
+    def __init__(self, workspace: Path, scan_every: float = SCAN_EVERY_S):
         super().__init__()
         self.workspace = workspace
+        self.scanner = Scanner(workspace)
         self.runs: list[RunSummary] = []
+        self.scan_every = scan_every
+        self._scanning = False
+        self._focus_after_scan: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Horizontal():
-            yield ListView(id="runs")
-            with Vertical(id="detail"):
-                yield Static("", id="title")
-                yield Static("Figure 5 · exact match (%)", classes="caption")
-                yield DataTable(id="fig5", cursor_type="row", zebra_stripes=True)
-                yield Static("Figure 1 · QA out-of-distribution exact match (%)", classes="caption")
-                yield DataTable(id="fig1", cursor_type="row", zebra_stripes=True)
+        with TabbedContent(initial="jobs"):
+            with TabPane(f"1 {TABS['jobs']}", id="jobs"):
+                yield JobsPane(self.workspace, id="jobs-pane")
+            with TabPane(f"2 {TABS['accuracy']}", id="accuracy"):
+                yield AccuracyPane(id="accuracy-pane")
+            with TabPane(f"3 {TABS['probes']}", id="probes"):
+                yield ProbesPane(id="probes-pane")
+            with TabPane(f"4 {TABS['store']}", id="store"):
+                yield StorePane(id="store-pane")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = str(self.workspace)
-        self.query_one("#fig5", DataTable).add_columns("Model", *SET_LABELS.values())
-        self.query_one("#fig1", DataTable).add_columns("Model", "Ave", *(ATTRIBUTE_LABELS[a] for a in ATTRIBUTES))
-        self.action_reload()
+        self.query_one("#jobs-table").focus()
+        self.rescan()
+        if self.scan_every:
+            self.set_interval(self.scan_every, self.rescan)
 
-    def action_reload(self) -> None:
-        self.runs = scan(self.workspace)
-        runs = self.query_one("#runs", ListView)
-        runs.clear()
-        runs.extend(RunItem(r) for r in self.runs)
-        if self.runs:
-            runs.index = 0
-            self.show_run(self.runs[0])
-        else:
-            self.query_one("#title", Static).update(
-                f"No runs in {self.workspace / 'runs'} yet: start one with `factrecall-jobs run`."
-            )
+    # -- the workspace ---------------------------------------------------------------------------
+    def rescan(self) -> None:
+        if not self._scanning:  # one scan at a time: a thread cannot be cancelled, only waited for
+            self._scanning = True
+            self._scan()
 
-    def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
-        if isinstance(event.item, RunItem):
-            self.show_run(event.item.run)
+    def action_rescan(self) -> None:
+        self.rescan()
 
-    def show_run(self, run: RunSummary) -> None:
-        status = run.status
-        if status == "running" and run.last_event.get("kind") == "progress":
-            e = run.last_event
-            status += f": {e['step']} {e['done']}/{e['total']}"
-        self.query_one("#title", Static).update(f"{run.title}\n[{STATUS_STYLE[run.status]}]{status}[/]")
-        fig5, fig1 = self.query_one("#fig5", DataTable), self.query_one("#fig1", DataTable)
-        fig5.clear()
-        fig1.clear()
-        for key, label in MODELS.items():
-            m = run.metrics.get(key)
-            if not m:
-                continue
-            fig5.add_row(label, *(_pct(m.get(s, {}).get("avg")) for s in SET_LABELS))
-            out = m.get("qa_out", {})
-            fig1.add_row(label, _pct(out.get("avg")), *(_pct(out.get(a)) for a in ATTRIBUTES))
+    @work(thread=True, group="scan", exit_on_error=False)
+    def _scan(self) -> None:
+        try:
+            runs = self.scanner.scan()
+        except OSError as err:
+            self.call_from_thread(self._scan_failed, err)
+            return
+        self.call_from_thread(self._show, runs)
 
+    def _scan_failed(self, err: OSError) -> None:
+        self._scanning = False
+        self.notify(f"cannot read {self.workspace}: {err}", severity="error", timeout=10)
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
+    def _show(self, runs: list[RunSummary]) -> None:
+        self._scanning = False
+        self.runs = runs
+        for pane in (JobsPane, AccuracyPane, ProbesPane, StorePane):
+            self.query_one(pane).show(runs)
+        if self._focus_after_scan and any(r.name == self._focus_after_scan for r in runs):
+            self.query_one(JobsPane).focus_run(self._focus_after_scan)
+            self._focus_after_scan = None
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """The one place a background failure surfaces: a notification, never a crash."""
+        if event.state == WorkerState.ERROR:
+            if event.worker.group == "scan":
+                self._scanning = False
+            error = event.worker.error
+            self.notify(f"{event.worker.group}: {type(error).__name__}: {error}", severity="error", timeout=10)
+
+    # -- navigation ------------------------------------------------------------------------------
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def open_run(self, tab: str, name: str) -> None:
+        """Switch to `tab` with run `name` in front."""
+        self.action_tab(tab)
+        pane = {"jobs": JobsPane, "accuracy": AccuracyPane, "probes": ProbesPane, "store": StorePane}[tab]
+        self.query_one(pane).focus_run(name)
+
+    @on(TabbedContent.TabActivated)
+    def _focus_tab(self, event: TabbedContent.TabActivated) -> None:
+        """Keys go to the screen just shown: its first focusable widget takes the focus."""
+        first = next((w for w in event.pane.query("*") if w.focusable), None)
+        if first is not None:
+            self.call_after_refresh(first.focus)
+
+    def action_launch(self) -> None:
+        from factrecall_tui.launch import LaunchScreen
+
+        def launched(names: list[str] | None) -> None:
+            if names:
+                self.notify(f"queued {', '.join(names)}")
+                self.action_tab("jobs")
+                self._focus_after_scan = names[0]
+                self.rescan()
+
+        self.push_screen(LaunchScreen(self.workspace), launched)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield SystemCommand("New job", "Launch runs: strategy, seeds, people, model, device", self.action_launch)
+        jobs = self.query_one(JobsPane)
+        yield SystemCommand("Cancel job", "Take the selected run off the queue, or stop it", jobs.action_cancel)
+        yield SystemCommand("Resume job", "Queue the selected run to continue where it stopped", jobs.action_resume)
+        yield SystemCommand("Open log", "Follow the selected run's log", jobs.action_log)
+        yield SystemCommand("Fit probes", "Fit probes with the Probes screen's settings",
+                            lambda: (self.action_tab("probes"), self.query_one(ProbesPane).action_fit()))
+        for tab, label in TABS.items():
+            yield SystemCommand(f"Show {label}", f"Switch to the {label} screen", lambda t=tab: self.action_tab(t))
+        yield SystemCommand("Reload", "Scan the workspace again now", self.rescan)
+        yield from super().get_system_commands(screen)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="factrecall-tui", description="Browse factrecall runs and their accuracies.")
-    ap.add_argument("--workspace", default=os.environ.get("FACTRECALL_WORKSPACE", "workspace"),
-                    help="folder holding runs/ (default: ./workspace, or $FACTRECALL_WORKSPACE)")
+    ap = argparse.ArgumentParser(prog="factrecall-tui",
+                                 description="Launch and follow factrecall jobs, browse accuracies, fit probes.")
+    ap.add_argument("workspace", nargs="?", default=None,
+                    help="folder holding runs/ (default: --workspace, $FACTRECALL_WORKSPACE, or ./workspace)")
+    ap.add_argument("--workspace", dest="workspace_option", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    FactrecallApp(Path(args.workspace).expanduser()).run()
+    where = args.workspace or args.workspace_option or os.environ.get("FACTRECALL_WORKSPACE", "workspace")
+    workspace = Path(where).expanduser()
+    if workspace.exists() and not workspace.is_dir():
+        ap.exit(2, f"error: workspace {workspace} is a file; give a folder (it holds runs/)\n")
+    FactrecallApp(workspace).run()
     return 0

@@ -13,14 +13,12 @@ A run's status:
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.queue import live_pid, queued_runs
 from jobs.runfolder import read_metrics
 
-STATUSES = ("queued", "running", "done", "failed", "interrupted", "stopped", "new", "broken")
 TAIL_BYTES = 16384
 
 
@@ -204,7 +202,3 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def age(t: float) -> str:
-    return duration(max(0.0, time.time() - t)) + " ago"

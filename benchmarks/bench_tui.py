@@ -1,0 +1,116 @@
+"""The TUI's start and its workspace scan, each against a baseline measured in the same run:
+
+- first frame: a fresh process that starts `factrecall-tui` on a workspace of N runs and exits as
+  soon as the first screen is drawn (Textual's auto_pilot runs after it), vs the same for a bare
+  Textual app that shows one line of text (the floor: Python + Textual start-up);
+- scan: `Scanner.scan()` over N runs, the first time (every run read) and again (a steady rescan:
+  only changed and active runs re-read), vs the least any scan does: read and parse every spec.json;
+- torch: whether the first frame imported torch (it must not).
+
+    python benchmarks/bench_tui.py [--runs 300] [--repeats 5]
+
+The workspace is N copies of a finished tiny run's small files (spec, metrics, events, done markers),
+made in a temporary folder. Prints a markdown table to paste into benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FIRST_FRAME = textwrap.dedent("""
+    import sys, time
+    t0 = time.perf_counter()
+    {imports}
+    async def pilot(p):
+        await p.pause()
+        print(time.perf_counter() - t0, 'torch' in sys.modules)
+        p.app.exit()
+    {make}.run(headless=True, size=(110, 32), auto_pilot=pilot)
+""")
+OURS = {"imports": "from pathlib import Path; from factrecall_tui.app import FactrecallApp",
+        "make": "FactrecallApp(Path(sys.argv[1]))"}
+BARE = {"imports": "from textual.app import App\n    from textual.widgets import Static\n"
+                   "    class Bare(App):\n        def compose(self):\n            yield Static('hello')",
+        "make": "Bare()"}
+
+
+def first_frame(kind: dict, workspace: Path) -> tuple[float, float, bool]:
+    """(whole process seconds, seconds from the first import to the first frame, torch imported)"""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", FIRST_FRAME.format(**kind), str(workspace)], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout.split()
+    return time.perf_counter() - t0, float(out[0]), out[1] == "True"
+
+
+def make_workspace(root: Path, n: int) -> Path:
+    from tests.tui.workspace import fixed_workspace
+
+    ws = fixed_workspace(root / "ws")
+    src = ws / "runs" / "cpu-stage+mix-s0"
+    for i in range(n - 8):
+        dst = ws / "runs" / f"sweep-{i:04d}"
+        (dst / "done").mkdir(parents=True)
+        for f in ("spec.json", "metrics.json", "events.jsonl"):
+            (dst / f).write_bytes((src / f).read_bytes())
+        for marker in (src / "done").glob("*.json"):
+            (dst / "done" / marker.name).write_bytes(marker.read_bytes())
+    return ws
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    from factrecall_tui.runs import Scanner
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = make_workspace(Path(tmp), args.runs)
+        first_frame(BARE, ws)  # warm the file cache for both
+        ours = [first_frame(OURS, ws) for _ in range(args.repeats)]
+        bare = [first_frame(BARE, ws) for _ in range(args.repeats)]
+        specs = lambda: [json.loads(p.read_text()) for p in (ws / "runs").glob("*/spec.json")]  # noqa: E731
+        base = timed(specs, args.repeats)
+        cold = timed(lambda: Scanner(ws).scan(), args.repeats)
+        steady_scanner = Scanner(ws)
+        steady_scanner.scan()
+        steady = timed(steady_scanner.scan, args.repeats)
+
+    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}, "
+          f"{args.runs} runs, median of {args.repeats}.\n")
+    print("| measure | factrecall | baseline | ratio |\n|---|---|---|---|")
+    print(f"| first frame, whole process: seconds (baseline: a bare Textual app) | {med(ours, 0):.3f} | "
+          f"{med(bare, 0):.3f} | {med(ours, 0) / med(bare, 0):.2f}x |")
+    print(f"| first frame, from the first import: seconds | {med(ours, 1):.3f} | {med(bare, 1):.3f} | "
+          f"{med(ours, 1) / med(bare, 1):.2f}x |")
+    print(f"| torch imported by the first frame | {any(x[2] for x in ours)} | {any(x[2] for x in bare)} | |")
+    print(f"| scan of {args.runs} runs, first: seconds (baseline: parse every spec.json) | {cold:.4f} | "
+          f"{base:.4f} | {cold / base:.2f}x |")
+    print(f"| scan of {args.runs} runs, again (steady rescan): seconds | {steady:.4f} | {base:.4f} | "
+          f"{steady / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""The Accuracy pane: the paper's Figure 1 and Figure 5 across a workspace's runs, and a bar chart.
+
+- Figure 1: QA out-of-distribution exact match per attribute and their average;
+- Figure 5: BIO, QA in-distribution and QA out-of-distribution averages.
+
+Runs of one configuration (same spec but the seed) are one group, shown as mean ± std over seeds:
+the cells are `jobs.report.cell` of `jobs.report.load_groups`, the strings `factrecall-jobs show`
+prints. One row per (group, model present); only runs with at least one trained model appear. The
+chart below the table shows the group under the cursor: grouped bars, one colour per trained model
+(Stage and Mix side by side), per attribute (Figure 1) or per evaluation set (Figure 5).
+
+Keys: ↑/↓ choose a row, f switch between Figure 1 and Figure 5 (the table in a short terminal, and
+the chart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.markup import escape as _escape
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+from textual.worker import get_current_worker
+from textual_plotext import PlotextPlot
+
+from factrecall_tui.runs import RunSummary
+from jobs.report import ATTRIBUTE_LABELS, CHAINS, MODELS, SET_LABELS, cell, load_groups
+from jobs.runfolder import load_spec
+from jobs.spec import ATTRIBUTES
+
+FIGURES = {"fig1": "Figure 1 · QA out-of-distribution exact match (%)", "fig5": "Figure 5 · exact match (%)"}
+TRAINED = tuple(CHAINS)                      # bio, stage, mix, qa: a run shows when it has one of these
+FIG1_COLUMNS = ("avg", *ATTRIBUTES)
+FIG1_LABELS = ["Ave", *(ATTRIBUTE_LABELS[a] for a in ATTRIBUTES)]
+FIG5_LABELS = list(SET_LABELS.values())
+# Bar colours per model: Stage and Mix are told apart at a glance.
+COLORS = {"bio": (140, 140, 140), "stage": (235, 140, 50), "mix": (70, 140, 240), "qa": (200, 90, 200)}
+TALL = 40                                    # pane height from which both tables are shown at once
+
+
+@dataclass
+class GroupRows:
+    """One configuration's rows of both tables, and what its chart plots."""
+
+    label: str
+    seeds: list[int]
+    runs: list[str]                                   # run folder names, for focus_run
+    models: list[str]                                 # metrics keys present, in the paper's order
+    fig1: dict[str, list[str]] = field(default_factory=dict)   # model -> cells (Ave, Date, ...)
+    fig5: dict[str, list[str]] = field(default_factory=dict)   # model -> cells (BIO, QA in, QA out)
+    chart1: dict[str, list[float]] = field(default_factory=dict)  # trained model label -> means
+    chart5: dict[str, list[float]] = field(default_factory=dict)
+    colors: list[tuple[int, int, int]] = field(default_factory=list)  # one per trained model, in chart order
+
+
+@dataclass
+class Tables:
+    groups: list[GroupRows]
+    notes: list[str]          # one per run or group that could not be shown, and why
+
+
+def _mean(values: list[float]) -> float:
+    """What a bar shows: the mean over seeds (0 where no seed has the number, a cell of `–`)."""
+    return float(np.mean(values)) if values else 0.0  # np.mean, as jobs.report.cell: the same float
+
+
+def _membership(paths: list[Path], specs: dict[Path, object]) -> list[list[Path]]:
+    """The run folders behind each group `load_groups(paths)` returns, in the same order: the same
+    keys (configuration hash, copy number) in the same order of first appearance."""
+    members: dict[tuple[str, int], list[tuple[Path, object]]] = {}
+    for path in paths:
+        spec = specs[path]
+        copy = 0
+        while spec.seed in {s.seed for _, s in members.get((spec.config_hash(), copy), [])}:
+            copy += 1
+        members.setdefault((spec.config_hash(), copy), []).append((path, spec))
+    return [[p for p, _ in runs] for runs in members.values()]
+
+
+def build_tables(paths: list[Path]) -> Tables:
+    """Both figures' rows for the run folders `paths` (blocking file reads: call it off the UI
+    thread). A run whose spec cannot be read, or a group whose metrics lack a number, is left out
+    with a note; nothing raises."""
+    notes: list[str] = []
+    specs: dict[Path, object] = {}
+    for path in paths:
+        try:
+            specs[path] = load_spec(path)
+        except Exception as err:  # noqa: BLE001 - any unreadable spec is one note, never a crash
+            notes.append(f"{path.name}: {_first_line(err)}")
+    good = [p for p in paths if p in specs]
+    try:
+        groups = load_groups(good)
+    except Exception as err:  # noqa: BLE001 - e.g. a metrics.json that is not JSON
+        return Tables([], [*notes, f"cannot group the runs: {_first_line(err)}"])
+    members = _membership(good, specs)
+    if [sorted(s.seed for s in (specs[p] for p in m)) for m in members] != [sorted(g.seeds) for g in groups]:
+        members = [[] for _ in groups]  # grouping rules changed under us: focus_run falls back to labels
+    out: list[GroupRows] = []
+    for group, runs in zip(groups, members):
+        try:
+            n = len(group.metrics)
+            models = [m for m in MODELS if any(m in metrics for metrics in group.metrics)]
+            rows = GroupRows(group.label, list(group.seeds), [p.name for p in runs], models)
+            for model in models:
+                rows.fig1[model] = [cell(group.values(model, "qa_out", c), n) for c in FIG1_COLUMNS]
+                rows.fig5[model] = [cell(group.values(model, s, "avg"), n) for s in SET_LABELS]
+                if model in TRAINED:
+                    rows.chart1[MODELS[model]] = [_mean(group.values(model, "qa_out", c)) for c in FIG1_COLUMNS]
+                    rows.chart5[MODELS[model]] = [_mean(group.values(model, s, "avg")) for s in SET_LABELS]
+                    rows.colors.append(COLORS[model])
+        except Exception as err:  # noqa: BLE001 - a metrics.json of another shape
+            notes.append(f"{group.label}: metrics.json unreadable ({_first_line(err)})")
+            continue
+        out.append(rows)
+    return Tables(out, notes)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _signature(runs: list[RunSummary]) -> tuple:
+    """What the tables depend on, cheaply (no file reads): each shown run's folder, spec time and
+    result numbers."""
+    return tuple((str(r.path), r.mtime, repr([r.metrics.get(m) for m in MODELS])) for r in runs)
+
+
+class AccuracyPane(Vertical):
+    """Figure 1 and Figure 5 across runs (mean ± std over seeds) and a bar chart of the group under
+    the cursor. `show(runs)` on every workspace scan; `focus_run(name)` puts the cursor on a run."""
+
+    BINDINGS = [Binding("f", "toggle_figure", "Figure 1/5")]
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None):  # noqa: A002 - Textual's name
+        super().__init__(id=id, classes=classes)
+        self.figure = "fig1"                       # which figure the chart (and a short pane's table) shows
+        self.groups: list[GroupRows] = []
+        self.notes: list[str] = []
+        self.chart_data: dict[str, list[float]] = {}   # model label -> bar heights, exactly as plotted
+        self.chart_labels: list[str] = []              # the bars' x labels
+        self.chart_title = ""
+        self.loaded = False                        # the first result is in
+        self._signature: tuple | None = None
+        self._generation = 0
+        self._row_group: dict[str, int] = {}       # row key -> index in self.groups
+        self._keys: dict[tuple[int, str], str] = {}  # (index in self.groups, model) -> row key
+        self._deferred: list[RunSummary] | None = None
+        self._pending_focus: str | None = None
+        self.message = ""                          # the line above the tables (rich markup)
+
+    def compose(self) -> ComposeResult:
+        yield Static("Reading the runs' results…", id="acc-message")
+        yield Static(FIGURES["fig1"], id="acc-caption-fig1", classes="acc-caption")
+        yield DataTable(id="acc-fig1", cursor_type="row", zebra_stripes=True)
+        yield Static(FIGURES["fig5"], id="acc-caption-fig5", classes="acc-caption")
+        yield DataTable(id="acc-fig5", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="acc-legend")
+        yield PlotextPlot(id="acc-chart")
+
+    def on_mount(self) -> None:
+        fig1, fig5 = self.query_one("#acc-fig1", DataTable), self.query_one("#acc-fig5", DataTable)
+        fig1.add_column("Run", key="run")
+        fig1.add_column("Model", key="model")
+        for key, label in zip(FIG1_COLUMNS, FIG1_LABELS):
+            fig1.add_column(label, key=key)
+        fig1.add_column("Seeds", key="seeds")
+        fig5.add_column("Run", key="run")
+        fig5.add_column("Model", key="model")
+        for key, label in SET_LABELS.items():
+            fig5.add_column(label, key=key)
+        fig5.add_column("Seeds", key="seeds")
+        self.set_class(True, "-fig1")
+        self._draw_chart()
+        if self._deferred is not None:
+            runs, self._deferred = self._deferred, None
+            self.show(runs)
+
+    # -- the contract with the app -------------------------------------------------------------
+    def show(self, runs: list[RunSummary]) -> None:
+        """Every scan: re-read the results of runs with a trained model, in a worker; nothing is
+        touched (cursor included) when they did not change."""
+        if not self.is_mounted:
+            self._deferred = runs
+            return
+        shown = [r for r in runs if isinstance(r.metrics, dict) and any(m in r.metrics for m in TRAINED)]
+        signature = _signature(shown)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        self._generation += 1
+        self._load([r.path for r in shown], self._generation)
+
+    def focus_run(self, name: str) -> None:
+        """Put the cursor on the first trained model of the group holding run `name`."""
+        if not self.loaded:
+            self._pending_focus = name
+            return
+        for i, g in enumerate(self.groups):
+            if name in g.runs or (not g.runs and name == g.label):
+                model = next((m for m in g.models if m in TRAINED), g.models[0])
+                self._move_cursor(self._keys[i, model])
+                return
+        self._set_message(f"{_escape(name)}: no trained model's results to show yet")
+
+    # -- loading -------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="accuracy-load", exit_on_error=False)
+    def _load(self, paths: list[Path], generation: int) -> None:
+        tables = build_tables(paths)
+        if get_current_worker().is_cancelled:
+            return
+        try:
+            self.app.call_from_thread(self._apply, generation, tables)
+        except RuntimeError:  # the app is closing
+            pass
+
+    def _apply(self, generation: int, tables: Tables) -> None:
+        if generation != self._generation:
+            return  # a newer scan's result is on its way
+        self.loaded = True
+        keep = self._cursor_key()
+        old_rows = _rows(self.groups)
+        self.groups, self.notes = tables.groups, tables.notes
+        new_rows = _rows(self.groups)
+        self._row_group = {row[0]: i for row, i in new_rows}
+        self._keys = {(i, row[2]): row[0] for row, i in new_rows}
+        if [row for row, _ in new_rows] != [row for row, _ in old_rows]:
+            self._fill([row for row, _ in new_rows], keep)
+        self._set_message("")
+        if self._pending_focus is not None:
+            name, self._pending_focus = self._pending_focus, None
+            self.focus_run(name)
+        self._draw_chart()
+
+    def _fill(self, rows: list[tuple], keep: str | None) -> None:
+        """Both tables anew; the cursor stays on the row it was on (same run label and model)."""
+        fig1, fig5 = self.query_one("#acc-fig1", DataTable), self.query_one("#acc-fig5", DataTable)
+        for table in (fig1, fig5):
+            table.clear()
+        for key, run, model, cells1, cells5, seeds in rows:
+            fig1.add_row(Text(run), MODELS[model], *cells1, seeds, key=key)
+            fig5.add_row(Text(run), MODELS[model], *cells5, seeds, key=key)
+        if keep is not None and keep in self._row_group:
+            self._move_cursor(keep)
+
+    # -- cursor and chart ----------------------------------------------------------------------
+    def _table(self, figure: str | None = None) -> DataTable:
+        return self.query_one(f"#acc-{figure or self.figure}", DataTable)
+
+    def _cursor_key(self) -> str | None:
+        table = self._table()
+        if table.row_count == 0:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:  # noqa: BLE001 - no cursor row
+            return None
+
+    def _move_cursor(self, key: str) -> None:
+        for figure in FIGURES:
+            table = self._table(figure)
+            try:
+                row = table.get_row_index(key)
+            except Exception:  # noqa: BLE001 - no such row
+                continue
+            if table.cursor_row != row:
+                table.move_cursor(row=row)
+        self._draw_chart()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        key = event.row_key.value
+        other = self._table("fig5" if event.data_table.id == "acc-fig1" else "fig1")
+        if other.row_count == event.data_table.row_count and other.cursor_row != event.cursor_row:
+            other.move_cursor(row=event.cursor_row)
+        if key is not None:
+            self._draw_chart(key)
+
+    def action_toggle_figure(self) -> None:
+        hidden = self._table()
+        self.figure = "fig5" if self.figure == "fig1" else "fig1"
+        self.set_class(self.figure == "fig1", "-fig1")
+        self.set_class(self.figure == "fig5", "-fig5")
+        if hidden.has_focus and not self.has_class("-tall"):
+            self._table().focus()
+        self._draw_chart()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.height >= TALL, "-tall")
+
+    def _draw_chart(self, key: str | None = None) -> None:
+        key = key or self._cursor_key()
+        plot = self.query_one("#acc-chart", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        group = self.groups[self._row_group[key]] if key in self._row_group else None
+        legend = self.query_one("#acc-legend", Static)
+        if group is None or not group.chart1:
+            self.chart_data, self.chart_labels = {}, []
+            self.chart_title = "no trained model to plot" if group is not None else "no runs with a trained model yet"
+            legend.update(f"[dim]{self.chart_title}[/]")
+        else:
+            data = group.chart1 if self.figure == "fig1" else group.chart5
+            self.chart_labels = FIG1_LABELS if self.figure == "fig1" else FIG5_LABELS
+            self.chart_data = {model: list(values) for model, values in data.items()}
+            seeds = f", mean of {len(group.seeds)} seeds" if len(group.seeds) > 1 else ""
+            what = "QA out exact match per attribute" if self.figure == "fig1" else "exact match per set"
+            self.chart_title = f"{'Figure 1' if self.figure == 'fig1' else 'Figure 5'} · {group.label}{seeds} · {what} (%)"
+            keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {_escape(model)}"
+                             for model, (r, g, b) in zip(self.chart_data, group.colors))
+            legend.update(f"[b]{_escape(self.chart_title)}[/]\n{keys}")
+            plt.multiple_bar(self.chart_labels, list(self.chart_data.values()), color=group.colors, width=0.8)
+            plt.ylim(0, 100)
+            plt.yticks([0, 25, 50, 75, 100])
+        plot.refresh()
+
+    def _set_message(self, text: str) -> None:
+        """The line above the tables: what is shown, or `text`; and the first run that could not be."""
+        if not text:
+            runs = sum(len(g.seeds) for g in self.groups)
+            if not self.groups:
+                text = ("No run has a trained model's results yet: runs appear here once "
+                        "`factrecall-jobs run` has evaluated Stage, Mix, BIO or QA.")
+            else:
+                text = (f"{len(self.groups)} configuration{'s' * (len(self.groups) != 1)} · {runs} "
+                        f"run{'s' * (runs != 1)} · over seeds: mean ± std · f: Figure 1/5")
+        if self.notes:
+            more = f" (+{len(self.notes) - 1} more)" if len(self.notes) > 1 else ""
+            text += f"\n[b red]skipped[/] {_escape(self.notes[0])}{more}"
+        self.message = text
+        self.query_one("#acc-message", Static).update(text)
+
+
+def row_key(label: str, model: str) -> str:
+    """A table row's key: the group's label and the model's metrics key (`tiny-stage+mix-s*|mix`)."""
+    return f"{label}|{model}"
+
+
+def _rows(groups: list[GroupRows]) -> list[tuple[tuple, int]]:
+    """((key, Run cell, model, Figure 1 cells, Figure 5 cells, Seeds cell), group index) per row:
+    a group's label only on its first row."""
+    out, seen = [], set()
+    for i, g in enumerate(groups):
+        seeds = ", ".join(map(str, sorted(g.seeds)))
+        for j, model in enumerate(g.models):
+            key = row_key(g.label, model)
+            if key in seen:  # two configurations under one label: rare, but keys must be unique
+                key = f"{key}|{i}"
+            seen.add(key)
+            out.append(((key, g.label if j == 0 else "", model, g.fig1[model], g.fig5[model], seeds), i))
+    return out

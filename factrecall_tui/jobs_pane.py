@@ -1,0 +1,164 @@
+"""The Jobs screen: every run in the workspace with its status and live progress; launch, cancel,
+resume, and open a run's log, accuracies, probes or store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from factrecall_tui.runs import RunSummary, progress_text
+
+STATUS_STYLE = {"done": "green", "running": "yellow", "queued": "cyan", "failed": "red", "interrupted": "magenta",
+                "stopped": "magenta", "new": "dim", "broken": "red"}
+COLUMNS = {"run": "Run", "strategy": "Strategy", "model": "Model", "seed": "Seed", "people": "People",
+           "status": "Status", "progress": "Progress"}
+
+
+def _cells(run: RunSummary) -> tuple:
+    status = run.status + (" (starting)" if run.status == "running" and not run.progress else "")
+    return (run.name, run.strategies, run.model, run.seed, run.people,
+            Text(status, style=STATUS_STYLE.get(run.status, "")),
+            Text.from_markup(progress_text(run)))
+
+
+class JobsPane(Vertical):
+    BINDINGS = [
+        Binding("c", "cancel", "Cancel"),
+        Binding("r", "resume", "Resume"),
+        Binding("l", "log", "Log"),
+        Binding("a", "open('accuracy')", "Accuracy"),
+        Binding("p", "open('probes')", "Probes"),
+        Binding("s", "open('store')", "Store"),
+    ]
+
+    def __init__(self, workspace: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.workspace = workspace
+        self.runs: dict[str, RunSummary] = {}
+        self._rows: dict[str, tuple] = {}
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="job-detail")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in COLUMNS.items():
+            table.add_column(label, key=key)
+
+    # -- data ------------------------------------------------------------------------------------
+    def show(self, runs: list[RunSummary]) -> None:
+        table = self.query_one(DataTable)
+        self.runs = {r.name: r for r in runs}
+        order = [r.name for r in runs]
+        if order != list(self._rows):
+            chosen = self.selected.name if self.selected else None
+            table.clear()
+            self._rows = {}
+            for run in runs:
+                self._rows[run.name] = _cells(run)
+                table.add_row(*self._rows[run.name], key=run.name)
+            if chosen in self.runs:
+                table.move_cursor(row=order.index(chosen), animate=False)
+        else:
+            for run in runs:
+                cells = _cells(run)
+                old = self._rows[run.name]
+                for key, new, was in zip(COLUMNS, cells, old):
+                    if str(new) != str(was) or (isinstance(new, Text) and new.spans != was.spans):
+                        table.update_cell(run.name, key, new)
+                self._rows[run.name] = cells
+        self._detail()
+
+    @property
+    def selected(self) -> RunSummary | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return self.runs.get(key)
+
+    def focus_run(self, name: str) -> None:
+        if name in self._rows:
+            self.query_one(DataTable).move_cursor(row=list(self._rows).index(name), animate=False)
+
+    @on(DataTable.RowSelected)
+    def _open_log(self) -> None:
+        """Enter (or a click on the selected row) opens the run's log."""
+        self.action_log()
+
+    @on(DataTable.RowHighlighted)
+    def _detail(self) -> None:
+        detail = self.query_one("#job-detail", Static)
+        run = self.selected
+        if run is None:
+            detail.update(f"No runs in {self.workspace / 'runs'} yet: press [b]n[/] to launch one "
+                          "(or `factrecall-jobs submit` from a shell).")
+            return
+        if run.status == "broken":
+            detail.update(f"[b]{run.name}[/]\n[red]cannot read this run:[/] {run.error}")
+            return
+        lines = [f"[b]{run.title}[/]"]
+        steps = run.steps
+        done = [s for s in steps if s in run.steps_done]
+        lines.append(f"steps done {len(done)}/{len(steps)}: {', '.join(done) or '–'}")
+        if run.status in ("failed", "interrupted") and run.last_run.get("error"):
+            lines.append(f"[{STATUS_STYLE[run.status]}]{run.status}:[/] {run.last_run['error']}  "
+                         "[dim](r resumes it; l shows its log)[/]")
+        elif run.status == "stopped":
+            lines.append("[magenta]stopped without a word (killed?)[/]: r resumes it from its last checkpoint")
+        elif run.status == "running" and run.pid:
+            lines.append(f"[dim]pid {run.pid} · c stops it (what it finished is kept)[/]")
+        elif run.status == "queued":
+            lines.append("[dim]waiting for a free slot · c takes it off the queue[/]")
+        detail.update("\n".join(lines))
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_cancel(self) -> None:
+        from jobs.queue import cancel
+
+        run = self.selected
+        if run is None:
+            return
+        if run.status not in ("queued", "running"):
+            self.notify(f"{run.name} is {run.status}: nothing to cancel", severity="warning")
+            return
+        try:
+            self.notify(cancel(self.workspace, run.name))
+        except OSError as err:
+            self.notify(f"{run.name}: cannot cancel: {err}", severity="error")
+        self.app.rescan()
+
+    def action_resume(self) -> None:
+        from jobs.errors import FactrecallError
+        from jobs.queue import submit
+
+        run = self.selected
+        if run is None:
+            return
+        if run.status in ("queued", "running", "broken"):
+            self.notify(f"{run.name} is {run.status}", severity="warning")
+            return
+        try:
+            submit(self.workspace, run.name)
+        except (FactrecallError, OSError) as err:
+            self.notify(str(err), severity="error")
+            return
+        self.notify(f"{run.name}: queued to resume")
+        self.app.rescan()
+
+    def action_log(self) -> None:
+        from factrecall_tui.log_view import LogScreen
+
+        if (run := self.selected) is not None:
+            self.app.push_screen(LogScreen(run.path))
+
+    def action_open(self, tab: str) -> None:
+        if (run := self.selected) is not None:
+            self.app.open_run(tab, run.name)

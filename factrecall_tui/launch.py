@@ -1,0 +1,175 @@
+"""The launch form: a new job's settings, validated as they are typed (the same `plan_runs` the CLI's
+`run` and `submit` go through), then queued to the workspace's background worker."""
+
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, SelectionList, Static
+
+from jobs.errors import FactrecallError
+from jobs.queue import plan_runs, prepare, start_worker, submit
+from jobs.spec import DEFAULT_PRESET, DEFAULT_STRATEGIES, load_preset, preset_names
+
+DEVICES = ("auto", "cpu", "cuda")
+# The CLI keeps the order strategies are given in (it is part of a run's identity and name); the form
+# gives them in this order, the one `--strategy` is usually typed in (and the default, stage mix).
+ORDER = ("bio", "stage", "mix", "qa")
+EXECUTORS = {"local": "local queue: one job at a time on a CPU, one per GPU"}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`0`, `0 1 2`, `0,1,2` or `0-4` (a range, both ends included)."""
+    seeds: list[int] = []
+    for part in re.split(r"[\s,]+", text.strip()):
+        if not part:
+            continue
+        if m := re.fullmatch(r"(\d+)-(\d+)", part):
+            lo, hi = int(m[1]), int(m[2])
+            if hi < lo or hi - lo > 999:
+                raise FactrecallError(f"seeds {part!r}: give a range like 0-4")
+            seeds += range(lo, hi + 1)
+        elif part.isdigit():
+            seeds.append(int(part))
+        else:
+            raise FactrecallError(f"seeds {part!r}: give numbers like 0 1 2, or a range 0-4")
+    if not seeds:
+        raise FactrecallError("give at least one seed, e.g. 0 or 0 1 2")
+    if len(set(seeds)) != len(seeds):
+        raise FactrecallError(f"seeds repeat: {text.strip()}")
+    return seeds
+
+
+def check_device(device: str) -> None:
+    """What can be told without torch: the name's form, and whether any NVIDIA GPU is visible."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise FactrecallError(f"device {device!r}: use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not (glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi")):
+        raise FactrecallError(f"device {device}: no NVIDIA GPU is visible on this machine; choose auto or cpu")
+
+
+def _row(label: str, widget) -> ComposeResult:
+    with Horizontal(classes="row"):
+        yield Label(label, classes="field-label")
+        yield widget
+
+
+class LaunchScreen(ModalScreen[list[str]]):
+    """Returns the names of the runs it queued (an empty list when cancelled)."""
+
+    BINDINGS = [Binding("escape", "close", "Cancel"), Binding("ctrl+s", "launch", "Launch", priority=True)]
+
+    def __init__(self, workspace: Path):
+        super().__init__()
+        self.workspace = workspace
+        self.planned: list = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="launch"):
+            yield Static("New job · [dim]ctrl+s launches, escape cancels[/]", id="launch-title")
+            with VerticalScroll(id="launch-fields"):
+                yield from _row("Preset", Select([(p, p) for p in preset_names()], value=DEFAULT_PRESET,
+                                                 allow_blank=False, id="preset", compact=True))
+                yield from _row("Strategies", SelectionList[str](*((s, s, s in DEFAULT_STRATEGIES) for s in ORDER),
+                                                                 id="strategies", compact=True))
+                yield from _row("Seeds", Input("0", placeholder="0 1 2, or 0-4", id="seeds", compact=True))
+                yield from _row("People", Input(placeholder="the preset's", id="people", type="integer", compact=True))
+                yield from _row("Model", Input(placeholder="built-in (the preset's), or a local HF checkpoint folder",
+                                               id="model", compact=True))
+                yield from _row("Device", Select([(d, d) for d in DEVICES], value="auto", allow_blank=False,
+                                                 id="device", compact=True))
+                yield from _row("Executor", Select([(v, k) for k, v in EXECUTORS.items()], value="local",
+                                                   allow_blank=False, id="executor", compact=True))
+                yield from _row("Settings", Input(placeholder="KEY=VALUE ..., e.g. train.mix.epochs=30",
+                                                  id="settings", compact=True))
+                yield from _row("Name", Input(placeholder="default: preset-strategies-seed", id="name", compact=True))
+            yield Static("", id="plan")
+            with Horizontal(id="launch-buttons"):
+                yield Button("Launch", variant="primary", id="launch-button", compact=True)
+                yield Button("Cancel", id="cancel-button", compact=True)
+
+    def on_mount(self) -> None:
+        self._check()
+
+    # -- validation ------------------------------------------------------------------------------
+    def _plan(self) -> list:
+        strategies = list(self.query_one("#strategies", SelectionList).selected)
+        if not strategies:
+            raise FactrecallError("choose at least one strategy")
+        people = self.query_one("#people", Input).value.strip()
+        model = self.query_one("#model", Input).value.strip() or None
+        device = str(self.query_one("#device", Select).value)
+        check_device(device)
+        overrides = self.query_one("#settings", Input).value.split()
+        bad = next((o for o in overrides if "=" not in o), None)
+        if bad:
+            raise FactrecallError(f"setting {bad!r}: write KEY=VALUE, e.g. train.mix.epochs=30")
+        ordered = [s for s in ORDER if s in strategies]
+        if self.query_one("#executor", Select).value not in EXECUTORS:
+            raise FactrecallError(f"executor {self.query_one('#executor', Select).value}: choose one of {', '.join(EXECUTORS)}")
+        return plan_runs(preset=str(self.query_one("#preset", Select).value), strategies=ordered,
+                         seeds=parse_seeds(self.query_one("#seeds", Input).value),
+                         overrides=overrides, people=int(people) if people else None, model=model,
+                         device=device, name=self.query_one("#name", Input).value.strip() or None)
+
+    def _check(self) -> bool:
+        plan = self.query_one("#plan", Static)
+        preset = load_preset(str(self.query_one("#preset", Select).value))
+        self.query_one("#people", Input).placeholder = f"the preset's {preset['data']['people']}"
+        try:
+            self.planned = self._plan()
+        except (FactrecallError, ValueError) as err:
+            self.planned = []
+            plan.update(f"[red]✗[/] {err}")
+            plan.set_class(True, "-error")
+            return False
+        names = [name for _, name in self.planned]
+        existing = [n for n in names if (self.workspace / "runs" / n / "spec.json").exists()]
+        note = (f" ({len(existing)} of them exist{'s' if len(existing) == 1 else ''} and resume{'s' if len(existing) == 1 else ''})"
+                if existing else "")
+        plan.update(f"[green]✓[/] queues {len(names)} run{'s' if len(names) > 1 else ''}{note}: {', '.join(names)}")
+        plan.set_class(False, "-error")
+        return True
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(SelectionList.SelectedChanged)
+    def _changed(self) -> None:
+        self._check()
+
+    # -- actions ---------------------------------------------------------------------------------
+    @on(Button.Pressed, "#launch-button")
+    @on(Input.Submitted)
+    def action_launch(self) -> None:
+        if not self._check():
+            self.app.bell()
+            return
+        device = str(self.query_one("#device", Select).value)
+        queued = []
+        try:
+            for spec, name in self.planned:
+                prepare(self.workspace, spec, name)
+            for _, name in self.planned:
+                submit(self.workspace, name, device=None if device == "auto" else device, start=False)
+                queued.append(name)
+        except (FactrecallError, OSError) as err:
+            if queued:
+                start_worker(self.workspace)
+                self.notify(f"queued {', '.join(queued)} before: {err}", severity="warning")
+            self.query_one("#plan", Static).update(f"[red]✗[/] {err}")
+            self.query_one("#plan", Static).set_class(True, "-error")
+            return
+        start_worker(self.workspace)
+        self.dismiss([name for _, name in self.planned])
+
+    @on(Button.Pressed, "#cancel-button")
+    def action_close(self) -> None:
+        self.dismiss([])

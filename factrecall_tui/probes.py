@@ -1,0 +1,607 @@
+"""The Probes pane: linear probes per layer over a run's activation store (the paper's Figures 3
+and 4), the same numbers as `factrecall-jobs probe`.
+
+Choose one run, or several (seeds: mean ± sample std, as the CLI with several RUNs), the attribute,
+BIO_long or BIO_short, and the people the probes train and test on. `f` fits, in a worker thread
+(the UI stays live, a bar shows the layers done); `escape` (or `c`) cancels it. Results the store
+has cached (group `probes`) are served at once. The chart shows, per model, the four probe
+accuracies across layers with Δrep and Δmech; `w` picks which probes' lines it shows (both, W_QA
+trained on QA vectors, W_BIO trained on BIO vectors); `m` switches the model where the charts do
+not fit side by side. The table beneath holds every number as the CLI prints it.
+
+Importing this module imports neither torch nor zarr: `store.probes` (torch) is imported by the
+worker, on the first fit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Button, DataTable, Label, ProgressBar, Select, SelectionList, Static
+from textual.widgets.selection_list import Selection
+from textual.worker import get_current_worker
+from textual_plotext import PlotextPlot
+
+from factrecall_tui.runs import RunSummary
+from jobs.spec import ATTRIBUTES
+
+STORE_NAME = "activations.zarr"  # store.reader.STORE_NAME (that module imports zarr)
+ATTRS_KEY = "factrecall"         # store.layout.ATTRS_KEY
+BIO_OPTIONS = (("long (Fig. 3)", "bio_long"), ("short (Fig. 4)", "bio_short"))
+SPLITS = ("qa_in", "qa_out", "all")
+EMPHASIS = (("both probes", "both"), ("W_QA (on QA h)", "wqa"), ("W_BIO (on BIO h)", "wbio"))
+# Which accuracy lines each emphasis shows; Δrep and Δmech are always drawn.
+EMPHASIS_LINES = {"both": ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio"),
+                  "wqa": ("acc_qa_wqa", "acc_bio_wqa"), "wbio": ("acc_qa_wbio", "acc_bio_wbio")}
+DELTAS = ("delta_rep", "delta_mech")
+# The PNG's colours (store.figures.STYLE), in plotext's names; Δrep black there, white/grey here.
+COLORS = {"acc_qa_wqa": "blue+", "acc_bio_wqa": "orange", "acc_qa_wbio": "green+", "acc_bio_wbio": "red+",
+          "delta_rep": "gray+", "delta_mech": "magenta+"}
+MIN_CHART_WIDTH = 40  # narrower than this per model: one model at a time (`m` switches)
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """What a fit computes: the runs (seeds) and every setting besides the CLI's defaults."""
+
+    runs: tuple[str, ...]
+    paths: tuple[str, ...]
+    attribute: str
+    bio: str
+    train_split: str = "qa_in"
+    test_split: str = "qa_out"
+
+    def describe(self) -> str:
+        runs = self.runs[0] if len(self.runs) == 1 else f"{len(self.runs)} runs"
+        return f"{self.attribute}, {self.bio}, {self.train_split} → {self.test_split}, {runs}"
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Problem(Exception):
+    """A user-level error: its text is the one line the pane shows."""
+
+
+def store_attributes(run_path: Path) -> tuple[str, ...] | None:
+    """The store's attributes, from its zarr.json (no zarr import); None where it cannot be read."""
+    try:
+        meta = json.loads((run_path / STORE_NAME / "zarr.json").read_text())["attributes"][ATTRS_KEY]
+        attributes = tuple(str(a) for a in meta["attributes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return attributes or None
+
+
+def cell(row: Any, key: str, several: bool) -> str:
+    """One table cell as `factrecall-jobs probe` prints it."""
+    digits = 3 if key in ("cosine", "cka") else 1
+    text = f"{row[key]:.{digits}f}"
+    if several:
+        text += f"±{row[key + '_std']:.{digits}f}"
+    return text
+
+
+def pick_models(stores: list) -> list[str]:
+    """Stage and Mix where every store has them dumped, else every dumped trained model (cmd_probe)."""
+    dumped = [set(s.dumped_models()) for s in stores]
+    models = [m for m in ("stage", "mix") if all(m in d for d in dumped)] or \
+        [m for m in stores[0].models if m != "untrained" and all(m in d for d in dumped)]
+    if not models:
+        raise _Problem("these stores share no dumped trained model; `factrecall-jobs dump RUN` writes them")
+    return models
+
+
+class ProbesPane(Widget):
+    """Linear probes per layer (Figures 3 and 4) for the chosen runs; see the module docstring."""
+
+    BINDINGS = [
+        Binding("f", "fit", "Fit"),
+        Binding("escape", "cancel", "Cancel"),
+        Binding("c", "cancel", "Cancel fit", show=False),
+        Binding("a", "cycle_attribute", "Attribute"),
+        Binding("b", "toggle_bio", "BIO"),
+        Binding("w", "cycle_emphasis", "Probes shown"),
+        Binding("m", "switch_model", "Model"),
+    ]
+
+    class Progress(Message, bubble=False):
+        def __init__(self, serial: int, done: int, total: int, what: str) -> None:
+            super().__init__()
+            self.serial, self.done, self.total, self.what = serial, done, total, what
+
+    class Finished(Message, bubble=False):
+        def __init__(self, serial: int | None, request: ProbeRequest, models: list[str], df: Any, agg: Any,
+                     seconds: float, cached: int, units: int) -> None:
+            super().__init__()
+            self.serial, self.request, self.models, self.df, self.agg = serial, request, models, df, agg
+            self.seconds, self.cached, self.units = seconds, cached, units
+
+    class Failed(Message, bubble=False):
+        def __init__(self, serial: int | None, request: ProbeRequest, text: str, cancelled: bool = False) -> None:
+            super().__init__()
+            self.serial, self.request, self.text, self.cancelled = serial, request, text, cancelled
+
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.runs: dict[str, RunSummary] = {}    # runs with a store, by name
+        self._known: set[str] = set()            # every run's name (to say why one is not offered)
+        self._names: list[str] = []              # the list's options, in order
+        self._chose = False                      # a run was selected once (then a rescan never picks one)
+        self._attr_cache: dict[tuple[str, int], tuple[str, ...] | None] = {}
+        self._attribute_options: tuple[str, ...] = ATTRIBUTES
+        self._serial = 0                         # the fit whose messages count
+        self._fitting: ProbeRequest | None = None
+        self._threads = 0
+        self._lock = threading.Lock()
+        self.idle = threading.Event()            # set while no fit thread runs (even a cancelled one)
+        self.idle.set()
+        self._lookup_timer = None
+        self._chart_model: str | None = None     # the model shown where charts do not fit side by side
+        self._pending: list[RunSummary] | None = None   # show() / focus_run() before the pane is mounted
+        self._pending_focus: str | None = None
+        self._ready = False                      # composed and mounted: its widgets can be queried
+        # What is shown: the request, its models, the per-run table, the summary (mean, std) and the
+        # series plotted per model. Tests read these.
+        self.request: ProbeRequest | None = None
+        self.models: list[str] = []
+        self.table_df = None
+        self.results = None
+        self.chart_data: dict[str, dict] = {}
+
+    # -- layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Vertical(id="probe-side"):
+            with Horizontal(classes="probe-row"):
+                yield Label("attribute", classes="probe-label")
+                yield Select([(a, a) for a in ATTRIBUTES], value="job", allow_blank=False, compact=True,
+                             id="probe-attribute")
+            with Horizontal(classes="probe-row"):
+                yield Label("BIO", classes="probe-label")
+                yield Select(BIO_OPTIONS, value="bio_long", allow_blank=False, compact=True, id="probe-bio")
+            with Horizontal(classes="probe-row"):
+                yield Label("train on", classes="probe-label")
+                yield Select([(s, s) for s in SPLITS], value="qa_in", allow_blank=False, compact=True, id="probe-train")
+            with Horizontal(classes="probe-row"):
+                yield Label("test on", classes="probe-label")
+                yield Select([(s, s) for s in SPLITS], value="qa_out", allow_blank=False, compact=True, id="probe-test")
+            with Horizontal(classes="probe-row"):
+                yield Label("chart", classes="probe-label")
+                yield Select(EMPHASIS, value="both", allow_blank=False, compact=True, id="probe-emphasis")
+            with Horizontal(id="probe-buttons"):
+                yield Button("Fit (f)", id="probe-fit", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="probe-cancel", compact=True, disabled=True)
+            yield Label("Runs (space; several = seeds)", classes="probe-caption")
+            yield SelectionList[str](id="probe-runs", compact=True)
+        with Vertical(id="probe-main"):
+            yield Static("", id="probe-caption")
+            yield Static("Choose runs with an activation store, then press f to fit the probes.", id="probe-status")
+            yield ProgressBar(id="probe-progress", show_eta=False)
+            yield Horizontal(id="probe-charts")
+            yield DataTable(id="probe-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self.query_one("#probe-progress", ProgressBar).display = False
+        if self._pending is not None:
+            runs, self._pending = self._pending, None
+            self.show(runs)
+        if self._pending_focus is not None:
+            name, self._pending_focus = self._pending_focus, None
+            self.focus_run(name)
+
+    # -- the contract with the app ----------------------------------------------------------------
+    def show(self, runs: list[RunSummary]) -> None:
+        """Every run of the workspace, newest first (on each scan). Offers those with a store; keeps
+        the selection (a run that lost its store leaves it)."""
+        if not self._ready:
+            self._pending = runs
+            return
+        self._known = {r.name for r in runs}
+        stored = [r for r in runs if r.has_store]
+        self.runs = {r.name: r for r in stored}
+        names = [r.name for r in stored]
+        if not names and self._fitting is None:
+            self._status("No run has an activation store yet: `factrecall-jobs dump RUN` writes one.")
+        if names == self._names:
+            return
+        box = self.query_one("#probe-runs", SelectionList)
+        keep = [n for n in box.selected if n in self.runs]
+        highlighted = self._names[box.highlighted] if box.highlighted is not None and box.highlighted < len(self._names) else None
+        if not keep and not self._chose and names:
+            keep = [names[0]]  # the newest run with a store, until the researcher chooses
+        with self.prevent(SelectionList.SelectedChanged):
+            box.clear_options()
+            box.add_options([Selection(Text(n), n, n in keep) for n in names])
+        self._names = names
+        if highlighted in names:
+            box.highlighted = names.index(highlighted)
+        elif keep:
+            box.highlighted = names.index(keep[0])
+        self._selection_changed()
+
+    def focus_run(self, name: str) -> None:
+        """Select that run, and only it, for probing."""
+        if not self._ready or self._pending is not None:
+            self._pending_focus = name
+            return
+        if name not in self.runs:
+            why = (f"run {name} has no activation store (yet): `factrecall-jobs dump {name}` writes one"
+                   if name in self._known else f"no run {name!r} in the workspace")
+            self._status((why, "red"))
+            return
+        box = self.query_one("#probe-runs", SelectionList)
+        with self.prevent(SelectionList.SelectedChanged):
+            box.deselect_all()
+            box.select(name)
+        box.highlighted = self._names.index(name)
+        self._chose = True
+        self._selection_changed()
+
+    # -- controls ---------------------------------------------------------------------------------
+    def selected_runs(self) -> list[str]:
+        chosen = set(self.query_one("#probe-runs", SelectionList).selected)
+        return [n for n in self._names if n in chosen]
+
+    def current_request(self) -> ProbeRequest | None:
+        names = self.selected_runs()
+        if not names:
+            return None
+        value = lambda wid: str(self.query_one(wid, Select).value)  # noqa: E731
+        return ProbeRequest(tuple(names), tuple(str(self.runs[n].path) for n in names), value("#probe-attribute"),
+                            value("#probe-bio"), value("#probe-train"), value("#probe-test"))
+
+    def _attributes(self, names: list[str]) -> tuple[str, ...]:
+        """The attributes every chosen store has, in the first one's (BIO) order."""
+        found: list[tuple[str, ...]] = []
+        for n in names:
+            path = self.runs[n].path
+            try:
+                stamp = (path / STORE_NAME / "zarr.json").stat().st_mtime_ns
+            except OSError:
+                stamp = 0
+            key = (str(path), stamp)
+            if key not in self._attr_cache:
+                self._attr_cache[key] = store_attributes(path)
+            if self._attr_cache[key]:
+                found.append(self._attr_cache[key])
+        if not found:
+            return ATTRIBUTES
+        common = [a for a in found[0] if all(a in f for f in found[1:])]
+        return tuple(common) or found[0]
+
+    def _selection_changed(self) -> None:
+        names = self.selected_runs()
+        attributes = self._attributes(names) if names else ATTRIBUTES
+        if attributes != self._attribute_options:
+            select = self.query_one("#probe-attribute", Select)
+            old = select.value
+            with self.prevent(Select.Changed):
+                select.set_options([(a, a) for a in attributes])
+                select.value = old if old in attributes else ("job" if "job" in attributes else attributes[0])
+            self._attribute_options = attributes
+        self._settings_changed()
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
+        event.stop()
+        self._chose = True
+        self._selection_changed()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.select.id == "probe-emphasis":
+            self._draw()
+        else:
+            self._settings_changed()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "probe-fit":
+            self.action_fit()
+        elif event.button.id == "probe-cancel":
+            self.action_cancel()
+
+    def _cycle(self, wid: str, values: tuple[str, ...] | list[str]) -> None:
+        select = self.query_one(wid, Select)
+        if values:
+            i = values.index(select.value) if select.value in values else -1
+            select.value = values[(i + 1) % len(values)]
+
+    def action_cycle_attribute(self) -> None:
+        self._cycle("#probe-attribute", self._attribute_options)
+
+    def action_toggle_bio(self) -> None:
+        self._cycle("#probe-bio", [v for _, v in BIO_OPTIONS])
+
+    def action_cycle_emphasis(self) -> None:
+        self._cycle("#probe-emphasis", [v for _, v in EMPHASIS])
+
+    def action_switch_model(self) -> None:
+        if not self.models:
+            return
+        shown = self._chart_model if self._chart_model in self.models else self.models[0]
+        self._chart_model = self.models[(self.models.index(shown) + 1) % len(self.models)]
+        self._layout_charts()
+
+    def _settings_changed(self) -> None:
+        """Show the store's cached result for the new settings at once, if it has one. Only once
+        store.probes is loaded (after a first fit): looking up imports torch, which the TUI
+        process does not pay for until the researcher probes."""
+        if self._lookup_timer is not None:
+            self._lookup_timer.stop()
+        self._lookup_timer = self.set_timer(0.15, self._maybe_lookup)
+
+    def _maybe_lookup(self) -> None:
+        self._lookup_timer = None
+        request = self.current_request()
+        if request is None or request == self.request:
+            return
+        if "store.probes" in sys.modules:
+            self._lookup(request)
+        elif self._fitting is None:
+            self._status(f"f: fit probes for {request.describe()}")
+
+    # -- fitting --------------------------------------------------------------------------------
+    def action_fit(self) -> None:
+        request = self.current_request()
+        if request is None:
+            self._status(("choose a run with an activation store first (space selects it)", "red"))
+            return
+        self._serial += 1
+        self._fitting = request
+        self._set_busy(True)
+        bar = self.query_one("#probe-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        note = self._seed_note(request)
+        self._status(f"fitting probes: {request.describe()}…", note)
+        self._fit(request, self._serial)
+
+    def action_cancel(self) -> None:
+        """Stop the fit: the UI is free at once (its later messages are ignored); the thread stops
+        at its next layer, then the status says `cancelled` for good."""
+        if self._fitting is None:
+            self._status("no fit is running")
+            return
+        self.workers.cancel_group(self, "probes")
+        self._fitting = None
+        self._set_busy(False)
+        self._status(("cancelled", "yellow"), " (stopping after the current layer…)")
+
+    @work(thread=True, exclusive=True, group="probes", exit_on_error=False)
+    def _fit(self, request: ProbeRequest, serial: int) -> None:
+        worker = get_current_worker()
+        with self._lock:
+            self._threads += 1
+            self.idle.clear()
+        try:
+            self._compute(request, serial, worker, fit=True)
+        except _Cancelled:
+            self.post_message(self.Failed(serial, request, "cancelled", cancelled=True))
+        except Exception as err:  # noqa: BLE001 - one line in the pane, never a crash
+            self.post_message(self.Failed(serial, request, _one_line(err)))
+        finally:
+            with self._lock:
+                self._threads -= 1
+                if self._threads == 0:
+                    self.idle.set()
+
+    @work(thread=True, exclusive=True, group="probes-cache", exit_on_error=False)
+    def _lookup(self, request: ProbeRequest) -> None:
+        worker = get_current_worker()
+        try:
+            self._compute(request, None, worker, fit=False)
+        except _Cancelled:
+            pass
+        except Exception as err:  # noqa: BLE001
+            self.post_message(self.Failed(None, request, _one_line(err)))
+
+    def _compute(self, request: ProbeRequest, serial: int | None, worker, *, fit: bool) -> None:
+        """In a worker thread: the per-(run, model) sweeps, as store.probes.table builds them, then
+        the summary. With fit=False, only what the store has cached (else it says nothing)."""
+        import pandas as pd
+
+        import store
+        from store import probes
+
+        def check() -> None:
+            if worker.is_cancelled:
+                raise _Cancelled
+
+        t0 = time.perf_counter()
+        stores = []
+        for path in request.paths:
+            check()
+            stores.append(store.open(path))
+        settings = probes.ProbeSettings(attribute=request.attribute, bio=request.bio, train_split=request.train_split,
+                                        test_split=request.test_split)
+        for s in stores:
+            if request.attribute not in s.attributes:
+                raise _Problem(f"unknown attribute {request.attribute!r}: choose one of {', '.join(s.attributes)}")
+        models = pick_models(stores)
+        units = [(name, s, m) for name, s in zip(request.runs, stores) for m in models]
+        total = sum(s.layers for _, s, _ in units)
+        done, cached, frames = 0, 0, []
+        for name, s, model in units:
+            check()
+            if fit:
+                self.post_message(self.Progress(serial, done, total, f"{name} {model}"))
+                fitted = [False]
+
+                def progress(k: int, n: int, name=name, model=model, base=done, fitted=fitted) -> None:
+                    fitted[0] = True
+                    check()
+                    self.post_message(self.Progress(serial, base + k, total, f"{name} {model}: layer {k}/{n}"))
+
+                rows = probes.sweep(s, model, settings, cache=True, progress=progress)
+                cached += not fitted[0]
+            else:
+                cached_rows = getattr(probes, "_cached", None)  # store.probes' own cache reader
+                rows = cached_rows(s, probes.cache_key(s, model, settings)) if cached_rows else None
+                if rows is None:
+                    self.post_message(self.Failed(None, request, "", cancelled=False))
+                    return
+                cached += 1
+            done += s.layers
+            frames.append(pd.DataFrame(rows).assign(run=s.meta.get("run", s.url), model=model))
+        check()
+        df = pd.concat(frames, ignore_index=True)[["run", "model", "layer", *probes.COLUMNS, "n_train", "n_test", "n_classes"]]
+        agg = probes.summary(df)
+        check()
+        self.post_message(self.Finished(serial, request, models, df, agg, time.perf_counter() - t0, cached, len(units)))
+
+    def _seed_note(self, request: ProbeRequest) -> str | tuple[str, str]:
+        """A warning where runs taken as seeds differ in more than their seed."""
+        specs = [{k: v for k, v in self.runs[n].spec.items() if k not in ("seed", "name", "device")}
+                 for n in request.runs if n in self.runs]
+        differ = sorted({k for spec in specs[1:] for k in spec.keys() | specs[0].keys() if spec.get(k) != specs[0].get(k)})
+        return (f" (note: the runs differ beyond their seed: {', '.join(differ)})", "yellow") if differ else ""
+
+    # -- the worker's messages ----------------------------------------------------------------------
+    def on_probes_pane_progress(self, message: Progress) -> None:
+        if message.serial != self._serial or self._fitting is None:
+            return
+        bar = self.query_one("#probe-progress", ProgressBar)
+        bar.update(total=max(message.total, 1), progress=message.done)
+        self._status(f"fitting probes: {message.what} ({message.done}/{message.total} layers)")
+
+    async def on_probes_pane_finished(self, message: Finished) -> None:
+        if message.serial is None:  # a cache lookup: only if it still answers the controls
+            if message.request != self.current_request():
+                return
+        elif message.serial != self._serial or self._fitting is None:
+            return  # a fit since superseded or cancelled
+        else:
+            self._fitting = None
+            self._set_busy(False)
+        await self._show_results(message)
+
+    def on_probes_pane_failed(self, message: Failed) -> None:
+        if message.serial is None:  # a cache lookup: quiet while a fit runs or when it answers old controls
+            if self._fitting is not None or message.request != self.current_request():
+                return
+            self._status((message.text, "red") if message.text else
+                         f"f: fit probes for {message.request.describe()} (the store has no cached result)")
+            return
+        if message.serial != self._serial:
+            return
+        if self._fitting is None or message.cancelled:  # the researcher cancelled it: the thread has stopped
+            self._status(("cancelled", "yellow"), ": the fit stopped; press f to fit again")
+            return
+        self._fitting = None
+        self._set_busy(False)
+        self._status((message.text, "red"))
+        self.app.notify(message.text, title="probes", severity="error")
+
+    def _set_busy(self, busy: bool) -> None:
+        self.query_one("#probe-progress", ProgressBar).display = busy
+        self.query_one("#probe-cancel", Button).disabled = not busy
+
+    def _status(self, *parts: str | tuple[str, str]) -> None:
+        """One line (it may wrap): plain strings and (text, style) pairs, never parsed as markup."""
+        self.query_one("#probe-status", Static).update(Text.assemble(*parts))
+
+    # -- results --------------------------------------------------------------------------------
+    async def _show_results(self, message: Finished) -> None:
+        from store.probes import COLUMNS, LABELS
+
+        request, df, agg = message.request, message.df, message.agg
+        self.request, self.models, self.table_df, self.results = request, message.models, df, agg
+        several = len(request.runs) > 1
+        runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean ± std)"
+        self.query_one("#probe-caption", Static).update(Text.assemble(
+            (request.attribute, "bold"), f" · {request.bio} · {runs} · {int(df['n_classes'].iloc[0])} classes · "
+            f"train {request.train_split} ({int(df['n_train'].iloc[0])}) → test {request.test_split} "
+            f"({int(df['n_test'].iloc[0])})"))
+        # No timings here: the same fit reads the same (snapshots).
+        source = ("probes from the store's cache" if message.cached == message.units else
+                  "probes fitted" + (f" ({message.cached} of {message.units} from the cache)" if message.cached else ""))
+        self._status(source, self._seed_note(request) if message.serial is not None else "")
+        table = self.query_one("#probe-table", DataTable)
+        table.clear(columns=True)
+        table.add_columns("model", "layer", *(LABELS[k] for k in COLUMNS))
+        for model in message.models:
+            for _, r in agg[agg["model"] == model].iterrows():
+                table.add_row(model, str(int(r["layer"])), *(cell(r, k, several) for k in COLUMNS))
+        box = self.query_one("#probe-charts", Horizontal)
+        want = [f"probe-chart-{m}" for m in message.models]
+        if [c.id for c in box.children] != want:
+            await box.remove_children()
+            await box.mount(*(PlotextPlot(id=i, classes="probe-chart") for i in want))
+        self._draw()
+
+    def _draw(self) -> None:
+        """One chart per model: the emphasised probes' accuracies and Δrep, Δmech across layers."""
+        if self.results is None:
+            return
+        from store.figures import NAMES
+        from store.probes import LABELS
+
+        agg = self.results
+        lines = EMPHASIS_LINES[str(self.query_one("#probe-emphasis", Select).value)] + DELTAS
+        self.chart_data = {}
+        for model in self.models:
+            rows = agg[agg["model"] == model]
+            layers = [int(x) for x in rows["layer"]]
+            n = int(rows["runs"].iloc[0])
+            title = f"{NAMES.get(model, model)} ({n} run{'s' if n > 1 else ''})"
+            series = {k: [float(v) for v in rows[k]] for k in lines}
+            self.chart_data[model] = {"title": title, "layers": layers, "series": series}
+            plot = self._plot_for(model)
+            if plot is None:
+                continue
+            plt = plot.plt
+            try:
+                plt.clear_figure()
+                plt.title(title)
+                plt.xlabel("layer")
+                plt.ylim(0, 100)
+                plt.yticks([0, 25, 50, 75, 100])
+                plt.xticks(layers[:: -(-len(layers) // 12)])  # at most about 12 ticks
+                for k, values in series.items():
+                    plt.plot(layers, values, label=LABELS[k], color=COLORS[k], marker="braille")
+            except Exception as err:  # noqa: BLE001 - the table still holds the numbers
+                self._status((f"cannot draw the chart: {_one_line(err)}", "red"))
+            plot.refresh()
+        self._layout_charts()
+
+    def _plot_for(self, model: str) -> PlotextPlot | None:
+        for child in self.query_one("#probe-charts", Horizontal).children:
+            if child.id == f"probe-chart-{model}":
+                return child  # type: ignore[return-value]
+        return None
+
+    def _layout_charts(self) -> None:
+        """Side by side where each gets MIN_CHART_WIDTH columns; else one, `m` switches."""
+        box = self.query_one("#probe-charts", Horizontal)
+        width = box.size.width or self.size.width
+        one = len(self.models) > 1 and width < MIN_CHART_WIDTH * len(self.models)
+        if self._chart_model not in self.models:
+            self._chart_model = self.models[0] if self.models else None
+        for child in box.children:
+            child.display = not one or child.id == f"probe-chart-{self._chart_model}"
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._layout_charts)
+
+    def visible_models(self) -> list[str]:
+        box = self.query_one("#probe-charts", Horizontal)
+        return [m for m in self.models if any(c.id == f"probe-chart-{m}" and c.display for c in box.children)]
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

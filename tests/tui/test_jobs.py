@@ -1,0 +1,180 @@
+"""The Jobs screen as a researcher uses it: a form that refuses bad settings with a reason, jobs that
+outlive the app, a reopened app that finds them, cancel, resume, the live log, a broken run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+from textual.widgets import DataTable, Input, Log, Static
+
+from factrecall_tui.app import FactrecallApp
+from factrecall_tui.jobs_pane import JobsPane
+from factrecall_tui.launch import LaunchScreen
+from jobs.queue import live_pid, queued_runs
+from tests.conftest import run_cli
+from tests.tui.workspace import fixed_workspace, hold
+
+
+async def until(pilot, condition, timeout: float, what: str):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if value := condition():
+            return value
+        await pilot.pause(0.2)
+    raise AssertionError(f"waited {timeout:.0f} s for {what}")
+
+
+def status_of(app: FactrecallApp, name: str) -> str | None:
+    run = app.query_one(JobsPane).runs.get(name)
+    return run.status if run else None
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    widget = pilot.app.screen.query_one(selector, Input)
+    widget.focus()
+    widget.value = ""
+    await pilot.press(*text)
+
+
+def test_the_launch_form_says_what_is_wrong_before_anything_is_launched(tmp_path):
+    ws = tmp_path / "ws"
+
+    async def session():
+        app = FactrecallApp(ws, scan_every=0)
+        async with app.run_test(size=(100, 34)) as pilot:
+            await pilot.press("n")
+            await pilot.pause()
+            form = app.screen
+            assert isinstance(form, LaunchScreen)
+            plan = form.query_one("#plan", Static)
+            assert "queues 1 run" in str(plan.render()) and "cpu-stage+mix-s0" in str(plan.render())
+            for selector, text, message in [
+                ("#seeds", "0 x", "seeds 'x'"),
+                ("#seeds", "1 1", "seeds repeat"),
+                ("#people", "1", "data.people"),
+                ("#model", "/no/such/checkpoint", "no Hugging Face checkpoint there"),
+                ("#settings", "train.mix.epochs", "write KEY=VALUE"),
+                ("#settings", "train.mix.epoch=3", "train.mix.epoch"),
+            ]:
+                await type_into(pilot, selector, text)
+                await pilot.pause()
+                assert message in str(plan.render()), (text, str(plan.render()))
+                await pilot.press("ctrl+s")  # refused: the form stays, nothing is written
+                assert app.screen is form and not (ws / "runs").exists()
+                form.query_one(selector, Input).value = {"#seeds": "0"}.get(selector, "")
+            await type_into(pilot, "#seeds", "0-2")
+            await type_into(pilot, "#people", "8")
+            await pilot.pause()
+            assert "queues 3 runs" in str(plan.render())
+            await pilot.press("escape")
+            assert not isinstance(app.screen, LaunchScreen) and not (ws / "runs").exists()
+
+    asyncio.run(session())
+
+
+def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path):
+    ws = tmp_path / "ws"
+    name = "long"
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--name", name, "--set", "train.bio.epochs=2000") == 0
+
+    async def first():
+        app = FactrecallApp(ws, scan_every=0.3)
+        async with app.run_test(size=(110, 30)) as pilot:
+            await until(pilot, lambda: status_of(app, name) == "running"
+                        and app.query_one(JobsPane).runs[name].progress.get("eta_s") is not None
+                        and app.query_one(JobsPane).runs[name].progress.get("step") == "train-bio", 60, "the job to train")
+            cell = str(app.query_one(DataTable).get_cell(name, "progress"))
+            assert "train-bio 5/11" in cell and "ETA" in cell
+            await pilot.press("l")  # its live log
+            await pilot.pause(1.0)
+            log = app.screen.query_one("#job-out", Log)
+            assert any("resume long" in line for line in log.lines)
+            await pilot.press("escape")
+        # The app is closed; the job is not.
+
+    asyncio.run(first())
+    pid = live_pid(ws / "runs" / name)
+    assert pid is not None and pid != os.getpid()
+
+    async def second():
+        app = FactrecallApp(ws, scan_every=0.3)
+        async with app.run_test(size=(110, 30)) as pilot:
+            await until(pilot, lambda: status_of(app, name) == "running", 10, "the reopened app to find the job")
+            assert app.query_one(JobsPane).selected.pid == pid
+            await pilot.press("c")
+            await until(pilot, lambda: status_of(app, name) == "interrupted", 30, "the job to stop")
+            assert "interrupted" in str(app.query_one("#job-detail", Static).render())
+            await pilot.press("r")  # resume: queued, then running from its last checkpoint
+            await until(pilot, lambda: status_of(app, name) == "running", 30, "the resumed job")
+            await pilot.press("c")
+            await until(pilot, lambda: status_of(app, name) == "interrupted", 30, "the job to stop again")
+
+    asyncio.run(second())
+    assert queued_runs(ws) == {}
+
+
+def test_every_status_shows_and_a_broken_run_is_a_message_not_a_crash(tmp_path):
+    ws = fixed_workspace(tmp_path / "ws")
+    (ws / "runs" / "garbled").mkdir()
+    (ws / "runs" / "garbled" / "spec.json").write_text("{not json")
+    fd = hold(ws / "runs" / "tiny-stage+mix-s1")
+
+    async def session():
+        app = FactrecallApp(ws, scan_every=0)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: app.query_one(JobsPane).runs, 10, "the scan")
+            pane = app.query_one(JobsPane)
+            assert {n: r.status for n, r in pane.runs.items()} == {
+                "garbled": "broken", "tiny-stage+mix-s1": "running", "tiny-qa-s0": "new", "tiny-bio-s0": "queued",
+                "tiny-stage-s0": "stopped", "tiny-mix-s0": "failed", "cpu-stage+mix-s0": "done",
+                "cpu-stage+mix-s1": "done", "cpu-stage+mix-s2": "done"}
+            table = app.query_one(DataTable)
+            assert "50% train-mix 9/11 · ETA 3m12s" in str(table.get_cell("tiny-stage+mix-s1", "progress"))
+            pane.focus_run("garbled")
+            await pilot.pause()
+            assert "cannot read this run" in str(app.query_one("#job-detail", Static).render())
+            pane.focus_run("tiny-mix-s0")
+            await pilot.pause()
+            assert "more than train.row_len=288" in str(app.query_one("#job-detail", Static).render())
+            await pilot.press("c")  # a failed run has nothing to cancel: said, not done
+            await pilot.pause()
+            assert status_of(app, "tiny-mix-s0") == "failed"
+            pane.focus_run("tiny-bio-s0")
+            await pilot.press("c")
+            app.rescan()
+            await until(pilot, lambda: status_of(app, "tiny-bio-s0") == "new", 10, "the run off the queue")
+
+    try:
+        asyncio.run(session())
+    finally:
+        os.close(fd)
+
+
+def test_hundreds_of_runs_scan_fast_and_the_first_frame_needs_no_torch(tmp_path):
+    ws = fixed_workspace(tmp_path / "ws")
+    src = ws / "runs" / "cpu-stage+mix-s1"
+    for i in range(300):
+        dst = ws / "runs" / f"sweep-{i:03d}"
+        dst.mkdir()
+        for f in ("spec.json", "metrics.json", "events.jsonl"):
+            (dst / f).write_bytes((src / f).read_bytes())
+    code = ("import sys; from factrecall_tui.app import FactrecallApp; "
+            "from factrecall_tui.runs import Scanner; s = Scanner(__import__('pathlib').Path(sys.argv[1])); "
+            "runs = s.scan(); again = s.scan(); print(len(runs), len(again), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(ws)], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["308", "308", "False"]
+
+    async def session():
+        app = FactrecallApp(ws, scan_every=0)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: len(app.query_one(JobsPane).runs) == 308, 20, "the scan")
+            assert app.query_one(DataTable).row_count == 308
+            for key in ("2", "3", "4", "1"):
+                await pilot.press(key)
+                await pilot.pause()
+
+    asyncio.run(session())

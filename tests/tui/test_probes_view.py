@@ -1,0 +1,287 @@
+"""The Probes pane as a researcher uses it: choose runs, attribute and BIO format, fit, read the
+chart and table, and get the same numbers as `factrecall-jobs probe`."""
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from textual.app import App
+from textual.widgets import DataTable, Footer, Select, SelectionList, Static
+
+import factrecall_tui.probes as probes_view
+from factrecall_tui.probes import ProbesPane
+from factrecall_tui.runs import scan
+from jobs.cli import main
+
+CSS = str(Path(probes_view.__file__).with_name("probes.tcss"))
+
+
+class Host(App):
+    CSS_PATH = CSS
+
+    def __init__(self, workspace: Path, focus: str | None = None):
+        super().__init__()
+        self.workspace = workspace
+        self.focus = focus
+        self.notes: list[tuple[str, str]] = []
+
+    def compose(self):
+        pane = ProbesPane(id="probes")
+        if self.focus:  # the app may call show and focus_run before the pane is mounted
+            pane.show(scan(self.workspace))
+            pane.focus_run(self.focus)
+        yield pane
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(ProbesPane).show(scan(self.workspace))
+
+    def notify(self, message, *, title="", severity="information", **kwargs):  # noqa: D102 - remembered for asserts
+        self.notes.append((severity, str(message)))
+        super().notify(message, title=title, severity=severity, **kwargs)
+
+
+def _workspace(tiny_run: Path, tmp_path: Path, *names: str) -> Path:
+    ws = tmp_path / "ws"
+    for name in names or (tiny_run.name,):
+        shutil.copytree(tiny_run, ws / "runs" / name, ignore=shutil.ignore_patterns("checkpoints", "run.lock"))
+    return ws
+
+
+def _cli(ws: Path, runs: list[str], attribute: str, bio: str, out: Path) -> pd.DataFrame:
+    """What `factrecall-jobs probe` computes (fitted anew: --no-cache), as its CSV."""
+    csv = out / f"cli-{attribute}-{bio}.csv"
+    assert main(["--workspace", str(ws), "probe", *runs, "--attribute", attribute, "--bio", bio, "--csv", str(csv),
+                 "--out", str(out / "probe.png"), "--no-cache"]) == 0
+    return pd.read_csv(csv)
+
+
+def _cli_cells(df: pd.DataFrame, several: bool = False) -> list[list[str]]:
+    """The CLI's table rows (model, layer, its formatted cells), from its CSV as cmd_probe makes them."""
+    from store.probes import COLUMNS, summary
+
+    agg = summary(df)
+    out = []
+    for model in dict.fromkeys(df["model"]):
+        for _, r in agg[agg["model"] == model].iterrows():
+            cells = []
+            for key in COLUMNS:
+                digits = 3 if key in ("cosine", "cka") else 1
+                cells.append(f"{r[key]:.{digits}f}" + (f"±{r[key + '_std']:.{digits}f}" if several else ""))
+            out.append([model, str(int(r["layer"])), *cells])
+    return out
+
+
+def _cells(table: DataTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def _status(pane: ProbesPane) -> str:
+    return str(pane.query_one("#probe-status", Static).render())
+
+
+async def _until(pilot, condition, timeout: float = 30.0) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        await pilot.pause(0.05)
+
+
+async def _fit(app: Host, pilot, pane: ProbesPane) -> None:
+    """Press f as the researcher does, and wait for the worker and for the pane to show its end."""
+    await pilot.press("f")
+    await app.workers.wait_for_complete()
+    await _until(pilot, lambda: pane._fitting is None)
+    await pilot.pause()
+
+
+def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny_run, tmp_path, monkeypatch):
+    ws = _workspace(tiny_run, tmp_path)
+    run = tiny_run.name
+    cli = _cli(ws, [run], "employer", "short", tmp_path)
+
+    async def session():
+        app = Host(ws)
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(ProbesPane)
+            await pilot.pause()
+            # The newest run with a store is chosen; the researcher picks the attribute from the
+            # select (a click, then the next option) and BIO_short with `b`.
+            assert pane.selected_runs() == [run]
+            await pilot.click("#probe-attribute")
+            await pilot.press("down", "enter")
+            await pilot.pause()
+            assert pane.query_one("#probe-attribute", Select).value == "employer"
+            pane.query_one("#probe-runs").focus()
+            await pilot.press("b")
+            assert pane.query_one("#probe-bio", Select).value == "bio_short"
+            await _fit(app, pilot, pane)
+
+            assert "fitted" in _status(pane), _status(pane)
+            assert _cells(pane.query_one("#probe-table", DataTable)) == _cli_cells(cli)
+            assert pane.query_one("#probe-table", DataTable).ordered_columns[2].label.plain == "Acc(hQA·WQA)"
+            assert list(pane.chart_data) == ["stage", "mix"]
+            for model, chart in pane.chart_data.items():
+                rows = cli[cli["model"] == model]
+                assert chart["layers"] == rows["layer"].tolist()
+                assert list(chart["series"]) == ["acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio",
+                                                 "delta_rep", "delta_mech"]
+                for key, values in chart["series"].items():
+                    assert values == pytest.approx(rows[key].tolist())
+            assert pane.results["acc_qa_wqa"].tolist() == pytest.approx(cli["acc_qa_wqa"].tolist())
+
+            # 80 columns: one model's chart at a time; `m` switches to the other.
+            assert pane.visible_models() == ["stage"]
+            await pilot.press("m")
+            assert pane.visible_models() == ["mix"]
+            # `w`: only W_QA's lines (and the deltas); nothing is fitted again.
+            results = pane.results
+            await pilot.press("w")
+            await pilot.pause()
+            assert pane.results is results
+            assert list(pane.chart_data["mix"]["series"]) == ["acc_qa_wqa", "acc_bio_wqa", "delta_rep", "delta_mech"]
+
+            # Another attribute: not cached, so the pane says to fit it and keeps showing employer.
+            await pilot.press("a")
+            await _until(pilot, lambda: "f: fit" in _status(pane))
+            assert pane.query_one("#probe-attribute", Select).value == "blood_type"
+            assert pane.request.attribute == "employer"
+            await _fit(app, pilot, pane)
+            assert pane.request.attribute == "blood_type"
+
+            # From here on no probe may be fitted: what follows comes from the store's cache.
+            def no_fit(*args, **kwargs):
+                raise AssertionError("fitted although the store has the result")
+
+            import store.probes
+
+            monkeypatch.setattr(store.probes, "fit", no_fit)
+            # Back to employer (blood_type -> birth_date -> ... -> employer): shown at once, without f.
+            await pilot.press(*"aaaaa")
+            assert pane.query_one("#probe-attribute", Select).value == "employer"
+            await _until(pilot, lambda: pane.request.attribute == "employer", timeout=5)
+            assert _cells(pane.query_one("#probe-table", DataTable)) == _cli_cells(cli)
+            # And f with the same settings: served from the cache.
+            shown = pane.results
+            await _fit(app, pilot, pane)
+            assert pane.results is not shown
+            assert "cache" in _status(pane), _status(pane)
+            assert _cells(pane.query_one("#probe-table", DataTable)) == _cli_cells(cli)
+
+    asyncio.run(session())
+
+
+def test_several_runs_are_seeds_mean_and_std_as_the_cli(tiny_run, tmp_path):
+    ws = _workspace(tiny_run, tmp_path, "seed-a", "seed-[b]", "seed-c")  # a name that is not markup
+    cli = _cli(ws, ["seed-a", "seed-[b]"], "job", "long", tmp_path)
+
+    async def session():
+        app = Host(ws)
+        async with app.run_test(size=(200, 50)) as pilot:
+            pane = app.query_one(ProbesPane)
+            await pilot.pause()
+            box = pane.query_one("#probe-runs", SelectionList)
+            box.focus()
+            pane.focus_run("seed-a")
+            box.highlighted = pane._names.index("seed-[b]")
+            await pilot.press("space")
+            await pilot.pause()
+            assert sorted(pane.selected_runs()) == ["seed-[b]", "seed-a"]
+            await _fit(app, pilot, pane)
+            cells = _cells(pane.query_one("#probe-table", DataTable))
+            assert cells == _cli_cells(cli, several=True)
+            assert "±" in cells[0][2]
+            assert pane.results["runs"].tolist() == [2] * len(pane.results)
+            # A rescan keeps the choice, and a wide terminal shows Stage and Mix side by side.
+            pane.show(scan(ws))
+            await pilot.pause()
+            assert sorted(pane.selected_runs()) == ["seed-[b]", "seed-a"]
+            assert pane.visible_models() == ["stage", "mix"]
+
+    asyncio.run(session())
+
+
+def test_cancel_stops_the_fit_and_the_pane_stays_usable(tiny_run, tmp_path, monkeypatch):
+    ws = _workspace(tiny_run, tmp_path)
+    import store.probes
+
+    real_fit, calls = store.probes.fit, []
+
+    def slow_fit(*args, **kwargs):
+        calls.append(time.monotonic())
+        time.sleep(0.5)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(store.probes, "fit", slow_fit)
+
+    async def session():
+        app = Host(ws)
+        async with app.run_test(size=(100, 30)) as pilot:
+            pane = app.query_one(ProbesPane)
+            await pilot.pause()
+            pane.query_one("#probe-runs").focus()
+            await pilot.press("f")
+            await _until(pilot, lambda: len(calls) >= 1)
+            assert "fitting" in _status(pane)
+            await pilot.press("escape")
+            await pilot.pause()
+            assert "cancelled" in _status(pane)
+            await _until(pilot, pane.idle.is_set, timeout=5)
+            await pilot.pause(0.1)
+            # 2 layers x 2 models x 2 probes would be 8 fits; the thread stopped after the first layer.
+            assert len(calls) <= 4
+            assert pane.results is None and pane.chart_data == {}
+            assert "cancelled" in _status(pane)
+            # Usable: a fit now runs to the end.
+            monkeypatch.setattr(store.probes, "fit", real_fit)
+            await _fit(app, pilot, pane)
+            assert pane.results is not None and "fitted" in _status(pane)
+
+    asyncio.run(session())
+
+
+def test_runs_without_a_store_and_broken_stores_say_so(tiny_run, tmp_path):
+    import zarr
+
+    ws = _workspace(tiny_run, tmp_path, "good", "broken", "undumped")
+    shutil.rmtree(ws / "runs" / "broken" / "activations.zarr" / "label")
+    written = zarr.open_array(str(ws / "runs" / "undumped" / "activations.zarr" / "written"), mode="r+")
+    written[...] = False  # a dump that has not written any model yet
+    bare = ws / "runs" / "bare"
+    bare.mkdir()
+    (bare / "spec.json").write_text((tiny_run / "spec.json").read_text())
+
+    async def session():
+        app = Host(ws, focus="broken")
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(ProbesPane)
+            await pilot.pause()
+            assert sorted(pane._names) == ["broken", "good", "undumped"]  # only runs with a store are offered
+            assert pane.selected_runs() == ["broken"]  # focus_run before mounting took effect
+            pane.focus_run("bare")
+            assert "no activation store" in _status(pane)
+            assert pane.selected_runs() == ["broken"]
+            pane.query_one("#probe-runs").focus()
+            await _fit(app, pilot, pane)
+            assert "truncated" in _status(pane) and pane.results is None
+            assert app.notes and app.notes[-1][0] == "error"
+            pane.focus_run("undumped")
+            await pilot.pause()
+            await _fit(app, pilot, pane)
+            assert "no dumped trained model" in _status(pane) and pane.results is None
+            pane.focus_run("good")
+            await pilot.pause()
+            await _fit(app, pilot, pane)
+            assert pane.results is not None
+
+    asyncio.run(session())
+
+
+def test_importing_the_pane_does_not_import_torch():
+    code = "import sys, factrecall_tui.probes; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
