@@ -72,7 +72,7 @@ class JobsPane(Vertical):
                 old = self._rows[run.name]
                 for key, new, was in zip(COLUMNS, cells, old):
                     if str(new) != str(was) or (isinstance(new, Text) and new.spans != was.spans):
-                        table.update_cell(run.name, key, new)
+                        table.update_cell(run.name, key, new, update_width=True)
                 self._rows[run.name] = cells
         self._detail()
 

@@ -97,6 +97,7 @@ class LaunchScreen(ModalScreen[list[str]]):
                 yield Button("Cancel", id="cancel-button", compact=True)
 
     def on_mount(self) -> None:
+        self.query_one("#preset").focus()
         self._check()
 
     # -- validation ------------------------------------------------------------------------------
@@ -135,7 +136,8 @@ class LaunchScreen(ModalScreen[list[str]]):
         existing = [n for n in names if (self.workspace / "runs" / n / "spec.json").exists()]
         note = (f" ({len(existing)} of them exist{'s' if len(existing) == 1 else ''} and resume{'s' if len(existing) == 1 else ''})"
                 if existing else "")
-        plan.update(f"[green]✓[/] queues {len(names)} run{'s' if len(names) > 1 else ''}{note}: {', '.join(names)}")
+        shown = ", ".join(names[:3]) + (f" … and {len(names) - 3} more" if len(names) > 3 else "")
+        plan.update(f"[green]✓[/] queues {len(names)} run{'s' if len(names) > 1 else ''}{note}: {shown}")
         plan.set_class(False, "-error")
         return True
 
