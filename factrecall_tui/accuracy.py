@@ -70,19 +70,6 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else 0.0  # np.mean, as jobs.report.cell: the same float
 
 
-def _membership(paths: list[Path], specs: dict[Path, object]) -> list[list[Path]]:
-    """The run folders behind each group `load_groups(paths)` returns, in the same order: the same
-    keys (configuration hash, copy number) in the same order of first appearance."""
-    members: dict[tuple[str, int], list[tuple[Path, object]]] = {}
-    for path in paths:
-        spec = specs[path]
-        copy = 0
-        while spec.seed in {s.seed for _, s in members.get((spec.config_hash(), copy), [])}:
-            copy += 1
-        members.setdefault((spec.config_hash(), copy), []).append((path, spec))
-    return [[p for p, _ in runs] for runs in members.values()]
-
-
 def build_tables(paths: list[Path]) -> Tables:
     """Both figures' rows for the run folders `paths` (blocking file reads: call it off the UI
     thread). A run whose spec cannot be read, or a group whose metrics lack a number, is left out
@@ -99,11 +86,9 @@ def build_tables(paths: list[Path]) -> Tables:
         groups = load_groups(good)
     except Exception as err:  # noqa: BLE001 - e.g. a metrics.json that is not JSON
         return Tables([], [*notes, f"cannot group the runs: {_first_line(err)}"])
-    members = _membership(good, specs)
-    if [sorted(s.seed for s in (specs[p] for p in m)) for m in members] != [sorted(g.seeds) for g in groups]:
-        members = [[] for _ in groups]  # grouping rules changed under us: focus_run falls back to labels
     out: list[GroupRows] = []
-    for group, runs in zip(groups, members):
+    for group in groups:
+        runs = group.paths
         try:
             n = len(group.metrics)
             models = [m for m in MODELS if any(m in metrics for metrics in group.metrics)]

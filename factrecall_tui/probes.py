@@ -87,20 +87,11 @@ def store_attributes(run_path: Path) -> tuple[str, ...] | None:
     return attributes or None
 
 
-def cell(row: Any, key: str, several: bool) -> str:
-    """One table cell as `factrecall-jobs probe` prints it."""
-    digits = 3 if key in ("cosine", "cka") else 1
-    text = f"{row[key]:.{digits}f}"
-    if several:
-        text += f"±{row[key + '_std']:.{digits}f}"
-    return text
-
-
 def pick_models(stores: list) -> list[str]:
-    """Stage and Mix where every store has them dumped, else every dumped trained model (cmd_probe)."""
-    dumped = [set(s.dumped_models()) for s in stores]
-    models = [m for m in ("stage", "mix") if all(m in d for d in dumped)] or \
-        [m for m in stores[0].models if m != "untrained" and all(m in d for d in dumped)]
+    """The models `factrecall-jobs probe` picks when none are named (store.probes.default_models)."""
+    from store.probes import default_models
+
+    models = default_models(stores)
     if not models:
         raise _Problem("these stores share no dumped trained model; `factrecall-jobs dump RUN` writes them")
     return models
@@ -449,8 +440,7 @@ class ProbesPane(Widget):
                 rows = probes.sweep(s, model, settings, cache=True, progress=progress)
                 cached += not fitted[0]
             else:
-                cached_rows = getattr(probes, "_cached", None)  # store.probes' own cache reader
-                rows = cached_rows(s, probes.cache_key(s, model, settings)) if cached_rows else None
+                rows = probes.cached(s, model, settings)
                 if rows is None:
                     self.post_message(self.Failed(None, request, "", cancelled=False))
                     return
@@ -516,7 +506,7 @@ class ProbesPane(Widget):
 
     # -- results --------------------------------------------------------------------------------
     async def _show_results(self, message: Finished) -> None:
-        from store.probes import COLUMNS, LABELS
+        from store.probes import COLUMNS, LABELS, format_cell  # loaded already, by the worker that made these
 
         request, df, agg = message.request, message.df, message.agg
         self.request, self.models, self.table_df, self.results = request, message.models, df, agg
@@ -535,7 +525,7 @@ class ProbesPane(Widget):
         table.add_columns("model", "layer", *(LABELS[k] for k in COLUMNS))
         for model in message.models:
             for _, r in agg[agg["model"] == model].iterrows():
-                table.add_row(model, str(int(r["layer"])), *(cell(r, k, several) for k in COLUMNS))
+                table.add_row(model, str(int(r["layer"])), *(format_cell(r, k, several) for k in COLUMNS))
         box = self.query_one("#probe-charts", Horizontal)
         want = [f"probe-chart-{m}" for m in message.models]
         if [c.id for c in box.children] != want:

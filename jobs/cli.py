@@ -234,7 +234,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_probe(args: argparse.Namespace) -> None:
     import store
     from store.figures import probe_figure
-    from store.probes import COLUMNS, LABELS, ProbeSettings, summary, table
+    from store.probes import COLUMNS, LABELS, ProbeSettings, default_models, format_cell, summary, table
 
     paths = [_store_of(_workspace(args), r) for r in args.runs]
     stores = [store.open(p) for p in paths]
@@ -244,8 +244,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         if args.attribute not in s.attributes:
             raise FactrecallError(f"unknown attribute {args.attribute!r}: choose one of {', '.join(s.attributes)}")
     dumped = [set(s.dumped_models()) for s in stores]
-    models = args.models or [m for m in ("stage", "mix") if all(m in d for d in dumped)] or \
-        [m for m in stores[0].models if m != "untrained" and all(m in d for d in dumped)]
+    models = args.models or default_models(stores)
     missing = [(s.meta.get("run", s.url), m) for s, d in zip(stores, dumped) for m in models if m not in d]
     if missing:
         raise FactrecallError(f"run {missing[0][0]} has no dumped model {missing[0][1]!r}; "
@@ -268,14 +267,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         for key in COLUMNS:
             t.add_column(LABELS[key], justify="right")
         for _, r in rows.iterrows():
-            cells = []
-            for key in COLUMNS:
-                digits = 3 if key in ("cosine", "cka") else 1
-                cell = f"{r[key]:.{digits}f}"
-                if several:
-                    cell += f"±{r[key + '_std']:.{digits}f}"
-                cells.append(cell)
-            t.add_row(str(int(r["layer"])), *cells)
+            t.add_row(str(int(r["layer"])), *(format_cell(r, key, several) for key in COLUMNS))
         console.print(t)
     if args.csv:
         df.to_csv(args.csv, index=False)

@@ -43,6 +43,7 @@ class Group:
     seeds: list[int]
     metrics: list[dict]
     spec: ExperimentSpec  # the first run's; the others differ only in the seed
+    paths: list[Path]     # the run folders, in the order of `seeds`
 
     def values(self, model: str, eval_set: str, column: str) -> list[float]:
         return [m[model][eval_set][column] for m in self.metrics if model in m and eval_set in m[model]]
@@ -63,7 +64,8 @@ def load_groups(paths: list[Path]) -> list[Group]:
     for runs in members.values():
         path, spec = runs[0]
         label = path.name if len(runs) == 1 else path.name.replace(f"-s{spec.seed}", "-s*", 1)
-        groups.append(Group(label, [s.seed for _, s in runs], [read_metrics(p) for p, _ in runs], spec))
+        groups.append(Group(label, [s.seed for _, s in runs], [read_metrics(p) for p, _ in runs], spec,
+                            [p for p, _ in runs]))
     return groups
 
 

@@ -220,6 +220,30 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
     return out
 
 
+def cached(s: ActivationStore, model: str, settings: ProbeSettings) -> list[dict] | None:
+    """The rows `sweep(s, model, settings)` left in the store's cache, or None: a look that computes
+    nothing (what the TUI shows before a fit is asked for)."""
+    return _cached(s, cache_key(s, model, settings))
+
+
+def default_models(stores: Sequence[ActivationStore]) -> list[str]:
+    """The models to probe when none are named: stage and mix where every store has them dumped,
+    else every trained model all of them have (empty when they share none)."""
+    dumped = [set(s.dumped_models()) for s in stores]
+    return [m for m in ("stage", "mix") if all(m in d for d in dumped)] or \
+        [m for m in stores[0].models if m != "untrained" and all(m in d for d in dumped)]
+
+
+def format_cell(row, key: str, several: bool) -> str:
+    """One number of a summary row as tables show it: 1 decimal (3 for cosine and CKA), ±std over
+    runs when there are several."""
+    digits = 3 if key in ("cosine", "cka") else 1
+    text = f"{row[key]:.{digits}f}"
+    if several:
+        text += f"±{row[key + '_std']:.{digits}f}"
+    return text
+
+
 def _cached(s: ActivationStore, key: str) -> list[dict] | None:
     try:
         group = zarr.open_group(s.url, mode="r", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
