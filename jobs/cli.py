@@ -221,7 +221,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     s = store.open(_store_of(_workspace(args), args.run))
     if not s.complete():
-        err_console.print(f"[yellow]note:[/yellow] the store is not completely dumped; unwritten vectors stay NaN "
+        err_console.print("[yellow]note:[/yellow] the store is not completely dumped; unwritten vectors stay NaN "
                           "(the `written` array says which)", soft_wrap=True)
     from rich.progress import Progress
 
