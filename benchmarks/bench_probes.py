@@ -23,17 +23,7 @@ import torch
 
 import store
 from store.probes import ProbeSettings, accuracy, fit, sweep
-
-
-def timed(fn, repeats: int = 3):
-    """(median seconds, last result) of `repeats` calls after one warm-up."""
-    out = fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), out
+from timing import timed
 
 
 def main() -> None:

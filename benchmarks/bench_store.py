@@ -37,17 +37,7 @@ from jobs.pipeline import load_prompts, make_data, make_init, make_tokenizer
 from jobs.runfolder import RunFolder
 from jobs.spec import build_spec
 from store import Layout, Writer
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `repeats` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import timed
 
 
 def folder_bytes(path: Path) -> int:
@@ -106,12 +96,12 @@ def bench_read(url: Path, model: str, tmp: Path, repeats: int, label: str) -> li
     np.save(raw, s.acts("qa", layer, "job", model=model))
     plain = zarr.open_array(Path(url) / "resid_mid", mode="r")
     ds = xr.open_zarr(url)
-    t_npy = timed(lambda: np.load(raw), repeats)
+    t_npy = timed(lambda: np.load(raw), repeats)[0]
     rows = [
-        ("store.open(...).acts", t_npy, timed(lambda: s.acts("qa", layer, "job", model=model), repeats)),
-        ("plain zarr, arr[m, f, l, a]", t_npy, timed(lambda: plain[m, f, layer, a], repeats)),
+        ("store.open(...).acts", t_npy, timed(lambda: s.acts("qa", layer, "job", model=model), repeats)[0]),
+        ("plain zarr, arr[m, f, l, a]", t_npy, timed(lambda: plain[m, f, layer, a], repeats)[0]),
         ("xarray .sel(...).values", t_npy,
-         timed(lambda: ds.resid_mid.sel(model=model, format="qa", layer=layer, attribute="job").values, repeats)),
+         timed(lambda: ds.resid_mid.sel(model=model, format="qa", layer=layer, attribute="job").values, repeats)[0]),
     ]
     np.testing.assert_array_equal(np.load(raw), plain[m, f, layer, a])
     return rows

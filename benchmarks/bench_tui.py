@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from timing import timed  # noqa: E402 - benchmarks/ is the script's folder
 
 FIRST_FRAME = textwrap.dedent("""
     import sys, time
@@ -72,15 +73,6 @@ def make_workspace(root: Path, n: int) -> Path:
     return ws
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=300)
@@ -94,11 +86,11 @@ def main() -> None:
         ours = [first_frame(OURS, ws) for _ in range(args.repeats)]
         bare = [first_frame(BARE, ws) for _ in range(args.repeats)]
         specs = lambda: [json.loads(p.read_text()) for p in (ws / "runs").glob("*/spec.json")]  # noqa: E731
-        base = timed(specs, args.repeats)
-        cold = timed(lambda: Scanner(ws).scan(), args.repeats)
+        base = timed(specs, args.repeats)[0]
+        cold = timed(lambda: Scanner(ws).scan(), args.repeats)[0]
         steady_scanner = Scanner(ws)
         steady_scanner.scan()
-        steady = timed(steady_scanner.scan, args.repeats)
+        steady = timed(steady_scanner.scan, args.repeats)[0]
 
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}, "

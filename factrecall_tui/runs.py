@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.queue import live_pid, queued_runs
-from jobs.runfolder import read_metrics
+from jobs.runfolder import read_metrics, tail_events
 
-TAIL_BYTES = 16384
 
 
 @dataclass
@@ -85,24 +84,6 @@ def _phases(strategies: list[str]) -> list[str]:
     return out
 
 
-def _tail_events(path: Path) -> list[dict]:
-    """The events in the last TAIL_BYTES of events.jsonl (enough for the last run and progress events)."""
-    try:
-        with (path / "events.jsonl").open("rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - TAIL_BYTES))
-            text = f.read().decode(errors="replace")
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by the seek, or still being written
-            continue
-    return out
-
-
 def read_run(folder: Path, queued: dict[str, str] | None = None) -> RunSummary:
     """One run folder as the TUI shows it. Never raises: an unreadable folder is status `broken`."""
     try:
@@ -113,7 +94,7 @@ def read_run(folder: Path, queued: dict[str, str] | None = None) -> RunSummary:
         metrics = read_metrics(folder)
     except (OSError, ValueError) as err:
         return RunSummary(folder.name, folder, {}, {}, "broken", error=f"{type(err).__name__}: {err}")
-    events = _tail_events(folder)
+    events = tail_events(folder)
     last_run = next((e for e in reversed(events) if e.get("kind") == "run"), {})
     progress = next((e for e in reversed(events) if e.get("kind") in ("progress", "start")), {})
     done_dir = folder / "done"

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.runfolder import RunFolder, atomic_write_json
+from jobs.runfolder import RunFolder, atomic_write_json, tail_events
 from jobs.spec import ExperimentSpec, build_spec, check_model_path, load_config_file
 
 POLL_S = 0.5
@@ -319,15 +319,10 @@ class Worker:
         folder = self.workspace / "runs" / name
         if live_pid(folder) is not None:  # it never got the folder: another process holds it
             return
+        ends = [e for e in tail_events(folder) if e.get("kind") == "run" and e.get("time", 0) >= since]
+        if ends and ends[-1].get("status") in ("failed", "interrupted", "done"):
+            return
         events = folder / "events.jsonl"
-        with contextlib.suppress(OSError):
-            for line in reversed(events.read_text().splitlines()):
-                with contextlib.suppress(json.JSONDecodeError):
-                    e = json.loads(line)
-                    if e.get("kind") == "run" and e.get("time", 0) >= since:
-                        if e.get("status") in ("failed", "interrupted", "done"):
-                            return
-                        break
         status = "interrupted" if code in INTERRUPTED_CODES else "failed"
         with contextlib.suppress(OSError), events.open("a") as f:
             f.write(json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status,

@@ -181,6 +181,25 @@ class RunFolder:
         atomic_write_json(self.path / "metrics.json", metrics)
 
 
+def tail_events(path: Path, nbytes: int = 16384) -> list[dict[str, Any]]:
+    """The events in the last `nbytes` of run folder `path`'s events.jsonl, oldest first: enough for
+    the last `run` and `progress` events without reading a long run's whole history."""
+    try:
+        with (path / "events.jsonl").open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - nbytes))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by the seek, or still being written
+            continue
+    return out
+
+
 def load_spec(path: Path) -> ExperimentSpec:
     spec_file = path / "spec.json"
     if not spec_file.exists():
