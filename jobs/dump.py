@@ -43,15 +43,25 @@ def checkpoint(run: RunFolder, name: str) -> Path:
     return checkpoint_path(run, "init" if name == UNTRAINED else name)
 
 
-def default_url(run: RunFolder) -> str:
-    return str(run.path / STORE_NAME)
+TRAJECTORY_NAME = "trajectory.zarr"
 
 
-def source(run: RunFolder) -> dict:
+def default_url(run: RunFolder, trajectory: bool = False) -> str:
+    return str(run.path / (TRAJECTORY_NAME if trajectory else STORE_NAME))
+
+
+def store_models(run: RunFolder, trajectory: bool = False) -> list[str]:
+    """The models of the run's activation store, or of its trajectory store (the snapshots)."""
+    from jobs.pipeline import snapshot_models
+
+    return snapshot_models(run) if trajectory else run_models(run)
+
+
+def source(run: RunFolder, names: list[str]) -> dict:
     """What the vectors come from, for the store's fingerprint: the run's spec, each model's weight
     files (size and modification time), and the compute precision (bf16 autocast on a GPU)."""
     weights = {}
-    for name in run_models(run):
+    for name in names:
         files = sorted(checkpoint(run, name).glob("*.safetensors")) + sorted(checkpoint(run, name).glob("*.bin"))
         weights[name] = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     compute = "bfloat16" if models.pick_device(run.spec.device).type == "cuda" else "float32"
@@ -65,7 +75,7 @@ def model_config(run: RunFolder):
 
 def layout_for(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
                dtype: str = "float16", compressor: str = "none", chunk_people: int | None = None,
-               config=None) -> Layout:
+               config=None, names: list[str] | None = None) -> Layout:
     n_attr = len(ATTRIBUTES)
     if len(all_prompts) % n_attr or any(p.attribute != ATTRIBUTES[i % n_attr] or p.person != all_prompts[i - i % n_attr].person
                                         for i, p in enumerate(all_prompts)):
@@ -74,13 +84,14 @@ def layout_for(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[P
     config = config or model_config(run)
     first = np.array([t.first_token_id for t in targets]).reshape(-1, n_attr).T  # (attribute, person)
     answers = np.array([p.answer for p in all_prompts]).reshape(-1, n_attr).T
+    names = names or run_models(run)
     return Layout(
-        models=tuple(run_models(run)), formats=FORMATS, attributes=ATTRIBUTES,
+        models=tuple(names), formats=FORMATS, attributes=ATTRIBUTES,
         layers=config.num_hidden_layers, hidden=config.hidden_size,
         people=np.array([p.person for p in all_prompts[::n_attr]]),
         split=np.array([p.split for p in all_prompts[::n_attr]]),
         label=first, label_text=_token_texts(tok, first), answer=answers,
-        dtype=dtype, compressor=compressor, chunk_people=chunk_people, source=source(run),
+        dtype=dtype, compressor=compressor, chunk_people=chunk_people, source=source(run, names),
     )
 
 
@@ -148,28 +159,32 @@ def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[in
 
 
 def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target], *,
-         models_wanted: list[str] | None = None, url: str | None = None, dtype: str | None = None,
+         trajectory: bool = False, models_wanted: list[str] | None = None, url: str | None = None, dtype: str | None = None,
          compressor: str | None = None, chunk_people: int | None = None, batch_size: int | None = None,
          progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
     """Dump `models_wanted` (default: every trained model of the run and the untrained one) into the
     store at `url` (default: the run's activations.zarr). Finished blocks are never recomputed.
     Settings left at None are the existing store's (a resume needs no flags repeated), else the
-    defaults: float16, uncompressed, chunks of up to 4 MiB."""
-    everything = run_models(run)
+    defaults: float16, uncompressed, chunks of up to 4 MiB. With `trajectory`, the models are the
+    snapshots kept along training (`train.snapshots`) and the default store RUN/trajectory.zarr."""
+    everything = store_models(run, trajectory)
+    if trajectory and not everything:
+        raise FactrecallError(f"run {run.path.name} kept no snapshots along training; run it with "
+                              "--set train.snapshots=4 (or `factrecall-jobs reproduce`)")
     wanted = list(models_wanted or everything)
     for name in wanted:
         if name not in everything:
             raise FactrecallError(f"run {run.path.name} has no model {name!r}: it has {', '.join(everything)}")
-        if name != UNTRAINED and not run.is_done(f"train-{name}"):
+        if name != UNTRAINED and not trajectory and not run.is_done(f"train-{name}"):
             raise FactrecallError(f"model {name} is not trained yet; finish the run (`factrecall-jobs resume "
                                   f"{run.path.name}`) or pass --models with trained ones")
-    url = url or default_url(run)
+    url = url or default_url(run, trajectory)
     found = existing_settings(url)
     dtype = dtype or found.get("dtype", "float16")
     compressor = compressor or found.get("compressor", "none")
     chunk_people = chunk_people or found.get("chunk_people")
     config = model_config(run)
-    layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people, config)
+    layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people, config, everything)
     meta = {"run": run.path.name, "spec": run.spec.identity(), "factrecall": version("factrecall"),
             "model_type": config.model_type, "vocab_size": config.vocab_size,
             "checkpoints": {m: str(checkpoint(run, m)) for m in everything}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -2,6 +2,7 @@
 and marks itself done last; re-running the same command skips what is done and resumes the rest.
 
     data -> tokenizer -> init -> eval-untrained -> for each phase: train-<phase> -> eval-<phase> -> dump
+    (with train.snapshots: -> eval-<phase>@<step> for each snapshot -> dump-trajectory)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from jobs.runfolder import (
 )
 from jobs.spec import Phase, check_model_path
 from jobs.tokenizer import Target, encode_targets, load_tokenizer, train_word_tokenizer
-from jobs.train import PLAN_VERSION, Example, plan_batches, train_phase
+from jobs.train import PLAN_VERSION, Example, plan_batches, snapshot_name, snapshot_steps, train_phase
 
 # How often (seconds) progress lines go to events.jsonl; the console listener sees every step.
 PROGRESS_EVERY_S = 0.5
@@ -120,10 +121,21 @@ def _check_row_len(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: li
 
 # -- checkpoints ---------------------------------------------------------------------------------
 def checkpoint_path(run: RunFolder, name: str) -> Path:
-    """Where the model called `name` lives: `init` (untrained) or a phase's final checkpoint."""
+    """Where the model called `name` lives: `init` (untrained), a phase's final checkpoint, or a
+    snapshot along a phase (`stage@120`: after 120 of its steps)."""
     if name == "init" and run.spec.model.path is not None:
         return Path(run.spec.model.path)
+    if "@" in name:
+        phase, step = name.split("@")
+        return run.path / "checkpoints" / phase / "snapshots" / f"step-{int(step):06d}"
     return run.path / "checkpoints" / name / ("final" if name != "init" else "")
+
+
+def snapshot_models(run: RunFolder) -> list[str]:
+    """The snapshots the run's finished phases kept (`train.snapshots`), in training order."""
+    trained = run.metrics().get("train", {})
+    return [snapshot_name(p.name, step) for p in run.spec.phases() if run.is_done(f"train-{p.name}")
+            for step in snapshot_steps(trained[p.name]["steps"], run.spec.train.snapshots)]
 
 
 def make_init(run: RunFolder, tok: PreTrainedTokenizerBase) -> None:
@@ -141,10 +153,16 @@ def make_init(run: RunFolder, tok: PreTrainedTokenizerBase) -> None:
 def training_examples(phase: Phase, tok: PreTrainedTokenizerBase, run: RunFolder,
                       all_prompts: list[Prompt], targets: list[Target]) -> list[Example]:
     """BIO entries (loss on every token) and/or QA-in pairs (loss on the answer and its period)."""
+    texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")] if "bio" in phase.sets else []
+    return examples_of(phase, tok, texts, all_prompts, targets)
+
+
+def examples_of(phase: Phase, tok: PreTrainedTokenizerBase, bio_texts: list[str], all_prompts: list[Prompt],
+                targets: list[Target]) -> list[Example]:
+    """`training_examples` from data in memory (what `reproduce --dry-run` plans with)."""
     examples: list[Example] = []
     if "bio" in phase.sets:
-        texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")]
-        examples += [Example(np.array(ids), 0) for ids in tok(texts)["input_ids"]]
+        examples += [Example(np.array(ids), 0) for ids in tok(bio_texts)["input_ids"]]
     if "qa_in" in phase.sets:
         chosen = [i for i, p in enumerate(all_prompts) if p.split == "qa_in"]
         heads = tok([all_prompts[i].qa for i in chosen])["input_ids"]
@@ -202,6 +220,9 @@ def reuse_phase(run: RunFolder, phase: Phase, source: Path) -> None:
     _link_tree(source / "checkpoints" / phase.name / "final", partial)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
+    if (source / "checkpoints" / phase.name / "snapshots").is_dir():
+        shutil.rmtree(folder / "snapshots", ignore_errors=True)
+        _link_tree(source / "checkpoints" / phase.name / "snapshots", folder / "snapshots")
     summary = {**read_metrics(source)["train"][phase.name], "reused_from": source.name}
     run.update_metrics(("train", phase.name), summary)
     run.mark_done(f"train-{phase.name}", reused_from=source.name,
@@ -247,7 +268,8 @@ def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_pr
 
 
 def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict, checkpoint: str | None = None) -> None:
-    """Score the model `checkpoint` (default: the phase `name`) on every set into metrics[name]."""
+    """Score the model `checkpoint` (default: the phase `name`, or a snapshot `stage@120`) on every
+    set into metrics[name] (metrics["snapshots"][name] for a snapshot)."""
     step = f"eval-{name}"
     if run.is_done(step):
         return
@@ -259,21 +281,24 @@ def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict
                       progress=lambda n: throttle(throttle.done + n))
     seconds = time.perf_counter() - t0
     result["questions_per_s"] = round(throttle.total / seconds, 1)
-    run.update_metrics(name, result)
+    run.update_metrics(("snapshots", name) if "@" in name else name, result)
     run.mark_done(step, **{s: result[s]["avg"] for s in EVAL_SETS})
 
 
 def run_dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
-             **options) -> dict:
-    """The dump step: the activation store (see jobs/dump.py). Marked done once the run's own store
-    holds every model; a dump elsewhere (`url=`) or of some models only is never marked."""
+             trajectory: bool = False, **options) -> dict:
+    """The dump step: the activation store (see jobs/dump.py); with `trajectory`, the
+    `dump-trajectory` step: the snapshots' store. Marked done once the run's own store holds every
+    model; a dump elsewhere (`url=`) or of some models only is never marked."""
     from jobs.dump import dump, run_models
 
+    step = "dump-trajectory" if trajectory else "dump"
     throttle: list[_Throttle] = []
-    info = dump(run, tok, all_prompts, targets, on_start=lambda total: throttle.append(_Throttle(run, "dump", total)),
+    info = dump(run, tok, all_prompts, targets, trajectory=trajectory,
+                on_start=lambda total: throttle.append(_Throttle(run, step, total)),
                 progress=lambda n: throttle[0](throttle[0].done + n), **options)
-    if options.get("url") is None and info["models"] == run_models(run):
-        run.mark_done("dump", **{k: v for k, v in info.items() if k not in ("url", "models")})
+    if options.get("url") is None and info["models"] == (snapshot_models(run) if trajectory else run_models(run)):
+        run.mark_done(step, **{k: v for k, v in info.items() if k not in ("url", "models")})
     return info
 
 
@@ -319,5 +344,9 @@ def execute(run: RunFolder, reuse: bool = True, dump: bool = True) -> dict:
         curves([run.path], run.path / "curves.png")
     if dump and not run.is_done("dump"):
         run_dump(run, tok, all_prompts, targets)
+    for name in snapshot_models(run):  # train.snapshots: the models along training, and their store
+        run_eval(run, name, tok, sets)
+    if dump and snapshot_models(run) and not run.is_done("dump-trajectory"):
+        run_dump(run, tok, all_prompts, targets, trajectory=True)
     run.emit("run", status="done")
     return run.metrics()

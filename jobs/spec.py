@@ -104,6 +104,8 @@ class TrainSpec(_Spec):
     eval_every: int = Field(0, ge=0, description="steps between accuracy samples during training, at most: "
                             "a phase shorter than 10 samples is sampled 10 times (0: off)")
     curve_questions: int = Field(300, ge=1, description="QA-out questions scored at each eval_every sample")
+    snapshots: int = Field(0, ge=0, le=64, description="checkpoints kept along each phase, evenly spaced, the "
+                           "last at its end: each is evaluated and dumped into trajectory.zarr (0: none)")
     eval_batch_size: int = Field(256, ge=1)
 
 
@@ -140,7 +142,10 @@ class ExperimentSpec(_Spec):
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same experiment: everything but the device."""
-        return self.model_dump(mode="json", exclude={"device"})
+        ident = self.model_dump(mode="json", exclude={"device"})
+        if not self.train.snapshots:  # absent, as before the setting existed: older runs keep their names
+            ident["train"].pop("snapshots")
+        return ident
 
     def config_hash(self) -> str:
         """Short hash of the identity without the seed: runs of one configuration share it."""
@@ -160,6 +165,8 @@ class ExperimentSpec(_Spec):
                 break
             phase = by_name[phase.start]
         shared = self.train.model_dump(mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size"})
+        if not self.train.snapshots:
+            shared.pop("snapshots")
         ident = {"seed": self.seed, "data": self.data.model_dump(mode="json"),
                  "model": self.model.model_dump(mode="json"), "train": shared, "chain": chain[::-1]}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

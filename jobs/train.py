@@ -215,6 +215,31 @@ def curve_interval(total: int, eval_every: int) -> int:
     return min(eval_every, max(1, math.ceil(total / 10))) if eval_every else 0
 
 
+def snapshot_steps(total: int, snapshots: int) -> list[int]:
+    """The steps after which a phase of `total` steps keeps a snapshot: `snapshots` evenly spaced
+    points whose last is the phase's end (kept as its final checkpoint, so not listed here)."""
+    if not snapshots:
+        return []
+    return sorted({round(k * total / snapshots) for k in range(1, snapshots)} - {0, total})
+
+
+def snapshot_name(phase: str, step: int) -> str:
+    """`stage@120`: the model phase `phase` had made after `step` of its steps."""
+    return f"{phase}@{step}"
+
+
+def save_snapshot(folder: Path, model: PreTrainedModel, step: int) -> Path:
+    """The weights after `step`, as a Hugging Face folder `folder/snapshots/step-NNNNNN` (no
+    optimizer state), written whole then renamed into place; a resumed phase writes it again."""
+    target = folder / "snapshots" / f"step-{step:06d}"
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
 def train_phase(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
@@ -227,11 +252,13 @@ def train_phase(
     curve: CurveFn | None = None,
 ) -> dict:
     """Train `model` in place through `plan` (from `plan_batches`), resuming from `folder/last` if it exists.
-    Calls `progress` after every step and `curve(model)` every `train.eval_every` steps. Returns the
+    Calls `progress` after every step and `curve(model)` every `train.eval_every` steps, and keeps
+    `train.snapshots` - 1 snapshots of the weights along the way (`snapshot_steps`). Returns the
     phase's summary: steps, tokens, seconds, tokens/s, final loss, and the curve."""
     device = next(model.parameters()).device
     total = len(plan)
     every = curve_interval(total, train.eval_every)
+    keep = set(snapshot_steps(total, train.snapshots))
     opt = make_optimizer(model, phase)
     last = folder / "last"
     state = {"step": 0, "total": total, "plan": PLAN_VERSION, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
@@ -278,6 +305,8 @@ def train_phase(
                     model.eval()
                     state["curve"].append({"step": step, **curve(model)})
                     model.train()
+                if step in keep:  # before the checkpoint: a checkpoint at or past it implies it exists
+                    save_snapshot(folder, model, step)
                 progress({"step": step, "loss": state["loss"], "lr": lr,
                           "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
                           **({"curve": state["curve"][-1]} if state["curve"] and state["curve"][-1]["step"] == step else {})})

@@ -46,3 +46,12 @@ def test_a_phase_key_covers_the_phases_it_starts_from_and_nothing_else():
     assert build_spec("cpu", overrides=["train.checkpoint_every=7"]).phase_key("mix") == base.phase_key("mix")
     qa_only = build_spec("cpu", strategies=("qa",))
     assert qa_only.phase_key("qa") != base.phase_key("stage")  # same settings, different start
+
+
+def test_snapshots_are_part_of_a_runs_identity_only_when_kept():
+    base = build_spec("cpu")
+    assert "snapshots" not in base.identity()["train"]  # runs made before the setting keep their names and keys
+    kept = build_spec("cpu", overrides=["train.snapshots=4"])
+    assert kept.identity()["train"]["snapshots"] == 4
+    assert kept.phase_key("mix") != base.phase_key("mix")  # a run without them cannot lend its phase
+    assert kept.default_name() != base.default_name() == "cpu-stage+mix-s0"
