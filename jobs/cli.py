@@ -3,6 +3,7 @@
     factrecall-jobs run                          # the paper's comparison (Stage and Mix) on the cpu preset
     factrecall-jobs run --strategy mix --seed 0  # one strategy (bio, qa, stage, mix)
     factrecall-jobs run --seeds 0 1 2            # three runs, reported as mean ± std
+    factrecall-jobs reproduce                    # the paper's whole study, 3 seeds, and its report
     factrecall-jobs submit --seeds 0 1 2         # the same, queued to a background worker (survives the shell)
     factrecall-jobs queue                        # what is queued and running; `cancel RUN` stops one
     factrecall-jobs resume RUN                   # continue a killed run (re-running the same `run` does too)
@@ -88,6 +89,43 @@ def cmd_run(args: argparse.Namespace) -> None:
         _execute(lambda: RunFolder.create_or_resume(path, spec), reuse=not args.no_reuse, dump=not args.no_dump)
         paths.append(path)
     _print_tables(paths)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from jobs.reproduce import fit_probes, plan_study, timed
+    from jobs.runfolder import RunFolder, atomic_write_json
+
+    study = plan_study(_workspace(args), preset=args.preset, seeds=args.seeds, snapshots=args.snapshots,
+                       config=Path(args.config) if args.config else None, overrides=args.set, people=args.people,
+                       model=args.model, device=args.device, name=args.name)
+    if args.dry_run:
+        from jobs.dryrun import print_plan
+
+        print_plan(study, console, tflops=args.tflops)
+        return
+    study.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(study.folder / "plan.json", {
+        "name": study.name, "preset": study.preset, "seeds": args.seeds, "snapshots": args.snapshots,
+        "runs": [str(p.relative_to(_workspace(args))) for p in study.paths], "argv": sys.argv[1:]})
+    for spec, path in study.runs:
+        with timed(study.folder, f"run {path.name}"):
+            _execute(lambda: RunFolder.create_or_resume(path, spec))
+    with timed(study.folder, "probes"), Progress(TextColumn("probes"), BarColumn(), MofNCompleteColumn(),
+                                                  TimeRemainingColumn(), TextColumn("[dim]{task.description}"),
+                                                  console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+        fitted = fit_probes(study.paths, lambda done, total, what: bar.update(task, completed=done, total=total,
+                                                                            description=what))
+    console.print(f"probes: {fitted} sweeps fitted now, the rest found in the stores' caches")
+    from jobs.study_report import write_report
+
+    with timed(study.folder, "report"):
+        report = write_report(study)
+    for claim in report["claims"]:
+        console.print(f"({claim['id']}) {claim['verdict']}: {claim['short']}", highlight=False)
+    console.print(f"wrote {study.folder / 'report.md'}")
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -193,7 +231,7 @@ def cmd_dump(args: argparse.Namespace) -> None:
         with ConsoleProgress(console) as bars, _reporting(run):
             run.listeners.append(bars)
             run.emit("run", status="running", phases=[])
-            info = run_dump(run, tok, all_prompts, targets, models_wanted=args.models, url=args.out,
+            info = run_dump(run, tok, all_prompts, targets, trajectory=args.trajectory, models_wanted=args.models, url=args.out,
                             dtype=args.dtype, compressor=args.compressor, chunk_people=args.chunk_people,
                             batch_size=args.batch_size)
             run.emit("run", status="done")
@@ -338,6 +376,26 @@ def parser() -> argparse.ArgumentParser:
     _run_arguments(run)
     run.set_defaults(func=cmd_run)
 
+    repro = sub.add_parser("reproduce", help="the paper's whole study for several seeds (BIO-only, Stage, Mix; "
+                           "evaluation, activations, probes, snapshots along training) and its report")
+    repro.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {', '.join(preset_names())} "
+                       "(paper: 10,000 people and Table 1's settings, for a GPU and --model)")
+    repro.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2, as the paper)")
+    repro.add_argument("--snapshots", type=int, default=4, help="checkpoints kept, evaluated, dumped and probed "
+                       "along each training phase (default 4; 0: only the end of training, as the paper)")
+    repro.add_argument("--model", help="a local Hugging Face checkpoint folder instead of the built-in model")
+    repro.add_argument("--config", help="TOML file of settings, laid out like the presets in jobs/presets/")
+    repro.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (repeatable)")
+    repro.add_argument("--people", type=int, help="number of people (data.people)")
+    repro.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    repro.add_argument("--name", help="study name: WORKSPACE/reproduce/NAME, runs reproduce-NAME-sSEED "
+                       "(default: the preset)")
+    repro.add_argument("--dry-run", action="store_true", help="validate everything and print the plan (steps, "
+                       "tokens, memory, disk, time) without writing anything")
+    repro.add_argument("--tflops", type=float, help="for --dry-run on a GPU: sustained TFLOP/s to estimate time "
+                       "with (default: 100, about a third of an A100's bf16 peak)")
+    repro.set_defaults(func=cmd_reproduce)
+
     submit = sub.add_parser("submit", help="queue runs (the same options as run) to a background worker that "
                             "runs them one at a time (one per GPU), after this shell closes too")
     _run_arguments(submit)
@@ -365,6 +423,8 @@ def parser() -> argparse.ArgumentParser:
                           "activation store (resumes a killed dump)")
     dump.add_argument("run", help="run name (under WORKSPACE/runs) or path")
     dump.add_argument("--models", nargs="+", help="models to dump (default: untrained and every trained phase)")
+    dump.add_argument("--trajectory", action="store_true", help="the snapshots kept along training "
+                      "(train.snapshots) instead, into RUN/trajectory.zarr")
     dump.add_argument("--dtype", choices=("float16", "float32"),
                       help="stored precision (default: the existing store's, else float16: half the disk, "
                            "about 3 significant digits)")

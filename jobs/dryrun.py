@@ -1,0 +1,233 @@
+"""`factrecall-jobs reproduce --dry-run`: validate a study completely and print what it would cost,
+writing nothing.
+
+Validation is what the run itself does before training: the spec, the checkpoint folder, the
+device, the data (seed 0's people, made in memory), the tokenizer's answer boundary on every
+prompt, and the packed row length. The plan counts, per phase, the optimizer steps and the tokens
+they train on (from the real data plan, `jobs.train.plan_batches`), and estimates:
+
+- compute: 6 x N x tokens for training and 2 x N x tokens for evaluation and the dump, N the
+  parameters a token passes through (the input embedding is a lookup, the output head a matmul);
+- time: that compute at a rate measured here on the CPU (a few real training steps of the model),
+  or, on a GPU, at --tflops (default 100 TFLOP/s, about a third of an A100's bf16 peak);
+- memory: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter: `jobs.model.autocast`
+  keeps fp32 masters under bf16 compute) plus activations (Korthikanti et al. 2022: about 34 bytes x
+  hidden a token a layer in 16-bit, twice that in fp32, and 8 bytes a token per vocabulary entry for
+  the logits and their gradient);
+- disk: checkpoints (fp32), snapshots, and the two activation stores (float16).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from jobs.errors import FactrecallError
+from jobs.reproduce import BIO_FORMATS, PAPER_MODELS, Study
+from jobs.spec import ATTRIBUTES, FORMATS, Phase
+
+DEFAULT_TFLOPS = 100.0
+# The paper's Table 1: hours for one run of Llama-3.2-3B on an A100 40GB.
+PAPER_HOURS = {"bio": 10.37, "stage": 4.36, "mix": 22.16}
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+
+
+def _n(x: float) -> str:
+    """1,234 -> 1.2k; 2,623,280 -> 2.6M: numbers that fit a narrow table."""
+    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:g}"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 5400 else f"{seconds / 60:,.1f} min"
+
+
+def _model(spec, tok):
+    """The model on the meta device (shapes only, no memory), and its configuration."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from jobs import model as models
+
+    with torch.device("meta"):
+        if spec.model.path is None:
+            return models.build_model(spec.model, tok, spec.seed)
+        config = AutoConfig.from_pretrained(spec.model.path, local_files_only=True)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def _compute_params(model) -> tuple[int, int]:
+    """(all parameters, those a token's compute passes through)."""
+    total = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is embed
+    return total, total - embed.numel() + (embed.numel() if tied else 0)
+
+
+def _cpu_rate(spec, tok, examples, phase: Phase) -> float | None:
+    """FLOP/s of a few real training steps of the model on this CPU (None for a model too large to
+    try here: over 300M parameters)."""
+    import torch
+
+    from jobs import model as models
+    from jobs.train import collate, make_optimizer, packed_forward, plan_batches
+
+    if sum(p.numel() for p in _model(spec, tok).parameters()) > 300e6:
+        return None
+    models.use_all_cores()
+    model = models.build_model(spec.model, tok, spec.seed) if spec.model.path is None else \
+        models.load_model(spec.model.path, torch.device("cpu"))
+    model.train()
+    _, n = _compute_params(model)
+    opt = make_optimizer(model, phase.settings)
+    plan = plan_batches(np.array([len(e.ids) for e in examples]), phase.settings, spec.train, seed=[0, 99])[:4]
+    tokens, seconds = 0, 0.0
+    for k, batch_rows in enumerate(plan):
+        batch = collate(batch_rows, examples, tok.pad_token_id)
+        t0 = time.perf_counter()
+        packed_forward(model, batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if k:  # the first step warms up
+            seconds += time.perf_counter() - t0
+            tokens += int(batch["input_ids"].numel())
+    return 6 * n * tokens / seconds if seconds else None
+
+
+def plan(study: Study, tflops: float | None = None) -> dict:
+    """Everything `print_plan` shows, as numbers."""
+    import torch
+
+    from jobs import model as models
+    from jobs.corpus import bio_entries, prompts
+    from jobs.people import generate_people
+    from jobs.pipeline import PHASE_STREAM, examples_of
+    from jobs.spec import check_model_path
+    from jobs.tokenizer import encode_targets, load_tokenizer, train_word_tokenizer
+    from jobs.train import plan_batches, snapshot_steps
+
+    spec = study.runs[0][0]
+    device = models.pick_device(spec.device)  # refuses cuda where there is none
+    if spec.model.path is not None:
+        check_model_path(spec.model.path)
+    people = generate_people(spec.data, spec.seed)
+    entries = bio_entries(people, spec.data, spec.seed)
+    all_prompts = prompts(people, entries)
+    bio_texts = [e.text for e in entries]
+    if spec.model.path is None:
+        tok = train_word_tokenizer(bio_texts + [f"{p.qa} {p.answer}." for p in all_prompts])
+    else:
+        tok = load_tokenizer(spec.model.path)
+    targets = encode_targets(tok, all_prompts)  # every prompt's answer boundary, as the run checks it
+    model = _model(spec, tok)
+    total, n = _compute_params(model)
+    config = model.config
+
+    phases, longest, first = [], 0, None
+    for phase in spec.phases():
+        examples = examples_of(phase, tok, bio_texts, all_prompts, targets)
+        first = first or (phase, examples)
+        lengths = np.array([len(e.ids) for e in examples])
+        longest = max(longest, int(lengths.max()))
+        if spec.train.packing and lengths.max() > spec.train.row_len:
+            raise FactrecallError(f"an example has {lengths.max()} tokens with this tokenizer, more than "
+                                  f"train.row_len={spec.train.row_len}; raise it with --set train.row_len=...")
+        batches = plan_batches(lengths, phase.settings, spec.train, seed=[spec.seed, PHASE_STREAM[phase.name]])
+        real = int(sum(lengths[i].sum() for b in batches for i in b))
+        computed = int(sum(len(b) * (spec.train.row_len if spec.train.packing else max(lengths[i].max() for i in b))
+                           for b in batches))  # padded to the batch's longest row
+        widest = max(len(b) * (spec.train.row_len if spec.train.packing else int(max(lengths[i].max() for i in b)))
+                     for b in batches)
+        phases.append({"phase": phase.name, "steps": len(batches), "examples": len(examples), "tokens": real,
+                       "computed_tokens": computed, "batch_tokens": widest, "flops": 6 * n * computed,
+                       "snapshots": len(snapshot_steps(len(batches), spec.train.snapshots))})
+    bytes_act = 2 if device.type == "cuda" else 4
+    peak_tokens = max(p["batch_tokens"] for p in phases)
+    memory = {"weights_optimizer": 16 * total,
+              "activations": peak_tokens * config.num_hidden_layers * config.hidden_size * 17 * bytes_act
+              + peak_tokens * config.vocab_size * 8}
+    memory["total"] = sum(memory.values())
+
+    n_people = len(people)
+    eval_prompts = 6 * n_people * 2  # BIO: every person; QA in + QA out: every person again
+    snapshot_models = sum(p["snapshots"] for p in phases)
+    models_main = 1 + len(phases)
+    prompt_tokens = {fmt: float(np.mean([len(ids) for ids in tok([p.text(fmt) for p in all_prompts[:3000]])["input_ids"]]))
+                     for fmt in FORMATS}
+    answer_tokens = float(np.mean([len(t.ids) for t in targets]))
+    eval_flops = 2 * n * eval_prompts * (np.mean(list(prompt_tokens.values())) + answer_tokens)
+    dump_flops = 2 * n * len(all_prompts) * sum(prompt_tokens.values())
+    per_model_store = len(FORMATS) * config.num_hidden_layers * len(ATTRIBUTES) * n_people * config.hidden_size * 2
+    disk = {"checkpoints": 4 * total * (1 + len(phases)) if spec.model.path is None else 4 * total * len(phases),
+            "snapshots": 4 * total * snapshot_models,
+            "activations": per_model_store * models_main, "trajectory": per_model_store * snapshot_models,
+            "optimizer_while_training": 12 * total}
+    disk["total"] = sum(v for k, v in disk.items() if k != "optimizer_while_training")
+    sweeps = len(PAPER_MODELS) * len(ATTRIBUTES) * len(BIO_FORMATS) + (2 + snapshot_models) * len(ATTRIBUTES)
+
+    if device.type == "cuda":
+        rate, rate_from = (tflops or DEFAULT_TFLOPS) * 1e12, f"{tflops or DEFAULT_TFLOPS:g} TFLOP/s (--tflops)"
+    elif tflops:
+        rate, rate_from = tflops * 1e12, f"{tflops:g} TFLOP/s (--tflops)"
+    else:
+        rate = measured = _cpu_rate(spec, tok, first[1], first[0])
+        rate_from = (f"{measured / 1e9:,.1f} GFLOP/s, measured now on this CPU ({torch.get_num_threads()} threads)"
+                     if measured else "not measured (the model is too large to try on this CPU): give --tflops")
+    for p in phases:
+        p["seconds"] = p["flops"] / rate if rate else None
+    seeds = len(study.runs)
+    train_s = sum(p["seconds"] or 0 for p in phases) if rate else None
+    other_s = (eval_flops * (models_main + snapshot_models) + dump_flops * (models_main + snapshot_models)) / rate if rate else None
+    return {"study": study.name, "folder": str(study.folder), "runs": [p.name for p in study.paths], "device": str(device),
+            "model": spec.model.path or f"built-in Llama {spec.model.layers}x{spec.model.hidden}",
+            "parameters": total, "compute_parameters": n, "layers": config.num_hidden_layers, "hidden": config.hidden_size,
+            "vocab": config.vocab_size, "people": n_people, "prompts": len(all_prompts), "longest_example": longest,
+            "phases": phases, "memory": memory, "disk": disk, "eval_prompts": eval_prompts,
+            "models_per_run": models_main, "snapshot_models": snapshot_models, "sweeps": sweeps,
+            "rate": rate, "rate_from": rate_from, "seconds_per_run": (train_s + other_s) if rate else None,
+            "seconds": (train_s + other_s) * seeds if rate else None, "seeds": seeds, "preset": spec.preset}
+
+
+def print_plan(study: Study, console: Console, tflops: float | None = None) -> dict:
+    with console.status("validating: data, tokenizer, model, device"):
+        info = plan(study, tflops)
+    console.print(f"[bold]reproduce {info['study']}[/bold] (dry run: nothing written) → {info['folder']}")
+    console.print(f"runs: {', '.join(info['runs'])}; device {info['device']}; model {info['model']}: "
+                  f"{info['parameters']:,} parameters, {info['layers']} layers, hidden {info['hidden']}, "
+                  f"vocabulary {info['vocab']:,}")
+    console.print(f"validated: settings, checkpoint, device, {info['people']:,} people's data (seed 0), the answer "
+                  f"boundary of all {info['prompts']:,} prompts, longest training example {info['longest_example']} tokens")
+    t = Table(title="Training, per run (seed 0's data plan)", title_justify="left")
+    for col in ("phase", "steps", "examples", "tokens", "computed", "FLOPs", "time", "snapshots"):
+        t.add_column(col, justify="left" if col == "phase" else "right")
+    for p in info["phases"]:
+        row = [p["phase"], f"{p['steps']:,}", f"{p['examples']:,}", _n(p["tokens"]), _n(p["computed_tokens"]),
+               _n(p["flops"]), _hours(p["seconds"]) if p["seconds"] else "–", str(p["snapshots"])]
+        t.add_row(*row)
+    console.print(t)
+    if info["preset"] == "paper":
+        console.print("the paper's Table 1 (Llama-3.2-3B on an A100 40GB, one run): "
+                      + ", ".join(f"{phase} {hours} h" for phase, hours in PAPER_HOURS.items()))
+    mem, disk = info["memory"], info["disk"]
+    console.print(f"memory while training: about {_gb(mem['total'])} ({_gb(mem['weights_optimizer'])} fp32 weights, "
+                  f"gradients and AdamW state; {_gb(mem['activations'])} activations and logits of the widest batch)")
+    console.print(f"disk per run: about {_gb(disk['total'])} ({_gb(disk['checkpoints'])} checkpoints, "
+                  f"{_gb(disk['snapshots'])} snapshots, {_gb(disk['activations'])} activations.zarr, "
+                  f"{_gb(disk['trajectory'])} trajectory.zarr; {_gb(disk['optimizer_while_training'])} more while a "
+                  "phase trains)")
+    console.print(f"evaluation: {info['eval_prompts']:,} questions for each of {info['models_per_run']} models and "
+                  f"{info['snapshot_models']} snapshots a run; probes: {info['sweeps']} sweeps a run")
+    if info["seconds"]:
+        console.print(f"time: about {_hours(info['seconds'])} for {info['seeds']} run{'s' * (info['seeds'] > 1)} "
+                      f"({_hours(info['seconds_per_run'])} each, training, evaluation and dump) at {info['rate_from']}")
+    else:
+        console.print(f"time: {info['rate_from']}")
+    return info

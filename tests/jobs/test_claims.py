@@ -1,0 +1,96 @@
+"""The report's verdicts are computed from numbers: checked here on fixed ones. The paper's own numbers
+must pass its claims, and numbers that contradict a claim must fail it."""
+
+import math
+
+import pytest
+
+from jobs import claims as C
+from jobs.study_report import onset
+from jobs.train import snapshot_steps
+
+
+def test_the_papers_own_numbers_reproduce_its_accuracy_claims():
+    one = C.claim1([35.9], [74.7])
+    assert one.verdict == C.REPRODUCES and one.numbers["gap"] == pytest.approx(38.8)
+    two = C.claim2({"stage": {"bio": [97.2], "qa_in": [100.0]}, "mix": {"bio": [97.4], "qa_in": [98.4]}})
+    assert two.verdict == C.REPRODUCES and two.notes == []
+    three = C.claim3(list(C.PAPER_FIGURE1["stage"][1:]), list(C.PAPER_FIGURE1["mix"][1:]))
+    assert three.verdict == C.REPRODUCES
+    assert three.numbers["retention_stage"] == pytest.approx((19.1 + 16.4 + 31.3) / 3 / 78.9)
+
+
+def test_claim1_needs_a_wide_gap_in_every_seed():
+    assert C.claim1([30, 30, 30], [45, 45, 45]).verdict == C.PARTLY        # +15 < half of 38.8
+    mixed = C.claim1([30, 30, 60], [70, 70, 50])                           # +33 on average, one seed behind
+    assert mixed.verdict == C.PARTLY and "not ahead in every seed" in mixed.notes[0]
+    assert C.claim1([50, 50], [40, 45]).verdict == C.FAILS
+    assert "Mix 42.5 ± 2.5 vs Stage 50.0 ± 0.0" in C.claim1([50, 50], [40, 45]).measured  # population std, as `show`
+
+
+def test_claim2_floors():
+    acc = {"stage": {"bio": [96.0, 95.0], "qa_in": [99.0, 99.0]}, "mix": {"bio": [100.0, 100.0], "qa_in": [100.0, 100.0]}}
+    assert C.claim2(acc).verdict == C.REPRODUCES  # 95.5 is within 2 points of 97.2
+    acc["stage"]["bio"] = [92.0, 93.0]
+    partly = C.claim2(acc)
+    assert partly.verdict == C.PARTLY and partly.notes == ["Stage bio 92.5 is below the paper's floor of 97.2"]
+    acc["mix"]["qa_in"] = [80.0, 85.0]
+    assert C.claim2(acc).verdict == C.FAILS
+
+
+def test_claim3_decay():
+    flat = [50.0] * 6
+    assert C.claim3(flat, flat).verdict == C.FAILS
+    assert C.claim3([80, 40, 20, 10, 10, 10], [90, 80, 70, 60, 40, 25]).verdict == C.REPRODUCES
+    assert C.claim3([80, 60, 50, 50, 50, 40], [90, 80, 70, 60, 60, 55]).verdict == C.PARTLY  # Stage keeps 58%
+    assert math.isnan(C.retention([0, 10, 10, 10, 10, 10]))
+
+
+def _reps(stage_job, mix_job, others=(60.0, 40.0)):
+    out = {a: {"stage": [others[0]] * 3, "mix": [others[1]] * 3} for a in C.ATTRIBUTES}
+    out["job"] = {"stage": stage_job, "mix": mix_job}
+    return out
+
+
+def test_claim4_is_judged_against_seed_noise():
+    assert C.claim4(_reps([80, 82, 84], [55, 57, 59]), (20.2, 0), 4).verdict == C.REPRODUCES
+    noisy = C.claim4(_reps([60, 90, 75], [60, 70, 80]))      # +5 on average, seeds spread by 15 and 10
+    assert noisy.verdict == C.PARTLY
+    behind = C.claim4(_reps([50, 50, 50], [60, 60, 60], others=(40.0, 60.0)))
+    assert behind.verdict == C.FAILS and "not above Mix's for birth_date" in behind.notes[0]
+    assert "Stage's largest Δmech is 20.2 at layer 0 of 4" in C.claim4(_reps([80] * 3, [50] * 3), (20.2, 0), 4).notes[0]
+
+
+def _short(rep, mech, accs):
+    return dict(zip(("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio"), accs), delta_rep=rep, delta_mech=mech)
+
+
+def test_claim5_small_deltas_count_only_above_the_floor():
+    high = (90.0, 85.0, 89.0, 95.0)
+    assert C.claim5({"stage": _short(5, 1, high), "mix": _short(3, 0.5, high)}).verdict == C.REPRODUCES
+    floor = (8.0, 5.0, 7.0, 6.8)
+    at_floor = C.claim5({"stage": _short(4.5, 4.8, floor), "mix": _short(21.7, 14.2, (42, 20, 28, 20))})
+    assert at_floor.verdict == C.FAILS
+    assert "Stage's probes are at the floor" in at_floor.notes[0] and "Mix's Δrep 21.7" in at_floor.notes[1]
+    assert C.claim5({"stage": _short(4.5, 4.8, floor), "mix": _short(3, 1, floor)}).verdict == C.PARTLY
+    assert C.claim5({"stage": _short(4, 1, high), "mix": _short(30, 1, high)}).verdict == C.PARTLY
+
+
+def test_top_layers_are_the_top_quarter():
+    assert C.top_layers(4) == [3]
+    assert C.top_layers(28) == list(range(21, 28))
+    assert C.top_layers(2) == [1]
+
+
+def test_onset_is_where_half_the_change_is_made():
+    assert onset([0, 0.5, 1], [0, 10, 20]) == pytest.approx(0.5)
+    assert onset([0, 0.25, 0.5, 1], [0, 40, 50, 50]) == pytest.approx(0.15625)  # 25 of 50, between 0 and 0.25
+    assert onset([0, 0.5, 1], [1.0, 0.2, 0.0]) == pytest.approx(0.3125)          # falling
+    assert onset([0, 1], [3, 3]) is None
+
+
+def test_snapshot_steps_are_evenly_spaced_inside_the_phase():
+    assert snapshot_steps(1000, 4) == [250, 500, 750]
+    assert snapshot_steps(326, 4) == [82, 163, 244]
+    assert snapshot_steps(3, 8) == [1, 2]  # a phase shorter than its snapshots keeps what it can
+    assert snapshot_steps(100, 0) == [] and snapshot_steps(100, 1) == []

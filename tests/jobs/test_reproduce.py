@@ -1,0 +1,146 @@
+"""`factrecall-jobs reproduce` end to end on a miniature study (the tiny preset, two seeds, two
+snapshots a phase): the runs, the probes, the report built from them, a second invocation that
+recomputes nothing, the dry run's plan against what the study really trained, the paper preset's
+dry run on a local checkpoint, and the report in the TUI."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from jobs.dryrun import plan
+from jobs.reproduce import plan_study
+from jobs.study_report import judge
+from tests.conftest import metrics, run_cli
+from tests.jobs.test_hf_checkpoint import _save_checkpoint
+
+SEEDS = ("0", "1")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    workspace = tmp_path_factory.mktemp("study")
+    assert run_cli("--workspace", workspace, "reproduce", "--preset", "tiny", "--seeds", *SEEDS, "--snapshots", "2") == 0
+    return workspace
+
+
+def _runs(workspace: Path) -> list[Path]:
+    return [workspace / "runs" / f"reproduce-tiny-s{seed}" for seed in SEEDS]
+
+
+def test_the_report_is_built_from_the_runs(study):
+    folder = study / "reproduce" / "tiny"
+    data = json.loads((folder / "report.json").read_text())
+    runs = _runs(study)
+    assert [r["path"] for r in data["runs"]] == ["runs/reproduce-tiny-s0", "runs/reproduce-tiny-s1"]
+    m = [metrics(r) for r in runs]
+    # Exact match, per seed, straight from each run's metrics.json: Figures 1 and 5 for every model.
+    for model in ("majority", "untrained", "bio", "stage", "mix"):
+        for s in ("bio", "qa_in", "qa_out"):
+            assert data["accuracy"][model][s]["avg"]["values"] == [x[model][s]["avg"] for x in m]
+    assert data["accuracy"]["mix"]["qa_out"]["job"]["values"] == [x["mix"]["qa_out"]["job"] for x in m]
+    # Each verdict is the rule applied to those numbers, computed again here.
+    assert [c["verdict"] for c in data["claims"]] == [c.verdict for c in judge(data)]
+    gap = sum(x["mix"]["qa_out"]["avg"] - x["stage"]["qa_out"]["avg"] for x in m) / 2
+    assert data["claims"][0]["numbers"]["gap"] == pytest.approx(gap)
+    # The probe numbers are the CLI's: `factrecall-jobs probe` on the same runs prints the same sweep.
+    csv = study / "job.csv"
+    assert run_cli("--workspace", study, "probe", *(r.name for r in runs), "--attribute", "job", "--bio", "long",
+                   "--csv", csv, "--out", study / "job.png") == 0
+    df = pd.read_csv(csv)
+    for model in ("stage", "mix"):
+        for row in data["probes"]["bio_long"]["job"][model]:
+            want = df[(df.model == model) & (df.layer == row["layer"])]["delta_rep"].tolist()
+            assert row["delta_rep"]["values"] == pytest.approx(want)
+    # Over training: Stage is untrained, 1 BIO snapshot, the BIO model, 1 QA snapshot, Stage; Mix is
+    # untrained, 1 snapshot, Mix. Each point's accuracy is that checkpoint's own evaluation.
+    traj = data["trajectory"]
+    assert [p["phase"] for p in traj["stage"]] == ["bio", "bio", "bio", "stage", "stage"]
+    assert [p["x"] for p in traj["stage"]][::2] == [-1.0, 0.0, 1.0]
+    assert [len(p["models"]) for p in traj["mix"]] == [2, 2, 2]
+    snap = traj["stage"][3]["models"]
+    assert all("@" in name for name in snap)
+    assert traj["stage"][3]["qa_out"]["values"] == [x["snapshots"][name]["qa_out"]["avg"] for x, name in zip(m, snap)]
+    # The markdown says every verdict and points at every figure, all written.
+    text = (folder / "report.md").read_text()
+    for claim in data["claims"]:
+        assert f"**{claim['verdict']}**" in text
+    figures = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert len(figures) == 6
+    for name in figures + [f"probes/{a}-bio_short.png" for a in ("birth_date", "blood_type")]:
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reproduce_again_recomputes_nothing(study, capsys):
+    runs = _runs(study)
+    before = {p: p.stat().st_mtime_ns for r in runs for p in (r / "done").iterdir()}
+    timing = json.loads((study / "reproduce" / "tiny" / "timing.json").read_text())
+    capsys.readouterr()
+    assert run_cli("--workspace", study, "reproduce", "--preset", "tiny", "--seeds", *SEEDS, "--snapshots", "2") == 0
+    out = capsys.readouterr().out
+    assert "probes: 0 sweeps fitted now" in out
+    assert {p: p.stat().st_mtime_ns for r in runs for p in (r / "done").iterdir()} == before
+    again = json.loads((study / "reproduce" / "tiny" / "timing.json").read_text())
+    assert set(again) == set(timing) and all(again[k] >= timing[k] for k in timing)  # time adds up over invocations
+
+
+def test_the_dry_run_plans_what_the_study_trained(study, capsys):
+    made = sorted(p.name for p in study.rglob("*"))
+    info = plan(plan_study(study, preset="tiny", seeds=[0, 1], snapshots=2))
+    trained = metrics(_runs(study)[0])["train"]
+    assert {p["phase"]: p["steps"] for p in info["phases"]} == {ph: trained[ph]["steps"] for ph in ("bio", "stage", "mix")}
+    assert {p["phase"]: p["tokens"] for p in info["phases"]} == {ph: trained[ph]["tokens"] for ph in ("bio", "stage", "mix")}
+    resid = sum(f.stat().st_size for f in (_runs(study)[0] / "activations.zarr" / "resid_mid").rglob("*") if f.is_file())
+    assert info["disk"]["activations"] == pytest.approx(resid, rel=0.02)  # float16, uncompressed: the chunks' bytes
+    assert info["rate"] > 0 and info["seconds"] > 0
+    assert sorted(p.name for p in study.rglob("*")) == made  # nothing written
+
+
+def test_the_paper_preset_dry_run_validates_a_local_checkpoint(tmp_path, capsys):
+    from jobs.corpus import bio_entries, prompts
+    from jobs.people import generate_people
+    from jobs.spec import build_spec
+
+    spec = build_spec("tiny")
+    people = generate_people(spec.data, seed=0)
+    entries = bio_entries(people, spec.data, seed=0)
+    _save_checkpoint(tmp_path / "llama", ([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]) * 3)
+    workspace = tmp_path / "ws"
+    assert run_cli("--workspace", workspace, "reproduce", "--preset", "paper", "--model", tmp_path / "llama",
+                   "--people", "200", "--dry-run", "--tflops", "100") == 0
+    out = capsys.readouterr().out
+    for text in ("6,820", "10,571", "10.37 h", "22.16 h", "memory while training", "disk per run", "100 TFLOP/s"):
+        assert text in out
+    assert not workspace.exists()
+    assert run_cli("--workspace", workspace, "reproduce", "--preset", "paper", "--model", tmp_path / "nowhere", "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert "no Hugging Face checkpoint there" in err and len(err.strip().splitlines()) == 1
+    assert run_cli("--workspace", workspace, "reproduce", "--seeds", "0", "0") == 2
+    assert "seeds repeat" in capsys.readouterr().err
+
+
+def test_the_app_shows_the_report(study):
+    from textual.widgets import Markdown, OptionList
+
+    from factrecall_tui.app import FactrecallApp
+
+    async def drive():
+        app = FactrecallApp(study, scan_every=0)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("5")
+            for _ in range(50):
+                await pilot.pause(0.1)
+                if app.query_one("#report-studies", OptionList).option_count:
+                    break
+            options = app.query_one("#report-studies", OptionList)
+            label = str(options.get_option_at_index(0).prompt)
+            source = app.query_one("#report-doc", Markdown).source
+            return label, source
+
+    label, source = asyncio.run(drive())
+    data = json.loads((study / "reproduce" / "tiny" / "report.json").read_text())
+    assert label.startswith("tiny") and "report · 1" in label
+    assert "## The paper's claims" in source and "[figure: Figure 1 → " in source
+    assert all(f"**{c['verdict']}**" in source for c in data["claims"])
