@@ -1,6 +1,6 @@
 """`factrecall-tui [WORKSPACE]`: launch and follow jobs, browse accuracies, fit probes, read stores.
 
-Four screens, one per tab (keys 1-4, as the tabs say): Jobs, Accuracy, Probes, Store. The workspace is scanned in a
+Five screens, one per tab (keys 1-5, as the tabs say): Jobs, Accuracy, Probes, Store, Report. The workspace is scanned in a
 thread worker once a second (only changed and active runs are re-read); jobs run as separate
 `factrecall-jobs` processes through the workspace queue, so closing the app stops nothing and
 reopening it finds them again. ctrl+p opens the command palette.
@@ -23,21 +23,23 @@ from textual.worker import Worker, WorkerState
 from factrecall_tui.accuracy import AccuracyPane
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.probes import ProbesPane
+from factrecall_tui.report_view import ReportPane
 from factrecall_tui.runs import RunSummary, Scanner
 from factrecall_tui.store_view import StorePane
 
-TABS = {"jobs": "Jobs", "accuracy": "Accuracy", "probes": "Probes", "store": "Store"}
+TABS = {"jobs": "Jobs", "accuracy": "Accuracy", "probes": "Probes", "store": "Store", "report": "Report"}
 SCAN_EVERY_S = 1.0
 
 
 class FactrecallApp(App):
-    CSS_PATH = ["app.tcss", "launch.tcss", "accuracy.tcss", "probes.tcss", "store_view.tcss"]
+    CSS_PATH = ["app.tcss", "launch.tcss", "accuracy.tcss", "probes.tcss", "store_view.tcss", "report_view.tcss"]
     TITLE = "factrecall"
     BINDINGS = [
         Binding("1", "tab('jobs')", "Jobs", show=False),
         Binding("2", "tab('accuracy')", "Accuracy", show=False),
         Binding("3", "tab('probes')", "Probes", show=False),
         Binding("4", "tab('store')", "Store", show=False),
+        Binding("5", "tab('report')", "Report", show=False),
         Binding("n", "launch", "New job"),
         Binding("ctrl+r", "rescan", "Reload", show=False),
         Binding("q", "quit", "Quit"),
@@ -63,6 +65,8 @@ class FactrecallApp(App):
                 yield ProbesPane(id="probes-pane")
             with TabPane(f"4 {TABS['store']}", id="store"):
                 yield StorePane(id="store-pane")
+            with TabPane(f"5 {TABS['report']}", id="report"):
+                yield ReportPane(self.workspace, id="report-pane")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -97,7 +101,7 @@ class FactrecallApp(App):
     def _show(self, runs: list[RunSummary]) -> None:
         self._scanning = False
         self.runs = runs
-        for pane in (JobsPane, AccuracyPane, ProbesPane, StorePane):
+        for pane in (JobsPane, AccuracyPane, ProbesPane, StorePane, ReportPane):
             self.query_one(pane).show(runs)
         if self._focus_after_scan and any(r.name == self._focus_after_scan for r in runs):
             self.query_one(JobsPane).focus_run(self._focus_after_scan)

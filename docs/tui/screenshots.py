@@ -4,7 +4,8 @@ script (Textual's own screenshots: what the terminal showed, cell for cell).
     python docs/tui/screenshots.py WORKSPACE RUN [RUN ...]
 
 RUN are the runs to show in the Accuracy and Probes screens (several seeds of one configuration);
-the first one's store is the Store screen's. The probes come from the stores' caches when they were
+the first one's store is the Store screen's; the Report screen shows the workspace's first study
+(`factrecall-jobs reproduce`), if it has one. The probes come from the stores' caches when they were
 fitted before (`factrecall-jobs probe RUN ...`), else they are fitted now.
 """
 
@@ -57,6 +58,10 @@ async def main(workspace: Path, runs: list[str]) -> None:
         app.open_run("store", runs[0])
         await settle(pilot, lambda: app.query_one("#store-tree").root.children)
         app.save_screenshot("store.svg", str(HERE))
+        if (workspace / "reproduce").is_dir():  # a study's report (`factrecall-jobs reproduce`)
+            app.action_tab("report")
+            await settle(pilot, lambda: app.query_one("#report-doc").source)
+            app.save_screenshot("report.svg", str(HERE))
     print(f"wrote {', '.join(p.name for p in sorted(HERE.glob('*.svg')))} in {HERE}")
 
 

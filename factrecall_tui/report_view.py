@@ -1,0 +1,136 @@
+"""The Report pane: the studies of `factrecall-jobs reproduce` in the workspace (WORKSPACE/reproduce/NAME)
+and each one's report.md.
+
+The list on the left names every study with how far it is (its runs finished, report written) and,
+once written, its verdicts; the right shows the chosen report as Markdown (tables as tables; each
+figure as a line naming its PNG, which a terminal cannot draw). A report rewritten on disk (the
+study resumed, or run again) is reloaded on the next scan. Nothing here imports the jobs package:
+the pane reads plan.json, report.json and report.md, and the runs' summaries the app already has.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Markdown, OptionList, Static
+from textual.widgets.option_list import Option
+
+from factrecall_tui.runs import RunSummary
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
+SHORT = {"reproduces": "✓", "partly": "~", "does not reproduce": "✗"}
+
+
+@dataclass
+class Study:
+    name: str
+    folder: Path
+    runs: list[str]
+    report_mtime: float | None
+    claims: list[dict]
+
+    def status(self, runs: dict[str, RunSummary]) -> str:
+        finished = sum(1 for r in self.runs if r in runs and runs[r].status == "done")
+        if self.report_mtime is not None and finished == len(self.runs):
+            verdicts = " ".join(f"{c['id']}{SHORT.get(c['verdict'], '?')}" for c in self.claims)
+            return f"report · {verdicts}"
+        active = [r for r in self.runs if r in runs and runs[r].status in ("running", "queued")]
+        return f"{finished}/{len(self.runs)} runs done" + (" · running" if active else "")
+
+
+def find_studies(workspace: Path) -> list[Study]:
+    """Every study folder with a readable plan.json, by name."""
+    out = []
+    for plan_file in sorted((workspace / "reproduce").glob("*/plan.json")):
+        folder = plan_file.parent
+        try:
+            plan = json.loads(plan_file.read_text())
+            runs = [Path(r).name for r in plan["runs"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        report = folder / "report.md"
+        claims: list[dict] = []
+        mtime = None
+        if report.exists():
+            mtime = report.stat().st_mtime
+            try:
+                claims = json.loads((folder / "report.json").read_text()).get("claims", [])
+            except (OSError, ValueError):
+                claims = []
+        out.append(Study(folder.name, folder, runs, mtime, claims))
+    return out
+
+
+def for_terminal(markdown: str, folder: Path) -> str:
+    """A figure a terminal cannot draw becomes a line that says where its PNG is."""
+    return _IMAGE.sub(lambda m: f"*[figure: {m.group(1)} → {folder / m.group(2)}]*", markdown)
+
+
+class ReportPane(Horizontal):
+    """The studies (left) and the chosen study's report (right)."""
+
+    def __init__(self, workspace: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.workspace = workspace
+        self.studies: dict[str, Study] = {}
+        self.current: str | None = None
+        self._shown_mtime: float | None = None
+        self._labels: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield OptionList(id="report-studies")
+        with VerticalScroll(id="report-body"):
+            yield Static("", id="report-status")
+            yield Markdown("", id="report-doc", open_links=False)
+
+    def show(self, runs: list[RunSummary]) -> None:
+        """Every scan: the studies and their progress; the open report again if it was rewritten."""
+        by_name = {r.name: r for r in runs}
+        studies = find_studies(self.workspace)
+        self.studies = {s.name: s for s in studies}
+        labels = [f"{s.name}\n[dim]{s.status(by_name)}[/dim]" for s in studies]
+        if labels != self._labels:  # rebuilt only when a study or its progress changed
+            self._labels = labels
+            options = self.query_one("#report-studies", OptionList)
+            highlighted = options.highlighted
+            options.clear_options()
+            options.add_options([Option(label, id=s.name) for label, s in zip(labels, studies)])
+            if studies:
+                options.highlighted = min(highlighted or 0, len(studies) - 1)
+        if self.current is None and studies:
+            self.open(studies[0].name)
+        elif self.current in self.studies:
+            self.open(self.current)
+        elif not studies:
+            self._status("no study in this workspace yet: `factrecall-jobs reproduce` runs the paper's study "
+                         "(its runs show in Jobs while they train) and writes its report here")
+
+    def _status(self, text: str) -> None:
+        self.query_one("#report-status", Static).update(text)
+
+    def open(self, name: str) -> None:
+        """Show study `name`'s report (again only if it changed on disk)."""
+        study = self.studies[name]
+        if name == self.current and study.report_mtime == self._shown_mtime:
+            return
+        self.current, self._shown_mtime = name, study.report_mtime
+        doc = self.query_one("#report-doc", Markdown)
+        if study.report_mtime is None:
+            self._status(f"{name}: no report yet; `factrecall-jobs reproduce` writes {study.folder / 'report.md'} "
+                         "once its runs and probes are done")
+            doc.update("")
+            return
+        self._status(f"{study.folder / 'report.md'}")
+        doc.update(for_terminal((study.folder / "report.md").read_text(), study.folder))
+
+    @on(OptionList.OptionSelected, "#report-studies")
+    @on(OptionList.OptionHighlighted, "#report-studies")
+    def _chosen(self, event: OptionList.OptionSelected | OptionList.OptionHighlighted) -> None:
+        if event.option.id in self.studies:
+            self.open(event.option.id)
