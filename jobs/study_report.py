@@ -174,10 +174,23 @@ def onset(xs: list[float], ys: list[float]) -> float | None:
     return float(xs[-1])
 
 
+def first_reach(xs: list[float], ys: list[float], target: float) -> float | None:
+    """The first x at which y reaches `target` (from below for a positive target, from above for a
+    negative one; linear between points); xs[0] if it starts there, None if it never does."""
+    sign = 1.0 if target >= 0 else -1.0
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if (y - target) * sign >= 0:
+            if i == 0:
+                return float(x)
+            x0, y0 = xs[i - 1], ys[i - 1]
+            return float(x0 + (x - x0) * (target - y0) / (y - y0))
+    return None
+
+
 def onsets(traj: dict) -> dict:
     """Over the QA-trained phase (x from 0 to 1) of each strategy: when QA-out accuracy, the
-    alignment (cosine) and Δrep make half their change; and between Stage and Mix at matching
-    progress, when the gap in each makes half of its final size."""
+    alignment (cosine) and Δrep make half their change; and, at matching progress, the Mix - Stage
+    gap in each at every checkpoint and when it first reaches half its final size."""
     out: dict = {}
     qa_part = {s: [p for p in traj[s] if p["x"] >= 0] for s in ("stage", "mix")}
     for s, points in qa_part.items():
@@ -185,8 +198,10 @@ def onsets(traj: dict) -> dict:
         out[s] = {k: onset(xs, [p[k]["mean"] for p in points]) for k in ("qa_out", "cosine", "delta_rep")}
     xs = [p["x"] for p in qa_part["mix"]]
     if len(qa_part["stage"]) == len(xs):
-        out["gap"] = {k: onset(xs, [m[k]["mean"] - s[k]["mean"] for m, s in zip(qa_part["mix"], qa_part["stage"])])
-                      for k in ("qa_out", "cosine", "delta_rep")}
+        gaps = {k: [m[k]["mean"] - s[k]["mean"] for m, s in zip(qa_part["mix"], qa_part["stage"])]
+                for k in ("qa_out", "cosine", "delta_rep")}
+        out["gap_values"] = gaps
+        out["gap"] = {k: first_reach(xs, v, v[-1] / 2) if v[-1] else None for k, v in gaps.items()}
         out["gap_x"] = xs
     return out
 
@@ -357,11 +372,17 @@ def trajectory_findings(traj: dict) -> list[str]:
                    f"{at(o[s]['cosine'])}, Δrep at {at(o[s]['delta_rep'])}.")
     gap = o.get("gap")
     if gap:
-        first_traj = {k: traj["mix"][-1][k]["mean"] - traj["stage"][-1][k]["mean"] for k in ("qa_out", "cosine", "delta_rep")}
-        out.append(f"- Mix − Stage at the end: QA out {first_traj['qa_out']:+.1f}, cosine {first_traj['cosine']:+.2f}, "
-                   f"Δrep {first_traj['delta_rep']:+.1f}. At matching progress, half of the final cosine gap is open at "
-                   f"{at(gap['cosine'])} and half of the QA-out gap at {at(gap['qa_out'])} (linear between the "
-                   "checkpoints at " + ", ".join(f"{x:.2f}" for x in o["gap_x"]) + ").")
+        values = o["gap_values"]
+        stage0 = traj["stage"]
+        out.append("- Mix − Stage at matching progress (" + ", ".join(f"{x:.2f}" for x in o["gap_x"]) + "): cosine "
+                   + ", ".join(f"{v:+.2f}" for v in values["cosine"]) + "; QA out "
+                   + ", ".join(f"{v:+.1f}" for v in values["qa_out"]) + ".")
+        out.append(f"- The cosine gap reaches half its final size at progress {at(gap['cosine'])}, the QA-out gap at "
+                   f"{at(gap['qa_out'])} (linear between checkpoints).")
+        if values["cosine"][0] >= values["cosine"][-1] / 2 > 0:
+            out.append(f"- The alignment gap is there before either model has seen a QA pair: Stage's BIO phase took "
+                       f"its cosine from {stage0[0]['cosine']['mean']:.2f} (untrained) to "
+                       f"{next(p for p in stage0 if p['x'] == 0.0)['cosine']['mean']:.2f}.")
         if gap["cosine"] is not None and gap["qa_out"] is not None:
             if gap["cosine"] < gap["qa_out"] - 1e-9:
                 verdict = "Mix's and Stage's representations part before their QA-out accuracies do"

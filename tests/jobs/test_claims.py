@@ -6,7 +6,7 @@ import math
 import pytest
 
 from jobs import claims as C
-from jobs.study_report import onset
+from jobs.study_report import first_reach, onset
 from jobs.train import snapshot_steps
 
 
@@ -87,6 +87,14 @@ def test_onset_is_where_half_the_change_is_made():
     assert onset([0, 0.25, 0.5, 1], [0, 40, 50, 50]) == pytest.approx(0.15625)  # 25 of 50, between 0 and 0.25
     assert onset([0, 0.5, 1], [1.0, 0.2, 0.0]) == pytest.approx(0.3125)          # falling
     assert onset([0, 1], [3, 3]) is None
+
+
+def test_a_gap_reaches_half_its_final_size():
+    xs = [0, 0.25, 0.5, 0.75, 1]
+    assert first_reach(xs, [0.0, -19.1, 27.2, 31.0, 31.4], 15.7) == pytest.approx(0.25 + 0.25 * 34.8 / 46.3)
+    assert first_reach(xs, [0.25, 0.27, 0.32, 0.34, 0.34], 0.17) == 0  # open from the start
+    assert first_reach(xs, [0, -5, -40, -20, -18], -9) == pytest.approx(0.25 + 0.25 * 4 / 35)
+    assert first_reach(xs, [0, 1, 2, 3, 4], 10) is None
 
 
 def test_snapshot_steps_are_evenly_spaced_inside_the_phase():
