@@ -35,10 +35,9 @@ def run_events(run: Path) -> list[dict]:
 
 def test_submitted_runs_wait_their_turn_and_finish_in_the_background(tmp_path, capsys):
     ws = tmp_path / "ws"
-    t0 = time.time()
     assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--people", "8", "--seeds", "0", "1") == 0
-    assert time.time() - t0 < 5  # returns at once: the work is the worker's
     names = ["tiny-stage+mix-s0-e952e0", "tiny-stage+mix-s1-e952e0"]
+    assert statuses(ws)[names[1]] == "queued"  # submit returned before the work: that is the worker's
     assert "queued tiny-stage+mix-s0-e952e0" in capsys.readouterr().out
     # On a CPU-only machine one job runs at a time: while the first runs, the second waits.
     first = wait_for(lambda: statuses(ws).get(names[0]) == "running", 60, "the first job to start")
