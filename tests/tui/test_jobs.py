@@ -4,6 +4,7 @@ outlive the app, a reopened app that finds them, cancel, resume, the live log, a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -76,6 +77,13 @@ def test_the_launch_form_says_what_is_wrong_before_anything_is_launched(tmp_path
     asyncio.run(session())
 
 
+def last_run_event(run) -> str | None:
+    """The status of the run's last `run` event: "running" once the job itself has said so (a cancel
+    in the second before that, while the process starts, is issue 9's to make safe)."""
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
+    return next((e["status"] for e in reversed(events) if e["kind"] == "run"), None)
+
+
 def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path):
     ws = tmp_path / "ws"
     name = "long"
@@ -109,7 +117,8 @@ def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path
             await until(pilot, lambda: status_of(app, name) == "interrupted", 30, "the job to stop")
             assert "interrupted" in str(app.query_one("#job-detail", Static).render())
             await pilot.press("r")  # resume: queued, then running from its last checkpoint
-            await until(pilot, lambda: status_of(app, name) == "running", 30, "the resumed job")
+            await until(pilot, lambda: status_of(app, name) == "running" and last_run_event(ws / "runs" / name) == "running",
+                        30, "the resumed job to report itself running")
             await pilot.press("c")
             await until(pilot, lambda: status_of(app, name) == "interrupted", 30, "the job to stop again")
 
