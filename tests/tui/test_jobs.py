@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -122,7 +123,13 @@ def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path
             await pilot.press("c")
             await until(pilot, lambda: status_of(app, name) == "interrupted", 30, "the job to stop again")
 
-    asyncio.run(second())
+    try:
+        asyncio.run(second())
+    finally:  # a failed assertion must not leave a 2000-epoch job running on the machine
+        for folder in (ws / "queue").glob("*.json"):
+            folder.unlink(missing_ok=True)
+        if (left := live_pid(ws / "runs" / name)) is not None:
+            os.kill(left, signal.SIGKILL)
     assert queued_runs(ws) == {}
 
 
