@@ -10,6 +10,7 @@ the caches, and a sweep missing from them is fitted on the spot.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -97,15 +98,11 @@ def _setup(study: Study, metrics: list[dict]) -> dict:
 
 
 def read_done(path: Path, step: str) -> dict:
-    import json
-
     file = path / "done" / f"{step}.json"
     return json.loads(file.read_text()) if file.exists() else {}
 
 
 def _timing(study: Study) -> dict:
-    import json
-
     file = study.folder / "timing.json"
     parts = json.loads(file.read_text()) if file.exists() else {}
     return {"parts": parts, "total_s": round(sum(parts.values()), 1)}
@@ -228,7 +225,7 @@ def judge(data: dict) -> list[C.Claim]:
 
 
 # -- markdown --------------------------------------------------------------------------------------
-def _cell(stat: dict, ddof_label: bool = False, digits: int = 1) -> str:
+def _cell(stat: dict, digits: int = 1) -> str:
     text = f"{stat['mean']:.{digits}f}"
     return text + (f" ± {stat['std']:.{digits}f}" if len(stat["values"]) > 1 else "")
 
