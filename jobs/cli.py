@@ -103,7 +103,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     if args.dry_run:
         from jobs.dryrun import print_plan
 
-        print_plan(study, console, tflops=args.tflops)
+        print_plan(study, console, tflops=args.tflops, gpu_memory=args.gpu_memory)
         return
     study.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(study.folder / "plan.json", {
@@ -394,6 +394,9 @@ def parser() -> argparse.ArgumentParser:
                        "tokens, memory, disk, time) without writing anything")
     repro.add_argument("--tflops", type=float, help="for --dry-run on a GPU: sustained TFLOP/s to estimate time "
                        "with (default: 100, about a third of an A100's bf16 peak)")
+    repro.add_argument("--gpu-memory", type=float, metavar="GB", help="for --dry-run: plan for a GPU of this "
+                       "many GB (e.g. 40 or 80 for an A100) and say whether training fits it (default: the "
+                       "visible GPU's, if any)")
     repro.set_defaults(func=cmd_reproduce)
 
     submit = sub.add_parser("submit", help="queue runs (the same options as run) to a background worker that "

@@ -13,7 +13,10 @@ they train on (from the real data plan, `jobs.train.plan_batches`), and estimate
 - memory: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter: `jobs.model.autocast`
   keeps fp32 masters under bf16 compute) plus activations (Korthikanti et al. 2022: about 34 bytes x
   hidden a token a layer in 16-bit, twice that in fp32, and 8 bytes a token per vocabulary entry for
-  the logits and their gradient);
+  the logits and their gradient); with train.gradient_checkpointing, only each block's input is kept
+  (2 or 4 bytes x hidden a token a layer) plus one block's activations while it is recomputed, for 8
+  rather than 6 x N x tokens of compute. Against --gpu-memory (default: the GPU's own, when there is
+  one) the plan says whether training fits, and if not, what would make it fit;
 - disk: checkpoints (fp32), snapshots, and the two activation stores (float16).
 """
 
@@ -102,7 +105,35 @@ def _cpu_rate(spec, tok, examples, phase: Phase) -> float | None:
     return 6 * n * tokens / seconds if seconds else None
 
 
-def plan(study: Study, tflops: float | None = None) -> dict:
+def training_memory(total: int, peak_tokens: int, layers: int, hidden: int, vocab: int, bytes_act: int,
+                    checkpointing: bool) -> dict[str, int]:
+    """Bytes while training (see the module's docstring for where each term comes from)."""
+    block = peak_tokens * hidden * 17 * bytes_act
+    kept = peak_tokens * layers * hidden * bytes_act + block if checkpointing else layers * block
+    memory = {"weights_optimizer": 16 * total, "activations": kept + peak_tokens * vocab * 8}
+    memory["total"] = sum(memory.values())
+    return memory
+
+
+def fit_verdict(memory: dict, memory_checkpointed: dict, gpu_bytes: float | None, checkpointing: bool) -> str | None:
+    """Whether training fits `gpu_bytes` (with 10% left to the CUDA context and fragmentation), in
+    words, with what to change when it does not; None with no GPU to judge against."""
+    if not gpu_bytes:
+        return None
+    usable = 0.9 * gpu_bytes
+    if memory["total"] <= usable:
+        return f"fits a {_gb(gpu_bytes)} GPU ({_gb(usable - memory['total'])} to spare)"
+    if not checkpointing and memory_checkpointed["total"] <= usable:
+        return (f"does not fit a {_gb(gpu_bytes)} GPU; with --set train.gradient_checkpointing=true it needs "
+                f"{_gb(memory_checkpointed['total'])} and fits")
+    if memory["weights_optimizer"] > usable:
+        return (f"does not fit a {_gb(gpu_bytes)} GPU: the fp32 weights and AdamW state alone take "
+                f"{_gb(memory['weights_optimizer'])}; use a GPU of at least {_gb(memory_checkpointed['total'] / 0.9)}")
+    return (f"does not fit a {_gb(gpu_bytes)} GPU even with gradient checkpointing; lower the batch size "
+            "(--set train.mix.batch_size=..., likewise bio and qa) or train.row_len")
+
+
+def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
     """Everything `print_plan` shows, as numbers."""
     import torch
 
@@ -149,12 +180,18 @@ def plan(study: Study, tflops: float | None = None) -> dict:
         phases.append({"phase": phase.name, "steps": len(batches), "examples": len(examples), "tokens": real,
                        "computed_tokens": computed, "batch_tokens": widest, "flops": 6 * n * computed,
                        "snapshots": len(snapshot_steps(len(batches), spec.train.snapshots))})
-    bytes_act = 2 if device.type == "cuda" else 4
+    bytes_act = 2 if device.type == "cuda" or gpu_memory else 4
     peak_tokens = max(p["batch_tokens"] for p in phases)
-    memory = {"weights_optimizer": 16 * total,
-              "activations": peak_tokens * config.num_hidden_layers * config.hidden_size * 17 * bytes_act
-              + peak_tokens * config.vocab_size * 8}
-    memory["total"] = sum(memory.values())
+    shape = (total, peak_tokens, config.num_hidden_layers, config.hidden_size, config.vocab_size, bytes_act)
+    checkpointing = spec.train.gradient_checkpointing
+    memory = training_memory(*shape, checkpointing=checkpointing)
+    if checkpointing:
+        for p in phases:
+            p["flops"] = p["flops"] * 8 // 6  # one more forward pass in the backward
+    if gpu_memory is None and device.type == "cuda":
+        gpu_memory = torch.cuda.get_device_properties(device).total_memory / 1e9
+    gpu_bytes = gpu_memory * 1e9 if gpu_memory else None
+    verdict = fit_verdict(memory, training_memory(*shape, checkpointing=True), gpu_bytes, checkpointing)
 
     n_people = len(people)
     eval_prompts = 6 * n_people * 2  # BIO: every person; QA in + QA out: every person again
@@ -173,7 +210,7 @@ def plan(study: Study, tflops: float | None = None) -> dict:
     disk["total"] = sum(v for k, v in disk.items() if k != "optimizer_while_training")
     sweeps = len(PAPER_MODELS) * len(ATTRIBUTES) * len(BIO_FORMATS) + (2 + snapshot_models) * len(ATTRIBUTES)
 
-    if device.type == "cuda":
+    if device.type == "cuda" or gpu_bytes:  # planning for a GPU, here or elsewhere
         rate, rate_from = (tflops or DEFAULT_TFLOPS) * 1e12, f"{tflops or DEFAULT_TFLOPS:g} TFLOP/s (--tflops)"
     elif tflops:
         rate, rate_from = tflops * 1e12, f"{tflops:g} TFLOP/s (--tflops)"
@@ -190,15 +227,16 @@ def plan(study: Study, tflops: float | None = None) -> dict:
             "model": spec.model.path or f"built-in Llama {spec.model.layers}x{spec.model.hidden}",
             "parameters": total, "compute_parameters": n, "layers": config.num_hidden_layers, "hidden": config.hidden_size,
             "vocab": config.vocab_size, "people": n_people, "prompts": len(all_prompts), "longest_example": longest,
-            "phases": phases, "memory": memory, "disk": disk, "eval_prompts": eval_prompts,
+            "phases": phases, "memory": memory, "gradient_checkpointing": checkpointing, "gpu_memory": gpu_bytes,
+            "fits": verdict, "disk": disk, "eval_prompts": eval_prompts,
             "models_per_run": models_main, "snapshot_models": snapshot_models, "sweeps": sweeps,
             "rate": rate, "rate_from": rate_from, "seconds_per_run": (train_s + other_s) if rate else None,
             "seconds": (train_s + other_s) * seeds if rate else None, "seeds": seeds, "preset": spec.preset}
 
 
-def print_plan(study: Study, console: Console, tflops: float | None = None) -> dict:
+def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
     with console.status("validating: data, tokenizer, model, device"):
-        info = plan(study, tflops)
+        info = plan(study, tflops, gpu_memory)
     console.print(f"[bold]reproduce {info['study']}[/bold] (dry run: nothing written) → {info['folder']}")
     console.print(f"runs: {', '.join(info['runs'])}; device {info['device']}; model {info['model']}: "
                   f"{info['parameters']:,} parameters, {info['layers']} layers, hidden {info['hidden']}, "
@@ -218,7 +256,11 @@ def print_plan(study: Study, console: Console, tflops: float | None = None) -> d
                       + ", ".join(f"{phase} {hours} h" for phase, hours in PAPER_HOURS.items()))
     mem, disk = info["memory"], info["disk"]
     console.print(f"memory while training: about {_gb(mem['total'])} ({_gb(mem['weights_optimizer'])} fp32 weights, "
-                  f"gradients and AdamW state; {_gb(mem['activations'])} activations and logits of the widest batch)")
+                  f"gradients and AdamW state; {_gb(mem['activations'])} activations and logits of the widest batch"
+                  + (", gradient checkpointing" if info["gradient_checkpointing"] else "") + ")")
+    if info["fits"]:
+        color = "green" if info["fits"].startswith("fits") else "yellow"
+        console.print(f"[{color}]{info['fits']}[/{color}]", highlight=False)
     console.print(f"disk per run: about {_gb(disk['total'])} ({_gb(disk['checkpoints'])} checkpoints, "
                   f"{_gb(disk['snapshots'])} snapshots, {_gb(disk['activations'])} activations.zarr, "
                   f"{_gb(disk['trajectory'])} trajectory.zarr; {_gb(disk['optimizer_while_training'])} more while a "

@@ -107,6 +107,16 @@ class TrainSpec(_Spec):
     snapshots: int = Field(0, ge=0, le=64, description="checkpoints kept along each phase, evenly spaced, the "
                            "last at its end: each is evaluated and dumped into trajectory.zarr (0: none)")
     eval_batch_size: int = Field(256, ge=1)
+    gradient_checkpointing: bool = Field(False, description="recompute each block's activations in the backward "
+                                         "pass: far less memory for about a third more compute (not part of "
+                                         "the run's identity)")
+    compile: bool = Field(False, description="torch.compile the training step (not part of the run's identity; "
+                          "see benchmarks/RESULTS.md for where it pays)")
+
+
+# How a phase is computed, not what it learns: left out of a run's identity and of phase keys, so
+# switching one on resumes (or reuses) the same run.
+RUNTIME_SETTINGS = ("gradient_checkpointing", "compile")
 
 
 class ExperimentSpec(_Spec):
@@ -141,8 +151,8 @@ class ExperimentSpec(_Spec):
         return list(out.values())
 
     def identity(self) -> dict[str, Any]:
-        """What makes two runs the same experiment: everything but the device."""
-        ident = self.model_dump(mode="json", exclude={"device"})
+        """What makes two runs the same experiment: everything but the device and RUNTIME_SETTINGS."""
+        ident = self.model_dump(mode="json", exclude={"device": True, "train": set(RUNTIME_SETTINGS)})
         if not self.train.snapshots:  # absent, as before the setting existed: older runs keep their names
             ident["train"].pop("snapshots")
         return ident
@@ -164,7 +174,8 @@ class ExperimentSpec(_Spec):
             if phase.start == "init":
                 break
             phase = by_name[phase.start]
-        shared = self.train.model_dump(mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size"})
+        shared = self.train.model_dump(mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size",
+                                                               *RUNTIME_SETTINGS})
         if not self.train.snapshots:
             shared.pop("snapshots")
         ident = {"seed": self.seed, "data": self.data.model_dump(mode="json"),

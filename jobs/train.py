@@ -134,6 +134,26 @@ def packed_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor]):
     return model(**batch, use_cache=False)
 
 
+def loss_function(model: PreTrainedModel, train: TrainSpec) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    """The training step's loss on a collated batch, as `train` asks it to be computed: with each
+    block's activations recomputed in the backward pass (`gradient_checkpointing`: the memory of
+    one block's activations instead of all of them), and/or through torch.compile (`compile`:
+    dynamic shapes, since packed batches vary in width). Neither changes what is computed."""
+    if train.gradient_checkpointing:
+        if not model.supports_gradient_checkpointing:
+            raise FactrecallError(f"a {model.config.model_type!r} model does not support gradient checkpointing; "
+                                  "leave train.gradient_checkpointing off")
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return packed_forward(model, batch).loss
+
+    return torch.compile(loss, dynamic=True) if train.compile else loss
+
+
 def lr_at(step: int, total: int, phase: PhaseSpec) -> float:
     """Linear warm-up over `warmup_steps`, then cosine decay to `lr * min_lr_ratio` at `total`."""
     if step < phase.warmup_steps:
@@ -276,6 +296,7 @@ def train_phase(
                 f"{last} to train the phase from its start"
             )
     model.train()
+    step_loss = loss_function(model, train)
     step = saved_step = state["step"]
     consistent = True  # weights, optimizer and `state` describe the same step
     with _deferred_sigint() as interrupted:
@@ -290,7 +311,7 @@ def train_phase(
                 for group in opt.param_groups:
                     group["lr"] = lr
                 with autocast(device):
-                    loss = packed_forward(model, batch).loss
+                    loss = step_loss(batch)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
                 opt.step()
@@ -318,6 +339,9 @@ def train_phase(
             if consistent and step > saved_step:
                 save_checkpoint(last, model, opt, state)
             raise
+        finally:
+            if train.gradient_checkpointing:
+                (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
     model.eval()
     return {
         "steps": total,

@@ -10,7 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from jobs.corpus import bio_entries, prompts
 from jobs.dryrun import plan
+from jobs.people import generate_people
 from jobs.reproduce import plan_study
 from jobs.study_report import judge
 from tests.conftest import metrics, run_cli
@@ -119,6 +121,38 @@ def test_the_paper_preset_dry_run_validates_a_local_checkpoint(tmp_path, capsys)
     assert "no Hugging Face checkpoint there" in err and len(err.strip().splitlines()) == 1
     assert run_cli("--workspace", workspace, "reproduce", "--seeds", "0", "0") == 2
     assert "seeds repeat" in capsys.readouterr().err
+
+
+def test_the_dry_run_says_whether_llama_3b_training_fits_a_gpu(tmp_path, capsys):
+    """A checkpoint folder with Llama-3.2-3B's config.json (no weights: the dry run builds the model on
+    the meta device) and a small tokenizer: the paper's setting planned for A100s of 40 and 80 GB."""
+    from transformers import LlamaConfig
+
+    from jobs.spec import build_spec
+
+    spec = build_spec("tiny")
+    people = generate_people(spec.data, seed=0)
+    entries = bio_entries(people, spec.data, seed=0)
+    _save_checkpoint(tmp_path / "m", ([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]) * 3)
+    LlamaConfig(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+                num_key_value_heads=8, tie_word_embeddings=True, bos_token_id=0, eos_token_id=1).save_pretrained(tmp_path / "m")
+    study = lambda *sets: plan_study(tmp_path / "ws", preset="paper", seeds=[0], snapshots=0, people=200,  # noqa: E731
+                                     model=str(tmp_path / "m"), overrides=list(sets))
+    info = plan(study(), tflops=100, gpu_memory=141)  # an H200
+    assert info["parameters"] == pytest.approx(3.21e9, rel=0.01)
+    assert info["memory"]["weights_optimizer"] == 16 * info["parameters"]  # 51 GB before any activation
+    assert info["fits"].startswith("fits a 141.0 GB GPU")
+    # The QA phase's 256 rows of 128 tokens: logits over 128,256 entries alone are 34 GB.
+    a100 = plan(study(), tflops=100, gpu_memory=80)
+    assert a100["fits"].startswith("does not fit a 80.0 GB GPU; with --set train.gradient_checkpointing=true")
+    checkpointed = plan(study("train.gradient_checkpointing=true"), tflops=100, gpu_memory=80)
+    assert checkpointed["fits"].startswith("fits a 80.0 GB GPU")
+    assert checkpointed["memory"]["activations"] < a100["memory"]["activations"] / 2
+    assert checkpointed["phases"][0]["flops"] == a100["phases"][0]["flops"] * 8 // 6
+    assert "does not fit a 40.0 GB GPU: the fp32 weights and AdamW state alone" in plan(study(), tflops=100, gpu_memory=40)["fits"]
+    assert run_cli("--workspace", tmp_path / "ws", "reproduce", "--preset", "paper", "--model", tmp_path / "m",
+                   "--people", "200", "--snapshots", "0", "--dry-run", "--gpu-memory", "40") == 0
+    assert "does not fit a 40.0 GB GPU" in capsys.readouterr().out
 
 
 def test_the_app_shows_the_report(study):

@@ -114,3 +114,32 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert lrs[0] == phase.lr / 10 and lrs[9] == phase.lr
     assert all(a >= b - 1e-12 for a, b in zip(lrs[9:], lrs[10:]))
     assert abs(lr_at(100, 100, phase) - 0.1 * phase.lr) < 1e-12
+
+
+def _train_briefly(tmp_path, *sets):
+    texts = ["Ada Byron took birth in London, UK.", "What is the job of Ada Byron? poet.",
+             "Ada Byron has a blood type of O-.", "Ada Byron worked for Morales LLC."]
+    tok = train_word_tokenizer(texts)
+    spec = build_spec("tiny", overrides=["train.mix.steps=6", "train.mix.batch_size=2", "train.row_len=32", *sets])
+    model = build_model(spec.model, tok, seed=0)
+    examples = [Example(np.array(ids), 0) for ids in tok(texts * 3)["input_ids"]]
+    plan = plan_batches(np.array([len(e.ids) for e in examples]), spec.train.mix, spec.train, seed=0)
+    losses = []
+    train_phase(model, tok, examples, plan, spec.train.mix, spec.train, tmp_path, progress=lambda i: losses.append(i["loss"]))
+    return model, losses
+
+
+@pytest.mark.parametrize("setting", ["train.gradient_checkpointing=true", "train.compile=true"])
+def test_runtime_settings_train_the_same_weights(tmp_path, setting):
+    """Gradient checkpointing and torch.compile change how a step is computed, not what it computes:
+    the same losses and weights as the plain step (to float32 rounding), and the model is left as it
+    was (no recomputation switched on for evaluation)."""
+    plain, plain_losses = _train_briefly(tmp_path / "plain")
+    other, other_losses = _train_briefly(tmp_path / "other", setting)
+    assert len(other_losses) == 6 and other_losses[-1] < other_losses[0]
+    np.testing.assert_allclose(other_losses, plain_losses, rtol=1e-4)
+    for (name, a), b in zip(plain.state_dict().items(), other.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in other.modules())
+    # Neither is part of the run's identity: switching one on resumes the same run.
+    assert build_spec("tiny", overrides=[setting]).identity() == build_spec("tiny").identity()
