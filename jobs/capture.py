@@ -18,6 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from jobs.errors import FactrecallError
+from jobs.spec import SUPPORTED_FAMILIES
 
 # model_type -> (where the decoder blocks live under base_model, how h is read)
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -27,6 +28,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "gpt2": ("h", "ln_2"),
     "gpt_neox": ("layers", "input+post_attention_dropout"),
 }
+
+
+assert set(FAMILIES) == set(SUPPORTED_FAMILIES), "jobs.spec.SUPPORTED_FAMILIES lists what capture reads"
 
 
 def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:

@@ -35,7 +35,7 @@ from jobs.runfolder import (
     write_jsonl,
 )
 from jobs.spec import Phase, check_model_path
-from jobs.tokenizer import Target, encode_targets, load_tokenizer, train_word_tokenizer
+from jobs.tokenizer import Target, check_vocabulary, encode_targets, load_tokenizer, train_word_tokenizer
 from jobs.train import PLAN_VERSION, Example, plan_batches, snapshot_name, snapshot_steps, train_phase
 
 # How often (seconds) progress lines go to events.jsonl; the console listener sees every step.
@@ -98,6 +98,7 @@ def make_tokenizer(run: RunFolder, all_prompts: list[Prompt]) -> tuple[PreTraine
         tok.save_pretrained(run.path / "tokenizer")
     else:
         tok = load_tokenizer(run.spec.model.path)
+        check_vocabulary(tok, run.spec.model.path)
     targets = encode_targets(tok, all_prompts)
     _check_row_len(run, tok, all_prompts, targets)
     write_jsonl(targets_file, [{"first_token_id": t.first_token_id, "ids": list(t.ids)} for t in targets])

@@ -295,13 +295,41 @@ def build_spec(
         raise SpecError(_one_line(err)) from None
 
 
+# Model types whose resid_mid `jobs.capture` knows how to read (its FAMILIES), in words for errors.
+SUPPORTED_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "gpt_neox": "GPT-NeoX/Pythia",
+                      "gpt2": "GPT-2"}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def check_model_path(path: str) -> None:
-    """Refuse a --model that is not a checkpoint folder, before anything is written for it."""
+    """Refuse a --model that is not a checkpoint of a supported causal LM with its tokenizer, before
+    anything is written for it."""
     p = Path(path)
     if not p.is_dir() or not (p / "config.json").is_file():
         raise SpecError(
             f"--model {path}: no Hugging Face checkpoint there (a folder with config.json and weights, "
             "as written by save_pretrained)"
+        )
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SpecError(f"--model {path}: config.json cannot be read ({err}); the checkpoint is damaged") from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind not in SUPPORTED_FAMILIES:
+        raise SpecError(
+            f"--model {path}: a {kind!r} model, which factrecall cannot read hidden states from; supported are "
+            + ", ".join(f"{name} ({k})" for k, name in SUPPORTED_FAMILIES.items())
+        )
+    heads = config.get("architectures") or []
+    if heads and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in heads):
+        raise SpecError(
+            f"--model {path}: a {heads[0]} checkpoint has no language-model head; give a causal LM (one whose "
+            "config.json names an architecture ending in ForCausalLM or LMHeadModel)"
+        )
+    if not any((p / name).is_file() for name in _TOKENIZER_FILES):
+        raise SpecError(
+            f"--model {path}: no tokenizer beside the weights ({', '.join(_TOKENIZER_FILES)}); save it there "
+            "with tokenizer.save_pretrained"
         )
 
 

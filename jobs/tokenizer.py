@@ -48,6 +48,22 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
+def check_vocabulary(tok: PreTrainedTokenizerBase, path: str | Path) -> None:
+    """Refuse a tokenizer that makes ids the checkpoint's embedding has no row for (the token
+    classes transformers picks by model type can add special tokens of their own, such as a pad)."""
+    import json
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    rows = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
+    if rows and len(tok) > rows:
+        extra = [t for t, i in tok.get_vocab().items() if i >= rows][:3]
+        raise FactrecallError(
+            f"--model {path}: its tokenizer has {len(tok)} tokens but the model's embedding only {rows} rows "
+            f"(ids from {rows} up, e.g. {', '.join(map(repr, extra))}, have none); save the tokenizer the "
+            "model was trained with, or resize the model's embeddings (model.resize_token_embeddings) and save it"
+        )
+
+
 @dataclass(frozen=True)
 class Target:
     """Token ids that must follow a prompt: the answer and the period after it."""

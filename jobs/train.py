@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from jobs.errors import FactrecallError
@@ -152,6 +153,34 @@ def loss_function(model: PreTrainedModel, train: TrainSpec) -> Callable[[dict[st
         return packed_forward(model, batch).loss
 
     return torch.compile(loss, dynamic=True) if train.compile else loss
+
+
+@torch.no_grad()
+def check_packing(model: PreTrainedModel, examples: list[Example], pad_id: int) -> None:
+    """Refuse to train packed rows with a model that lets packed examples see each other: one row
+    of the first three examples must give each the logits it gets alone. transformers builds the
+    block-diagonal mask from position ids for every supported family today; this catches a version
+    or an attention implementation that does not."""
+    device = next(model.parameters()).device
+    chosen = examples[:3]
+    batch = {k: v.to(device) for k, v in collate([np.arange(len(chosen))], chosen, pad_id).items()}
+    was_training = model.training
+    model.eval()
+    try:
+        packed = packed_forward(model, batch).logits[0].float()
+        at, worst = 0, 0.0
+        for ex in chosen:
+            alone = model(input_ids=torch.from_numpy(ex.ids)[None].to(device), use_cache=False).logits[0].float()
+            worst = max(worst, ((packed[at : at + len(ex.ids)] - alone).abs().max() / alone.abs().max().clamp_min(1e-6)).item())
+            at += len(ex.ids)
+    finally:
+        model.train(was_training)
+    if worst > 1e-3:
+        raise FactrecallError(
+            f"packed examples attend to each other in this {model.config.model_type!r} model (logits differ by "
+            f"{worst:.1e} of their scale; transformers {transformers.__version__}, attention "
+            f"{model.config._attn_implementation!r}); train with --set train.packing=false"
+        )
 
 
 def lr_at(step: int, total: int, phase: PhaseSpec) -> float:
@@ -295,6 +324,8 @@ def train_phase(
                 f"{state.get('plan', 1)}; this code makes {total} steps, version {PLAN_VERSION}); delete "
                 f"{last} to train the phase from its start"
             )
+    if train.packing and state["step"] == 0:
+        check_packing(model, examples, tok.pad_token_id)
     model.train()
     step_loss = loss_function(model, train)
     step = saved_step = state["step"]

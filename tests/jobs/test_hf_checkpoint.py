@@ -11,21 +11,28 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from jobs.corpus import bio_entries, prompts
 from jobs.people import generate_people
 from jobs.spec import build_spec
+from jobs.tokenizer import load_tokenizer
 from tests.conftest import metrics, run_cli
 
 
-def _save_checkpoint(folder, texts):
+def _save_checkpoint(folder, texts, model=None):
+    """A byte-level BPE tokenizer trained on `texts` and a random model for it (default: a 2-layer
+    Llama; `model(vocab_size, bos_id, eos_id)` makes another), saved as a checkpoint folder."""
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"],
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>")
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, bos_token_id=0, eos_token_id=1)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>").save_pretrained(folder)
+    if model is None:
+        model = lambda v, bos, eos: LlamaForCausalLM(LlamaConfig(  # noqa: E731
+            vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=4, bos_token_id=bos, eos_token_id=eos))
+    # The tokenizer as it loads beside a model of this type (whose tokenizer class can add special
+    # tokens, such as Qwen2's pad): the embedding gets a row for every id, as in a real checkpoint.
+    model(len(raw.get_vocab()), 0, 1).config.save_pretrained(folder)
+    model(len(load_tokenizer(folder)), 0, 1).save_pretrained(folder)
 
 
 def test_a_local_checkpoint_trains_and_scores_by_path(tmp_path, capsys):

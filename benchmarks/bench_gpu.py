@@ -1,0 +1,172 @@
+"""The GPU training step: measured peak memory against the dry run's estimate
+(`jobs.dryrun.training_memory`), and what gradient checkpointing and torch.compile do to memory and
+tokens/s, each against the plain step (bf16 autocast over fp32 weights) measured in the same run.
+
+    python benchmarks/bench_gpu.py [--cases cpu:32 1b:32 1b:256 3b:32] [--steps 12] [--json OUT]
+    python benchmarks/bench_gpu.py --device cpu --cases cpu:8 --steps 6   # the same steps on a CPU: tokens/s only
+
+A case is SIZE:ROWS: a random Llama of that size (`cpu`: the cpu preset's model; `1b`, `3b`: the
+shapes of Llama-3.2-1B and -3B, vocabulary 128,256) trained on batches of ROWS packed rows (of 288
+tokens for `cpu`, as its preset; of 128, the paper preset's, for the others) of real Mix data (BIO statements and QA pairs of the cpu preset's people), exactly as
+`jobs.train.train_phase` steps: `jobs.train.loss_function`, backward, clipping, AdamW. Each variant
+starts from the same weights and sees the same batches; the table gives the last loss too, so that a
+variant that computes something else would show. Peak memory is measured on a CUDA GPU only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+
+import numpy as np
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from jobs.corpus import bio_entries, prompts
+from jobs.dryrun import training_memory
+from jobs.model import autocast, build_model, pick_device, use_all_cores
+from jobs.people import generate_people
+from jobs.pipeline import PHASE_STREAM, examples_of
+from jobs.spec import build_spec
+from jobs.tokenizer import encode_targets, train_word_tokenizer
+from jobs.train import collate, loss_function, make_optimizer, plan_batches
+
+SHAPES = {  # Llama-3.2's configurations
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, tie_word_embeddings=True),
+    "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+               num_key_value_heads=8, tie_word_embeddings=True),
+}
+VARIANTS = {"plain": [], "checkpointing": ["train.gradient_checkpointing=true"], "compile": ["train.compile=true"],
+            "both": ["train.gradient_checkpointing=true", "train.compile=true"]}
+
+
+def mix_examples(spec, tok):
+    """The Mix phase's training examples, as a run makes them."""
+    people = generate_people(spec.data, 0)
+    entries = bio_entries(people, spec.data, 0)
+    all_prompts = prompts(people, entries)
+    mix = next(p for p in spec.phases() if p.name == "mix")
+    return examples_of(mix, tok, [e.text for e in entries], all_prompts, encode_targets(tok, all_prompts))
+
+
+def make_model(size: str, spec, tok):
+    if size == "cpu":
+        return build_model(spec.model, tok, seed=0)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128256, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, **SHAPES[size])
+    return LlamaForCausalLM(config)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def case_spec(size: str, rows: int, *sets: str):
+    row_len = [] if size == "cpu" else ["train.row_len=128"]
+    return build_spec("cpu", overrides=[f"train.mix.batch_size={rows}", *row_len, *sets])
+
+
+def measure(size: str, rows: int, variant: str, steps: int, base, tok, examples, plan, device: torch.device) -> dict:
+    spec = case_spec(size, rows, *VARIANTS[variant])
+    model = make_model(size, spec, tok)
+    model.load_state_dict(base)
+    model.to(device).train()
+    opt = make_optimizer(model, spec.train.mix)
+    step_loss = loss_function(model, spec.train)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times, tokens, loss = [], 0, None
+    t_first = time.perf_counter()
+    for k, batch_rows in enumerate(plan[:steps]):
+        batch = {key: v.to(device) for key, v in collate(batch_rows, examples, tok.pad_token_id).items()}
+        _sync(device)
+        t0 = time.perf_counter()
+        with autocast(device):
+            loss = step_loss(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        if k == 0:
+            first = time.perf_counter() - t_first
+        if k >= 3:  # warm-up: compilation, and the allocator growing
+            times.append(time.perf_counter() - t0)
+            tokens += sum(len(examples[i].ids) for row in batch_rows for i in row)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    total = sum(p.numel() for p in model.parameters())
+    c = model.config
+    estimate = training_memory(total, rows * spec.train.row_len, c.num_hidden_layers, c.hidden_size, c.vocab_size,
+                               2 if device.type == "cuda" else 4, checkpointing=spec.train.gradient_checkpointing)["total"]
+    out = {"size": size, "rows": rows, "row_len": spec.train.row_len, "variant": variant, "parameters": total, "tokens_per_s": tokens / sum(times),
+           "first_step_s": first, "peak_gb": peak / 1e9 if peak else None, "estimate_gb": estimate / 1e9, "last_loss": loss.item()}
+    del model, opt, step_loss
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch._dynamo.reset()
+    return out
+
+
+def _gb(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f} GB"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="+", default=["cpu:32", "1b:32", "1b:256", "3b:32"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--json", help="also write the rows as JSON")
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    args = ap.parse_args()
+    device = pick_device(args.device)
+    use_all_cores()
+    spec = build_spec("cpu")
+    people = generate_people(spec.data, 0)
+    entries = bio_entries(people, spec.data, 0)
+    tok = train_word_tokenizer([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)])
+    examples = mix_examples(spec, tok)
+    lengths = np.array([len(e.ids) for e in examples])
+    results = []
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{name}, torch {torch.__version__}", flush=True)
+    for case in args.cases:
+        size, rows = case.split(":")
+        rows = int(rows)
+        plan_spec = case_spec(size, rows)
+        plan = plan_batches(lengths, plan_spec.train.mix, plan_spec.train, seed=[0, PHASE_STREAM["mix"]])
+        base = make_model(size, plan_spec, tok).state_dict()
+        for variant in args.variants:
+            try:
+                r = measure(size, rows, variant, args.steps, base, tok, examples, plan, device)
+            except torch.OutOfMemoryError:
+                r = {"size": size, "rows": rows, "variant": variant, "error": "out of memory"}
+                gc.collect()
+                torch.cuda.empty_cache()
+                torch._dynamo.reset()
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    print("\n| model | batch (rows x tokens) | variant | tokens/s | vs plain | first step | peak memory | estimate | last loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['size']} | {r['rows']} | {r['variant']} | {r['error']} | | | | | |")
+            continue
+        plain = next(p for p in results if p["size"] == r["size"] and p["rows"] == r["rows"] and p["variant"] == "plain")
+        print(f"| {r['size']} ({r['parameters'] / 1e6:,.0f}M) | {r['rows']} x {r['row_len']} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
+              f"{r['tokens_per_s'] / plain['tokens_per_s']:.2f} | {r['first_step_s']:.1f} s | {_gb(r['peak_gb'])} | "
+              f"{_gb(r['estimate_gb'])} | {r['last_loss']:.4f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
