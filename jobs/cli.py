@@ -5,7 +5,8 @@
     factrecall-jobs run --seeds 0 1 2            # three runs, reported as mean ± std
     factrecall-jobs reproduce                    # the paper's whole study, 3 seeds, and its report
     factrecall-jobs submit --seeds 0 1 2         # the same, queued to a background worker (survives the shell)
-    factrecall-jobs queue                        # what is queued and running; `cancel RUN` stops one
+    factrecall-jobs submit --executor slurm --seeds 0 1 2 --partition gpu   # to Slurm, one array job
+    factrecall-jobs status                       # what is queued and running; `cancel RUN` stops one
     factrecall-jobs resume RUN                   # continue a killed run (re-running the same `run` does too)
     factrecall-jobs show RUN [RUN ...]           # Figure 1 and Figure 5 for runs, side by side
     factrecall-jobs plot RUN [RUN ...]           # accuracy over training, as a PNG
@@ -72,12 +73,19 @@ def _reporting(run):
 
 
 def _planned(args: argparse.Namespace) -> list[tuple[object, str]]:
+    """(spec, run name) for each seed, or with --per-strategy for each seed and strategy."""
     from jobs.queue import plan_runs
+    from jobs.spec import DEFAULT_STRATEGIES
 
-    return plan_runs(preset=args.preset, strategies=args.strategy,
-                     seeds=args.seeds if args.seeds is not None else [args.seed],
-                     config=Path(args.config) if args.config else None, overrides=args.set, people=args.people,
-                     qa_in_fraction=args.qa_in_fraction, model=args.model, device=args.device, name=args.name)
+    groups = [[s] for s in (args.strategy or DEFAULT_STRATEGIES)] if getattr(args, "per_strategy", False) else [args.strategy]
+    out = []
+    for strategies in groups:
+        name = f"{args.name}-{strategies[0]}" if args.name and len(groups) > 1 else args.name
+        out += plan_runs(preset=args.preset, strategies=strategies,
+                         seeds=args.seeds if args.seeds is not None else [args.seed],
+                         config=Path(args.config) if args.config else None, overrides=args.set, people=args.people,
+                         qa_in_fraction=args.qa_in_fraction, model=args.model, device=args.device, name=name)
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -132,12 +140,27 @@ def cmd_submit(args: argparse.Namespace) -> None:
     from jobs.queue import prepare, submit
 
     planned = _planned(args)
+    if args.executor == "slurm":
+        from jobs.slurm import SlurmOptions, make_executor, submit as submit_slurm
+
+        options = SlurmOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time=args.time, mem=args.mem,
+                               account=args.account, qos=args.qos, constraint=args.constraint,
+                               parallelism=args.array_parallelism, setup=args.setup or [])
+        executor = make_executor(_workspace(args), options)  # refuses bad options, or no Slurm, before any folder
     for spec, name in planned:
         prepare(_workspace(args), spec, name)
+    if args.executor == "slurm":
+        entries = submit_slurm(executor, _workspace(args), [name for _, name in planned], device=args.device,
+                               dump=not args.no_dump, reuse=not args.no_reuse)
+        for entry in entries:
+            console.print(f"submitted [bold]{entry['run']}[/bold] as {entry['cluster']} job {entry['job_id']}", highlight=False)
+        console.print(f"[dim]follow them with `factrecall-jobs status` or factrecall-tui; the scheduler's log of each "
+                      f"job: {Path(entries[0]['log']).parent}[/dim]", highlight=False)
+        return
     for spec, name in planned:
         submit(_workspace(args), name, device=args.device, dump=not args.no_dump, reuse=not args.no_reuse)
         console.print(f"queued [bold]{name}[/bold]", highlight=False)
-    console.print("[dim]follow them with `factrecall-jobs queue` or factrecall-tui; they run on after this "
+    console.print("[dim]follow them with `factrecall-jobs status` or factrecall-tui; they run on after this "
                   "shell closes[/dim]")
 
 
@@ -147,12 +170,22 @@ def cmd_queue(args: argparse.Namespace) -> None:
     from jobs.queue import job_table
 
     rows = job_table(_workspace(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
     if not rows:
         console.print("nothing queued or running")
         return
-    t = Table("run", "status", "pid", title_justify="left")
+    t = Table(title_justify="left")
+    t.add_column("run", min_width=max(len(r["run"]) for r in rows), no_wrap=True)
+    for name in ("status", "executor", "job / pid", "progress"):
+        t.add_column(name)
+    t.add_column("log", overflow="fold")
+    workspace = _workspace(args).resolve()
     for row in rows:
-        t.add_row(row["run"], row["status"], str(row.get("pid") or ""))
+        log = Path(row["log"]) if row["log"] else None
+        shown = str(log.resolve().relative_to(workspace)) if log and log.resolve().is_relative_to(workspace) else str(log or "")
+        t.add_row(row["run"], row["status"], row["executor"], row["job"] or str(row.get("pid") or ""), row["progress"], shown)
     console.print(t)
 
 
@@ -400,12 +433,33 @@ def parser() -> argparse.ArgumentParser:
     repro.set_defaults(func=cmd_reproduce)
 
     submit = sub.add_parser("submit", help="queue runs (the same options as run) to a background worker that "
-                            "runs them one at a time (one per GPU), after this shell closes too")
+                            "runs them one at a time (one per GPU), after this shell closes too; or to Slurm")
     _run_arguments(submit)
+    submit.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="local (default): this machine's worker; slurm: one array job through submitit, a "
+                        "task per run (FACTRECALL_SUBMITIT_CLUSTER=local runs it through submitit's local executor)")
+    submit.add_argument("--per-strategy", action="store_true", help="one run per seed and strategy (run in "
+                        "parallel; stage and bio each train the BIO phase) instead of one per seed")
+    slurm = submit.add_argument_group("Slurm (--executor slurm), per run")
+    slurm.add_argument("--partition", help="partition (default: the cluster's)")
+    slurm.add_argument("--gpus", type=int, default=1, help="GPUs (default 1)")
+    slurm.add_argument("--cpus", type=int, help="CPUs (default: the cluster's)")
+    slurm.add_argument("--time", default="24:00:00", help="time limit, as Slurm writes it (default 24:00:00); at "
+                       "the limit the job saves a checkpoint and is requeued, and resumes")
+    slurm.add_argument("--mem", help="memory, e.g. 64G (default: the cluster's)")
+    slurm.add_argument("--account", help="account to charge")
+    slurm.add_argument("--qos", help="quality of service")
+    slurm.add_argument("--constraint", help="node features, e.g. a100")
+    slurm.add_argument("--array-parallelism", type=int, help="tasks of the array at once (default: all)")
+    slurm.add_argument("--setup", action="append", metavar="LINE", help="shell line run before the job, e.g. "
+                       "'module load cuda' or 'source ~/factrecall/.venv/bin/activate' (repeatable)")
     submit.set_defaults(func=cmd_submit)
 
-    queue = sub.add_parser("queue", help="the runs queued or running in the workspace")
-    queue.set_defaults(func=cmd_queue)
+    for name, text in (("status", "the runs queued or running in the workspace: executor, job, progress, log"),
+                       ("queue", "the same as status")):
+        queue = sub.add_parser(name, help=text)
+        queue.add_argument("--json", action="store_true", help="print the rows as JSON")
+        queue.set_defaults(func=cmd_queue)
 
     cancel = sub.add_parser("cancel", help="take runs off the queue, or stop them (what they finished is kept)")
     cancel.add_argument("runs", nargs="+", metavar="RUN")

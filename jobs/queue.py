@@ -99,13 +99,18 @@ def live_pid(run_folder: Path) -> int | None:
 
 def queued_runs(workspace: Path) -> dict[str, str]:
     """Runs waiting (`queued`) or being started (`starting`, before the job holds its folder), in
-    queue order."""
+    queue order; then runs submitted to Slurm (`jobs.slurm.active`: `starting` once the job runs
+    there, where no lock of this machine's can show it)."""
+    from jobs import slurm
+
     out = {_run_of(e): "queued" for e in _entries(queue_dir(workspace))}
     for e in _entries(queue_dir(workspace) / "started"):
         info = _read(e)
         # Claimed by the worker and not started yet (no pid), or started: either way, on its way.
         if ("pid" not in info and _alive(_worker_pid(workspace))) or _is_job(info.get("pid")):
             out.setdefault(_run_of(e), "starting")
+    for name, state in slurm.active(workspace).items():
+        out.setdefault(name, state)
     return out
 
 
@@ -118,16 +123,42 @@ def _worker_pid(workspace: Path) -> int | None:
 
 
 def job_table(workspace: Path) -> list[dict]:
-    """The runs queued, starting or running in the workspace (for `factrecall-jobs queue`)."""
+    """The runs queued, starting or running in the workspace (for `factrecall-jobs status`): each
+    with its executor, pid or scheduler job id, how far it is, and where its console output goes."""
+    from jobs import slurm
+
     rows = []
     for name, state in queued_runs(workspace).items():
-        pid = live_pid(workspace / "runs" / name) if state == "starting" else None
-        rows.append({"run": name, "status": "running" if pid else state, "pid": pid if pid and pid > 0 else None})
+        folder = workspace / "runs" / name
+        job = slurm.job_of(workspace, name) if name in slurm.active(workspace) else None
+        if job is not None:
+            rows.append({"run": name, "status": "running" if state == "starting" else "queued",
+                         "executor": job["cluster"] if job["cluster"] == "slurm" else "submitit-local",
+                         "job": job["job_id"], "pid": None, "log": str(folder / "job.out")})
+            continue
+        pid = live_pid(folder) if state == "starting" else None
+        rows.append({"run": name, "status": "running" if pid else state, "executor": "local", "job": None,
+                     "pid": pid if pid and pid > 0 else None, "log": str(folder / "job.out")})
     listed = {r["run"] for r in rows}
     for folder in sorted((workspace / "runs").glob("*")) if (workspace / "runs").exists() else []:
         if folder.name not in listed and (pid := live_pid(folder)) is not None:
-            rows.append({"run": folder.name, "status": "running", "pid": pid if pid > 0 else None})
+            rows.append({"run": folder.name, "status": "running", "executor": "shell", "job": None,
+                         "pid": pid if pid > 0 else None, "log": None})
+    for row in rows:
+        row["progress"] = progress_of(workspace / "runs" / row["run"]) if row["status"] == "running" else ""
     return rows
+
+
+def progress_of(folder: Path) -> str:
+    """The run's last progress event, in words: `train mix 1,200/3,000` or `dump 36,000/72,000`."""
+    events = tail_events(folder)
+    start = max((e.get("time", 0) for e in events if e.get("kind") == "run" and e.get("status") == "running"), default=0)
+    last = next((e for e in reversed(events) if e.get("kind") == "progress" and e.get("time", 0) >= start), None)
+    if not last:
+        return ""
+    what = f"{last.get('step', '')} {last.get('phase', '')}".strip()
+    done, total = last.get("done"), last.get("total")
+    return f"{what} {done:,}/{total:,}" if isinstance(done, int) and isinstance(total, int) else what
 
 
 # -- submitting -------------------------------------------------------------------------------------
@@ -191,6 +222,10 @@ def start_worker(workspace: Path) -> None:
 def cancel(workspace: Path, name: str) -> str:
     """Take a queued run off the queue, or interrupt a running one (SIGINT: the job records itself as
     interrupted and keeps what it finished). Returns what was done, in words."""
+    from jobs import slurm
+
+    if (said := slurm.cancel(workspace, name)) is not None:
+        return said
     qdir = queue_dir(workspace)
     for entry in _entries(qdir):
         if _run_of(entry) == name:

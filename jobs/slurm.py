@@ -1,0 +1,311 @@
+"""`submit --executor slurm`: runs go to a Slurm cluster through submitit, all seeds x strategies of
+one `submit` as one array job, and stay visible where local jobs are (`factrecall-jobs status`, the
+TUI), since each job writes its own run folder on the shared filesystem.
+
+    WORKSPACE/queue/slurm/<run>.json         the run's job: {"run", "job_id", "cluster", "folder", "log", ...}
+    WORKSPACE/queue/slurm/cancel/<run>.json  a request to the run's task to interrupt its job
+    WORKSPACE/queue/slurm/submitit/          submitit's own files: the sbatch script, its logs, its call
+
+Each array task runs `ResumeJob`: `factrecall-jobs resume RUN` in a child process, its console output
+in RUN/job.out as with the local executor. Before a time limit or a preemption, Slurm signals the job
+(submitit's USR2), `ResumeJob.checkpoint` interrupts the child (which saves a checkpoint, as on
+Ctrl-C) and submitit requeues the task, whose `resume` continues the run. `cancel RUN` writes a request
+the task polls for (the compute node sees the workspace; a signal from the login node could not reach
+it); the task interrupts its child on seeing it. A job still pending is scancelled.
+
+With FACTRECALL_SUBMITIT_CLUSTER=local the same submission runs through submitit's LocalExecutor on
+this machine (what the tests do); submitit itself is only imported when a job is submitted or asked
+about, so the TUI stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.errors import FactrecallError
+from jobs.runfolder import atomic_write_json, tail_events
+
+ENDED = ("done", "failed", "interrupted")
+# sacct's states of a job that will not run (again)
+GONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+        "PREEMPTED", "FINISHED", "GONE", "INTERRUPTED"}
+STATE_TTL_S = 30.0  # how long a scheduler answer is reused (sacct is not for polling every second)
+_states: dict[str, tuple[float, str]] = {}
+
+
+def slurm_dir(workspace: Path) -> Path:
+    return workspace / "queue" / "slurm"
+
+
+def cluster() -> str:
+    name = os.environ.get("FACTRECALL_SUBMITIT_CLUSTER", "slurm")
+    if name not in ("slurm", "local"):
+        raise FactrecallError(f"FACTRECALL_SUBMITIT_CLUSTER={name!r}: use slurm (default) or local")
+    return name
+
+
+def minutes(text: str) -> int:
+    """Slurm's time formats: MINUTES, HH:MM:SS, MM:SS, D-HH[:MM[:SS]]."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not m:
+        raise FactrecallError(f"--time {text!r}: give minutes (90), HH:MM:SS (24:00:00) or D-HH:MM:SS (2-00:00:00)")
+    days, a, b, c = (int(g) if g else None for g in m.groups())
+    if days is None and b is None:
+        total = a  # plain minutes
+    elif days is None and c is None:
+        total = a + (b or 0) / 60  # MM:SS
+    else:
+        total = (days or 0) * 1440 + a * 60 + (b or 0) + (c or 0) / 60
+    if total < 1:
+        raise FactrecallError(f"--time {text!r} is under a minute")
+    return max(1, round(total))
+
+
+@dataclass
+class SlurmOptions:
+    """What `#SBATCH` asks for, per array task (one run each)."""
+
+    partition: str | None = None
+    gpus: int = 1
+    cpus: int | None = None
+    time: str = "24:00:00"
+    mem: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    parallelism: int | None = None
+    setup: list[str] = field(default_factory=list)
+
+    def parameters(self) -> dict:
+        """For submitit's AutoExecutor.update_parameters (slurm_* keys apply on Slurm only)."""
+        if self.gpus < 0 or (self.cpus is not None and self.cpus < 1) or (self.parallelism is not None and self.parallelism < 1):
+            raise FactrecallError("--gpus must be 0 or more, --cpus and --array-parallelism 1 or more")
+        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?", self.mem):
+            raise FactrecallError(f"--mem {self.mem!r}: give Slurm's form, e.g. 64G or 500M")
+        params = {"name": "factrecall", "timeout_min": minutes(self.time), "gpus_per_node": self.gpus,
+                  "tasks_per_node": 1, "nodes": 1, "slurm_signal_delay_s": 120}
+        if self.cpus:
+            params["cpus_per_task"] = self.cpus
+        extra = {"slurm_partition": self.partition, "slurm_mem": self.mem, "slurm_account": self.account,
+                 "slurm_qos": self.qos, "slurm_constraint": self.constraint,
+                 "slurm_array_parallelism": self.parallelism, "slurm_setup": self.setup or None}
+        params.update({k: v for k, v in extra.items() if v is not None})
+        return params
+
+
+def _job_command(workspace: Path, run: str, device: str | None, dump: bool, reuse: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), "resume", run]
+    cmd += ["--device", device] if device and device != "auto" else []
+    cmd += [] if dump else ["--no-dump"]
+    cmd += [] if reuse else ["--no-reuse"]
+    return cmd
+
+
+def _import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise FactrecallError("--executor slurm needs submitit: pip install 'factrecall[slurm]'") from None
+    return submitit
+
+
+class ResumeJob:
+    """What one array task runs (submitit pickles this call into its own folder: its arguments are a
+    run name and flags, nothing else). A submitit Checkpointable: requeued on timeout or preemption."""
+
+    def __init__(self, workspace: str, run: str, device: str | None = None, dump: bool = True, reuse: bool = True):
+        self.workspace, self.run, self.device, self.dump, self.reuse = workspace, run, device, dump, reuse
+        self._proc: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_proc"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _proc=None)
+
+    def __call__(self) -> int:
+        workspace = Path(self.workspace)
+        folder = workspace / "runs" / self.run
+        cmd = _job_command(workspace, self.run, self.device, self.dump, self.reuse)
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
+        flag = slurm_dir(workspace) / "cancel" / f"{self.run}.json"
+        started = time.time()
+        with (folder / "job.out").open("ab") as out:
+            out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}   # submitit job {job} on {os.uname().nodename}\n".encode())
+            out.flush()
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        while self._proc.poll() is None:
+            if flag.exists():
+                flag.unlink(missing_ok=True)
+                self._proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+        code = self._proc.returncode
+        if code != 0:
+            record_end(folder, code, started, f"the job process exited with code {code}; see job.out")
+            raise FactrecallError(f"factrecall-jobs resume {self.run} exited with code {code}; see {folder / 'job.out'}")
+        return code
+
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on Slurm's warning signal: stop the child as Ctrl-C would (it keeps a
+        checkpoint), then requeue the same call, which resumes the run."""
+        submitit = _import_submitit()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=90)
+        return submitit.helpers.DelayedSubmission(ResumeJob(self.workspace, self.run, self.device, self.dump, self.reuse))
+
+
+def record_end(folder: Path, code: int, since: float, error: str) -> None:
+    """A job that ended without saying so in events.jsonl (killed, out of memory, cancelled before its
+    folder opened) still ends there, so that nobody waits on it."""
+    from jobs.queue import INTERRUPTED_CODES
+
+    ends = [e for e in tail_events(folder) if e.get("kind") == "run" and e.get("time", 0) >= since]
+    if ends and ends[-1].get("status") in ENDED:
+        return
+    status = "interrupted" if code in INTERRUPTED_CODES else "failed"
+    with contextlib.suppress(OSError), (folder / "events.jsonl").open("a") as f:
+        f.write(json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status, "error": error}) + "\n")
+
+
+def make_executor(workspace: Path, options: SlurmOptions):
+    """submitit's executor for `options`, made before any run folder is, so that a machine with no
+    Slurm, or a bad option, is refused with nothing written."""
+    submitit = _import_submitit()
+    params = options.parameters()
+    try:
+        executor = submitit.AutoExecutor(folder=slurm_dir(workspace.resolve()) / "submitit" / "%j", cluster=cluster())
+        executor.update_parameters(**params)
+    except Exception as err:  # noqa: BLE001 - submitit's RuntimeError/ValueError say it in a line
+        raise FactrecallError(f"cannot submit to Slurm from here: {_last_line(err)} (run on a login node of the "
+                              "cluster, with sbatch and srun on PATH)") from None
+    return executor
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(err).__name__
+
+
+def submit(executor, workspace: Path, names: list[str], device: str | None = None, dump: bool = True,
+           reuse: bool = True) -> list[dict]:
+    """One array job through `executor` (from `make_executor`), a task per run (their folders made
+    already); returns the registry entries."""
+    workspace = workspace.resolve()
+    where = cluster()
+    try:
+        with executor.batch():
+            handles = [executor.submit(ResumeJob(str(workspace), name, device, dump, reuse)) for name in names]
+    except Exception as err:  # noqa: BLE001 - sbatch refusing: submitit raises its own types
+        raise FactrecallError(f"the Slurm submission failed: {_last_line(err)}") from None
+    entries = []
+    for name, job in zip(names, handles):
+        entry = {"run": name, "job_id": str(job.job_id), "cluster": where, "folder": str(job.paths.folder),
+                 "log": str(job.paths.stdout), "submitted": time.time(),
+                 "options": {k: v for k, v in executor._executor.parameters.items() if isinstance(v, (str, int, float, list))}}
+        atomic_write_json(slurm_dir(workspace) / f"{name}.json", entry)
+        entries.append(entry)
+    return entries
+
+
+def entries(workspace: Path) -> list[dict]:
+    folder = slurm_dir(workspace)
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            info = json.loads(path.read_text())
+            if isinstance(info, dict) and "job_id" in info:
+                out.append(info)
+    return out
+
+
+def scheduler_state(info: dict) -> str:
+    """The scheduler's word for the job: PENDING, RUNNING, COMPLETED, ... (sacct through submitit on
+    Slurm; the controller process and submitit's result file with the local executor), cached a
+    little while."""
+    key = f"{info['cluster']}:{info['job_id']}"
+    cached = _states.get(key)
+    if cached and time.monotonic() - cached[0] < STATE_TTL_S:
+        return cached[1]
+    if info["cluster"] == "local":
+        from jobs.queue import _alive
+
+        pid = int(info["job_id"]) if info["job_id"].isdigit() else None
+        if _alive(pid):
+            state = "RUNNING"
+        else:
+            state = "FINISHED" if any(Path(info["folder"]).glob("*_result.pkl")) else "GONE"
+    else:
+        submitit = _import_submitit()
+        logging.getLogger("submitit").setLevel(logging.ERROR)  # its sacct retries would print over our tables
+        try:
+            state = submitit.SlurmJob(folder=info["folder"], job_id=info["job_id"]).state.split()[0]
+        except Exception:  # noqa: BLE001 - no sacct here (a login node without accounting): unknown
+            state = "UNKNOWN"
+    _states[key] = (time.monotonic(), state)
+    return state
+
+
+def active(workspace: Path) -> dict[str, str]:
+    """Runs submitted to the scheduler that have not ended: `queued` (the scheduler holds them) or
+    `starting` (the job runs; the run folder says how far it is). A job the scheduler has dropped
+    without the run saying it ended is recorded as failed in the run's events."""
+    out = {}
+    for info in entries(workspace):
+        folder = workspace / "runs" / info["run"]
+        runs = [e for e in tail_events(folder) if e.get("kind") == "run" and e.get("time", 0) >= info["submitted"]]
+        last = runs[-1].get("status") if runs else None
+        if last in ENDED:
+            continue
+        state = scheduler_state(info)
+        if state in GONE:
+            if state not in ("COMPLETED", "FINISHED"):
+                record_end(folder, 1, info["submitted"],
+                           f"{info['cluster']} job {info['job_id']} ended as {state}; see {info['log']}")
+            continue
+        out[info["run"]] = "starting" if last == "running" else "queued"
+    return out
+
+
+def job_of(workspace: Path, run: str) -> dict | None:
+    path = slurm_dir(workspace) / f"{run}.json"
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        return json.loads(path.read_text())
+    return None
+
+
+def cancel(workspace: Path, run: str) -> str | None:
+    """Stop a run submitted to the scheduler: ask its task to interrupt the job (kept, resumable), or
+    scancel a job not started yet. None if `run` is not one of those."""
+    info = job_of(workspace, run)
+    if info is None or run not in active(workspace):
+        return None
+    events = [e for e in tail_events(workspace / "runs" / run) if e.get("kind") == "run"
+              and e.get("time", 0) >= info["submitted"]]
+    if events and events[-1].get("status") == "running":
+        atomic_write_json(slurm_dir(workspace) / "cancel" / f"{run}.json", {"run": run, "time": time.time()})
+        return f"{run}: stopping ({info['cluster']} job {info['job_id']}); what it finished is kept, `resume` continues it"
+    if info["cluster"] == "local":
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(info["job_id"]), signal.SIGINT)
+    else:
+        submitit = _import_submitit()
+        try:
+            submitit.SlurmJob(folder=info["folder"], job_id=info["job_id"]).cancel(check=True)
+        except Exception as err:  # noqa: BLE001 - scancel's own message is the useful part
+            return f"{run}: scancel {info['job_id']} failed: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
+    _states.pop(f"{info['cluster']}:{info['job_id']}", None)
+    record_end(workspace / "runs" / run, 130, info["submitted"], f"cancelled before it started ({info['job_id']})")
+    return f"{run}: {info['cluster']} job {info['job_id']} cancelled before it started"

@@ -1,0 +1,201 @@
+"""`submit --executor slurm`: the submission script and options checked against a fake sbatch (and a
+fake sacct and scancel) on PATH; real jobs through submitit's own local executor (the same submitit
+machinery: its pickled call, its controller, its logs), followed with `status`, stopped with `cancel`
+and read back by the TUI."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from factrecall_tui.runs import read_run
+from jobs.queue import job_table, queued_runs
+from jobs.runfolder import tail_events
+from tests.conftest import metrics, run_cli
+
+pytest.importorskip("submitit")
+
+FAKE = {
+    "sbatch": 'echo "$@" >> "$FAKE_SLURM/sbatch.args"; for last; do :; done; cp "$last" "$FAKE_SLURM/script.sh"; '
+              'echo "Submitted batch job 4242"',
+    "srun": 'echo "srun $@"',
+    "sacct": 'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null || echo "JobID|State|NodeList"',
+    "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.args"',
+}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    bin_dir, state = tmp_path / "bin", tmp_path / "slurm"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, body in FAKE.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM", str(state))
+    monkeypatch.delenv("FACTRECALL_SUBMITIT_CLUSTER", raising=False)
+    import jobs.slurm
+
+    jobs.slurm._states.clear()
+    return state
+
+
+def _status(workspace: Path, capsys) -> list[dict]:
+    capsys.readouterr()
+    assert run_cli("--workspace", workspace, "status", "--json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--seeds", "0", "1", "2", "--per-strategy",
+                   "--executor", "slurm", "--partition", "gpu", "--gpus", "2", "--time", "2-00:00:00", "--mem", "64G",
+                   "--cpus", "8", "--account", "lab", "--array-parallelism", "4", "--setup", "module load cuda",
+                   "--setup", "source /opt/venv/bin/activate") == 0
+    script = (fake_slurm / "script.sh").read_text()
+    assert (fake_slurm / "sbatch.args").read_text().count("\n") == 1  # one submission for all six runs
+    for line in ("#SBATCH --array=0-5%4", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --time=2880",
+                 "#SBATCH --mem=64G", "#SBATCH --cpus-per-task=8", "#SBATCH --account=lab", "#SBATCH --job-name=factrecall",
+                 "#SBATCH --signal=USR2@120", "module load cuda\nsource /opt/venv/bin/activate", "-m submitit.core._submit"):
+        assert line in script, line
+    runs = [f"tiny-{s}-s{seed}" for s in ("stage", "mix") for seed in (0, 1, 2)]
+    assert sorted(queued_runs(ws)) == sorted(runs) and set(queued_runs(ws).values()) == {"queued"}
+    rows = {r["run"]: r for r in _status(ws, capsys)}
+    assert sorted(rows) == sorted(runs)
+    assert {r["executor"] for r in rows.values()} == {"slurm"}
+    assert sorted(r["job"] for r in rows.values()) == [f"4242_{i}" for i in range(6)]
+    assert read_run(ws / "runs" / "tiny-mix-s1", queued_runs(ws)).status == "queued"  # the TUI's view of it
+
+    # The scheduler's word: a task that failed before the run began ends the run as failed, with the
+    # job's log named; one still pending stays queued; a cancel of a pending one is an scancel.
+    mix_s1 = rows["tiny-mix-s1"]["job"]
+    (fake_slurm / "sacct.txt").write_text("JobID|State|NodeList\n" + "\n".join(
+        f"4242_{i}|{'FAILED' if f'4242_{i}' == mix_s1 else 'PENDING'}|" for i in range(6)) + "\n")
+    import jobs.slurm
+
+    jobs.slurm._states.clear()
+    assert "tiny-mix-s1" not in queued_runs(ws) and len(queued_runs(ws)) == 5
+    end = [e for e in tail_events(ws / "runs" / "tiny-mix-s1") if e.get("kind") == "run"][-1]
+    assert end["status"] == "failed" and f"slurm job {mix_s1} ended as FAILED" in end["error"]
+    assert run_cli("--workspace", ws, "cancel", "tiny-stage-s0") == 0
+    assert rows["tiny-stage-s0"]["job"] in (fake_slurm / "scancel.args").read_text()
+    assert "cancelled before it started" in capsys.readouterr().out
+    assert "tiny-stage-s0" not in queued_runs(ws)
+    # Submitting a run that is on the scheduler's queue already is refused.
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--seed", "2", "--strategy", "mix", "--executor",
+                   "slurm") == 2
+    assert "queued already" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--time", "soon"], "--time 'soon': give minutes (90), HH:MM:SS"),
+    (["--mem", "lots"], "--mem 'lots': give Slurm's form, e.g. 64G"),
+    (["--gpus", "-1"], "--gpus must be 0 or more"),
+])
+def test_bad_slurm_options_are_refused_before_anything_is_written(fake_slurm, tmp_path, capsys, args, says):
+    assert run_cli("--workspace", tmp_path / "ws", "submit", "--preset", "tiny", "--executor", "slurm", *args) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ws").exists() and not (fake_slurm / "sbatch.args").exists()
+
+
+def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+    monkeypatch.delenv("FACTRECALL_SUBMITIT_CLUSTER", raising=False)
+    assert run_cli("--workspace", tmp_path / "ws", "submit", "--preset", "tiny", "--executor", "slurm") == 2
+    err = capsys.readouterr().err
+    assert "cannot submit to Slurm from here" in err and "login node" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ws").exists()
+
+
+def _wait(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (value := predicate()):
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _run_events(folder: Path) -> list[dict]:
+    return [e for e in tail_events(folder) if e.get("kind") == "run"]
+
+
+@pytest.fixture
+def submitit_local(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACTRECALL_SUBMITIT_CLUSTER", "local")
+    import jobs.slurm
+
+    jobs.slurm._states.clear()
+    ws = tmp_path / "ws"
+    yield ws
+    for entry in jobs.slurm.entries(ws):  # nothing left running after a failed assertion
+        pid = int(entry["job_id"])
+        if jobs.queue._alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_job_through_submitits_local_executor_runs_and_is_followed(submitit_local, capsys):
+    ws = submitit_local
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm",
+                   "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=40", "--name", "local") == 0
+    assert "submitted local as local job" in capsys.readouterr().out
+    run = ws / "runs" / "local"
+    rows = _wait(lambda: [r for r in job_table(ws) if r["status"] == "running" and r["progress"]], 120, "progress")
+    assert rows[0]["executor"] == "submitit-local" and rows[0]["progress"].split()[0] in ("init", "train-bio", "eval-untrained", "data")
+    _wait(lambda: not job_table(ws), 180, "the job to end")
+    assert _run_events(run)[-1]["status"] == "done"
+    assert metrics(run)["bio"]["bio"]["avg"] > 0
+    assert "# submitit job" in (run / "job.out").read_text()  # the console output, where the TUI's log view reads it
+    log = Path(json.loads((ws / "queue" / "slurm" / "local.json").read_text())["log"])
+    assert "Starting with JobEnvironment" in _wait(lambda: log.exists() and log.read_text(), 10, "submitit's log")
+
+
+def test_cancel_stops_a_submitit_job_and_keeps_its_checkpoint(submitit_local, capsys):
+    ws = submitit_local
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm",
+                   "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=4000", "--set", "train.checkpoint_every=20",
+                   "--name", "long") == 0
+    run = ws / "runs" / "long"
+    _wait(lambda: any(r["progress"].startswith("train-bio") for r in job_table(ws)), 120, "training to start")
+    assert run_cli("--workspace", ws, "cancel", "long") == 0
+    assert "stopping (local job" in capsys.readouterr().out
+    _wait(lambda: _run_events(run)[-1]["status"] == "interrupted", 60, "the job to stop")
+    assert (run / "checkpoints" / "bio" / "last" / "state.json").exists()  # resumable: what it trained is kept
+    _wait(lambda: not job_table(ws), 30, "the job to leave the table")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_a_job_warned_of_its_time_limit_saves_requeues_and_finishes(submitit_local, capsys):
+    """Slurm's warning before the time limit (USR2, as --signal=USR2@120 asks) reaches the task:
+    the job saves a checkpoint and stops, submitit requeues the task, and the run resumes from that
+    checkpoint to the end."""
+    if not Path("/proc/self/task").exists():
+        pytest.skip("needs /proc to find the task process")
+    ws = submitit_local
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm",
+                   "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=600", "--set", "train.checkpoint_every=20",
+                   "--name", "warned") == 0
+    run = ws / "runs" / "warned"
+    _wait(lambda: any(r["progress"].startswith("train-bio") and int(r["progress"].split()[1].split("/")[0]) >= 40
+                      for r in job_table(ws)), 120, "40 training steps")
+    controller = int(json.loads((ws / "queue" / "slurm" / "warned.json").read_text())["job_id"])
+    os.kill(_children(controller)[0], signal.SIGUSR2)  # to the task, as srun delivers Slurm's warning
+    _wait(lambda: _run_events(run)[-1]["status"] in ("done", "failed") and not job_table(ws), 240, "the run to end")
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in events if e["kind"] == "run"] == ["running", "interrupted", "running", "done"]
+    requeued = max(i for i, e in enumerate(events) if e["kind"] == "run" and e["status"] == "running")
+    before = [e["done"] for e in events[:requeued] if e["kind"] == "progress" and e["step"] == "train-bio"]
+    after = [e["done"] for e in events[requeued:] if e["kind"] == "progress" and e["step"] == "train-bio"]
+    assert before[-1] >= 40 and after[0] > before[-1]  # resumed from the checkpoint it saved, not from step 0
+    assert after[-1] == metrics(run)["train"]["bio"]["steps"]
