@@ -271,7 +271,8 @@ def cmd_dump(args: argparse.Namespace) -> None:
     import store
 
     s = store.open(info["url"])
-    console.print(f"{s}\n[dim]open it with: import store; store.open({info['url']!r})[/dim]", highlight=False)
+    console.print(f"{s}\n[dim]open it with: import store; store.open({info['url']!r})[/dim]", highlight=False,
+                  soft_wrap=True)  # whole lines: the URL is copied from here
 
 
 def _store_of(workspace: Path, run: str) -> str:
