@@ -113,8 +113,12 @@ class JobsPane(Vertical):
                          "[dim](r resumes it; l shows its log)[/]")
         elif run.status == "stopped":
             lines.append("[magenta]stopped without a word (killed?)[/]: r resumes it from its last checkpoint")
+        elif run.status == "running" and run.job:
+            lines.append(f"[dim]{run.job} · c stops it (what it finished is kept)[/]")
         elif run.status == "running" and run.pid:
             lines.append(f"[dim]pid {run.pid} · c stops it (what it finished is kept)[/]")
+        elif run.status == "queued" and run.job:
+            lines.append(f"[dim]{run.job}, waiting for the scheduler · c cancels it[/]")
         elif run.status == "queued":
             lines.append("[dim]waiting for a free slot · c takes it off the queue[/]")
         detail.update("\n".join(lines))

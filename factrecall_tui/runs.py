@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs import slurm
 from jobs.queue import live_pid, queued_runs
 from jobs.runfolder import read_metrics, tail_events
 
@@ -34,6 +35,7 @@ class RunSummary:
     pid: int | None = None
     error: str = ""                                    # why the folder could not be read (status `broken`)
     mtime: float = 0.0
+    job: str = ""                                      # `slurm job 4242_1`, for a run submitted to Slurm
 
     @property
     def strategies(self) -> str:
@@ -114,7 +116,11 @@ def read_run(folder: Path, queued: dict[str, str] | None = None) -> RunSummary:
     # Progress belongs to the job now running: an older job's last bar is not this one's.
     if status != "running" or (last_run and progress.get("time", 0) < last_run.get("time", 0)):
         progress = {}
-    return RunSummary(folder.name, folder, spec, metrics, status, last_run, progress, steps_done, pid, mtime=mtime)
+    job = ""
+    if status in ("queued", "running") and (info := slurm.job_of(folder.parent.parent, folder.name)) is not None:
+        job = f"{'Slurm' if info['cluster'] == 'slurm' else 'submitit-local'} job {info['job_id']}"
+    return RunSummary(folder.name, folder, spec, metrics, status, last_run, progress, steps_done, pid, mtime=mtime,
+                      job=job)
 
 
 def _signature(folder: Path) -> tuple:

@@ -205,6 +205,7 @@ def submit(workspace: Path, name: str, device: str | None = None, dump: bool = T
     entry = qdir / f"{time.time_ns()}-{name}.json"
     atomic_write_json(entry, {"run": name, "device": device, "dump": dump, "reuse": reuse,
                                 "time": time.time()})
+    (queue_dir(workspace) / "slurm" / f"{name}.json").unlink(missing_ok=True)  # this machine's to run now
     if start:
         start_worker(workspace)
     return entry

@@ -68,7 +68,9 @@ def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path,
     assert sorted(rows) == sorted(runs)
     assert {r["executor"] for r in rows.values()} == {"slurm"}
     assert sorted(r["job"] for r in rows.values()) == [f"4242_{i}" for i in range(6)]
-    assert read_run(ws / "runs" / "tiny-mix-s1", queued_runs(ws)).status == "queued"  # the TUI's view of it
+    seen = read_run(ws / "runs" / "tiny-mix-s1", queued_runs(ws))  # the TUI's view of it
+    assert seen.status == "queued" and seen.job == f"Slurm job {rows['tiny-mix-s1']['job']}"
+    _jobs_tab_says(ws, "tiny-mix-s1", f"Slurm job {rows['tiny-mix-s1']['job']}, waiting for the scheduler")
 
     # The scheduler's word: a task that failed before the run began ends the run as failed, with the
     # job's log named; one still pending stays queued; a cancel of a pending one is an scancel.
@@ -89,6 +91,28 @@ def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path,
     assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--seed", "2", "--strategy", "mix", "--executor",
                    "slurm") == 2
     assert "queued already" in capsys.readouterr().err
+
+
+def _jobs_tab_says(ws: Path, run: str, text: str) -> None:
+    import asyncio
+
+    from textual.widgets import Static
+
+    from factrecall_tui.app import FactrecallApp
+    from factrecall_tui.jobs_pane import JobsPane
+
+    async def session():
+        app = FactrecallApp(ws, scan_every=0)
+        async with app.run_test(size=(120, 36)) as pilot:
+            for _ in range(50):
+                if app.query_one(JobsPane).runs:
+                    break
+                await pilot.pause(0.2)
+            app.query_one(JobsPane).focus_run(run)
+            await pilot.pause()
+            assert text in str(app.query_one("#job-detail", Static).render())
+
+    asyncio.run(session())
 
 
 @pytest.mark.parametrize(("args", "says"), [
