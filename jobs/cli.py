@@ -113,6 +113,17 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
         print_plan(study, console, tflops=args.tflops, gpu_memory=args.gpu_memory)
         return
+    from jobs.queue import queued_runs
+
+    waiting = [p.name for p in study.paths if p.name in queued_runs(_workspace(args))]
+    if waiting:
+        raise FactrecallError(f"{', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} queued or running "
+                              "(`factrecall-jobs status`); run reproduce again once they are done")
+    if args.executor == "slurm":
+        _to_slurm(args, study.runs)
+        console.print(f"when they are done, `factrecall-jobs reproduce` with the same options fits the probes and "
+                      f"writes {study.folder / 'report.md'}", highlight=False, soft_wrap=True)
+        return
     study.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(study.folder / "plan.json", {
         "name": study.name, "preset": study.preset, "seeds": args.seeds, "snapshots": args.snapshots,
@@ -136,27 +147,35 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     console.print(f"wrote {study.folder / 'report.md'}")
 
 
+def _to_slurm(args: argparse.Namespace, planned: list[tuple[object, Path | str]]) -> None:
+    """Submit `planned` runs (spec, folder or name) to Slurm as one array job, made after the executor."""
+    from jobs.queue import prepare
+    from jobs.slurm import SlurmOptions, make_executor, submit as submit_slurm
+
+    options = SlurmOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time=args.time, mem=args.mem,
+                           account=args.account, qos=args.qos, constraint=args.constraint,
+                           parallelism=args.array_parallelism, setup=args.setup or [])
+    executor = make_executor(_workspace(args), options)  # refuses bad options, or no Slurm, before any folder
+    names = [Path(name).name for _, name in planned]
+    for (spec, _), name in zip(planned, names):
+        prepare(_workspace(args), spec, name)
+    entries = submit_slurm(executor, _workspace(args), names, device=args.device, dump=not getattr(args, "no_dump", False),
+                           reuse=not getattr(args, "no_reuse", False))
+    for entry in entries:
+        console.print(f"submitted [bold]{entry['run']}[/bold] as {entry['cluster']} job {entry['job_id']}", highlight=False)
+    console.print(f"[dim]follow them with `factrecall-jobs status` or factrecall-tui; the scheduler's log of each "
+                  f"job: {Path(entries[0]['log']).parent}[/dim]", highlight=False)
+
+
 def cmd_submit(args: argparse.Namespace) -> None:
     from jobs.queue import prepare, submit
 
     planned = _planned(args)
     if args.executor == "slurm":
-        from jobs.slurm import SlurmOptions, make_executor, submit as submit_slurm
-
-        options = SlurmOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time=args.time, mem=args.mem,
-                               account=args.account, qos=args.qos, constraint=args.constraint,
-                               parallelism=args.array_parallelism, setup=args.setup or [])
-        executor = make_executor(_workspace(args), options)  # refuses bad options, or no Slurm, before any folder
+        _to_slurm(args, planned)
+        return
     for spec, name in planned:
         prepare(_workspace(args), spec, name)
-    if args.executor == "slurm":
-        entries = submit_slurm(executor, _workspace(args), [name for _, name in planned], device=args.device,
-                               dump=not args.no_dump, reuse=not args.no_reuse)
-        for entry in entries:
-            console.print(f"submitted [bold]{entry['run']}[/bold] as {entry['cluster']} job {entry['job_id']}", highlight=False)
-        console.print(f"[dim]follow them with `factrecall-jobs status` or factrecall-tui; the scheduler's log of each "
-                      f"job: {Path(entries[0]['log']).parent}[/dim]", highlight=False)
-        return
     for spec, name in planned:
         submit(_workspace(args), name, device=args.device, dump=not args.no_dump, reuse=not args.no_reuse)
         console.print(f"queued [bold]{name}[/bold]", highlight=False)
@@ -400,6 +419,25 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--no-dump", action="store_true", help="skip the activation store (`dump RUN` adds it later)")
 
 
+def _slurm_arguments(p: argparse.ArgumentParser, local_help: str = "this machine's worker") -> None:
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help=f"local (default): {local_help}; slurm: one array job through submitit, a task per run "
+                   "(FACTRECALL_SUBMITIT_CLUSTER=local runs it through submitit's local executor)")
+    slurm = p.add_argument_group("Slurm (--executor slurm), per run")
+    slurm.add_argument("--partition", help="partition (default: the cluster's)")
+    slurm.add_argument("--gpus", type=int, default=1, help="GPUs (default 1)")
+    slurm.add_argument("--cpus", type=int, help="CPUs (default: the cluster's)")
+    slurm.add_argument("--time", default="24:00:00", help="time limit, as Slurm writes it (default 24:00:00); at "
+                       "the limit the job saves a checkpoint and is requeued, and resumes")
+    slurm.add_argument("--mem", help="memory, e.g. 64G (default: the cluster's)")
+    slurm.add_argument("--account", help="account to charge")
+    slurm.add_argument("--qos", help="quality of service")
+    slurm.add_argument("--constraint", help="node features, e.g. a100")
+    slurm.add_argument("--array-parallelism", type=int, help="tasks of the array at once (default: all)")
+    slurm.add_argument("--setup", action="append", metavar="LINE", help="shell line run before the job, e.g. "
+                       "'module load cuda' or 'source ~/factrecall/.venv/bin/activate' (repeatable)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="factrecall-jobs", description="Headless factrecall jobs: data, training, evaluation.")
     top.add_argument("--workspace", default=os.environ.get("FACTRECALL_WORKSPACE", "workspace"),
@@ -431,29 +469,15 @@ def parser() -> argparse.ArgumentParser:
     repro.add_argument("--gpu-memory", type=float, metavar="GB", help="for --dry-run: plan for a GPU of this "
                        "many GB (e.g. 40 or 80 for an A100) and say whether training fits it (default: the "
                        "visible GPU's, if any)")
+    _slurm_arguments(repro, local_help="train here, then fit probes and write the report")
     repro.set_defaults(func=cmd_reproduce)
 
     submit = sub.add_parser("submit", help="queue runs (the same options as run) to a background worker that "
                             "runs them one at a time (one per GPU), after this shell closes too; or to Slurm")
     _run_arguments(submit)
-    submit.add_argument("--executor", choices=("local", "slurm"), default="local",
-                        help="local (default): this machine's worker; slurm: one array job through submitit, a "
-                        "task per run (FACTRECALL_SUBMITIT_CLUSTER=local runs it through submitit's local executor)")
     submit.add_argument("--per-strategy", action="store_true", help="one run per seed and strategy (run in "
                         "parallel; stage and bio each train the BIO phase) instead of one per seed")
-    slurm = submit.add_argument_group("Slurm (--executor slurm), per run")
-    slurm.add_argument("--partition", help="partition (default: the cluster's)")
-    slurm.add_argument("--gpus", type=int, default=1, help="GPUs (default 1)")
-    slurm.add_argument("--cpus", type=int, help="CPUs (default: the cluster's)")
-    slurm.add_argument("--time", default="24:00:00", help="time limit, as Slurm writes it (default 24:00:00); at "
-                       "the limit the job saves a checkpoint and is requeued, and resumes")
-    slurm.add_argument("--mem", help="memory, e.g. 64G (default: the cluster's)")
-    slurm.add_argument("--account", help="account to charge")
-    slurm.add_argument("--qos", help="quality of service")
-    slurm.add_argument("--constraint", help="node features, e.g. a100")
-    slurm.add_argument("--array-parallelism", type=int, help="tasks of the array at once (default: all)")
-    slurm.add_argument("--setup", action="append", metavar="LINE", help="shell line run before the job, e.g. "
-                       "'module load cuda' or 'source ~/factrecall/.venv/bin/activate' (repeatable)")
+    _slurm_arguments(submit)
     submit.set_defaults(func=cmd_submit)
 
     for name, text in (("status", "the runs queued or running in the workspace: executor, job, progress, log"),

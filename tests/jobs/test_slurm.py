@@ -93,6 +93,21 @@ def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path,
     assert "queued already" in capsys.readouterr().err
 
 
+def test_the_study_goes_to_slurm_and_reproduce_waits_for_it(fake_slurm, tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert run_cli("--workspace", ws, "reproduce", "--preset", "tiny", "--seeds", "0", "1", "--snapshots", "2",
+                   "--executor", "slurm", "--partition", "gpu") == 0
+    out = capsys.readouterr().out
+    assert "submitted reproduce-tiny-s0 as slurm job 4242_0" in out and "fits the probes" in out
+    assert "#SBATCH --array=0-1" in (fake_slurm / "script.sh").read_text()
+    spec = json.loads((ws / "runs" / "reproduce-tiny-s1" / "spec.json").read_text())
+    assert spec["strategies"] == ["bio", "stage", "mix"] and spec["train"]["snapshots"] == 2  # the study's own runs
+    # Until the jobs are done, reproduce does not train them here as well.
+    assert run_cli("--workspace", ws, "reproduce", "--preset", "tiny", "--seeds", "0", "1", "--snapshots", "2") == 2
+    assert "are queued or running" in capsys.readouterr().err
+    assert not (ws / "reproduce" / "tiny" / "report.md").exists()
+
+
 def _jobs_tab_says(ws: Path, run: str, text: str) -> None:
     import asyncio
 
