@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.runfolder import RunFolder, atomic_write_json, tail_events
+from jobs.runfolder import RunFolder, atomic_write_json, record_end, tail_events
 from jobs.spec import ExperimentSpec, build_spec, check_model_path, load_config_file
 
 POLL_S = 0.5
-INTERRUPTED_CODES = (130, -signal.SIGINT, -signal.SIGTERM, 143, -signal.SIGKILL)
 
 
 def queue_dir(workspace: Path) -> Path:
@@ -350,19 +349,10 @@ class Worker:
             _log(f"{name}: exited with code {code}")
 
     def _record_end(self, name: str, code: int, since: float) -> None:
-        """A job that died without saying so (killed, out of memory, a crash before its folder opened)
-        still ends as failed or interrupted in its events, so that nobody waits on it."""
         folder = self.workspace / "runs" / name
         if live_pid(folder) is not None:  # it never got the folder: another process holds it
             return
-        ends = [e for e in tail_events(folder) if e.get("kind") == "run" and e.get("time", 0) >= since]
-        if ends and ends[-1].get("status") in ("failed", "interrupted", "done"):
-            return
-        events = folder / "events.jsonl"
-        status = "interrupted" if code in INTERRUPTED_CODES else "failed"
-        with contextlib.suppress(OSError), events.open("a") as f:
-            f.write(json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status,
-                                "error": f"the job process exited with code {code}; see job.out"}) + "\n")
+        record_end(folder, code, since, f"the job process exited with code {code}; see job.out")
 
     def clean_stale(self) -> None:
         """Entries and requests left by a worker that was killed (or a machine that went down)."""

@@ -12,10 +12,12 @@ Layout:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -198,6 +200,22 @@ def tail_events(path: Path, nbytes: int = 16384) -> list[dict[str, Any]]:
         except json.JSONDecodeError:  # a line cut by the seek, or still being written
             continue
     return out
+
+
+# Exit codes of a job process that was stopped rather than broken: Ctrl-C, SIGINT, SIGTERM, SIGKILL.
+INTERRUPTED_CODES = (130, -signal.SIGINT, -signal.SIGTERM, 143, -signal.SIGKILL)
+
+
+def record_end(folder: Path, code: int, since: float, error: str) -> None:
+    """End a run in its events.jsonl for a job that ended without saying so (killed, out of memory,
+    dropped by a scheduler) since `since`, so that nobody waits on it: `interrupted` for the codes of
+    a stop, `failed` otherwise. Does nothing when the job recorded its own end."""
+    ends = [e for e in tail_events(folder) if e.get("kind") == "run" and e.get("time", 0) >= since]
+    if ends and ends[-1].get("status") in ("failed", "interrupted", "done"):
+        return
+    status = "interrupted" if code in INTERRUPTED_CODES else "failed"
+    with contextlib.suppress(OSError), (folder / "events.jsonl").open("a") as f:
+        f.write(json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status, "error": error}) + "\n")
 
 
 def load_spec(path: Path) -> ExperimentSpec:

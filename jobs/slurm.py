@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.runfolder import atomic_write_json, tail_events
+from jobs.runfolder import atomic_write_json, record_end, tail_events
 
 ENDED = ("done", "failed", "interrupted")
 # sacct's states of a job that will not run (again)
@@ -121,7 +121,8 @@ def _import_submitit():
 
 class ResumeJob:
     """What one array task runs (submitit pickles this call into its own folder: its arguments are a
-    run name and flags, nothing else). A submitit Checkpointable: requeued on timeout or preemption."""
+    run name and flags, nothing else). Checkpointable as submitit asks (a `checkpoint` method): requeued
+    on a time limit or a preemption."""
 
     def __init__(self, workspace: str, run: str, device: str | None = None, dump: bool = True, reuse: bool = True):
         self.workspace, self.run, self.device, self.dump, self.reuse = workspace, run, device, dump, reuse
@@ -165,19 +166,6 @@ class ResumeJob:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=90)
         return submitit.helpers.DelayedSubmission(ResumeJob(self.workspace, self.run, self.device, self.dump, self.reuse))
-
-
-def record_end(folder: Path, code: int, since: float, error: str) -> None:
-    """A job that ended without saying so in events.jsonl (killed, out of memory, cancelled before its
-    folder opened) still ends there, so that nobody waits on it."""
-    from jobs.queue import INTERRUPTED_CODES
-
-    ends = [e for e in tail_events(folder) if e.get("kind") == "run" and e.get("time", 0) >= since]
-    if ends and ends[-1].get("status") in ENDED:
-        return
-    status = "interrupted" if code in INTERRUPTED_CODES else "failed"
-    with contextlib.suppress(OSError), (folder / "events.jsonl").open("a") as f:
-        f.write(json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status, "error": error}) + "\n")
 
 
 def make_executor(workspace: Path, options: SlurmOptions):
