@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import errno
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -89,10 +90,13 @@ def _planned(args: argparse.Namespace) -> list[tuple[object, str]]:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from jobs.model import pick_device
     from jobs.runfolder import RunFolder
 
+    planned = _planned(args)
+    pick_device(planned[0][0].device)  # a device there is none of is refused before any folder is made
     paths = []
-    for spec, name in _planned(args):
+    for spec, name in planned:
         path = _workspace(args) / "runs" / name
         _execute(lambda: RunFolder.create_or_resume(path, spec), reuse=not args.no_reuse, dump=not args.no_dump)
         paths.append(path)
@@ -330,7 +334,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
     paths = [_store_of(_workspace(args), r) for r in args.runs]
     stores = [store.open(p) for p in paths]
     settings = ProbeSettings(attribute=args.attribute, bio=f"bio_{args.bio}", train_split=args.train_split,
-                             test_split=args.test_split, classes=args.classes, backend=args.backend, l2=args.l2)
+                             test_split=args.test_split, classes=args.classes, backend=args.backend, l2=args.l2,
+                             layers=tuple(args.layers) if args.layers else None)
     for s in stores:
         if args.attribute not in s.attributes:
             raise FactrecallError(f"unknown attribute {args.attribute!r}: choose one of {', '.join(s.attributes)}")
@@ -533,6 +538,8 @@ def parser() -> argparse.ArgumentParser:
     probe.add_argument("--backend", choices=("lbfgs", "ridge", "sklearn"), default="lbfgs",
                        help="lbfgs: logistic regression in torch (default); ridge: closed form; sklearn: the reference")
     probe.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the mean loss (default 1e-3)")
+    probe.add_argument("--layers", type=int, nargs="+", metavar="LAYER", help="probe these layers only "
+                       "(default: all; -1 is the last)")
     probe.add_argument("--out", help="PNG file (default: probe-ATTRIBUTE-BIO.png in the first run's folder)")
     probe.add_argument("--csv", help="also write the per-run table as CSV")
     probe.add_argument("--no-cache", action="store_true", help="fit again even if the store holds this result")
@@ -567,8 +574,18 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _disk_full(err: BaseException) -> bool:
+    """ENOSPC, also as libraries report it in their own exception types (safetensors: "No space left
+    on device (os error 28)")."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    return any("No space left on device" in str(e) or "os error 28" in str(e)
+               for e in (err, err.__cause__, err.__context__) if e is not None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    logging.raiseExceptions = False  # a log line that cannot be written (a full disk) is not a traceback
     try:
         args.func(args)
     except (FactrecallError, StoreError) as err:
@@ -578,15 +595,18 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted: finished steps and the last checkpoint are kept; "
                           "run the same command again (or `factrecall-jobs resume RUN`) to continue", soft_wrap=True)
         return 130
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            err_console.print(f"[red]error:[/red] disk full writing {err.filename or 'the run folder'}; free space "
-                              "and run the same command again: finished steps are kept", soft_wrap=True)
+    except Exception as err:
+        if _disk_full(err):
+            where = getattr(err, "filename", None) or "the run folder"
+            err_console.print(f"[red]error:[/red] disk full writing {where}; free space and run the same command "
+                              "again: finished steps and the last checkpoint are kept", soft_wrap=True)
             return 1
+        if not isinstance(err, OSError):
+            raise
         if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
             err_console.print(f"[red]error:[/red] cannot write {err.filename}: {err.strerror}; "
                               "choose a writable --workspace", soft_wrap=True)
-            return 1
+            return 2  # a usage error: the command names a place it cannot write
         raise
     return 0
 

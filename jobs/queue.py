@@ -28,7 +28,7 @@ from pathlib import Path
 
 from jobs.errors import FactrecallError
 from jobs.runfolder import RunFolder, atomic_write_json, record_end, tail_events
-from jobs.spec import ExperimentSpec, build_spec, check_model_path, load_config_file
+from jobs.spec import ExperimentSpec, build_spec, check_model_path, check_run_name, load_config_file
 
 POLL_S = 0.5
 
@@ -166,6 +166,8 @@ def plan_runs(*, preset: str, strategies=None, seeds=(0,), config: Path | None =
               device: str | None = None, name: str | None = None) -> list[tuple[ExperimentSpec, str]]:
     """(spec, run name) for each seed, every one validated before any is made: what `run`, `submit`
     and the TUI's launch form all go through."""
+    if len(set(seeds)) != len(seeds):
+        raise FactrecallError(f"seeds repeat: {' '.join(map(str, seeds))}; give each seed once")
     loaded = load_config_file(config) if config else None
     sets = list(overrides or [])
     if people is not None:
@@ -180,14 +182,14 @@ def plan_runs(*, preset: str, strategies=None, seeds=(0,), config: Path | None =
         if spec.model.path is not None:
             check_model_path(spec.model.path)  # before any folder is made for it
         run_name = spec.default_name() if not name else (f"{name}-s{seed}" if len(seeds) > 1 else name)
-        out.append((spec, run_name))
+        out.append((spec, check_run_name(run_name)))
     return out
 
 
 def prepare(workspace: Path, spec: ExperimentSpec, name: str) -> Path:
     """The run folder for `spec` under `name`, made now (spec.json) so that the run is listed while it
     waits; refused as `run` would refuse it (another experiment there, or running now)."""
-    path = workspace / "runs" / name
+    path = workspace / "runs" / check_run_name(name)
     if name in queued_runs(workspace):
         raise FactrecallError(f"run {name} is queued already; cancel it first to change it")
     with RunFolder.create_or_resume(path, spec):
@@ -199,7 +201,7 @@ def submit(workspace: Path, name: str, device: str | None = None, dump: bool = T
            start: bool = True) -> Path:
     """Queue `factrecall-jobs resume NAME` (the run folder exists) and make sure a worker runs."""
     qdir = queue_dir(workspace)
-    if name in queued_runs(workspace):
+    if check_run_name(name) in queued_runs(workspace):
         raise FactrecallError(f"run {name} is queued already")
     entry = qdir / f"{time.time_ns()}-{name}.json"
     atomic_write_json(entry, {"run": name, "device": device, "dump": dump, "reuse": reuse,

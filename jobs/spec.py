@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -331,6 +332,18 @@ def check_model_path(path: str) -> None:
             f"--model {path}: no tokenizer beside the weights ({', '.join(_TOKENIZER_FILES)}); save it there "
             "with tokenizer.save_pretrained"
         )
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
+
+
+def check_run_name(name: str) -> str:
+    """A run's folder name: letters, digits and . _ + = -, starting with a letter or digit, never
+    `..`: a name cannot reach outside WORKSPACE/runs."""
+    if not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise SpecError(f"run name {name!r}: use letters, digits and . _ + = - (starting with a letter or digit, "
+                        "at most 128, no '..'), e.g. --name my-sweep")
+    return name
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

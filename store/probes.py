@@ -65,6 +65,7 @@ class ProbeSettings:
     backend: str = "lbfgs"
     l2: float = 1e-3            # penalty on mean cross-entropy: l2/2 * |W|^2 (sklearn's C = 1 / (l2 * n))
     max_iter: int = 200
+    layers: tuple[int, ...] | None = None  # None: every layer
 
     def __post_init__(self) -> None:
         if self.bio not in BIO_FORMATS:
@@ -182,12 +183,19 @@ def _classes(s: ActivationStore, settings: ProbeSettings) -> tuple[np.ndarray, i
 
 def cache_key(s: ActivationStore, model: str, settings: ProbeSettings) -> str:
     ident = {"code": _CODE, "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
+    if settings.layers is None:  # absent, as before the setting existed: cached sweeps keep their keys
+        ident.pop("layers")
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: bool = True,
           progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """One row per layer: the four accuracies, delta_rep, delta_mech, cosine, cka, and the counts."""
+    layers = list(range(s.layers)) if settings.layers is None else [int(k) for k in settings.layers]
+    wrong = [k for k in layers if not -s.layers <= k < s.layers]
+    if wrong:
+        raise StoreError(f"layer {wrong[0]} does not exist: this store has layers 0..{s.layers - 1}")
+    layers = sorted({k % s.layers for k in layers})
     key = cache_key(s, model, settings)
     if cache and (hit := _cached(s, key)) is not None:
         return hit
@@ -196,7 +204,7 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
     train, test = _rows(s, settings.train_split), _rows(s, settings.test_split)
     y_train, y_test = torch.as_tensor(classes[train], dtype=torch.long), torch.as_tensor(classes[test], dtype=torch.long)
     out = []
-    for layer in range(s.layers):  # one layer in memory at a time
+    for i, layer in enumerate(layers):  # one layer in memory at a time
         qa, bio = (torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
                    for fmt in ("qa", settings.bio))
         w_qa = fit(qa[train], y_train, n_classes, settings.backend, settings.l2, settings.max_iter)
@@ -214,7 +222,7 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
         row.update(n_train=len(train), n_test=len(test), n_classes=n_classes)
         out.append(row)
         if progress is not None:
-            progress(layer + 1, s.layers)
+            progress(i + 1, len(layers))
     if cache:
         _store_cached(s, key, model, settings, out, time.perf_counter() - t0)
     return out

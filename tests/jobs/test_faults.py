@@ -1,0 +1,254 @@
+"""Faults, for real: a `factrecall-jobs run` process SIGKILLed again and again, at a random moment
+inside each step in turn (data, tokenizer, init, training, evaluation, dump), each time resumed, ends with
+the very weights, metrics and activation store of an uninterrupted run; after every kill, no step is
+marked done whose output is incomplete. Also: two jobs on one run folder (the second is refused), and
+a probe command killed mid-sweep (its cache is never read half-written)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import store
+from jobs.runfolder import read_metrics
+from tests.conftest import metrics, run_cli
+
+ARGS = ["run", "--preset", "tiny", "--strategy", "stage", "mix", "--no-reuse", "--set", "train.checkpoint_every=25"]
+
+
+def _launch(workspace: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), *ARGS, *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+# (the step a kill aims at, the event that says it is starting: (kind, step, status))
+KILL_POINTS = [("data", ("run", None, "running")), ("tokenizer", ("step", "data", "done")),
+               ("init", ("step", "tokenizer", "done")), ("eval-untrained", ("start", "eval-untrained", None)),
+               ("train-bio", ("start", "train-bio", None)), ("train-bio", ("progress", "train-bio", None)),
+               ("eval-bio", ("start", "eval-bio", None)), ("train-stage", ("start", "train-stage", None)),
+               ("eval-stage", ("start", "eval-stage", None)), ("train-mix", ("start", "train-mix", None)),
+               ("train-mix", ("progress", "train-mix", None)), ("eval-mix", ("start", "eval-mix", None)),
+               ("dump", ("start", "dump", None)), ("dump", ("progress", "dump", None))]
+
+
+def _wait_for_event(events: Path, offset: int, trigger: tuple, proc: subprocess.Popen, timeout: float = 60) -> bool:
+    """Wait until an event matching `trigger` is written past `offset`; False if the job ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events.exists():
+            with events.open() as f:
+                f.seek(offset)
+                for line in f.read().splitlines():
+                    try:
+                        e = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if (e.get("kind"), e.get("step"), e.get("status")) == trigger:
+                        return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(f"no {trigger} event within {timeout:.0f} s")
+
+
+def _done(run: Path) -> set[str]:
+    return {p.stem for p in (run / "done").glob("*.json")} if (run / "done").exists() else set()
+
+
+def check_done_means_complete(run: Path) -> None:
+    """Every step marked done has its whole output."""
+    done = _done(run)
+    if "data" in done:
+        for name in ("people.jsonl", "bio.jsonl", "prompts.jsonl"):
+            assert (run / "data" / name).stat().st_size > 0
+        people = (run / "data" / "people.jsonl").read_text().splitlines()
+        assert len(people) == 16 and all(json.loads(line) for line in people)
+    if "tokenizer" in done:
+        assert len((run / "data" / "targets.jsonl").read_text().splitlines()) == 16 * 6
+    if "init" in done:
+        load_file(run / "checkpoints" / "init" / "model.safetensors")
+    for phase in ("bio", "stage", "mix"):
+        if f"train-{phase}" in done:
+            assert load_file(run / "checkpoints" / phase / "final" / "model.safetensors")
+        if f"eval-{phase}" in done:
+            assert phase in read_metrics(run)
+    if "eval-untrained" in done:
+        assert "untrained" in read_metrics(run)
+    if "dump" in done:
+        assert store.open(run).complete()
+
+
+def _only_run(workspace: Path) -> Path:
+    (run,) = (workspace / "runs").iterdir()
+    return run
+
+
+def _weights(run: Path, phase: str) -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoints" / phase / "final" / "model.safetensors")
+
+
+def _comparable(m: dict) -> dict:
+    m = json.loads(json.dumps(m))
+    m.pop("train", None)
+    for model in m.values():
+        if isinstance(model, dict):
+            model.pop("questions_per_s", None)
+    return m
+
+
+def test_a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result(tmp_path):
+    reference = tmp_path / "reference"
+    assert run_cli("--workspace", reference, *ARGS) == 0
+    ref = _only_run(reference)
+
+    workspace = tmp_path / "killed"
+    run = workspace / "runs" / ref.name
+    rng = random.Random(20261125)
+    killed_in = []
+    for step, trigger in KILL_POINTS:
+        if step in _done(run):
+            continue  # an earlier kill's moment fell past it
+        events = run / "events.jsonl"
+        offset = events.stat().st_size if events.exists() else 0
+        proc = _launch(workspace)
+        if not _wait_for_event(events, offset, trigger, proc):
+            continue  # the job finished the step before the trigger was seen
+        time.sleep(rng.uniform(0, 0.15))  # a random moment inside the step
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_in.append((step, sorted(_done(run))))
+        check_done_means_complete(run)
+    assert len(killed_in) >= 8, killed_in  # kills landed all along the run
+    assert run_cli("--workspace", workspace, *ARGS) == 0  # the same command resumes it
+    check_done_means_complete(run)
+
+    for phase in ("bio", "stage", "mix"):
+        a, b = _weights(ref, phase), _weights(run, phase)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), phase
+    assert _comparable(metrics(ref)) == _comparable(metrics(run))
+    s_ref, s_run = store.open(ref), store.open(run)
+    assert s_run.complete() and s_run.models == s_ref.models
+    for model in s_ref.models:
+        for fmt in ("bio_long", "qa"):
+            np.testing.assert_array_equal(s_run.acts(fmt, 1, "job", model=model), s_ref.acts(fmt, 1, "job", model=model))
+
+
+def test_two_jobs_on_one_run_folder_never_both_write(tmp_path, capsys):
+    first = _launch(tmp_path, "--set", "train.bio.epochs=2000")
+    run = tmp_path / "runs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(run.glob("*/checkpoints/init")):
+        time.sleep(0.2)
+    try:
+        name = next(run.iterdir()).name
+        assert run_cli("--workspace", tmp_path, *ARGS, "--set", "train.bio.epochs=2000") == 2
+        assert f"run {name} is in use by pid {first.pid}" in capsys.readouterr().err
+        assert run_cli("--workspace", tmp_path, "resume", name) == 2
+        assert "is in use by pid" in capsys.readouterr().err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+
+@pytest.mark.parametrize("moment", [0.2, 0.5, 0.9])
+def test_a_probe_sweep_killed_midway_never_leaves_a_half_result(tiny_run, tmp_path, moment, capsys):
+    """The probe command killed at a fraction of its usual time; the next one gives the numbers of
+    an uninterrupted sweep (a half-written cache entry is not read back as a result)."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_run, ws / "runs" / tiny_run.name)
+    argv = ["--workspace", str(ws), "probe", tiny_run.name, "--csv", str(tmp_path / "p.csv"), "--out", str(tmp_path / "p.png")]
+    t0 = time.monotonic()
+    full = subprocess.run([sys.executable, "-m", "jobs.cli", *argv, "--no-cache"], capture_output=True)
+    assert full.returncode == 0
+    reference = (tmp_path / "p.csv").read_text()
+    took = time.monotonic() - t0
+    shutil.rmtree(ws / "runs" / tiny_run.name / "activations.zarr" / "probes", ignore_errors=True)
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(moment * took)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (tmp_path / "p.csv").unlink(missing_ok=True)
+    assert run_cli(*argv) == 0
+    assert (tmp_path / "p.csv").read_text() == reference
+
+
+def test_a_full_disk_mid_checkpoint_keeps_the_previous_one_and_resume_finishes(tmp_path, monkeypatch, capsys):
+    """The disk fills while the second checkpoint of a phase is written: one line, exit 1, the first
+    checkpoint intact; once there is space the same command resumes from it to the uninterrupted
+    weights."""
+    import errno
+
+    import jobs.train
+
+    argv = ["run", "--preset", "tiny", "--strategy", "mix", "--no-dump", "--set", "train.checkpoint_every=25"]
+    assert run_cli("--workspace", tmp_path / "whole", *argv) == 0
+    real, calls = jobs.train.save_file, []
+
+    def full_at_the_second(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(jobs.train, "save_file", full_at_the_second)
+    assert run_cli("--workspace", tmp_path / "full", *argv) == 1
+    err = capsys.readouterr().err
+    assert "disk full writing" in err and "optimizer.safetensors" in err and len(err.strip().splitlines()) == 1
+    run = _only_run(tmp_path / "full")
+    last = run / "checkpoints" / "mix" / "last"
+    assert json.loads((last / "state.json").read_text())["step"] == 25  # the first checkpoint, whole
+    assert load_file(last / "model.safetensors") and "train-mix" not in _done(run)
+    monkeypatch.setattr(jobs.train, "save_file", real)
+    assert run_cli("--workspace", tmp_path / "full", *argv) == 0
+    a = _weights(_only_run(tmp_path / "whole"), "mix")
+    b = _weights(run, "mix")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MB tmpfs (a tiny run needs about 4 MB): the real ENOSPC of a real filesystem. Needs
+    root; elsewhere the simulated ENOSPC test above stands in."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip() or made.returncode}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_real_full_disk_is_one_line_keeps_what_was_done_and_resumes_once_space_is_back(small_disk, tmp_path):
+    reference = tmp_path / "reference"
+    assert run_cli("--workspace", reference, *ARGS) == 0
+    ref = _only_run(reference)
+    workspace = small_disk / "ws"
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), *ARGS],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.strip()
+    assert "disk full writing" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+    run = _only_run(workspace)
+    check_done_means_complete(run)  # what was marked done is whole
+    assert {"data", "tokenizer", "init"} <= _done(run) and "dump" not in _done(run)
+    # Space comes back: the same command finishes the run, to the uninterrupted result.
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    assert run_cli("--workspace", workspace, *ARGS) == 0
+    check_done_means_complete(run)
+    for phase in ("bio", "stage", "mix"):
+        a, b = _weights(ref, phase), _weights(run, phase)
+        assert all(torch.equal(a[k], b[k]) for k in a), phase
+    assert _comparable(metrics(ref)) == _comparable(metrics(run))
