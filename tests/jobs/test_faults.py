@@ -66,16 +66,16 @@ def _done(run: Path) -> set[str]:
     return {p.stem for p in (run / "done").glob("*.json")} if (run / "done").exists() else set()
 
 
-def check_done_means_complete(run: Path) -> None:
+def check_done_means_complete(run: Path, people: int = 16) -> None:
     """Every step marked done has its whole output."""
     done = _done(run)
     if "data" in done:
         for name in ("people.jsonl", "bio.jsonl", "prompts.jsonl"):
             assert (run / "data" / name).stat().st_size > 0
-        people = (run / "data" / "people.jsonl").read_text().splitlines()
-        assert len(people) == 16 and all(json.loads(line) for line in people)
+        assert len(lines := (run / "data" / "people.jsonl").read_text().splitlines()) == people
+        assert all(json.loads(line) for line in lines)
     if "tokenizer" in done:
-        assert len((run / "data" / "targets.jsonl").read_text().splitlines()) == 16 * 6
+        assert len((run / "data" / "targets.jsonl").read_text().splitlines()) == people * 6
     if "init" in done:
         load_file(run / "checkpoints" / "init" / "model.safetensors")
     for phase in ("bio", "stage", "mix"):
@@ -252,3 +252,53 @@ def test_a_real_full_disk_is_one_line_keeps_what_was_done_and_resumes_once_space
         a, b = _weights(ref, phase), _weights(run, phase)
         assert all(torch.equal(a[k], b[k]) for k in a), phase
     assert _comparable(metrics(ref)) == _comparable(metrics(run))
+
+
+def test_data_and_tokenizer_steps_killed_at_random_moments_resume_to_the_same_files(tmp_path):
+    """Data generation and the tokenizer's check of every prompt, with enough people to take a while
+    (1,500: about 0.2 s and 3 s), each SIGKILLed at three random moments inside: the files they end
+    with are byte for byte those of a run that was never killed."""
+    args = ["run", "--preset", "tiny", "--people", "1500", "--strategy", "bio", "--no-dump"]
+
+    def launch(workspace: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def until_init(workspace: Path) -> Path:
+        """Run until the init step is done (the model's first weights), then stop the job."""
+        proc = launch(workspace)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = list((workspace / "runs").glob("*/done/init.json")) if (workspace / "runs").exists() else []
+            if runs:
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        return _only_run(workspace)
+
+    reference = until_init(tmp_path / "reference")
+    rng = random.Random(7)
+    workspace = tmp_path / "killed"
+    killed = []
+    for step, window in [("data", 0.12)] * 3 + [("tokenizer", 3.0)] * 3:
+        run = workspace / "runs" / reference.name
+        if step in _done(run):
+            continue
+        # The moment the step begins: the job's start, or the data step's end when it makes the data.
+        trigger = ("step", "data", "done") if step == "tokenizer" and "data" not in _done(run) else ("run", None, "running")
+        events = run / "events.jsonl"
+        offset = events.stat().st_size if events.exists() else 0
+        proc = launch(workspace)
+        if not _wait_for_event(events, offset, trigger, proc):
+            continue
+        time.sleep(rng.uniform(0, window))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed.append((step, sorted(_done(run))))
+        check_done_means_complete(run, people=1500)
+    assert [s for s, _ in killed].count("tokenizer") >= 2 and len(killed) >= 4, killed
+    run = until_init(workspace)
+    for rel in ("data/people.jsonl", "data/bio.jsonl", "data/prompts.jsonl", "data/targets.jsonl",
+                "checkpoints/init/model.safetensors"):
+        assert (run / rel).read_bytes() == (reference / rel).read_bytes(), rel
