@@ -127,3 +127,23 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, workspace, tiny_
 
 def test_the_table_covers_what_the_issue_names():
     assert len(CASES) >= 25
+
+
+def test_a_read_only_workspace_is_one_line_exit_2(tmp_path, capsys):
+    """A workspace on a read-only filesystem (a tmpfs mounted read-only: needs root, as permission
+    bits do not stop root; a workspace that is a file is in the table above)."""
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip() or made.returncode}")
+    try:
+        capsys.readouterr()
+        assert main(["--workspace", str(mount / "ws"), "run", "--preset", "tiny"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "Read-only file system; choose a writable --workspace" in err and len(err.splitlines()) == 1
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
