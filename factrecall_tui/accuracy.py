@@ -261,6 +261,8 @@ class AccuracyPane(Vertical):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
+        if event.cursor_row != event.data_table.cursor_row:
+            return  # stale: the cursor moved on since (following it would pull the other table back)
         key = event.row_key.value
         other = self._table("fig5" if event.data_table.id == "acc-fig1" else "fig1")
         if other.row_count == event.data_table.row_count and other.cursor_row != event.cursor_row:

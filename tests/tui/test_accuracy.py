@@ -176,7 +176,10 @@ def test_focus_run_and_a_tall_terminal(tiny_run, tmp_path):
             assert fig1.cursor_row == fig1.get_row_index(row_key("tiny-stage+mix-s*", "bio"))
             assert list(pane.chart_data) == ["BIO-tuned", "Stage-tuned", "Mix-tuned"]
             pane.focus_run("tiny-mix-s0")
-            await pilot.pause()
+            for _ in range(20):  # the other table follows through a posted event
+                await pilot.pause(0.05)
+                if fig5.cursor_row == 2:
+                    break
             assert fig1.cursor_row == fig1.get_row_index(row_key("tiny-mix-s0", "mix")) == 2
             assert fig5.cursor_row == 2
             assert list(pane.chart_data) == ["Mix-tuned"]
