@@ -119,7 +119,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         return
     from jobs.queue import queued_runs
 
-    waiting = [p.name for p in study.paths if p.name in queued_runs(_workspace(args))]
+    busy = queued_runs(_workspace(args))
+    waiting = [p.name for p in study.paths if p.name in busy]
     if waiting:
         raise FactrecallError(f"{', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} queued or running "
                               "(`factrecall-jobs status`); run reproduce again once they are done")

@@ -127,12 +127,13 @@ def job_table(workspace: Path) -> list[dict]:
     from jobs import slurm
 
     rows = []
+    on_scheduler = slurm.active(workspace)
     for name, state in queued_runs(workspace).items():
         folder = workspace / "runs" / name
-        job = slurm.job_of(workspace, name) if name in slurm.active(workspace) else None
+        job = slurm.job_of(workspace, name) if name in on_scheduler else None
         if job is not None:
             rows.append({"run": name, "status": "running" if state == "starting" else "queued",
-                         "executor": job["cluster"] if job["cluster"] == "slurm" else "submitit-local",
+                         "executor": slurm.executor_name(job),
                          "job": job["job_id"], "pid": None, "log": str(folder / "job.out")})
             continue
         pid = live_pid(folder) if state == "starting" else None
@@ -206,7 +207,9 @@ def submit(workspace: Path, name: str, device: str | None = None, dump: bool = T
     entry = qdir / f"{time.time_ns()}-{name}.json"
     atomic_write_json(entry, {"run": name, "device": device, "dump": dump, "reuse": reuse,
                                 "time": time.time()})
-    (queue_dir(workspace) / "slurm" / f"{name}.json").unlink(missing_ok=True)  # this machine's to run now
+    from jobs import slurm
+
+    (slurm.slurm_dir(workspace) / f"{name}.json").unlink(missing_ok=True)  # this machine's to run now
     if start:
         start_worker(workspace)
     return entry

@@ -267,6 +267,11 @@ def active(workspace: Path) -> dict[str, str]:
     return out
 
 
+def executor_name(info: dict) -> str:
+    """How `status` names the executor of a registry entry: slurm, or submitit-local."""
+    return "slurm" if info["cluster"] == "slurm" else "submitit-local"
+
+
 def job_of(workspace: Path, run: str) -> dict | None:
     path = slurm_dir(workspace) / f"{run}.json"
     with contextlib.suppress(OSError, json.JSONDecodeError):

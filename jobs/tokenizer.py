@@ -7,6 +7,7 @@ checks that for all three formats and refuses a tokenizer/template pair that bre
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,6 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 def check_vocabulary(tok: PreTrainedTokenizerBase, path: str | Path) -> None:
     """Refuse a tokenizer that makes ids the checkpoint's embedding has no row for (the token
     classes transformers picks by model type can add special tokens of their own, such as a pad)."""
-    import json
-
     config = json.loads((Path(path) / "config.json").read_text())
     rows = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
     if rows and len(tok) > rows:
