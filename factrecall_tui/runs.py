@@ -18,7 +18,7 @@ from pathlib import Path
 
 from jobs import slurm
 from jobs.queue import live_pid, queued_runs
-from jobs.runfolder import read_metrics, tail_events
+from jobs.runfolder import latest, read_metrics
 
 
 
@@ -96,9 +96,7 @@ def read_run(folder: Path, queued: dict[str, str] | None = None) -> RunSummary:
         metrics = read_metrics(folder)
     except (OSError, ValueError) as err:
         return RunSummary(folder.name, folder, {}, {}, "broken", error=f"{type(err).__name__}: {err}")
-    events = tail_events(folder)
-    last_run = next((e for e in reversed(events) if e.get("kind") == "run"), {})
-    progress = next((e for e in reversed(events) if e.get("kind") in ("progress", "start")), {})
+    last_run, progress = latest(folder)
     done_dir = folder / "done"
     steps_done = sorted(p.stem for p in done_dir.glob("*.json")) if done_dir.exists() else []
     pid = live_pid(folder)
@@ -113,8 +111,7 @@ def read_run(folder: Path, queued: dict[str, str] | None = None) -> RunSummary:
         status = "stopped"
     else:
         status = "new"
-    # Progress belongs to the job now running: an older job's last bar is not this one's.
-    if status != "running" or (last_run and progress.get("time", 0) < last_run.get("time", 0)):
+    if status != "running":  # progress belongs to the job now running (`latest` gives only what followed its start)
         progress = {}
     job = ""
     if status in ("queued", "running") and (info := slurm.job_of(folder.parent.parent, folder.name)) is not None:
@@ -173,7 +170,7 @@ def progress_text(run: RunSummary, width: int = 8) -> str:
     if run.status != "running" or not p:
         k = sum(s in run.steps_done for s in steps)
         return f"[dim]{k}/{len(steps)} steps done[/]" if k else ""
-    frac = p.get("done", 0) / max(p.get("total", 1), 1)
+    frac = (p.get("done") or 0) / max(p.get("total") or 1, 1)  # a step without a count (data) has total None
     filled = int(round(frac * width))
     step = p.get("step", "")
     where = f"{steps.index(step) + 1}/{len(steps)}" if step in steps else ""

@@ -54,8 +54,8 @@ class ConsoleProgress:
             self.progress.update(self.tasks[step], completed=event["done"], info="  ".join(info))
         elif kind == "step" and event.get("status") == "done":
             if step in self.tasks:
-                task = self.progress.tasks[self.tasks[step]]
-                self.progress.update(self.tasks[step], completed=task.total)
+                total = self.progress.tasks[self.tasks[step]].total or 1  # a step without a count: None
+                self.progress.update(self.tasks[step], total=total, completed=total)
             elif "reused_from" in event:
                 self.console.print(f"[dim]{step}: reused from run {event['reused_from']} (same seed, data and settings)[/dim]")
             else:

@@ -65,6 +65,7 @@ def make_data(run: RunFolder) -> None:
     spec = run.spec
     if run.is_done("data"):
         return
+    run.emit("start", step="data", total=None)  # every step says it starts (what `status` and the TUI show)
     people = generate_people(spec.data, spec.seed)
     entries = bio_entries(people, spec.data, spec.seed)
     data = run.path / "data"
@@ -91,6 +92,7 @@ def make_tokenizer(run: RunFolder, all_prompts: list[Prompt]) -> tuple[PreTraine
     if run.is_done("tokenizer"):
         tok = load_tokenizer(tokenizer_dir(run))
         return tok, [Target(r["first_token_id"], tuple(r["ids"])) for r in read_jsonl(targets_file)]
+    run.emit("start", step="tokenizer", total=None)
     if run.spec.model.path is None:
         texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")]
         texts += [f"{p.qa} {p.answer}." for p in all_prompts]
@@ -142,6 +144,7 @@ def snapshot_models(run: RunFolder) -> list[str]:
 def make_init(run: RunFolder, tok: PreTrainedTokenizerBase) -> None:
     if run.spec.model.path is not None or run.is_done("init"):
         return
+    run.emit("start", step="init", total=None)
     model = models.build_model(run.spec.model, tok, run.spec.seed)
     folder = run.path / "checkpoints" / "init"
     shutil.rmtree(folder, ignore_errors=True)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.runfolder import RunFolder, atomic_write_json, record_end, tail_events
+from jobs.runfolder import RunFolder, atomic_write_json, latest, record_end
 from jobs.spec import ExperimentSpec, build_spec, check_model_path, check_run_name, load_config_file
 
 POLL_S = 0.5
@@ -150,11 +150,10 @@ def job_table(workspace: Path) -> list[dict]:
 
 
 def progress_of(folder: Path) -> str:
-    """The run's last progress event, in words: `train mix 1,200/3,000` or `dump 36,000/72,000`."""
-    events = tail_events(folder)
-    start = max((e.get("time", 0) for e in events if e.get("kind") == "run" and e.get("status") == "running"), default=0)
-    last = next((e for e in reversed(events) if e.get("kind") == "progress" and e.get("time", 0) >= start), None)
-    if not last:
+    """How far the running job is, in words: `train-mix 1,200/3,000`, `dump 36,000/72,000`, or the
+    step it has just started (`data`)."""
+    run, last = latest(folder)
+    if run.get("status") != "running" or not last:
         return ""
     what = f"{last.get('step', '')} {last.get('phase', '')}".strip()
     done, total = last.get("done"), last.get("total")

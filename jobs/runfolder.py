@@ -20,7 +20,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,23 +183,57 @@ class RunFolder:
         atomic_write_json(self.path / "metrics.json", metrics)
 
 
-def tail_events(path: Path, nbytes: int = 16384) -> list[dict[str, Any]]:
-    """The events in the last `nbytes` of run folder `path`'s events.jsonl, oldest first: enough for
-    the last `run` and `progress` events without reading a long run's whole history."""
+def _parse(line: bytes) -> Event | None:
+    """One line of events.jsonl; None for a line cut short (a job killed mid-write) or not an event."""
     try:
-        with (path / "events.jsonl").open("rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - nbytes))
-            text = f.read().decode(errors="replace")
+        event = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def read_events(path: Path) -> list[Event]:
+    """Every event of run folder `path`'s events.jsonl, oldest first (torn lines skipped)."""
+    try:
+        data = (path / "events.jsonl").read_bytes()
     except FileNotFoundError:
         return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by the seek, or still being written
-            continue
-    return out
+    return [e for line in data.splitlines() if (e := _parse(line)) is not None]
+
+
+def events_backwards(path: Path, block: int = 1 << 16) -> Iterator[Event]:
+    """The events of run folder `path`'s events.jsonl, newest first, read from the end a block at a
+    time: a reader looking for the last event of some kind reads only as far back as it is, however
+    many progress events a long run wrote after it."""
+    try:
+        f = (path / "events.jsonl").open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        end = f.seek(0, 2)
+        rest = b""  # the start of a line whose beginning lies in the block before
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            chunk = f.read(end - start) + rest
+            end = start
+            lines = chunk.split(b"\n")
+            rest = lines.pop(0) if start > 0 else b""
+            for line in reversed(lines):
+                if line.strip() and (event := _parse(line)) is not None:
+                    yield event
+
+
+def latest(path: Path) -> tuple[Event, Event]:
+    """(the last `run` event, the last `start` or `progress` event written after it): how a run's last
+    job ended or how far the running one is. Each is {} when there is none."""
+    current: Event = {}
+    for event in events_backwards(path):
+        if event.get("kind") == "run":
+            return event, current
+        if not current and event.get("kind") in ("start", "progress"):
+            current = event
+    return {}, current
 
 
 # Exit codes of a job process that was stopped rather than broken: Ctrl-C, SIGINT, SIGTERM, SIGKILL.
@@ -210,8 +244,8 @@ def record_end(folder: Path, code: int, since: float, error: str) -> None:
     """End a run in its events.jsonl for a job that ended without saying so (killed, out of memory,
     dropped by a scheduler) since `since`, so that nobody waits on it: `interrupted` for the codes of
     a stop, `failed` otherwise. Does nothing when the job recorded its own end."""
-    ends = [e for e in tail_events(folder) if e.get("kind") == "run" and e.get("time", 0) >= since]
-    if ends and ends[-1].get("status") in ("failed", "interrupted", "done"):
+    last, _ = latest(folder)
+    if last.get("time", 0) >= since and last.get("status") in ("failed", "interrupted", "done"):
         return
     status = "interrupted" if code in INTERRUPTED_CODES else "failed"
     with contextlib.suppress(OSError), (folder / "events.jsonl").open("a") as f:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.runfolder import atomic_write_json, record_end, tail_events
+from jobs.runfolder import atomic_write_json, latest, record_end
 
 ENDED = ("done", "failed", "interrupted")
 # sacct's states of a job that will not run (again)
@@ -253,8 +253,8 @@ def active(workspace: Path) -> dict[str, str]:
     out = {}
     for info in entries(workspace):
         folder = workspace / "runs" / info["run"]
-        runs = [e for e in tail_events(folder) if e.get("kind") == "run" and e.get("time", 0) >= info["submitted"]]
-        last = runs[-1].get("status") if runs else None
+        event, _ = latest(folder)
+        last = event.get("status") if event.get("time", 0) >= info["submitted"] else None
         if last in ENDED:
             continue
         state = scheduler_state(info)
@@ -285,9 +285,8 @@ def cancel(workspace: Path, run: str) -> str | None:
     info = job_of(workspace, run)
     if info is None or run not in active(workspace):
         return None
-    events = [e for e in tail_events(workspace / "runs" / run) if e.get("kind") == "run"
-              and e.get("time", 0) >= info["submitted"]]
-    if events and events[-1].get("status") == "running":
+    event, _ = latest(workspace / "runs" / run)
+    if event.get("time", 0) >= info["submitted"] and event.get("status") == "running":
         atomic_write_json(slurm_dir(workspace) / "cancel" / f"{run}.json", {"run": run, "time": time.time()})
         return f"{run}: stopping ({info['cluster']} job {info['job_id']}); what it finished is kept, `resume` continues it"
     if info["cluster"] == "local":

@@ -6,12 +6,14 @@ a probe command killed mid-sweep (its cache is never read half-written)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 import store
-from jobs.runfolder import read_metrics
-from tests.conftest import metrics, run_cli
+from jobs.runfolder import read_events, read_metrics
+from tests.conftest import metrics, run_cli, wait_until
 
 ARGS = ["run", "--preset", "tiny", "--strategy", "stage", "mix", "--no-reuse", "--set", "train.checkpoint_every=25"]
 
@@ -31,35 +33,75 @@ def _launch(workspace: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-# (the step a kill aims at, the event that says it is starting: (kind, step, status))
-KILL_POINTS = [("data", ("run", None, "running")), ("tokenizer", ("step", "data", "done")),
-               ("init", ("step", "tokenizer", "done")), ("eval-untrained", ("start", "eval-untrained", None)),
-               ("train-bio", ("start", "train-bio", None)), ("train-bio", ("progress", "train-bio", None)),
-               ("eval-bio", ("start", "eval-bio", None)), ("train-stage", ("start", "train-stage", None)),
-               ("eval-stage", ("start", "eval-stage", None)), ("train-mix", ("start", "train-mix", None)),
-               ("train-mix", ("progress", "train-mix", None)), ("eval-mix", ("start", "eval-mix", None)),
-               ("dump", ("start", "dump", None)), ("dump", ("progress", "dump", None))]
+@contextlib.contextmanager
+def _launched(launch, workspace: Path) -> Iterator[subprocess.Popen]:
+    """A job process that is never left behind: killed (if it still runs) and waited for on the way out."""
+    proc = launch(workspace)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
-def _wait_for_event(events: Path, offset: int, trigger: tuple, proc: subprocess.Popen, timeout: float = 60) -> bool:
-    """Wait until an event matching `trigger` is written past `offset`; False if the job ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+# (the step a kill aims at, the event of that step after which it comes). Every step announces its own
+# start, so a kill point never depends on where an earlier kill happened to land.
+KILL_POINTS = [("data", "start"), ("tokenizer", "start"), ("init", "start"), ("eval-untrained", "start"),
+               ("train-bio", "start"), ("train-bio", "progress"), ("eval-bio", "start"), ("train-stage", "start"),
+               ("eval-stage", "start"), ("train-mix", "start"), ("train-mix", "progress"), ("eval-mix", "start"),
+               ("dump", "start"), ("dump", "progress")]
+
+
+def step_seconds(run: Path) -> dict[str, float]:
+    """How long each step of a finished run took, from its own events (its start to its done marker):
+    the window a kill aimed at that step is drawn from, so the kills follow the machine's speed."""
+    starts, took = {}, {}
+    for e in read_events(run):
+        if e["kind"] == "start":
+            starts[e["step"]] = e["time"]
+        elif e["kind"] == "step" and e.get("status") == "done" and e["step"] in starts:
+            took[e["step"]] = e["time"] - starts[e["step"]]
+    return took
+
+
+def _wait_for_event(events: Path, offset: int, kind: str, step: str, proc: subprocess.Popen) -> bool:
+    """Wait until the job writes a `kind` event of `step` past `offset`; False if the job ends first."""
+    def seen() -> str | None:
         if events.exists():
-            with events.open() as f:
+            with events.open("rb") as f:
                 f.seek(offset)
                 for line in f.read().splitlines():
                     try:
                         e = json.loads(line)
                     except json.JSONDecodeError:
                         continue
-                    if (e.get("kind"), e.get("step"), e.get("status")) == trigger:
-                        return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    proc.kill()
-    raise AssertionError(f"no {trigger} event within {timeout:.0f} s")
+                    if (e.get("kind"), e.get("step")) == (kind, step):
+                        return "seen"
+        return "ended" if proc.poll() is not None else None
+
+    return wait_until(seen, f"a {kind} event of {step}", every=0.01) == "seen"
+
+
+def _kill_at_random_moments(workspace: Path, run: Path, points, windows: dict[str, float], rng: random.Random,
+                            launch=_launch) -> list[tuple[str, list[str]]]:
+    """For each (step, event) in `points` whose step is not done yet: start the job, wait for that event,
+    SIGKILL it at a random moment within the first 70% of the step's usual time (`windows`). Returns
+    where each kill landed: the step aimed at and the steps then done."""
+    killed = []
+    for step, kind in points:
+        if step in _done(run):
+            continue  # an earlier kill's moment fell past it
+        events = run / "events.jsonl"
+        offset = events.stat().st_size if events.exists() else 0
+        with _launched(launch, workspace) as proc:
+            if not _wait_for_event(events, offset, kind, step, proc):
+                continue  # the job ended first (it had nothing left to do)
+            time.sleep(rng.uniform(0, 0.7 * windows[step]))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        killed.append((step, sorted(_done(run))))
+    return killed
 
 
 def _done(run: Path) -> set[str]:
@@ -114,20 +156,9 @@ def test_a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result(tmp_
 
     workspace = tmp_path / "killed"
     run = workspace / "runs" / ref.name
-    rng = random.Random(20261125)
-    killed_in = []
-    for step, trigger in KILL_POINTS:
-        if step in _done(run):
-            continue  # an earlier kill's moment fell past it
-        events = run / "events.jsonl"
-        offset = events.stat().st_size if events.exists() else 0
-        proc = _launch(workspace)
-        if not _wait_for_event(events, offset, trigger, proc):
-            continue  # the job finished the step before the trigger was seen
-        time.sleep(rng.uniform(0, 0.15))  # a random moment inside the step
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        killed_in.append((step, sorted(_done(run))))
+    rng, windows, killed_in = random.Random(20261125), step_seconds(ref), []
+    for point in KILL_POINTS:  # after every kill, no step is marked done whose output is incomplete
+        killed_in += _kill_at_random_moments(workspace, run, [point], windows, rng)
         check_done_means_complete(run)
     assert len(killed_in) >= 8, killed_in  # kills landed all along the run
     assert run_cli("--workspace", workspace, *ARGS) == 0  # the same command resumes it
@@ -145,20 +176,14 @@ def test_a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result(tmp_
 
 
 def test_two_jobs_on_one_run_folder_never_both_write(tmp_path, capsys):
-    first = _launch(tmp_path, "--set", "train.bio.epochs=2000")
     run = tmp_path / "runs"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(run.glob("*/checkpoints/init")):
-        time.sleep(0.2)
-    try:
+    with _launched(lambda ws: _launch(ws, "--set", "train.bio.epochs=2000"), tmp_path) as first:
+        wait_until(lambda: list(run.glob("*/checkpoints/init")), "the first job's init checkpoint")
         name = next(run.iterdir()).name
         assert run_cli("--workspace", tmp_path, *ARGS, "--set", "train.bio.epochs=2000") == 2
         assert f"run {name} is in use by pid {first.pid}" in capsys.readouterr().err
         assert run_cli("--workspace", tmp_path, "resume", name) == 2
         assert "is in use by pid" in capsys.readouterr().err
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
 
 
 @pytest.mark.parametrize("moment", [0.2, 0.5, 0.9])
@@ -266,36 +291,17 @@ def test_data_and_tokenizer_steps_killed_at_random_moments_resume_to_the_same_fi
 
     def until_init(workspace: Path) -> Path:
         """Run until the init step is done (the model's first weights), then stop the job."""
-        proc = launch(workspace)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            runs = list((workspace / "runs").glob("*/done/init.json")) if (workspace / "runs").exists() else []
-            if runs:
-                break
-            time.sleep(0.05)
-        proc.kill()
-        proc.wait()
+        with _launched(launch, workspace) as proc:
+            wait_until(lambda: list(workspace.glob("runs/*/done/init.json")) or proc.poll() is not None, "the init step")
         return _only_run(workspace)
 
     reference = until_init(tmp_path / "reference")
-    rng = random.Random(7)
     workspace = tmp_path / "killed"
+    run = workspace / "runs" / reference.name
     killed = []
-    for step, window in [("data", 0.12)] * 3 + [("tokenizer", 3.0)] * 3:
-        run = workspace / "runs" / reference.name
-        if step in _done(run):
-            continue
-        # The moment the step begins: the job's start, or the data step's end when it makes the data.
-        trigger = ("step", "data", "done") if step == "tokenizer" and "data" not in _done(run) else ("run", None, "running")
-        events = run / "events.jsonl"
-        offset = events.stat().st_size if events.exists() else 0
-        proc = launch(workspace)
-        if not _wait_for_event(events, offset, trigger, proc):
-            continue
-        time.sleep(rng.uniform(0, window))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        killed.append((step, sorted(_done(run))))
+    rng, windows = random.Random(7), step_seconds(reference)
+    for point in [("data", "start")] * 3 + [("tokenizer", "start")] * 3:
+        killed += _kill_at_random_moments(workspace, run, [point], windows, rng, launch=launch)
         check_done_means_complete(run, people=1500)
     assert [s for s, _ in killed].count("tokenizer") >= 2 and len(killed) >= 4, killed
     run = until_init(workspace)

@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,7 +18,7 @@ from jobs.plots import strategy_curve
 from jobs.runfolder import RunFolder, read_jsonl
 from jobs.spec import ATTRIBUTES, build_spec
 from jobs.tokenizer import Target, load_tokenizer
-from tests.conftest import metrics, run_cli
+from tests.conftest import metrics, run_cli, wait_until
 
 
 def test_tiny_run_learns_its_bio_facts_and_writes_a_complete_run_folder(tiny_run):
@@ -211,13 +210,10 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_metrics(tmp_path):
             "--strategy", "mix", "--set", "train.checkpoint_every=40", "--name", "sig"]
     proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     events = tmp_path / "runs" / "sig" / "events.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if events.exists() and '"step": "train-mix", "done"' in events.read_text():
-            proc.send_signal(signal.SIGINT)
-            break
-        time.sleep(0.05)
-    assert proc.wait(timeout=60) == 130
+    wait_until(lambda: (events.exists() and '"step": "train-mix", "done"' in events.read_text()) or proc.poll() is not None,
+               "training to start")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait() == 130
     assert "interrupted" in proc.stderr.read()
     assert not (tmp_path / "runs" / "sig" / "done" / "train-mix.json").exists()
     assert run_cli("--workspace", tmp_path, "resume", "sig") == 0

@@ -6,23 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from factrecall_tui.runs import scan
 from jobs.queue import cancel, queued_runs, submit
-from tests.conftest import run_cli
-
-
-def wait_for(condition, timeout: float, what: str):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if value := condition():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"waited {timeout:.0f} s for {what}")
+from tests.conftest import run_cli, wait_until
 
 
 def statuses(ws: Path) -> dict[str, str]:
@@ -40,12 +30,12 @@ def test_submitted_runs_wait_their_turn_and_finish_in_the_background(tmp_path, c
     assert statuses(ws)[names[1]] == "queued"  # submit returned before the work: that is the worker's
     assert "queued tiny-stage+mix-s0-e952e0" in capsys.readouterr().out
     # On a CPU-only machine one job runs at a time: while the first runs, the second waits.
-    first = wait_for(lambda: statuses(ws).get(names[0]) == "running", 60, "the first job to start")
+    first = wait_until(lambda: statuses(ws).get(names[0]) == "running", "the first job to start")
     assert first and statuses(ws)[names[1]] == "queued"
     assert run_cli("--workspace", ws, "queue") == 0
     out = capsys.readouterr().out
     assert names[0] in out and "queued" in out
-    wait_for(lambda: set(statuses(ws).values()) == {"done"}, 180, "both jobs to finish")
+    wait_until(lambda: set(statuses(ws).values()) == {"done"}, "both jobs to finish")
     ends = {n: run_events(ws / "runs" / n) for n in names}
     assert ends[names[0]][-1]["time"] <= ends[names[1]][0]["time"]  # one after the other
     for n in names:
@@ -72,19 +62,19 @@ def test_cancelling_or_killing_a_running_job_keeps_its_work(tmp_path):
     assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--name", "long",
                    "--set", "train.bio.epochs=2000") == 0
     run = ws / "runs" / "long"
-    wait_for(lambda: (run / "checkpoints" / "bio" / "last").exists(), 90, "a training checkpoint")
+    wait_until(lambda: (run / "checkpoints" / "bio" / "last").exists(), "a training checkpoint")
     assert "stopping" in cancel(ws, "long")
-    wait_for(lambda: statuses(ws)["long"] == "interrupted", 30, "the job to stop")
+    wait_until(lambda: statuses(ws)["long"] == "interrupted", "the job to stop")
     assert run_events(run)[-1]["status"] == "interrupted"
     assert {"data", "tokenizer", "init", "eval-untrained"} <= {p.stem for p in (run / "done").glob("*.json")}
-    wait_for(lambda: queued_runs(ws) == {}, 30, "the worker to let the job go")
+    wait_until(lambda: queued_runs(ws) == {}, "the worker to let the job go")
     assert "not running" in cancel(ws, "long")
 
     # Resumed, then killed without a chance to say so: the worker records it for the job.
     submit(ws, "long")
-    pid = wait_for(lambda: next((r.pid for r in scan(ws) if r.status == "running" and r.pid and r.progress), None),
-                   60, "the resumed job to train")
+    pid = wait_until(lambda: next((r.pid for r in scan(ws) if r.status == "running" and r.pid and r.progress), None),
+                     "the resumed job to train")
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: statuses(ws)["long"] == "interrupted", 30, "the worker to record the kill")
+    wait_until(lambda: statuses(ws)["long"] == "interrupted", "the worker to record the kill")
     assert "exited with code -9" in run_events(run)[-1]["error"]
     assert (run / "checkpoints" / "bio" / "last").exists()  # resume continues from here

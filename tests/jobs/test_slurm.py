@@ -6,15 +6,14 @@ and read back by the TUI."""
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from factrecall_tui.runs import read_run
 from jobs.queue import job_table, queued_runs
-from jobs.runfolder import tail_events
-from tests.conftest import metrics, run_cli
+from jobs.runfolder import read_events
+from tests.conftest import metrics, run_cli, wait_until
 
 pytest.importorskip("submitit")
 
@@ -81,7 +80,7 @@ def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path,
 
     jobs.slurm._states.clear()
     assert "tiny-mix-s1" not in queued_runs(ws) and len(queued_runs(ws)) == 5
-    end = [e for e in tail_events(ws / "runs" / "tiny-mix-s1") if e.get("kind") == "run"][-1]
+    end = _run_events(ws / "runs" / "tiny-mix-s1")[-1]
     assert end["status"] == "failed" and f"slurm job {mix_s1} ended as FAILED" in end["error"]
     assert run_cli("--workspace", ws, "cancel", "tiny-stage-s0") == 0
     assert rows["tiny-stage-s0"]["job"] in (fake_slurm / "scancel.args").read_text()
@@ -151,17 +150,14 @@ def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "ws").exists()
 
 
-def _wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if (value := predicate()):
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _run_events(folder: Path) -> list[dict]:
-    return [e for e in tail_events(folder) if e.get("kind") == "run"]
+    return [e for e in read_events(folder) if e.get("kind") == "run"]
+
+
+def _last_status(folder: Path) -> str | None:
+    """How the run's last job stands (None before its first `run` event)."""
+    ends = _run_events(folder)
+    return ends[-1]["status"] if ends else None
 
 
 @pytest.fixture
@@ -184,14 +180,14 @@ def test_a_job_through_submitits_local_executor_runs_and_is_followed(submitit_lo
                    "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=40", "--name", "local") == 0
     assert "submitted local as local job" in capsys.readouterr().out
     run = ws / "runs" / "local"
-    rows = _wait(lambda: [r for r in job_table(ws) if r["status"] == "running" and r["progress"]], 120, "progress")
-    assert rows[0]["executor"] == "submitit-local" and rows[0]["progress"].split()[0] in ("init", "train-bio", "eval-untrained", "data")
-    _wait(lambda: not job_table(ws), 180, "the job to end")
+    rows = wait_until(lambda: [r for r in job_table(ws) if r["status"] == "running" and r["progress"]], "progress")
+    assert rows[0]["executor"] == "submitit-local" and rows[0]["progress"].split()[0] in ("data", "tokenizer", "init", "eval-untrained", "train-bio")
+    wait_until(lambda: not job_table(ws), "the job to end")
     assert _run_events(run)[-1]["status"] == "done"
     assert metrics(run)["bio"]["bio"]["avg"] > 0
     assert "# submitit job" in (run / "job.out").read_text()  # the console output, where the TUI's log view reads it
     log = Path(json.loads((ws / "queue" / "slurm" / "local.json").read_text())["log"])
-    assert "Starting with JobEnvironment" in _wait(lambda: log.exists() and log.read_text(), 10, "submitit's log")
+    assert "Starting with JobEnvironment" in wait_until(lambda: log.exists() and log.read_text(), "submitit's log")
 
 
 def test_cancel_stops_a_submitit_job_and_keeps_its_checkpoint(submitit_local, capsys):
@@ -200,12 +196,12 @@ def test_cancel_stops_a_submitit_job_and_keeps_its_checkpoint(submitit_local, ca
                    "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=4000", "--set", "train.checkpoint_every=20",
                    "--name", "long") == 0
     run = ws / "runs" / "long"
-    _wait(lambda: any(r["progress"].startswith("train-bio") for r in job_table(ws)), 120, "training to start")
+    wait_until(lambda: any(r["progress"].startswith("train-bio") for r in job_table(ws)), "training to start")
     assert run_cli("--workspace", ws, "cancel", "long") == 0
     assert "stopping (local job" in capsys.readouterr().out
-    _wait(lambda: _run_events(run)[-1]["status"] == "interrupted", 60, "the job to stop")
+    wait_until(lambda: _last_status(run) == "interrupted", "the job to stop")
     assert (run / "checkpoints" / "bio" / "last" / "state.json").exists()  # resumable: what it trained is kept
-    _wait(lambda: not job_table(ws), 30, "the job to leave the table")
+    wait_until(lambda: not job_table(ws), "the job to leave the table")
 
 
 def _children(pid: int) -> list[int]:
@@ -226,11 +222,11 @@ def test_a_job_warned_of_its_time_limit_saves_requeues_and_finishes(submitit_loc
                    "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=600", "--set", "train.checkpoint_every=20",
                    "--name", "warned") == 0
     run = ws / "runs" / "warned"
-    _wait(lambda: any(r["progress"].startswith("train-bio") and int(r["progress"].split()[1].split("/")[0]) >= 40
-                      for r in job_table(ws)), 120, "40 training steps")
+    wait_until(lambda: any(r["progress"].startswith("train-bio") and int(r["progress"].split()[1].split("/")[0]) >= 40
+                           for r in job_table(ws)), "40 training steps")
     controller = int(json.loads((ws / "queue" / "slurm" / "warned.json").read_text())["job_id"])
     os.kill(_children(controller)[0], signal.SIGUSR2)  # to the task, as srun delivers Slurm's warning
-    _wait(lambda: _run_events(run)[-1]["status"] in ("done", "failed") and not job_table(ws), 240, "the run to end")
+    wait_until(lambda: _last_status(run) in ("done", "failed") and not job_table(ws), "the run to end")
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     assert [e["status"] for e in events if e["kind"] == "run"] == ["running", "interrupted", "running", "done"]
     requeued = max(i for i, e in enumerate(events) if e["kind"] == "run" and e["status"] == "running")

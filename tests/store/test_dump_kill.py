@@ -5,14 +5,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import zarr
 
 import store
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_until
 
 SMALL_BLOCKS = ("--chunk-people", "1", "--batch-size", "2")  # 192 blocks: a kill lands mid-dump
 
@@ -43,14 +42,9 @@ def test_a_dump_killed_with_sigkill_resumes_without_recomputing_finished_blocks(
     out = workspace / "killed.zarr"
     argv = [sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), "dump", run.name, *SMALL_BLOCKS, "--out", str(out)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    flags = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        flags = _flags(out)
-        if flags is not None and flags.sum() >= 10:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
+    wait_until(lambda: proc.poll() is not None or ((flags := _flags(out)) is not None and flags.sum() >= 10),
+               "ten blocks written", every=0.01)
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     at_kill = _flags(out)
