@@ -1,5 +1,5 @@
 """The GPU training step: measured peak memory against the dry run's estimate
-(`jobs.dryrun.training_memory`), and what gradient checkpointing and torch.compile do to memory and
+(`jobs.study.dryrun.training_memory`), and what gradient checkpointing and torch.compile do to memory and
 tokens/s, each against the plain step (bf16 autocast over fp32 weights) measured in the same run.
 
     python benchmarks/bench_gpu.py [--cases cpu:32 1b:32 1b:256 3b:32] [--steps 12] [--json OUT]
@@ -8,7 +8,7 @@ tokens/s, each against the plain step (bf16 autocast over fp32 weights) measured
 A case is SIZE:ROWS: a random Llama of that size (`cpu`: the cpu preset's model; `1b`, `3b`: the
 shapes of Llama-3.2-1B and -3B, vocabulary 128,256) trained on batches of ROWS packed rows (of 288
 tokens for `cpu`, as its preset; of 128, the paper preset's, for the others) of real Mix data (BIO statements and QA pairs of the cpu preset's people), exactly as
-`jobs.train.train_phase` steps: `jobs.train.loss_function`, backward, clipping, AdamW. Each variant
+`jobs.run.train.train_phase` steps: `jobs.run.train.loss_function`, backward, clipping, AdamW. Each variant
 starts from the same weights and sees the same batches; the table gives the last loss too, so that a
 variant that computes something else would show. Peak memory is measured on a CUDA GPU only.
 """
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from jobs.corpus import bio_entries, prompts
-from jobs.dryrun import training_memory
-from jobs.model import autocast, build_model, pick_device, use_all_cores
-from jobs.people import generate_people
-from jobs.pipeline import PHASE_STREAM, examples_of
-from jobs.spec import build_spec
-from jobs.tokenizer import encode_targets, train_word_tokenizer
-from jobs.train import collate, loss_function, make_optimizer, plan_batches
+from jobs.run.corpus import bio_entries, prompts
+from jobs.study.dryrun import training_memory
+from jobs.run.model import autocast, build_model, pick_device, use_all_cores
+from jobs.run.people import generate_people
+from jobs.run.pipeline import PHASE_STREAM, examples_of
+from jobs.run.spec import build_spec
+from jobs.run.tokenizer import encode_targets, train_word_tokenizer
+from jobs.run.train import collate, loss_function, make_optimizer, plan_batches
 
 SHAPES = {  # Llama-3.2's configurations
     "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,

@@ -1,11 +1,11 @@
 """Training tokens/s and evaluation questions/s of the spine, each against a baseline measured in the
 same run on the same model and data (these machines are shared and noisy: read the ratios).
 
-- training: our packed loop (`jobs.train.train_phase`) vs `transformers.Trainer` with the usual
+- training: our packed loop (`jobs.run.train.train_phase`) vs `transformers.Trainer` with the usual
   padded batches, on Mix data (BIO and QA-in shuffled together), the cpu preset's model;
-- evaluation: our batched greedy decoding (`jobs.evaluate.greedy_match`) vs `model.generate`
+- evaluation: our batched greedy decoding (`jobs.run.evaluate.greedy_match`) vs `model.generate`
   called one question at a time;
-- packing: the cpu preset's (first fit over a few open rows, `jobs.train._pack`, in rows of 288)
+- packing: the cpu preset's (first fit over a few open rows, `jobs.run.train._pack`, in rows of 288)
   vs the packing before it (rows of 128 filled one at a time), on BIO-only data (the BIO phase)
   and on Mix data: the share of a batch's slots that hold real tokens, and training tokens/s.
 
@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jobs.corpus import bio_entries, prompts
-from jobs.evaluate import eval_sets, greedy_match
-from jobs.model import build_model, use_all_cores
-from jobs.people import generate_people
-from jobs.pipeline import PHASE_STREAM
-from jobs.spec import build_spec
-from jobs.tokenizer import encode_targets, train_word_tokenizer
-import jobs.train
-from jobs.train import Example, plan_batches, train_phase
+from jobs.run.corpus import bio_entries, prompts
+from jobs.run.evaluate import eval_sets, greedy_match
+from jobs.run.model import build_model, use_all_cores
+from jobs.run.people import generate_people
+from jobs.run.pipeline import PHASE_STREAM
+from jobs.run.spec import build_spec
+from jobs.run.tokenizer import encode_targets, train_word_tokenizer
+import jobs.run.train
+from jobs.run.train import Example, plan_batches, train_phase
 
 
 def one_row_at_a_time(order: np.ndarray, lengths: np.ndarray, row_len: int) -> list[np.ndarray]:
@@ -51,13 +51,13 @@ def one_row_at_a_time(order: np.ndarray, lengths: np.ndarray, row_len: int) -> l
 
 def packed_plan(examples, spec, packer=None):
     """The Mix phase's plan, packed by `packer` (default: ours)."""
-    ours = jobs.train._pack
-    jobs.train._pack = packer or ours
+    ours = jobs.run.train._pack
+    jobs.run.train._pack = packer or ours
     try:
         return plan_batches(np.array([len(e.ids) for e in examples]), spec.train.mix, spec.train,
                             seed=[0, PHASE_STREAM["mix"]])
     finally:
-        jobs.train._pack = ours
+        jobs.run.train._pack = ours
 
 
 def slot_use(plan, examples) -> float:

@@ -1,6 +1,6 @@
 """The activation store's speed and size, each against a baseline measured in the same run:
 
-- dump: capturing every layer's resid_mid and writing it (`jobs.dump.dump_model`) vs a bare
+- dump: capturing every layer's resid_mid and writing it (`jobs.run.dump.dump_model`) vs a bare
   forward pass of the same model over the same prompts, same batches, nothing captured or written;
 - read: one (model, format, layer, attribute) slice, every person, through `store.open(...).acts`,
   through plain zarr and through xarray, vs `np.load` of the same array saved as a raw .npy file;
@@ -31,11 +31,12 @@ import xarray as xr
 import zarr
 
 import store
-from jobs.dump import UNTRAINED, batches, checkpoint, dump_model, encode_formats, layout_for
-from jobs.model import load_model, use_all_cores
-from jobs.pipeline import load_prompts, make_data, make_init, make_tokenizer
-from jobs.runfolder import RunFolder
-from jobs.spec import build_spec
+from jobs.run.checkpoints import UNTRAINED, checkpoint_path
+from jobs.run.dump import batches, dump_model, encode_formats, layout_for
+from jobs.run.model import load_model, use_all_cores
+from jobs.run.pipeline import load_prompts, make_data, make_init, make_tokenizer
+from jobs.run.folder import RunFolder
+from jobs.run.spec import build_spec
 from store import Layout, Writer
 from timing import timed
 
@@ -60,7 +61,7 @@ def bench_dump(run: RunFolder, name: str, tmp: Path, repeats: int, batch_size: i
     prompts = load_prompts(run.path)
     tok, targets = make_tokenizer(run, prompts)
     encoded = encode_formats(tok, prompts)
-    model = load_model(checkpoint(run, name), torch.device("cpu")).eval()
+    model = load_model(checkpoint_path(run, name), torch.device("cpu")).eval()
     pad = tok.pad_token_id or 0
     layout = layout_for(run, tok, prompts, targets)
 

@@ -6,24 +6,25 @@
     y = s.labels("job")                                      # one row per person: split, label, ...
     ds = s.to_xarray()                                       # the labelled xarray.Dataset
 
-It imports nothing from `jobs` or `factrecall_tui`; the layout is described in `store.layout`.
+It imports nothing from `jobs` or `factrecall_tui` (an import-linter contract holds it); the layout is
+described in `store.layout`, and its names (file names, schema, formats, probe columns) in `store.names`.
 """
 
+import importlib
+
 from store.errors import StoreError
+from store.names import SCHEMA, STORE_NAME, TRAJECTORY_NAME, VERSION
 
-# The rest loads on first use, so `from store.errors import StoreError` (the CLI, the TUI) does not
-# pull in zarr and numpy.
-_LAZY = {"SCHEMA": "store.layout", "VERSION": "store.layout", "Layout": "store.layout", "Writer": "store.layout",
-         "STORE_NAME": "store.reader", "ActivationStore": "store.reader", "store_url": "store.reader",
-         "open": "store.reader"}
+# The rest loads on first use, so `import store` (the CLI, the TUI) does not pull in zarr and numpy.
+_LAZY = {"Layout": "store.layout", "Writer": "store.layout", "ActivationStore": "store.reader",
+         "store_url": "store.reader", "open": "store.reader"}
 
-__all__ = ["SCHEMA", "STORE_NAME", "VERSION", "ActivationStore", "Layout", "StoreError", "Writer", "open", "store_url"]
+__all__ = ["SCHEMA", "STORE_NAME", "TRAJECTORY_NAME", "VERSION", "ActivationStore", "Layout", "StoreError", "Writer",
+           "open", "store_url"]
 
 
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'store' has no attribute {name!r}")
-    import importlib
-
     module = importlib.import_module(_LAZY[name])
     return module.open_store if name == "open" else getattr(module, name)

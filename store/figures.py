@@ -6,39 +6,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store.probes import ACCURACIES, LABELS
+from matplotlib.figure import Figure  # no pyplot: no global state, no display, safe in any thread
+
+from store.names import PROBE_ACCURACIES, PROBE_LABELS
 
 STYLE = {"acc_qa_wqa": ("tab:blue", "-"), "acc_bio_wqa": ("tab:orange", "-"),
          "acc_qa_wbio": ("tab:green", "--"), "acc_bio_wbio": ("tab:red", "--")}
-NAMES = {"untrained": "Untrained", "bio": "BIO-tuned", "stage": "Stage-tuned", "mix": "Mix-tuned", "qa": "QA-tuned"}
 
 
-def probe_figure(summary, out: Path, title: str) -> Path:
-    """summary: `store.probes.summary(table)`; writes a PNG and returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None = None) -> Path:
+    """summary: `store.probes.summary(table)`; writes a PNG and returns its path. `labels` names the
+    models in the panel titles (the caller's words; the store knows models only by their keys)."""
     models = list(dict.fromkeys(summary["model"]))
-    fig, axes = plt.subplots(2, len(models), figsize=(4.6 * len(models), 6.4), squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
+    fig = Figure(figsize=(4.6 * len(models), 6.4))
+    axes = fig.subplots(2, len(models), squeeze=False, gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
     for col, model in enumerate(models):
         rows = summary[summary["model"] == model]
         layers = rows["layer"].to_numpy()
         top, bottom = axes[0][col], axes[1][col]
-        for key in ACCURACIES:
+        for key in PROBE_ACCURACIES:
             color, dash = STYLE[key]
             mean, std = rows[key].to_numpy(), rows[f"{key}_std"].fillna(0).to_numpy()
-            top.plot(layers, mean, dash, color=color, marker="o", ms=3, label=LABELS[key])
+            top.plot(layers, mean, dash, color=color, marker="o", ms=3, label=PROBE_LABELS[key])
             if std.any():
                 top.fill_between(layers, mean - std, mean + std, color=color, alpha=0.15, lw=0)
-        top.set_title(f"{NAMES.get(model, model)} ({int(rows['runs'].iloc[0])} run{'s' if rows['runs'].iloc[0] > 1 else ''})")
+        top.set_title(f"{(labels or {}).get(model, model)} ({int(rows['runs'].iloc[0])} run{'s' if rows['runs'].iloc[0] > 1 else ''})")
         top.set_ylim(-2, 102)
         top.grid(alpha=0.3)
         for key, color in (("delta_rep", "black"), ("delta_mech", "tab:purple")):
             mean, std = rows[key].to_numpy(), rows[f"{key}_std"].fillna(0).to_numpy()
-            bottom.plot(layers, mean, color=color, marker="o", ms=3, label=LABELS[key])
+            bottom.plot(layers, mean, color=color, marker="o", ms=3, label=PROBE_LABELS[key])
             if std.any():
                 bottom.fill_between(layers, mean - std, mean + std, color=color, alpha=0.15, lw=0)
         bottom.set_xlabel("layer")
@@ -56,6 +53,7 @@ def probe_figure(summary, out: Path, title: str) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    partial = out.with_name(out.name + ".partial.png")  # whole or not at all, as every file factrecall writes
+    fig.savefig(partial, dpi=110)
+    partial.replace(out)
     return out

@@ -16,7 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from store.layout import ATTRS_KEY, DIMS, HOOK, StoreError
+from store.errors import StoreError
+from store.layout import DIMS
+from store.names import ATTRS_KEY, HOOK
 from store.reader import ActivationStore
 
 COORDS = ("model", "format", "layer", "attribute", "person")

@@ -37,12 +37,8 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from store.errors import StoreError
+from store.names import ATTRS_KEY, HALF_MADE, HOOK, SCHEMA, VERSION
 
-SCHEMA = "factrecall.activations"
-VERSION = 1
-ATTRS_KEY = "factrecall"
-HALF_MADE = "factrecall_skeleton_unfinished"
-HOOK = "resid_mid"
 HOOK_DOC = ("h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
             "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
             "in a GPT-NeoX block")
@@ -189,8 +185,6 @@ class Writer:
     def open_or_create(cls, url: str | Path, layout: Layout, meta: dict[str, Any]) -> Writer:
         """Resume the store at `url` if it holds this layout, else create it. A store of another
         layout is refused (never overwritten)."""
-        from store.reader import open_group
-
         exists = _exists(url)
         attrs = _group_attrs(url) if exists else None
         # A remote skeleton a kill interrupted (our marker, not yet our attributes) is made anew.
@@ -278,7 +272,7 @@ def _exists(url: str | Path) -> bool:
     """Anything at all at `url`: a store, another Zarr group, or someone's files."""
     if is_local(url):
         return local_path(url).exists()
-    import fsspec
+    import fsspec  # remote stores only
 
     fs, path = fsspec.core.url_to_fs(str(url))
     return bool(fs.exists(path))
@@ -295,3 +289,40 @@ def _difference(found: dict[str, Any], layout: Layout) -> str:
         if (found.get("source") or {}).get(key) != value:
             return f"another {key}"
     return "different people or labels"
+
+
+ARRAYS = (HOOK, "written", "model", "format", "layer", "attribute", "attribute_index", "person", "split",
+          "label", "label_text", "answer")
+
+
+def first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def open_group(url: str | Path, mode: str = "r+") -> zarr.Group:
+    """The store's root group, after checking it is a complete factrecall store this code can read."""
+    if is_local(url):
+        path = local_path(url)
+        if not path.exists():
+            hint = f" (a dump in progress left {path.name}.partial)" if path.with_name(path.name + ".partial").exists() else ""
+            raise StoreError(f"no activation store at {path}{hint}; `factrecall-jobs dump RUN` makes one")
+        if not (path / "zarr.json").exists():
+            raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); give a run folder or an activations.zarr")
+    try:
+        # Not the consolidated metadata (that is for xarray): it would list an array whose folder is gone.
+        group = zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=False)
+    except OPEN_ERRORS as err:
+        raise StoreError(f"cannot open a Zarr group at {url}: {first_line(err)}") from None
+    meta = group.attrs.get(ATTRS_KEY)
+    if meta is None and HALF_MADE in group.attrs:
+        raise StoreError(f"{url} is a store whose making a kill interrupted; dump again (it is made anew)")
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        raise StoreError(f"{url} is a Zarr group but not a factrecall activation store (no {SCHEMA!r} schema in its attributes)")
+    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+        raise StoreError(f"{url} has store schema version {meta.get('version')}, newer than this factrecall reads "
+                         f"({VERSION}); upgrade factrecall")
+    present = set(group.array_keys())
+    missing = [name for name in ARRAYS if name not in present]
+    if missing:
+        raise StoreError(f"{url} is truncated: array {missing[0]!r} is missing; delete the store and dump again")
+    return group

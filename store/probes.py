@@ -24,12 +24,13 @@ the store's own fingerprint, so a second request is instant and a changed one is
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -38,19 +39,27 @@ import torch.nn.functional as F
 import zarr
 
 from store.errors import StoreError
+from store.names import BIO_FORMATS, PROBE_COLUMNS, PROBE_SPLITS
 from store.reader import ActivationStore
 
-# The cache key includes this module's source and the libraries that compute a probe: a result from
-# other code is never served.
-_CODE = hashlib.sha256((inspect.getsource(sys.modules[__name__]) + torch.__version__ + np.__version__).encode()).hexdigest()[:12]
+def code_key(source: str) -> str:
+    """What of this module's source decides a result: its code as Python parses it, without comments
+    and docstrings (editing those serves the cached results still; changing a line of code does not)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:12]
+
+
+# The cache key includes this module's code and the libraries that compute a probe: a result from other
+# code is never served.
+_CODE = hashlib.sha256((code_key(inspect.getsource(sys.modules[__name__])) + torch.__version__ + np.__version__).encode()).hexdigest()[:12]
 MAX_PARAMETERS = 1 << 26  # weights of one probe (hidden x classes); --classes vocab of a large model passes it
 BACKENDS = ("lbfgs", "ridge", "sklearn")
-BIO_FORMATS = ("bio_long", "bio_short")
-ACCURACIES = ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio")
-COLUMNS = (*ACCURACIES, "delta_rep", "delta_mech", "cosine", "cka")
-LABELS = {"acc_qa_wqa": "Acc(hQA·WQA)", "acc_bio_wqa": "Acc(hBIO·WQA)", "acc_qa_wbio": "Acc(hQA·WBIO)",
-          "acc_bio_wbio": "Acc(hBIO·WBIO)", "delta_rep": "Δrep", "delta_mech": "Δmech",
-          "cosine": "cos(hBIO, hQA)", "cka": "CKA"}
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,8 @@ class ProbeSettings:
         if self.bio not in BIO_FORMATS:
             raise StoreError(f"bio format {self.bio!r}: use bio_long or bio_short (--bio long|short)")
         for split in (self.train_split, self.test_split):
-            if split not in ("qa_in", "qa_out", "all"):
-                raise StoreError(f"split {split!r}: use qa_in, qa_out or all")
+            if split not in PROBE_SPLITS:
+                raise StoreError(f"split {split!r}: use {', '.join(PROBE_SPLITS)}")
         if self.classes not in ("observed", "vocab"):
             raise StoreError(f"classes {self.classes!r}: use observed or vocab")
         if self.backend not in BACKENDS:
@@ -132,7 +141,7 @@ def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs"
 
 
 def _sklearn(z: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # the reference backend only: sklearn loads slowly
 
     present = np.unique(y.numpy())
     weight = torch.zeros(z.shape[1], n_classes, dtype=z.dtype)
@@ -242,6 +251,68 @@ def default_models(stores: Sequence[ActivationStore]) -> list[str]:
         [m for m in stores[0].models if m != "untrained" and all(m in d for d in dumped)]
 
 
+def check_request(stores: Sequence[ActivationStore], models: Sequence[str] | None, settings: ProbeSettings) -> list[str]:
+    """The models a table of `stores` probes (`models`, or `default_models`), after checking that every
+    store has the attribute and every model dumped: one StoreError line saying what to do otherwise."""
+    for s in stores:
+        if settings.attribute not in s.attributes:
+            raise StoreError(f"unknown attribute {settings.attribute!r}: choose one of {', '.join(s.attributes)}")
+    chosen = list(models) if models else default_models(stores)
+    if not chosen:
+        raise StoreError("these stores share no dumped trained model; `factrecall-jobs dump RUN` writes them")
+    for s in stores:
+        dumped = set(s.dumped_models())
+        missing = [m for m in chosen if m not in dumped]
+        if missing:
+            run = s.meta.get("run", s.url)
+            raise StoreError(f"run {run} has no dumped model {missing[0]!r}; `factrecall-jobs dump {run}` writes it")
+    return chosen
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One (store, model) sweep of a table: its rows (one per layer), and whether the cache had them."""
+
+    run: str
+    model: str
+    rows: list[dict]
+    cached: bool
+
+
+def sweeps(stores: Sequence[ActivationStore], models: Sequence[str], settings: ProbeSettings, *, cache: bool = True,
+           cached_only: bool = False, progress: Callable[[int, int, str], None] | None = None) -> Iterator[Sweep]:
+    """Every (store, model) sweep of a table, in table order (the CLI, the app and the report all
+    assemble tables from these). `progress(layers done, layers in all, what)` after each layer fitted
+    and each sweep found in the cache; it may raise to stop. With `cached_only`, nothing is fitted:
+    the sweeps end at the first one the cache lacks."""
+    total = sum(s.layers if settings.layers is None else len(settings.layers) for s in stores) * len(models)
+    done = 0
+    for s in stores:
+        run = s.meta.get("run", s.url)
+        layers = s.layers if settings.layers is None else len(settings.layers)
+        for model in models:
+            rows = cached(s, model, settings) if cache or cached_only else None
+            hit = rows is not None
+            if not hit:
+                if cached_only:
+                    return
+                base = done
+                rows = sweep(s, model, settings, cache=cache, progress=None if progress is None else
+                             lambda k, n, base=base, what=f"{run} {model}": progress(base + k, total, f"{what}: layer {k}/{n}"))
+            done += layers
+            if hit and progress is not None:
+                progress(done, total, f"{run} {model}: from the cache")
+            yield Sweep(run, model, rows, hit)
+
+
+def frame(found: Iterable[Sweep]):
+    """The tidy pandas DataFrame of sweeps: one row per (run, model, layer), every probe column."""
+    import pandas as pd  # with the table, as `labels` does: a sweep alone needs no pandas
+
+    frames = [pd.DataFrame(one.rows).assign(run=one.run, model=one.model) for one in found]
+    return pd.concat(frames, ignore_index=True)[["run", "model", "layer", *PROBE_COLUMNS, "n_train", "n_test", "n_classes"]]
+
+
 def format_cell(row, key: str, several: bool) -> str:
     """One number of a summary row as tables show it: 1 decimal (3 for cosine and CKA), ±std over
     runs when there are several."""
@@ -275,23 +346,14 @@ def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSetti
 
 
 def table(stores: Sequence[ActivationStore], models: Sequence[str], settings: ProbeSettings, *,
-          cache: bool = True, progress: Callable[[str], None] | None = None):
+          cache: bool = True, progress: Callable[[int, int, str], None] | None = None):
     """A tidy pandas DataFrame: one row per (run, model, layer) with every column of `sweep`."""
-    import pandas as pd
-
-    frames = []
-    for s in stores:
-        for model in models:
-            if progress is not None:
-                progress(f"{s.meta.get('run', s.url)} {model}")
-            rows = sweep(s, model, settings, cache=cache)
-            frames.append(pd.DataFrame(rows).assign(run=s.meta.get("run", s.url), model=model))
-    return pd.concat(frames, ignore_index=True)[["run", "model", "layer", *COLUMNS, "n_train", "n_test", "n_classes"]]
+    return frame(sweeps(stores, models, settings, cache=cache, progress=progress))
 
 
 def summary(df):
     """Mean and sample standard deviation over runs (seeds) per (model, layer)."""
-    grouped = df.groupby(["model", "layer"], sort=False)[list(COLUMNS)]
+    grouped = df.groupby(["model", "layer"], sort=False)[list(PROBE_COLUMNS)]
     out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()  # sample std; NaN for one run
     out["runs"] = df.groupby(["model", "layer"], sort=False).size().to_numpy()
     return out

@@ -18,15 +18,9 @@ import zarr
 from zarr.codecs import BytesCodec
 from zarr.storage import LocalStore
 
-from store.layout import ATTRS_KEY, HALF_MADE, HOOK, OPEN_ERRORS, SCHEMA, VERSION, StoreError, is_local, local_path
-
-STORE_NAME = "activations.zarr"
-ARRAYS = (HOOK, "written", "model", "format", "layer", "attribute", "attribute_index", "person", "split",
-          "label", "label_text", "answer")
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
+from store.errors import StoreError
+from store.layout import first_line, is_local, local_path, open_group
+from store.names import ATTRS_KEY, HOOK, SPLITS, STORE_NAME
 
 
 def as_str(values: Any) -> np.ndarray:
@@ -41,35 +35,6 @@ def store_url(path: str | Path) -> str:
     if is_local(path) and (local_path(path) / "spec.json").exists():
         return str(local_path(path) / STORE_NAME)
     return str(path)
-
-
-def open_group(url: str | Path, mode: str = "r+") -> zarr.Group:
-    """The store's root group, after checking it is a complete factrecall store this code can read."""
-    if is_local(url):
-        path = local_path(url)
-        if not path.exists():
-            hint = f" (a dump in progress left {path.name}.partial)" if path.with_name(path.name + ".partial").exists() else ""
-            raise StoreError(f"no activation store at {path}{hint}; `factrecall-jobs dump RUN` makes one")
-        if not (path / "zarr.json").exists():
-            raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); give a run folder or an activations.zarr")
-    try:
-        # Not the consolidated metadata (that is for xarray): it would list an array whose folder is gone.
-        group = zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=False)
-    except OPEN_ERRORS as err:
-        raise StoreError(f"cannot open a Zarr group at {url}: {_first_line(err)}") from None
-    meta = group.attrs.get(ATTRS_KEY)
-    if meta is None and HALF_MADE in group.attrs:
-        raise StoreError(f"{url} is a store whose making a kill interrupted; dump again (it is made anew)")
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise StoreError(f"{url} is a Zarr group but not a factrecall activation store (no {SCHEMA!r} schema in its attributes)")
-    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
-        raise StoreError(f"{url} has store schema version {meta.get('version')}, newer than this factrecall reads "
-                         f"({VERSION}); upgrade factrecall")
-    present = set(group.array_keys())
-    missing = [name for name in ARRAYS if name not in present]
-    if missing:
-        raise StoreError(f"{url} is truncated: array {missing[0]!r} is missing; delete the store and dump again")
-    return group
 
 
 class ActivationStore:
@@ -92,7 +57,7 @@ class ActivationStore:
             self.split: np.ndarray = as_str(self.group["split"][...])
             self.written()
         except (ValueError, RuntimeError, OSError, KeyError, zarr.errors.BaseZarrError) as err:
-            raise StoreError(f"{self.url} is damaged ({_first_line(err)}); delete the store and dump again") from None
+            raise StoreError(f"{self.url} is damaged ({first_line(err)}); delete the store and dump again") from None
         if self.resid.shape != (len(self.models), len(self.formats), self.layers, len(self.attributes),
                                 len(self.people), self.hidden):
             raise StoreError(f"{self.url} is inconsistent: {HOOK} has shape {self.resid.shape}, its attributes "
@@ -140,8 +105,8 @@ class ActivationStore:
     def _people(self, split: str | None) -> np.ndarray | None:
         if split is None:
             return None
-        if split not in ("qa_in", "qa_out"):
-            raise StoreError(f"unknown split {split!r}: use qa_in or qa_out")
+        if split not in SPLITS:
+            raise StoreError(f"unknown split {split!r}: use {' or '.join(SPLITS)}")
         return np.flatnonzero(self.split == split)
 
     def acts(self, fmt: str, layer: int, attribute: str, *, model: str | None = None,
@@ -171,7 +136,7 @@ class ActivationStore:
         try:
             out = np.asarray(self.resid[selection])
         except (ValueError, RuntimeError, OSError) as err:
-            raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk is damaged ({_first_line(err)}); "
+            raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk is damaged ({first_line(err)}); "
                              "delete the store and dump again") from None
         if np.isnan(out).any():
             raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk of a block marked written is missing; "
@@ -194,7 +159,7 @@ class ActivationStore:
     def labels(self, attribute: str, split: str | None = None):
         """A pandas DataFrame, one row per person (the rows of `acts`): person, split, label (the
         first token's id), label_text, answer."""
-        import pandas as pd
+        import pandas as pd  # on first use: `store.open` stays quick to import for the CLI and the app
 
         a = self._index("attribute", attribute)
         table = pd.DataFrame({
@@ -210,7 +175,7 @@ class ActivationStore:
     def to_xarray(self):
         """The whole store as a lazily loaded, labelled `xarray.Dataset` (what `xarray.open_zarr`
         gives with no project code)."""
-        import xarray as xr
+        import xarray as xr  # on first use, as pandas above
 
         return xr.open_zarr(self.url, consolidated=True, zarr_format=3)
 

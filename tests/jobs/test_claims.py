@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from jobs import claims as C
-from jobs.study_report import first_reach, onset
-from jobs.train import snapshot_steps
+from jobs.study import claims as C
+from jobs.study.report import first_reach, onset
+from jobs.run.checkpoints import snapshot_steps
 
 
 def test_the_papers_own_numbers_reproduce_its_accuracy_claims():

@@ -53,7 +53,7 @@ def test_a_run_folder_of_another_experiment_is_refused_and_left_intact(tiny_run,
 
 
 def test_a_run_in_use_is_refused(tiny_run, capsys):
-    from jobs.runfolder import RunFolder
+    from jobs.run.folder import RunFolder
 
     with RunFolder.resume(tiny_run):
         assert run_cli("--workspace", tiny_run.parent.parent, "resume", tiny_run.name) == 2
@@ -63,7 +63,7 @@ def test_a_run_in_use_is_refused(tiny_run, capsys):
 def test_a_full_disk_is_one_line_and_a_rerun_keeps_finished_steps(tmp_path, monkeypatch, capsys):
     import errno
 
-    import jobs.runfolder as rf
+    import jobs.run.folder as rf
 
     real = rf.atomic_write_bytes
 

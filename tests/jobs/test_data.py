@@ -2,9 +2,10 @@
 
 import re
 
-from jobs.corpus import QUESTIONS, bio_entries, prompts
-from jobs.people import BLOOD_TYPES, build_pools, generate_people
-from jobs.spec import ATTRIBUTES, build_spec
+from jobs.run.corpus import QUESTIONS, bio_entries, prompts
+from jobs.run.people import BLOOD_TYPES, build_pools, generate_people
+from jobs.run.spec import build_spec
+from jobs.words import ATTRIBUTES
 
 
 def _data(**data):

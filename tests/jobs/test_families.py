@@ -26,10 +26,10 @@ from transformers import (
 )
 
 import store
-from jobs.corpus import bio_entries, prompts
-from jobs.people import generate_people
-from jobs.spec import build_spec
-from jobs.tokenizer import load_tokenizer
+from jobs.run.corpus import bio_entries, prompts
+from jobs.run.people import generate_people
+from jobs.run.spec import build_spec
+from jobs.run.tokenizer import load_tokenizer
 from tests.conftest import metrics, run_cli
 from tests.jobs.test_hf_checkpoint import _save_checkpoint
 

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 import store
-from jobs.runfolder import read_events, read_metrics
+from jobs.run.folder import read_events, read_metrics
 from tests.conftest import metrics, run_cli, wait_until
 
 ARGS = ["run", "--preset", "tiny", "--strategy", "stage", "mix", "--no-reuse", "--set", "train.checkpoint_every=25"]
@@ -216,11 +216,11 @@ def test_a_full_disk_mid_checkpoint_keeps_the_previous_one_and_resume_finishes(t
     weights."""
     import errno
 
-    import jobs.train
+    import jobs.run.train
 
     argv = ["run", "--preset", "tiny", "--strategy", "mix", "--no-dump", "--set", "train.checkpoint_every=25"]
     assert run_cli("--workspace", tmp_path / "whole", *argv) == 0
-    real, calls = jobs.train.save_file, []
+    real, calls = jobs.run.train.save_file, []
 
     def full_at_the_second(tensors, filename, metadata=None):
         calls.append(filename)
@@ -228,7 +228,7 @@ def test_a_full_disk_mid_checkpoint_keeps_the_previous_one_and_resume_finishes(t
             raise OSError(errno.ENOSPC, "No space left on device", str(filename))
         return real(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(jobs.train, "save_file", full_at_the_second)
+    monkeypatch.setattr(jobs.run.train, "save_file", full_at_the_second)
     assert run_cli("--workspace", tmp_path / "full", *argv) == 1
     err = capsys.readouterr().err
     assert "disk full writing" in err and "optimizer.safetensors" in err and len(err.strip().splitlines()) == 1
@@ -236,7 +236,7 @@ def test_a_full_disk_mid_checkpoint_keeps_the_previous_one_and_resume_finishes(t
     last = run / "checkpoints" / "mix" / "last"
     assert json.loads((last / "state.json").read_text())["step"] == 25  # the first checkpoint, whole
     assert load_file(last / "model.safetensors") and "train-mix" not in _done(run)
-    monkeypatch.setattr(jobs.train, "save_file", real)
+    monkeypatch.setattr(jobs.run.train, "save_file", real)
     assert run_cli("--workspace", tmp_path / "full", *argv) == 0
     a = _weights(_only_run(tmp_path / "whole"), "mix")
     b = _weights(run, "mix")

@@ -8,10 +8,10 @@ import store
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from jobs.corpus import bio_entries, prompts
-from jobs.people import generate_people
-from jobs.spec import build_spec
-from jobs.tokenizer import load_tokenizer
+from jobs.run.corpus import bio_entries, prompts
+from jobs.run.people import generate_people
+from jobs.run.spec import build_spec
+from jobs.run.tokenizer import load_tokenizer
 from tests.conftest import metrics, run_cli
 
 

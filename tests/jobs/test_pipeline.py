@@ -5,19 +5,21 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from jobs.evaluate import eval_sets, greedy_match, score
-from jobs.model import load_model
-from jobs.pipeline import execute, load_prompts
-from jobs.plots import strategy_curve
-from jobs.runfolder import RunFolder, read_jsonl
-from jobs.spec import ATTRIBUTES, build_spec
-from jobs.tokenizer import Target, load_tokenizer
+from jobs.run.evaluate import eval_sets, greedy_match, score
+from jobs.run.model import load_model
+from jobs.run.pipeline import execute, load_prompts
+from jobs.run.curves import strategy_curve
+from jobs.run.folder import RunFolder, load_spec, read_events, read_jsonl
+from jobs.run.spec import build_spec
+from jobs.words import ATTRIBUTES, steps_of
+from jobs.run.tokenizer import Target, load_tokenizer
 from tests.conftest import metrics, run_cli, wait_until
 
 
@@ -45,6 +47,23 @@ def test_tiny_run_learns_its_bio_facts_and_writes_a_complete_run_folder(tiny_run
     events = read_jsonl(tiny_run / "events.jsonl")
     assert events[-1] == {**events[-1], "kind": "run", "status": "done"}
     assert {e["step"] for e in events if e["kind"] == "step"} >= {"data", "tokenizer", "train-mix", "eval-mix"}
+
+
+def steps_taken(run: Path) -> tuple[list[str], list[str]]:
+    """(the steps a run started, the steps it marked done), in the order its events say, snapshot
+    evaluations (`eval-stage@120`) left out."""
+    events = [e for e in read_events(run) if "@" not in e.get("step", "@")]
+    return ([e["step"] for e in events if e["kind"] == "start"],
+            [e["step"] for e in events if e["kind"] == "step" and e.get("status") == "done"])
+
+
+def test_a_run_takes_its_steps_in_the_order_the_vocabulary_names_them(tiny_run):
+    """`jobs.words.steps_of` (what `status` and the app count) is the order the pipeline really runs,
+    and every step announces its start before it is done."""
+    spec = load_spec(tiny_run)
+    started, done = steps_taken(tiny_run)
+    assert done == steps_of(spec.strategies, builtin_model=spec.model.path is None, snapshots=bool(spec.train.snapshots))
+    assert started == done
 
 
 def test_a_run_logs_accuracy_over_training_and_plots_it(tiny_run):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from factrecall_tui.runs import scan
-from jobs.queue import cancel, queued_runs, submit
+from jobs.launch.queue import cancel, queued_runs, submit
 from tests.conftest import run_cli, wait_until
 
 

@@ -10,12 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.corpus import bio_entries, prompts
-from jobs.dryrun import plan
-from jobs.people import generate_people
-from jobs.reproduce import plan_study
-from jobs.study_report import judge
+from jobs.run.corpus import bio_entries, prompts
+from jobs.study.dryrun import plan
+from jobs.run.people import generate_people
+from jobs.launch.plan import RunRequest
+from jobs.study.plan import plan_study
+from jobs.study.report import judge
+from jobs.words import steps_of
 from tests.conftest import metrics, run_cli
+from tests.jobs.test_pipeline import steps_taken
 from tests.jobs.test_hf_checkpoint import _save_checkpoint
 
 SEEDS = ("0", "1")
@@ -65,6 +68,10 @@ def test_the_report_is_built_from_the_runs(study):
     snap = traj["stage"][3]["models"]
     assert all("@" in name for name in snap)
     assert traj["stage"][3]["qa_out"]["values"] == [x["snapshots"][name]["qa_out"]["avg"] for x, name in zip(m, snap)]
+    # The runs took the steps the vocabulary names, in its order (with snapshots: dump-trajectory last).
+    for run in runs:
+        started, done = steps_taken(run)
+        assert done == started == steps_of(("bio", "stage", "mix"), snapshots=True)
     # The markdown says every verdict and points at every figure, all written.
     text = (folder / "report.md").read_text()
     for claim in data["claims"]:
@@ -90,7 +97,7 @@ def test_reproduce_again_recomputes_nothing(study, capsys):
 
 def test_the_dry_run_plans_what_the_study_trained(study, capsys):
     made = sorted(p.name for p in study.rglob("*"))
-    info = plan(plan_study(study, preset="tiny", seeds=[0, 1], snapshots=2))
+    info = plan(plan_study(study, RunRequest(preset="tiny", seeds=(0, 1)), snapshots=2))
     trained = metrics(_runs(study)[0])["train"]
     assert {p["phase"]: p["steps"] for p in info["phases"]} == {ph: trained[ph]["steps"] for ph in ("bio", "stage", "mix")}
     assert {p["phase"]: p["tokens"] for p in info["phases"]} == {ph: trained[ph]["tokens"] for ph in ("bio", "stage", "mix")}
@@ -101,9 +108,9 @@ def test_the_dry_run_plans_what_the_study_trained(study, capsys):
 
 
 def test_the_paper_preset_dry_run_validates_a_local_checkpoint(tmp_path, capsys):
-    from jobs.corpus import bio_entries, prompts
-    from jobs.people import generate_people
-    from jobs.spec import build_spec
+    from jobs.run.corpus import bio_entries, prompts
+    from jobs.run.people import generate_people
+    from jobs.run.spec import build_spec
 
     spec = build_spec("tiny")
     people = generate_people(spec.data, seed=0)
@@ -128,7 +135,7 @@ def test_the_dry_run_says_whether_llama_3b_training_fits_a_gpu(tmp_path, capsys)
     the meta device) and a small tokenizer: the paper's setting planned for A100s of 40 and 80 GB."""
     from transformers import LlamaConfig
 
-    from jobs.spec import build_spec
+    from jobs.run.spec import build_spec
 
     spec = build_spec("tiny")
     people = generate_people(spec.data, seed=0)
@@ -136,8 +143,8 @@ def test_the_dry_run_says_whether_llama_3b_training_fits_a_gpu(tmp_path, capsys)
     _save_checkpoint(tmp_path / "m", ([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]) * 3)
     LlamaConfig(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
                 num_key_value_heads=8, tie_word_embeddings=True, bos_token_id=0, eos_token_id=1).save_pretrained(tmp_path / "m")
-    study = lambda *sets: plan_study(tmp_path / "ws", preset="paper", seeds=[0], snapshots=0, people=200,  # noqa: E731
-                                     model=str(tmp_path / "m"), overrides=list(sets))
+    study = lambda *sets: plan_study(tmp_path / "ws", RunRequest(preset="paper", people=200, model=str(tmp_path / "m"),  # noqa: E731
+                                                                 overrides=sets), snapshots=0)
     info = plan(study(), tflops=100, gpu_memory=141)  # an H200
     assert info["parameters"] == pytest.approx(3.21e9, rel=0.01)
     assert info["memory"]["weights_optimizer"] == 16 * info["parameters"]  # 51 GB before any activation

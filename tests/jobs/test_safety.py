@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs.errors import SpecError
-from jobs.spec import check_run_name
+from jobs.run.spec import check_run_name
 
 ROOT = Path(__file__).parents[2]
 SOURCES = sorted(p for pkg in ("jobs", "store", "factrecall_tui") for p in (ROOT / pkg).rglob("*.py"))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from factrecall_tui.runs import read_run
-from jobs.queue import job_table, queued_runs
-from jobs.runfolder import read_events
+from factrecall_tui.runs import Scanner, read_run
+from jobs.launch.queue import job_table, queued_runs
+from jobs.run.folder import read_events
 from tests.conftest import metrics, run_cli, wait_until
 
 pytest.importorskip("submitit")
@@ -37,9 +37,9 @@ def fake_slurm(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM", str(state))
     monkeypatch.delenv("FACTRECALL_SUBMITIT_CLUSTER", raising=False)
-    import jobs.slurm
+    import jobs.launch.slurm
 
-    jobs.slurm._states.clear()
+    jobs.launch.slurm._states.clear()
     return state
 
 
@@ -71,17 +71,22 @@ def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path,
     assert seen.status == "queued" and seen.job == f"Slurm job {rows['tiny-mix-s1']['job']}"
     _jobs_tab_says(ws, "tiny-mix-s1", f"Slurm job {rows['tiny-mix-s1']['job']}, waiting for the scheduler")
 
-    # The scheduler's word: a task that failed before the run began ends the run as failed, with the
-    # job's log named; one still pending stays queued; a cancel of a pending one is an scancel.
+    # The scheduler's word: a task that failed before the run began makes the run failed, with the
+    # job's log named, in `status` and the app alike, though nothing is written to the run folder by
+    # reading (a status read never writes); one still pending stays queued; a cancel of a pending
+    # one is an scancel.
     mix_s1 = rows["tiny-mix-s1"]["job"]
     (fake_slurm / "sacct.txt").write_text("JobID|State|NodeList\n" + "\n".join(
         f"4242_{i}|{'FAILED' if f'4242_{i}' == mix_s1 else 'PENDING'}|" for i in range(6)) + "\n")
-    import jobs.slurm
+    import jobs.launch.slurm
 
-    jobs.slurm._states.clear()
+    jobs.launch.slurm._states.clear()
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (ws / "runs" / "tiny-mix-s1").rglob("*"))
     assert "tiny-mix-s1" not in queued_runs(ws) and len(queued_runs(ws)) == 5
-    end = _run_events(ws / "runs" / "tiny-mix-s1")[-1]
-    assert end["status"] == "failed" and f"slurm job {mix_s1} ended as FAILED" in end["error"]
+    assert "tiny-mix-s1" not in {r["run"] for r in _status(ws, capsys)}
+    seen = scan_one(ws, "tiny-mix-s1")
+    assert seen.status == "failed" and f"slurm job {mix_s1} ended as FAILED" in seen.last_run["error"]
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (ws / "runs" / "tiny-mix-s1").rglob("*")) == before
     assert run_cli("--workspace", ws, "cancel", "tiny-stage-s0") == 0
     assert rows["tiny-stage-s0"]["job"] in (fake_slurm / "scancel.args").read_text()
     assert "cancelled before it started" in capsys.readouterr().out
@@ -150,6 +155,11 @@ def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "ws").exists()
 
 
+def scan_one(ws: Path, name: str):
+    """The app's view of one run, as its scanner makes it every second."""
+    return next(r for r in Scanner(ws).scan() if r.name == name)
+
+
 def _run_events(folder: Path) -> list[dict]:
     return [e for e in read_events(folder) if e.get("kind") == "run"]
 
@@ -163,14 +173,14 @@ def _last_status(folder: Path) -> str | None:
 @pytest.fixture
 def submitit_local(tmp_path, monkeypatch):
     monkeypatch.setenv("FACTRECALL_SUBMITIT_CLUSTER", "local")
-    import jobs.slurm
+    import jobs.launch.slurm
 
-    jobs.slurm._states.clear()
+    jobs.launch.slurm._states.clear()
     ws = tmp_path / "ws"
     yield ws
-    for entry in jobs.slurm.entries(ws):  # nothing left running after a failed assertion
+    for entry in jobs.launch.slurm.entries(ws):  # nothing left running after a failed assertion
         pid = int(entry["job_id"])
-        if jobs.queue._alive(pid):
+        if jobs.launch.procs.alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 

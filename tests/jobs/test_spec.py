@@ -1,6 +1,6 @@
 """The spec: presets, config files and overrides layer predictably, and names identify configurations."""
 
-from jobs.spec import build_spec
+from jobs.run.spec import build_spec
 
 
 def test_a_layer_that_sets_epochs_clears_the_presets_steps():

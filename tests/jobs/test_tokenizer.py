@@ -4,11 +4,11 @@ import pytest
 from tokenizers import Tokenizer, models, trainers
 from transformers import PreTrainedTokenizerFast
 
-from jobs.corpus import bio_entries, prompts
+from jobs.run.corpus import bio_entries, prompts
 from jobs.errors import TokenizerTemplateError
-from jobs.people import generate_people
-from jobs.spec import build_spec
-from jobs.tokenizer import encode_targets, train_word_tokenizer
+from jobs.run.people import generate_people
+from jobs.run.spec import build_spec
+from jobs.run.tokenizer import encode_targets, train_word_tokenizer
 
 
 def _prompts():

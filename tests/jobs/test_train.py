@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.model import build_model
-from jobs.spec import build_spec
-from jobs.tokenizer import train_word_tokenizer
+from jobs.run.model import build_model
+from jobs.run.spec import build_spec
+from jobs.run.tokenizer import train_word_tokenizer
 from jobs.errors import FactrecallError
-from jobs.train import (
+from jobs.run.train import (
     Example,
     _pack,
     collate,
@@ -148,15 +148,15 @@ def test_runtime_settings_train_the_same_weights(tmp_path, setting):
 def test_a_model_that_lets_packed_examples_see_each_other_is_refused(monkeypatch):
     """Were position ids not to reach the attention mask (a transformers version or attention
     implementation that ignores them), packed rows would leak; training refuses to start."""
-    import jobs.train
+    import jobs.run.train
 
     texts = ["Ada Byron took birth in London, UK.", "What is the job of Ada Byron? poet.", "He has a blood type of O-."]
     tok = train_word_tokenizer(texts)
     model = build_model(build_spec("tiny").model, tok, seed=0)
     examples = [Example(np.array(ids), 0) for ids in tok(texts)["input_ids"]]
-    jobs.train.check_packing(model, examples, tok.pad_token_id)  # isolated: passes
-    monkeypatch.setattr(jobs.train, "packed_forward", lambda m, batch: m(input_ids=batch["input_ids"], use_cache=False))
+    jobs.run.train.check_packing(model, examples, tok.pad_token_id)  # isolated: passes
+    monkeypatch.setattr(jobs.run.train, "packed_forward", lambda m, batch: m(input_ids=batch["input_ids"], use_cache=False))
     with pytest.raises(FactrecallError, match=r"packed examples attend to each other in this 'llama' model .* "
                                                r"--set train.packing=false"):
-        jobs.train.check_packing(model, examples, tok.pad_token_id)
+        jobs.run.train.check_packing(model, examples, tok.pad_token_id)
     assert model.training  # left as it was found

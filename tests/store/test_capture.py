@@ -20,10 +20,10 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from jobs.capture import ResidMid, decoder_blocks
-from jobs.dump import batches
+from jobs.run.capture import ResidMid, decoder_blocks
+from jobs.run.dump import batches
 from jobs.errors import FactrecallError
-from jobs.model import load_model
+from jobs.run.model import load_model
 
 V, H, L = 96, 32, 3
 LLAMA_LIKE = dict(vocab_size=V, hidden_size=H, intermediate_size=64, num_hidden_layers=L, num_attention_heads=4,

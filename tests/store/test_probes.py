@@ -172,3 +172,19 @@ def test_the_whole_vocabulary_as_classes(tiny_run):
     assert full[-1]["n_classes"] == vocab > observed[-1]["n_classes"]
     # classes no training person has cannot win: the same probe up to their (penalised) weights
     assert abs(full[-1]["acc_bio_wbio"] - observed[-1]["acc_bio_wbio"]) <= 12.5  # one test person of 8
+
+
+def test_the_cache_key_follows_the_code_not_its_comments():
+    """Editing a comment or a docstring of store/probes.py keeps every cached sweep; a change of code
+    computes them anew."""
+    import inspect
+
+    import store.probes as probes
+    from store.probes import code_key
+
+    source = inspect.getsource(probes)
+    commented = source.replace('"""Linear probes over the store', '"""Linear probes (reworded) over the store', 1)
+    commented = commented.replace("def accuracy(", "# a new comment\ndef accuracy(", 1)
+    assert commented != source and code_key(commented) == code_key(source)
+    changed = source.replace("return 100.0 * float(", "return 99.0 * float(", 1)
+    assert changed != source and code_key(changed) != code_key(source)

@@ -15,11 +15,12 @@ import xarray as xr
 import zarr
 
 import store
-from jobs.model import load_model
-from jobs.pipeline import load_prompts, make_tokenizer, run_dump
-from jobs.runfolder import RunFolder, read_jsonl
-from jobs.spec import ATTRIBUTES, FORMATS
-from jobs.tokenizer import load_tokenizer
+from jobs.run.model import load_model
+from jobs.run.dump import DumpOptions
+from jobs.run.pipeline import load_prompts, make_tokenizer, run_dump
+from jobs.run.folder import RunFolder, read_jsonl
+from jobs.words import ATTRIBUTES, FORMATS
+from jobs.run.tokenizer import load_tokenizer
 from tests.conftest import run_cli
 from tests.store.test_capture import _by_hand
 
@@ -101,7 +102,7 @@ def test_a_store_at_an_fsspec_url_reads_the_same(tiny_run, tmp_path):
     with RunFolder.resume(copy) as run:
         prompts = load_prompts(run.path)
         tok, targets = make_tokenizer(run, prompts)
-        info = run_dump(run, tok, prompts, targets, url=url, models_wanted=["mix"])
+        info = run_dump(run, tok, prompts, targets, DumpOptions(url=url, models=("mix",)))
     assert info["models"] == ["mix"] and info["url"] == url
     remote, local = store.open(url), store.open(tiny_run)
     assert remote._raw_root is None  # read through zarr, not the local fast path

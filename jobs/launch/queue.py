@@ -27,8 +27,11 @@ import time
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.runfolder import RunFolder, atomic_write_json, latest, record_end
-from jobs.spec import ExperimentSpec, build_spec, check_model_path, check_run_name, load_config_file
+from jobs.launch import slurm
+from jobs.launch.procs import alive, is_job, resume_command
+from jobs.run.folder import Event, RunFolder, atomic_write_json, latest, live_pid, record_end
+from jobs.run.spec import ExperimentSpec, check_run_name
+from jobs.words import ENDED, RunStatus
 
 POLL_S = 0.5
 
@@ -52,65 +55,49 @@ def _read(entry: Path) -> dict:
         return {}
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_job(pid: int | None) -> bool:
-    """A live process that is a factrecall job (not a pid reused by something else since)."""
-    if not _alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()  # gone, on Linux; no /proc at all (macOS): trust the pid
-    except OSError:
-        return True
-    return b"jobs.cli" in cmdline or b"factrecall-jobs" in cmdline
-
-
-def live_pid(run_folder: Path) -> int | None:
-    """The pid of the process holding `run_folder` (its run.lock), or None when none does. Probing
-    the lock takes it for an instant; a job that meets the probe retries (RunFolder._lock)."""
-    try:
-        fd = os.open(run_folder / "run.lock", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.read(fd, 32).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else -1
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 def queued_runs(workspace: Path) -> dict[str, str]:
     """Runs waiting (`queued`) or being started (`starting`, before the job holds its folder), in
-    queue order; then runs submitted to Slurm (`jobs.slurm.active`: `starting` once the job runs
+    queue order; then runs submitted to Slurm (`jobs.launch.slurm.active`: `starting` once the job runs
     there, where no lock of this machine's can show it)."""
-    from jobs import slurm
-
     out = {_run_of(e): "queued" for e in _entries(queue_dir(workspace))}
     for e in _entries(queue_dir(workspace) / "started"):
         info = _read(e)
         # Claimed by the worker and not started yet (no pid), or started: either way, on its way.
-        if ("pid" not in info and _alive(_worker_pid(workspace))) or _is_job(info.get("pid")):
+        if ("pid" not in info and alive(_worker_pid(workspace))) or is_job(info.get("pid")):
             out.setdefault(_run_of(e), "starting")
     for name, state in slurm.active(workspace).items():
         out.setdefault(name, state)
     return out
+
+
+def run_status(folder: Path, queued: dict[str, str], dropped: dict[str, str] | None = None) -> tuple[RunStatus, Event, Event, int | None]:
+    """How a run stands, from its folder, the queue (`queued_runs`) and the scheduler's dropped jobs
+    (`slurm.dropped`): (status, its last job's `run` event, the running job's latest progress, the pid
+    holding the folder). Reads only.
+
+    - `running`: a live process holds the run (its pid in run.lock), or the queue is starting it;
+    - `queued`: waiting in the queue, or held by the scheduler;
+    - `done`, `failed`, `interrupted`: how its last job ended, as that job said in events.jsonl, or
+      `failed` where the scheduler dropped the job before the run could say so;
+    - `stopped`: its last job said it was running but no process holds it now (killed without a word,
+      or the machine went down): `resume` continues it;
+    - `new`: a spec and nothing else yet."""
+    last_run, progress = latest(folder)
+    pid = live_pid(folder)
+    status: RunStatus
+    if pid is not None or queued.get(folder.name) == "starting":
+        status = "running"
+    elif folder.name in queued:
+        status = "queued"
+    elif dropped and folder.name in dropped:
+        status, last_run = "failed", {**last_run, "status": "failed", "error": dropped[folder.name]}
+    elif last_run.get("status") in ENDED:
+        status = last_run["status"]
+    elif last_run.get("status") == "running":
+        status = "stopped"
+    else:
+        status = "new"
+    return status, last_run, progress if status == "running" else {}, pid
 
 
 def _worker_pid(workspace: Path) -> int | None:
@@ -124,8 +111,6 @@ def _worker_pid(workspace: Path) -> int | None:
 def job_table(workspace: Path) -> list[dict]:
     """The runs queued, starting or running in the workspace (for `factrecall-jobs status`): each
     with its executor, pid or scheduler job id, how far it is, and where its console output goes."""
-    from jobs import slurm
-
     rows = []
     on_scheduler = slurm.active(workspace)
     for name, state in queued_runs(workspace).items():
@@ -161,31 +146,6 @@ def progress_of(folder: Path) -> str:
 
 
 # -- submitting -------------------------------------------------------------------------------------
-def plan_runs(*, preset: str, strategies=None, seeds=(0,), config: Path | None = None, overrides=None,
-              people: int | None = None, qa_in_fraction: float | None = None, model: str | None = None,
-              device: str | None = None, name: str | None = None) -> list[tuple[ExperimentSpec, str]]:
-    """(spec, run name) for each seed, every one validated before any is made: what `run`, `submit`
-    and the TUI's launch form all go through."""
-    if len(set(seeds)) != len(seeds):
-        raise FactrecallError(f"seeds repeat: {' '.join(map(str, seeds))}; give each seed once")
-    loaded = load_config_file(config) if config else None
-    sets = list(overrides or [])
-    if people is not None:
-        sets.append(f"data.people={people}")
-    if qa_in_fraction is not None:
-        sets.append(f"data.qa_in_fraction={qa_in_fraction}")
-    out = []
-    for seed in seeds:
-        checkpoint = {"path": str(Path(model).expanduser().resolve())} if model else None
-        spec = build_spec(preset, strategies=strategies, seed=seed, config=loaded, overrides=sets,
-                          device=device, model=checkpoint)
-        if spec.model.path is not None:
-            check_model_path(spec.model.path)  # before any folder is made for it
-        run_name = spec.default_name() if not name else (f"{name}-s{seed}" if len(seeds) > 1 else name)
-        out.append((spec, check_run_name(run_name)))
-    return out
-
-
 def prepare(workspace: Path, spec: ExperimentSpec, name: str) -> Path:
     """The run folder for `spec` under `name`, made now (spec.json) so that the run is listed while it
     waits; refused as `run` would refuse it (another experiment there, or running now)."""
@@ -206,8 +166,6 @@ def submit(workspace: Path, name: str, device: str | None = None, dump: bool = T
     entry = qdir / f"{time.time_ns()}-{name}.json"
     atomic_write_json(entry, {"run": name, "device": device, "dump": dump, "reuse": reuse,
                                 "time": time.time()})
-    from jobs import slurm
-
     (slurm.slurm_dir(workspace) / f"{name}.json").unlink(missing_ok=True)  # this machine's to run now
     if start:
         start_worker(workspace)
@@ -226,8 +184,6 @@ def start_worker(workspace: Path) -> None:
 def cancel(workspace: Path, name: str) -> str:
     """Take a queued run off the queue, or interrupt a running one (SIGINT: the job records itself as
     interrupted and keeps what it finished). Returns what was done, in words."""
-    from jobs import slurm
-
     if (said := slurm.cancel(workspace, name)) is not None:
         return said
     qdir = queue_dir(workspace)
@@ -237,12 +193,12 @@ def cancel(workspace: Path, name: str) -> str:
                 entry.unlink()
                 return f"{name}: taken off the queue"
     owned = [_read(e) for e in _entries(qdir / "started") if _run_of(e) == name]
-    if any("pid" not in info or _is_job(info["pid"]) for info in owned) and _alive(_worker_pid(workspace)):
+    if any("pid" not in info or is_job(info["pid"]) for info in owned) and alive(_worker_pid(workspace)):
         # The worker owns it (starting, or running): it interrupts its own child, with no pid race.
         atomic_write_json(qdir / "cancel" / f"{name}.json", {"run": name, "time": time.time()})
         return f"{name}: stopping; what it finished is kept, `resume` continues it"
     pid = live_pid(workspace / "runs" / name)
-    if pid and pid > 0 and _is_job(pid):
+    if pid and pid > 0 and is_job(pid):
         try:
             os.kill(pid, signal.SIGINT)
         except OSError as err:
@@ -328,10 +284,7 @@ class Worker:
         device = info.get("device") or _spec_device(folder)
         if device in ("auto", "cuda") and self.gpus:
             device = f"cuda:{slot % self.gpus}"  # one job per GPU
-        cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "resume", name]
-        cmd += ["--device", device] if device and device != "auto" else []
-        cmd += [] if info.get("dump", True) else ["--no-dump"]
-        cmd += [] if info.get("reuse", True) else ["--no-reuse"]
+        cmd = resume_command(self.workspace, name, device, info.get("dump", True), info.get("reuse", True))
         with (folder / "job.out").open("ab") as out:
             out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}\n".encode())
             out.flush()
@@ -361,7 +314,7 @@ class Worker:
     def clean_stale(self) -> None:
         """Entries and requests left by a worker that was killed (or a machine that went down)."""
         for e in _entries(queue_dir(self.workspace) / "started"):
-            if not _is_job(_read(e).get("pid")):
+            if not is_job(_read(e).get("pid")):
                 e.unlink(missing_ok=True)
         for flag in _entries(queue_dir(self.workspace) / "cancel"):
             flag.unlink(missing_ok=True)

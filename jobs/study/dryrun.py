@@ -4,13 +4,13 @@ writing nothing.
 Validation is what the run itself does before training: the spec, the checkpoint folder, the
 device, the data (seed 0's people, made in memory), the tokenizer's answer boundary on every
 prompt, and the packed row length. The plan counts, per phase, the optimizer steps and the tokens
-they train on (from the real data plan, `jobs.train.plan_batches`), and estimates:
+they train on (from the real data plan, `jobs.run.train.plan_batches`), and estimates:
 
 - compute: 6 x N x tokens for training and 2 x N x tokens for evaluation and the dump, N the
   parameters a token passes through (the input embedding is a lookup, the output head a matmul);
 - time: that compute at a rate measured here on the CPU (a few real training steps of the model),
   or, on a GPU, at --tflops (default 100 TFLOP/s, about a third of an A100's bf16 peak);
-- memory: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter: `jobs.model.autocast`
+- memory: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter: `jobs.run.model.autocast`
   keeps fp32 masters under bf16 compute) plus activations (Korthikanti et al. 2022: about 34 bytes x
   hidden a token a layer in 16-bit, twice that in fp32, and 8 bytes a token per vocabulary entry for
   the logits and their gradient); with train.gradient_checkpointing, only each block's input is kept
@@ -25,12 +25,22 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from jobs.errors import FactrecallError
-from jobs.reproduce import BIO_FORMATS, PAPER_MODELS, Study
-from jobs.spec import ATTRIBUTES, FORMATS, Phase
+from jobs.run import model as models
+from jobs.run.checkpoints import snapshot_steps
+from jobs.run.corpus import bio_entries, prompts
+from jobs.run.people import generate_people
+from jobs.run.pipeline import PHASE_STREAM, examples_of
+from jobs.run.spec import Phase, check_model_path
+from jobs.run.tokenizer import encode_targets, load_tokenizer, train_word_tokenizer
+from jobs.run.train import collate, make_optimizer, packed_forward, plan_batches
+from jobs.study.plan import PAPER_MODELS, Study
+from jobs.words import ATTRIBUTES, BIO_FORMATS, FORMATS
 
 DEFAULT_TFLOPS = 100.0
 # The paper's Table 1: hours for one run of Llama-3.2-3B on an A100 40GB.
@@ -55,11 +65,6 @@ def _hours(seconds: float) -> str:
 
 def _model(spec, tok):
     """The model on the meta device (shapes only, no memory), and its configuration."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from jobs import model as models
-
     with torch.device("meta"):
         if spec.model.path is None:
             return models.build_model(spec.model, tok, spec.seed)
@@ -78,11 +83,6 @@ def _compute_params(model) -> tuple[int, int]:
 def _cpu_rate(spec, tok, examples, phase: Phase) -> float | None:
     """FLOP/s of a few real training steps of the model on this CPU (None for a model too large to
     try here: over 300M parameters)."""
-    import torch
-
-    from jobs import model as models
-    from jobs.train import collate, make_optimizer, packed_forward, plan_batches
-
     if sum(p.numel() for p in _model(spec, tok).parameters()) > 300e6:
         return None
     models.use_all_cores()
@@ -135,16 +135,6 @@ def fit_verdict(memory: dict, memory_checkpointed: dict, gpu_bytes: float | None
 
 def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
     """Everything `print_plan` shows, as numbers."""
-    import torch
-
-    from jobs import model as models
-    from jobs.corpus import bio_entries, prompts
-    from jobs.people import generate_people
-    from jobs.pipeline import PHASE_STREAM, examples_of
-    from jobs.spec import check_model_path
-    from jobs.tokenizer import encode_targets, load_tokenizer, train_word_tokenizer
-    from jobs.train import plan_batches, snapshot_steps
-
     spec = study.runs[0][0]
     device = models.pick_device(spec.device)  # refuses cuda where there is none
     if spec.model.path is not None:

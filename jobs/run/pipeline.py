@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from jobs import model as models
-from jobs.corpus import Prompt, bio_entries, prompts
+from jobs.run import model as models
+from jobs.run.corpus import Prompt, bio_entries, prompts
+from jobs.run.curves import curves
 from jobs.errors import FactrecallError, SpecError
-from jobs.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
-from jobs.people import generate_people
-from jobs.runfolder import (
+from jobs.run.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
+from jobs.run.people import generate_people
+from jobs.run.folder import (
     RunFolder,
     atomic_write_json,
     load_spec,
@@ -34,9 +35,11 @@ from jobs.runfolder import (
     read_metrics,
     write_jsonl,
 )
-from jobs.spec import Phase, check_model_path
-from jobs.tokenizer import Target, check_vocabulary, encode_targets, load_tokenizer, train_word_tokenizer
-from jobs.train import PLAN_VERSION, Example, plan_batches, snapshot_name, snapshot_steps, train_phase
+from jobs.run.spec import Phase, check_model_path
+from jobs.run.tokenizer import Target, check_vocabulary, encode_targets, load_tokenizer, train_word_tokenizer
+from jobs.run.checkpoints import checkpoint_path, snapshot_models, store_models
+from jobs.run.dump import DumpOptions, dump
+from jobs.run.train import PLAN_VERSION, Example, plan_batches, train_phase
 
 # How often (seconds) progress lines go to events.jsonl; the console listener sees every step.
 PROGRESS_EVERY_S = 0.5
@@ -122,25 +125,7 @@ def _check_row_len(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: li
         )
 
 
-# -- checkpoints ---------------------------------------------------------------------------------
-def checkpoint_path(run: RunFolder, name: str) -> Path:
-    """Where the model called `name` lives: `init` (untrained), a phase's final checkpoint, or a
-    snapshot along a phase (`stage@120`: after 120 of its steps)."""
-    if name == "init" and run.spec.model.path is not None:
-        return Path(run.spec.model.path)
-    if "@" in name:
-        phase, step = name.split("@")
-        return run.path / "checkpoints" / phase / "snapshots" / f"step-{int(step):06d}"
-    return run.path / "checkpoints" / name / ("final" if name != "init" else "")
-
-
-def snapshot_models(run: RunFolder) -> list[str]:
-    """The snapshots the run's finished phases kept (`train.snapshots`), in training order."""
-    trained = run.metrics().get("train", {})
-    return [snapshot_name(p.name, step) for p in run.spec.phases() if run.is_done(f"train-{p.name}")
-            for step in snapshot_steps(trained[p.name]["steps"], run.spec.train.snapshots)]
-
-
+# -- the model ------------------------------------------------------------------------------------
 def make_init(run: RunFolder, tok: PreTrainedTokenizerBase) -> None:
     if run.spec.model.path is not None or run.is_done("init"):
         return
@@ -290,18 +275,16 @@ def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict
 
 
 def run_dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
-             trajectory: bool = False, **options) -> dict:
-    """The dump step: the activation store (see jobs/dump.py); with `trajectory`, the
+             options: DumpOptions = DumpOptions()) -> dict:
+    """The dump step: the activation store (see jobs/run/dump.py); with `options.trajectory`, the
     `dump-trajectory` step: the snapshots' store. Marked done once the run's own store holds every
-    model; a dump elsewhere (`url=`) or of some models only is never marked."""
-    from jobs.dump import dump, run_models
-
-    step = "dump-trajectory" if trajectory else "dump"
+    model; a dump elsewhere (`url`) or of some models only is never marked."""
+    step = "dump-trajectory" if options.trajectory else "dump"
     throttle: list[_Throttle] = []
-    info = dump(run, tok, all_prompts, targets, trajectory=trajectory,
+    info = dump(run, tok, all_prompts, targets, options,
                 on_start=lambda total: throttle.append(_Throttle(run, step, total)),
-                progress=lambda n: throttle[0](throttle[0].done + n), **options)
-    if options.get("url") is None and info["models"] == (snapshot_models(run) if trajectory else run_models(run)):
+                progress=lambda n: throttle[0](throttle[0].done + n))
+    if options.url is None and info["models"] == store_models(run, options.trajectory):
         run.mark_done(step, **{k: v for k, v in info.items() if k not in ("url", "models")})
     return info
 
@@ -343,14 +326,12 @@ def execute(run: RunFolder, reuse: bool = True, dump: bool = True) -> dict:
         run_phase(run, phase, tok, all_prompts, targets, sets, reuse=reuse)
         run_eval(run, phase.name, tok, sets)
     if any(m.get("curve") for m in run.metrics().get("train", {}).values()):
-        from jobs.plots import curves
-
         curves([run.path], run.path / "curves.png")
     if dump and not run.is_done("dump"):
         run_dump(run, tok, all_prompts, targets)
     for name in snapshot_models(run):  # train.snapshots: the models along training, and their store
         run_eval(run, name, tok, sets)
     if dump and snapshot_models(run) and not run.is_done("dump-trajectory"):
-        run_dump(run, tok, all_prompts, targets, trajectory=True)
+        run_dump(run, tok, all_prompts, targets, DumpOptions(trajectory=True))
     run.emit("run", status="done")
     return run.metrics()

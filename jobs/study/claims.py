@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from jobs.spec import ATTRIBUTES
+from jobs.words import ATTRIBUTES
 
 REPRODUCES, PARTLY, FAILS = "reproduces", "partly", "does not reproduce"
 
@@ -128,7 +128,7 @@ def retention(per_attribute: list[float]) -> float:
 
 def _spearman(values: list[float]) -> float:
     """Rank correlation of accuracy with the attribute's position in the BIO (-1: strictly falling)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # scipy loads only for the report (claims.py is tested on its own)
 
     if np.ptp(values) == 0:  # undefined for a flat profile
         return float("nan")

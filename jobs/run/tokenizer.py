@@ -14,9 +14,9 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from jobs.corpus import Prompt
-from jobs.errors import FactrecallError, TokenizerTemplateError
-from jobs.spec import FORMATS
+from jobs.run.corpus import Prompt
+from jobs.errors import FactrecallError, TokenizerTemplateError, first_line
+from jobs.words import FORMATS
 
 SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
 ANSWER_END = "."
@@ -42,7 +42,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as err:
-        raise FactrecallError(f"cannot load a tokenizer from {path}: {str(err).splitlines()[0]}") from None
+        raise FactrecallError(f"cannot load a tokenizer from {path}: {first_line(err)}") from None
     if tok.pad_token is None:
         # Padding positions are masked out everywhere; any existing token serves.
         tok.pad_token = tok.eos_token or tok.unk_token or tok.convert_ids_to_tokens(0)

@@ -15,7 +15,8 @@ import numpy as np
 from faker import Faker
 
 from jobs.errors import SpecError
-from jobs.spec import ATTRIBUTES, DataSpec
+from jobs.run.spec import DataSpec
+from jobs.words import ATTRIBUTES
 
 BLOOD_TYPES = ("A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-")
 _UNIVERSITY_KINDS = ("University", "College", "State University", "Institute of Technology")

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import RunFolderError
-from jobs.spec import ExperimentSpec, spec_from_json
+from jobs.run.spec import ExperimentSpec, spec_from_json
+from jobs.words import ENDED
 
 Event = dict[str, Any]
 
@@ -154,9 +155,6 @@ class RunFolder:
         atomic_write_json(self.path / "done" / f"{step}.json", {"step": step, "time": time.time(), **info})
         self.emit("step", step=step, status="done", **info)
 
-    def done_info(self, step: str) -> dict[str, Any]:
-        return json.loads((self.path / "done" / f"{step}.json").read_text())
-
     # -- events --------------------------------------------------------------------------------
     def emit(self, kind: str, **fields: Any) -> None:
         """Append one event to events.jsonl (what `status` and the TUI follow) and tell listeners."""
@@ -245,11 +243,31 @@ def record_end(folder: Path, code: int, since: float, error: str) -> None:
     dropped by a scheduler) since `since`, so that nobody waits on it: `interrupted` for the codes of
     a stop, `failed` otherwise. Does nothing when the job recorded its own end."""
     last, _ = latest(folder)
-    if last.get("time", 0) >= since and last.get("status") in ("failed", "interrupted", "done"):
+    if last.get("time", 0) >= since and last.get("status") in ENDED:
         return
     status = "interrupted" if code in INTERRUPTED_CODES else "failed"
     with contextlib.suppress(OSError), (folder / "events.jsonl").open("a") as f:
         f.write(json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status, "error": error}) + "\n")
+
+
+def live_pid(run_folder: Path) -> int | None:
+    """The pid of the process holding `run_folder` (its run.lock), or None when none does (-1 when
+    the holder wrote no pid yet). Probing the lock takes it for an instant; a job that meets the
+    probe retries (RunFolder._lock)."""
+    try:
+        fd = os.open(run_folder / "run.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def load_spec(path: Path) -> ExperimentSpec:
@@ -257,6 +275,12 @@ def load_spec(path: Path) -> ExperimentSpec:
     if not spec_file.exists():
         raise RunFolderError(f"{path} is not a run folder (no spec.json); `factrecall-jobs run` makes one")
     return spec_from_json(spec_file.read_text(), str(spec_file))
+
+
+def read_done(path: Path, step: str) -> dict[str, Any]:
+    """What run folder `path`'s step left in its done marker ({} when it is not done)."""
+    file = path / "done" / f"{step}.json"
+    return json.loads(file.read_text()) if file.exists() else {}
 
 
 def read_metrics(path: Path) -> dict[str, Any]:

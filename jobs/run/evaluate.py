@@ -16,12 +16,10 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from jobs.corpus import Prompt
-from jobs.model import autocast
-from jobs.spec import ATTRIBUTES
-from jobs.tokenizer import Target
-
-EVAL_SETS = ("bio", "qa_in", "qa_out")
+from jobs.run.corpus import Prompt
+from jobs.run.model import autocast
+from jobs.words import ATTRIBUTES, EVAL_SETS
+from jobs.run.tokenizer import Target
 
 
 @dataclass(frozen=True)

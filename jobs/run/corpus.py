@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.people import Person
-from jobs.spec import ATTRIBUTES, DataSpec
+from jobs.run.people import Person
+from jobs.run.spec import DataSpec
+from jobs.words import ATTRIBUTES
 
 # Relation words per attribute. `{s}` is the subject (the full name in an entry's first sentence,
 # else a pronoun), `{s_poss}` its possessive, `{p_poss}` the possessive pronoun. The first template

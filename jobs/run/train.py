@@ -27,13 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_model as load_weights
 from safetensors.torch import save_file
 import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from jobs.errors import FactrecallError
-from jobs.model import autocast
-from jobs.spec import PhaseSpec, TrainSpec
+from jobs.run.checkpoints import snapshot_dir, snapshot_steps
+from jobs.run.model import autocast
+from jobs.run.spec import PhaseSpec, TrainSpec
 
 # Which examples each step sees is code, not only settings: bump this whenever `plan_batches` or
 # `_pack` change it. Finished phases and mid-phase checkpoints record it, and a phase is reused or
@@ -264,23 +266,10 @@ def curve_interval(total: int, eval_every: int) -> int:
     return min(eval_every, max(1, math.ceil(total / 10))) if eval_every else 0
 
 
-def snapshot_steps(total: int, snapshots: int) -> list[int]:
-    """The steps after which a phase of `total` steps keeps a snapshot: `snapshots` evenly spaced
-    points whose last is the phase's end (kept as its final checkpoint, so not listed here)."""
-    if not snapshots:
-        return []
-    return sorted({round(k * total / snapshots) for k in range(1, snapshots)} - {0, total})
-
-
-def snapshot_name(phase: str, step: int) -> str:
-    """`stage@120`: the model phase `phase` had made after `step` of its steps."""
-    return f"{phase}@{step}"
-
-
 def save_snapshot(folder: Path, model: PreTrainedModel, step: int) -> Path:
     """The weights after `step`, as a Hugging Face folder `folder/snapshots/step-NNNNNN` (no
     optimizer state), written whole then renamed into place; a resumed phase writes it again."""
-    target = folder / "snapshots" / f"step-{step:06d}"
+    target = snapshot_dir(folder, step)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
@@ -313,8 +302,6 @@ def train_phase(
     state = {"step": 0, "total": total, "plan": PLAN_VERSION, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
     found = latest_checkpoint(last)
     if found is not None:
-        from safetensors.torch import load_model as load_weights
-
         load_weights(model, str(found / "model.safetensors"), device=str(device))
         load_optimizer(opt, found)
         state = json.loads((found / "state.json").read_text())

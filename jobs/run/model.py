@@ -10,8 +10,8 @@ import torch
 from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from jobs.errors import FactrecallError
-from jobs.spec import ModelSpec
+from jobs.errors import FactrecallError, first_line
+from jobs.run.spec import ModelSpec
 
 # Our own progress bars and events say what happens; transformers' per-load bars would bury them.
 hf_logging.disable_progress_bar()
@@ -70,5 +70,5 @@ def load_model(path: str | Path, device: torch.device) -> PreTrainedModel:
             str(path), local_files_only=True, dtype=torch.float32, attn_implementation="sdpa"
         )
     except (OSError, ValueError) as err:
-        raise FactrecallError(f"cannot load a causal LM from {path}: {str(err).splitlines()[0]}") from None
+        raise FactrecallError(f"cannot load a causal LM from {path}: {first_line(err)}") from None
     return model.to(device)

@@ -11,50 +11,51 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
-from jobs import model as models
-from jobs.capture import ResidMid, decoder_blocks
-from jobs.corpus import Prompt
+from jobs.run import model as models
+from jobs.run.capture import ResidMid, decoder_blocks
+from jobs.run.checkpoints import UNTRAINED, checkpoint_path, run_models, store_models
+from jobs.run.corpus import Prompt
 from jobs.errors import FactrecallError
-from jobs.runfolder import RunFolder
-from jobs.spec import ATTRIBUTES, FORMATS
-from jobs.tokenizer import Target
-from store import STORE_NAME, Layout, StoreError, Writer
+from jobs.run.folder import RunFolder
+from jobs.words import ATTRIBUTES, FORMATS
+from jobs.run.tokenizer import Target
+from store import Layout, Writer
 from store.layout import existing_settings
+from store.names import STORE_NAME, TRAJECTORY_NAME
 
-UNTRAINED = "untrained"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def run_models(run: RunFolder) -> list[str]:
-    """Every model a run has: the untrained one (its start checkpoint) and each phase's."""
-    return [UNTRAINED, *(p.name for p in run.spec.phases())]
+@dataclass(frozen=True)
+class DumpOptions:
+    """What a dump writes and how, from `dump`'s flags (or the pipeline's defaults), checked once.
+    Settings left at None are the existing store's (a resume needs no flags repeated), else the
+    defaults: float16, uncompressed, chunks of up to 4 MiB, train.eval_batch_size prompts a batch."""
 
+    models: tuple[str, ...] | None = None   # None: every model of the store
+    url: str | None = None                  # None: RUN/activations.zarr (RUN/trajectory.zarr with `trajectory`)
+    trajectory: bool = False                # the snapshots kept along training instead of the final models
+    dtype: str | None = None
+    compressor: str | None = None
+    chunk_people: int | None = None
+    batch_size: int | None = None
 
-def checkpoint(run: RunFolder, name: str) -> Path:
-    from jobs.pipeline import checkpoint_path
-
-    return checkpoint_path(run, "init" if name == UNTRAINED else name)
-
-
-TRAJECTORY_NAME = "trajectory.zarr"
+    def __post_init__(self) -> None:
+        for name in ("chunk_people", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise FactrecallError(f"--{name.replace('_', '-')} {value}: give a whole number of at least 1")
 
 
 def default_url(run: RunFolder, trajectory: bool = False) -> str:
     return str(run.path / (TRAJECTORY_NAME if trajectory else STORE_NAME))
-
-
-def store_models(run: RunFolder, trajectory: bool = False) -> list[str]:
-    """The models of the run's activation store, or of its trajectory store (the snapshots)."""
-    from jobs.pipeline import snapshot_models
-
-    return snapshot_models(run) if trajectory else run_models(run)
 
 
 def source(run: RunFolder, names: list[str]) -> dict:
@@ -62,7 +63,7 @@ def source(run: RunFolder, names: list[str]) -> dict:
     files (size and modification time), and the compute precision (bf16 autocast on a GPU)."""
     weights = {}
     for name in names:
-        files = sorted(checkpoint(run, name).glob("*.safetensors")) + sorted(checkpoint(run, name).glob("*.bin"))
+        files = sorted(checkpoint_path(run, name).glob("*.safetensors")) + sorted(checkpoint_path(run, name).glob("*.bin"))
         weights[name] = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     compute = "bfloat16" if models.pick_device(run.spec.device).type == "cuda" else "float32"
     return {"run": run.spec.identity(), "weights": weights, "compute": compute}
@@ -70,7 +71,7 @@ def source(run: RunFolder, names: list[str]) -> dict:
 
 def model_config(run: RunFolder):
     """The run's model configuration (layers, width, vocabulary, family), from its start checkpoint."""
-    return AutoConfig.from_pretrained(str(checkpoint(run, UNTRAINED)), local_files_only=True)
+    return AutoConfig.from_pretrained(str(checkpoint_path(run, UNTRAINED)), local_files_only=True)
 
 
 def layout_for(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
@@ -158,40 +159,36 @@ def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[in
     return forwarded
 
 
-def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target], *,
-         trajectory: bool = False, models_wanted: list[str] | None = None, url: str | None = None, dtype: str | None = None,
-         compressor: str | None = None, chunk_people: int | None = None, batch_size: int | None = None,
-         progress: Callable[[int], None] | None = None, on_start: Callable[[int], None] | None = None) -> dict:
-    """Dump `models_wanted` (default: every trained model of the run and the untrained one) into the
-    store at `url` (default: the run's activations.zarr). Finished blocks are never recomputed.
-    Settings left at None are the existing store's (a resume needs no flags repeated), else the
-    defaults: float16, uncompressed, chunks of up to 4 MiB. With `trajectory`, the models are the
-    snapshots kept along training (`train.snapshots`) and the default store RUN/trajectory.zarr."""
+def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
+         options: DumpOptions = DumpOptions(), *, progress: Callable[[int], None] | None = None,
+         on_start: Callable[[int], None] | None = None) -> dict:
+    """Dump `options.models` (default: every model of the store: the untrained one and each phase's,
+    or with `options.trajectory` the snapshots kept along training) into the store at `options.url`
+    (default: RUN/activations.zarr, or RUN/trajectory.zarr). Finished blocks are never recomputed.
+    `on_start(prompts still to forward)` once the store is open, `progress(prompts)` as they go."""
+    trajectory = options.trajectory
     everything = store_models(run, trajectory)
     if trajectory and not everything:
         raise FactrecallError(f"run {run.path.name} kept no snapshots along training; run it with "
                               "--set train.snapshots=4 (or `factrecall-jobs reproduce`)")
-    wanted = list(models_wanted or everything)
+    wanted = list(options.models or everything)
     for name in wanted:
         if name not in everything:
             raise FactrecallError(f"run {run.path.name} has no model {name!r}: it has {', '.join(everything)}")
         if name != UNTRAINED and not trajectory and not run.is_done(f"train-{name}"):
             raise FactrecallError(f"model {name} is not trained yet; finish the run (`factrecall-jobs resume "
                                   f"{run.path.name}`) or pass --models with trained ones")
-    url = url or default_url(run, trajectory)
+    url = options.url or default_url(run, trajectory)
     found = existing_settings(url)
-    dtype = dtype or found.get("dtype", "float16")
-    compressor = compressor or found.get("compressor", "none")
-    chunk_people = chunk_people or found.get("chunk_people")
+    dtype = options.dtype or found.get("dtype", "float16")
+    compressor = options.compressor or found.get("compressor", "none")
+    chunk_people = options.chunk_people or found.get("chunk_people")
     config = model_config(run)
     layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people, config, everything)
     meta = {"run": run.path.name, "spec": run.spec.identity(), "factrecall": version("factrecall"),
             "model_type": config.model_type, "vocab_size": config.vocab_size,
-            "checkpoints": {m: str(checkpoint(run, m)) for m in everything}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    try:
-        writer = Writer.open_or_create(url, layout, meta)
-    except StoreError as err:
-        raise FactrecallError(str(err)) from None
+            "checkpoints": {m: str(checkpoint_path(run, m)) for m in everything}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    writer = Writer.open_or_create(url, layout, meta)  # a StoreError is the user's to read, as it is
     todo = [m for m in wanted if not writer.complete(m)]
     if on_start is not None:  # prompts still to forward
         on_start(sum(writer.size(b) * len(layout.attributes)
@@ -201,9 +198,10 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     t0, forwarded = time.perf_counter(), 0
     for name in todo:
-        model = models.load_model(checkpoint(run, name), device)
+        model = models.load_model(checkpoint_path(run, name), device)
         model.eval()
-        forwarded += dump_model(model, name, writer, encoded, batch_size or run.spec.train.eval_batch_size, pad, progress)
+        forwarded += dump_model(model, name, writer, encoded, options.batch_size or run.spec.train.eval_batch_size, pad,
+                                progress)
         del model
     seconds = time.perf_counter() - t0
     return {"url": url, "models": [m for m in wanted if writer.complete(m)], "dumped_now": todo,

@@ -1,7 +1,7 @@
 """The experiment spec: one typed object, built once from a preset, a TOML file and CLI overrides,
 validated once, written to the run folder as `spec.json`, and passed whole to every step.
 
-Words (used the same way in files, UI and docs):
+The words it uses (strategy, phase, ...) are defined in `jobs.words`:
 - strategy: `bio` (BIO only), `qa` (QA only, from the untrained model), `stage` (BIO, then QA-in
   on top of the BIO checkpoint), `mix` (BIO and QA-in shuffled into the same batches).
 - phase: one training pass with its own checkpoint: `bio`, `stage` (the QA phase of Stage),
@@ -21,15 +21,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.errors import SpecError
+from jobs.words import DEFAULT_STRATEGIES, PHASE_SETTINGS, STRATEGIES, Strategy, phases_of
 
-ATTRIBUTES = ("birth_date", "birth_city", "university", "job", "employer", "blood_type")
-FORMATS = ("bio_long", "bio_short", "qa")
-STRATEGIES = ("bio", "qa", "stage", "mix")
-SPLITS = ("qa_in", "qa_out")
 DEFAULT_PRESET = "cpu"
-DEFAULT_STRATEGIES = ("stage", "mix")
-
-Strategy = Literal["bio", "qa", "stage", "mix"]
+# phase -> (the checkpoint it starts from, the example sets it trains on)
+PHASES = {"bio": ("init", ("bio",)), "stage": ("bio", ("qa_in",)), "mix": ("init", ("bio", "qa_in")),
+          "qa": ("init", ("qa_in",))}
 # What people.py asks of faker; a locale lacking one cannot make the data.
 FAKER_METHODS = ("first_name_female", "first_name_male", "last_name", "city", "state_abbr", "company", "job")
 
@@ -52,7 +49,7 @@ class DataSpec(_Spec):
     @field_validator("locale")
     @classmethod
     def _faker_knows_locale(cls, value: str) -> str:
-        from faker import Faker
+        from faker import Faker  # here, not at the top: the app reads specs and starts faster without faker
         from faker.config import AVAILABLE_LOCALES
 
         if value not in AVAILABLE_LOCALES:
@@ -139,17 +136,7 @@ class ExperimentSpec(_Spec):
 
     def phases(self) -> list[Phase]:
         """Training phases in order, each once: `stage` after `bio`, which it starts from."""
-        out: dict[str, Phase] = {}
-        for strategy in self.strategies:
-            if strategy in ("bio", "stage"):
-                out.setdefault("bio", Phase("bio", "init", ("bio",), self.train.bio))
-            if strategy == "stage":
-                out["stage"] = Phase("stage", "bio", ("qa_in",), self.train.qa)
-            if strategy == "mix":
-                out["mix"] = Phase("mix", "init", ("bio", "qa_in"), self.train.mix)
-            if strategy == "qa":
-                out["qa"] = Phase("qa", "init", ("qa_in",), self.train.qa)
-        return list(out.values())
+        return [Phase(name, *PHASES[name], getattr(self.train, PHASE_SETTINGS[name])) for name in phases_of(self.strategies)]
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same experiment: everything but the device and RUNTIME_SETTINGS."""
@@ -296,7 +283,7 @@ def build_spec(
         raise SpecError(_one_line(err)) from None
 
 
-# Model types whose resid_mid `jobs.capture` knows how to read (its FAMILIES), in words for errors.
+# Model types whose resid_mid `jobs.run.capture` knows how to read (its FAMILIES), in words for errors.
 SUPPORTED_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "gpt_neox": "GPT-NeoX/Pythia",
                       "gpt2": "GPT-2"}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

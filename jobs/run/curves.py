@@ -15,12 +15,10 @@ from matplotlib.figure import (
     Figure,  # no pyplot: no global state, no display, safe in any thread
 )
 
-from jobs.report import SET_LABELS, load_groups
+from jobs.run.tables import load_groups
+from jobs.words import CHAINS, MODEL_LABELS, SET_LABELS
 
-# strategy -> the phases its model went through, in order.
-CHAINS = {"stage": ("bio", "stage"), "mix": ("mix",), "bio": ("bio",), "qa": ("qa",)}
 COLORS = {"stage": "tab:blue", "mix": "tab:orange", "bio": "tab:green", "qa": "tab:purple"}
-LABELS = {"stage": "Stage (QA phase after the dotted line)", "mix": "Mix", "bio": "BIO only", "qa": "QA only"}
 
 
 def strategy_curve(metrics: dict, strategy: str) -> tuple[np.ndarray, dict[str, np.ndarray], int | None] | None:
@@ -56,7 +54,8 @@ def curves(paths: list[Path], out: Path, title: str | None = None) -> Path:
                 continue  # Stage's line already shows its BIO phase
             length = min(len(r[0]) for r in runs)
             steps = runs[0][0][:length]
-            label = LABELS[strategy] + (f" · {group.label}" if len(groups) > 1 else "")
+            label = MODEL_LABELS[strategy] + (" (QA phase after the dotted line)" if strategy == "stage" else "")
+            label += f" · {group.label}" if len(groups) > 1 else ""
             if len(runs) > 1:
                 label += f" ({len(runs)} seeds)"
             for ax, eval_set in zip(axes, SET_LABELS):

@@ -16,24 +16,9 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from jobs.runfolder import load_spec, read_metrics
-from jobs.spec import ATTRIBUTES, ExperimentSpec
-
-# metrics key -> row label, in the paper's row order.
-MODELS = {
-    "majority": "Majority vote",
-    "untrained": "Untrained",
-    "bio": "BIO-tuned",
-    "stage": "Stage-tuned",
-    "mix": "Mix-tuned",
-    "qa": "QA-only",
-}
-ATTRIBUTE_LABELS = {
-    "birth_date": "Date", "birth_city": "City", "university": "Univ.",
-    "job": "Job", "employer": "Employer", "blood_type": "Blood",
-}
-SET_LABELS = {"bio": "BIO", "qa_in": "QA in", "qa_out": "QA out"}
-
+from jobs.run.folder import load_spec, read_metrics
+from jobs.run.spec import ExperimentSpec
+from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, CHAINS, MODEL_LABELS, PHASE_SETTINGS, SET_LABELS
 
 @dataclass
 class Group:
@@ -81,7 +66,7 @@ def cell(values: list[float], expected: int) -> str:
 
 
 def _models_present(group: Group) -> list[str]:
-    return [m for m in MODELS if any(m in metrics for metrics in group.metrics)]
+    return [m for m in MODEL_LABELS if any(m in metrics for metrics in group.metrics)]
 
 
 def _table(title: str, groups: list[Group]) -> Table:
@@ -107,7 +92,7 @@ def figure1(groups: list[Group]) -> Table:
         for model in _models_present(group):
             n = len(group.metrics)
             row = [cell(group.values(model, "qa_out", c), n) for c in ("avg", *ATTRIBUTES)]
-            table.add_row(*_row(groups, group, MODELS[model], *row))
+            table.add_row(*_row(groups, group, MODEL_LABELS[model], *row))
         table.add_section()
     return table
 
@@ -120,7 +105,7 @@ def figure5(groups: list[Group]) -> Table:
     for group in groups:
         for model in _models_present(group):
             n = len(group.metrics)
-            table.add_row(*_row(groups, group, MODELS[model], *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS)))
+            table.add_row(*_row(groups, group, MODEL_LABELS[model], *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS)))
         table.add_section()
     return table
 
@@ -131,7 +116,7 @@ def training_table(groups: list[Group]) -> Table:
                           ("Train s", "right"), ("Final loss", "right")):
         table.add_column(name, justify=justify)
     for group in groups:
-        phases = [p for p in MODELS if any(p in m.get("train", {}) for m in group.metrics)]
+        phases = [p for p in MODEL_LABELS if any(p in m.get("train", {}) for m in group.metrics)]
         for phase in phases:
             rows = [m["train"][phase] for m in group.metrics if phase in m.get("train", {})]
             reused = sorted({r["reused_from"] for r in rows if "reused_from" in r})
@@ -147,12 +132,6 @@ def _run_label(group: Group) -> str:
     if len(group.seeds) == 1:
         return group.label
     return f"{group.label}\n(seeds {', '.join(map(str, sorted(group.seeds)))})"
-
-
-# A trained model and the phases it went through (what it cost to train from scratch).
-CHAINS = {"bio": ("bio",), "stage": ("bio", "stage"), "mix": ("mix",), "qa": ("qa",)}
-# Phase -> the spec's train.* table that sets it.
-PHASE_SETTINGS = {"bio": "bio", "stage": "qa", "qa": "qa", "mix": "mix"}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -203,7 +182,7 @@ def comparison(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> tu
             n = len(group.metrics)
             seconds = [sum(m["train"][p]["train_seconds"] for p in CHAINS[model]) for m in group.metrics
                        if all(p in m.get("train", {}) for p in CHAINS[model])]
-            rows.append([group.label, *(_setting(settings[k]) if k in settings else "·" for k in differing), MODELS[model],
+            rows.append([group.label, *(_setting(settings[k]) if k in settings else "·" for k in differing), MODEL_LABELS[model],
                          *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS),
                          *(cell(group.values(model, "qa_out", a), n) for a in ATTRIBUTES),
                          _seconds(seconds, n), str(n)])

@@ -27,15 +27,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.runfolder import atomic_write_json, latest, record_end
+from jobs.launch.procs import alive, resume_command
+from jobs.run.folder import atomic_write_json, latest, record_end
+from jobs.words import ENDED
 
-ENDED = ("done", "failed", "interrupted")
 # sacct's states of a job that will not run (again)
 GONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
         "PREEMPTED", "FINISHED", "GONE", "INTERRUPTED"}
@@ -103,14 +103,6 @@ class SlurmOptions:
         return params
 
 
-def _job_command(workspace: Path, run: str, device: str | None, dump: bool, reuse: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), "resume", run]
-    cmd += ["--device", device] if device and device != "auto" else []
-    cmd += [] if dump else ["--no-dump"]
-    cmd += [] if reuse else ["--no-reuse"]
-    return cmd
-
-
 def _import_submitit():
     try:
         import submitit
@@ -137,7 +129,7 @@ class ResumeJob:
     def __call__(self) -> int:
         workspace = Path(self.workspace)
         folder = workspace / "runs" / self.run
-        cmd = _job_command(workspace, self.run, self.device, self.dump, self.reuse)
+        cmd = resume_command(workspace, self.run, self.device, self.dump, self.reuse)
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
         flag = slurm_dir(workspace) / "cancel" / f"{self.run}.json"
         started = time.time()
@@ -228,10 +220,8 @@ def scheduler_state(info: dict) -> str:
     if cached and time.monotonic() - cached[0] < STATE_TTL_S:
         return cached[1]
     if info["cluster"] == "local":
-        from jobs.queue import _alive
-
         pid = int(info["job_id"]) if info["job_id"].isdigit() else None
-        if _alive(pid):
+        if alive(pid):
             state = "RUNNING"
         else:
             state = "FINISHED" if any(Path(info["folder"]).glob("*_result.pkl")) else "GONE"
@@ -246,25 +236,35 @@ def scheduler_state(info: dict) -> str:
     return state
 
 
-def active(workspace: Path) -> dict[str, str]:
-    """Runs submitted to the scheduler that have not ended: `queued` (the scheduler holds them) or
-    `starting` (the job runs; the run folder says how far it is). A job the scheduler has dropped
-    without the run saying it ended is recorded as failed in the run's events."""
+def states(workspace: Path) -> dict[str, tuple[str, str]]:
+    """Every run submitted to the scheduler whose job has not said it ended since: (state, why), the
+    state `queued` (the scheduler holds it), `starting` (the job runs; the run folder says how far it
+    is) or `gone` (the scheduler dropped the job before the run could say it ended: why names the job,
+    its state and its log). Only reads: what `status` and the app ask every second writes nothing."""
     out = {}
     for info in entries(workspace):
-        folder = workspace / "runs" / info["run"]
-        event, _ = latest(folder)
+        event, _ = latest(workspace / "runs" / info["run"])
         last = event.get("status") if event.get("time", 0) >= info["submitted"] else None
         if last in ENDED:
             continue
         state = scheduler_state(info)
         if state in GONE:
             if state not in ("COMPLETED", "FINISHED"):
-                record_end(folder, 1, info["submitted"],
-                           f"{info['cluster']} job {info['job_id']} ended as {state}; see {info['log']}")
+                out[info["run"]] = ("gone", f"{info['cluster']} job {info['job_id']} ended as {state}; see {info['log']}")
             continue
-        out[info["run"]] = "starting" if last == "running" else "queued"
+        out[info["run"]] = ("starting" if last == "running" else "queued", "")
     return out
+
+
+def active(workspace: Path) -> dict[str, str]:
+    """Runs on the scheduler that have not ended: `queued` or `starting` (see `states`)."""
+    return {run: state for run, (state, _) in states(workspace).items() if state != "gone"}
+
+
+def dropped(workspace: Path) -> dict[str, str]:
+    """Runs whose scheduler job ended without the run saying so (killed for memory or time, a node
+    lost, failed before it began), each with why: they are failed, though their folder cannot say it."""
+    return {run: why for run, (state, why) in states(workspace).items() if state == "gone"}
 
 
 def executor_name(info: dict) -> str:
@@ -297,7 +297,7 @@ def cancel(workspace: Path, run: str) -> str | None:
         try:
             submitit.SlurmJob(folder=info["folder"], job_id=info["job_id"]).cancel(check=True)
         except Exception as err:  # noqa: BLE001 - scancel's own message is the useful part
-            return f"{run}: scancel {info['job_id']} failed: {str(err).strip().splitlines()[-1] if str(err).strip() else err}"
+            return f"{run}: scancel {info['job_id']} failed: {_last_line(err)}"
     _states.pop(f"{info['cluster']}:{info['job_id']}", None)
     record_end(workspace / "runs" / run, 130, info["submitted"], f"cancelled before it started ({info['job_id']})")
     return f"{run}: {info['cluster']} job {info['job_id']} cancelled before it started"

@@ -1,0 +1,75 @@
+"""A request for runs, as both front doors make it (the CLI's `run` and `submit`, the app's launch
+form; `reproduce` through its study), and its plan: one validated spec and run name per run, every
+one checked before any folder is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from jobs.errors import SpecError
+from jobs.run.spec import DEFAULT_PRESET, ExperimentSpec, build_spec, check_model_path, check_run_name, load_config_file
+from jobs.words import DEFAULT_STRATEGIES
+
+
+class PlannedRun(NamedTuple):
+    spec: ExperimentSpec
+    name: str   # the run folder's name under WORKSPACE/runs
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Runs asked for: a preset, then a config file, then KEY=VALUE overrides and the named settings
+    (people, QA-in share, a checkpoint by path, the device) for each seed, with the strategies in one
+    run per seed, or in a run per seed and strategy (`per_strategy`). Checked as it is made."""
+
+    preset: str = DEFAULT_PRESET
+    strategies: tuple[str, ...] | None = None   # None: the preset's (stage, mix)
+    seeds: tuple[int, ...] = (0,)
+    config: Path | None = None                  # a TOML file laid out like jobs/presets/*.toml
+    overrides: tuple[str, ...] = ()             # KEY=VALUE
+    people: int | None = None
+    qa_in_fraction: float | None = None
+    model: str | None = None                    # a local Hugging Face checkpoint folder
+    device: str | None = None
+    name: str | None = None                     # run name; with several runs, the prefix of each
+    per_strategy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise SpecError("give at least one seed, e.g. 0 or 0 1 2")
+        if any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise SpecError(f"seeds {' '.join(map(str, self.seeds))}: give whole numbers 0 or more")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise SpecError(f"seeds repeat: {' '.join(map(str, self.seeds))}; give each seed once")
+        if self.name is not None:
+            check_run_name(self.name)
+
+    def settings(self) -> list[str]:
+        """Every KEY=VALUE this request sets, the named settings after the overrides."""
+        sets = list(self.overrides)
+        if self.people is not None:
+            sets.append(f"data.people={self.people}")
+        if self.qa_in_fraction is not None:
+            sets.append(f"data.qa_in_fraction={self.qa_in_fraction}")
+        return sets
+
+
+def plan_runs(request: RunRequest) -> list[PlannedRun]:
+    """A validated spec and run name for each run of `request`, in order (seed-major within each
+    strategy group), every one checked before any is made."""
+    loaded = load_config_file(request.config) if request.config else None
+    checkpoint = {"path": str(Path(request.model).expanduser().resolve())} if request.model else None
+    groups = [(s,) for s in (request.strategies or DEFAULT_STRATEGIES)] if request.per_strategy else [request.strategies]
+    out = []
+    for strategies in groups:
+        prefix = f"{request.name}-{strategies[0]}" if request.name and len(groups) > 1 else request.name
+        for seed in request.seeds:
+            spec = build_spec(request.preset, strategies=strategies, seed=seed, config=loaded,
+                              overrides=request.settings(), device=request.device, model=checkpoint)
+            if spec.model.path is not None:
+                check_model_path(spec.model.path)  # before any folder is made for it
+            name = spec.default_name() if not prefix else (f"{prefix}-s{seed}" if len(request.seeds) > 1 else prefix)
+            out.append(PlannedRun(spec, check_run_name(name)))
+    return out

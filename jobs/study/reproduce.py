@@ -1,0 +1,101 @@
+"""`factrecall-jobs reproduce`: the paper's whole study, end to end, resumable.
+
+For each seed, one run trains BIO-only, two-stage (Stage: the QA phase on top of the BIO checkpoint)
+and mixed (Mix) models, with `train.snapshots` checkpoints kept along every phase; evaluates each
+model and snapshot (BIO, QA in, QA out, per attribute); dumps the activation store and the
+trajectory store (the snapshots); then fits the probe sweeps: every attribute with BIO_long and
+BIO_short for Stage and Mix (the paper's Figures 3 and 4), and every attribute with BIO_long for
+every snapshot and its endpoints (how the representation evolves). The report (`report.py`) is
+written last, into the study folder WORKSPACE/reproduce/NAME/. The design is `plan.py`'s.
+
+Every step is one of the run's own steps (done markers, checkpoints) or a probe result cached in a
+store, so a killed study started again recomputes nothing it finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import store
+from jobs.errors import FactrecallError
+from jobs.launch.queue import queued_runs
+from jobs.run.folder import atomic_write_json
+from jobs.run.spec import ExperimentSpec
+from jobs.study.plan import Study, probe_jobs
+from jobs.study.report import write_report
+from store.probes import ProbeSettings, cached, sweep
+
+TIMING_FILE = "timing.json"
+ProbeProgress = Callable[[int, int, str], None]   # (sweeps done, sweeps in all, the sweep in words)
+
+
+def check_idle(study: Study) -> None:
+    """Refuse to train runs of the study that are queued or running anywhere (here, or on Slurm)."""
+    busy = queued_runs(study.workspace)
+    waiting = [p.name for p in study.paths if p.name in busy]
+    if waiting:
+        raise FactrecallError(f"{', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} queued or running "
+                              "(`factrecall-jobs status`); run reproduce again once they are done")
+
+
+def run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, probe_progress: ProbeProgress | None = None,
+              argv: list[str] | None = None) -> tuple[dict, int]:
+    """Run every step of the study that is not done: each run through `run_one(spec, folder)` (the
+    CLI's, with its progress bars), every probe sweep, and the report. Returns report.json's content
+    and how many sweeps were fitted now (the rest came from the stores' caches)."""
+    check_idle(study)
+    study.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(study.folder / "plan.json", {
+        "name": study.name, "preset": study.preset, "seeds": [spec.seed for spec, _ in study.runs],
+        "snapshots": study.snapshots, "runs": [str(p.relative_to(study.workspace)) for p in study.paths],
+        "argv": argv or []})
+    for spec, path in study.runs:
+        with timed(study.folder, f"run {path.name}"):
+            run_one(spec, path)
+    with timed(study.folder, "probes"):
+        fitted = fit_probes(study.paths, probe_progress)
+    with timed(study.folder, "report"):
+        report = write_report(study)
+    return report, fitted
+
+
+# -- timing --------------------------------------------------------------------------------------
+def add_seconds(folder: Path, part: str, seconds: float) -> None:
+    """Add wall-clock seconds to `part` in the study's timing.json (summed over every invocation:
+    a study stopped and started again reports the time it really took)."""
+    file = folder / TIMING_FILE
+    timing = json.loads(file.read_text()) if file.exists() else {}
+    timing[part] = round(timing.get(part, 0.0) + seconds, 1)
+    atomic_write_json(file, timing)
+
+
+@contextlib.contextmanager
+def timed(folder: Path, part: str) -> Iterator[None]:
+    """The block's wall time added to timing.json's `part`, even when it is interrupted (the time was
+    spent)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        add_seconds(folder, part, time.perf_counter() - t0)
+
+
+# -- probes --------------------------------------------------------------------------------------
+def fit_probes(paths: list[Path], progress: ProbeProgress | None = None) -> int:
+    """Fit (or find cached) every sweep of `probe_jobs`; returns how many were fitted now."""
+    jobs = list(probe_jobs(paths))
+    opened: dict[str, object] = {}
+    fitted = 0
+    for i, (url, model, attribute, fmt) in enumerate(jobs):
+        s = opened.setdefault(url, store.open(url))
+        settings = ProbeSettings(attribute=attribute, bio=fmt)
+        if cached(s, model, settings) is None:
+            sweep(s, model, settings)
+            fitted += 1
+        if progress is not None:
+            progress(i + 1, len(jobs), f"{Path(url).parent.name} {model} {attribute} {fmt}")
+    return fitted

@@ -1,0 +1,23 @@
+"""The store's names, defined once and importable without zarr or numpy (the CLI and the TUI read
+them on their first frame): file names, the schema, the hook point, and the prompt formats and
+people splits the probes compare."""
+
+STORE_NAME = "activations.zarr"        # RUN/activations.zarr: every trained model at the end of training
+TRAJECTORY_NAME = "trajectory.zarr"    # RUN/trajectory.zarr: the snapshots kept along training
+SCHEMA = "factrecall.activations"
+VERSION = 1
+ATTRS_KEY = "factrecall"               # the group attribute that holds the schema, layout and source
+HALF_MADE = "factrecall_skeleton_unfinished"  # set while a skeleton is made in place (a remote store)
+HOOK = "resid_mid"
+
+FORMATS = ("bio_long", "bio_short", "qa")   # prompt formats: (s, r'), (s, r), (r, s)
+BIO_FORMATS = FORMATS[:2]                   # the BIO side of a probe comparison
+SPLITS = ("qa_in", "qa_out")                # people whose QA pairs were trained on, and the held-out ones
+PROBE_SPLITS = (*SPLITS, "all")             # what a probe may train or test on
+
+# A probe sweep's numbers per layer (store.probes), and how tables and figures head them.
+PROBE_ACCURACIES = ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio")
+PROBE_COLUMNS = (*PROBE_ACCURACIES, "delta_rep", "delta_mech", "cosine", "cka")
+PROBE_LABELS = {"acc_qa_wqa": "Acc(hQA·WQA)", "acc_bio_wqa": "Acc(hBIO·WQA)", "acc_qa_wbio": "Acc(hQA·WBIO)",
+                "acc_bio_wbio": "Acc(hBIO·WBIO)", "delta_rep": "Δrep", "delta_mech": "Δmech",
+                "cosine": "cos(hBIO, hQA)", "cka": "CKA"}
