@@ -4,7 +4,7 @@
 - Figure 5: BIO, QA in-distribution and QA out-of-distribution averages.
 
 Runs of one configuration (same spec but the seed) are one group, shown as mean ± std over seeds:
-the cells are `jobs.report.cell` of `jobs.report.load_groups`, the strings `factrecall-jobs show`
+the cells are `jobs.run.tables.cell` of `jobs.run.tables.load_groups`, the strings `factrecall-jobs show`
 prints. One row per (group, model present); only runs with at least one trained model appear. The
 chart below the table shows the group under the cursor: grouped bars, one colour per trained model
 (Stage and Mix side by side), per attribute (Figure 1) or per evaluation set (Figure 5).
@@ -17,22 +17,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.markup import escape as _escape
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
+from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.runs import RunSummary
-from jobs.report import ATTRIBUTE_LABELS, CHAINS, MODELS, SET_LABELS, cell, load_groups
-from jobs.runfolder import load_spec
-from jobs.spec import ATTRIBUTES
+from jobs.errors import USER_ERRORS, first_line
+from jobs.run.folder import load_spec
+from jobs.run.tables import cell, load_groups
+from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, CHAINS, MODEL_LABELS, SET_LABELS
+
+if TYPE_CHECKING:
+    from jobs.run.spec import ExperimentSpec
 
 FIGURES = {"fig1": "Figure 1 · QA out-of-distribution exact match (%)", "fig5": "Figure 5 · exact match (%)"}
 TRAINED = tuple(CHAINS)                      # bio, stage, mix, qa: a run shows when it has one of these
@@ -67,62 +75,64 @@ class Tables:
 
 def _mean(values: list[float]) -> float:
     """What a bar shows: the mean over seeds (0 where no seed has the number, a cell of `–`)."""
-    return float(np.mean(values)) if values else 0.0  # np.mean, as jobs.report.cell: the same float
+    return float(np.mean(values)) if values else 0.0  # np.mean, as jobs.run.tables.cell: the same float
 
 
 def build_tables(paths: list[Path]) -> Tables:
     """Both figures' rows for the run folders `paths` (blocking file reads: call it off the UI
-    thread). A run whose spec cannot be read, or a group whose metrics lack a number, is left out
-    with a note; nothing raises."""
+    thread). A run whose spec cannot be read or is invalid, or a group whose metrics.json is not JSON
+    or has another shape, is left out with a note."""
     notes: list[str] = []
-    specs: dict[Path, object] = {}
+    specs: dict[Path, ExperimentSpec] = {}
     for path in paths:
         try:
             specs[path] = load_spec(path)
-        except Exception as err:  # noqa: BLE001 - any unreadable spec is one note, never a crash
-            notes.append(f"{path.name}: {_first_line(err)}")
+        except (OSError, *USER_ERRORS) as err:  # an unreadable or invalid spec is one note
+            notes.append(f"{path.name}: {first_line(err, with_type=True)}")
     good = [p for p in paths if p in specs]
     try:
         groups = load_groups(good)
-    except Exception as err:  # noqa: BLE001 - e.g. a metrics.json that is not JSON
-        return Tables([], [*notes, f"cannot group the runs: {_first_line(err)}"])
+    except (OSError, ValueError, *USER_ERRORS) as err:  # e.g. a metrics.json that is not JSON
+        return Tables([], [*notes, f"cannot group the runs: {first_line(err, with_type=True)}"])
     out: list[GroupRows] = []
     for group in groups:
         runs = group.paths
         try:
             n = len(group.metrics)
-            models = [m for m in MODELS if any(m in metrics for metrics in group.metrics)]
+            models = [m for m in MODEL_LABELS if any(m in metrics for metrics in group.metrics)]
             rows = GroupRows(group.label, list(group.seeds), [p.name for p in runs], models)
             for model in models:
                 rows.fig1[model] = [cell(group.values(model, "qa_out", c), n) for c in FIG1_COLUMNS]
                 rows.fig5[model] = [cell(group.values(model, s, "avg"), n) for s in SET_LABELS]
                 if model in TRAINED:
-                    rows.chart1[MODELS[model]] = [_mean(group.values(model, "qa_out", c)) for c in FIG1_COLUMNS]
-                    rows.chart5[MODELS[model]] = [_mean(group.values(model, s, "avg")) for s in SET_LABELS]
+                    rows.chart1[MODEL_LABELS[model]] = [_mean(group.values(model, "qa_out", c)) for c in FIG1_COLUMNS]
+                    rows.chart5[MODEL_LABELS[model]] = [_mean(group.values(model, s, "avg")) for s in SET_LABELS]
                     rows.colors.append(COLORS[model])
-        except Exception as err:  # noqa: BLE001 - a metrics.json of another shape
-            notes.append(f"{group.label}: metrics.json unreadable ({_first_line(err)})")
+        except (KeyError, TypeError, ValueError) as err:  # a metrics.json of another shape
+            notes.append(f"{group.label}: metrics.json unreadable ({first_line(err, with_type=True)})")
             continue
         out.append(rows)
     return Tables(out, notes)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 def _signature(runs: list[RunSummary]) -> tuple:
     """What the tables depend on, cheaply (no file reads): each shown run's folder, spec time and
     result numbers."""
-    return tuple((str(r.path), r.mtime, repr([r.metrics.get(m) for m in MODELS])) for r in runs)
+    return tuple((str(r.path), r.mtime, repr([r.metrics.get(m) for m in MODEL_LABELS])) for r in runs)
 
 
-class AccuracyPane(Vertical):
+class AccuracyPane(HandsFailuresUp, Vertical):
     """Figure 1 and Figure 5 across runs (mean ± std over seeds) and a bar chart of the group under
     the cursor. `show(runs)` on every workspace scan; `focus_run(name)` puts the cursor on a run."""
 
     BINDINGS = [Binding("f", "toggle_figure", "Figure 1/5")]
+
+    @dataclass
+    class Loaded(Message, bubble=False):
+        """The worker's tables for the scan numbered `generation` (a later scan's make these stale)."""
+
+        generation: int
+        tables: Tables
 
     def __init__(self, *, id: str | None = None, classes: str | None = None):  # noqa: A002 - Textual's name
         super().__init__(id=id, classes=classes)
@@ -137,7 +147,6 @@ class AccuracyPane(Vertical):
         self._generation = 0
         self._row_group: dict[str, int] = {}       # row key -> index in self.groups
         self._keys: dict[tuple[int, str], str] = {}  # (index in self.groups, model) -> row key
-        self._deferred: list[RunSummary] | None = None
         self._pending_focus: str | None = None
         self.message = ""                          # the line above the tables (rich markup)
 
@@ -164,17 +173,12 @@ class AccuracyPane(Vertical):
         fig5.add_column("Seeds", key="seeds")
         self.set_class(True, "-fig1")
         self._draw_chart()
-        if self._deferred is not None:
-            runs, self._deferred = self._deferred, None
-            self.show(runs)
 
     # -- the contract with the app -------------------------------------------------------------
+    @when_mounted
     def show(self, runs: list[RunSummary]) -> None:
         """Every scan: re-read the results of runs with a trained model, in a worker; nothing is
         touched (cursor included) when they did not change."""
-        if not self.is_mounted:
-            self._deferred = runs
-            return
         shown = [r for r in runs if isinstance(r.metrics, dict) and any(m in r.metrics for m in TRAINED)]
         signature = _signature(shown)
         if signature == self._signature:
@@ -183,6 +187,7 @@ class AccuracyPane(Vertical):
         self._generation += 1
         self._load([r.path for r in shown], self._generation)
 
+    @when_mounted
     def focus_run(self, name: str) -> None:
         """Put the cursor on the first trained model of the group holding run `name`."""
         if not self.loaded:
@@ -199,16 +204,14 @@ class AccuracyPane(Vertical):
     @work(thread=True, exclusive=True, group="accuracy-load", exit_on_error=False)
     def _load(self, paths: list[Path], generation: int) -> None:
         tables = build_tables(paths)
-        if get_current_worker().is_cancelled:
-            return
-        try:
-            self.app.call_from_thread(self._apply, generation, tables)
-        except RuntimeError:  # the app is closing
-            pass
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.Loaded(generation, tables))
 
-    def _apply(self, generation: int, tables: Tables) -> None:
-        if generation != self._generation:
+    @on(Loaded)
+    def _apply(self, message: Loaded) -> None:
+        if message.generation != self._generation:
             return  # a newer scan's result is on its way
+        tables = message.tables
         self.loaded = True
         keep = self._cursor_key()
         old_rows = _rows(self.groups)
@@ -230,8 +233,8 @@ class AccuracyPane(Vertical):
         for table in (fig1, fig5):
             table.clear()
         for key, run, model, cells1, cells5, seeds in rows:
-            fig1.add_row(Text(run), MODELS[model], *cells1, seeds, key=key)
-            fig5.add_row(Text(run), MODELS[model], *cells5, seeds, key=key)
+            fig1.add_row(Text(run), MODEL_LABELS[model], *cells1, seeds, key=key)
+            fig5.add_row(Text(run), MODEL_LABELS[model], *cells5, seeds, key=key)
         if keep is not None and keep in self._row_group:
             self._move_cursor(keep)
 
@@ -245,7 +248,7 @@ class AccuracyPane(Vertical):
             return None
         try:
             return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # noqa: BLE001 - no cursor row
+        except CellDoesNotExist:  # no cursor row
             return None
 
     def _move_cursor(self, key: str) -> None:
@@ -253,7 +256,7 @@ class AccuracyPane(Vertical):
             table = self._table(figure)
             try:
                 row = table.get_row_index(key)
-            except Exception:  # noqa: BLE001 - no such row
+            except RowDoesNotExist:  # not in this table
                 continue
             if table.cursor_row != row:
                 table.move_cursor(row=row)

@@ -22,10 +22,15 @@ from textual.worker import Worker, WorkerState
 
 from factrecall_tui.accuracy import AccuracyPane
 from factrecall_tui.jobs_pane import JobsPane
+from factrecall_tui.launch import LaunchScreen
+from factrecall_tui.log_view import LogScreen
+from factrecall_tui.messages import OpenLog, OpenRun, Rescan, RunsScanned, RunTab, ScanFailed
+from factrecall_tui.pane import OpensRuns, ShowsRuns
 from factrecall_tui.probes import ProbesPane
 from factrecall_tui.report_view import ReportPane
 from factrecall_tui.runs import RunSummary, Scanner
 from factrecall_tui.store_view import StorePane
+from jobs.errors import first_line
 
 TABS = {"jobs": "Jobs", "accuracy": "Accuracy", "probes": "Probes", "store": "Store", "report": "Report"}
 SCAN_EVERY_S = 1.0
@@ -89,42 +94,66 @@ class FactrecallApp(App):
     def _scan(self) -> None:
         try:
             runs = self.scanner.scan()
-        except OSError as err:
-            self.call_from_thread(self._scan_failed, err)
+        except OSError as err:  # the workspace unreadable (a lost mount): said, and read again next time
+            self.post_message(ScanFailed(err))
             return
-        self.call_from_thread(self._show, runs)
+        self.post_message(RunsScanned(runs))
 
-    def _scan_failed(self, err: OSError) -> None:
+    @on(ScanFailed)
+    def _scan_failed(self, message: ScanFailed) -> None:
         self._scanning = False
-        self.notify(f"cannot read {self.workspace}: {err}", severity="error", timeout=10)
+        self.notify(f"cannot read {self.workspace}: {message.error}", severity="error", timeout=10)
 
-    def _show(self, runs: list[RunSummary]) -> None:
+    @on(RunsScanned)
+    def _show(self, message: RunsScanned) -> None:
         self._scanning = False
-        self.runs = runs
-        for pane in (JobsPane, AccuracyPane, ProbesPane, StorePane, ReportPane):
-            self.query_one(pane).show(runs)
-        if self._focus_after_scan and any(r.name == self._focus_after_scan for r in runs):
+        if not self.is_running:  # a scan that ended as the app closes: its screens are gone
+            return
+        self.runs = message.runs
+        panes: list[ShowsRuns] = [*self._run_panes().values(), self.query_one(ReportPane)]
+        for pane in panes:
+            pane.show(self.runs)
+        if self._focus_after_scan and any(r.name == self._focus_after_scan for r in self.runs):
             self.query_one(JobsPane).focus_run(self._focus_after_scan)
             self._focus_after_scan = None
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:
-        """The one place a background failure surfaces: a notification, never a crash."""
+        """The one place an unexpected background failure surfaces: a notification, never a crash.
+        The panes hand their workers' failures here (factrecall_tui.pane.HandsFailuresUp)."""
         if event.state == WorkerState.ERROR:
             if event.worker.group == "scan":
                 self._scanning = False
             error = event.worker.error
-            self.notify(f"{event.worker.group}: {type(error).__name__}: {error}", severity="error", timeout=10)
+            text = first_line(error, with_type=True) if error is not None else "failed"
+            self.notify(f"{event.worker.group}: {text}", severity="error", timeout=10)
 
     # -- navigation ------------------------------------------------------------------------------
+    def _run_panes(self) -> dict[RunTab, OpensRuns]:
+        return {"jobs": self.query_one(JobsPane), "accuracy": self.query_one(AccuracyPane),
+                "probes": self.query_one(ProbesPane), "store": self.query_one(StorePane)}
+
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 
-    def open_run(self, tab: str, name: str) -> None:
+    def open_run(self, tab: RunTab, name: str) -> None:
         """Switch to `tab` with run `name` in front."""
         self.action_tab(tab)
-        pane = {"jobs": JobsPane, "accuracy": AccuracyPane, "probes": ProbesPane, "store": StorePane}[tab]
-        self.query_one(pane).focus_run(name)
+        self._run_panes()[tab].focus_run(name)
+
+    @on(OpenRun)
+    def _open_run_asked(self, message: OpenRun) -> None:
+        if self.is_running:  # not once the app closes (its screens are gone)
+            self.open_run(message.tab, message.name)
+
+    @on(OpenLog)
+    def _open_log_asked(self, message: OpenLog) -> None:
+        if self.is_running:
+            self.push_screen(LogScreen(message.run_path))
+
+    @on(Rescan)
+    def _rescan_asked(self) -> None:
+        self.rescan()
 
     @on(TabbedContent.TabActivated)
     def _focus_tab(self, event: TabbedContent.TabActivated) -> None:
@@ -134,8 +163,6 @@ class FactrecallApp(App):
             self.call_after_refresh(first.focus)
 
     def action_launch(self) -> None:
-        from factrecall_tui.launch import LaunchScreen
-
         def launched(names: list[str] | None) -> None:
             if names:
                 self.notify(f"queued {', '.join(names)}")

@@ -1,5 +1,6 @@
 """The Jobs screen: every run in the workspace with its status and live progress; launch, cancel,
-resume, and open a run's log, accuracies, probes or store."""
+resume, and open a run's log, accuracies, probes or store (asked of the app with the messages of
+factrecall_tui/messages.py: the app decides where to go and when to scan again)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,16 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from factrecall_tui.messages import OpenLog, OpenRun, Rescan, RunTab
+from factrecall_tui.pane import when_mounted
 from factrecall_tui.runs import RunSummary, progress_text
+from jobs.errors import USER_ERRORS, first_line
+from jobs.launch.queue import cancel, submit
+from jobs.words import RunStatus
 
-STATUS_STYLE = {"done": "green", "running": "yellow", "queued": "cyan", "failed": "red", "interrupted": "magenta",
-                "stopped": "magenta", "new": "dim", "broken": "red"}
+STATUS_STYLE: dict[RunStatus, str] = {
+    "done": "green", "running": "yellow", "queued": "cyan", "failed": "red", "interrupted": "magenta",
+    "stopped": "magenta", "new": "dim", "broken": "red"}
 COLUMNS = {"run": "Run", "strategy": "Strategy", "model": "Model", "seed": "Seed", "people": "People",
            "status": "Status", "progress": "Progress"}
 
@@ -23,7 +30,7 @@ COLUMNS = {"run": "Run", "strategy": "Strategy", "model": "Model", "seed": "Seed
 def _cells(run: RunSummary) -> tuple:
     status = run.status + (" (starting)" if run.status == "running" and not run.progress else "")
     return (run.name, run.strategies, run.model, run.seed, run.people,
-            Text(status, style=STATUS_STYLE.get(run.status, "")),
+            Text(status, style=STATUS_STYLE[run.status]),
             Text.from_markup(progress_text(run)))
 
 
@@ -53,6 +60,7 @@ class JobsPane(Vertical):
             table.add_column(label, key=key)
 
     # -- data ------------------------------------------------------------------------------------
+    @when_mounted
     def show(self, runs: list[RunSummary]) -> None:
         table = self.query_one(DataTable)
         self.runs = {r.name: r for r in runs}
@@ -84,6 +92,7 @@ class JobsPane(Vertical):
         key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         return self.runs.get(key)
 
+    @when_mounted
     def focus_run(self, name: str) -> None:
         if name in self._rows:
             self.query_one(DataTable).move_cursor(row=list(self._rows).index(name), animate=False)
@@ -125,8 +134,6 @@ class JobsPane(Vertical):
 
     # -- actions ---------------------------------------------------------------------------------
     def action_cancel(self) -> None:
-        from jobs.queue import cancel
-
         run = self.selected
         if run is None:
             return
@@ -137,12 +144,9 @@ class JobsPane(Vertical):
             self.notify(cancel(self.workspace, run.name))
         except OSError as err:
             self.notify(f"{run.name}: cannot cancel: {err}", severity="error")
-        self.app.rescan()
+        self.post_message(Rescan())
 
     def action_resume(self) -> None:
-        from jobs.errors import FactrecallError
-        from jobs.queue import submit
-
         run = self.selected
         if run is None:
             return
@@ -151,18 +155,16 @@ class JobsPane(Vertical):
             return
         try:
             submit(self.workspace, run.name)
-        except (FactrecallError, OSError) as err:
-            self.notify(str(err), severity="error")
+        except (OSError, *USER_ERRORS) as err:
+            self.notify(first_line(err), severity="error")
             return
         self.notify(f"{run.name}: queued to resume")
-        self.app.rescan()
+        self.post_message(Rescan())
 
     def action_log(self) -> None:
-        from factrecall_tui.log_view import LogScreen
-
         if (run := self.selected) is not None:
-            self.app.push_screen(LogScreen(run.path))
+            self.post_message(OpenLog(run.path))
 
-    def action_open(self, tab: str) -> None:
+    def action_open(self, tab: RunTab) -> None:
         if (run := self.selected) is not None:
-            self.app.open_run(tab, run.name)
+            self.post_message(OpenRun(tab, run.name))

@@ -16,8 +16,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from jobs.errors import FactrecallError
-from jobs.queue import plan_runs, prepare, start_worker, submit
-from jobs.spec import DEFAULT_PRESET, DEFAULT_STRATEGIES, load_preset, preset_names
+from jobs.launch.plan import RunRequest, plan_runs
+from jobs.launch.queue import prepare, start_worker, submit
+from jobs.run.spec import DEFAULT_PRESET, load_preset, preset_names
+from jobs.words import DEFAULT_STRATEGIES
 
 DEVICES = ("auto", "cpu", "cuda")
 # The CLI keeps the order strategies are given in (it is part of a run's identity and name); the form
@@ -41,11 +43,7 @@ def parse_seeds(text: str) -> list[int]:
             seeds.append(int(part))
         else:
             raise FactrecallError(f"seeds {part!r}: give numbers like 0 1 2, or a range 0-4")
-    if not seeds:
-        raise FactrecallError("give at least one seed, e.g. 0 or 0 1 2")
-    if len(set(seeds)) != len(seeds):
-        raise FactrecallError(f"seeds repeat: {text.strip()}")
-    return seeds
+    return seeds  # RunRequest says what is wrong with them (none, or a repeat)
 
 
 def check_device(device: str) -> None:
@@ -116,10 +114,10 @@ class LaunchScreen(ModalScreen[list[str]]):
         ordered = [s for s in ORDER if s in strategies]
         if self.query_one("#executor", Select).value not in EXECUTORS:
             raise FactrecallError(f"executor {self.query_one('#executor', Select).value}: choose one of {', '.join(EXECUTORS)}")
-        return plan_runs(preset=str(self.query_one("#preset", Select).value), strategies=ordered,
-                         seeds=parse_seeds(self.query_one("#seeds", Input).value),
-                         overrides=overrides, people=int(people) if people else None, model=model,
-                         device=device, name=self.query_one("#name", Input).value.strip() or None)
+        return plan_runs(RunRequest(preset=str(self.query_one("#preset", Select).value), strategies=tuple(ordered),
+                                    seeds=tuple(parse_seeds(self.query_one("#seeds", Input).value)),
+                                    overrides=tuple(overrides), people=int(people) if people else None, model=model,
+                                    device=device, name=self.query_one("#name", Input).value.strip() or None))
 
     def _check(self) -> bool:
         plan = self.query_one("#plan", Static)

@@ -1,18 +1,23 @@
 """A run's live log: its log.txt (every event with a time) and job.out (the job's console: step lines,
-errors, the final tables), followed as they grow by a thread worker, as `tail -f` would."""
+errors, the final tables), followed as they grow by a thread worker, as `tail -f` would: it posts
+each batch of whole lines as a message (as Toolong's log reader does)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 from textual.worker import get_current_worker
+
+from factrecall_tui.pane import HandsFailuresUp
 
 FILES = {"log.txt": "log.txt · events", "job.out": "job.out · the job's console"}
 POLL_S = 0.25
@@ -20,8 +25,19 @@ MAX_LINES = 5000
 START_BYTES = 512 * 1024  # a long log opens at its last half megabyte
 
 
-class LogScreen(Screen):
+def _log_id(name: str) -> str:
+    return name.replace(".", "-")
+
+
+class LogScreen(HandsFailuresUp, Screen):
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back"), Binding("end", "follow", "Follow")]
+
+    @dataclass
+    class LinesRead(Message, bubble=False):
+        """Whole lines that file `name` (a key of FILES) grew by."""
+
+        name: str
+        lines: list[str]
 
     def __init__(self, run_path: Path):
         super().__init__()
@@ -32,7 +48,7 @@ class LogScreen(Screen):
         yield Static(f"[b]{self.run_path.name}[/]  [dim]{self.run_path}[/]", id="log-title")
         with Vertical(id="logs"):
             for name, title in FILES.items():
-                log = Log(id=name.replace(".", "-"), max_lines=MAX_LINES, highlight=True)
+                log = Log(id=_log_id(name), max_lines=MAX_LINES, highlight=True)
                 log.border_title = title
                 yield log
         yield Footer()
@@ -47,7 +63,6 @@ class LogScreen(Screen):
     @work(thread=True, exclusive=True, group="log", exit_on_error=False)
     def follow(self) -> None:
         worker = get_current_worker()
-        logs = {name: self.query_one(f"#{name.replace('.', '-')}", Log) for name in FILES}
         offsets = {}
         for name in FILES:
             try:
@@ -71,8 +86,9 @@ class LogScreen(Screen):
                 lines = text.split("\n")
                 rest[name] = lines.pop()  # a line still being written waits for its end
                 if lines and not worker.is_cancelled:
-                    try:
-                        self.app.call_from_thread(logs[name].write_lines, lines)
-                    except RuntimeError:  # the app is closing
-                        return
+                    self.post_message(self.LinesRead(name, lines))
             time.sleep(POLL_S)
+
+    @on(LinesRead)
+    def _write(self, message: LinesRead) -> None:
+        self.query_one(f"#{_log_id(message.name)}", Log).write_lines(message.lines)

@@ -9,95 +9,48 @@ accuracies across layers with Δrep and Δmech; `w` picks which probes' lines it
 trained on QA vectors, W_BIO trained on BIO vectors); `m` switches the model where the charts do
 not fit side by side. The table beneath holds every number as the CLI prints it.
 
+The computing is factrecall_tui/probe_fit.py and each chart a factrecall_tui/probe_chart.py widget;
+what stays here (about 470 lines) is one screen's state: its controls, the fit and cache-lookup
+workers with their messages, and the results they show.
 Importing this module imports neither torch nor zarr: `store.probes` (torch) is imported by the
-worker, on the first fit.
+worker, on the first fit. The workers post their progress and results as messages, each with the
+serial number of the fit it belongs to (a cancelled or superseded fit's messages are ignored).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Label, ProgressBar, Select, SelectionList, Static
 from textual.widgets.selection_list import Selection
-from textual.worker import get_current_worker
-from textual_plotext import PlotextPlot
+from textual.worker import Worker, WorkerState, get_current_worker
 
+from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.probe_chart import EMPHASIS, ProbeChart
+from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, compute, store_attributes
 from factrecall_tui.runs import RunSummary
-from jobs.spec import ATTRIBUTES
+from jobs.errors import USER_ERRORS, first_line
+from jobs.words import ATTRIBUTES
+from store.names import PROBE_COLUMNS, PROBE_LABELS, PROBE_SPLITS, STORE_NAME
 
-STORE_NAME = "activations.zarr"  # store.reader.STORE_NAME (that module imports zarr)
-ATTRS_KEY = "factrecall"         # store.layout.ATTRS_KEY
+if TYPE_CHECKING:
+    import pandas as pd
+
 BIO_OPTIONS = (("long (Fig. 3)", "bio_long"), ("short (Fig. 4)", "bio_short"))
-SPLITS = ("qa_in", "qa_out", "all")
-EMPHASIS = (("both probes", "both"), ("W_QA (on QA h)", "wqa"), ("W_BIO (on BIO h)", "wbio"))
-# Which accuracy lines each emphasis shows; Δrep and Δmech are always drawn.
-EMPHASIS_LINES = {"both": ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio"),
-                  "wqa": ("acc_qa_wqa", "acc_bio_wqa"), "wbio": ("acc_qa_wbio", "acc_bio_wbio")}
-DELTAS = ("delta_rep", "delta_mech")
-# The PNG's colours (store.figures.STYLE), in plotext's names; Δrep black there, white/grey here.
-COLORS = {"acc_qa_wqa": "blue+", "acc_bio_wqa": "orange", "acc_qa_wbio": "green+", "acc_bio_wbio": "red+",
-          "delta_rep": "gray+", "delta_mech": "magenta+"}
 MIN_CHART_WIDTH = 40  # narrower than this per model: one model at a time (`m` switches)
 
 
-@dataclass(frozen=True)
-class ProbeRequest:
-    """What a fit computes: the runs (seeds) and every setting besides the CLI's defaults."""
-
-    runs: tuple[str, ...]
-    paths: tuple[str, ...]
-    attribute: str
-    bio: str
-    train_split: str = "qa_in"
-    test_split: str = "qa_out"
-
-    def describe(self) -> str:
-        runs = self.runs[0] if len(self.runs) == 1 else f"{len(self.runs)} runs"
-        return f"{self.attribute}, {self.bio}, {self.train_split} → {self.test_split}, {runs}"
-
-
-class _Cancelled(Exception):
-    pass
-
-
-class _Problem(Exception):
-    """A user-level error: its text is the one line the pane shows."""
-
-
-def store_attributes(run_path: Path) -> tuple[str, ...] | None:
-    """The store's attributes, from its zarr.json (no zarr import); None where it cannot be read."""
-    try:
-        meta = json.loads((run_path / STORE_NAME / "zarr.json").read_text())["attributes"][ATTRS_KEY]
-        attributes = tuple(str(a) for a in meta["attributes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return attributes or None
-
-
-def pick_models(stores: list) -> list[str]:
-    """The models `factrecall-jobs probe` picks when none are named (store.probes.default_models)."""
-    from store.probes import default_models
-
-    models = default_models(stores)
-    if not models:
-        raise _Problem("these stores share no dumped trained model; `factrecall-jobs dump RUN` writes them")
-    return models
-
-
-class ProbesPane(Widget):
+class ProbesPane(HandsFailuresUp, Widget):
     """Linear probes per layer (Figures 3 and 4) for the chosen runs; see the module docstring."""
 
     BINDINGS = [
@@ -110,22 +63,26 @@ class ProbesPane(Widget):
         Binding("m", "switch_model", "Model"),
     ]
 
+    # The workers' messages. `serial` numbers the fit they belong to; None for a cache lookup.
+    @dataclass
     class Progress(Message, bubble=False):
-        def __init__(self, serial: int, done: int, total: int, what: str) -> None:
-            super().__init__()
-            self.serial, self.done, self.total, self.what = serial, done, total, what
+        serial: int
+        done: int                            # layers fitted, of `total`
+        total: int
+        what: str                            # the (run, model) being fitted
 
+    @dataclass
     class Finished(Message, bubble=False):
-        def __init__(self, serial: int | None, request: ProbeRequest, models: list[str], df: Any, agg: Any,
-                     seconds: float, cached: int, units: int) -> None:
-            super().__init__()
-            self.serial, self.request, self.models, self.df, self.agg = serial, request, models, df, agg
-            self.seconds, self.cached, self.units = seconds, cached, units
+        serial: int | None
+        request: ProbeRequest
+        result: ProbeResult
 
+    @dataclass
     class Failed(Message, bubble=False):
-        def __init__(self, serial: int | None, request: ProbeRequest, text: str, cancelled: bool = False) -> None:
-            super().__init__()
-            self.serial, self.request, self.text, self.cancelled = serial, request, text, cancelled
+        serial: int | None
+        request: ProbeRequest
+        text: str                            # one line; "" for a lookup the cache cannot answer
+        cancelled: bool = False
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
@@ -141,18 +98,16 @@ class ProbesPane(Widget):
         self._lock = threading.Lock()
         self.idle = threading.Event()            # set while no fit thread runs (even a cancelled one)
         self.idle.set()
-        self._lookup_timer = None
+        self._lookup_timer: Timer | None = None
+        # Whether a fit has ended here, so store.probes (torch) is loaded: only then does a change of
+        # settings look up the store's cache, which needs it. The TUI process does not pay for torch
+        # until the researcher probes.
+        self._probes_loaded = False
         self._chart_model: str | None = None     # the model shown where charts do not fit side by side
-        self._pending: list[RunSummary] | None = None   # show() / focus_run() before the pane is mounted
-        self._pending_focus: str | None = None
-        self._ready = False                      # composed and mounted: its widgets can be queried
-        # What is shown: the request, its models, the per-run table, the summary (mean, std) and the
-        # series plotted per model. Tests read these.
+        # What is shown: the request, its models and the summary (mean, std) the charts plot.
         self.request: ProbeRequest | None = None
         self.models: list[str] = []
-        self.table_df = None
-        self.results = None
-        self.chart_data: dict[str, dict] = {}
+        self.results: pd.DataFrame | None = None
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -166,10 +121,10 @@ class ProbesPane(Widget):
                 yield Select(BIO_OPTIONS, value="bio_long", allow_blank=False, compact=True, id="probe-bio")
             with Horizontal(classes="probe-row"):
                 yield Label("train on", classes="probe-label")
-                yield Select([(s, s) for s in SPLITS], value="qa_in", allow_blank=False, compact=True, id="probe-train")
+                yield Select([(s, s) for s in PROBE_SPLITS], value="qa_in", allow_blank=False, compact=True, id="probe-train")
             with Horizontal(classes="probe-row"):
                 yield Label("test on", classes="probe-label")
-                yield Select([(s, s) for s in SPLITS], value="qa_out", allow_blank=False, compact=True, id="probe-test")
+                yield Select([(s, s) for s in PROBE_SPLITS], value="qa_out", allow_blank=False, compact=True, id="probe-test")
             with Horizontal(classes="probe-row"):
                 yield Label("chart", classes="probe-label")
                 yield Select(EMPHASIS, value="both", allow_blank=False, compact=True, id="probe-emphasis")
@@ -186,22 +141,13 @@ class ProbesPane(Widget):
             yield DataTable(id="probe-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        self._ready = True
         self.query_one("#probe-progress", ProgressBar).display = False
-        if self._pending is not None:
-            runs, self._pending = self._pending, None
-            self.show(runs)
-        if self._pending_focus is not None:
-            name, self._pending_focus = self._pending_focus, None
-            self.focus_run(name)
 
     # -- the contract with the app ----------------------------------------------------------------
+    @when_mounted
     def show(self, runs: list[RunSummary]) -> None:
         """Every run of the workspace, newest first (on each scan). Offers those with a store; keeps
         the selection (a run that lost its store leaves it)."""
-        if not self._ready:
-            self._pending = runs
-            return
         self._known = {r.name for r in runs}
         stored = [r for r in runs if r.has_store]
         self.runs = {r.name: r for r in stored}
@@ -225,11 +171,9 @@ class ProbesPane(Widget):
             box.highlighted = names.index(keep[0])
         self._selection_changed()
 
+    @when_mounted
     def focus_run(self, name: str) -> None:
         """Select that run, and only it, for probing."""
-        if not self._ready or self._pending is not None:
-            self._pending_focus = name
-            return
         if name not in self.runs:
             why = (f"run {name} has no activation store (yet): `factrecall-jobs dump {name}` writes one"
                    if name in self._known else f"no run {name!r} in the workspace")
@@ -329,9 +273,8 @@ class ProbesPane(Widget):
         self._layout_charts()
 
     def _settings_changed(self) -> None:
-        """Show the store's cached result for the new settings at once, if it has one. Only once
-        store.probes is loaded (after a first fit): looking up imports torch, which the TUI
-        process does not pay for until the researcher probes."""
+        """Show the store's cached result for the new settings at once, if it has one (only once a
+        fit has loaded store.probes: see `_probes_loaded`)."""
         if self._lookup_timer is not None:
             self._lookup_timer.stop()
         self._lookup_timer = self.set_timer(0.15, self._maybe_lookup)
@@ -341,7 +284,7 @@ class ProbesPane(Widget):
         request = self.current_request()
         if request is None or request == self.request:
             return
-        if "store.probes" in sys.modules:
+        if self._probes_loaded:
             self._lookup(request)
         elif self._fitting is None:
             self._status(f"f: fit probes for {request.describe()}")
@@ -379,11 +322,11 @@ class ProbesPane(Widget):
             self._threads += 1
             self.idle.clear()
         try:
-            self._compute(request, serial, worker, fit=True)
-        except _Cancelled:
+            self._compute(request, serial, worker)
+        except Cancelled:
             self.post_message(self.Failed(serial, request, "cancelled", cancelled=True))
-        except Exception as err:  # noqa: BLE001 - one line in the pane, never a crash
-            self.post_message(self.Failed(serial, request, _one_line(err)))
+        except USER_ERRORS as err:  # e.g. a truncated store, or no dumped model: one line in the pane
+            self.post_message(self.Failed(serial, request, first_line(err)))
         finally:
             with self._lock:
                 self._threads -= 1
@@ -394,64 +337,33 @@ class ProbesPane(Widget):
     def _lookup(self, request: ProbeRequest) -> None:
         worker = get_current_worker()
         try:
-            self._compute(request, None, worker, fit=False)
-        except _Cancelled:
+            self._compute(request, None, worker)
+        except Cancelled:
             pass
-        except Exception as err:  # noqa: BLE001
-            self.post_message(self.Failed(None, request, _one_line(err)))
+        except USER_ERRORS as err:
+            self.post_message(self.Failed(None, request, first_line(err)))
 
-    def _compute(self, request: ProbeRequest, serial: int | None, worker, *, fit: bool) -> None:
-        """In a worker thread: the per-(run, model) sweeps, as store.probes.table builds them, then
-        the summary. With fit=False, only what the store has cached (else it says nothing)."""
-        import pandas as pd
+    @on(Worker.StateChanged)
+    def _fit_failed(self, event: Worker.StateChanged) -> None:
+        """A fit that failed unexpectedly (the app shows why): the pane is free again."""
+        if event.worker.group == "probes" and event.state == WorkerState.ERROR and self._fitting is not None:
+            self._fitting = None
+            self._set_busy(False)
+            error = event.worker.error
+            self._status((first_line(error) if error is not None else "the fit failed", "red"))
 
-        import store
-        from store import probes
+    def _compute(self, request: ProbeRequest, serial: int | None, worker: Worker[None]) -> None:
+        """In a worker thread: a fit (`serial` numbers it), or with serial None a lookup of what the
+        store has cached (an answer only when it has all of it)."""
+        def progress(done: int, total: int, what: str) -> None:
+            if serial is not None:
+                self.post_message(self.Progress(serial, done, total, what))
 
-        def check() -> None:
-            if worker.is_cancelled:
-                raise _Cancelled
-
-        t0 = time.perf_counter()
-        stores = []
-        for path in request.paths:
-            check()
-            stores.append(store.open(path))
-        settings = probes.ProbeSettings(attribute=request.attribute, bio=request.bio, train_split=request.train_split,
-                                        test_split=request.test_split)
-        for s in stores:
-            if request.attribute not in s.attributes:
-                raise _Problem(f"unknown attribute {request.attribute!r}: choose one of {', '.join(s.attributes)}")
-        models = pick_models(stores)
-        units = [(name, s, m) for name, s in zip(request.runs, stores) for m in models]
-        total = sum(s.layers for _, s, _ in units)
-        done, cached, frames = 0, 0, []
-        for name, s, model in units:
-            check()
-            if fit:
-                self.post_message(self.Progress(serial, done, total, f"{name} {model}"))
-                fitted = [False]
-
-                def progress(k: int, n: int, name=name, model=model, base=done, fitted=fitted) -> None:
-                    fitted[0] = True
-                    check()
-                    self.post_message(self.Progress(serial, base + k, total, f"{name} {model}: layer {k}/{n}"))
-
-                rows = probes.sweep(s, model, settings, cache=True, progress=progress)
-                cached += not fitted[0]
-            else:
-                rows = probes.cached(s, model, settings)
-                if rows is None:
-                    self.post_message(self.Failed(None, request, "", cancelled=False))
-                    return
-                cached += 1
-            done += s.layers
-            frames.append(pd.DataFrame(rows).assign(run=s.meta.get("run", s.url), model=model))
-        check()
-        df = pd.concat(frames, ignore_index=True)[["run", "model", "layer", *probes.COLUMNS, "n_train", "n_test", "n_classes"]]
-        agg = probes.summary(df)
-        check()
-        self.post_message(self.Finished(serial, request, models, df, agg, time.perf_counter() - t0, cached, len(units)))
+        result = compute(request, fit=serial is not None, stop=lambda: worker.is_cancelled, progress=progress)
+        if result is None:
+            self.post_message(self.Failed(None, request, ""))
+        else:
+            self.post_message(self.Finished(serial, request, result))
 
     def _seed_note(self, request: ProbeRequest) -> str | tuple[str, str]:
         """A warning where runs taken as seeds differ in more than their seed."""
@@ -461,14 +373,18 @@ class ProbesPane(Widget):
         return (f" (note: the runs differ beyond their seed: {', '.join(differ)})", "yellow") if differ else ""
 
     # -- the worker's messages ----------------------------------------------------------------------
-    def on_probes_pane_progress(self, message: Progress) -> None:
+    @on(Progress)
+    def _progress(self, message: Progress) -> None:
         if message.serial != self._serial or self._fitting is None:
             return
         bar = self.query_one("#probe-progress", ProgressBar)
         bar.update(total=max(message.total, 1), progress=message.done)
         self._status(f"fitting probes: {message.what} ({message.done}/{message.total} layers)")
 
-    async def on_probes_pane_finished(self, message: Finished) -> None:
+    @on(Finished)
+    async def _finished(self, message: Finished) -> None:
+        if message.serial is not None:
+            self._probes_loaded = True
         if message.serial is None:  # a cache lookup: only if it still answers the controls
             if message.request != self.current_request():
                 return
@@ -479,7 +395,10 @@ class ProbesPane(Widget):
             self._set_busy(False)
         await self._show_results(message)
 
-    def on_probes_pane_failed(self, message: Failed) -> None:
+    @on(Failed)
+    def _failed(self, message: Failed) -> None:
+        if message.serial is not None:
+            self._probes_loaded = True
         if message.serial is None:  # a cache lookup: quiet while a fit runs or when it answers old controls
             if self._fitting is not None or message.request != self.current_request():
                 return
@@ -506,10 +425,11 @@ class ProbesPane(Widget):
 
     # -- results --------------------------------------------------------------------------------
     async def _show_results(self, message: Finished) -> None:
-        from store.probes import COLUMNS, LABELS, format_cell  # loaded already, by the worker that made these
+        from store.probes import format_cell  # loaded already, by the worker that made these
 
-        request, df, agg = message.request, message.df, message.agg
-        self.request, self.models, self.table_df, self.results = request, message.models, df, agg
+        request, result = message.request, message.result
+        df, agg = result.df, result.agg
+        self.request, self.models, self.results = request, result.models, agg
         several = len(request.runs) > 1
         runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean ± std)"
         self.query_one("#probe-caption", Static).update(Text.assemble(
@@ -517,62 +437,29 @@ class ProbesPane(Widget):
             f"train {request.train_split} ({int(df['n_train'].iloc[0])}) → test {request.test_split} "
             f"({int(df['n_test'].iloc[0])})"))
         # No timings here: the same fit reads the same (snapshots).
-        source = ("probes from the store's cache" if message.cached == message.units else
-                  "probes fitted" + (f" ({message.cached} of {message.units} from the cache)" if message.cached else ""))
+        source = ("probes from the store's cache" if result.cached == result.units else
+                  "probes fitted" + (f" ({result.cached} of {result.units} from the cache)" if result.cached else ""))
         self._status(source, self._seed_note(request) if message.serial is not None else "")
         table = self.query_one("#probe-table", DataTable)
         table.clear(columns=True)
-        table.add_columns("model", "layer", *(LABELS[k] for k in COLUMNS))
-        for model in message.models:
+        table.add_columns("model", "layer", *(PROBE_LABELS[k] for k in PROBE_COLUMNS))
+        for model in result.models:
             for _, r in agg[agg["model"] == model].iterrows():
-                table.add_row(model, str(int(r["layer"])), *(format_cell(r, k, several) for k in COLUMNS))
+                table.add_row(model, str(int(r["layer"])), *(format_cell(r, k, several) for k in PROBE_COLUMNS))
         box = self.query_one("#probe-charts", Horizontal)
-        want = [f"probe-chart-{m}" for m in message.models]
-        if [c.id for c in box.children] != want:
+        if [c.model for c in box.query_children(ProbeChart)] != result.models:
             await box.remove_children()
-            await box.mount(*(PlotextPlot(id=i, classes="probe-chart") for i in want))
+            await box.mount(*(ProbeChart(m) for m in result.models))
         self._draw()
 
     def _draw(self) -> None:
         """One chart per model: the emphasised probes' accuracies and Δrep, Δmech across layers."""
         if self.results is None:
             return
-        from store.figures import NAMES
-        from store.probes import LABELS
-
-        agg = self.results
-        lines = EMPHASIS_LINES[str(self.query_one("#probe-emphasis", Select).value)] + DELTAS
-        self.chart_data = {}
-        for model in self.models:
-            rows = agg[agg["model"] == model]
-            layers = [int(x) for x in rows["layer"]]
-            n = int(rows["runs"].iloc[0])
-            title = f"{NAMES.get(model, model)} ({n} run{'s' if n > 1 else ''})"
-            series = {k: [float(v) for v in rows[k]] for k in lines}
-            self.chart_data[model] = {"title": title, "layers": layers, "series": series}
-            plot = self._plot_for(model)
-            if plot is None:
-                continue
-            plt = plot.plt
-            try:
-                plt.clear_figure()
-                plt.title(title)
-                plt.xlabel("layer")
-                plt.ylim(0, 100)
-                plt.yticks([0, 25, 50, 75, 100])
-                plt.xticks(layers[:: -(-len(layers) // 12)])  # at most about 12 ticks
-                for k, values in series.items():
-                    plt.plot(layers, values, label=LABELS[k], color=COLORS[k], marker="braille")
-            except Exception as err:  # noqa: BLE001 - the table still holds the numbers
-                self._status((f"cannot draw the chart: {_one_line(err)}", "red"))
-            plot.refresh()
+        emphasis = str(self.query_one("#probe-emphasis", Select).value)
+        for chart in self.query_one("#probe-charts", Horizontal).query_children(ProbeChart):
+            chart.draw(self.results, emphasis)
         self._layout_charts()
-
-    def _plot_for(self, model: str) -> PlotextPlot | None:
-        for child in self.query_one("#probe-charts", Horizontal).children:
-            if child.id == f"probe-chart-{model}":
-                return child  # type: ignore[return-value]
-        return None
 
     def _layout_charts(self) -> None:
         """Side by side where each gets MIN_CHART_WIDTH columns; else one, `m` switches."""
@@ -581,17 +468,8 @@ class ProbesPane(Widget):
         one = len(self.models) > 1 and width < MIN_CHART_WIDTH * len(self.models)
         if self._chart_model not in self.models:
             self._chart_model = self.models[0] if self.models else None
-        for child in box.children:
-            child.display = not one or child.id == f"probe-chart-{self._chart_model}"
+        for chart in box.query_children(ProbeChart):
+            chart.display = not one or chart.model == self._chart_model
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._layout_charts)
-
-    def visible_models(self) -> list[str]:
-        box = self.query_one("#probe-charts", Horizontal)
-        return [m for m in self.models if any(c.id == f"probe-chart-{m}" and c.display for c in box.children)]
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

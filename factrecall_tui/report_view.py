@@ -21,6 +21,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
+from factrecall_tui.pane import when_mounted
 from factrecall_tui.runs import RunSummary
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
@@ -28,7 +29,9 @@ SHORT = {"reproduces": "✓", "partly": "~", "does not reproduce": "✗"}
 
 
 @dataclass
-class Study:
+class StudySummary:
+    """A study folder as the list shows it: its runs, and its report's time and verdicts once written."""
+
     name: str
     folder: Path
     runs: list[str]
@@ -44,7 +47,7 @@ class Study:
         return f"{finished}/{len(self.runs)} runs done" + (" · running" if active else "")
 
 
-def find_studies(workspace: Path) -> list[Study]:
+def find_studies(workspace: Path) -> list[StudySummary]:
     """Every study folder with a readable plan.json, by name."""
     out = []
     for plan_file in sorted((workspace / "reproduce").glob("*/plan.json")):
@@ -63,7 +66,7 @@ def find_studies(workspace: Path) -> list[Study]:
                 claims = json.loads((folder / "report.json").read_text()).get("claims", [])
             except (OSError, ValueError):
                 claims = []
-        out.append(Study(folder.name, folder, runs, mtime, claims))
+        out.append(StudySummary(folder.name, folder, runs, mtime, claims))
     return out
 
 
@@ -78,7 +81,7 @@ class ReportPane(Horizontal):
     def __init__(self, workspace: Path, **kwargs):
         super().__init__(**kwargs)
         self.workspace = workspace
-        self.studies: dict[str, Study] = {}
+        self.studies: dict[str, StudySummary] = {}
         self.current: str | None = None
         self._shown_mtime: float | None = None
         self._labels: list[str] = []
@@ -89,6 +92,7 @@ class ReportPane(Horizontal):
             yield Static("", id="report-status")
             yield Markdown("", id="report-doc", open_links=False)
 
+    @when_mounted
     def show(self, runs: list[RunSummary]) -> None:
         """Every scan: the studies and their progress; the open report again if it was rewritten."""
         by_name = {r.name: r for r in runs}

@@ -1,13 +1,7 @@
 """What the TUI knows about a workspace, read from run folders' files only (spec.json,
-metrics.json, events.jsonl, run.lock, the queue): no model code is imported into the UI process.
-
-A run's status:
-- `queued`: waiting in the workspace queue for a free slot;
-- `running`: a live process holds the run (its pid is in run.lock);
-- `done`, `failed`, `interrupted`: how its last job ended, as that job said in events.jsonl;
-- `stopped`: its last job said it was running but no process holds it now (killed without a word,
-  or the machine went down): `resume` continues it;
-- `new`: a spec and nothing else yet.
+metrics.json, events.jsonl, run.lock, the queue and the Slurm registry): no model code is imported
+into the UI process, and nothing is written. A run's status is `jobs.launch.queue.run_status`'s, the
+same as `factrecall-jobs status` says; `broken` where the folder cannot be read.
 """
 
 from __future__ import annotations
@@ -16,10 +10,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs import slurm
-from jobs.queue import live_pid, queued_runs
-from jobs.runfolder import latest, read_metrics
-
+from jobs.launch import slurm
+from jobs.launch.queue import queued_runs, run_status
+from jobs.run.folder import read_metrics
+from jobs.words import RunStatus, steps_of
+from store.names import STORE_NAME
 
 
 @dataclass
@@ -28,7 +23,7 @@ class RunSummary:
     path: Path
     spec: dict
     metrics: dict
-    status: str
+    status: RunStatus
     last_run: dict = field(default_factory=dict)       # the last `run` event (status, error, phases)
     progress: dict = field(default_factory=dict)       # the last `progress` or `start` event of the job now running
     steps_done: list[str] = field(default_factory=list)
@@ -58,17 +53,13 @@ class RunSummary:
 
     @property
     def has_store(self) -> bool:
-        return (self.path / "activations.zarr" / "zarr.json").exists()
+        return (self.path / STORE_NAME / "zarr.json").exists()
 
     @property
     def steps(self) -> list[str]:
-        """Every step of the run, in order (as jobs/pipeline.py runs them)."""
-        phases = self.last_run.get("phases") or _phases(self.spec.get("strategies", []))
-        out = ["data", "tokenizer"] + (["init"] if not self.spec.get("model", {}).get("path") else [])
-        out.append("eval-untrained")
-        for p in phases:
-            out += [f"train-{p}", f"eval-{p}"]
-        return out + ["dump"]
+        """Every step of the run, in order (`jobs.words.steps_of`, as jobs/run/pipeline.py runs them)."""
+        return steps_of(self.spec.get("strategies", []), builtin_model=not self.spec.get("model", {}).get("path"),
+                        snapshots=bool(self.spec.get("train", {}).get("snapshots")))
 
     @property
     def title(self) -> str:
@@ -77,16 +68,7 @@ class RunSummary:
                 f"{d.get('people')} people ({d.get('qa_in_fraction', 0):.0%} QA-in), {self.model}")
 
 
-def _phases(strategies: list[str]) -> list[str]:
-    out: list[str] = []
-    for s in strategies:
-        for p in {"bio": ["bio"], "stage": ["bio", "stage"], "mix": ["mix"], "qa": ["qa"]}.get(s, []):
-            if p not in out:
-                out.append(p)
-    return out
-
-
-def read_run(folder: Path, queued: dict[str, str] | None = None) -> RunSummary:
+def read_run(folder: Path, queued: dict[str, str] | None = None, dropped: dict[str, str] | None = None) -> RunSummary:
     """One run folder as the TUI shows it. Never raises: an unreadable folder is status `broken`."""
     try:
         mtime = (folder / "spec.json").stat().st_mtime
@@ -96,23 +78,9 @@ def read_run(folder: Path, queued: dict[str, str] | None = None) -> RunSummary:
         metrics = read_metrics(folder)
     except (OSError, ValueError) as err:
         return RunSummary(folder.name, folder, {}, {}, "broken", error=f"{type(err).__name__}: {err}")
-    last_run, progress = latest(folder)
+    status, last_run, progress, pid = run_status(folder, queued or {}, dropped)
     done_dir = folder / "done"
     steps_done = sorted(p.stem for p in done_dir.glob("*.json")) if done_dir.exists() else []
-    pid = live_pid(folder)
-    queued = queued or {}
-    if pid is not None or queued.get(folder.name) == "starting":
-        status = "running"
-    elif folder.name in queued:
-        status = "queued"
-    elif last_run.get("status") in ("done", "failed", "interrupted"):
-        status = last_run["status"]
-    elif last_run.get("status") == "running":
-        status = "stopped"
-    else:
-        status = "new"
-    if status != "running":  # progress belongs to the job now running (`latest` gives only what followed its start)
-        progress = {}
     job = ""
     if status in ("queued", "running") and (info := slurm.job_of(folder.parent.parent, folder.name)) is not None:
         job = f"{'Slurm' if info['cluster'] == 'slurm' else 'submitit-local'} job {info['job_id']}"
@@ -141,17 +109,17 @@ class Scanner:
         self.known: dict[str, tuple[tuple, RunSummary]] = {}
 
     def scan(self) -> list[RunSummary]:
-        queued = queued_runs(self.workspace)
+        queued, dropped = queued_runs(self.workspace), slurm.dropped(self.workspace)
         seen: dict[str, tuple[tuple, RunSummary]] = {}
         for spec_file in (self.workspace / "runs").glob("*/spec.json"):
             folder = spec_file.parent
             sig = _signature(folder)
             old = self.known.get(folder.name)
             if (old is not None and old[0] == sig and old[1].status not in ("running", "queued")
-                    and folder.name not in queued):
+                    and folder.name not in queued and folder.name not in dropped):
                 seen[folder.name] = old
             else:
-                seen[folder.name] = (sig, read_run(folder, queued))
+                seen[folder.name] = (sig, read_run(folder, queued, dropped))
         self.known = seen
         return sorted((run for _, run in seen.values()), key=lambda r: (-r.mtime, r.name))
 

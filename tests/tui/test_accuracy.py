@@ -16,9 +16,10 @@ from textual.widgets import DataTable, Footer
 import factrecall_tui
 from factrecall_tui.accuracy import AccuracyPane, row_key
 from factrecall_tui.runs import scan
-from jobs.report import ATTRIBUTE_LABELS, MODELS, cell, load_groups
-from jobs.spec import ATTRIBUTES
+from jobs.run.tables import cell, load_groups
+from jobs.words import ATTRIBUTES, ATTRIBUTE_LABELS, MODEL_LABELS
 from tests.conftest import metrics
+from tests.tui.conftest import settle
 
 SETS = ("bio", "qa_in", "qa_out")
 # Seed 1's numbers: real, different ones, so mean and std are not trivial.
@@ -68,12 +69,6 @@ def _mean_part(text: str) -> str:
     return text.split(" ± ")[0]
 
 
-async def _settle(app, pilot) -> None:
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 def test_figures_fold_seeds_like_the_cli_and_the_chart_follows_the_cursor(tiny_run, tmp_path):
     ws, seeds = _workspace(tiny_run, tmp_path)
     m0, m1 = (json.loads((p / "metrics.json").read_text()) for p in reversed(seeds))
@@ -86,17 +81,17 @@ def test_figures_fold_seeds_like_the_cli_and_the_chart_follows_the_cursor(tiny_r
         async with app.run_test(size=(80, 24)) as pilot:
             pane = app.query_one(AccuracyPane)
             pane.show(scan(ws))
-            await _settle(app, pilot)
+            await settle(pilot)
             fig1, fig5 = app.query_one("#acc-fig1", DataTable), app.query_one("#acc-fig5", DataTable)
             # One group: the baseline-only run is not shown, the run with a bad spec is named.
-            assert [str(fig1.get_row_at(i)[1]) for i in range(fig1.row_count)] == list(MODELS.values())[:5]
+            assert [str(fig1.get_row_at(i)[1]) for i in range(fig1.row_count)] == list(MODEL_LABELS.values())[:5]
             assert str(fig1.get_row_at(0)[0]) == label and str(fig1.get_row_at(1)[0]) == ""
             assert "odd-s0" in pane.message and "1 configuration · 2 runs" in pane.message
 
             # Figure 1: every cell is the CLI's string, and the mean ± std numpy gives.
             for model in ("stage", "mix"):
                 row = _cells(fig1, row_key(label, model))
-                assert row[1] == MODELS[model] and row[-1] == "0, 1"
+                assert row[1] == MODEL_LABELS[model] and row[-1] == "0, 1"
                 for col, attr in enumerate(("avg", *ATTRIBUTES), start=2):
                     values = [m0[model]["qa_out"][attr], m1[model]["qa_out"][attr]]
                     assert row[col] == cell(group.values(model, "qa_out", attr), 2)
@@ -120,7 +115,7 @@ def test_figures_fold_seeds_like_the_cli_and_the_chart_follows_the_cursor(tiny_r
             assert list(pane.chart_data) == ["BIO-tuned", "Stage-tuned", "Mix-tuned"]
             for model in ("bio", "stage", "mix"):
                 row = _cells(fig1, row_key(label, model))[2:9]
-                assert [f"{v:.1f}" for v in pane.chart_data[MODELS[model]]] == [_mean_part(c) for c in row]
+                assert [f"{v:.1f}" for v in pane.chart_data[MODEL_LABELS[model]]] == [_mean_part(c) for c in row]
             assert label in pane.chart_title
 
             # f: Figure 5, in the table (a short terminal shows one) and in the chart.
@@ -131,17 +126,17 @@ def test_figures_fold_seeds_like_the_cli_and_the_chart_follows_the_cursor(tiny_r
             assert pane.chart_labels == ["BIO", "QA in", "QA out"]
             for model in ("bio", "stage", "mix"):
                 row = _cells(fig5, row_key(label, model))[2:5]
-                assert [f"{v:.1f}" for v in pane.chart_data[MODELS[model]]] == [_mean_part(c) for c in row]
+                assert [f"{v:.1f}" for v in pane.chart_data[MODEL_LABELS[model]]] == [_mean_part(c) for c in row]
 
             # A rescan with nothing new keeps the cursor; a third seed changes the numbers, not the row.
             pane.show(scan(ws))
-            await _settle(app, pilot)
+            await settle(pilot)
             assert fig5.cursor_row == 3
             shutil.copytree(seeds[1], ws / "runs" / "tiny-stage+mix-s2")
             spec2 = json.loads((seeds[1] / "spec.json").read_text())
             (ws / "runs" / "tiny-stage+mix-s2" / "spec.json").write_text(json.dumps({**spec2, "seed": 2}))
             pane.show(scan(ws))
-            await _settle(app, pilot)
+            await settle(pilot)
             assert fig5.cursor_row == 3 and pane.chart_data  # still on Stage-tuned
             stage_out = [m0["stage"]["qa_out"]["avg"], m1["stage"]["qa_out"]["avg"], m0["stage"]["qa_out"]["avg"]]
             assert _cells(fig5, row_key(label, "stage"))[4] == f"{np.mean(stage_out):.1f} ± {np.std(stage_out):.1f}"
@@ -149,7 +144,7 @@ def test_figures_fold_seeds_like_the_cli_and_the_chart_follows_the_cursor(tiny_r
 
             # Nothing trained: the pane says so.
             pane.show([r for r in scan(ws) if r.name == "baseline-s2"])
-            await _settle(app, pilot)
+            await settle(pilot)
             assert fig1.row_count == 0 and pane.chart_data == {}
             assert "No run has a trained model" in pane.message
 
@@ -168,7 +163,7 @@ def test_focus_run_and_a_tall_terminal(tiny_run, tmp_path):
             pane = app.query_one(AccuracyPane)
             pane.focus_run("tiny-stage+mix-s1")  # before the first result: done once it is in
             pane.show(scan(ws))
-            await _settle(app, pilot)
+            await settle(pilot)
             fig1, fig5 = app.query_one("#acc-fig1", DataTable), app.query_one("#acc-fig5", DataTable)
             assert fig1.display and fig5.display  # tall enough for both
             # Newest first: the Mix-only configuration's three rows, then the two-seed group's five.
@@ -176,10 +171,8 @@ def test_focus_run_and_a_tall_terminal(tiny_run, tmp_path):
             assert fig1.cursor_row == fig1.get_row_index(row_key("tiny-stage+mix-s*", "bio"))
             assert list(pane.chart_data) == ["BIO-tuned", "Stage-tuned", "Mix-tuned"]
             pane.focus_run("tiny-mix-s0")
-            for _ in range(20):  # the other table follows through a posted event
-                await pilot.pause(0.05)
-                if fig5.cursor_row == 2:
-                    break
+            # The other table follows through a posted event.
+            await settle(pilot, until=lambda: fig5.cursor_row == 2, what="Figure 5's cursor to follow")
             assert fig1.cursor_row == fig1.get_row_index(row_key("tiny-mix-s0", "mix")) == 2
             assert fig5.cursor_row == 2
             assert list(pane.chart_data) == ["Mix-tuned"]

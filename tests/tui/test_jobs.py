@@ -9,25 +9,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from textual.widgets import DataTable, Input, Log, Static
 
 from factrecall_tui.app import FactrecallApp
-from factrecall_tui.jobs_pane import JobsPane
+from factrecall_tui.jobs_pane import STATUS_STYLE, JobsPane
 from factrecall_tui.launch import LaunchScreen
-from jobs.queue import live_pid, queued_runs
+from jobs.launch.queue import queued_runs
+from jobs.run.folder import live_pid
+from jobs.words import RUN_STATUSES
 from tests.conftest import run_cli
+from tests.tui.conftest import settle
 from tests.tui.workspace import fixed_workspace, hold
-
-
-async def until(pilot, condition, timeout: float, what: str):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if value := condition():
-            return value
-        await pilot.pause(0.2)
-    raise AssertionError(f"waited {timeout:.0f} s for {what}")
 
 
 def status_of(app: FactrecallApp, name: str) -> str | None:
@@ -93,15 +86,15 @@ def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path
     async def first():
         app = FactrecallApp(ws, scan_every=0.3)
         async with app.run_test(size=(110, 30)) as pilot:
-            await until(pilot, lambda: status_of(app, name) == "running"
-                        and app.query_one(JobsPane).runs[name].progress.get("eta_s") is not None
-                        and app.query_one(JobsPane).runs[name].progress.get("step") == "train-bio", 60, "the job to train")
+            await settle(pilot, until=lambda: status_of(app, name) == "running"
+                         and app.query_one(JobsPane).runs[name].progress.get("eta_s") is not None
+                         and app.query_one(JobsPane).runs[name].progress.get("step") == "train-bio",
+                         what="the job to train")
             cell = str(app.query_one(DataTable).get_cell(name, "progress"))
             assert "train-bio 5/11" in cell and "ETA" in cell
             await pilot.press("l")  # its live log
-            await pilot.pause(1.0)
-            log = app.screen.query_one("#job-out", Log)
-            assert any("resume long" in line for line in log.lines)
+            await settle(pilot, until=lambda: any("resume long" in line for line in app.screen.query_one("#job-out", Log).lines),
+                         what="the job's console in the log screen")
             await pilot.press("escape")
         # The app is closed; the job is not.
 
@@ -112,16 +105,16 @@ def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path
     async def second():
         app = FactrecallApp(ws, scan_every=0.3)
         async with app.run_test(size=(110, 30)) as pilot:
-            await until(pilot, lambda: status_of(app, name) == "running", 10, "the reopened app to find the job")
+            await settle(pilot, until=lambda: status_of(app, name) == "running", what="the reopened app to find the job")
             assert app.query_one(JobsPane).selected.pid == pid
             await pilot.press("c")
-            await until(pilot, lambda: status_of(app, name) == "interrupted", 30, "the job to stop")
+            await settle(pilot, until=lambda: status_of(app, name) == "interrupted", what="the job to stop")
             assert "interrupted" in str(app.query_one("#job-detail", Static).render())
             await pilot.press("r")  # resume: queued, then running from its last checkpoint
-            await until(pilot, lambda: status_of(app, name) == "running" and last_run_event(ws / "runs" / name) == "running",
-                        30, "the resumed job to report itself running")
+            await settle(pilot, until=lambda: status_of(app, name) == "running"
+                         and last_run_event(ws / "runs" / name) == "running", what="the resumed job to report itself running")
             await pilot.press("c")
-            await until(pilot, lambda: status_of(app, name) == "interrupted", 30, "the job to stop again")
+            await settle(pilot, until=lambda: status_of(app, name) == "interrupted", what="the job to stop again")
 
     try:
         asyncio.run(second())
@@ -142,7 +135,7 @@ def test_every_status_shows_and_a_broken_run_is_a_message_not_a_crash(tmp_path):
     async def session():
         app = FactrecallApp(ws, scan_every=0)
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.query_one(JobsPane).runs, 10, "the scan")
+            await settle(pilot, until=lambda: app.query_one(JobsPane).runs, what="the scan")
             pane = app.query_one(JobsPane)
             assert {n: r.status for n, r in pane.runs.items()} == {
                 "garbled": "broken", "tiny-stage+mix-s1": "running", "tiny-qa-s0": "new", "tiny-bio-s0": "queued",
@@ -162,7 +155,7 @@ def test_every_status_shows_and_a_broken_run_is_a_message_not_a_crash(tmp_path):
             pane.focus_run("tiny-bio-s0")
             await pilot.press("c")
             app.rescan()
-            await until(pilot, lambda: status_of(app, "tiny-bio-s0") == "new", 10, "the run off the queue")
+            await settle(pilot, until=lambda: status_of(app, "tiny-bio-s0") == "new", what="the run off the queue")
 
     try:
         asyncio.run(session())
@@ -187,10 +180,14 @@ def test_hundreds_of_runs_scan_fast_and_the_first_frame_needs_no_torch(tmp_path)
     async def session():
         app = FactrecallApp(ws, scan_every=0)
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: len(app.query_one(JobsPane).runs) == 308, 20, "the scan")
+            await settle(pilot, until=lambda: len(app.query_one(JobsPane).runs) == 308, what="the scan")
             assert app.query_one(DataTable).row_count == 308
             for key in ("2", "3", "4", "1"):
                 await pilot.press(key)
                 await pilot.pause()
 
     asyncio.run(session())
+
+
+def test_every_run_status_has_its_colour():
+    assert set(STATUS_STYLE) == set(RUN_STATUSES)

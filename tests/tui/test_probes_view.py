@@ -14,9 +14,11 @@ from textual.app import App
 from textual.widgets import DataTable, Footer, Select, SelectionList, Static
 
 import factrecall_tui.probes as probes_view
+from factrecall_tui.probe_chart import ProbeChart
 from factrecall_tui.probes import ProbesPane
 from factrecall_tui.runs import scan
 from jobs.cli import main
+from tests.tui.conftest import settle
 
 CSS = str(Path(probes_view.__file__).with_name("probes.tcss"))
 
@@ -63,14 +65,15 @@ def _cli(ws: Path, runs: list[str], attribute: str, bio: str, out: Path) -> pd.D
 
 def _cli_cells(df: pd.DataFrame, several: bool = False) -> list[list[str]]:
     """The CLI's table rows (model, layer, its formatted cells), from its CSV as cmd_probe makes them."""
-    from store.probes import COLUMNS, summary
+    from store.names import PROBE_COLUMNS
+    from store.probes import summary
 
     agg = summary(df)
     out = []
     for model in dict.fromkeys(df["model"]):
         for _, r in agg[agg["model"] == model].iterrows():
             cells = []
-            for key in COLUMNS:
+            for key in PROBE_COLUMNS:
                 digits = 3 if key in ("cosine", "cka") else 1
                 cells.append(f"{r[key]:.{digits}f}" + (f"±{r[key + '_std']:.{digits}f}" if several else ""))
             out.append([model, str(int(r["layer"])), *cells])
@@ -85,19 +88,20 @@ def _status(pane: ProbesPane) -> str:
     return str(pane.query_one("#probe-status", Static).render())
 
 
-async def _until(pilot, condition, timeout: float = 30.0) -> None:
-    t0 = time.monotonic()
-    while not condition():
-        assert time.monotonic() - t0 < timeout, "timed out"
-        await pilot.pause(0.05)
+def _charts(pane: ProbesPane) -> dict[str, ProbeChart]:
+    """The charts shown, by model: each holds the title, layers and series it draws."""
+    return {chart.model: chart for chart in pane.query(ProbeChart)}
+
+
+def _visible(pane: ProbesPane) -> list[str]:
+    return [model for model, chart in _charts(pane).items() if chart.display]
 
 
 async def _fit(app: Host, pilot, pane: ProbesPane) -> None:
     """Press f as the researcher does, and wait for the worker and for the pane to show its end."""
     await pilot.press("f")
-    await app.workers.wait_for_complete()
-    await _until(pilot, lambda: pane._fitting is None)
-    await pilot.pause()
+    await settle(pilot, until=lambda: pane._fitting is None, what="the fit to end")
+    await settle(pilot)
 
 
 def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny_run, tmp_path, monkeypatch):
@@ -125,30 +129,30 @@ def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny
             assert "fitted" in _status(pane), _status(pane)
             assert _cells(pane.query_one("#probe-table", DataTable)) == _cli_cells(cli)
             assert pane.query_one("#probe-table", DataTable).ordered_columns[2].label.plain == "Acc(hQA·WQA)"
-            assert list(pane.chart_data) == ["stage", "mix"]
-            for model, chart in pane.chart_data.items():
+            assert list(_charts(pane)) == ["stage", "mix"]
+            for model, chart in _charts(pane).items():
                 rows = cli[cli["model"] == model]
-                assert chart["layers"] == rows["layer"].tolist()
-                assert list(chart["series"]) == ["acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio",
-                                                 "delta_rep", "delta_mech"]
-                for key, values in chart["series"].items():
+                assert chart.chart_layers == rows["layer"].tolist()
+                assert list(chart.chart_series) == ["acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio",
+                                                    "delta_rep", "delta_mech"]
+                for key, values in chart.chart_series.items():
                     assert values == pytest.approx(rows[key].tolist())
             assert pane.results["acc_qa_wqa"].tolist() == pytest.approx(cli["acc_qa_wqa"].tolist())
 
             # 80 columns: one model's chart at a time; `m` switches to the other.
-            assert pane.visible_models() == ["stage"]
+            assert _visible(pane) == ["stage"]
             await pilot.press("m")
-            assert pane.visible_models() == ["mix"]
+            assert _visible(pane) == ["mix"]
             # `w`: only W_QA's lines (and the deltas); nothing is fitted again.
             results = pane.results
             await pilot.press("w")
             await pilot.pause()
             assert pane.results is results
-            assert list(pane.chart_data["mix"]["series"]) == ["acc_qa_wqa", "acc_bio_wqa", "delta_rep", "delta_mech"]
+            assert list(_charts(pane)["mix"].chart_series) == ["acc_qa_wqa", "acc_bio_wqa", "delta_rep", "delta_mech"]
 
             # Another attribute: not cached, so the pane says to fit it and keeps showing employer.
             await pilot.press("a")
-            await _until(pilot, lambda: "f: fit" in _status(pane))
+            await settle(pilot, until=lambda: "f: fit" in _status(pane), what="the pane to say f fits")
             assert pane.query_one("#probe-attribute", Select).value == "blood_type"
             assert pane.request.attribute == "employer"
             await _fit(app, pilot, pane)
@@ -164,7 +168,7 @@ def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny
             # Back to employer (blood_type -> birth_date -> ... -> employer): shown at once, without f.
             await pilot.press(*"aaaaa")
             assert pane.query_one("#probe-attribute", Select).value == "employer"
-            await _until(pilot, lambda: pane.request.attribute == "employer", timeout=5)
+            await settle(pilot, until=lambda: pane.request.attribute == "employer", what="employer from the cache")
             assert _cells(pane.query_one("#probe-table", DataTable)) == _cli_cells(cli)
             # And f with the same settings: served from the cache.
             shown = pane.results
@@ -201,7 +205,7 @@ def test_several_runs_are_seeds_mean_and_std_as_the_cli(tiny_run, tmp_path):
             pane.show(scan(ws))
             await pilot.pause()
             assert sorted(pane.selected_runs()) == ["seed-[b]", "seed-a"]
-            assert pane.visible_models() == ["stage", "mix"]
+            assert _visible(pane) == ["stage", "mix"]
 
     asyncio.run(session())
 
@@ -226,16 +230,16 @@ def test_cancel_stops_the_fit_and_the_pane_stays_usable(tiny_run, tmp_path, monk
             await pilot.pause()
             pane.query_one("#probe-runs").focus()
             await pilot.press("f")
-            await _until(pilot, lambda: len(calls) >= 1)
+            await settle(pilot, until=lambda: len(calls) >= 1, what="the first probe fitted")
             assert "fitting" in _status(pane)
             await pilot.press("escape")
             await pilot.pause()
             assert "cancelled" in _status(pane)
-            await _until(pilot, pane.idle.is_set, timeout=5)
+            await settle(pilot, until=pane.idle.is_set, what="the cancelled fit's thread to stop")
             await pilot.pause(0.1)
             # 2 layers x 2 models x 2 probes would be 8 fits; the thread stopped after the first layer.
             assert len(calls) <= 4
-            assert pane.results is None and pane.chart_data == {}
+            assert pane.results is None and not _charts(pane)
             assert "cancelled" in _status(pane)
             # Usable: a fit now runs to the end.
             monkeypatch.setattr(store.probes, "fit", real_fit)

@@ -7,13 +7,13 @@ picture is right, accept it with `pytest tests/tui/test_snapshots.py --snapshot-
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from textual.widgets import Input, Tree
 
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
+from tests.tui.conftest import settle
 from tests.tui.workspace import fixed_workspace, hold
 
 SIZE = (110, 32)
@@ -30,65 +30,64 @@ def app(tmp_path, monkeypatch):
     os.close(fd)
 
 
-async def settle(pilot, condition=lambda: True, timeout: float = 30) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        if pilot.app.query_one(JobsPane).runs and condition():
-            break
-        await pilot.pause(0.1)
+async def ready(pilot, until=None, what: str = "") -> None:
+    """The first scan in, `until` true, and then everything they started done; the inputs' cursors
+    still (a blinking cursor would make the picture depend on the moment it is taken)."""
+    await settle(pilot, until=lambda: pilot.app.query_one(JobsPane).runs, what="the first scan")
+    if until is not None:
+        await settle(pilot, until=until, what=what)
+    await settle(pilot)
     for widget in pilot.app.screen.query(Input):
         widget.cursor_blink = False
 
 
 def test_jobs(app, snap_compare):
     async def run_before(pilot):
-        await settle(pilot)
+        await ready(pilot)
         app.query_one(JobsPane).focus_run("tiny-mix-s0")
-        await settle(pilot)
+        await ready(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
 def test_launch_form(app, snap_compare):
     async def run_before(pilot):
-        await settle(pilot)
+        await ready(pilot)
         await pilot.press("n")
-        await settle(pilot)
+        await ready(pilot)
         await pilot.press("tab", "tab")  # preset (focused), strategies, seeds
         app.screen.query_one("#seeds", Input).value = ""
         await pilot.press(*"0-2")
-        await settle(pilot)
+        await ready(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
 def test_accuracy(app, snap_compare):
     async def run_before(pilot):
-        await settle(pilot)
+        await ready(pilot)
         await pilot.press("2")
-        await settle(pilot)
+        await ready(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
 def test_probes(app, snap_compare):
     async def run_before(pilot):
-        await settle(pilot)
+        await ready(pilot)
         app.open_run("probes", "cpu-stage+mix-s0")
-        await settle(pilot)
+        await ready(pilot)
         await pilot.press("f")
-        await settle(pilot)
+        await ready(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
 def test_store(app, snap_compare):
     async def run_before(pilot):
-        await settle(pilot)
+        await ready(pilot)
         app.open_run("store", "cpu-stage+mix-s0")
-        await settle(pilot, lambda: len(list(app.query(Tree))) > 0)
-        await settle(pilot)
+        await ready(pilot, lambda: len(list(app.query(Tree))) > 0, "the store's tree")
+        await ready(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

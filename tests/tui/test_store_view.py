@@ -14,7 +14,8 @@ from textual.widgets import DataTable, Footer, Input, Select, Tree
 
 import factrecall_tui
 from factrecall_tui.runs import scan
-from factrecall_tui.store_view import BadIndex, StorePane, parse_index
+from factrecall_tui.store_view import StorePane
+from tests.tui.conftest import settle
 
 
 class Host(App):
@@ -60,16 +61,10 @@ def _table(table: DataTable) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
-async def _settle(app, pilot) -> None:
-    for _ in range(4):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 async def _type_index(app, pilot, text: str) -> None:
     await pilot.click("#store-index")
     await pilot.press("end", "ctrl+u", *text, "enter")
-    await _settle(app, pilot)
+    await settle(pilot)
 
 
 def test_browsing_a_store_and_previewing_slices(tiny_run, tmp_path):
@@ -88,7 +83,7 @@ def test_browsing_a_store_and_previewing_slices(tiny_run, tmp_path):
         async with app.run_test(size=(80, 24)) as pilot:
             pane = app.query_one(StorePane)
             pane.show(scan(ws))
-            await _settle(app, pilot)
+            await settle(pilot)
             # Only the run with a store is offered; the newest is opened.
             assert pane.store_runs == ["tiny-stage+mix-s0"] and pane.run_name == "tiny-stage+mix-s0"
             assert app.query_one("#store-run", Select).value == "tiny-stage+mix-s0"
@@ -131,7 +126,7 @@ def test_browsing_a_store_and_previewing_slices(tiny_run, tmp_path):
             tree.focus()
             while pane.selected != "label_text":
                 await pilot.press("down")
-            await _settle(app, pilot)
+            await settle(pilot)
             assert app.query_one("#store-index", Input).value == ":, :6"
             rows = _table(app.query_one("#store-preview", DataTable))
             assert [r[0] for r in rows] == np.asarray(group["attribute"][...]).tolist()
@@ -140,18 +135,18 @@ def test_browsing_a_store_and_previewing_slices(tiny_run, tmp_path):
             # The probe cache group: its rows list is cut for display.
             while pane.selected != f"probes/{key}":
                 await pilot.press("down")
-            await _settle(app, pilot)
+            await settle(pilot)
             assert "kind: group" in pane.info_text and "… 22 more" in pane.info_text
             assert app.query_one("#store-index", Input).disabled and pane.preview is None
 
             # A rescan with nothing changed keeps the cursor; a new probe result is picked up, cursor kept.
             pane.show(scan(ws))
-            await _settle(app, pilot)
+            await settle(pilot)
             assert pane.selected == f"probes/{key}"
             zarr.open_group(str(good / "activations.zarr"), mode="a", path="probes/fedcba9876543210fedc",
                             zarr_format=3, use_consolidated=False).attrs.put({"model": "stage", "settings": {}})
             pane.show(scan(ws))
-            await _settle(app, pilot)
+            await settle(pilot)
             assert "probes/fedcba9876543210fedc" in pane.nodes and pane.selected == f"probes/{key}"
 
             pane.focus_run("no-store")
@@ -173,7 +168,7 @@ def test_a_broken_store_is_a_message(tiny_run, tmp_path):
         async with app.run_test(size=(100, 30)) as pilot:
             pane = app.query_one(StorePane)
             pane.show(scan(ws))
-            await _settle(app, pilot)
+            await settle(pilot)
             assert pane.run_name == "corrupt-root"
             assert pane.message.startswith("cannot open corrupt-root/activations.zarr:")
             assert "\n" not in pane.message and not pane.nodes
@@ -182,7 +177,7 @@ def test_a_broken_store_is_a_message(tiny_run, tmp_path):
             select = app.query_one("#store-run", Select)
             select.focus()
             await pilot.press("enter", "down", "enter")
-            await _settle(app, pilot)
+            await settle(pilot)
             assert pane.run_name == "corrupt-array"
             assert pane.nodes["resid_mid"].kind == "broken"
             assert _tree_labels(app.query_one("#store-tree", Tree))["resid_mid"].startswith("⚠ resid_mid")
@@ -192,25 +187,11 @@ def test_a_broken_store_is_a_message(tiny_run, tmp_path):
             tree.focus()
             while pane.selected != "label":
                 await pilot.press("down")
-            await _settle(app, pilot)
+            await settle(pilot)
             assert pane.index_message.startswith("cannot read label:") and pane.preview is None
             while pane.selected != "resid_mid":  # up to the broken node, listed first
                 await pilot.press("up")
-            await _settle(app, pilot)
+            await settle(pilot)
             assert "cannot read this node" in pane.index_message and "error:" in pane.info_text
 
     asyncio.run(session())
-
-
-def test_parse_index():
-    shape, dims = (4, 3, 2, 6, 16, 64), ("model", "format", "layer", "attribute", "person", "hidden")
-    assert parse_index("0, 0, 1, 3, :8, :6", shape, dims) == [0, 0, 1, 3, range(0, 8), range(0, 6)]
-    assert parse_index("[-1, 2, 1, 0, ..., ::-20]", shape, dims) == [3, 2, 1, 0, range(0, 16), range(63, -1, -20)]
-    assert parse_index("1, 2, 1, 5, 3,", shape, dims) == [1, 2, 1, 5, 3, range(0, 64)]
-    assert parse_index("", (3,)) == [range(0, 3)]
-    for bad in ("__import__('os')", "1e3", "0.5", "0, 0, 0, 0, 0, 0, 0", "..., ...", "1:2:3:4"):
-        try:
-            parse_index(bad, shape, dims)
-        except BadIndex:
-            continue
-        raise AssertionError(f"{bad!r} was accepted")

@@ -10,11 +10,11 @@ import asyncio
 import shutil
 import subprocess
 import sys
-import time
 
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.store_view import StorePane
+from tests.tui.conftest import settle
 
 
 def test_the_app_follows_a_store_being_written_and_never_reads_half_a_state(tiny_run, tmp_path):
@@ -31,39 +31,40 @@ def test_the_app_follows_a_store_being_written_and_never_reads_half_a_state(tiny
     async def session():
         app = FactrecallApp(ws, scan_every=0.2)
         async with app.run_test(size=(120, 36)) as pilot:
-            for _ in range(50):  # the app is up and has read the workspace before the job starts
-                if app.query_one(JobsPane).runs:
-                    break
-                await pilot.pause(0.1)
+            # The app is up and has read the workspace before the job starts.
+            await settle(pilot, until=lambda: app.query_one(JobsPane).runs, what="the first scan")
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             looks, written, states = 0, [], set()
-            deadline = time.monotonic() + 240
-            while proc.poll() is None and time.monotonic() < deadline:
+
+            async def look() -> bool:
+                """One look at the app while the job runs; true once the job has ended."""
+                nonlocal looks
                 if looks % 3 == 0:  # the Store tab, then Accuracy (metrics.json), then Jobs (events)
                     await pilot.press(("4", "2", "1")[looks // 3 % 3])
-                await pilot.pause(0.1)
                 pane = app.query_one(StorePane)
                 if pane.chunks_written.get("resid_mid") is not None:
                     written.append(pane.chunks_written["resid_mid"])
                 seen = app.query_one(JobsPane).runs.get(name)
                 states.add((seen.status, len(seen.steps_done)) if seen else None)
                 looks += 1
-            assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
+                return proc.poll() is not None
+
+            try:
+                await settle(pilot, until=look, what="the job to end while the app looks")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            assert proc.wait() == 0, proc.stderr.read().decode()
             assert len(states - {None}) >= 2, states  # the app followed the job through its steps
-            for _ in range(50):
-                run_seen = app.query_one(JobsPane).runs.get(name)
-                if run_seen is not None and run_seen.status == "done":
-                    break
-                await pilot.pause(0.2)
-            assert run_seen.status == "done" and "dump" in run_seen.steps_done
+            run_seen = await settle(pilot, until=lambda: (r := app.query_one(JobsPane).runs.get(name)) is not None
+                                    and r.status == "done" and r, what="the app to show the run done")
+            assert "dump" in run_seen.steps_done
             assert app.query_one(JobsPane).runs["torn"].status == "done"  # read past its torn line
             app.query_one(JobsPane).focus_run(name)
             await pilot.press("s")  # this run's store
-            for _ in range(50):
-                pane = app.query_one(StorePane)
-                await pilot.pause(0.3)  # its reads run in workers
-                if pane.chunks_written.get("resid_mid") and "of" in pane.info_text:
-                    break
+            pane = app.query_one(StorePane)
+            await settle(pilot, until=lambda: pane.chunks_written.get("resid_mid") and "of" in pane.info_text,
+                         what="the run's store, with its chunks written")  # its reads run in workers
             assert written == sorted(written)  # what it showed only grew
             assert "written" in pane.info_text
 

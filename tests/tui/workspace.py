@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.runfolder import atomic_write_json
-from jobs.spec import ATTRIBUTES, FORMATS, build_spec
+from jobs.run.folder import atomic_write_json
+from jobs.run.spec import build_spec
+from jobs.words import ATTRIBUTES, FORMATS
 
 T0 = 1_795_000_000.0  # every time in the workspace counts from here
 QA_OUT = {  # (stage, mix) QA-out exact match per attribute, seed 0; other seeds move by a little
