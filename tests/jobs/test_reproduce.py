@@ -166,15 +166,15 @@ def test_the_app_shows_the_report(study):
     from textual.widgets import Markdown, OptionList
 
     from factrecall_tui.app import FactrecallApp
+    from tests.tui.conftest import settle
 
     async def drive():
         app = FactrecallApp(study, scan_every=0)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("5")
-            for _ in range(50):
-                await pilot.pause(0.1)
-                if app.query_one("#report-studies", OptionList).option_count:
-                    break
+            await settle(pilot, until=lambda: app.query_one("#report-studies", OptionList).option_count,
+                         what="the study in the Report tab")
+            await settle(pilot, until=lambda: app.query_one("#report-doc", Markdown).source, what="its report")
             options = app.query_one("#report-studies", OptionList)
             label = str(options.get_option_at_index(0).prompt)
             source = app.query_one("#report-doc", Markdown).source

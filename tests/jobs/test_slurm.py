@@ -119,17 +119,15 @@ def _jobs_tab_says(ws: Path, run: str, text: str) -> None:
 
     from factrecall_tui.app import FactrecallApp
     from factrecall_tui.jobs_pane import JobsPane
+    from tests.tui.conftest import settle
 
     async def session():
         app = FactrecallApp(ws, scan_every=0)
         async with app.run_test(size=(120, 36)) as pilot:
-            for _ in range(50):
-                if app.query_one(JobsPane).runs:
-                    break
-                await pilot.pause(0.2)
+            await settle(pilot, until=lambda: app.query_one(JobsPane).runs, what="the first scan")
             app.query_one(JobsPane).focus_run(run)
-            await pilot.pause()
-            assert text in str(app.query_one("#job-detail", Static).render())
+            await settle(pilot, until=lambda: text in str(app.query_one("#job-detail", Static).render()),
+                         what=f"the Jobs tab to say {text!r}")
 
     asyncio.run(session())
 
