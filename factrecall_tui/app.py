@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", dest="workspace_option", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     where = args.workspace or args.workspace_option or os.environ.get("FACTRECALL_WORKSPACE", "workspace")
+    if not where.strip():
+        ap.exit(2, "error: the workspace is empty (FACTRECALL_WORKSPACE= ?); give a folder, e.g. factrecall-tui workspace\n")
     workspace = Path(where).expanduser()
     if workspace.exists() and not workspace.is_dir():
         ap.exit(2, f"error: workspace {workspace} is a file; give a folder (it holds runs/)\n")

@@ -117,7 +117,8 @@ class LaunchScreen(ModalScreen[list[str]]):
         return plan_runs(RunRequest(preset=str(self.query_one("#preset", Select).value), strategies=tuple(ordered),
                                     seeds=tuple(parse_seeds(self.query_one("#seeds", Input).value)),
                                     overrides=tuple(overrides), people=int(people) if people else None, model=model,
-                                    device=device, name=self.query_one("#name", Input).value.strip() or None))
+                                    device=device, name=self.query_one("#name", Input).value.strip() or None),
+                         self.workspace)
 
     def _check(self) -> bool:
         plan = self.query_one("#plan", Static)

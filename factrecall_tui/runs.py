@@ -6,12 +6,13 @@ same as `factrecall-jobs status` says; `broken` where the folder cannot be read.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.launch import slurm
 from jobs.launch.queue import queued_runs, run_status
+from jobs.errors import USER_ERRORS, RunFolderError, first_line
+from jobs.run.files import read_json
 from jobs.run.folder import read_metrics
 from jobs.words import RunStatus, steps_of
 from store.names import STORE_NAME
@@ -72,12 +73,12 @@ def read_run(folder: Path, queued: dict[str, str] | None = None, dropped: dict[s
     """One run folder as the TUI shows it. Never raises: an unreadable folder is status `broken`."""
     try:
         mtime = (folder / "spec.json").stat().st_mtime
-        spec = json.loads((folder / "spec.json").read_text())
+        spec = read_json(folder / "spec.json", "it is the run's identity: put the run's spec.json back")
         if not isinstance(spec, dict):
-            raise ValueError("spec.json is not a JSON object")
+            raise RunFolderError(f"{folder / 'spec.json'} is damaged (not a JSON object)")
         metrics = read_metrics(folder)
-    except (OSError, ValueError) as err:
-        return RunSummary(folder.name, folder, {}, {}, "broken", error=f"{type(err).__name__}: {err}")
+    except (OSError, *USER_ERRORS) as err:
+        return RunSummary(folder.name, folder, {}, {}, "broken", error=first_line(err))
     status, last_run, progress, pid = run_status(folder, queued or {}, dropped)
     done_dir = folder / "done"
     steps_done = sorted(p.stem for p in done_dir.glob("*.json")) if done_dir.exists() else []

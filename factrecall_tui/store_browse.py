@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.errors import first_line
 from store.errors import StoreError
+from store.names import HOOK
 
 if TYPE_CHECKING:
     import numpy as np
@@ -281,6 +282,10 @@ def _read_preview(group: zarr.Group, node: NodeInfo, selection: Selection) -> tu
     data = np.asarray(arr.oindex[sel] if orth else arr[sel])
     if data.dtype.kind in ("T", "U", "O"):
         data = np.array(data.tolist(), dtype=object).reshape(data.shape)
+    elif node.path == HOOK and data.dtype.kind == "f" and np.isnan(data).any():
+        # NaN is how the store marks a vector not written; `store.open(...).acts` refuses such a slice.
+        note = "; ".join(filter(None, [note, "NaN: not written yet, or a chunk missing or damaged "
+                                              "(the API refuses to read it)"]))
     dims = node.dims or tuple(f"dim {i}" for i in range(len(node.shape)))
     axes = [i for i, x in enumerate(selection) if isinstance(x, range)]
     fixed = {dims[i]: x for i, x in enumerate(selection) if isinstance(x, int)}

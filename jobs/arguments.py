@@ -4,19 +4,57 @@ jobs/cli.py). Light on purpose: `--help` and a mistyped flag answer without load
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from rich.console import Console
+from rich.markup import escape
 
 from jobs.run.spec import DEFAULT_PRESET, preset_names
 from jobs.words import CHAINS, STRATEGIES
 
 err_console = Console(stderr=True)
+MAX_SEED = 2**32 - 1  # what numpy and torch both take as a seed
+
+
+# Every number a flag takes is checked here, once, as argparse reads it: a value out of range is one
+# line naming the flag and the range (exit 2), before anything runs or is written.
+def whole(low: int, high: int | None = None):
+    """An argparse type: a whole number from `low` (to `high`)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give {low} to {high}" if high is not None
+                                             else f"{value} is out of range: give {low} or more")
+        return value
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a finite number above 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    value = positive(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a number between 0 and 1")
+    return value
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
-        err_console.print(f"[red]error:[/red] {message} (see {self.prog} --help)", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(message)} (see {self.prog} --help)", highlight=False, soft_wrap=True)
         raise SystemExit(2)
 
 
@@ -28,14 +66,14 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--strategy", nargs="+", choices=STRATEGIES, default=None,
                      help="strategies to train (default: stage mix, the paper's comparison)")
     seeds = run.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=0)
-    seeds.add_argument("--seeds", type=int, nargs="+", help="several seeds; the tables show mean ± std")
+    seeds.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
+    seeds.add_argument("--seeds", type=whole(0, MAX_SEED), nargs="+", help="several seeds; the tables show mean ± std")
     run.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {', '.join(preset_names())}")
     run.add_argument("--config", help="TOML file of settings, laid out like the presets in jobs/presets/")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="any setting, e.g. --set train.mix.epochs=30 (repeatable)")
-    run.add_argument("--people", type=int, help="number of people (data.people)")
-    run.add_argument("--qa-in-fraction", type=float, help="share of people whose QA is trained on")
+    run.add_argument("--people", type=whole(2), help="number of people (data.people)")
+    run.add_argument("--qa-in-fraction", type=fraction, help="share of people whose QA is trained on")
     run.add_argument("--model", help="a local Hugging Face checkpoint folder instead of the built-in model")
     run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     run.add_argument("--name", help="run folder name (default: from preset, strategies, seed)")
@@ -49,15 +87,15 @@ def _slurm_arguments(p: argparse.ArgumentParser, local_help: str = "this machine
                    "(FACTRECALL_SUBMITIT_CLUSTER=local runs it through submitit's local executor)")
     slurm = p.add_argument_group("Slurm (--executor slurm), per run")
     slurm.add_argument("--partition", help="partition (default: the cluster's)")
-    slurm.add_argument("--gpus", type=int, default=1, help="GPUs (default 1)")
-    slurm.add_argument("--cpus", type=int, help="CPUs (default: the cluster's)")
+    slurm.add_argument("--gpus", type=whole(0), default=1, help="GPUs (default 1)")
+    slurm.add_argument("--cpus", type=whole(1), help="CPUs (default: the cluster's)")
     slurm.add_argument("--time", default="24:00:00", help="time limit, as Slurm writes it (default 24:00:00); at "
                        "the limit the job saves a checkpoint and is requeued, and resumes")
     slurm.add_argument("--mem", help="memory, e.g. 64G (default: the cluster's)")
     slurm.add_argument("--account", help="account to charge")
     slurm.add_argument("--qos", help="quality of service")
     slurm.add_argument("--constraint", help="node features, e.g. a100")
-    slurm.add_argument("--array-parallelism", type=int, help="tasks of the array at once (default: all)")
+    slurm.add_argument("--array-parallelism", type=whole(1), help="tasks of the array at once (default: all)")
     slurm.add_argument("--setup", action="append", metavar="LINE", help="shell line run before the job, e.g. "
                        "'module load cuda' or 'source ~/factrecall/.venv/bin/activate' (repeatable)")
 
@@ -75,21 +113,21 @@ def parser() -> argparse.ArgumentParser:
                            "evaluation, activations, probes, snapshots along training) and its report")
     repro.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {', '.join(preset_names())} "
                        "(paper: 10,000 people and Table 1's settings, for a GPU and --model)")
-    repro.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2, as the paper)")
-    repro.add_argument("--snapshots", type=int, default=4, help="checkpoints kept, evaluated, dumped and probed "
+    repro.add_argument("--seeds", type=whole(0, MAX_SEED), nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2, as the paper)")
+    repro.add_argument("--snapshots", type=whole(0, 64), default=4, help="checkpoints kept, evaluated, dumped and probed "
                        "along each training phase (default 4; 0: only the end of training, as the paper)")
     repro.add_argument("--model", help="a local Hugging Face checkpoint folder instead of the built-in model")
     repro.add_argument("--config", help="TOML file of settings, laid out like the presets in jobs/presets/")
     repro.add_argument("--set", action="append", metavar="KEY=VALUE", help="any setting (repeatable)")
-    repro.add_argument("--people", type=int, help="number of people (data.people)")
+    repro.add_argument("--people", type=whole(2), help="number of people (data.people)")
     repro.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     repro.add_argument("--name", help="study name: WORKSPACE/reproduce/NAME, runs reproduce-NAME-sSEED "
                        "(default: the preset)")
     repro.add_argument("--dry-run", action="store_true", help="validate everything and print the plan (steps, "
                        "tokens, memory, disk, time) without writing anything")
-    repro.add_argument("--tflops", type=float, help="for --dry-run on a GPU: sustained TFLOP/s to estimate time "
+    repro.add_argument("--tflops", type=positive, help="for --dry-run on a GPU: sustained TFLOP/s to estimate time "
                        "with (default: 100, about a third of an A100's bf16 peak)")
-    repro.add_argument("--gpu-memory", type=float, metavar="GB", help="for --dry-run: plan for a GPU of this "
+    repro.add_argument("--gpu-memory", type=positive, metavar="GB", help="for --dry-run: plan for a GPU of this "
                        "many GB (e.g. 40 or 80 for an A100) and say whether training fits it (default: the "
                        "visible GPU's, if any)")
     _slurm_arguments(repro, local_help="train here, then fit probes and write the report")
@@ -110,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("runs", nargs="+", metavar="RUN")
 
     worker = sub.add_parser("worker", help="run queued jobs until the queue is empty (submit starts one)")
-    worker.add_argument("--slots", type=int, help="jobs at once (default: one per GPU, else one; $FACTRECALL_SLOTS)")
+    worker.add_argument("--slots", type=whole(1), help="jobs at once (default: one per GPU, else one; $FACTRECALL_SLOTS)")
 
     resume = sub.add_parser("resume", help="continue a run from its last checkpoint")
     resume.add_argument("run", help="run name (under WORKSPACE/runs) or path")
@@ -130,9 +168,9 @@ def parser() -> argparse.ArgumentParser:
     dump.add_argument("--compressor", choices=("none", "zstd"),
                       help="chunk compression (default: the existing store's, else none: see "
                            "benchmarks/RESULTS.md for what zstd saves and costs)")
-    dump.add_argument("--chunk-people", type=int, help="people per chunk (default: the existing store's, else as "
+    dump.add_argument("--chunk-people", type=whole(1), help="people per chunk (default: the existing store's, else as "
                       "many as fit 4 MiB)")
-    dump.add_argument("--batch-size", type=int, help="prompts per forward pass (default: train.eval_batch_size)")
+    dump.add_argument("--batch-size", type=whole(1), help="prompts per forward pass (default: train.eval_batch_size)")
     dump.add_argument("--out", help="store path or fsspec URL (default: RUN/activations.zarr)")
     dump.add_argument("--device", default=None)
 
@@ -148,16 +186,19 @@ def parser() -> argparse.ArgumentParser:
                        help="observed: the attribute's first tokens that occur (default); vocab: every token")
     probe.add_argument("--backend", choices=("lbfgs", "ridge", "sklearn"), default="lbfgs",
                        help="lbfgs: logistic regression in torch (default); ridge: closed form; sklearn: the reference")
-    probe.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the mean loss (default 1e-3)")
+    probe.add_argument("--l2", type=positive, default=1e-3, help="L2 penalty on the mean loss (default 1e-3)")
     probe.add_argument("--layers", type=int, nargs="+", metavar="LAYER", help="probe these layers only "
                        "(default: all; -1 is the last)")
     probe.add_argument("--out", help="PNG file (default: probe-ATTRIBUTE-BIO.png in the first run's folder)")
     probe.add_argument("--csv", help="also write the per-run table as CSV")
+    probe.add_argument("--force", action="store_true", help="replace an existing --out or --csv file that "
+                       "factrecall did not write")
     probe.add_argument("--no-cache", action="store_true", help="fit again even if the store holds this result")
 
     export = sub.add_parser("export", help="copy an activation store into one HDF5 file")
     export.add_argument("run", help="run name or path, or a store path / URL")
     export.add_argument("--hdf5", required=True, metavar="FILE", help="the .h5 file to write")
+    export.add_argument("--force", action="store_true", help="replace an existing FILE that is not an HDF5 file")
 
     show = sub.add_parser("show", help="the paper's tables for one or more runs")
     show.add_argument("runs", nargs="+", metavar="RUN")
@@ -166,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="BIO / QA-in / QA-out accuracy over training, as a PNG (seeds: mean and range)")
     plot.add_argument("runs", nargs="+", metavar="RUN")
     plot.add_argument("--out", help="PNG file (default: curves.png in the first run's folder)")
+    plot.add_argument("--force", action="store_true", help="replace an existing --out file that is not a figure")
     plot.add_argument("--title", help="figure title (default: the run or configuration name)")
 
     compare = sub.add_parser("compare", help="compare runs (a sweep): one row per run and model, with the "

@@ -24,10 +24,13 @@ import contextlib
 import errno
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from jobs.arguments import err_console, parser
 from jobs.errors import USER_ERRORS, FactrecallError, first_line
@@ -41,6 +44,9 @@ console = Console()
 
 
 def _workspace(args: argparse.Namespace) -> Path:
+    if not args.workspace.strip():
+        raise FactrecallError("the workspace is empty (--workspace '' or FACTRECALL_WORKSPACE= ?); give a folder, "
+                              "e.g. --workspace workspace")
     return Path(args.workspace).expanduser()
 
 
@@ -50,7 +56,7 @@ def _execute(run_factory, reuse: bool = True, dump: bool = True) -> None:
 
     with run_factory() as run:
         console.print(f"[bold]{run.path.name}[/bold]  [dim]{run.path}[/dim]")
-        done = sorted(p.stem for p in (run.path / "done").glob("*.json"))
+        done = sorted(p.stem for p in (run.path / "done").glob("*.json") if run.is_done(p.stem))  # verified
         if done:
             console.print(f"[dim]resuming; done already: {', '.join(done)}[/dim]")
         with ConsoleProgress(console) as bars, _reporting(run):
@@ -87,9 +93,10 @@ def _request(args: argparse.Namespace, **fixed):
 def cmd_run(args: argparse.Namespace) -> None:
     from jobs.launch.plan import plan_runs
     from jobs.run.folder import RunFolder
+
+    planned = plan_runs(_request(args), _workspace(args))  # every setting checked before torch is even imported
     from jobs.run.model import pick_device
 
-    planned = plan_runs(_request(args))
     pick_device(planned[0].spec.device)  # a device there is none of is refused before any folder is made
     paths = []
     for spec, name in planned:
@@ -106,7 +113,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from jobs.study.plan import plan_study
     from jobs.study.reproduce import check_idle, run_study
 
-    study = plan_study(_workspace(args), _request(args), snapshots=args.snapshots)
+    study = plan_study(_workspace(args), _request(args), snapshots=args.snapshots, fits=not args.dry_run)
     if args.dry_run:
         from jobs.study.dryrun import print_plan
 
@@ -156,7 +163,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
     from jobs.launch.plan import plan_runs
     from jobs.launch.queue import prepare, submit
 
-    planned = plan_runs(_request(args))
+    # On Slurm the runs go to other machines: their size is checked against them by the scheduler.
+    planned = plan_runs(_request(args), _workspace(args) if args.executor == "local" else None)
     if args.executor == "slurm":
         _to_slurm(args, planned, dump=not args.no_dump, reuse=not args.no_reuse)
         return
@@ -196,9 +204,11 @@ def cmd_queue(args: argparse.Namespace) -> None:
 
 def cmd_cancel(args: argparse.Namespace) -> None:
     from jobs.launch.queue import cancel
+    from jobs.run.folder import resolve_run
 
-    for run in args.runs:
-        console.print(cancel(_workspace(args), run), highlight=False)
+    names = [resolve_run(_workspace(args), run).name for run in args.runs]  # each a run of this workspace
+    for name in names:
+        console.print(cancel(_workspace(args), name), highlight=False)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -233,21 +243,26 @@ def _print_tables(paths: list[Path]) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    from jobs.run.folder import load_spec, read_metrics, resolve_run
     from jobs.run.tables import comparison_markdown, comparison_table
-    from jobs.run.folder import load_spec, resolve_run
 
     if args.runs:
         paths = [resolve_run(_workspace(args), r) for r in args.runs]
     else:
-        paths = []
+        paths, skipped = [], []
         for path in sorted(p.parent for p in (_workspace(args) / "runs").glob("*/spec.json")):
             try:
                 load_spec(path)
+                read_metrics(path)
                 paths.append(path)
             except FactrecallError as err:  # one broken folder does not hide the others
-                err_console.print(f"[yellow]skipped:[/yellow] {err}", highlight=False, soft_wrap=True)
+                skipped.append(str(err))
         if not paths:
-            raise FactrecallError(f"no runs in {_workspace(args) / 'runs'}; `factrecall-jobs run` makes one")
+            raise FactrecallError(f"no run in {_workspace(args) / 'runs'} to compare"
+                                  + (f" ({len(skipped)} cannot be read; the first: {skipped[0]})" if skipped else
+                                     "; `factrecall-jobs run` makes one"))
+        for why in skipped:
+            err_console.print(f"[yellow]skipped:[/yellow] {escape(why)}", highlight=False, soft_wrap=True)
     models = tuple(args.models)
     if args.markdown:
         print(comparison_markdown(paths, models), end="")
@@ -258,13 +273,20 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_dump(args: argparse.Namespace) -> None:
     from jobs.console import ConsoleProgress
     from jobs.run.dump import DumpOptions
-    from jobs.run.folder import RunFolder, resolve_run
+    from jobs.run.checkpoints import run_models
+    from jobs.run.folder import RunFolder, load_spec, resolve_run
     from jobs.run.pipeline import load_prompts, make_tokenizer, run_dump
 
     options = DumpOptions(models=tuple(args.models) if args.models else None, url=args.out, trajectory=args.trajectory,
                           dtype=args.dtype, compressor=args.compressor, chunk_people=args.chunk_people,
                           batch_size=args.batch_size)  # checked before the run folder is opened
     path = resolve_run(_workspace(args), args.run)
+    spec = load_spec(path)
+    if options.models and not options.trajectory:  # a model it has not: refused before the folder is opened
+        known = run_models(RunFolder(path, spec))
+        unknown = [m for m in options.models if m not in known]
+        if unknown:
+            raise FactrecallError(f"run {path.name} has no model {unknown[0]!r}: it has {', '.join(known)}")
     with RunFolder.resume(path, device=args.device) as run:
         if not run.is_done("tokenizer"):
             raise FactrecallError(f"run {path.name} has no data and tokenizer yet; `factrecall-jobs resume {path.name}` first")
@@ -295,8 +317,12 @@ def _store_of(workspace: Path, run: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    import numpy as np
     import store
     from store.hdf5 import export_hdf5
+
+    from jobs.run.budget import free_disk
+    from jobs.run.files import check_output
 
     s = store.open(_store_of(_workspace(args), args.run))
     if not s.complete():
@@ -304,9 +330,14 @@ def cmd_export(args: argparse.Namespace) -> None:
                           "(the `written` array says which)", soft_wrap=True)
     from rich.progress import Progress
 
+    out = check_output(Path(args.hdf5), "hdf5", reads=[s.url], force=args.force)
+    size = int(np.prod(s.resid.shape)) * s.dtype.itemsize
+    if (free := free_disk(out.parent)) is not None and size > free:  # h5py on a full disk can crash the process
+        raise FactrecallError(f"the export needs about {size / 1e6:,.1f} MB, more than the {free / 1e6:,.1f} MB free "
+                              f"under {out.parent}; free space or write elsewhere")
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("export", total=None)
-        out = export_hdf5(s, Path(args.hdf5).expanduser(), progress=lambda done, total: bar.update(task, completed=done, total=total))
+        out = export_hdf5(s, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:,.1f} MB)")
 
 
@@ -316,12 +347,21 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from store.names import PROBE_COLUMNS, PROBE_LABELS
     from store.probes import ProbeSettings, check_request, format_cell, summary, table
 
+    from jobs.run.files import atomic_write_bytes, check_output
+
     paths = [_store_of(_workspace(args), r) for r in args.runs]
     stores = [store.open(p) for p in paths]
     settings = ProbeSettings(attribute=args.attribute, bio=f"bio_{args.bio}", train_split=args.train_split,
                              test_split=args.test_split, classes=args.classes, backend=args.backend, l2=args.l2,
                              layers=tuple(args.layers) if args.layers else None)
     models = check_request(stores, args.models, settings)
+    # Where the results go is checked before the fit, so a long fit never ends in a refusal.
+    reads = [s.url for s in stores]
+    csv = check_output(Path(args.csv), "csv", reads, force=args.force) if args.csv else None
+    first = Path(paths[0])
+    home = first if (first / "spec.json").exists() else Path(".")
+    out = check_output(Path(args.out) if args.out else home / f"probe-{args.attribute}-{settings.bio}.png", "figure",
+                       reads, force=args.force)
     with console.status("fitting probes") as status:
         df = table(stores, models, settings, cache=not args.no_cache,
                    progress=lambda done, total, what: status.update(f"probes: {what} ({done}/{total} layers)"))
@@ -341,22 +381,20 @@ def cmd_probe(args: argparse.Namespace) -> None:
         for _, r in rows.iterrows():
             t.add_row(str(int(r["layer"])), *(format_cell(r, key, several) for key in PROBE_COLUMNS))
         console.print(t)
-    if args.csv:
-        df.to_csv(args.csv, index=False)
-        console.print(f"wrote {args.csv}")
-    first = Path(paths[0])
-    home = first if (first / "spec.json").exists() else Path(".")
-    out = Path(args.out) if args.out else home / f"probe-{args.attribute}-{settings.bio}.png"
+    if csv is not None:
+        atomic_write_bytes(csv, df.to_csv(index=False).encode())
+        console.print(f"wrote {csv}")
     title = f"Accuracy for the first token of \"{args.attribute}\", BIO = {settings.bio}"
     console.print(f"wrote {probe_figure(agg, out, title, MODEL_LABELS)}")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from jobs.run.curves import curves
+    from jobs.run.files import check_output
     from jobs.run.folder import resolve_run
 
     paths = [resolve_run(_workspace(args), r) for r in args.runs]
-    out = Path(args.out) if args.out else paths[0] / "curves.png"
+    out = check_output(Path(args.out) if args.out else paths[0] / "curves.png", "figure", force=args.force)
     try:
         written = curves(paths, out, title=args.title)
     except ValueError as err:
@@ -393,12 +431,19 @@ COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "submit": cmd_submit, "s
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started from a script's background job, a process inherits SIGINT ignored; `cancel` (and
+        # Ctrl-C) must still stop a job, so Python's own handler is put back.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a flag refused in one line (jobs.arguments.Parser.error)
+        return stop.code if isinstance(stop.code, int) else 2
     logging.raiseExceptions = False  # a log line that cannot be written (a full disk) is not a traceback
     try:
         COMMANDS[args.command](args)
     except USER_ERRORS as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted: finished steps and the last checkpoint are kept; "
@@ -406,14 +451,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:
         if _disk_full(err):
-            where = getattr(err, "filename", None) or "the run folder"
-            err_console.print(f"[red]error:[/red] disk full writing {where}; free space and run the same command "
+            where = (getattr(err, "filename", None) or getattr(args, "hdf5", None) or getattr(args, "out", None)
+                     or "the run folder")
+            err_console.print(f"[red]error:[/red] disk full writing {escape(str(where))}; free space and run the same command "
                               "again: finished steps and the last checkpoint are kept", soft_wrap=True)
             return 1
         if not isinstance(err, OSError):
             raise
         if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
-            err_console.print(f"[red]error:[/red] cannot write {err.filename}: {err.strerror}; "
+            err_console.print(f"[red]error:[/red] cannot write {escape(str(err.filename))}: {err.strerror}; "
                               "choose a writable --workspace", soft_wrap=True)
             return 2  # a usage error: the command names a place it cannot write
         raise

@@ -53,7 +53,8 @@ def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None =
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial.png")  # whole or not at all, as every file factrecall writes
+    # Whole or not at all, as every file factrecall writes; the format is the name's (.png, .pdf, .svg).
+    partial = out.with_name(f".{out.stem}.partial{out.suffix or '.png'}")
     fig.savefig(partial, dpi=110)
     partial.replace(out)
     return out

@@ -42,7 +42,7 @@ def export_hdf5(s: ActivationStore, path: str | Path, progress: Callable[[int, i
             f.attrs[ATTRS_KEY] = json.dumps(s.meta)
             for name in (*COORDS, "attribute_index", "split", "label", "label_text", "answer", "written"):
                 arr = g[name]
-                d = f.create_dataset(name, data=_h5_value(np.asarray(arr[...])))
+                d = f.create_dataset(name, data=_h5_value(s.read_array(name, ...)))
                 for key, value in arr.attrs.items():
                     d.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
             for name in COORDS:

@@ -5,6 +5,8 @@ A Zarr v3 group, readable with no project code (`zarr.open_group`, `xarray.open_
     resid_mid   (model, format, layer, attribute, person, hidden)  float16 (or float32)
                 h at the last prompt token: residual stream + self-attention output, before the MLP
     written     (model, format, person_block)                       bool: a block is complete
+    checksum    (model, format, layer, attribute, person_block)     uint32: each chunk's CRC-32, seeded with
+                                                                    where it belongs (`chunk_crc`)
     model, format, layer, attribute, person                         coordinates
     attribute_index (attribute)  split (person)                     QA in / out of training
     label (attribute, person) int32, label_text, answer             the attribute's first token, its text, the answer
@@ -18,7 +20,9 @@ Crash safety: the skeleton (every array, coordinate and label, then the attribut
 written one (model, format, person block) at a time, every chunk of it, and only then the block's
 `written` flag; Zarr's local store writes each chunk file to a temporary name and renames it. A
 reader therefore never takes a half-written block for a complete one, and a killed dump redoes
-exactly the blocks whose flag is not set.
+exactly the blocks whose flag is not set. A block's checksums are written after its chunks and before
+its flag; a reader checks each chunk against its checksum, so a chunk moved from another layer, model
+or store is refused (stores dumped before the checksums existed are read without them).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import hashlib
 import json
 import shutil
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +42,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from store.errors import StoreError
-from store.names import ATTRS_KEY, HALF_MADE, HOOK, SCHEMA, VERSION
+from store.names import ATTRS_KEY, CHECKSUM, CHECKSUM_DIMS, HALF_MADE, HOOK, SCHEMA, VERSION
 
 HOOK_DOC = ("h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
             "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
@@ -148,6 +153,12 @@ def _create_skeleton(group: zarr.Group, layout: Layout, meta: dict[str, Any]) ->
                                  dtype=bool, fill_value=False, dimension_names=("model", "format", "person_block"))
     written.attrs["description"] = (f"True once every vector of a (model, format, block of {layout.block} people) "
                                     "is written; a block whose flag is False may be partly written")
+    sums = group.create_array(CHECKSUM, shape=(len(layout.models), len(layout.formats), layout.layers,
+                                               len(layout.attributes), layout.blocks),
+                              dtype="uint32", fill_value=0, dimension_names=CHECKSUM_DIMS)
+    sums.attrs["description"] = ("CRC-32 of each resid_mid chunk's bytes, seeded with its model, format, layer, "
+                                 "attribute and block (`store.layout.chunk_crc`): a chunk moved, swapped or "
+                                 "damaged does not match")
     group.attrs.put({ATTRS_KEY: {
         "schema": SCHEMA, "version": VERSION, "hook": HOOK, "hook_doc": HOOK_DOC, "position": POSITION_DOC,
         "models": list(layout.models), "formats": list(layout.formats), "attributes": list(layout.attributes),
@@ -180,6 +191,8 @@ class Writer:
         self.resid = group[HOOK]
         self._written = group["written"]
         self.flags = np.asarray(self._written[...])
+        self._sums = group[CHECKSUM] if CHECKSUM in set(group.array_keys()) else None  # stores from before have none
+        self.sums = np.asarray(self._sums[...]) if self._sums is not None else None
 
     @classmethod
     def open_or_create(cls, url: str | Path, layout: Layout, meta: dict[str, Any]) -> Writer:
@@ -237,7 +250,13 @@ class Writer:
         expected = (self.layout.layers, len(self.layout.attributes), self.size(block), self.layout.hidden)
         if vectors.shape != expected:
             raise ValueError(f"block has shape {vectors.shape}, expected {expected}")
-        self.resid[m, f, :, :, self.people(block), :] = vectors.astype(self.layout.dtype, copy=False)
+        vectors = vectors.astype(self.layout.dtype, copy=False)
+        self.resid[m, f, :, :, self.people(block), :] = vectors
+        if self.sums is not None:  # the chunks, then their checksums, then the flag
+            for layer in range(self.layout.layers):
+                for a, attribute in enumerate(self.layout.attributes):
+                    self.sums[m, f, layer, a, block] = chunk_crc(model, fmt, layer, attribute, block, vectors[layer, a])
+            self._sums[...] = self.sums
         self.flags[m, f, block] = True
         self._written[...] = self.flags
 
@@ -245,6 +264,13 @@ class Writer:
         if model is None:
             return bool(self.flags.all())
         return bool(self.flags[self.layout.models.index(model)].all())
+
+
+def chunk_crc(model: str, fmt: str, layer: int, attribute: str, block: int, vectors: np.ndarray) -> int:
+    """The checksum of one resid_mid chunk: CRC-32 of its bytes (people of the block x hidden, in the
+    store's dtype), seeded with where it belongs, so a chunk of another layer, model or store fails."""
+    seed = zlib.crc32(f"{model}/{fmt}/{layer}/{attribute}/{block}".encode())
+    return zlib.crc32(np.ascontiguousarray(vectors).view(np.uint8), seed)
 
 
 # What opening a Zarr group where there is none (or not one zarr reads) raises.
@@ -321,7 +347,11 @@ def open_group(url: str | Path, mode: str = "r+") -> zarr.Group:
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
         raise StoreError(f"{url} has store schema version {meta.get('version')}, newer than this factrecall reads "
                          f"({VERSION}); upgrade factrecall")
-    present = set(group.array_keys())
+    try:
+        present = set(group.array_keys())
+    except OPEN_ERRORS + (RuntimeError, OSError, zarr.errors.BaseZarrError) as err:
+        raise StoreError(f"{url} is damaged: its arrays cannot be listed ({first_line(err)}); delete the store and "
+                         "dump again") from None
     missing = [name for name in ARRAYS if name not in present]
     if missing:
         raise StoreError(f"{url} is truncated: array {missing[0]!r} is missing; delete the store and dump again")

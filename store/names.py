@@ -9,6 +9,8 @@ VERSION = 1
 ATTRS_KEY = "factrecall"               # the group attribute that holds the schema, layout and source
 HALF_MADE = "factrecall_skeleton_unfinished"  # set while a skeleton is made in place (a remote store)
 HOOK = "resid_mid"
+CHECKSUM = "checksum"                  # a CRC-32 per resid_mid chunk (stores dumped before it have none)
+CHECKSUM_DIMS = ("model", "format", "layer", "attribute", "person_block")
 
 FORMATS = ("bio_long", "bio_short", "qa")   # prompt formats: (s, r'), (s, r), (r, s)
 BIO_FORMATS = FORMATS[:2]                   # the BIO side of a probe comparison

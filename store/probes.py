@@ -211,6 +211,9 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
     t0 = time.perf_counter()
     classes, n_classes = _classes(s, settings)
     train, test = _rows(s, settings.train_split), _rows(s, settings.test_split)
+    if len(train) < 2:  # a probe's features are standardised over its training people
+        raise StoreError(f"probes need at least 2 people to train on; {s.meta.get('run', s.url)} has {len(train)} in "
+                         f"{settings.train_split} (make a run with more people, or --train-split all)")
     y_train, y_test = torch.as_tensor(classes[train], dtype=torch.long), torch.as_tensor(classes[test], dtype=torch.long)
     out = []
     for i, layer in enumerate(layers):  # one layer in memory at a time
@@ -330,7 +333,11 @@ def _cached(s: ActivationStore, key: str) -> list[dict] | None:
     except Exception:  # noqa: BLE001 - absent, or damaged by a kill: computed again and rewritten
         return None
     rows = attrs.get("rows")
-    return rows if isinstance(rows, list) and attrs.get("key") == key else None
+    fields = ("layer", *PROBE_COLUMNS, "n_train", "n_test", "n_classes")
+    if not (isinstance(rows, list) and rows and attrs.get("key") == key
+            and all(isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in fields) for r in rows)):
+        return None  # absent, or damaged by hand or by a kill: computed again and rewritten
+    return rows
 
 
 def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSettings, rows: list[dict],

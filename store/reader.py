@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from zarr.codecs import BytesCodec
 from zarr.storage import LocalStore
 
 from store.errors import StoreError
-from store.layout import first_line, is_local, local_path, open_group
-from store.names import ATTRS_KEY, HOOK, SPLITS, STORE_NAME
+from store.layout import chunk_crc, first_line, is_local, local_path, open_group
+from store.names import ATTRS_KEY, CHECKSUM, HOOK, SPLITS, STORE_NAME, TRAJECTORY_NAME
 
 
 def as_str(values: Any) -> np.ndarray:
@@ -44,26 +45,61 @@ class ActivationStore:
         self.url = store_url(url)
         self.group = open_group(self.url, mode="r")
         self.meta: dict[str, Any] = dict(self.group.attrs[ATTRS_KEY])
-        self.models: tuple[str, ...] = tuple(self.meta["models"])
-        self.formats: tuple[str, ...] = tuple(self.meta["formats"])
-        self.attributes: tuple[str, ...] = tuple(self.meta["attributes"])
-        self.layers: int = int(self.meta["layers"])
-        self.hidden: int = int(self.meta["hidden"])
+        damaged = f"{self.url} is damaged ({{}}); delete the store and dump again"
+        names = {k: self.meta.get(k) for k in ("models", "formats", "attributes")}
+        numbers = {k: self.meta.get(k) for k in ("layers", "hidden", "chunk_people")}
+        bad = next((k for k, v in names.items() if not (isinstance(v, list) and v and all(isinstance(x, str) for x in v))),
+                   None) or next((k for k, v in numbers.items() if not (isinstance(v, int) and v >= 1)), None)
+        if bad is not None or self.meta.get("dtype") not in ("float16", "float32"):
+            raise StoreError(damaged.format(f"its attribute {bad or 'dtype'} is {self.meta.get(bad or 'dtype')!r}"))
+        self.models: tuple[str, ...] = tuple(names["models"])
+        self.formats: tuple[str, ...] = tuple(names["formats"])
+        self.attributes: tuple[str, ...] = tuple(names["attributes"])
+        self.layers: int = numbers["layers"]
+        self.hidden: int = numbers["hidden"]
         self.dtype = np.dtype(self.meta["dtype"])
-        self.block: int = int(self.meta["chunk_people"])
+        self.block: int = numbers["chunk_people"]
         try:
             self.resid = self.group[HOOK]
             self.people: np.ndarray = np.asarray(self.group["person"][...])
             self.split: np.ndarray = as_str(self.group["split"][...])
+            coords = {k: tuple(as_str(self.group[k][...]).tolist()) for k in ("model", "format", "attribute")}
+            self._sums = self.group[CHECKSUM] if CHECKSUM in set(self.group.array_keys()) else None
             self.written()
         except (ValueError, RuntimeError, OSError, KeyError, zarr.errors.BaseZarrError) as err:
-            raise StoreError(f"{self.url} is damaged ({first_line(err)}); delete the store and dump again") from None
+            raise StoreError(damaged.format(first_line(err))) from None
         if self.resid.shape != (len(self.models), len(self.formats), self.layers, len(self.attributes),
-                                len(self.people), self.hidden):
-            raise StoreError(f"{self.url} is inconsistent: {HOOK} has shape {self.resid.shape}, its attributes "
-                             "say otherwise; delete the store and dump again")
+                                len(self.people), self.hidden) or self.resid.chunks[4] != min(self.block, len(self.people)):
+            raise StoreError(f"{self.url} is inconsistent: {HOOK} has shape {self.resid.shape} and chunks "
+                             f"{self.resid.chunks}, its attributes say otherwise; delete the store and dump again")
+        for key, values in (("model", self.models), ("format", self.formats), ("attribute", self.attributes)):
+            if coords[key] != values:  # the attributes name what each index holds: they must agree
+                raise StoreError(damaged.format(f"its attributes list {key}s {list(values)}, its {key} array "
+                                                f"{list(coords[key])}"))
+        self._check_run()
         self._raw_root = self._raw_chunk_root()
         self._complete: set[tuple[int, int]] = set()
+        self._verified: set[tuple[int, int, int, int, int]] = set()   # chunks whose checksum matched
+        self._sums_of: dict[tuple[int, int], np.ndarray] = {}           # (model, format) -> its checksums
+
+    def _check_run(self) -> None:
+        """Opened through a run folder: the store must be the one that run dumped (its done marker
+        records the store's fingerprint), not another run's copied in."""
+        if not is_local(self.url):
+            return
+        run = local_path(self.url).parent
+        step = "dump" if local_path(self.url).name == STORE_NAME else "dump-trajectory" if \
+            local_path(self.url).name == TRAJECTORY_NAME else None
+        if step is None or not (run / "spec.json").is_file():
+            return
+        try:
+            recorded = json.loads((run / "done" / f"{step}.json").read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return  # not dumped (yet), or a marker from before markers held the fingerprint
+        if recorded is not None and recorded != self.meta.get("fingerprint"):
+            raise StoreError(f"{self.url} is not the store run {run.name} dumped (its fingerprint is "
+                             f"{self.meta.get('fingerprint')}, the run's {recorded}: another run's?); delete it and "
+                             f"`factrecall-jobs dump {run.name}`")
 
     def __repr__(self) -> str:
         done = self.written()
@@ -74,7 +110,15 @@ class ActivationStore:
     # -- completeness --------------------------------------------------------------------------
     def written(self) -> np.ndarray:
         """bool (model, format, person_block): which blocks are completely written."""
-        return np.asarray(self.group["written"][...])
+        return self.read_array("written", ...)
+
+    def read_array(self, name: str, selection: Any) -> np.ndarray:
+        """group[name][selection], a chunk that cannot be read (damaged, missing, a folder) as one line."""
+        try:
+            return np.asarray(self.group[name][selection])
+        except (ValueError, RuntimeError, OSError, KeyError, zarr.errors.BaseZarrError) as err:
+            raise StoreError(f"{self.url} is damaged: its {name!r} array cannot be read ({first_line(err)}); delete "
+                             "the store and dump again") from None
 
     def _flags(self, m: int, f: int) -> np.ndarray:
         """The (model, format)'s block flags. A flag, once set, stays set, so a complete pair is
@@ -126,6 +170,7 @@ class ActivationStore:
         out = self._read_raw(m, f, layer, a) if self._raw_root is not None else None
         if out is None:
             out = self._read((m, f, layer, a))
+        self._verify(m, f, layer, a, out)
         rows = self._people(split)
         return out if rows is None else out[rows]
 
@@ -146,7 +191,34 @@ class ActivationStore:
     def read_block(self, model: int, fmt: int, block: int) -> np.ndarray:
         """(layer, attribute, people of the block, hidden): one whole dump unit, as zarr stores it."""
         rows = slice(block * self.block, min((block + 1) * self.block, len(self.people)))
-        return self._read((model, fmt, slice(None), slice(None), rows, slice(None)))
+        out = self._read((model, fmt, slice(None), slice(None), rows, slice(None)))
+        for layer in range(self.layers):
+            for a in range(len(self.attributes)):
+                self._verify_chunk(model, fmt, layer, a, block, out[layer, a])
+        return out
+
+    def _verify(self, m: int, f: int, layer: int, a: int, out: np.ndarray) -> None:
+        """Check every chunk of a (people, hidden) slice against its recorded checksum (once per chunk
+        per opened store): a chunk of another layer, model or store is refused, never returned."""
+        for b in range(-(-len(self.people) // self.block)):
+            self._verify_chunk(m, f, layer, a, b, out[b * self.block : (b + 1) * self.block])
+
+    def _verify_chunk(self, m: int, f: int, layer: int, a: int, b: int, vectors: np.ndarray) -> None:
+        if self._sums is None or (m, f, layer, a, b) in self._verified:
+            return
+        try:
+            if (m, f) not in self._sums_of:  # read once a (model, format) is complete: written, it never changes
+                self._sums_of[(m, f)] = np.asarray(self._sums[m, f])
+            expected = int(self._sums_of[(m, f)][layer, a, b])
+        except (ValueError, RuntimeError, OSError, zarr.errors.BaseZarrError) as err:
+            raise StoreError(f"{self.url}'s checksums cannot be read ({first_line(err)}); delete the store and dump "
+                             "again") from None
+        found = chunk_crc(self.models[m], self.formats[f], layer, self.attributes[a], b, vectors)
+        if found != expected:
+            raise StoreError(f"{self.url}: the {HOOK} chunk of model {self.models[m]}, format {self.formats[f]}, "
+                             f"layer {layer}, attribute {self.attributes[a]}, block {b} is not the one the dump wrote "
+                             "(moved from another layer, model or store, or damaged); delete the store and dump again")
+        self._verified.add((m, f, layer, a, b))
 
     def _model(self, model: str | None) -> str:
         if model is not None:
@@ -165,9 +237,9 @@ class ActivationStore:
         table = pd.DataFrame({
             "person": self.people,
             "split": self.split,
-            "label": np.asarray(self.group["label"][a]),
-            "label_text": as_str(self.group["label_text"][a]),
-            "answer": as_str(self.group["answer"][a]),
+            "label": self.read_array("label", a),
+            "label_text": as_str(self.read_array("label_text", a)),
+            "answer": as_str(self.read_array("answer", a)),
         })
         rows = self._people(split)
         return table if rows is None else table.iloc[rows].reset_index(drop=True)
@@ -211,6 +283,9 @@ class ActivationStore:
             except FileNotFoundError:
                 raise StoreError(f"chunk {path} is missing though its block is marked written: the store is "
                                  "damaged; delete the store and dump again") from None
+            except OSError as err:  # a folder where the chunk should be, unreadable, ...
+                raise StoreError(f"chunk {path} cannot be read ({err.strerror}): the store is damaged; delete the "
+                                 "store and dump again") from None
         return out
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from jobs.errors import SpecError
-from jobs.run.spec import DEFAULT_PRESET, ExperimentSpec, build_spec, check_model_path, check_run_name, load_config_file
+from jobs.run.budget import check_fits
+from jobs.run.checkpoints import check_model_path
+from jobs.run.spec import DEFAULT_PRESET, ExperimentSpec, build_spec, check_run_name, load_config_file
 from jobs.words import DEFAULT_STRATEGIES
 
 
@@ -56,9 +58,10 @@ class RunRequest:
         return sets
 
 
-def plan_runs(request: RunRequest) -> list[PlannedRun]:
+def plan_runs(request: RunRequest, workspace: Path | None = None) -> list[PlannedRun]:
     """A validated spec and run name for each run of `request`, in order (seed-major within each
-    strategy group), every one checked before any is made."""
+    strategy group), every one checked before any is made; with `workspace`, each also checked to fit
+    this machine's memory and the workspace's disk (`jobs.run.budget`)."""
     loaded = load_config_file(request.config) if request.config else None
     checkpoint = {"path": str(Path(request.model).expanduser().resolve())} if request.model else None
     groups = [(s,) for s in (request.strategies or DEFAULT_STRATEGIES)] if request.per_strategy else [request.strategies]
@@ -69,7 +72,10 @@ def plan_runs(request: RunRequest) -> list[PlannedRun]:
             spec = build_spec(request.preset, strategies=strategies, seed=seed, config=loaded,
                               overrides=request.settings(), device=request.device, model=checkpoint)
             if spec.model.path is not None:
-                check_model_path(spec.model.path)  # before any folder is made for it
+                # before any folder is made for it
+                check_model_path(spec.model.path, spec.train.row_len if spec.train.packing else None)
+            if workspace is not None:
+                check_fits(spec, workspace)
             name = spec.default_name() if not prefix else (f"{prefix}-s{seed}" if len(request.seeds) > 1 else prefix)
             out.append(PlannedRun(spec, check_run_name(name)))
     return out

@@ -29,7 +29,9 @@ from pathlib import Path
 from jobs.errors import FactrecallError
 from jobs.launch import slurm
 from jobs.launch.procs import alive, is_job, resume_command
-from jobs.run.folder import Event, RunFolder, atomic_write_json, latest, live_pid, record_end
+from jobs.run.files import atomic_write_json, open_append
+from jobs.run.events import Event, latest, record_end
+from jobs.run.folder import RunFolder, live_pid
 from jobs.run.spec import ExperimentSpec, check_run_name
 from jobs.words import ENDED, RunStatus
 
@@ -176,7 +178,7 @@ def start_worker(workspace: Path) -> None:
     """A detached worker process (it exits at once if one is running already)."""
     qdir = queue_dir(workspace)
     qdir.mkdir(parents=True, exist_ok=True)
-    with (qdir / "worker.log").open("ab") as log:
+    with open_append(qdir / "worker.log") as log:
         subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace.resolve()), "worker"],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -285,7 +287,7 @@ class Worker:
         if device in ("auto", "cuda") and self.gpus:
             device = f"cuda:{slot % self.gpus}"  # one job per GPU
         cmd = resume_command(self.workspace, name, device, info.get("dump", True), info.get("reuse", True))
-        with (folder / "job.out").open("ab") as out:
+        with open_append(folder / "job.out") as out:
             out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}\n".encode())
             out.flush()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from jobs.errors import FactrecallError
 from jobs.launch.procs import alive, resume_command
-from jobs.run.folder import atomic_write_json, latest, record_end
+from jobs.run.files import atomic_write_json, open_append
+from jobs.run.events import latest, record_end
 from jobs.words import ENDED
 
 # sacct's states of a job that will not run (again)
@@ -88,8 +89,16 @@ class SlurmOptions:
 
     def parameters(self) -> dict:
         """For submitit's AutoExecutor.update_parameters (slurm_* keys apply on Slurm only)."""
-        if self.gpus < 0 or (self.cpus is not None and self.cpus < 1) or (self.parallelism is not None and self.parallelism < 1):
-            raise FactrecallError("--gpus must be 0 or more, --cpus and --array-parallelism 1 or more")
+        # Each option becomes an `#SBATCH` line (each setup line a line of the script): a newline or any
+        # other control character would end the directive and run the rest as a shell command.
+        for flag, value in (("partition", self.partition), ("account", self.account), ("qos", self.qos),
+                            ("constraint", self.constraint), ("mem", self.mem), ("time", self.time),
+                            *(("setup", line) for line in self.setup)):
+            if value is not None and re.search(r"[\x00-\x1f\x7f]", value):
+                raise FactrecallError(f"--{flag} {value!r} holds a control character (a newline?); give one line of "
+                                      "plain text")
+            if flag in ("partition", "account", "qos", "mem", "time") and value is not None and re.search(r"\s", value):
+                raise FactrecallError(f"--{flag} {value!r}: Slurm names hold no spaces")
         if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?", self.mem):
             raise FactrecallError(f"--mem {self.mem!r}: give Slurm's form, e.g. 64G or 500M")
         params = {"name": "factrecall", "timeout_min": minutes(self.time), "gpus_per_node": self.gpus,
@@ -133,7 +142,7 @@ class ResumeJob:
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
         flag = slurm_dir(workspace) / "cancel" / f"{self.run}.json"
         started = time.time()
-        with (folder / "job.out").open("ab") as out:
+        with open_append(folder / "job.out") as out:
             out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}   # submitit job {job} on {os.uname().nodename}\n".encode())
             out.flush()
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from jobs.errors import FactrecallError
-from jobs.run.spec import SUPPORTED_FAMILIES
+from jobs.run.checkpoints import SUPPORTED_FAMILIES
 
 # model_type -> (where the decoder blocks live under base_model, how h is read)
 FAMILIES: dict[str, tuple[str, str]] = {
@@ -30,7 +30,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 
 
-assert set(FAMILIES) == set(SUPPORTED_FAMILIES), "jobs.run.spec.SUPPORTED_FAMILIES lists what capture reads"
+assert set(FAMILIES) == set(SUPPORTED_FAMILIES), "jobs.run.checkpoints.SUPPORTED_FAMILIES lists what capture reads"
 
 
 def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:

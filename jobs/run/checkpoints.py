@@ -1,5 +1,5 @@
-"""Where each model of a run lives, and what models a run has (no torch: the dry run, the study and
-the dump all ask).
+"""Where each model of a run lives, what models a run has, and what a checkpoint given by path must
+be (no torch: the dry run, the study, the dump and the launch form all ask).
 
     RUN/checkpoints/init/                        the untrained model (built-in model only; a checkpoint
                                                  given by path is its own init)
@@ -13,13 +13,118 @@ A model is named by its phase (`stage`), `untrained` (the start checkpoint), or 
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from jobs.errors import SpecError, first_line
 
 if TYPE_CHECKING:
     from jobs.run.folder import RunFolder
 
 UNTRAINED = "untrained"
+
+
+# Model types whose resid_mid `jobs.run.capture` knows how to read (its FAMILIES), in words for errors.
+SUPPORTED_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "gpt_neox": "GPT-NeoX/Pythia",
+                      "gpt2": "GPT-2"}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_path(path: str, row_len: int | None = None) -> None:
+    """Refuse a --model that is not a checkpoint of a supported causal LM with its tokenizer and
+    weights that fit its config (and, with `row_len`, positions for a packed row), before anything is
+    written for it. Reads the files' headers only: no model library is loaded."""
+    p = Path(path)
+    if not p.is_dir() or not (p / "config.json").is_file():
+        raise SpecError(
+            f"--model {path}: no Hugging Face checkpoint there (a folder with config.json and weights, "
+            "as written by save_pretrained)"
+        )
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SpecError(f"--model {path}: config.json cannot be read ({err}); the checkpoint is damaged") from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind not in SUPPORTED_FAMILIES:
+        raise SpecError(
+            f"--model {path}: a {kind!r} model, which factrecall cannot read hidden states from; supported are "
+            + ", ".join(f"{name} ({k})" for k, name in SUPPORTED_FAMILIES.items())
+        )
+    heads = config.get("architectures") or []
+    if heads and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in heads):
+        raise SpecError(
+            f"--model {path}: a {heads[0]} checkpoint has no language-model head; give a causal LM (one whose "
+            "config.json names an architecture ending in ForCausalLM or LMHeadModel)"
+        )
+    if not any((p / name).is_file() for name in _TOKENIZER_FILES):
+        raise SpecError(
+            f"--model {path}: no tokenizer beside the weights ({', '.join(_TOKENIZER_FILES)}); save it there "
+            "with tokenizer.save_pretrained"
+        )
+    if (p / "tokenizer.json").is_file():
+        try:
+            json.loads((p / "tokenizer.json").read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise SpecError(f"--model {path}: tokenizer.json is damaged ({first_line(err)}); save the tokenizer "
+                            "again") from None
+    _check_weights(p, config)
+    positions = config.get("max_position_embeddings") or config.get("n_positions")
+    if row_len and isinstance(positions, int) and row_len > positions:
+        raise SpecError(f"--model {path} has {positions} positions, fewer than train.row_len={row_len} (a packed "
+                        f"row); use --set train.row_len={positions}")
+
+
+# The input embedding's name in each family's weights, and how its blocks are numbered.
+_EMBEDDING = {"llama": "model.embed_tokens.weight", "mistral": "model.embed_tokens.weight",
+              "qwen2": "model.embed_tokens.weight", "gpt2": "wte.weight", "gpt_neox": "gpt_neox.embed_in.weight"}
+_BLOCK = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
+
+
+def _safetensors_header(file: Path) -> dict:
+    """A .safetensors file's header (tensor -> dtype, shape, offsets), after checking the file holds
+    every byte the header promises (a truncated file is refused here, not in the middle of a run)."""
+    with file.open("rb") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < size < 100 << 20:
+            raise SpecError(f"--model: {file} is not a safetensors file (or is truncated); save the model again")
+        try:
+            header = json.loads(f.read(size))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SpecError(f"--model: {file} has a damaged header; save the model again") from None
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if file.stat().st_size < 8 + size + end:
+        raise SpecError(f"--model: {file} is truncated ({file.stat().st_size:,} bytes of {8 + size + end:,}); "
+                        "copy or save the model again")
+    return {k: t for k, t in header.items() if k != "__metadata__"}
+
+
+def _check_weights(p: Path, config: dict) -> None:
+    """The weights are safetensors (a pickle is never loaded: it can run code), whole, and of the shape
+    config.json says: the input embedding is vocab_size x hidden, and there are num_hidden_layers blocks."""
+    files = sorted(p.glob("*.safetensors"))
+    if not files:
+        pickles = sorted(f.name for f in p.glob("*.bin"))
+        raise SpecError(f"--model {p}: " + (f"its weights are pickles ({pickles[0]}), which factrecall never loads; save "
+                        "them as safetensors (save_pretrained does by default)" if pickles else
+                        "no weights there (model.safetensors); save the model with save_pretrained"))
+    tensors: dict = {}
+    for file in files:
+        tensors.update(_safetensors_header(file))
+    kind = config.get("model_type")
+    vocab, hidden = config.get("vocab_size"), config.get("hidden_size") or config.get("n_embd")
+    layers = config.get("num_hidden_layers") or config.get("n_layer")
+    embedding = next((k for k in tensors if k.endswith(_EMBEDDING.get(kind, "\0"))), None)
+    if embedding is not None and vocab and hidden and tuple(tensors[embedding]["shape"]) != (vocab, hidden):
+        raise SpecError(f"--model {p}: its weights do not fit its config.json ({embedding} is "
+                        f"{tuple(tensors[embedding]['shape'])}, the config says {vocab} x {hidden}); save the model "
+                        "and its config together")
+    blocks = {int(m.group(1)) for k in tensors if (m := _BLOCK.search(k))}
+    if layers and blocks and len(blocks) != layers:
+        raise SpecError(f"--model {p}: its weights hold {len(blocks)} blocks, its config.json says {layers}; save the "
+                        "model and its config together")
 
 
 def snapshot_steps(total: int, snapshots: int) -> list[int]:

@@ -79,7 +79,7 @@ def curves(paths: list[Path], out: Path, title: str | None = None) -> Path:
         title = groups[0].label if len(groups) == 1 else "training curves"
     fig.suptitle(title)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial.png")
+    partial = out.with_name(f".{out.stem}.partial{out.suffix or '.png'}")  # the format is the name's
     fig.savefig(partial, dpi=120)
     partial.replace(out)
     return out

@@ -23,6 +23,7 @@ from jobs.run.capture import ResidMid, decoder_blocks
 from jobs.run.checkpoints import UNTRAINED, checkpoint_path, run_models, store_models
 from jobs.run.corpus import Prompt
 from jobs.errors import FactrecallError
+from jobs.run.files import digest
 from jobs.run.folder import RunFolder
 from jobs.words import ATTRIBUTES, FORMATS
 from jobs.run.tokenizer import Target
@@ -60,11 +61,12 @@ def default_url(run: RunFolder, trajectory: bool = False) -> str:
 
 def source(run: RunFolder, names: list[str]) -> dict:
     """What the vectors come from, for the store's fingerprint: the run's spec, each model's weight
-    files (size and modification time), and the compute precision (bf16 autocast on a GPU)."""
+    files (by content: a model trained again to the same weights keeps its store), and the compute
+    precision (bf16 autocast on a GPU)."""
     weights = {}
     for name in names:
         files = sorted(checkpoint_path(run, name).glob("*.safetensors")) + sorted(checkpoint_path(run, name).glob("*.bin"))
-        weights[name] = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+        weights[name] = [[f.name, digest(f)["sha256"]] for f in files]
     compute = "bfloat16" if models.pick_device(run.spec.device).type == "cuda" else "float32"
     return {"run": run.spec.identity(), "weights": weights, "compute": compute}
 
@@ -178,6 +180,10 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
         if name != UNTRAINED and not trajectory and not run.is_done(f"train-{name}"):
             raise FactrecallError(f"model {name} is not trained yet; finish the run (`factrecall-jobs resume "
                                   f"{run.path.name}`) or pass --models with trained ones")
+    for name in wanted:  # before the store is made: a missing model leaves nothing behind
+        if not (checkpoint_path(run, name) / "config.json").is_file():
+            raise FactrecallError(f"model {name}'s checkpoint {checkpoint_path(run, name)} is missing; "
+                                  f"`factrecall-jobs resume {run.path.name}` makes it again")
     url = options.url or default_url(run, trajectory)
     found = existing_settings(url)
     dtype = options.dtype or found.get("dtype", "float16")
@@ -207,4 +213,4 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
     return {"url": url, "models": [m for m in wanted if writer.complete(m)], "dumped_now": todo,
             "prompts": forwarded, "seconds": round(seconds, 2),
             "prompts_per_s": round(forwarded / seconds, 1) if forwarded else None, "dtype": layout.dtype,
-            "layers": layout.layers, "hidden": layout.hidden}
+            "layers": layout.layers, "hidden": layout.hidden, "fingerprint": layout.fingerprint()}

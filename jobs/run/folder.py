@@ -1,9 +1,15 @@
-"""A run folder on disk, and the rules that make every step crash-safe:
+"""A run folder on disk, and the rules that make every step crash-safe and every folder trustworthy:
 
-- every file is written to a temporary name and renamed into place (a reader never sees half a file);
-- a step marks itself done last (`done/<step>.json`), so a killed step is redone and a finished one skipped;
+- every file is written whole, then renamed into place, and nothing through a symbolic link
+  (`jobs.run.files`); a run folder with a link in it is refused when it is opened;
+- a step marks itself done last (`done/<step>.json`), so a killed step is redone and a finished one
+  skipped; the marker records what the step wrote (each file's digest) and read (its inputs' digests)
+  and its results: a marker whose outputs are missing, or whose inputs changed, is not done (the
+  step runs again), and an output whose content is not what its step wrote is refused;
+- metrics.json is built from the markers' results, so a lost or damaged one is rebuilt on opening;
 - one process works in a run folder at a time (`run.lock`, an advisory lock that dies with its process);
-- `spec.json` is the run's identity: a different experiment in the same folder is refused.
+- `spec.json` is the run's identity: a different experiment in the same folder is refused, and so is
+  a spec.json edited after the run began (the data step records the identity it was made for).
 
 Layout:
     runs/<name>/spec.json  data/  tokenizer/  checkpoints/<phase>/  metrics.json
@@ -12,50 +18,24 @@ Layout:
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import fcntl
+import io
 import json
 import logging
 import os
-import signal
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from jobs.errors import RunFolderError
+from jobs.run.events import Event
+from jobs.run.files import (atomic_write_json, check_no_links, digest, folder_message, link_message, matches,
+                            open_append, read_json)
 from jobs.run.spec import ExperimentSpec, spec_from_json
-from jobs.words import ENDED
 
-Event = dict[str, Any]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+REBUILD = "`factrecall-jobs resume RUN` rebuilds it from the run's done markers"
 
 
 def _differences(old: Any, new: Any, where: str = "") -> list[str]:
@@ -67,6 +47,46 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
     return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
 
 
+def implied_outputs(step: str) -> list[str]:
+    """What a step leaves behind, by its name: checked to exist even on markers written before
+    markers recorded their outputs."""
+    if step == "data":
+        return ["data/people.jsonl", "data/bio.jsonl", "data/prompts.jsonl"]
+    if step == "tokenizer":
+        return ["data/targets.jsonl"]
+    if step == "init":
+        return ["checkpoints/init/model.safetensors"]
+    if step.startswith("train-"):
+        return [f"checkpoints/{step.removeprefix('train-')}/final/model.safetensors"]
+    if step in ("dump", "dump-trajectory"):
+        return [f"{'activations' if step == 'dump' else 'trajectory'}.zarr/zarr.json"]
+    return []
+
+
+def metrics_key(step: str) -> tuple[str, ...] | None:
+    """Where an evaluation step's results go in metrics.json (a snapshot's under `snapshots`)."""
+    if not step.startswith("eval-"):
+        return None
+    name = step.removeprefix("eval-")
+    return ("snapshots", name) if "@" in name else (name,)
+
+
+def _set(tree: dict, key: tuple[str, ...], value: Any) -> None:
+    for part in key[:-1]:
+        if not isinstance(tree.get(part), dict):
+            tree[part] = {}
+        tree = tree[part]
+    tree[key[-1]] = value
+
+
+def _get(tree: Any, key: tuple[str, ...]) -> Any:
+    for part in key:
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
 class RunFolder:
     """An open, locked run folder. Use as a context manager."""
 
@@ -75,6 +95,8 @@ class RunFolder:
         self.spec = spec
         self.listeners: list[Callable[[Event], None]] = []
         self._lock_fd: int | None = None
+        self._checked: set[str] = set()            # steps verified done in this process
+        self._shas: dict[str, tuple[tuple, str]] = {}   # file -> ((size, mtime_ns), sha256) seen in this process
         self.log = logging.getLogger(f"factrecall.run.{path.name}")
 
     # -- opening -------------------------------------------------------------------------------
@@ -107,8 +129,17 @@ class RunFolder:
         return run
 
     def _lock(self) -> None:
+        if self.path.is_symlink():
+            raise RunFolderError(link_message(self.path))
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise RunFolderError(link_message(self.path / "run.lock")) from None
+            if err.errno == errno.EISDIR:
+                raise RunFolderError(folder_message(self.path / "run.lock")) from None
+            raise
         # A reader (the TUI, `queue`) may hold the lock for an instant to see whether a job holds it.
         for attempt in range(20):
             try:
@@ -123,18 +154,38 @@ class RunFolder:
             raise RunFolderError(
                 f"run {self.path.name} is in use by pid {holder}; wait for it, or stop it first"
             ) from None
+        try:
+            # Held: no job of ours adds anything while these look. Both refuse before a byte is written.
+            check_no_links(self.path)
+            self._check_identity()
+        except RunFolderError:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
-        handler = logging.FileHandler(self.path / "log.txt")
+        handler = logging.StreamHandler(io.TextIOWrapper(open_append(self.path / "log.txt"), encoding="utf-8",
+                                                         line_buffering=True))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.log.handlers[:] = [handler]
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
+        self._repair_metrics()
+
+    def _check_identity(self) -> None:
+        """Refuse a spec.json edited after the run began: its data were made for the identity the data
+        step recorded."""
+        made_for = (self._record("data", repair=False) or {}).get("identity")
+        if made_for is not None and made_for != self.spec.identity():
+            diff = "; ".join(_differences(made_for, self.spec.identity())[:3])
+            raise RunFolderError(f"{self.path / 'spec.json'} was changed after the run began ({diff}); put it back, "
+                                 "or start a new run with --name")
 
     def close(self) -> None:
         for handler in self.log.handlers:
             handler.close()
+            if isinstance(handler, logging.StreamHandler):
+                handler.stream.close()  # our log.txt (a StreamHandler leaves its stream open)
         self.log.handlers[:] = []
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -148,19 +199,132 @@ class RunFolder:
         self.close()
 
     # -- steps ---------------------------------------------------------------------------------
-    def is_done(self, step: str) -> bool:
-        return (self.path / "done" / f"{step}.json").exists()
+    def _marker(self, step: str) -> Path:
+        return self.path / "done" / f"{step}.json"
 
-    def mark_done(self, step: str, **info: Any) -> None:
-        atomic_write_json(self.path / "done" / f"{step}.json", {"step": step, "time": time.time(), **info})
+    def _record(self, step: str, repair: bool = True) -> dict[str, Any] | None:
+        """The step's done marker; None when there is none, or (with `repair`) when it is damaged (then
+        it is removed: the step runs again)."""
+        if self._marker(step).is_dir():
+            raise RunFolderError(folder_message(self._marker(step)))
+        try:
+            record = read_json(self._marker(step), "", default=None)
+        except RunFolderError:
+            record = "damaged"
+        if record is None:
+            return None
+        if not isinstance(record, dict):
+            if repair:
+                self._undo(step, "its done marker is damaged")
+            return None
+        return record
+
+    def is_done(self, step: str) -> bool:
+        """Whether `step` finished and what it left is still there and its own. A marker whose outputs
+        are missing, or whose inputs changed since, is not done: it is removed and the step runs again.
+        An output whose content is not what the step recorded (a file from elsewhere) is refused."""
+        if step in self._checked:
+            return True
+        record = self._record(step)
+        if record is None:
+            return False
+        why = self._stale(step, record)
+        if why:
+            self._undo(step, why)
+            return False
+        inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
+        if all((self.path / rel).exists() for rel in inputs):
+            self._checked.add(step)  # else asked again once the step that makes the missing input has run
+        return True
+
+    def _stale(self, step: str, record: dict[str, Any]) -> str | None:
+        """Why a marked step is not done any more (None when it is)."""
+        outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
+        for rel in [*outputs, *(r for r in implied_outputs(step) if r not in outputs)]:
+            found = matches(self.path / rel, outputs[rel]) if rel in outputs else \
+                (True if (self.path / rel).exists() else None)
+            if found is None:
+                return f"{rel} is missing"
+            if found is False:
+                raise RunFolderError(f"{self.path / rel} is not the file {step} wrote (its content differs: "
+                                     f"copied from elsewhere, or damaged); delete it, and `factrecall-jobs resume "
+                                     f"{self.path.name}` makes it again")
+        inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
+        for rel, sha in inputs.items():
+            if not (self.path / rel).exists():
+                continue  # its maker runs again first (its output is missing): then this is decided
+            if (current := self._sha(self.path / rel)) != sha:
+                made_by = self._producer(rel)
+                if made_by is not None and made_by[1] != current:  # damaged or foreign: its maker says so
+                    self._stale(made_by[0], self._record(made_by[0], repair=False) or {})
+                return f"{rel}, which it read, has changed since"
+        key = metrics_key(step)
+        if key and "metrics" not in record and _get(self.metrics(), key) is None:
+            return "its results are not in metrics.json"
+        return None
+
+    def _producer(self, rel: str) -> tuple[str, str] | None:
+        """The step whose marker records `rel` as its output, and the sha256 it recorded."""
+        for marker in sorted((self.path / "done").glob("*.json")):
+            recorded = ((self._record(marker.stem, repair=False) or {}).get("outputs") or {}).get(rel)
+            if isinstance(recorded, dict):
+                return marker.stem, recorded.get("sha256", "")
+        return None
+
+    def _undo(self, step: str, why: str) -> None:
+        self._marker(step).unlink(missing_ok=True)
+        self._checked.discard(step)
+        self.emit("step", step=step, status="redo", why=why)
+
+    def _sha(self, path: Path) -> str:
+        """The sha256 of a file of the run (`digest`'s), read once per process while the file is untouched,
+        and not at all when a done marker recorded it untouched."""
+        st = path.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        rel = str(path.relative_to(self.path))
+        if rel in self._shas and self._shas[rel][0] == stamp:
+            return self._shas[rel][1]
+        for marker in sorted((self.path / "done").glob("*.json")):
+            recorded = (self._record(marker.stem, repair=False) or {}).get("outputs", {}).get(rel)
+            if isinstance(recorded, dict) and (recorded.get("size"), recorded.get("mtime_ns")) == stamp:
+                self._shas[rel] = (stamp, recorded["sha256"])
+                return recorded["sha256"]
+        sha = digest(path)["sha256"]
+        self._shas[rel] = (stamp, sha)
+        return sha
+
+    def mark_done(self, step: str, *, outputs: Iterable[Path] = (), inputs: Iterable[Path] = (),
+                  metrics: tuple[tuple[str, ...], Any] | None = None, keep: dict[str, Any] | None = None,
+                  **info: Any) -> None:
+        """Record `step` as finished: `info` (shown in events and the console), the digest of each file
+        it wrote (`outputs`) and read (`inputs`, files of this run only), its results (`metrics`:
+        where they go in metrics.json, and what), which metrics.json is rebuilt from if it is lost,
+        and what only later checks read (`keep`: the spec's identity, the store's fingerprint)."""
+        record: dict[str, Any] = {"step": step, "time": time.time(), **info, **(keep or {})}
+        written = {}
+        for path in outputs:
+            rel, found = str(path.relative_to(self.path)), digest(path)
+            written[rel] = found
+            self._shas[rel] = ((found["size"], found["mtime_ns"]), found["sha256"])
+        if written:
+            record["outputs"] = written
+        read = {str(p.relative_to(self.path)): self._sha(p) for p in inputs if p.is_relative_to(self.path)}
+        if read:
+            record["inputs"] = read
+        if metrics is not None:
+            key, value = metrics
+            self.update_metrics(key, value)
+            record["metrics"] = {"key": list(key), "value": value}
+        atomic_write_json(self._marker(step), record)
+        self._checked.add(step)
         self.emit("step", step=step, status="done", **info)
 
     # -- events --------------------------------------------------------------------------------
     def emit(self, kind: str, **fields: Any) -> None:
         """Append one event to events.jsonl (what `status` and the TUI follow) and tell listeners."""
         event = {"time": round(time.time(), 3), "kind": kind, **fields}
-        with (self.path / "events.jsonl").open("a") as f:
-            f.write(json.dumps(event) + "\n")
+        with open_append(self.path / "events.jsonl") as f:
+            f.write((json.dumps(event) + "\n").encode())
         if kind != "progress":
             self.log.info("%s %s", kind, json.dumps(fields))
         for listener in self.listeners:
@@ -173,81 +337,32 @@ class RunFolder:
     def update_metrics(self, key: str | tuple[str, ...], value: Any) -> None:
         """Set metrics[key] (a tuple is a path into nested tables) and rewrite metrics.json atomically."""
         metrics = self.metrics()
-        path = (key,) if isinstance(key, str) else key
-        node = metrics
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
+        _set(metrics, (key,) if isinstance(key, str) else tuple(key), value)
         atomic_write_json(self.path / "metrics.json", metrics)
 
-
-def _parse(line: bytes) -> Event | None:
-    """One line of events.jsonl; None for a line cut short (a job killed mid-write) or not an event."""
-    try:
-        event = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def read_events(path: Path) -> list[Event]:
-    """Every event of run folder `path`'s events.jsonl, oldest first (torn lines skipped)."""
-    try:
-        data = (path / "events.jsonl").read_bytes()
-    except FileNotFoundError:
-        return []
-    return [e for line in data.splitlines() if (e := _parse(line)) is not None]
-
-
-def events_backwards(path: Path, block: int = 1 << 16) -> Iterator[Event]:
-    """The events of run folder `path`'s events.jsonl, newest first, read from the end a block at a
-    time: a reader looking for the last event of some kind reads only as far back as it is, however
-    many progress events a long run wrote after it."""
-    try:
-        f = (path / "events.jsonl").open("rb")
-    except FileNotFoundError:
-        return
-    with f:
-        end = f.seek(0, 2)
-        rest = b""  # the start of a line whose beginning lies in the block before
-        while end > 0:
-            start = max(0, end - block)
-            f.seek(start)
-            chunk = f.read(end - start) + rest
-            end = start
-            lines = chunk.split(b"\n")
-            rest = lines.pop(0) if start > 0 else b""
-            for line in reversed(lines):
-                if line.strip() and (event := _parse(line)) is not None:
-                    yield event
-
-
-def latest(path: Path) -> tuple[Event, Event]:
-    """(the last `run` event, the last `start` or `progress` event written after it): how a run's last
-    job ended or how far the running one is. Each is {} when there is none."""
-    current: Event = {}
-    for event in events_backwards(path):
-        if event.get("kind") == "run":
-            return event, current
-        if not current and event.get("kind") in ("start", "progress"):
-            current = event
-    return {}, current
-
-
-# Exit codes of a job process that was stopped rather than broken: Ctrl-C, SIGINT, SIGTERM, SIGKILL.
-INTERRUPTED_CODES = (130, -signal.SIGINT, -signal.SIGTERM, 143, -signal.SIGKILL)
-
-
-def record_end(folder: Path, code: int, since: float, error: str) -> None:
-    """End a run in its events.jsonl for a job that ended without saying so (killed, out of memory,
-    dropped by a scheduler) since `since`, so that nobody waits on it: `interrupted` for the codes of
-    a stop, `failed` otherwise. Does nothing when the job recorded its own end."""
-    last, _ = latest(folder)
-    if last.get("time", 0) >= since and last.get("status") in ENDED:
-        return
-    status = "interrupted" if code in INTERRUPTED_CODES else "failed"
-    with contextlib.suppress(OSError), (folder / "events.jsonl").open("a") as f:
-        f.write(json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status, "error": error}) + "\n")
+    def _repair_metrics(self) -> None:
+        """metrics.json as the done markers say it: rebuilt when it is lost, damaged, or lacks (or
+        differs in) a result a marker holds. Markers from before markers held results give back the
+        training summaries they recorded (without curves); their evaluations run again."""
+        try:
+            current = read_json(self.path / "metrics.json", "", default={})
+        except RunFolderError:
+            current = None
+        rebuilt = json.loads(json.dumps(current)) if isinstance(current, dict) else {}
+        for marker in sorted((self.path / "done").glob("*.json")) if (self.path / "done").is_dir() else []:
+            record = self._record(marker.stem, repair=False)
+            if record is None:
+                continue
+            held = record.get("metrics")
+            if isinstance(held, dict) and isinstance(held.get("key"), list) and held["key"]:
+                _set(rebuilt, tuple(held["key"]), held.get("value"))
+            elif marker.stem.startswith("train-") and _get(rebuilt, ("train", marker.stem[6:])) is None:
+                summary = {k: v for k, v in record.items() if k not in ("step", "time", "outputs", "inputs")}
+                if "steps" in summary:
+                    _set(rebuilt, ("train", marker.stem[6:]), summary)
+        if rebuilt != current:
+            atomic_write_json(self.path / "metrics.json", rebuilt)
+            self.emit("note", text="metrics.json rebuilt from the done markers")
 
 
 def live_pid(run_folder: Path) -> int | None:
@@ -272,20 +387,32 @@ def live_pid(run_folder: Path) -> int | None:
 
 def load_spec(path: Path) -> ExperimentSpec:
     spec_file = path / "spec.json"
-    if not spec_file.exists():
+    if not spec_file.exists() and not spec_file.is_symlink():
         raise RunFolderError(f"{path} is not a run folder (no spec.json); `factrecall-jobs run` makes one")
-    return spec_from_json(spec_file.read_text(), str(spec_file))
+    try:
+        text = spec_file.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{spec_file} cannot be read ({getattr(err, 'strerror', None) or 'not UTF-8 text'}); "
+                             "it is the run's identity: put the run's spec.json back, or start a new run") from None
+    return spec_from_json(text, str(spec_file))
 
 
 def read_done(path: Path, step: str) -> dict[str, Any]:
-    """What run folder `path`'s step left in its done marker ({} when it is not done)."""
-    file = path / "done" / f"{step}.json"
-    return json.loads(file.read_text()) if file.exists() else {}
+    """What run folder `path`'s step left in its done marker ({} when it is not done, or damaged)."""
+    try:
+        record = read_json(path / "done" / f"{step}.json", "", default={})
+    except RunFolderError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
-    file = path / "metrics.json"
-    return json.loads(file.read_text()) if file.exists() else {}
+    """A run's metrics.json ({} before the first result); damaged, it is one line saying how to rebuild it."""
+    metrics = read_json(path / "metrics.json", REBUILD.replace("RUN", path.name), default={})
+    if not isinstance(metrics, dict):
+        raise RunFolderError(f"{path / 'metrics.json'} is damaged (not a JSON object); "
+                             + REBUILD.replace("RUN", path.name))
+    return metrics
 
 
 def resolve_run(workspace: Path, run: str) -> Path:
@@ -294,5 +421,6 @@ def resolve_run(workspace: Path, run: str) -> Path:
         if (candidate / "spec.json").exists():
             return candidate
     known = sorted(p.name for p in (workspace / "runs").glob("*") if (p / "spec.json").exists())
-    hint = f"; runs in {workspace / 'runs'}: {', '.join(known)}" if known else f"; {workspace / 'runs'} has none"
+    shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+    hint = f"; runs in {workspace / 'runs'}: {shown}" if known else f"; {workspace / 'runs'} has none"
     raise RunFolderError(f"no run {run!r}{hint}")

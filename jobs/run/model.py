@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -64,11 +65,16 @@ def build_model(spec: ModelSpec, tok: PreTrainedTokenizerBase, seed: int) -> Lla
 
 
 def load_model(path: str | Path, device: torch.device) -> PreTrainedModel:
-    """A local checkpoint on `device` in fp32 (see `autocast` for bf16 on a GPU), with SDPA attention."""
+    """A local checkpoint on `device` in fp32 (see `autocast` for bf16 on a GPU), with SDPA attention.
+    A folder that is missing or damaged is one line naming it (never a hub lookup)."""
+    if not (Path(path) / "config.json").is_file():
+        raise FactrecallError(f"the checkpoint {path} is missing (no config.json there); if it is a phase of a run, "
+                              "`factrecall-jobs resume RUN` trains it again")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), local_files_only=True, dtype=torch.float32, attn_implementation="sdpa"
         )
-    except (OSError, ValueError) as err:
-        raise FactrecallError(f"cannot load a causal LM from {path}: {first_line(err)}") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise FactrecallError(f"cannot load a causal LM from {path} ({first_line(err)}): the checkpoint is damaged; "
+                              "delete it, and `factrecall-jobs resume RUN` makes it again") from None
     return model.to(device)

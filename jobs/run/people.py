@@ -70,11 +70,12 @@ def build_pools(spec: DataSpec, seed: int) -> dict[str, tuple[str, ...]]:
         fake = Faker(spec.locale)
         fake.seed_instance(seed * 1000 + offset)
         values: dict[str, None] = {}
-        tries = 0
+        since_new = 0  # draws since the last new value: faker has run out when many bring none
         while len(values) < spec.pool_size:
+            before = len(values)
             values[_DRAW[attribute](fake)] = None
-            tries += 1
-            if tries > 50 * spec.pool_size + 1000:
+            since_new = 0 if len(values) > before else since_new + 1
+            if since_new > max(2_000, 20 * len(values)):
                 raise SpecError(
                     f"faker ({spec.locale}) gives only {len(values)} distinct values of {attribute}; "
                     f"lower data.pool_size below {len(values)}"

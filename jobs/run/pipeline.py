@@ -8,7 +8,6 @@ and marks itself done last; re-running the same command skips what is done and r
 from __future__ import annotations
 
 import filecmp
-import json
 import math
 import os
 import platform
@@ -24,20 +23,14 @@ from transformers import PreTrainedTokenizerBase
 from jobs.run import model as models
 from jobs.run.corpus import Prompt, bio_entries, prompts
 from jobs.run.curves import curves
-from jobs.errors import FactrecallError, SpecError
+from jobs.errors import FactrecallError, RunFolderError, SpecError
 from jobs.run.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
 from jobs.run.people import generate_people
-from jobs.run.folder import (
-    RunFolder,
-    atomic_write_json,
-    load_spec,
-    read_jsonl,
-    read_metrics,
-    write_jsonl,
-)
-from jobs.run.spec import Phase, check_model_path
+from jobs.run.files import atomic_write_json, read_json, read_jsonl, write_jsonl
+from jobs.run.folder import RunFolder, load_spec, read_done, read_metrics
+from jobs.run.spec import Phase
 from jobs.run.tokenizer import Target, check_vocabulary, encode_targets, load_tokenizer, train_word_tokenizer
-from jobs.run.checkpoints import checkpoint_path, snapshot_models, store_models
+from jobs.run.checkpoints import check_model_path, checkpoint_path, snapshot_models, store_models
 from jobs.run.dump import DumpOptions, dump
 from jobs.run.train import PLAN_VERSION, Example, plan_batches, train_phase
 
@@ -76,12 +69,25 @@ def make_data(run: RunFolder) -> None:
     write_jsonl(data / "bio.jsonl", [{"person": e.person, "text": e.text} for e in entries])
     write_jsonl(data / "prompts.jsonl", [vars(p) for p in prompts(people, entries)])
     n_in = sum(p.split == "qa_in" for p in people)
-    run.mark_done("data", people=len(people), qa_in=n_in, qa_out=len(people) - n_in, bio_entries=len(entries))
+    run.mark_done("data", outputs=[data / "people.jsonl", data / "bio.jsonl", data / "prompts.jsonl"],
+                  keep={"identity": spec.identity()}, people=len(people), qa_in=n_in, qa_out=len(people) - n_in,
+                  bio_entries=len(entries))
+
+
+def _rows(path: Path, make):
+    """Every row of a JSON Lines file of the data step as `make(**row)`; a row of another shape is one
+    line naming the file (a file from elsewhere, or damaged)."""
+    rows = read_jsonl(path)
+    try:
+        return [make(**row) for row in rows]
+    except TypeError as err:
+        raise RunFolderError(f"{path} is damaged (a row does not fit: {err}); delete the run's data/ folder and "
+                             "done/data.json, and resume to make its data again") from None
 
 
 def load_prompts(run_path: Path) -> list[Prompt]:
     """One `Prompt` per (person, attribute), person-major, as written by the data step."""
-    return [Prompt(**row) for row in read_jsonl(run_path / "data" / "prompts.jsonl")]
+    return _rows(run_path / "data" / "prompts.jsonl", Prompt)
 
 
 # -- tokenizer -----------------------------------------------------------------------------------
@@ -94,7 +100,7 @@ def make_tokenizer(run: RunFolder, all_prompts: list[Prompt]) -> tuple[PreTraine
     targets_file = run.path / "data" / "targets.jsonl"
     if run.is_done("tokenizer"):
         tok = load_tokenizer(tokenizer_dir(run))
-        return tok, [Target(r["first_token_id"], tuple(r["ids"])) for r in read_jsonl(targets_file)]
+        return tok, _rows(targets_file, lambda first_token_id, ids: Target(first_token_id, tuple(ids)))
     run.emit("start", step="tokenizer", total=None)
     if run.spec.model.path is None:
         texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")]
@@ -107,7 +113,9 @@ def make_tokenizer(run: RunFolder, all_prompts: list[Prompt]) -> tuple[PreTraine
     targets = encode_targets(tok, all_prompts)
     _check_row_len(run, tok, all_prompts, targets)
     write_jsonl(targets_file, [{"first_token_id": t.first_token_id, "ids": list(t.ids)} for t in targets])
-    run.mark_done("tokenizer", vocab=len(tok))
+    made = [run.path / "tokenizer" / "tokenizer.json"] if run.spec.model.path is None else []
+    run.mark_done("tokenizer", outputs=[targets_file, *made], inputs=[run.path / "data" / "prompts.jsonl",
+                                                                      run.path / "data" / "bio.jsonl"], vocab=len(tok))
     return tok, targets
 
 
@@ -135,7 +143,8 @@ def make_init(run: RunFolder, tok: PreTrainedTokenizerBase) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    run.mark_done("init", parameters=sum(p.numel() for p in model.parameters()))
+    run.mark_done("init", outputs=[folder / "model.safetensors"], inputs=[run.path / "data" / "targets.jsonl"],
+                  parameters=sum(p.numel() for p in model.parameters()))
 
 
 # -- training and evaluation ---------------------------------------------------------------------
@@ -170,13 +179,8 @@ def find_reusable_phase(run: RunFolder, phase: Phase) -> Path | None:
     byte-equal data, targets and initial weights. Returns that run's folder."""
     key = run.spec.phase_key(phase.name)
     for other in sorted(run.path.parent.iterdir()):
-        done = other / "done" / f"train-{phase.name}.json"
-        if other == run.path or not done.exists():
-            continue
-        try:
-            if json.loads(done.read_text()).get("plan", 1) != PLAN_VERSION:
-                continue
-        except (OSError, json.JSONDecodeError):
+        record = read_done(other, f"train-{phase.name}") if other != run.path else {}
+        if not record or record.get("plan", 1) != PLAN_VERSION:
             continue
         try:
             spec = load_spec(other)
@@ -212,11 +216,26 @@ def reuse_phase(run: RunFolder, phase: Phase, source: Path) -> None:
     if (source / "checkpoints" / phase.name / "snapshots").is_dir():
         shutil.rmtree(folder / "snapshots", ignore_errors=True)
         _link_tree(source / "checkpoints" / phase.name / "snapshots", folder / "snapshots")
-    summary = {**read_metrics(source)["train"][phase.name], "reused_from": source.name}
-    run.update_metrics(("train", phase.name), summary)
-    run.mark_done(f"train-{phase.name}", reused_from=source.name,
-                  **{k: v for k, v in summary.items() if k not in ("curve", "reused_from")})
+    held = read_done(source, f"train-{phase.name}").get("metrics", {}).get("value") or \
+        read_metrics(source).get("train", {}).get(phase.name, {})
+    summary = {"reused_from": source.name, **{k: v for k, v in held.items() if k != "reused_from"}}
+    run.mark_done(f"train-{phase.name}", outputs=_trained_files(folder), inputs=_training_inputs(run, phase),
+                  metrics=(("train", phase.name), summary),
+                  **{k: v for k, v in summary.items() if k != "curve"})
     shutil.rmtree(folder / "last", ignore_errors=True)
+
+
+def _trained_files(folder: Path) -> list[Path]:
+    """What a training phase leaves (its folder RUN/checkpoints/<phase>): the final weights and those of
+    every snapshot."""
+    return [folder / "final" / "model.safetensors", *sorted(folder.glob("snapshots/step-*/model.safetensors"))]
+
+
+def _training_inputs(run: RunFolder, phase: Phase) -> list[Path]:
+    """What a phase trains from: the data, the targets, and the checkpoint it starts from."""
+    start = checkpoint_path(run, phase.start) / "model.safetensors"
+    return [run.path / "data" / "bio.jsonl", run.path / "data" / "prompts.jsonl", run.path / "data" / "targets.jsonl",
+            *([start] if start.is_relative_to(run.path) else [])]
 
 
 def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt],
@@ -249,8 +268,8 @@ def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_pr
     tok.save_pretrained(partial)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    run.update_metrics(("train", phase.name), summary)
-    run.mark_done(step, **{k: v for k, v in summary.items() if k != "curve"})
+    run.mark_done(step, outputs=_trained_files(folder), inputs=_training_inputs(run, phase),
+                  metrics=(("train", phase.name), summary), **{k: v for k, v in summary.items() if k != "curve"})
     # The optimizer state is twice the model; once the phase is marked done it is dead weight.
     # (Killed before this line, a re-run finds the phase done and only this folder left over.)
     shutil.rmtree(folder / "last", ignore_errors=True)
@@ -263,15 +282,17 @@ def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict
     if run.is_done(step):
         return
     device = models.pick_device(run.spec.device)
-    model = models.load_model(checkpoint_path(run, checkpoint or name), device)
+    weights = checkpoint_path(run, checkpoint or name)
+    model = models.load_model(weights, device)
     throttle = _Throttle(run, step, sum(len(s.prompts) for s in sets.values()))
     t0 = time.perf_counter()
     result = evaluate(model, tok, sets, run.spec.train.eval_batch_size,
                       progress=lambda n: throttle(throttle.done + n))
     seconds = time.perf_counter() - t0
     result["questions_per_s"] = round(throttle.total / seconds, 1)
-    run.update_metrics(("snapshots", name) if "@" in name else name, result)
-    run.mark_done(step, **{s: result[s]["avg"] for s in EVAL_SETS})
+    inside = [weights / "model.safetensors"] if weights.is_relative_to(run.path) else []
+    run.mark_done(step, inputs=inside, metrics=(("snapshots", name) if "@" in name else (name,), result),
+                  **{s: result[s]["avg"] for s in EVAL_SETS})
 
 
 def run_dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
@@ -285,7 +306,10 @@ def run_dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Pro
                 on_start=lambda total: throttle.append(_Throttle(run, step, total)),
                 progress=lambda n: throttle[0](throttle[0].done + n))
     if options.url is None and info["models"] == store_models(run, options.trajectory):
-        run.mark_done(step, **{k: v for k, v in info.items() if k not in ("url", "models")})
+        weights = [checkpoint_path(run, m) / "model.safetensors" for m in info["models"]]
+        run.mark_done(step, inputs=[w for w in weights if w.is_relative_to(run.path)],
+                      keep={"fingerprint": info["fingerprint"]},
+                      **{k: v for k, v in info.items() if k not in ("url", "models", "fingerprint")})
     return info
 
 
@@ -293,7 +317,12 @@ def record_environment(run: RunFolder, device) -> None:
     """Append this session's library versions and machine to env.json: faker's version decides the
     people a seed makes, torch's and the thread count the exact numbers a run reaches."""
     file = run.path / "env.json"
-    sessions = json.loads(file.read_text()) if file.exists() else []
+    try:
+        sessions = read_json(file, "", default=[])
+    except RunFolderError:  # a log of sessions, not a result: a damaged one starts again
+        sessions = []
+    if not isinstance(sessions, list):
+        sessions = []
     sessions.append({
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
@@ -312,7 +341,7 @@ def execute(run: RunFolder, reuse: bool = True, dump: bool = True) -> dict:
     models.use_all_cores()
     record_environment(run, models.pick_device(run.spec.device))  # fails early on a missing device
     if run.spec.model.path is not None:
-        check_model_path(run.spec.model.path)
+        check_model_path(run.spec.model.path, run.spec.train.row_len if run.spec.train.packing else None)
     run.emit("run", status="running", phases=[p.name for p in run.spec.phases()])
     make_data(run)
     all_prompts = load_prompts(run.path)

@@ -38,7 +38,8 @@ class _Spec(BaseModel):
 class DataSpec(_Spec):
     people: int = Field(1000, ge=2, description="number of synthetic people")
     qa_in_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of people whose QA is trained on")
-    pool_size: int = Field(100, ge=2, description="distinct values per attribute (blood type always has 8)")
+    pool_size: int = Field(100, ge=2, le=100_000, description="distinct values per attribute (blood type always "
+                           "has 8); faker makes a few hundred jobs and tens of thousands of dates, not millions")
     bio_templates: Literal["fixed", "multi"] = Field(
         "fixed", description="fixed: one template per attribute (the paper); multi: sample among paraphrases"
     )
@@ -120,7 +121,7 @@ RUNTIME_SETTINGS = ("gradient_checkpointing", "compile")
 class ExperimentSpec(_Spec):
     preset: str
     strategies: tuple[Strategy, ...] = DEFAULT_STRATEGIES
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy and torch take seeds below 2**32")
     data: DataSpec
     model: ModelSpec
     train: TrainSpec
@@ -264,10 +265,15 @@ def build_spec(
     """Preset, then a config mapping (e.g. a TOML file), then `key=value` overrides, then keyword
     settings (`device=...`, or nested dicts like `data={"people": 50}`), validated once."""
     raw = load_preset(preset)
-    if config:
-        raw = _merge(raw, _one_length_per_phase(config))
-    for assignment in overrides:
-        raw = _merge(raw, _one_length_per_phase(parse_assignment(assignment)))
+    layers = [("the config file", config or {})] + [(f"--set {a}", parse_assignment(a)) for a in overrides]
+    for where, layer in layers:
+        # The seed and the preset are the request's (one run per seed): a second place to set them
+        # would be silently overruled, so it is refused.
+        if "seed" in layer:
+            raise SpecError(f"{where}: the seed is not a setting; give it with --seed N (or --seeds 0 1 2)")
+        if "preset" in layer:
+            raise SpecError(f"{where}: the preset is not a setting; give it with --preset NAME")
+        raw = _merge(raw, _one_length_per_phase(layer))
     for key, value in top.items():
         if value is not None:
             raw = _merge(raw, {key: value})
@@ -283,44 +289,6 @@ def build_spec(
         raise SpecError(_one_line(err)) from None
 
 
-# Model types whose resid_mid `jobs.run.capture` knows how to read (its FAMILIES), in words for errors.
-SUPPORTED_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "gpt_neox": "GPT-NeoX/Pythia",
-                      "gpt2": "GPT-2"}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def check_model_path(path: str) -> None:
-    """Refuse a --model that is not a checkpoint of a supported causal LM with its tokenizer, before
-    anything is written for it."""
-    p = Path(path)
-    if not p.is_dir() or not (p / "config.json").is_file():
-        raise SpecError(
-            f"--model {path}: no Hugging Face checkpoint there (a folder with config.json and weights, "
-            "as written by save_pretrained)"
-        )
-    try:
-        config = json.loads((p / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SpecError(f"--model {path}: config.json cannot be read ({err}); the checkpoint is damaged") from None
-    kind = config.get("model_type") if isinstance(config, dict) else None
-    if kind not in SUPPORTED_FAMILIES:
-        raise SpecError(
-            f"--model {path}: a {kind!r} model, which factrecall cannot read hidden states from; supported are "
-            + ", ".join(f"{name} ({k})" for k, name in SUPPORTED_FAMILIES.items())
-        )
-    heads = config.get("architectures") or []
-    if heads and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in heads):
-        raise SpecError(
-            f"--model {path}: a {heads[0]} checkpoint has no language-model head; give a causal LM (one whose "
-            "config.json names an architecture ending in ForCausalLM or LMHeadModel)"
-        )
-    if not any((p / name).is_file() for name in _TOKENIZER_FILES):
-        raise SpecError(
-            f"--model {path}: no tokenizer beside the weights ({', '.join(_TOKENIZER_FILES)}); save it there "
-            "with tokenizer.save_pretrained"
-        )
-
-
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
 
 
@@ -333,13 +301,26 @@ def check_run_name(name: str) -> str:
     return name
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a settings file is a page of TOML; anything larger is not one
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
+    """A TOML settings file, laid out like jobs/presets/*.toml: a regular file of at most 1 MiB of
+    UTF-8 TOML (a folder, a device such as /dev/zero, or binary data is refused in one line)."""
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"config file {path} does not exist") from None
+        if not path.is_file():
+            raise SpecError(f"config file {path} {'is not a regular file' if path.exists() else 'does not exist'}; "
+                            "give a TOML file laid out like jobs/presets/*.toml")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise SpecError(f"config file {path} is {path.stat().st_size:,} bytes, not a settings file (at most "
+                            f"{MAX_CONFIG_BYTES:,})")
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"config file {path} is not UTF-8 text; give a TOML file") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"config file {path} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise SpecError(f"config file {path} cannot be read: {err.strerror}") from None
 
 
 def spec_from_json(text: str, where: str) -> ExperimentSpec:

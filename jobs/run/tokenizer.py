@@ -39,10 +39,13 @@ def train_word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved beside a local checkpoint (never fetched from a hub)."""
+    if not Path(path).is_dir():
+        raise FactrecallError(f"the tokenizer folder {path} is missing; if it is a run's, delete the run's "
+                              "done/tokenizer.json and resume to make it again")
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise FactrecallError(f"cannot load a tokenizer from {path}: {first_line(err)}") from None
+    except Exception as err:  # noqa: BLE001 - tokenizers and transformers raise their own types for a damaged file
+        raise FactrecallError(f"cannot load a tokenizer from {path} ({first_line(err)}): it is damaged") from None
     if tok.pad_token is None:
         # Padding positions are masked out everywhere; any existing token serves.
         tok.pad_token = tok.eos_token or tok.unk_token or tok.convert_ids_to_tokens(0)

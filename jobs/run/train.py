@@ -26,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model as load_weights
 from safetensors.torch import save_file
 import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from jobs.errors import FactrecallError
+from jobs.errors import FactrecallError, first_line
 from jobs.run.checkpoints import snapshot_dir, snapshot_steps
+from jobs.run.files import digest, matches, read_json
 from jobs.run.model import autocast
 from jobs.run.spec import PhaseSpec, TrainSpec
 
@@ -211,7 +212,9 @@ def save_checkpoint(folder: Path, model: PreTrainedModel, opt: torch.optim.Optim
     sd = opt.state_dict()
     tensors = {f"{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()}
     save_file(tensors, new / "optimizer.safetensors", metadata={"param_groups": json.dumps(sd["param_groups"])})
-    (new / "state.json").write_text(json.dumps(state))
+    # The files' digests: a checkpoint whose weights were swapped for another's is not resumed from.
+    files = {name: digest(new / name) for name in CHECKPOINT_FILES[:2]}
+    (new / "state.json").write_text(json.dumps({**state, "files": files}))
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         folder.rename(old)
@@ -222,11 +225,47 @@ def save_checkpoint(folder: Path, model: PreTrainedModel, opt: torch.optim.Optim
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The last complete checkpoint: `folder`, or `folder.old` if a swap was cut short."""
-    for candidate in (folder, folder.with_name(folder.name + ".old")):
-        if all((candidate / name).exists() for name in CHECKPOINT_FILES):
-            return candidate
+def _checked_state(folder: Path, total: int) -> dict:
+    """The state.json of checkpoint `folder`, if it describes a checkpoint of this plan whose files are
+    the ones it wrote; a FactrecallError saying what does not fit otherwise."""
+    missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FactrecallError(f"{missing[0]} is missing")
+    state = read_json(folder / "state.json", "")
+    numbers = ("step", "total", "tokens")
+    if not isinstance(state, dict) or any(not isinstance(state.get(k), int) for k in numbers) \
+            or not isinstance(state.get("curve"), list) or not isinstance(state.get("train_seconds"), (int, float)):
+        raise FactrecallError("state.json is not a checkpoint's state")
+    if state["total"] != total or state.get("plan", 1) != PLAN_VERSION:
+        raise FactrecallError(f"it was made for another data plan ({state['total']} steps, plan version "
+                              f"{state.get('plan', 1)}; this code makes {total} steps, version {PLAN_VERSION})")
+    if not 0 <= state["step"] <= total:
+        raise FactrecallError(f"state.json says step {state['step']} of {total}")
+    for name, recorded in (state.pop("files", None) or {}).items():
+        if not matches(folder / name, recorded):
+            raise FactrecallError(f"{name} is not the file this checkpoint wrote (copied from elsewhere, or damaged)")
+    return state
+
+
+def _resume(last: Path, model: PreTrainedModel, opt: torch.optim.Optimizer, device: torch.device,
+            total: int) -> dict | None:
+    """Load the phase's checkpoint: `last`, or `last.old` where a swap was cut short or `last` is
+    damaged; returns its state, None when there is none. One that exists but cannot be resumed from
+    (damaged, foreign, of another plan) is one line naming it and what to do."""
+    problems = []
+    for candidate in (last, last.with_name(last.name + ".old")):
+        if not candidate.exists():
+            continue
+        try:
+            state = _checked_state(candidate, total)
+            load_weights(model, str(candidate / "model.safetensors"), device=str(device))
+            load_optimizer(opt, candidate)
+            return state
+        except (FactrecallError, OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+            problems.append(f"{candidate.name}: {first_line(err)}")
+    if problems:
+        raise FactrecallError(f"the phase's checkpoint {last} cannot be resumed from ({'; '.join(problems)}); delete "
+                              f"{last} to train the phase from its start")
     return None
 
 
@@ -300,17 +339,7 @@ def train_phase(
     opt = make_optimizer(model, phase)
     last = folder / "last"
     state = {"step": 0, "total": total, "plan": PLAN_VERSION, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
-    found = latest_checkpoint(last)
-    if found is not None:
-        load_weights(model, str(found / "model.safetensors"), device=str(device))
-        load_optimizer(opt, found)
-        state = json.loads((found / "state.json").read_text())
-        if state["total"] != total or state.get("plan", 1) != PLAN_VERSION:
-            raise FactrecallError(
-                f"checkpoint {found} was made for another data plan ({state['total']} steps, plan version "
-                f"{state.get('plan', 1)}; this code makes {total} steps, version {PLAN_VERSION}); delete "
-                f"{last} to train the phase from its start"
-            )
+    state = _resume(last, model, opt, device, total) or state
     if train.packing and state["step"] == 0:
         check_packing(model, examples, tok.pad_token_id)
     model.train()

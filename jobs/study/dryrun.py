@@ -32,11 +32,11 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from jobs.errors import FactrecallError
 from jobs.run import model as models
-from jobs.run.checkpoints import snapshot_steps
+from jobs.run.checkpoints import check_model_path, snapshot_steps
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
 from jobs.run.pipeline import PHASE_STREAM, examples_of
-from jobs.run.spec import Phase, check_model_path
+from jobs.run.spec import Phase
 from jobs.run.tokenizer import encode_targets, load_tokenizer, train_word_tokenizer
 from jobs.run.train import collate, make_optimizer, packed_forward, plan_batches
 from jobs.study.plan import PAPER_MODELS, Study
@@ -138,7 +138,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     spec = study.runs[0][0]
     device = models.pick_device(spec.device)  # refuses cuda where there is none
     if spec.model.path is not None:
-        check_model_path(spec.model.path)
+        check_model_path(spec.model.path, spec.train.row_len if spec.train.packing else None)
     people = generate_people(spec.data, spec.seed)
     entries = bio_entries(people, spec.data, spec.seed)
     all_prompts = prompts(people, entries)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global state, safe in any thread
 
-from jobs.run.folder import atomic_write_bytes
+from jobs.run.files import atomic_write_bytes
 from jobs.study import claims
 from jobs.study.plan import ACCURACY_COLUMNS, PAPER_MODELS, REPORT_MODELS
 from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, BIO_FORMATS, FORMAT_LABELS, MODEL_LABELS, SET_LABELS

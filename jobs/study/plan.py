@@ -46,10 +46,11 @@ class Study:
         return self.folder.parent.parent
 
 
-def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SNAPSHOTS) -> Study:
+def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SNAPSHOTS, fits: bool = True) -> Study:
     """The study `request` asks for (its preset, seeds, settings and checkpoint; its name, default the
     preset, names the study), every run's spec validated before anything is written: strategies bio,
-    stage and mix, and `snapshots` checkpoints along each phase. Its runs are reproduce-NAME-sSEED."""
+    stage and mix, and `snapshots` checkpoints along each phase. Its runs are reproduce-NAME-sSEED.
+    With `fits`, each run is checked to fit this machine (a dry run plans for another machine)."""
     if snapshots < 0:
         raise FactrecallError(f"--snapshots {snapshots}: give 0 (only the end of training) or more")
     name = request.name or request.preset
@@ -58,7 +59,7 @@ def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SN
         one = dataclasses.replace(request, strategies=STUDY_STRATEGIES, seeds=(seed,), per_strategy=False,
                                   overrides=(*request.overrides, f"train.snapshots={snapshots}"),
                                   name=f"reproduce-{name}-s{seed}")
-        (spec, run_name), = plan_runs(one)
+        (spec, run_name), = plan_runs(one, workspace if fits else None)
         study.runs.append((spec, workspace / "runs" / run_name))
     return study
 

@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 import store
-from jobs.run.folder import atomic_write_bytes, atomic_write_json, read_done, read_metrics
+from jobs.run.files import atomic_write_bytes, atomic_write_json
+from jobs.run.folder import read_done, read_metrics
 from jobs.study import claims
 from jobs.study.figures import figures
 from jobs.study.markdown import render

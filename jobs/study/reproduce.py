@@ -23,7 +23,7 @@ from pathlib import Path
 import store
 from jobs.errors import FactrecallError
 from jobs.launch.queue import queued_runs
-from jobs.run.folder import atomic_write_json
+from jobs.run.files import atomic_write_json
 from jobs.run.spec import ExperimentSpec
 from jobs.study.plan import Study, probe_jobs
 from jobs.study.report import write_report

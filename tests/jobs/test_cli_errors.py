@@ -18,13 +18,13 @@ def _cli(*argv, cwd):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["run", "--preset", "tiny", "--people", "-5"], "invalid setting data.people=-5"),
+        (["run", "--preset", "tiny", "--people", "-5"], "argument --people: -5 is out of range: give 2 or more"),
         (["run", "--preset", "huge"], "unknown preset 'huge'"),
         (["run", "--preset", "tiny", "--strategy", "stagee"], "invalid choice: 'stagee'"),
         (["run", "--preset", "tiny", "--model", "/nonexistent/llama"], "no Hugging Face checkpoint there"),
         (["run", "--preset", "tiny", "--set", "train.mix.lr"], "write it as key=value"),
         (["run", "--preset", "tiny", "--set", "train.mix.speed=3"], "invalid setting train.mix.speed=3"),
-        (["run", "--preset", "tiny", "--qa-in-fraction", "1.5"], "data.qa_in_fraction=1.5"),
+        (["run", "--preset", "tiny", "--qa-in-fraction", "1.5"], "argument --qa-in-fraction: 1.5 is out of range"),
         (["run", "--preset", "tiny", "--config", "missing.toml"], "config file missing.toml does not exist"),
         (["run", "--preset", "tiny", "--set", "train.bio.epochs=inf"], "train.bio.epochs=inf: Input should be a finite"),
         (["run", "--preset", "tiny", "--set", 'data.locale="xx_XX"'], "faker has no locale 'xx_XX'"),
@@ -63,7 +63,7 @@ def test_a_run_in_use_is_refused(tiny_run, capsys):
 def test_a_full_disk_is_one_line_and_a_rerun_keeps_finished_steps(tmp_path, monkeypatch, capsys):
     import errno
 
-    import jobs.run.folder as rf
+    import jobs.run.files as rf
 
     real = rf.atomic_write_bytes
 

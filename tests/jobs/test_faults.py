@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -22,7 +23,8 @@ import torch
 from safetensors.torch import load_file
 
 import store
-from jobs.run.folder import read_events, read_metrics
+from jobs.run.events import read_events
+from jobs.run.folder import read_metrics
 from tests.conftest import metrics, run_cli, wait_until
 
 ARGS = ["run", "--preset", "tiny", "--strategy", "stage", "mix", "--no-reuse", "--set", "train.checkpoint_every=25"]
@@ -245,11 +247,11 @@ def test_a_full_disk_mid_checkpoint_keeps_the_previous_one_and_resume_finishes(t
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1.5 MB tmpfs (a tiny run needs about 4 MB): the real ENOSPC of a real filesystem. Needs
-    root; elsewhere the simulated ENOSPC test above stands in."""
+    """A 16 MB tmpfs: the real ENOSPC of a real filesystem. Needs root; elsewhere the simulated ENOSPC
+    test above stands in."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip() or made.returncode}")
     yield mount
@@ -257,20 +259,29 @@ def small_disk(tmp_path):
 
 
 def test_a_real_full_disk_is_one_line_keeps_what_was_done_and_resumes_once_space_is_back(small_disk, tmp_path):
+    """The disk fills while the run trains (another process takes the space: a run that could not
+    fit at all is refused before it starts, by its size check): one line, exit 1, what was done is
+    kept, and once there is space the same command finishes the run to the uninterrupted result."""
     reference = tmp_path / "reference"
     assert run_cli("--workspace", reference, *ARGS) == 0
     ref = _only_run(reference)
     workspace = small_disk / "ws"
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), *ARGS],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1, proc.stderr
-    err = proc.stderr.strip()
+    filler = small_disk / "someone-elses.bin"
+    with _launched(lambda ws: subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(ws), *ARGS],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
+                   workspace) as proc:
+        wait_until(lambda: list(workspace.glob("runs/*/done/init.json")) or proc.poll() is not None, "the init step")
+        with filler.open("wb") as f:  # all but 64 KB of what is left
+            f.write(b"\0" * max(os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize - (64 << 10), 0))
+        proc.wait()
+        assert proc.returncode == 1, proc.stderr.read()
+        err = proc.stderr.read().strip()
     assert "disk full writing" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     run = _only_run(workspace)
     check_done_means_complete(run)  # what was marked done is whole
     assert {"data", "tokenizer", "init"} <= _done(run) and "dump" not in _done(run)
     # Space comes back: the same command finishes the run, to the uninterrupted result.
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    filler.unlink()
     assert run_cli("--workspace", workspace, *ARGS) == 0
     check_done_means_complete(run)
     for phase in ("bio", "stage", "mix"):

@@ -16,7 +16,9 @@ from jobs.run.evaluate import eval_sets, greedy_match, score
 from jobs.run.model import load_model
 from jobs.run.pipeline import execute, load_prompts
 from jobs.run.curves import strategy_curve
-from jobs.run.folder import RunFolder, load_spec, read_events, read_jsonl
+from jobs.run.files import read_jsonl
+from jobs.run.events import read_events
+from jobs.run.folder import RunFolder, load_spec
 from jobs.run.spec import build_spec
 from jobs.words import ATTRIBUTES, steps_of
 from jobs.run.tokenizer import Target, load_tokenizer

@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -130,9 +131,25 @@ def test_the_paper_preset_dry_run_validates_a_local_checkpoint(tmp_path, capsys)
     assert "seeds repeat" in capsys.readouterr().err
 
 
+def _sparse_weights(file: Path, vocab: int, hidden: int, layers: int) -> None:
+    """A safetensors file whose header lists the embedding and a tensor per block at their real shapes,
+    its data a hole in a sparse file: what the checkpoint check reads, at no disk cost."""
+    tensors, offset = {}, 0
+    for name, shape in [("model.embed_tokens.weight", [vocab, hidden]),
+                        *((f"model.layers.{i}.input_layernorm.weight", [hidden]) for i in range(layers))]:
+        size = 4 * int(np.prod(shape))
+        tensors[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    header = json.dumps(tensors).encode()
+    with file.open("wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header)
+        f.truncate(8 + len(header) + offset)
+
+
 def test_the_dry_run_says_whether_llama_3b_training_fits_a_gpu(tmp_path, capsys):
-    """A checkpoint folder with Llama-3.2-3B's config.json (no weights: the dry run builds the model on
-    the meta device) and a small tokenizer: the paper's setting planned for A100s of 40 and 80 GB."""
+    """A checkpoint folder with Llama-3.2-3B's config.json, weights of its shape (a sparse file: the dry
+    run reads only their header, and builds the model on the meta device) and a small tokenizer: the
+    paper's setting planned for A100s of 40 and 80 GB."""
     from transformers import LlamaConfig
 
     from jobs.run.spec import build_spec
@@ -143,8 +160,9 @@ def test_the_dry_run_says_whether_llama_3b_training_fits_a_gpu(tmp_path, capsys)
     _save_checkpoint(tmp_path / "m", ([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]) * 3)
     LlamaConfig(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
                 num_key_value_heads=8, tie_word_embeddings=True, bos_token_id=0, eos_token_id=1).save_pretrained(tmp_path / "m")
+    _sparse_weights(tmp_path / "m" / "model.safetensors", vocab=128256, hidden=3072, layers=28)
     study = lambda *sets: plan_study(tmp_path / "ws", RunRequest(preset="paper", people=200, model=str(tmp_path / "m"),  # noqa: E731
-                                                                 overrides=sets), snapshots=0)
+                                                                 overrides=sets), snapshots=0, fits=False)
     info = plan(study(), tflops=100, gpu_memory=141)  # an H200
     assert info["parameters"] == pytest.approx(3.21e9, rel=0.01)
     assert info["memory"]["weights_optimizer"] == 16 * info["parameters"]  # 51 GB before any activation

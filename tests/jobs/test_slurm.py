@@ -12,7 +12,7 @@ import pytest
 
 from factrecall_tui.runs import Scanner, read_run
 from jobs.launch.queue import job_table, queued_runs
-from jobs.run.folder import read_events
+from jobs.run.events import read_events
 from tests.conftest import metrics, run_cli, wait_until
 
 pytest.importorskip("submitit")
@@ -135,7 +135,10 @@ def _jobs_tab_says(ws: Path, run: str, text: str) -> None:
 @pytest.mark.parametrize(("args", "says"), [
     (["--time", "soon"], "--time 'soon': give minutes (90), HH:MM:SS"),
     (["--mem", "lots"], "--mem 'lots': give Slurm's form, e.g. 64G"),
-    (["--gpus", "-1"], "--gpus must be 0 or more"),
+    (["--gpus", "-1"], "argument --gpus: -1 is out of range: give 0 or more"),
+    (["--partition", "gpu\ntouch PWNED #"], "--partition 'gpu\\ntouch PWNED #' holds a control character"),
+    (["--setup", "module load cuda\nrm -rf ~"], "holds a control character (a newline?)"),
+    (["--account", "lab one"], "--account 'lab one': Slurm names hold no spaces"),
 ])
 def test_bad_slurm_options_are_refused_before_anything_is_written(fake_slurm, tmp_path, capsys, args, says):
     assert run_cli("--workspace", tmp_path / "ws", "submit", "--preset", "tiny", "--executor", "slurm", *args) == 2

@@ -18,7 +18,8 @@ import store
 from jobs.run.model import load_model
 from jobs.run.dump import DumpOptions
 from jobs.run.pipeline import load_prompts, make_tokenizer, run_dump
-from jobs.run.folder import RunFolder, read_jsonl
+from jobs.run.files import read_jsonl
+from jobs.run.folder import RunFolder
 from jobs.words import ATTRIBUTES, FORMATS
 from jobs.run.tokenizer import load_tokenizer
 from tests.conftest import run_cli
@@ -271,11 +272,19 @@ def test_a_dump_never_mixes_two_runs_or_writes_over_someone_elses_data(tiny_run,
     shutil.copytree(tiny_run, ws / "runs" / "a")
     out = ws / "shared.zarr"
     assert run_cli("--workspace", ws, "dump", "a", "--models", "mix", "--out", out) == 0
-    # another run (here: the same run with its mix model retrained) into the same store: refused
+    # the same run again (its weights are known by content: a rewrite of the same bytes is the same model)
     weights = ws / "runs" / "a" / "checkpoints" / "mix" / "final" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes())  # new file time: as a retrained checkpoint
-    assert run_cli("--workspace", ws, "dump", "a", "--models", "mix", "--out", out) == 2
-    assert "was dumped with other settings or data (another weights)" in capsys.readouterr().err.replace("\n", "")
+    weights.write_bytes(weights.read_bytes())
+    assert run_cli("--workspace", ws, "dump", "a", "--models", "mix", "--out", out) == 0
+    # another run (here: a copy that says it is seed 1, its spec and its data marker alike): refused
+    shutil.copytree(ws / "runs" / "a", ws / "runs" / "b")
+    for rel, node in (("spec.json", lambda d: d), ("done/data.json", lambda d: d["identity"])):
+        data = json.loads((ws / "runs" / "b" / rel).read_text())
+        node(data)["seed"] = 1
+        (ws / "runs" / "b" / rel).write_text(json.dumps(data))
+    capsys.readouterr()
+    assert run_cli("--workspace", ws, "dump", "b", "--models", "mix", "--out", out) == 2
+    assert "was dumped with other settings or data (another run)" in capsys.readouterr().err.replace("\n", "")
     # an fsspec location that holds something else is never written over
     import fsspec
 

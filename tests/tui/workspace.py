@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.run.folder import atomic_write_json
+from jobs.run.files import atomic_write_json
 from jobs.run.spec import build_spec
 from jobs.words import ATTRIBUTES, FORMATS
 
