@@ -65,6 +65,7 @@ class GroupRows:
     chart1: dict[str, list[float]] = field(default_factory=dict)  # trained model label -> means
     chart5: dict[str, list[float]] = field(default_factory=dict)
     colors: list[tuple[int, int, int]] = field(default_factory=list)  # one per trained model, in chart order
+    seeds_of: dict[str, list[int]] = field(default_factory=dict)  # model -> the seeds whose runs have its results
 
 
 @dataclass
@@ -102,6 +103,7 @@ def build_tables(paths: list[Path]) -> Tables:
             models = [m for m in MODEL_LABELS if any(m in metrics for metrics in group.metrics)]
             rows = GroupRows(group.label, list(group.seeds), [p.name for p in runs], models)
             for model in models:
+                rows.seeds_of[model] = sorted(seed for seed, m in zip(group.seeds, group.metrics) if model in m)
                 rows.fig1[model] = [cell(group.values(model, "qa_out", c), n) for c in FIG1_COLUMNS]
                 rows.fig5[model] = [cell(group.values(model, s, "avg"), n) for s in SET_LABELS]
                 if model in TRAINED:
@@ -125,7 +127,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
     """Figure 1 and Figure 5 across runs (mean ± std over seeds) and a bar chart of the group under
     the cursor. `show(runs)` on every workspace scan; `focus_run(name)` puts the cursor on a run."""
 
-    BINDINGS = [Binding("f", "toggle_figure", "Figure 1/5")]
+    BINDINGS = [Binding("f", "toggle_figure", "Fig. 1 ⇄ Fig. 5")]
 
     @dataclass
     class Loaded(Message, bubble=False):
@@ -301,7 +303,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             data = group.chart1 if self.figure == "fig1" else group.chart5
             self.chart_labels = FIG1_LABELS if self.figure == "fig1" else FIG5_LABELS
             self.chart_data = {model: list(values) for model, values in data.items()}
-            seeds = f", mean of {len(group.seeds)} seeds" if len(group.seeds) > 1 else ""
+            seeds = _seeds_said(group)
             what = "QA out exact match per attribute" if self.figure == "fig1" else "exact match per set"
             self.chart_title = f"{'Figure 1' if self.figure == 'fig1' else 'Figure 5'} · {group.label}{seeds} · {what} (%)"
             keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {_escape(model)}"
@@ -321,12 +323,24 @@ class AccuracyPane(HandsFailuresUp, Vertical):
                         "`factrecall-jobs run` has evaluated Stage, Mix, BIO or QA.")
             else:
                 text = (f"{len(self.groups)} configuration{'s' * (len(self.groups) != 1)} · {runs} "
-                        f"run{'s' * (runs != 1)} · over seeds: mean ± std · f: Figure 1/5")
+                        f"run{'s' * (runs != 1)} · over seeds: mean ± population std (as `show`) · "
+                        "f: Figure 1 ⇄ Figure 5")
         if self.notes:
             more = f" (+{len(self.notes) - 1} more)" if len(self.notes) > 1 else ""
             text += f"\n[b red]skipped[/] {_escape(self.notes[0])}{more}"
         self.message = text
         self.query_one("#acc-message", Static).update(text)
+
+
+def _seeds_said(group: GroupRows) -> str:
+    """How many seeds the chart's bars are the mean of: each trained model's own count where a seed has
+    not got its results yet (`mean of 2 seeds`, or `Stage-tuned 1, Mix-tuned 2 of 2 seeds`)."""
+    trained = [m for m in group.models if m in TRAINED]
+    counts = {m: len(group.seeds_of.get(m, group.seeds)) for m in trained}
+    if len(set(counts.values())) <= 1:
+        n = next(iter(counts.values()), len(group.seeds))
+        return f", mean of {n} seeds" if n > 1 else ""
+    return ", mean of " + ", ".join(f"{MODEL_LABELS[m]} {k}" for m, k in counts.items()) + f" of {len(group.seeds)} seeds"
 
 
 def row_key(label: str, model: str) -> str:
@@ -339,8 +353,8 @@ def _rows(groups: list[GroupRows]) -> list[tuple[tuple, int]]:
     a group's label only on its first row."""
     out, seen = [], set()
     for i, g in enumerate(groups):
-        seeds = ", ".join(map(str, sorted(g.seeds)))
         for j, model in enumerate(g.models):
+            seeds = ", ".join(map(str, g.seeds_of.get(model, sorted(g.seeds))))  # a seed still running: not yet
             key = row_key(g.label, model)
             if key in seen:  # two configurations under one label: rare, but keys must be unique
                 key = f"{key}|{i}"

@@ -30,6 +30,7 @@ from factrecall_tui.probes import ProbesPane
 from factrecall_tui.report_view import ReportPane
 from factrecall_tui.runs import RunSummary, Scanner
 from factrecall_tui.store_view import StorePane
+from factrecall_tui.tabs import Tabs
 from jobs.errors import first_line
 
 TABS = {"jobs": "Jobs", "accuracy": "Accuracy", "probes": "Probes", "store": "Store", "report": "Report"}
@@ -61,7 +62,7 @@ class FactrecallApp(App):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(initial="jobs"):
+        with Tabs(initial="jobs"):
             with TabPane(f"1 {TABS['jobs']}", id="jobs"):
                 yield JobsPane(self.workspace, id="jobs-pane")
             with TabPane(f"2 {TABS['accuracy']}", id="accuracy"):
@@ -134,7 +135,7 @@ class FactrecallApp(App):
                 "probes": self.query_one(ProbesPane), "store": self.query_one(StorePane)}
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        self.query_one(Tabs).show(tab)
 
     def open_run(self, tab: RunTab, name: str) -> None:
         """Switch to `tab` with run `name` in front."""
@@ -157,10 +158,8 @@ class FactrecallApp(App):
 
     @on(TabbedContent.TabActivated)
     def _focus_tab(self, event: TabbedContent.TabActivated) -> None:
-        """Keys go to the screen just shown: its first focusable widget takes the focus."""
-        first = next((w for w in event.pane.query("*") if w.focusable), None)
-        if first is not None:
-            self.call_after_refresh(first.focus)
+        """A tab the user clicked: keys go to it (its first focusable widget takes the focus)."""
+        self.query_one(Tabs).focus_shown()
 
     def action_launch(self) -> None:
         def launched(names: list[str] | None) -> None:
@@ -172,12 +171,32 @@ class FactrecallApp(App):
 
         self.push_screen(LaunchScreen(self.workspace), launched)
 
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """A screenshot (palette, or ctrl+p) goes into WORKSPACE/screenshots (a server has no ~/Downloads,
+        where Textual puts it), and the app says where it went."""
+        folder = Path(path) if path else self.workspace / "screenshots"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            saved = self.save_screenshot(filename, str(folder), time_format)
+        except OSError as err:
+            self.notify(f"cannot save the screenshot in {folder}: {err.strerror}", severity="error", timeout=10)
+            return None
+        self.notify(f"screenshot saved: {saved}", title="Screenshot")
+        return saved
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield SystemCommand("New job", "Launch runs: strategy, seeds, people, model, device", self.action_launch)
         jobs = self.query_one(JobsPane)
-        yield SystemCommand("Cancel job", "Take the selected run off the queue, or stop it", jobs.action_cancel)
-        yield SystemCommand("Resume job", "Queue the selected run to continue where it stopped", jobs.action_resume)
-        yield SystemCommand("Open log", "Follow the selected run's log", jobs.action_log)
+        if (run := jobs.selected) is not None:  # they name the run they act on, and show it on Jobs first
+            def on_jobs(action):
+                return lambda: (self.action_tab("jobs"), action())
+            yield SystemCommand(f"Cancel job {run.name}", f"{run.status}: take it off the queue, or stop it (asks "
+                                "first)", on_jobs(jobs.action_cancel))
+            yield SystemCommand(f"Resume job {run.name}", f"{run.status}: queue it to continue where it stopped",
+                                on_jobs(jobs.action_resume))
+            yield SystemCommand(f"Open log of {run.name}", "Follow its log and its console output",
+                                on_jobs(jobs.action_log))
         yield SystemCommand("Fit probes", "Fit probes with the Probes screen's settings",
                             lambda: (self.action_tab("probes"), self.query_one(ProbesPane).action_fit()))
         for tab, label in TABS.items():

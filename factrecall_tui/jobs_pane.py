@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from factrecall_tui.confirm import Confirm
 from factrecall_tui.messages import OpenLog, OpenRun, Rescan, RunTab
 from factrecall_tui.pane import when_mounted
 from factrecall_tui.runs import RunSummary, progress_text
@@ -23,15 +24,18 @@ from jobs.words import RunStatus
 STATUS_STYLE: dict[RunStatus, str] = {
     "done": "green", "running": "yellow", "queued": "cyan", "failed": "red", "interrupted": "magenta",
     "stopped": "magenta", "new": "dim", "broken": "red"}
-COLUMNS = {"run": "Run", "strategy": "Strategy", "model": "Model", "seed": "Seed", "people": "People",
-           "status": "Status", "progress": "Progress"}
+# Status and progress right after the name: what a narrow terminal must still show.
+COLUMNS = {"run": "Run", "status": "Status", "progress": "Progress", "strategy": "Strategy", "model": "Model",
+           "seed": "Seed", "people": "People"}
 
 
-def _cells(run: RunSummary) -> tuple:
-    status = run.status + (" (starting)" if run.status == "running" and not run.progress else "")
-    return (run.name, run.strategies, run.model, run.seed, run.people,
-            Text(status, style=STATUS_STYLE[run.status]),
-            Text.from_markup(progress_text(run)))
+def _cells(run: RunSummary, stopping: bool = False) -> tuple:
+    if run.status == "running" and stopping:
+        status = "stopping…"  # asked to stop: it saves its checkpoint, then ends as interrupted
+    else:
+        status = run.status + (" (starting)" if run.status == "running" and not run.progress else "")
+    return (run.name, Text(status, style=STATUS_STYLE[run.status]), Text.from_markup(progress_text(run)),
+            run.strategies, run.model, run.seed, run.people)
 
 
 class JobsPane(Vertical):
@@ -49,10 +53,18 @@ class JobsPane(Vertical):
         self.workspace = workspace
         self.runs: dict[str, RunSummary] = {}
         self._rows: dict[str, tuple] = {}
+        self.stopping: set[str] = set()  # runs asked to stop, until they do
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="job-detail")
+
+    def on_resize(self) -> None:
+        """In a short terminal the runs come first: the detail below them takes at most a third of the
+        pane, and none at all under 10 lines."""
+        detail = self.query_one("#job-detail", Static)
+        detail.display = self.size.height >= 10
+        detail.styles.max_height = max(2, min(6, self.size.height // 3))
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -64,19 +76,20 @@ class JobsPane(Vertical):
     def show(self, runs: list[RunSummary]) -> None:
         table = self.query_one(DataTable)
         self.runs = {r.name: r for r in runs}
+        self.stopping &= {r.name for r in runs if r.status == "running"}  # stopped by now: no longer stopping
         order = [r.name for r in runs]
         if order != list(self._rows):
             chosen = self.selected.name if self.selected else None
             table.clear()
             self._rows = {}
             for run in runs:
-                self._rows[run.name] = _cells(run)
+                self._rows[run.name] = _cells(run, run.name in self.stopping)
                 table.add_row(*self._rows[run.name], key=run.name)
             if chosen in self.runs:
                 table.move_cursor(row=order.index(chosen), animate=False)
         else:
             for run in runs:
-                cells = _cells(run)
+                cells = _cells(run, run.name in self.stopping)
                 old = self._rows[run.name]
                 for key, new, was in zip(COLUMNS, cells, old):
                     if str(new) != str(was) or (isinstance(new, Text) and new.spans != was.spans):
@@ -140,18 +153,32 @@ class JobsPane(Vertical):
         if run.status not in ("queued", "running"):
             self.notify(f"{run.name} is {run.status}: nothing to cancel", severity="warning")
             return
+        if run.status == "queued":  # nothing lost: off the queue at once
+            self._cancel(run.name)
+            return
+        where = f" (step {run.progress['step']})" if run.progress.get("step") else ""
+        self.app.push_screen(Confirm(f"Stop [b]{run.name}[/b]{where}? What it finished and its last checkpoint are "
+                                     "kept; r resumes it.", yes="Stop it", no="Keep it running"),
+                             lambda yes: self._cancel(run.name) if yes else None)
+
+    def _cancel(self, name: str) -> None:
         try:
-            self.notify(cancel(self.workspace, run.name))
-        except OSError as err:
-            self.notify(f"{run.name}: cannot cancel: {err}", severity="error")
+            said = cancel(self.workspace, name)
+        except (OSError, *USER_ERRORS) as err:
+            self.notify(f"{name}: cannot cancel: {first_line(err)}", severity="error")
+            return
+        if "stopping" in said:
+            self.stopping.add(name)
+        self.notify(said)
         self.post_message(Rescan())
 
     def action_resume(self) -> None:
         run = self.selected
         if run is None:
             return
-        if run.status in ("queued", "running", "broken"):
-            self.notify(f"{run.name} is {run.status}", severity="warning")
+        if run.status in ("queued", "running", "broken", "done"):
+            why = {"done": "nothing to resume", "broken": "its folder cannot be read"}.get(run.status, "already on its way")
+            self.notify(f"{run.name} is {run.status}: {why}", severity="warning")
             return
         try:
             submit(self.workspace, run.name)

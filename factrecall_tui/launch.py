@@ -15,9 +15,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
+from factrecall_tui.checklist import Checklist
+from factrecall_tui.confirm import Confirm
 from jobs.errors import FactrecallError
 from jobs.launch.plan import RunRequest, plan_runs
 from jobs.launch.queue import prepare, start_worker, submit
+from jobs.run.folder import load_spec
 from jobs.run.spec import DEFAULT_PRESET, load_preset, preset_names
 from jobs.words import DEFAULT_STRATEGIES
 
@@ -26,6 +29,8 @@ DEVICES = ("auto", "cpu", "cuda")
 # gives them in this order, the one `--strategy` is usually typed in (and the default, stage mix).
 ORDER = ("bio", "stage", "mix", "qa")
 EXECUTORS = {"local": "local queue: one job at a time on a CPU, one per GPU"}
+CONFIRM_RUNS = 8    # more runs than this at once: asked first
+MAX_RUNS = 200      # more than this from one form is a typo (0-999), not a plan
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -36,8 +41,11 @@ def parse_seeds(text: str) -> list[int]:
             continue
         if m := re.fullmatch(r"(\d+)-(\d+)", part):
             lo, hi = int(m[1]), int(m[2])
-            if hi < lo or hi - lo > 999:
+            if hi < lo:
                 raise FactrecallError(f"seeds {part!r}: give a range like 0-4")
+            if hi - lo >= MAX_RUNS:
+                raise FactrecallError(f"seeds {part!r}: at most {MAX_RUNS} seeds from the form at once (a shell loop "
+                                      "over `factrecall-jobs submit` takes more)")
             seeds += range(lo, hi + 1)
         elif part.isdigit():
             seeds.append(int(part))
@@ -76,7 +84,7 @@ class LaunchScreen(ModalScreen[list[str]]):
             with VerticalScroll(id="launch-fields"):
                 yield from _row("Preset", Select([(p, p) for p in preset_names()], value=DEFAULT_PRESET,
                                                  allow_blank=False, id="preset", compact=True))
-                yield from _row("Strategies", SelectionList[str](*((s, s, s in DEFAULT_STRATEGIES) for s in ORDER),
+                yield from _row("Strategies", Checklist[str](*((s, s, s in DEFAULT_STRATEGIES) for s in ORDER),
                                                                  id="strategies", compact=True))
                 yield from _row("Seeds", Input("0", placeholder="0 1 2, or 0-4", id="seeds", compact=True))
                 yield from _row("People", Input(placeholder="the preset's", id="people", type="integer", compact=True))
@@ -133,6 +141,19 @@ class LaunchScreen(ModalScreen[list[str]]):
             return False
         names = [name for _, name in self.planned]
         existing = [n for n in names if (self.workspace / "runs" / n / "spec.json").exists()]
+        for spec, name in self.planned:  # what `run` would refuse on launch is refused here, in the form's words
+            if name in existing:
+                try:
+                    other = load_spec(self.workspace / "runs" / name)
+                except FactrecallError:
+                    other = None
+                if other is None or other.identity() != spec.identity():
+                    self.planned = []
+                    plan.update(f"[red]✗[/] run {name} exists and holds "
+                                f"{'a different experiment' if other else 'a folder that cannot be read'}: change Name "
+                                "(or leave it empty for a name of its own)")
+                    plan.set_class(True, "-error")
+                    return False
         note = (f" ({len(existing)} of them exist{'s' if len(existing) == 1 else ''} and resume{'s' if len(existing) == 1 else ''})"
                 if existing else "")
         shown = ", ".join(names[:3]) + (f" … and {len(names) - 3} more" if len(names) > 3 else "")
@@ -147,12 +168,24 @@ class LaunchScreen(ModalScreen[list[str]]):
         self._check()
 
     # -- actions ---------------------------------------------------------------------------------
-    @on(Button.Pressed, "#launch-button")
     @on(Input.Submitted)
+    def _next_field(self) -> None:
+        """Enter moves on to the next field; only ctrl+s or the Launch button launch."""
+        self.focus_next()
+
+    @on(Button.Pressed, "#launch-button")
     def action_launch(self) -> None:
         if not self._check():
             self.app.bell()
             return
+        if len(self.planned) > CONFIRM_RUNS:
+            self.app.push_screen(Confirm(f"Queue {len(self.planned)} runs? They run one at a time on a CPU (one per "
+                                         "GPU) and take the machine for as long.", yes=f"Queue {len(self.planned)}"),
+                                 lambda yes: self._launch() if yes else None)
+            return
+        self._launch()
+
+    def _launch(self) -> None:
         device = str(self.query_one("#device", Select).value)
         queued = []
         try:

@@ -70,6 +70,10 @@ class LogScreen(HandsFailuresUp, Screen):
             except OSError:
                 offsets[name] = 0
         rest = dict.fromkeys(FILES, "")
+        if not (self.run_path / "job.out").exists():
+            self.post_message(self.LinesRead("job.out", [
+                "(no job.out: the run's jobs so far were started from a shell, `factrecall-jobs run` or "
+                "`reproduce`, whose console is that shell; jobs the queue or Slurm start write here)"]))
         while not worker.is_cancelled:
             for name in FILES:
                 path = self.run_path / name

@@ -10,7 +10,7 @@ trained on QA vectors, W_BIO trained on BIO vectors); `m` switches the model whe
 not fit side by side. The table beneath holds every number as the CLI prints it.
 
 The computing is factrecall_tui/probe_fit.py and each chart a factrecall_tui/probe_chart.py widget;
-what stays here (about 470 lines) is one screen's state: its controls, the fit and cache-lookup
+what stays here (about 490 lines) is one screen's state: its controls, the fit and cache-lookup
 workers with their messages, and the results they show.
 Importing this module imports neither torch nor zarr: `store.probes` (torch) is imported by the
 worker, on the first fit. The workers post their progress and results as messages, each with the
@@ -35,6 +35,7 @@ from textual.widgets import Button, DataTable, Label, ProgressBar, Select, Selec
 from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from factrecall_tui.checklist import Checklist
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.probe_chart import EMPHASIS, ProbeChart
 from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, compute, store_attributes
@@ -89,6 +90,7 @@ class ProbesPane(HandsFailuresUp, Widget):
         self.runs: dict[str, RunSummary] = {}    # runs with a store, by name
         self._known: set[str] = set()            # every run's name (to say why one is not offered)
         self._names: list[str] = []              # the list's options, in order
+        self._caption: Text | None = None        # what the shown result is of
         self._chose = False                      # a run was selected once (then a rescan never picks one)
         self._attr_cache: dict[tuple[str, int], tuple[str, ...] | None] = {}
         self._attribute_options: tuple[str, ...] = ATTRIBUTES
@@ -132,7 +134,7 @@ class ProbesPane(HandsFailuresUp, Widget):
                 yield Button("Fit (f)", id="probe-fit", variant="primary", compact=True)
                 yield Button("Cancel (esc)", id="probe-cancel", compact=True, disabled=True)
             yield Label("Runs (space; several = seeds)", classes="probe-caption")
-            yield SelectionList[str](id="probe-runs", compact=True)
+            yield Checklist[str](id="probe-runs", compact=True)
         with Vertical(id="probe-main"):
             yield Static("", id="probe-caption")
             yield Static("Choose runs with an activation store, then press f to fit the probes.", id="probe-status")
@@ -282,6 +284,7 @@ class ProbesPane(HandsFailuresUp, Widget):
     def _maybe_lookup(self) -> None:
         self._lookup_timer = None
         request = self.current_request()
+        self._mark_stale(request is not None and self.request is not None and request != self.request)
         if request is None or request == self.request:
             return
         if self._probes_loaded:
@@ -366,11 +369,25 @@ class ProbesPane(HandsFailuresUp, Widget):
             self.post_message(self.Finished(serial, request, result))
 
     def _seed_note(self, request: ProbeRequest) -> str | tuple[str, str]:
-        """A warning where runs taken as seeds differ in more than their seed."""
+        """A warning where runs taken as seeds differ in more than their seed, or where the probes are
+        scored on people they learned from."""
         specs = [{k: v for k, v in self.runs[n].spec.items() if k not in ("seed", "name", "device")}
                  for n in request.runs if n in self.runs]
         differ = sorted({k for spec in specs[1:] for k in spec.keys() | specs[0].keys() if spec.get(k) != specs[0].get(k)})
-        return (f" (note: the runs differ beyond their seed: {', '.join(differ)})", "yellow") if differ else ""
+        notes = [f"the runs differ beyond their seed: {', '.join(differ)}"] if differ else []
+        if request.train_split == request.test_split or "all" in (request.train_split, request.test_split):
+            notes.append("trained and tested on the same people: these accuracies are not held out")
+        return (f" (note: {'; '.join(notes)})", "yellow") if notes else ""
+
+    def _mark_stale(self, stale: bool) -> None:
+        """The shown result is of other settings than the controls now say: said above it, until a fit
+        or a cached result answers the new ones."""
+        caption = self.query_one("#probe-caption", Static)
+        caption.set_class(stale, "-stale")
+        if stale and self._caption is not None:
+            caption.update(Text.assemble(("shown: the previous settings (f fits these) · ", "bold yellow"), self._caption))
+        elif self._caption is not None:
+            caption.update(self._caption)
 
     # -- the worker's messages ----------------------------------------------------------------------
     @on(Progress)
@@ -425,17 +442,18 @@ class ProbesPane(HandsFailuresUp, Widget):
 
     # -- results --------------------------------------------------------------------------------
     async def _show_results(self, message: Finished) -> None:
-        from store.probes import format_cell  # loaded already, by the worker that made these
+        from store.probes import counts, format_cell  # loaded already, by the worker that made these
 
         request, result = message.request, message.result
         df, agg = result.df, result.agg
         self.request, self.models, self.results = request, result.models, agg
         several = len(request.runs) > 1
-        runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean ± std)"
-        self.query_one("#probe-caption", Static).update(Text.assemble(
-            (request.attribute, "bold"), f" · {request.bio} · {runs} · {int(df['n_classes'].iloc[0])} classes · "
-            f"train {request.train_split} ({int(df['n_train'].iloc[0])}) → test {request.test_split} "
-            f"({int(df['n_test'].iloc[0])})"))
+        runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean ± sample std, as `probe`)"
+        self._caption = Text.assemble(
+            (request.attribute, "bold"), f" · {request.bio} · {runs} · {counts(df, 'n_classes')} classes · "
+            f"train {request.train_split} ({counts(df, 'n_train')}) → test {request.test_split} "
+            f"({counts(df, 'n_test')})")
+        self._mark_stale(request != self.current_request())
         # No timings here: the same fit reads the same (snapshots).
         source = ("probes from the store's cache" if result.cached == result.units else
                   "probes fitted" + (f" ({result.cached} of {result.units} from the cache)" if result.cached else ""))

@@ -97,7 +97,9 @@ def parse_index(text: str, shape: tuple[int, ...], dims: tuple[str, ...] | None 
             out.append(i % n)
     if sum(isinstance(x, range) for x in out) > 2:
         kept = [d for d, x in zip(dims, out) if isinstance(x, range)]
-        raise BadIndex(f"{len(kept)} dimensions left ({', '.join(kept)}): give an integer for all but two")
+        example = ", ".join(["0"] * (len(out) - 2) + [":8", ":6"])
+        raise BadIndex(f"give an integer for all but two dimensions, e.g. {example} ({len(kept)} are left open: "
+                       f"{', '.join(kept)}; `...` stands for ':' in each)")
     return out
 
 
@@ -188,6 +190,7 @@ class Preview:
     row_dim: str
     col_dim: str
     note: str = ""
+    fixed: dict[str, str] = field(default_factory=dict)  # each dimension the index fixes -> its label there
 
 
 def _dtype(arr: zarr.Array) -> str:
@@ -301,7 +304,22 @@ def _read_preview(group: zarr.Group, node: NodeInfo, selection: Selection) -> tu
     else:
         rows, cols, row_dim, col_dim = [""], [node.name], "", ""
         data = data.reshape(1, 1)
-    return Preview(node.path, selection, data, rows, cols, row_dim, col_dim, note), written
+    return Preview(node.path, selection, data, rows, cols, row_dim, col_dim, note, _fixed_labels(group, fixed)), written
+
+
+def _fixed_labels(group: zarr.Group, fixed: dict[str, int]) -> dict[str, str]:
+    """What the index fixes, in the store's words: `model` 3 is `mix` where a `model` coordinate array
+    names it (else the position itself)."""
+    import numpy as np
+
+    out = {}
+    for dim, position in fixed.items():
+        try:
+            coord = group[dim]
+            out[dim] = str(np.asarray(coord[position]).item()) if coord.ndim == 1 else str(position)
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError):  # no readable coordinate array
+            out[dim] = str(position)
+    return out
 
 
 def labels(group: zarr.Group, node: NodeInfo, dims: tuple[str, ...], axis: int, positions: range,

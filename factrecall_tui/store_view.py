@@ -327,7 +327,8 @@ class StorePane(HandsFailuresUp, Vertical):
             table.add_row(Text(label, style="bold"), *(Text(format_value(v), justify="right") for v in values))
         shape = "×".join(map(str, preview.data.shape)) if preview.row_dim else "1 value"
         note = f" · {preview.note}" if preview.note else ""
-        self._set_index_message(f"{node.name}[{index_text(preview.selection)}] → {shape}{note}")
+        where = "".join(f" · {dim} {label}" for dim, label in preview.fixed.items())
+        self._set_index_message(f"{node.name}[{index_text(preview.selection)}] → {shape}{where}{note}")
 
     def _clear_preview(self) -> None:
         self.preview = None

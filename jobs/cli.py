@@ -15,6 +15,10 @@
     factrecall-jobs export RUN --hdf5 FILE       # the store as one HDF5 file
     factrecall-jobs probe RUN [RUN ...]          # probes per layer: Acc, delta_rep, delta_mech (Figures 3, 4)
     factrecall-jobs presets                      # what each preset sets
+
+The arguments are parsed in jobs/arguments.py; here (about 475 lines) is one short `cmd_*` per command,
+each turning its arguments into a call into jobs.run, jobs.launch or jobs.study and its output into
+rich text, plus `main`, the one place where a user error becomes one line and an exit code.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,7 +45,9 @@ from jobs.words import MODEL_LABELS
 # Each verb imports what it needs inside its function: `factrecall-jobs status` or `--help` must not
 # pay for torch, transformers and zarr, which only the verbs that run a model or read a store load.
 
-console = Console()
+# Piped into a file or a pager, rich would assume 80 columns and cut the probe table's headers and
+# wrap every ±: there, tables get the width they need (COLUMNS still sets it).
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 
 
 def _workspace(args: argparse.Namespace) -> Path:
@@ -70,8 +77,10 @@ def _reporting(run):
     try:
         yield
     except BaseException as exc:
-        run.emit("run", status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                 error=first_line(exc))
+        stopped = isinstance(exc, KeyboardInterrupt)
+        run.emit("run", status="interrupted" if stopped else "failed",
+                 error="stopped on request (Ctrl-C, `cancel`, or a scheduler's warning); `resume` continues it"
+                 if stopped else first_line(exc))
         raise
 
 
@@ -345,7 +354,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     import store
     from store.figures import probe_figure
     from store.names import PROBE_COLUMNS, PROBE_LABELS
-    from store.probes import ProbeSettings, check_request, format_cell, summary, table
+    from store.probes import ProbeSettings, check_request, counts, format_cell, summary, table
 
     from jobs.run.files import atomic_write_bytes, check_output
 
@@ -372,9 +381,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
     for model in models:
         rows = agg[agg["model"] == model]
         t = Table(title=f"{model}: probes for the first token of {args.attribute}, BIO = {settings.bio} "
-                        f"({rows['runs'].iloc[0]} run{'s' if several else ''}; {int(df['n_classes'].iloc[0])} classes, "
-                        f"train {settings.train_split} {int(df['n_train'].iloc[0])} people, test {settings.test_split} "
-                        f"{int(df['n_test'].iloc[0])})", title_justify="left")
+                        f"({rows['runs'].iloc[0]} run{'s' if several else ''}; {counts(df, 'n_classes')} classes, "
+                        f"train {settings.train_split} {counts(df, 'n_train')} people, test {settings.test_split} "
+                        f"{counts(df, 'n_test')})", title_justify="left")
         t.add_column("layer", justify="right")
         for key in PROBE_COLUMNS:
             t.add_column(PROBE_LABELS[key], justify="right")

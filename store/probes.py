@@ -316,6 +316,13 @@ def frame(found: Iterable[Sweep]):
     return pd.concat(frames, ignore_index=True)[["run", "model", "layer", *PROBE_COLUMNS, "n_train", "n_test", "n_classes"]]
 
 
+def counts(df, column: str) -> str:
+    """A count of a probe table over its runs, as one text: `6`, or `5–6` where runs differ (each run's
+    held-out people see their own attribute values)."""
+    low, high = int(df[column].min()), int(df[column].max())
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
 def format_cell(row, key: str, several: bool) -> str:
     """One number of a summary row as tables show it: 1 decimal (3 for cosine and CKA), ±std over
     runs when there are several."""

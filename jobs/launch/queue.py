@@ -1,10 +1,11 @@
 """The workspace queue: jobs that run in the background, one at a time on a CPU-only machine and one
-per GPU otherwise, and outlive whatever started them (the TUI, a shell, an ssh session).
+per GPU otherwise (a run that a shell's `run` or `reproduce` works on takes a slot too), and outlive
+whatever started them (the TUI, a shell, an ssh session).
 
     WORKSPACE/queue/<ns>-<run>.json          a queued job: {"run", "device", "dump", "reuse", "time"}
     WORKSPACE/queue/started/<ns>-<run>.json  a job the worker has started, with the job's pid
     WORKSPACE/queue/cancel/<run>.json        a request to the worker to interrupt its job for <run>
-WORKSPACE/queue/worker.lock              held by the one worker process; its pid inside
+    WORKSPACE/queue/worker.lock              held by the one worker process; its pid inside
     WORKSPACE/queue/worker.log               what the worker did, one line per job
 
 `submit` writes an entry and starts a worker (a detached `factrecall-jobs worker`); a worker that
@@ -242,6 +243,13 @@ class Worker:
         used = {slot for _, _, slot in self.children.values()}
         return min(set(range(self.slots)) - used)
 
+    def running_elsewhere(self) -> list[str]:
+        """Runs of the workspace that a process other than this worker's children holds (a `run` or
+        `reproduce` typed in a shell, a `resume` of a cancelled job): they take a slot as much as ours."""
+        runs = self.workspace / "runs"
+        return [folder.name for folder in sorted(runs.iterdir()) if folder.name not in self.children
+                and live_pid(folder) is not None] if runs.is_dir() else []
+
     def _cancelled(self, name: str) -> bool:
         flag = queue_dir(self.workspace) / "cancel" / f"{name}.json"
         if flag.exists():
@@ -327,7 +335,8 @@ class Worker:
             self.handle_cancels()
             self.reap()
             pending = _entries(qdir)
-            for entry in pending[: self.slots - len(self.children)]:
+            free = self.slots - len(self.children) - (len(self.running_elsewhere()) if pending else 0)
+            for entry in pending[: max(free, 0)]:
                 self.launch(entry)
             if not self.children and not _entries(qdir):
                 return

@@ -36,6 +36,7 @@ from jobs.run.files import (atomic_write_json, check_no_links, digest, folder_me
 from jobs.run.spec import ExperimentSpec, spec_from_json
 
 REBUILD = "`factrecall-jobs resume RUN` rebuilds it from the run's done markers"
+LOG_PROGRESS_EVERY_S = 30.0  # progress goes to log.txt this often (events.jsonl has every report)
 
 
 def _differences(old: Any, new: Any, where: str = "") -> list[str]:
@@ -97,6 +98,7 @@ class RunFolder:
         self._lock_fd: int | None = None
         self._checked: set[str] = set()            # steps verified done in this process
         self._shas: dict[str, tuple[tuple, str]] = {}   # file -> ((size, mtime_ns), sha256) seen in this process
+        self._logged_progress = 0.0
         self.log = logging.getLogger(f"factrecall.run.{path.name}")
 
     # -- opening -------------------------------------------------------------------------------
@@ -325,7 +327,9 @@ class RunFolder:
         event = {"time": round(time.time(), 3), "kind": kind, **fields}
         with open_append(self.path / "events.jsonl") as f:
             f.write((json.dumps(event) + "\n").encode())
-        if kind != "progress":
+        if kind != "progress" or time.monotonic() - self._logged_progress >= LOG_PROGRESS_EVERY_S:
+            if kind == "progress":  # a line now and then, so a long step shows in log.txt too
+                self._logged_progress = time.monotonic()
             self.log.info("%s %s", kind, json.dumps(fields))
         for listener in self.listeners:
             listener(event)

@@ -42,16 +42,22 @@ PHASE_STREAM = {"bio": 1, "stage": 2, "mix": 3, "qa": 4}
 class _Throttle:
     def __init__(self, run: RunFolder, step: str, total: int):
         self.run, self.step, self.total, self.last, self.done = run, step, total, 0.0, 0
+        self.first: tuple[int, float] | None = None  # (done, time) at the first report of this job
         self.t0 = time.perf_counter()
         run.emit("start", step=step, total=total)
 
     def __call__(self, done: int, **fields) -> None:
         self.done = done
         now = time.perf_counter()
+        if self.first is None:
+            self.first = (done, now)
         if now - self.last >= PROGRESS_EVERY_S or done >= self.total or "curve" in fields:
             self.last = now
-            rate = done / max(now - self.t0, 1e-9)
-            eta = (self.total - done) / rate if rate > 0 else None
+            # The rate of this job's own work, from its first report on: a resumed phase starts with
+            # the steps its checkpoint restored, which took this job no time.
+            since, at = self.first
+            rate = (done - since) / (now - at) if done > since and now > at else None
+            eta = (self.total - done) / rate if rate else None
             self.run.emit("progress", step=self.step, done=done, total=self.total,
                           eta_s=None if eta is None else round(eta, 1), **fields)
 

@@ -206,7 +206,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
         rate, rate_from = tflops * 1e12, f"{tflops:g} TFLOP/s (--tflops)"
     else:
         rate = measured = _cpu_rate(spec, tok, first[1], first[0])
-        rate_from = (f"{measured / 1e9:,.1f} GFLOP/s, measured now on this CPU ({torch.get_num_threads()} threads)"
+        rate_from = (f"{measured / 1e9:,.3g} GFLOP/s, measured now on this CPU ({torch.get_num_threads()} threads)"
                      if measured else "not measured (the model is too large to try on this CPU): give --tflops")
     for p in phases:
         p["seconds"] = p["flops"] / rate if rate else None

@@ -107,13 +107,13 @@ def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path
         async with app.run_test(size=(110, 30)) as pilot:
             await settle(pilot, until=lambda: status_of(app, name) == "running", what="the reopened app to find the job")
             assert app.query_one(JobsPane).selected.pid == pid
-            await pilot.press("c")
+            await pilot.press("c", "y")  # stop it, and yes to the question that asks first
             await settle(pilot, until=lambda: status_of(app, name) == "interrupted", what="the job to stop")
             assert "interrupted" in str(app.query_one("#job-detail", Static).render())
             await pilot.press("r")  # resume: queued, then running from its last checkpoint
             await settle(pilot, until=lambda: status_of(app, name) == "running"
                          and last_run_event(ws / "runs" / name) == "running", what="the resumed job to report itself running")
-            await pilot.press("c")
+            await pilot.press("c", "y")
             await settle(pilot, until=lambda: status_of(app, name) == "interrupted", what="the job to stop again")
 
     try:

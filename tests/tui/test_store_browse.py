@@ -121,6 +121,8 @@ def test_a_preview_is_labelled_by_the_coordinates(tmp_path):
     assert (preview.row_dim, preview.col_dim, preview.note) == ("person", "hidden", "")
     one, _ = read_preview(root, nodes["vectors"], [0, 4, 2])
     assert one.data.shape == (1, 1) and one.rows == [""] and one.cols == ["vectors"]
+    # What the index fixes, named by its coordinate where there is one (person 4 is 104), else its position.
+    assert (preview.fixed, one.fixed) == ({"layer": "1"}, {"layer": "0", "person": "104", "hidden": "2"})
     strings, _ = read_preview(root, nodes["label_text"], parse_index(":", (5,)))
     assert strings.data[:, 0].tolist() == ["Paris", "Rome", "Oslo", "Lima", "Kyiv"]
     assert strings.rows == ["100", "101", "102", "103", "104"] and strings.cols == ["label_text"]
