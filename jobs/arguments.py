@@ -147,6 +147,13 @@ def parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="take runs off the queue, or stop them (what they finished is kept)")
     cancel.add_argument("runs", nargs="+", metavar="RUN")
 
+    archive = sub.add_parser("archive", help="move finished runs to WORKSPACE/archive/ (out of every list; "
+                             "moving one back to runs/ restores it)")
+    archive.add_argument("runs", nargs="+", metavar="RUN")
+    delete = sub.add_parser("delete", help="remove runs for good (`archive` keeps them)")
+    delete.add_argument("runs", nargs="+", metavar="RUN")
+    delete.add_argument("--yes", action="store_true", help="yes, remove them and everything in them")
+
     worker = sub.add_parser("worker", help="run queued jobs until the queue is empty (submit starts one)")
     worker.add_argument("--slots", type=whole(1), help="jobs at once (default: one per GPU, else one; $FACTRECALL_SLOTS)")
 

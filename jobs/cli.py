@@ -7,6 +7,7 @@
     factrecall-jobs submit --seeds 0 1 2         # the same, queued to a background worker (survives the shell)
     factrecall-jobs submit --executor slurm --seeds 0 1 2 --partition gpu   # to Slurm, one array job
     factrecall-jobs status                       # what is queued and running; `cancel RUN` stops one
+    factrecall-jobs archive RUN                  # out of every list, into WORKSPACE/archive/ (`delete RUN --yes`: for good)
     factrecall-jobs resume RUN                   # continue a killed run (re-running the same `run` does too)
     factrecall-jobs show RUN [RUN ...]           # Figure 1 and Figure 5 for runs, side by side
     factrecall-jobs plot RUN [RUN ...]           # accuracy over training, as a PNG
@@ -16,7 +17,7 @@
     factrecall-jobs probe RUN [RUN ...]          # probes per layer: Acc, delta_rep, delta_mech (Figures 3, 4)
     factrecall-jobs presets                      # what each preset sets
 
-The arguments are parsed in jobs/arguments.py; here (about 475 lines) is one short `cmd_*` per command,
+The arguments are parsed in jobs/arguments.py; here (about 500 lines) is one short `cmd_*` per command,
 each turning its arguments into a call into jobs.run, jobs.launch or jobs.study and its output into
 rich text, plus `main`, the one place where a user error becomes one line and an exit code.
 """
@@ -218,6 +219,29 @@ def cmd_cancel(args: argparse.Namespace) -> None:
     names = [resolve_run(_workspace(args), run).name for run in args.runs]  # each a run of this workspace
     for name in names:
         console.print(cancel(_workspace(args), name), highlight=False)
+
+
+def cmd_archive(args: argparse.Namespace) -> None:
+    """`archive` and `delete`: every run named is checked first (it exists, it is neither queued nor
+    running), so one that cannot go leaves all of them where they are."""
+    from jobs.launch.queue import queued_runs, remove_run, run_status
+    from jobs.run.folder import resolve_run
+
+    workspace = _workspace(args)
+    delete = args.command == "delete"
+    folders = [resolve_run(workspace, run) for run in args.runs]
+    for folder in folders:
+        if folder.resolve().parent != (workspace / "runs").resolve():
+            raise FactrecallError(f"{folder} is not a run of the workspace {workspace}: give --workspace, or its name")
+    if delete and not args.yes:
+        raise FactrecallError(f"delete removes {', '.join(f.name for f in folders)} and everything in "
+                              f"{'them' if len(folders) > 1 else 'it'} for good: add --yes, or `archive` instead")
+    queued = queued_runs(workspace)
+    for folder in folders:
+        if (status := run_status(folder, queued)[0]) in ("queued", "running"):
+            raise FactrecallError(f"run {folder.name} is {status}: cancel it first (`factrecall-jobs cancel {folder.name}`)")
+    for folder in folders:
+        console.print(remove_run(workspace, folder.name, delete=delete), highlight=False)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -435,7 +459,7 @@ def _disk_full(err: BaseException) -> bool:
 
 # verb -> what runs it (`status` and `queue` are one verb under two names)
 COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "submit": cmd_submit, "status": cmd_queue, "queue": cmd_queue,
-            "cancel": cmd_cancel, "worker": cmd_worker, "resume": cmd_resume, "dump": cmd_dump, "probe": cmd_probe,
+            "cancel": cmd_cancel, "archive": cmd_archive, "delete": cmd_archive, "worker": cmd_worker, "resume": cmd_resume, "dump": cmd_dump, "probe": cmd_probe,
             "export": cmd_export, "show": cmd_show, "plot": cmd_plot, "compare": cmd_compare, "presets": cmd_presets}
 
 

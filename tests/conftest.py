@@ -17,6 +17,13 @@ def run_cli(*argv: str) -> int:
     return main([str(a) for a in argv])
 
 
+@pytest.fixture(autouse=True)
+def _own_config_folder(tmp_path_factory, monkeypatch):
+    """Each test has its own empty config folder: the app's remembered settings
+    (factrecall_tui/remembered.py) never come from the machine's, nor from another test."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished `factrecall-jobs run --preset tiny` (Stage and Mix, seed 0)."""

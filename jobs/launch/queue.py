@@ -21,13 +21,14 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from jobs.errors import FactrecallError
+from jobs.errors import FactrecallError, RunFolderError
 from jobs.launch import slurm
 from jobs.launch.procs import alive, is_job, resume_command
 from jobs.run.files import atomic_write_json, open_append
@@ -49,6 +50,17 @@ def _entries(folder: Path) -> list[Path]:
 
 def _run_of(entry: Path) -> str:
     return entry.stem.split("-", 1)[1]
+
+
+STUDY = "study:"  # a queued study's key, beside the runs' names (a run name has no colon)
+
+
+def study_key(name: str) -> str:
+    return STUDY + name
+
+
+def study_folder(workspace: Path, name: str) -> Path:
+    return workspace / "reproduce" / name
 
 
 def _read(entry: Path) -> dict:
@@ -117,6 +129,12 @@ def job_table(workspace: Path) -> list[dict]:
     rows = []
     on_scheduler = slurm.active(workspace)
     for name, state in queued_runs(workspace).items():
+        if name.startswith(STUDY):  # a whole study (`reproduce`) run by the queue
+            pid = next((info.get("pid") for e in _entries(queue_dir(workspace) / "started") if _run_of(e) == name
+                        for info in [_read(e)] if is_job(info.get("pid"))), None)
+            rows.append({"run": name, "status": "running" if pid else state, "executor": "local", "job": None,
+                         "pid": pid, "log": str(study_folder(workspace, name.removeprefix(STUDY)) / "job.out")})
+            continue
         folder = workspace / "runs" / name
         job = slurm.job_of(workspace, name) if name in on_scheduler else None
         if job is not None:
@@ -133,8 +151,35 @@ def job_table(workspace: Path) -> list[dict]:
             rows.append({"run": folder.name, "status": "running", "executor": "shell", "job": None,
                          "pid": pid if pid > 0 else None, "log": None})
     for row in rows:
-        row["progress"] = progress_of(workspace / "runs" / row["run"]) if row["status"] == "running" else ""
+        if row["run"].startswith(STUDY):
+            row["progress"] = study_progress_text(study_folder(workspace, row["run"].removeprefix(STUDY)))
+        else:
+            row["progress"] = progress_of(workspace / "runs" / row["run"]) if row["status"] == "running" else ""
     return rows
+
+
+def queued_studies(workspace: Path) -> dict[str, str]:
+    """The studies the queue holds: name -> `queued`, or `running` while its process lives."""
+    qdir = queue_dir(workspace)
+    out = {_run_of(e).removeprefix(STUDY): "queued" for e in _entries(qdir) if _run_of(e).startswith(STUDY)}
+    for e in _entries(qdir / "started"):
+        if _run_of(e).startswith(STUDY) and is_job(_read(e).get("pid")):
+            out[_run_of(e).removeprefix(STUDY)] = "running"
+    return out
+
+
+def study_progress_text(folder: Path) -> str:
+    """How far a study is, in words, from its progress.json: `runs 2/6 (reproduce-cpu-s2)`, `probes
+    40/270`, `report`, `done`; "" before it has begun."""
+    try:
+        p = json.loads((folder / "progress.json").read_text())
+        if p["step"] == "runs":
+            return f"runs {p['runs_done']}/{p['runs_total']} ({p['current']})"
+        if p["step"] == "probes":
+            return f"probes {p['probes_done']}/{p['probes_total']}" if "probes_total" in p else "probes"
+        return str(p["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def progress_of(folder: Path) -> str:
@@ -175,6 +220,20 @@ def submit(workspace: Path, name: str, device: str | None = None, dump: bool = T
     return entry
 
 
+def submit_study(workspace: Path, name: str, argv: list[str], start: bool = True) -> Path:
+    """Queue a whole study: `factrecall-jobs reproduce ARGV` (its options, `--name NAME` among them), run
+    by the worker like a run and taking one slot; its console goes to WORKSPACE/reproduce/NAME/job.out.
+    `cancel study:NAME` stops it (the run it is training keeps its work) or takes it off the queue."""
+    key = study_key(check_run_name(name))
+    if key in queued_runs(workspace):
+        raise FactrecallError(f"study {name} is queued or running already; cancel it first (c on the Report tab)")
+    entry = queue_dir(workspace) / f"{time.time_ns()}-{key}.json"
+    atomic_write_json(entry, {"study": name, "argv": list(argv), "time": time.time()})
+    if start:
+        start_worker(workspace)
+    return entry
+
+
 def start_worker(workspace: Path) -> None:
     """A detached worker process (it exits at once if one is running already)."""
     qdir = queue_dir(workspace)
@@ -208,6 +267,48 @@ def cancel(workspace: Path, name: str) -> str:
             return f"{name}: cannot stop pid {pid}: {err.strerror}"
         return f"{name}: stopping (pid {pid}); what it finished is kept, `resume` continues it"
     return f"{name}: not running"
+
+
+def remove_run(workspace: Path, name: str, delete: bool = False) -> str:
+    """Archive a run: move its folder to WORKSPACE/archive/NAME (the app and `queue` no longer list it;
+    moving it back to runs/ restores it), or delete it for good. Refused while it is queued or running:
+    cancel it first. Crash-safe: the folder leaves runs/ in one rename, with its lock held so that no
+    job can start in it meanwhile; a delete renames it to archive/.deleting-NAME-TIME first and removes
+    that afterwards (what a crash left there is removed by the next archive or delete), so runs/ never
+    holds half a run. Returns what was done, in words."""
+    runs = workspace / "runs"
+    folder = runs / name
+    if Path(name).name != name or name in ("", ".", "..") or folder.is_symlink() or not folder.is_dir():
+        raise RunFolderError(f"no run {name!r} in {runs}: `factrecall-jobs queue` lists them")
+    status, *_ = run_status(folder, queued_runs(workspace))
+    if status in ("queued", "running"):
+        raise RunFolderError(f"run {name} is {status}: cancel it first (`factrecall-jobs cancel {name}`, or c in the app)")
+    archive = workspace / "archive"
+    if archive.is_symlink() or (archive.exists() and not archive.is_dir()):
+        raise RunFolderError(f"{archive} is not a folder of this workspace: move it away, then try again")
+    target = archive / (f".deleting-{name}-{time.time_ns()}" if delete else name)
+    if target.exists() or target.is_symlink():
+        raise RunFolderError(f"{target} exists already (archived before?): rename or remove it, then try again")
+    archive.mkdir(exist_ok=True)
+    for left in archive.glob(".deleting-*"):  # a delete a crash interrupted
+        shutil.rmtree(left, ignore_errors=True)
+    try:
+        fd = os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise RunFolderError(f"cannot lock run {name} ({folder / 'run.lock'}: {err.strerror}): repair the "
+                             "folder, or move it out of runs/ by hand") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderError(f"run {name} is in use by another process: wait for it, or stop it first") from None
+        os.rename(folder, target)
+    finally:
+        os.close(fd)
+    if delete:
+        shutil.rmtree(target)
+        return f"{name}: deleted"
+    return f"{name}: archived to {target} (move it back to {runs}/ to restore it)"
 
 
 # -- the worker -------------------------------------------------------------------------------------
@@ -247,8 +348,9 @@ class Worker:
         """Runs of the workspace that a process other than this worker's children holds (a `run` or
         `reproduce` typed in a shell, a `resume` of a cancelled job): they take a slot as much as ours."""
         runs = self.workspace / "runs"
+        ours = {proc.pid for proc, _, _ in self.children.values()}  # a study of ours holds its runs itself
         return [folder.name for folder in sorted(runs.iterdir()) if folder.name not in self.children
-                and live_pid(folder) is not None] if runs.is_dir() else []
+                and (pid := live_pid(folder)) is not None and pid not in ours] if runs.is_dir() else []
 
     def _cancelled(self, name: str) -> bool:
         flag = queue_dir(self.workspace) / "cancel" / f"{name}.json"
@@ -281,6 +383,9 @@ class Worker:
             started.unlink(missing_ok=True)
 
     def _start(self, name: str, info: dict, started: Path) -> None:
+        if name.startswith(STUDY):
+            self._start_study(name, info, started)
+            return
         folder = self.workspace / "runs" / name
         if self._cancelled(name):
             _log(f"{name}: cancelled before it started")
@@ -304,13 +409,31 @@ class Worker:
         self.children[name] = (proc, started, slot)
         _log(f"{name}: started pid {proc.pid}" + (f" on {device}" if device and device != "auto" else ""))
 
+    def _start_study(self, key: str, info: dict, started: Path) -> None:
+        if self._cancelled(key):
+            _log(f"{key}: cancelled before it started")
+            started.unlink()
+            return
+        folder = study_folder(self.workspace, key.removeprefix(STUDY))
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "reproduce", *info.get("argv", [])]
+        with open_append(folder / "job.out") as out:
+            out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        slot = self._free_slot()
+        atomic_write_json(started, {**info, "pid": proc.pid, "started": time.time(), "slot": slot})
+        self.children[key] = (proc, started, slot)
+        _log(f"{key}: started pid {proc.pid}")
+
     def reap(self) -> None:
         for name, (proc, started, _slot) in list(self.children.items()):
             code = proc.poll()
             if code is None:
                 continue
             del self.children[name]
-            if code != 0:
+            if code != 0 and not name.startswith(STUDY):  # a study's runs record their own ends
                 self._record_end(name, code, _read(started).get("started", 0))
             started.unlink(missing_ok=True)
             _log(f"{name}: exited with code {code}")

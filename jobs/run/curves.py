@@ -10,34 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import (
     Figure,  # no pyplot: no global state, no display, safe in any thread
 )
 
-from jobs.run.tables import load_groups
-from jobs.words import CHAINS, MODEL_LABELS, SET_LABELS
+from jobs.run.tables import group_curves, load_groups
+from jobs.words import MODEL_LABELS, SET_LABELS
 
 COLORS = {"stage": "tab:blue", "mix": "tab:orange", "bio": "tab:green", "qa": "tab:purple"}
-
-
-def strategy_curve(metrics: dict, strategy: str) -> tuple[np.ndarray, dict[str, np.ndarray], int | None] | None:
-    """(steps, {set: accuracy}, step where the last phase starts or None) for one run, starting at
-    step 0 from the untrained model; None when the run did not train that strategy or logged no curve."""
-    train = metrics.get("train", {})
-    chain = CHAINS[strategy]
-    if any(not train.get(phase, {}).get("curve") for phase in chain):
-        return None
-    untrained = metrics.get("untrained", {})
-    points = [(0, {s: untrained.get(s, {}).get("avg", 0.0) for s in SET_LABELS})]
-    offset, switch = 0, None
-    for phase in chain:
-        if offset:
-            switch = offset
-        points += [(offset + p["step"], {s: p[s] for s in SET_LABELS}) for p in train[phase]["curve"]]
-        offset += train[phase]["steps"]
-    steps = np.array([s for s, _ in points])
-    return steps, {s: np.array([v[s] for _, v in points]) for s in SET_LABELS}, switch
 
 
 def curves(paths: list[Path], out: Path, title: str | None = None) -> Path:
@@ -48,23 +28,19 @@ def curves(paths: list[Path], out: Path, title: str | None = None) -> Path:
     drawn = 0
     for g, group in enumerate(groups):
         style = ("-", "--", ":", "-.")[g % 4]
-        for strategy in CHAINS:
-            runs = [c for m in group.metrics if (c := strategy_curve(m, strategy)) is not None]
-            if not runs or (strategy == "bio" and any(strategy_curve(m, "stage") for m in group.metrics)):
-                continue  # Stage's line already shows its BIO phase
-            length = min(len(r[0]) for r in runs)
-            steps = runs[0][0][:length]
+        for strategy, (steps, per_set, switch) in group_curves(group.metrics).items():
+            seeds = len(next(iter(per_set.values())))
             label = MODEL_LABELS[strategy] + (" (QA phase after the dotted line)" if strategy == "stage" else "")
             label += f" · {group.label}" if len(groups) > 1 else ""
-            if len(runs) > 1:
-                label += f" ({len(runs)} seeds)"
+            if seeds > 1:
+                label += f" ({seeds} seeds)"
             for ax, eval_set in zip(axes, SET_LABELS):
-                values = np.array([r[1][eval_set][:length] for r in runs])
+                values = per_set[eval_set]
                 ax.plot(steps, values.mean(0), style, color=COLORS[strategy], label=label, lw=1.6, marker="o", ms=2.5)
-                if len(runs) > 1:
+                if seeds > 1:
                     ax.fill_between(steps, values.min(0), values.max(0), color=COLORS[strategy], alpha=0.2, lw=0)
-                if runs[0][2] is not None:
-                    ax.axvline(runs[0][2], color=COLORS[strategy], ls=":", lw=1)
+                if switch is not None:
+                    ax.axvline(switch, color=COLORS[strategy], ls=":", lw=1)
             drawn += 1
     if not drawn:
         raise ValueError("no training curve logged in these runs (train.eval_every is 0?)")

@@ -221,3 +221,38 @@ def tables(paths: list[Path]) -> list[Table]:
     if any(m.get("train") for g in groups for m in g.metrics):
         out.append(training_table(groups))
     return out
+def strategy_curve(metrics: dict, strategy: str) -> tuple[np.ndarray, dict[str, np.ndarray], int | None] | None:
+    """(steps, {set: accuracy}, step where the last phase starts or None) for one run, starting at
+    step 0 from the untrained model; None when the run did not train that strategy or logged no curve."""
+    train = metrics.get("train", {})
+    chain = CHAINS[strategy]
+    if any(not train.get(phase, {}).get("curve") for phase in chain):
+        return None
+    untrained = metrics.get("untrained", {})
+    points = [(0, {s: untrained.get(s, {}).get("avg", 0.0) for s in SET_LABELS})]
+    offset, switch = 0, None
+    for phase in chain:
+        if offset:
+            switch = offset
+        points += [(offset + p["step"], {s: p[s] for s in SET_LABELS}) for p in train[phase]["curve"]]
+        offset += train[phase]["steps"]
+    steps = np.array([s for s, _ in points])
+    return steps, {s: np.array([v[s] for _, v in points]) for s in SET_LABELS}, switch
+
+
+def group_curves(metrics: list[dict]) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray], int | None]]:
+    """The training curves of one configuration's seeds (their metrics), per strategy that logged one:
+    (steps, {set: seeds × steps accuracies}, step where the last phase starts or None), cut to the
+    shortest seed. BIO is left out where Stage is there: Stage's curve begins with its BIO phase. What
+    `factrecall-jobs plot` draws, and the app's Accuracy curves."""
+    out = {}
+    for strategy in CHAINS:
+        runs = [c for m in metrics if (c := strategy_curve(m, strategy)) is not None]
+        if not runs or (strategy == "bio" and any(strategy_curve(m, "stage") for m in metrics)):
+            continue
+        length = min(len(r[0]) for r in runs)
+        out[strategy] = (runs[0][0][:length], {s: np.array([r[1][s][:length] for r in runs]) for s in SET_LABELS},
+                         runs[0][2])
+    return out
+
+

@@ -53,14 +53,31 @@ def run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, 
         "name": study.name, "preset": study.preset, "seeds": [spec.seed for spec, _ in study.runs],
         "snapshots": study.snapshots, "runs": [str(p.relative_to(study.workspace)) for p in study.paths],
         "argv": argv or []})
-    for spec, path in study.runs:
+    runs = len(study.runs)
+    for i, (spec, path) in enumerate(study.runs):
+        _progress(study, step="runs", runs_done=i, runs_total=runs, current=path.name)
         with timed(study.folder, f"run {path.name}"):
             run_one(spec, path)
+
+    def probes(done: int, total: int, what: str) -> None:
+        _progress(study, step="probes", runs_done=runs, runs_total=runs, probes_done=done, probes_total=total)
+        if probe_progress is not None:
+            probe_progress(done, total, what)
+
+    _progress(study, step="probes", runs_done=runs, runs_total=runs)
     with timed(study.folder, "probes"):
-        fitted = fit_probes(study.paths, probe_progress)
+        fitted = fit_probes(study.paths, probes)
+    _progress(study, step="report", runs_done=runs, runs_total=runs)
     with timed(study.folder, "report"):
         report = write_report(study)
+    _progress(study, step="done", runs_done=runs, runs_total=runs)
     return report, fitted
+
+
+def _progress(study: Study, **where: object) -> None:
+    """Where the study is, for whoever follows it (the app's Report tab, `status`): progress.json in its
+    folder, written whole at each run and each probe sweep."""
+    atomic_write_json(study.folder / "progress.json", {**where, "time": time.time()})
 
 
 # -- timing --------------------------------------------------------------------------------------

@@ -124,6 +124,10 @@ CASES: dict[str, tuple[list[str], str, dict[str, str | bytes]]] = {
     "F23: zero TFLOP/s": (["reproduce", "--preset", "tiny", "--dry-run", "--tflops", "0"], "argument --tflops", {}),
     "F23: an empty workspace": (["--workspace", "", "run", "--preset", "tiny"], "the workspace is empty", {}),
     "F23: cancelling a run that is not there": (["cancel", "nope"], "no run 'nope'", {}),
+    "deleting without --yes": (["delete", "RUN"], "for good: add --yes, or `archive` instead", {}),
+    "archiving a run that is not there": (["archive", "nope"], "no run 'nope'", {}),
+    "archiving a run folder of no workspace": (["archive", "elsewhere/x"], "is not a run of the workspace",
+                                               {"elsewhere/x/spec.json": "{}"}),
     "F26: rows longer than the model's positions": (["run", "--preset", "tiny", "--model", "models/short-gpt2"],
                                                      "has 64 positions, fewer than train.row_len=128", {}),
 }

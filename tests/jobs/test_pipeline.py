@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from jobs.run.evaluate import eval_sets, greedy_match, score
 from jobs.run.model import load_model
 from jobs.run.pipeline import execute, load_prompts
-from jobs.run.curves import strategy_curve
+from jobs.run.tables import strategy_curve
 from jobs.run.files import read_jsonl
 from jobs.run.events import read_events
 from jobs.run.folder import RunFolder, load_spec

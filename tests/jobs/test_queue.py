@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from factrecall_tui.runs import scan
-from jobs.launch.queue import cancel, queued_runs, submit
+from jobs.errors import RunFolderError
+from jobs.launch.queue import cancel, queued_runs, remove_run, submit
 from tests.conftest import run_cli, wait_until
+from tests.tui.workspace import fixed_workspace, hold
 
 
 def statuses(ws: Path) -> dict[str, str]:
@@ -78,3 +80,42 @@ def test_cancelling_or_killing_a_running_job_keeps_its_work(tmp_path):
     wait_until(lambda: statuses(ws)["long"] == "interrupted", "the worker to record the kill")
     assert "exited with code -9" in run_events(run)[-1]["error"]
     assert (run / "checkpoints" / "bio" / "last").exists()  # resume continues from here
+
+
+def test_archive_and_delete_move_a_finished_run_out_of_every_list_and_refuse_a_live_one(tmp_path, capsys):
+    """`archive` moves a run to WORKSPACE/archive/ (moving it back restores it), `delete --yes` removes
+    it; a queued or running run, or one a process holds, is refused with one line and left as it was."""
+    ws = fixed_workspace(tmp_path / "ws")
+    done, queued, running = "cpu-stage+mix-s1", "tiny-bio-s0", "tiny-stage-s0"
+    before = statuses(ws)
+    assert before[done] == "done" and before[queued] == "queued"
+
+    assert run_cli("--workspace", ws, "archive", done) == 0
+    assert "archived to" in capsys.readouterr().out
+    assert done not in statuses(ws) and (ws / "archive" / done / "metrics.json").exists()
+    assert run_cli("--workspace", ws, "queue") == 0 and done not in capsys.readouterr().out
+    (ws / "archive" / done).rename(ws / "runs" / done)  # restored by hand, as the message says
+    assert statuses(ws)[done] == "done"
+
+    # Refused, all of them, when one of several cannot go; nothing moves.
+    assert run_cli("--workspace", ws, "archive", done, queued) == 2
+    assert f"run {queued} is queued: cancel it first" in capsys.readouterr().err
+    assert statuses(ws)[done] == "done" and not (ws / "archive" / done).exists()
+    fd = hold(ws / "runs" / running, pid=os.getpid())  # a process holds it: running
+    assert run_cli("--workspace", ws, "delete", running, "--yes") == 2
+    assert "is running: cancel it first" in capsys.readouterr().err and (ws / "runs" / running).is_dir()
+    with pytest.raises(RunFolderError, match="is running: cancel it first"):  # the same below the CLI
+        remove_run(ws, running)
+    os.close(fd)
+
+    # A name archived before is not overwritten.
+    (ws / "archive" / done).mkdir(parents=True)
+    assert run_cli("--workspace", ws, "archive", done) == 2
+    assert "exists already (archived before?)" in capsys.readouterr().err and (ws / "runs" / done).is_dir()
+    (ws / "archive" / done).rmdir()
+
+    # A delete that a crash interrupted left its folder under archive/: the next one removes it.
+    (ws / "archive" / ".deleting-old-1").mkdir()
+    assert run_cli("--workspace", ws, "delete", done, "--yes") == 0
+    assert f"{done}: deleted" in capsys.readouterr().out
+    assert not (ws / "runs" / done).exists() and list((ws / "archive").iterdir()) == []

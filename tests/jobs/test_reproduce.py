@@ -5,6 +5,7 @@ dry run on a local checkpoint, and the report in the TUI."""
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,68 @@ def test_the_app_shows_the_report(study):
     assert label.startswith("tiny") and "report · 1" in label
     assert "## The paper's claims" in source and "[figure: Figure 1 → " in source
     assert all(f"**{c['verdict']}**" in source for c in data["claims"])
+
+
+def test_the_app_browses_a_run_s_snapshot_store_beside_its_activation_store(study):
+    """Store tab: a run trained with snapshots offers "RUN · snapshots" (RUN/trajectory.zarr), browsed
+    as the activation store is (its models are the snapshots)."""
+    import store
+    from factrecall_tui.app import FactrecallApp
+    from factrecall_tui.store_view import SNAPSHOTS, StorePane
+    from tests.tui.conftest import settle
+
+    run = _runs(study)[0]
+    traj = store.open(str(run / "trajectory.zarr")).to_xarray()["resid_mid"]
+
+    async def drive():
+        app = FactrecallApp(study, scan_every=0)
+        async with app.run_test(size=(140, 40)) as pilot:
+            pane = app.query_one(StorePane)
+            await pilot.press("4")
+            await settle(pilot, until=lambda: run.name + SNAPSHOTS in pane.store_runs, what="the snapshot store offered")
+            assert run.name in pane.store_runs  # its activation store too
+            pane.focus_run(run.name + SNAPSHOTS)
+            opened = f"{run.name}/trajectory.zarr · "
+            await settle(pilot, until=lambda: opened in str(app.query_one("#store-message").render()), what="its tree")
+            message = str(app.query_one("#store-message").render())
+            assert pane.root == run / "trajectory.zarr"
+            return pane.nodes["resid_mid"], message
+
+    node, message = asyncio.run(drive())
+    assert f"{run.name}/trajectory.zarr · " in message
+    assert tuple(node.shape) == traj.shape and tuple(node.dims) == traj.dims  # the snapshots are its models
+
+
+def test_the_app_draws_the_report_s_figures(study):
+    """g on Report: the PNGs report.md links, one at a time, drawn by textual-image (here, with no
+    terminal, in Unicode characters); ↓ shows the next."""
+    from textual.widgets import Markdown, OptionList
+    from textual_image.widget import Image
+
+    from factrecall_tui.app import FactrecallApp
+    from factrecall_tui.figures_view import FiguresScreen
+    from tests.tui.conftest import settle
+
+    folder = study / "reproduce" / "tiny"
+    linked = re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", (folder / "report.md").read_text())
+    assert len(linked) >= 3
+
+    async def drive():
+        app = FactrecallApp(study, scan_every=0)
+        async with app.run_test(size=(140, 44)) as pilot:
+            await pilot.press("5")
+            await settle(pilot, until=lambda: app.query_one("#report-doc", Markdown).source, what="the report")
+            await pilot.press("g")
+            await settle(pilot, until=lambda: isinstance(app.screen, FiguresScreen), what="the figures")
+            screen = app.screen
+            names = [str(screen.query_one(OptionList).get_option_at_index(i).prompt) for i in range(len(screen.figures))]
+            first = screen.shown
+            await settle(pilot)
+            drawn = screen.query_one("#figures-image", Image).image
+            await pilot.press("down")
+            await settle(pilot, until=lambda: screen.shown != first, what="the next figure")
+            return names, first, drawn, screen.shown
+
+    names, first, drawn, second = asyncio.run(drive())
+    assert names == [name for name, _ in linked]
+    assert first == folder / linked[0][1] and drawn == first and second == folder / linked[1][1]
