@@ -32,11 +32,13 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
+from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.run_view import to_csv
 from factrecall_tui.runs import RunSummary
 from jobs.errors import USER_ERRORS, first_line
 from jobs.run.folder import load_spec
-from jobs.run.tables import cell, load_groups
+from jobs.run.tables import cell, group_curves, load_groups
 from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, CHAINS, MODEL_LABELS, SET_LABELS
 
 if TYPE_CHECKING:
@@ -66,6 +68,20 @@ class GroupRows:
     chart5: dict[str, list[float]] = field(default_factory=dict)
     colors: list[tuple[int, int, int]] = field(default_factory=list)  # one per trained model, in chart order
     seeds_of: dict[str, list[int]] = field(default_factory=dict)  # model -> the seeds whose runs have its results
+    curves: dict[str, Curve] = field(default_factory=dict)  # trained model label -> its curve over training
+
+
+@dataclass
+class Curve:
+    """One trained model's exact match over training (`factrecall-jobs plot`'s line): the mean over the
+    seeds that logged it, per set, at each optimizer step (Stage: its BIO phase, then from `switch` on
+    its QA phase)."""
+
+    steps: list[int]
+    means: dict[str, list[float]]   # set (bio, qa_in, qa_out) -> mean exact match (%) at each step
+    switch: int | None
+    seeds: int
+    color: tuple[int, int, int]
 
 
 @dataclass
@@ -110,6 +126,9 @@ def build_tables(paths: list[Path]) -> Tables:
                     rows.chart1[MODEL_LABELS[model]] = [_mean(group.values(model, "qa_out", c)) for c in FIG1_COLUMNS]
                     rows.chart5[MODEL_LABELS[model]] = [_mean(group.values(model, s, "avg")) for s in SET_LABELS]
                     rows.colors.append(COLORS[model])
+            for model, (steps, per_set, switch) in group_curves(group.metrics).items():
+                rows.curves[MODEL_LABELS[model]] = Curve([int(x) for x in steps], {k: [float(v) for v in a.mean(0)] for k, a in per_set.items()},
+                                                         switch, len(per_set["qa_out"]), COLORS[model])
         except (KeyError, TypeError, ValueError) as err:  # a metrics.json of another shape
             notes.append(f"{group.label}: metrics.json unreadable ({first_line(err, with_type=True)})")
             continue
@@ -127,7 +146,8 @@ class AccuracyPane(HandsFailuresUp, Vertical):
     """Figure 1 and Figure 5 across runs (mean ± std over seeds) and a bar chart of the group under
     the cursor. `show(runs)` on every workspace scan; `focus_run(name)` puts the cursor on a run."""
 
-    BINDINGS = [Binding("f", "toggle_figure", "Fig. 1 ⇄ Fig. 5")]
+    BINDINGS = [Binding("f", "toggle_figure", "Fig. 1 ⇄ Fig. 5"), Binding("t", "toggle_curves", "Curves ⇄ bars"),
+                Binding("e", "export", "Export", show=False)]
 
     @dataclass
     class Loaded(Message, bubble=False):
@@ -144,6 +164,8 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         self.chart_data: dict[str, list[float]] = {}   # model label -> bar heights, exactly as plotted
         self.chart_labels: list[str] = []              # the bars' x labels
         self.chart_title = ""
+        self.chart = "bars"                        # or "curves": the group's accuracy over training (t)
+        self.chart_curves: dict[str, Curve] = {}   # what the curves chart plots, by model label
         self.loaded = False                        # the first result is in
         self._signature: tuple | None = None
         self._generation = 0
@@ -275,6 +297,12 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         if key is not None:
             self._draw_chart(key)
 
+    def action_export(self) -> None:
+        """The figure's table as shown, as CSV (a file in WORKSPACE/exports and the clipboard)."""
+        table = self._table()
+        header = [str(column.label) for column in table.columns.values()]
+        self.post_message(Export(f"accuracy-{self.figure}", to_csv(header, (table.get_row_at(i) for i in range(table.row_count)))))
+
     def action_toggle_figure(self) -> None:
         hidden = self._table()
         self.figure = "fig5" if self.figure == "fig1" else "fig1"
@@ -282,6 +310,11 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         self.set_class(self.figure == "fig5", "-fig5")
         if hidden.has_focus and not self.has_class("-tall"):
             self._table().focus()
+        self._draw_chart()
+
+    def action_toggle_curves(self) -> None:
+        """t: the chart shows the group's exact match over training (one panel per set) or its bars."""
+        self.chart = "curves" if self.chart == "bars" else "bars"
         self._draw_chart()
 
     def on_resize(self) -> None:
@@ -295,7 +328,14 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         plt.clear_figure()
         group = self.groups[self._row_group[key]] if key in self._row_group else None
         legend = self.query_one("#acc-legend", Static)
-        if group is None or not group.chart1:
+        self.chart_curves = {}
+        if self.chart == "curves" and group is not None and group.curves:
+            self._draw_curves(plt, group, legend)
+        elif self.chart == "curves" and group is not None:
+            self.chart_data, self.chart_labels = {}, []
+            self.chart_title = (f"{group.label}: no training curve logged (train.eval_every is 0?); t shows the bars")
+            legend.update(f"[dim]{_escape(self.chart_title)}[/]")
+        elif group is None or not group.chart1:
             self.chart_data, self.chart_labels = {}, []
             self.chart_title = "no trained model to plot" if group is not None else "no runs with a trained model yet"
             legend.update(f"[dim]{self.chart_title}[/]")
@@ -314,6 +354,28 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             plt.yticks([0, 25, 50, 75, 100])
         plot.refresh()
 
+    def _draw_curves(self, plt, group: GroupRows, legend: Static) -> None:
+        """Three panels (BIO, QA in, QA out), a line per trained model: the mean over its seeds; a
+        dotted line where Stage's QA phase starts. The same numbers as `factrecall-jobs plot`'s PNG."""
+        self.chart_data, self.chart_labels = {}, []
+        self.chart_curves = dict(group.curves)
+        seeds = max(c.seeds for c in group.curves.values())
+        self.chart_title = (f"Over training · {group.label}" + (f" · mean of {seeds} seeds" if seeds > 1 else "")
+                            + " · exact match (%) by optimizer step")
+        keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {_escape(label)}" + (" (QA phase after ┆)" if c.switch else "")
+                         for label, c in group.curves.items() for r, g, b in [c.color])
+        legend.update(f"[b]{_escape(self.chart_title)}[/]\n{keys}")
+        plt.subplots(1, len(SET_LABELS))
+        for i, (key, name) in enumerate(SET_LABELS.items(), start=1):
+            panel = plt.subplot(1, i)
+            panel.title(name)
+            for curve in group.curves.values():
+                panel.plot(curve.steps, curve.means[key], color=curve.color, marker="braille")
+                if curve.switch:
+                    panel.vertical_line(curve.switch, color=curve.color)
+            panel.ylim(0, 100)
+            panel.yticks([0, 50, 100])
+
     def _set_message(self, text: str) -> None:
         """The line above the tables: what is shown, or `text`; and the first run that could not be."""
         if not text:
@@ -324,7 +386,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             else:
                 text = (f"{len(self.groups)} configuration{'s' * (len(self.groups) != 1)} · {runs} "
                         f"run{'s' * (runs != 1)} · over seeds: mean ± population std (as `show`) · "
-                        "f: Figure 1 ⇄ Figure 5")
+                        "f: Figure 1 ⇄ 5 · t: curves")
         if self.notes:
             more = f" (+{len(self.notes) - 1} more)" if len(self.notes) > 1 else ""
             text += f"\n[b red]skipped[/] {_escape(self.notes[0])}{more}"

@@ -9,7 +9,9 @@ reopening it finds them again. ctrl+p opens the command palette.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,24 +23,31 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from factrecall_tui.accuracy import AccuracyPane
+from factrecall_tui.compare_view import CompareScreen
+from factrecall_tui.figures_view import FiguresScreen  # before the app runs: it asks the terminal what it can draw
+from factrecall_tui.help import ABOUT, HelpScreen, keys_of
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.launch import LaunchScreen
 from factrecall_tui.log_view import LogScreen
-from factrecall_tui.messages import OpenLog, OpenRun, Rescan, RunsScanned, RunTab, ScanFailed
+from factrecall_tui.messages import Compare, Export, OpenFigures, OpenLog, OpenRun, Rescan, RunsScanned, RunTab, ScanFailed
 from factrecall_tui.pane import OpensRuns, ShowsRuns
 from factrecall_tui.probes import ProbesPane
+from factrecall_tui.remembered import Remembered
 from factrecall_tui.report_view import ReportPane
 from factrecall_tui.runs import RunSummary, Scanner
 from factrecall_tui.store_view import StorePane
+from factrecall_tui.study_form import StudyScreen
 from factrecall_tui.tabs import Tabs
-from jobs.errors import first_line
+from jobs.errors import USER_ERRORS, first_line
+from jobs.run.files import atomic_write_bytes
 
 TABS = {"jobs": "Jobs", "accuracy": "Accuracy", "probes": "Probes", "store": "Store", "report": "Report"}
 SCAN_EVERY_S = 1.0
 
 
 class FactrecallApp(App):
-    CSS_PATH = ["app.tcss", "launch.tcss", "accuracy.tcss", "probes.tcss", "store_view.tcss", "report_view.tcss"]
+    CSS_PATH = ["app.tcss", "launch.tcss", "accuracy.tcss", "probes.tcss", "store_view.tcss", "report_view.tcss",
+                "study_form.tcss"]
     TITLE = "factrecall"
     BINDINGS = [
         Binding("1", "tab('jobs')", "Jobs", show=False),
@@ -48,12 +57,17 @@ class FactrecallApp(App):
         Binding("5", "tab('report')", "Report", show=False),
         Binding("n", "launch", "New job"),
         Binding("ctrl+r", "rescan", "Reload", show=False),
+        Binding("question_mark", "help", "Help"),
+        # F1 is a priority key so that it works on the pushed screens too (a modal screen hides the
+        # app's other keys); `?` is not, so that it stays a character in a text field.
+        Binding("f1", "help", "Help", show=False, priority=True),
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, workspace: Path, scan_every: float = SCAN_EVERY_S):
+    def __init__(self, workspace: Path, scan_every: float = SCAN_EVERY_S, remembered: Remembered | None = None):
         super().__init__()
         self.workspace = workspace
+        self.remembered = Remembered() if remembered is None else remembered  # factrecall_tui/remembered.py
         self.scanner = Scanner(workspace)
         self.runs: list[RunSummary] = []
         self.scan_every = scan_every
@@ -68,7 +82,7 @@ class FactrecallApp(App):
             with TabPane(f"2 {TABS['accuracy']}", id="accuracy"):
                 yield AccuracyPane(id="accuracy-pane")
             with TabPane(f"3 {TABS['probes']}", id="probes"):
-                yield ProbesPane(id="probes-pane")
+                yield ProbesPane(id="probes-pane", remembered=self.remembered, workspace=self.workspace)
             with TabPane(f"4 {TABS['store']}", id="store"):
                 yield StorePane(id="store-pane")
             with TabPane(f"5 {TABS['report']}", id="report"):
@@ -77,6 +91,10 @@ class FactrecallApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = str(self.workspace)
+        if (theme := self.remembered.text("theme")) in self.available_themes:
+            self.theme = theme
+        self.theme_changed_signal.subscribe(self, lambda theme: self.remembered.set_theme(theme.name))
+        self.remembered.tell(lambda line: self.notify(line, severity="warning", timeout=10))
         self.query_one("#jobs-table").focus()
         self.rescan()
         if self.scan_every:
@@ -129,6 +147,32 @@ class FactrecallApp(App):
             text = first_line(error, with_type=True) if error is not None else "failed"
             self.notify(f"{event.worker.group}: {text}", severity="error", timeout=10)
 
+    @on(Compare)
+    def _compare(self, message: Compare) -> None:
+        self.push_screen(CompareScreen(message.paths, message.what))
+
+    @on(OpenFigures)
+    def _figures(self, message: OpenFigures) -> None:
+        self.push_screen(FiguresScreen(message.study, message.figures))
+
+    @on(Export)
+    def _export(self, message: Export) -> None:
+        """A table as CSV: into WORKSPACE/exports (written whole, by rename) and onto the clipboard
+        (the terminal's OSC 52: over ssh too, where the terminal allows it)."""
+        folder = self.workspace / "exports"
+        path = folder / f"{message.what}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        try:
+            if folder.is_symlink():
+                raise OSError(errno.ELOOP, "a link: exports are written inside the workspace only")
+            atomic_write_bytes(path, message.csv.encode())
+        except (OSError, *USER_ERRORS) as err:
+            self.notify(f"cannot export to {folder}: {getattr(err, 'strerror', None) or first_line(err)}",
+                        severity="error", timeout=10)
+            return
+        self.copy_to_clipboard(message.csv)
+        rows = message.csv.count("\n") - 1
+        self.notify(f"{rows} rows written to {path} and copied to the clipboard", title="Export")
+
     # -- navigation ------------------------------------------------------------------------------
     def _run_panes(self) -> dict[RunTab, OpensRuns]:
         return {"jobs": self.query_one(JobsPane), "accuracy": self.query_one(AccuracyPane),
@@ -161,6 +205,30 @@ class FactrecallApp(App):
         """A tab the user clicked: keys go to it (its first focusable widget takes the focus)."""
         self.query_one(Tabs).focus_shown()
 
+    def action_help(self) -> None:
+        """The keys of the screen in front, and what it is for (factrecall_tui/help.py)."""
+        if isinstance(self.screen, HelpScreen):  # F1 again closes it
+            self.screen.dismiss()
+            return
+        screen = self.screen
+        if screen is self.screen_stack[0]:  # the tabs: the shown one's name and purpose
+            tab = self.query_one(Tabs).active
+            title, about = f"Keys · {TABS.get(tab, tab)}", ABOUT.get(tab, "")
+        else:
+            name, about = getattr(screen, "HELP", (type(screen).__name__, ""))  # (its name, what it is for)
+            title = f"Keys · {name}"
+        self.push_screen(HelpScreen(title, about, keys_of(self, screen)))
+
+    def action_reproduce(self) -> None:
+        """The New study form (factrecall_tui/study_form.py); a queued study is followed on Report."""
+        def queued(name: str | None) -> None:
+            if name:
+                self.notify(f"queued the study {name}: the Report tab follows it")
+                self.action_tab("report")
+                self.rescan()
+
+        self.push_screen(StudyScreen(self.workspace), queued)
+
     def action_launch(self) -> None:
         def launched(names: list[str] | None) -> None:
             if names:
@@ -169,7 +237,7 @@ class FactrecallApp(App):
                 self._focus_after_scan = names[0]
                 self.rescan()
 
-        self.push_screen(LaunchScreen(self.workspace), launched)
+        self.push_screen(LaunchScreen(self.workspace, self.remembered), launched)
 
     def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
                            time_format: str | None = None) -> str | None:
@@ -187,6 +255,8 @@ class FactrecallApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield SystemCommand("New job", "Launch runs: strategy, seeds, people, model, device", self.action_launch)
+        yield SystemCommand("Reproduce the paper (new study)", "factrecall-jobs reproduce through the queue: its plan "
+                            "first, then its runs, probes and report", self.action_reproduce)
         jobs = self.query_one(JobsPane)
         if (run := jobs.selected) is not None:  # they name the run they act on, and show it on Jobs first
             def on_jobs(action):

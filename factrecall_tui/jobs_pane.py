@@ -1,24 +1,30 @@
 """The Jobs screen: every run in the workspace with its status and live progress; launch, cancel,
-resume, and open a run's log, accuracies, probes or store (asked of the app with the messages of
-factrecall_tui/messages.py: the app decides where to go and when to scan again)."""
+resume, archive or delete, and open a run's log, accuracies, probes or store (asked of the app with the
+messages of factrecall_tui/messages.py: the app decides where to go and when to scan again). `/`
+filters the runs and `o` (or a click on a header) sorts them (factrecall_tui/run_view.py); `e` exports
+the table as shown."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.text import Text
-from textual import on
+from dataclasses import dataclass
+
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Static
 
 from factrecall_tui.confirm import Confirm
-from factrecall_tui.messages import OpenLog, OpenRun, Rescan, RunTab
-from factrecall_tui.pane import when_mounted
+from factrecall_tui.messages import Compare, Export, OpenLog, OpenRun, Rescan, RunTab
+from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.run_view import SORTS, FilterError, to_csv, visible
 from factrecall_tui.runs import RunSummary, progress_text
 from jobs.errors import USER_ERRORS, first_line
-from jobs.launch.queue import cancel, submit
+from jobs.launch.queue import cancel, remove_run, submit
 from jobs.words import RunStatus
 
 STATUS_STYLE: dict[RunStatus, str] = {
@@ -38,7 +44,7 @@ def _cells(run: RunSummary, stopping: bool = False) -> tuple:
             run.strategies, run.model, run.seed, run.people)
 
 
-class JobsPane(Vertical):
+class JobsPane(HandsFailuresUp, Vertical):
     BINDINGS = [
         Binding("c", "cancel", "Cancel"),
         Binding("r", "resume", "Resume"),
@@ -46,16 +52,37 @@ class JobsPane(Vertical):
         Binding("a", "open('accuracy')", "Accuracy"),
         Binding("p", "open('probes')", "Probes"),
         Binding("s", "open('store')", "Store"),
+        Binding("slash", "filter", "Filter"),
+        Binding("o", "sort", "Sort", show=False),
+        Binding("m", "compare", "Compare"),
+        Binding("e", "export", "Export", show=False),
+        Binding("x", "remove(False)", "Archive", show=False),
+        Binding("D", "remove(True)", "Delete", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
+
+    @dataclass
+    class Removed(Message, bubble=False):
+        """A run archived or deleted (`said`), or why it could not be (`error`)."""
+
+        said: str = ""
+        error: str = ""
 
     def __init__(self, workspace: Path, **kwargs):
         super().__init__(**kwargs)
         self.workspace = workspace
-        self.runs: dict[str, RunSummary] = {}
-        self._rows: dict[str, tuple] = {}
+        self.runs: dict[str, RunSummary] = {}    # every run of the workspace, shown or not
+        self.all: list[RunSummary] = []          # the same, in the scan's order (newest first)
+        self._rows: dict[str, tuple] = {}        # the rows shown, in order
         self.stopping: set[str] = set()  # runs asked to stop, until they do
+        self.query_text = ""                     # the filter (factrecall_tui/run_view.py)
+        self.sort, self.reverse = "newest", False
 
     def compose(self) -> ComposeResult:
+        with Horizontal(id="jobs-filter-row"):
+            yield Input(placeholder="filter: words, or status:failed seed:1 -strategy:qa", id="jobs-filter",
+                        compact=True)
+            yield Static("", id="jobs-shown")
         yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="job-detail")
 
@@ -70,13 +97,31 @@ class JobsPane(Vertical):
         table = self.query_one(DataTable)
         for key, label in COLUMNS.items():
             table.add_column(label, key=key)
+        self.query_one("#jobs-filter-row").display = False
 
     # -- data ------------------------------------------------------------------------------------
     @when_mounted
     def show(self, runs: list[RunSummary]) -> None:
-        table = self.query_one(DataTable)
+        self.all = runs
         self.runs = {r.name: r for r in runs}
         self.stopping &= {r.name for r in runs if r.status == "running"}  # stopped by now: no longer stopping
+        self._redraw()
+
+    def _redraw(self) -> None:
+        """The rows the filter keeps, in the sort's order; a row whose cells changed is updated in place."""
+        table = self.query_one(DataTable)
+        shown_line = self.query_one("#jobs-shown", Static)
+        try:
+            runs = visible(self.all, self.query_text, self.sort, self.reverse)
+        except FilterError as err:
+            runs = visible(self.all, "", self.sort, self.reverse)
+            shown_line.update(f"[red]{err}[/]")
+        else:
+            by = "" if self.sort == "newest" and not self.reverse else \
+                f" · by {COLUMNS.get(self.sort, self.sort).lower()}{' (reversed)' if self.reverse else ''}"
+            shown_line.update(f"{len(runs)} of {len(self.all)} runs{by}")
+        if self.query_text or self.sort != "newest" or self.reverse:
+            self.query_one("#jobs-filter-row").display = True
         order = [r.name for r in runs]
         if order != list(self._rows):
             chosen = self.selected.name if self.selected else None
@@ -85,7 +130,7 @@ class JobsPane(Vertical):
             for run in runs:
                 self._rows[run.name] = _cells(run, run.name in self.stopping)
                 table.add_row(*self._rows[run.name], key=run.name)
-            if chosen in self.runs:
+            if chosen in order:
                 table.move_cursor(row=order.index(chosen), animate=False)
         else:
             for run in runs:
@@ -107,8 +152,55 @@ class JobsPane(Vertical):
 
     @when_mounted
     def focus_run(self, name: str) -> None:
+        if name in self.runs and name not in self._rows:  # hidden by the filter: shown, and said so
+            self.notify(f"filter {self.query_text!r} cleared to show {name}")
+            self.action_clear_filter()
         if name in self._rows:
             self.query_one(DataTable).move_cursor(row=list(self._rows).index(name), animate=False)
+
+    # -- filter, sort, export ---------------------------------------------------------------------
+    def action_filter(self) -> None:
+        self.query_one("#jobs-filter-row").display = True
+        self.query_one("#jobs-filter", Input).focus()
+
+    @on(Input.Changed, "#jobs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_text = event.value
+        self._redraw()
+
+    @on(Input.Submitted, "#jobs-filter")
+    def _filter_done(self) -> None:
+        """Enter keeps the filter and goes back to the runs."""
+        self.query_one(DataTable).focus()
+
+    def action_clear_filter(self) -> None:
+        """Escape: no filter, and back to the runs (the sort stays)."""
+        self.query_one("#jobs-filter", Input).value = ""
+        self.query_text = ""
+        self._redraw()
+        if self.sort == "newest" and not self.reverse:
+            self.query_one("#jobs-filter-row").display = False
+        self.query_one(DataTable).focus()
+
+    def action_sort(self) -> None:
+        """The next sort: newest first, then by run, status, strategy, seed, model, people."""
+        keys = list(SORTS)
+        self.sort, self.reverse = keys[(keys.index(self.sort) + 1) % len(keys)], False
+        self._redraw()
+
+    @on(DataTable.HeaderSelected, "#jobs-table")
+    def _sort_by_column(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a header sorts by that column; a second click reverses it."""
+        key = str(event.column_key.value)
+        if key not in SORTS:
+            self.notify(f"the {COLUMNS.get(key, key).lower()} column does not sort", severity="warning")
+            return
+        self.sort, self.reverse = key, (not self.reverse if key == self.sort else False)
+        self._redraw()
+
+    def action_export(self) -> None:
+        """The table as shown (filtered and sorted) as CSV: a file in WORKSPACE/exports and the clipboard."""
+        self.post_message(Export("jobs", to_csv(list(COLUMNS.values()), self._rows.values())))
 
     @on(DataTable.RowSelected)
     def _open_log(self) -> None:
@@ -186,6 +278,51 @@ class JobsPane(Vertical):
             self.notify(first_line(err), severity="error")
             return
         self.notify(f"{run.name}: queued to resume")
+        self.post_message(Rescan())
+
+    def action_compare(self) -> None:
+        """m: the runs shown (the filter's, if any) side by side, as `factrecall-jobs compare`."""
+        shown = [self.runs[n] for n in self._rows if self.runs[n].metrics]
+        if not shown:
+            self.notify("no run shown has results to compare yet", severity="warning")
+            return
+        what = f"{len(shown)} run{'s' * (len(shown) != 1)}" + (f" matching {self.query_text!r}" if self.query_text.strip() else "")
+        self.post_message(Compare([r.path for r in shown], what))
+
+    def action_remove(self, delete: bool) -> None:
+        """x archives the selected run (to WORKSPACE/archive/, out of every list), D deletes it; each
+        asks first, and a queued or running run must be cancelled first."""
+        run = self.selected
+        if run is None:
+            return
+        if run.status in ("queued", "running"):
+            self.notify(f"{run.name} is {run.status}: cancel it first (c)", severity="warning")
+            return
+        if delete:
+            question = (f"Delete [b]{run.name}[/b] and everything in it (checkpoints, activation store, "
+                        "metrics) for good? x archives it instead.")
+            yes = "Delete it"
+        else:
+            question = (f"Archive [b]{run.name}[/b]? It moves to {self.workspace / 'archive'}: out of every "
+                        "list; moving it back to runs/ restores it.")
+            yes = "Archive it"
+        self.app.push_screen(Confirm(question, yes=yes, no="Keep it"),
+                             lambda sure: self._remove(run.name, delete) if sure else None)
+
+    @work(thread=True, group="remove", exit_on_error=False)
+    def _remove(self, name: str, delete: bool) -> None:
+        """In a thread: a deleted store can be thousands of files."""
+        try:
+            self.post_message(self.Removed(said=remove_run(self.workspace, name, delete=delete)))
+        except (OSError, *USER_ERRORS) as err:
+            self.post_message(self.Removed(error=f"{name}: {first_line(err)}"))
+
+    @on(Removed)
+    def _removed(self, message: Removed) -> None:
+        if message.error:
+            self.notify(message.error, severity="error", timeout=10)
+            return
+        self.notify(message.said)
         self.post_message(Rescan())
 
     def action_log(self) -> None:

@@ -17,6 +17,7 @@ from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from factrecall_tui.checklist import Checklist
 from factrecall_tui.confirm import Confirm
+from factrecall_tui.remembered import Remembered
 from jobs.errors import FactrecallError
 from jobs.launch.plan import RunRequest, plan_runs
 from jobs.launch.queue import prepare, start_worker, submit
@@ -30,6 +31,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ORDER = ("bio", "stage", "mix", "qa")
 EXECUTORS = {"local": "local queue: one job at a time on a CPU, one per GPU"}
 CONFIRM_RUNS = 8    # more runs than this at once: asked first
+REMEMBERED_INPUTS = ("seeds", "people", "model", "settings")  # the text fields remembered (not the name)
 MAX_RUNS = 200      # more than this from one form is a typo (0-999), not a plan
 
 
@@ -72,29 +74,50 @@ class LaunchScreen(ModalScreen[list[str]]):
     """Returns the names of the runs it queued (an empty list when cancelled)."""
 
     BINDINGS = [Binding("escape", "close", "Cancel"), Binding("ctrl+s", "launch", "Launch", priority=True)]
+    HELP = ("New job", "Runs to queue: checked as you type by the same code as the CLI (the line above the "
+                       "buttons). Enter moves to the next field; ctrl+s queues.")
 
-    def __init__(self, workspace: Path):
+    def __init__(self, workspace: Path, remembered: Remembered | None = None):
         super().__init__()
         self.workspace = workspace
         self.planned: list = []
+        self.remembered = remembered
+        # The form starts from the values last launched with (not the name: a name is used once), each
+        # kept only where it is still a valid choice.
+        last = remembered.launch() if remembered is not None else {}
+        text = lambda key, default, valid=None: (  # noqa: E731
+            last[key] if isinstance(last.get(key), str) and (valid is None or last[key] in valid) else default)
+        strategies = [s for s in last.get("strategies", []) if s in ORDER] if isinstance(last.get("strategies"), list) else []
+        self.start = {"preset": text("preset", DEFAULT_PRESET, preset_names()),
+                      "strategies": strategies or list(DEFAULT_STRATEGIES),
+                      "device": text("device", "auto", DEVICES), "executor": text("executor", "local", EXECUTORS),
+                      **{key: text(key, "0" if key == "seeds" else "") for key in REMEMBERED_INPUTS}}
+
+    def values(self) -> dict[str, str | list[str]]:
+        """What the form would launch with, as remembered (all but the name)."""
+        return {"preset": str(self.query_one("#preset", Select).value),
+                "strategies": [s for s in ORDER if s in self.query_one("#strategies", SelectionList).selected],
+                "device": str(self.query_one("#device", Select).value),
+                "executor": str(self.query_one("#executor", Select).value),
+                **{key: self.query_one(f"#{key}", Input).value for key in REMEMBERED_INPUTS}}
 
     def compose(self) -> ComposeResult:
         with Vertical(id="launch"):
             yield Static("New job · [dim]ctrl+s launches, escape cancels[/]", id="launch-title")
             with VerticalScroll(id="launch-fields"):
-                yield from _row("Preset", Select([(p, p) for p in preset_names()], value=DEFAULT_PRESET,
+                yield from _row("Preset", Select([(p, p) for p in preset_names()], value=self.start["preset"],
                                                  allow_blank=False, id="preset", compact=True))
-                yield from _row("Strategies", Checklist[str](*((s, s, s in DEFAULT_STRATEGIES) for s in ORDER),
+                yield from _row("Strategies", Checklist[str](*((s, s, s in self.start["strategies"]) for s in ORDER),
                                                                  id="strategies", compact=True))
-                yield from _row("Seeds", Input("0", placeholder="0 1 2, or 0-4", id="seeds", compact=True))
-                yield from _row("People", Input(placeholder="the preset's", id="people", type="integer", compact=True))
-                yield from _row("Model", Input(placeholder="built-in (the preset's), or a local HF checkpoint folder",
+                yield from _row("Seeds", Input(self.start["seeds"], placeholder="0 1 2, or 0-4", id="seeds", compact=True))
+                yield from _row("People", Input(self.start["people"], placeholder="the preset's", id="people", type="integer", compact=True))
+                yield from _row("Model", Input(self.start["model"], placeholder="built-in (the preset's), or a local HF checkpoint folder",
                                                id="model", compact=True))
-                yield from _row("Device", Select([(d, d) for d in DEVICES], value="auto", allow_blank=False,
+                yield from _row("Device", Select([(d, d) for d in DEVICES], value=self.start["device"], allow_blank=False,
                                                  id="device", compact=True))
-                yield from _row("Executor", Select([(v, k) for k, v in EXECUTORS.items()], value="local",
+                yield from _row("Executor", Select([(v, k) for k, v in EXECUTORS.items()], value=self.start["executor"],
                                                    allow_blank=False, id="executor", compact=True))
-                yield from _row("Settings", Input(placeholder="KEY=VALUE ..., e.g. train.mix.epochs=30",
+                yield from _row("Settings", Input(self.start["settings"], placeholder="KEY=VALUE ..., e.g. train.mix.epochs=30",
                                                   id="settings", compact=True))
                 yield from _row("Name", Input(placeholder="default: preset-strategies-seed", id="name", compact=True))
             yield Static("", id="plan")
@@ -202,6 +225,8 @@ class LaunchScreen(ModalScreen[list[str]]):
             self.query_one("#plan", Static).set_class(True, "-error")
             return
         start_worker(self.workspace)
+        if self.remembered is not None:
+            self.remembered.set_launch(self.values())
         self.dismiss([name for _, name in self.planned])
 
     @on(Button.Pressed, "#cancel-button")

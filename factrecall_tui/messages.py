@@ -47,3 +47,27 @@ class OpenLog(Message):
     """Follow the log of the run in folder `run_path`."""
 
     run_path: Path
+
+
+@dataclass
+class Export(Message):
+    """Save a table as CSV (WORKSPACE/exports/WHAT-TIME.csv) and copy it to the clipboard."""
+
+    what: str
+    csv: str
+
+
+@dataclass
+class Compare(Message):
+    """Open the Compare screen for the runs in `paths` (`what` says which, e.g. "3 of 9 runs: mix")."""
+
+    paths: list[Path]
+    what: str
+
+
+@dataclass
+class OpenFigures(Message):
+    """Show a study's report figures: (name, PNG path) each."""
+
+    study: str
+    figures: list[tuple[str, Path]]

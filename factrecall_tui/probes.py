@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -36,9 +37,11 @@ from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from factrecall_tui.checklist import Checklist
+from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.probe_chart import EMPHASIS, ProbeChart
 from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, compute, store_attributes
+from factrecall_tui.remembered import Remembered
 from factrecall_tui.runs import RunSummary
 from jobs.errors import USER_ERRORS, first_line
 from jobs.words import ATTRIBUTES
@@ -62,6 +65,7 @@ class ProbesPane(HandsFailuresUp, Widget):
         Binding("b", "toggle_bio", "BIO"),
         Binding("w", "cycle_emphasis", "Probes shown"),
         Binding("m", "switch_model", "Model"),
+        Binding("e", "export", "Export", show=False),
     ]
 
     # The workers' messages. `serial` numbers the fit they belong to; None for a cache lookup.
@@ -85,8 +89,12 @@ class ProbesPane(HandsFailuresUp, Widget):
         text: str                            # one line; "" for a lookup the cache cannot answer
         cancelled: bool = False
 
-    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None,
+                 remembered: Remembered | None = None, workspace: Path | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
+        # The runs chosen last time in this workspace (factrecall_tui/remembered.py), offered first.
+        self._remembered = remembered
+        self._workspace = workspace
         self.runs: dict[str, RunSummary] = {}    # runs with a store, by name
         self._known: set[str] = set()            # every run's name (to say why one is not offered)
         self._names: list[str] = []              # the list's options, in order
@@ -162,7 +170,9 @@ class ProbesPane(HandsFailuresUp, Widget):
         keep = [n for n in box.selected if n in self.runs]
         highlighted = self._names[box.highlighted] if box.highlighted is not None and box.highlighted < len(self._names) else None
         if not keep and not self._chose and names:
-            keep = [names[0]]  # the newest run with a store, until the researcher chooses
+            # The runs chosen here last time, or the newest run with a store, until the researcher chooses.
+            last = self._remembered.probe_runs(self._workspace) if self._remembered is not None else []
+            keep = [n for n in last if n in self.runs] or [names[0]]
         with self.prevent(SelectionList.SelectedChanged):
             box.clear_options()
             box.add_options([Selection(Text(n), n, n in keep) for n in names])
@@ -187,6 +197,7 @@ class ProbesPane(HandsFailuresUp, Widget):
             box.select(name)
         box.highlighted = self._names.index(name)
         self._chose = True
+        self._remember()
         self._selection_changed()
 
     # -- controls ---------------------------------------------------------------------------------
@@ -236,7 +247,12 @@ class ProbesPane(HandsFailuresUp, Widget):
     def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
         event.stop()
         self._chose = True
+        self._remember()
         self._selection_changed()
+
+    def _remember(self) -> None:
+        if self._remembered is not None and self._workspace is not None:
+            self._remembered.set_probe_runs(self._workspace, self.selected_runs())
 
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
@@ -439,6 +455,17 @@ class ProbesPane(HandsFailuresUp, Widget):
     def _status(self, *parts: str | tuple[str, str]) -> None:
         """One line (it may wrap): plain strings and (text, style) pairs, never parsed as markup."""
         self.query_one("#probe-status", Static).update(Text.assemble(*parts))
+
+    def action_export(self) -> None:
+        """The shown result's numbers per model, format and layer (mean and sample std over the runs),
+        as CSV: a file in WORKSPACE/exports and the clipboard."""
+        if self.results is None or self.request is None:
+            self.notify("nothing to export yet: fit the probes first (f)", severity="warning")
+            return
+        r = self.request
+        what = f"probes-{r.attribute}-{r.bio}-{r.train_split}-{r.test_split}"
+        named = any(n is not None for n in self.results.index.names)  # a plain row number is not data
+        self.post_message(Export(what, self.results.to_csv(index=named, lineterminator="\n")))
 
     # -- results --------------------------------------------------------------------------------
     async def _show_results(self, message: Finished) -> None:

@@ -4,8 +4,11 @@ and each one's report.md.
 The list on the left names every study with how far it is (its runs finished, report written) and,
 once written, its verdicts; the right shows the chosen report as Markdown (tables as tables; each
 figure as a line naming its PNG, which a terminal cannot draw). A report rewritten on disk (the
-study resumed, or run again) is reloaded on the next scan. Nothing here imports the jobs package:
-the pane reads plan.json, report.json and report.md, and the runs' summaries the app already has.
+study resumed, or run again) is reloaded on the next scan. `s` opens the New study form
+(factrecall_tui/study_form.py); a study queued from it shows here from the moment it is queued, and
+while it runs, how far it is (its runs, then its probe sweeps: progress.json); `c` cancels it. The pane
+reads plan.json, progress.json, report.json and report.md, the queue's entries, and the runs'
+summaries the app already has.
 """
 
 from __future__ import annotations
@@ -21,8 +24,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
+from textual.binding import Binding
+
+from factrecall_tui.confirm import Confirm
+from factrecall_tui.messages import OpenFigures, Rescan
 from factrecall_tui.pane import when_mounted
 from factrecall_tui.runs import RunSummary
+from jobs.errors import USER_ERRORS, first_line
+from jobs.launch.queue import cancel, queued_studies, study_key, study_progress_text
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
 SHORT = {"reproduces": "✓", "partly": "~", "does not reproduce": "✗"}
@@ -37,8 +46,14 @@ class StudySummary:
     runs: list[str]
     report_mtime: float | None
     claims: list[dict]
+    queue: str = ""       # queued, or running: a study the workspace queue holds
+    progress: str = ""    # how far it is while it runs (progress.json), e.g. `probes 12/90`
 
     def status(self, runs: dict[str, RunSummary]) -> str:
+        if self.queue == "queued":
+            return "queued: waits for a free slot"
+        if self.queue == "running":
+            return f"running · {self.progress or 'starting'}"
         finished = sum(1 for r in self.runs if r in runs and runs[r].status == "done")
         if self.report_mtime is not None and finished == len(self.runs):
             verdicts = " ".join(f"{c['id']}{SHORT.get(c['verdict'], '?')}" for c in self.claims)
@@ -48,7 +63,8 @@ class StudySummary:
 
 
 def find_studies(workspace: Path) -> list[StudySummary]:
-    """Every study folder with a readable plan.json, by name."""
+    """Every study folder with a readable plan.json, and every study the queue holds, by name."""
+    queue = queued_studies(workspace)
     out = []
     for plan_file in sorted((workspace / "reproduce").glob("*/plan.json")):
         folder = plan_file.parent
@@ -66,8 +82,19 @@ def find_studies(workspace: Path) -> list[StudySummary]:
                 claims = json.loads((folder / "report.json").read_text()).get("claims", [])
             except (OSError, ValueError):
                 claims = []
-        out.append(StudySummary(folder.name, folder, runs, mtime, claims))
-    return out
+        out.append(StudySummary(folder.name, folder, runs, mtime, claims, queue.get(folder.name, ""),
+                                study_progress_text(folder) if folder.name in queue else ""))
+    listed = {s.name for s in out}
+    for name, state in queue.items():  # queued, or started and not planned yet: no plan.json
+        if name not in listed:
+            folder = workspace / "reproduce" / name
+            out.append(StudySummary(name, folder, [], None, [], state, study_progress_text(folder)))
+    return sorted(out, key=lambda s: s.name)
+
+
+def figures_of(markdown: str, folder: Path) -> list[tuple[str, Path]]:
+    """The figures a report links, (name, PNG path), those whose file is there."""
+    return [(m.group(1), folder / m.group(2)) for m in _IMAGE.finditer(markdown) if (folder / m.group(2)).is_file()]
 
 
 def for_terminal(markdown: str, folder: Path) -> str:
@@ -77,6 +104,9 @@ def for_terminal(markdown: str, folder: Path) -> str:
 
 class ReportPane(Horizontal):
     """The studies (left) and the chosen study's report (right)."""
+
+    BINDINGS = [Binding("s", "app.reproduce", "New study"), Binding("g", "figures", "Figures"),
+                Binding("c", "cancel_study", "Cancel study")]
 
     def __init__(self, workspace: Path, **kwargs):
         super().__init__(**kwargs)
@@ -126,7 +156,9 @@ class ReportPane(Horizontal):
         self.current, self._shown_mtime = name, study.report_mtime
         doc = self.query_one("#report-doc", Markdown)
         if study.report_mtime is None:
-            self._status(f"{name}: no report yet; `factrecall-jobs reproduce` writes {study.folder / 'report.md'} "
+            where = {"queued": "queued, waiting for a free slot", "running": f"running ({study.progress or 'starting'}); "
+                     f"its console: {study.folder / 'job.out'}"}.get(study.queue, "no report yet")
+            self._status(f"{name}: {where}; `factrecall-jobs reproduce` writes {study.folder / 'report.md'} "
                          "once its runs and probes are done")
             doc.update("")
             return
@@ -138,3 +170,43 @@ class ReportPane(Horizontal):
     def _chosen(self, event: OptionList.OptionSelected | OptionList.OptionHighlighted) -> None:
         if event.option.id in self.studies:
             self.open(event.option.id)
+
+    def action_figures(self) -> None:
+        """g: the chosen study's report figures, drawn in the terminal (factrecall_tui/figures_view.py)."""
+        study = self.studies.get(self.current or "")
+        if study is None or study.report_mtime is None:
+            self.notify("no report chosen yet: its figures come with it", severity="warning")
+            return
+        try:
+            figures = figures_of((study.folder / "report.md").read_text(), study.folder)
+        except OSError as err:
+            self.notify(f"cannot read {study.folder / 'report.md'}: {err.strerror}", severity="error")
+            return
+        if not figures:
+            self.notify(f"{study.name}'s report links no figure that is there", severity="warning")
+            return
+        self.post_message(OpenFigures(study.name, figures))
+
+    def action_cancel_study(self) -> None:
+        """c: take the chosen study off the queue, or stop it after asking (the run it is training keeps
+        its work; the same options queued again continue it)."""
+        study = self.studies.get(self.current or "")
+        if study is None or not study.queue:
+            self.notify("no queued or running study chosen (a finished study has nothing to cancel)", severity="warning")
+            return
+        if study.queue == "queued":
+            self._cancel(study.name)
+            return
+        self.app.push_screen(Confirm(f"Stop the study [b]{study.name}[/b] ({study.progress or 'starting'})? What it "
+                                     "finished is kept; queued again with the same options, it continues.",
+                                     yes="Stop it", no="Keep it running"),
+                             lambda yes: self._cancel(study.name) if yes else None)
+
+    def _cancel(self, name: str) -> None:
+        try:
+            said = cancel(self.workspace, study_key(name))
+        except (OSError, *USER_ERRORS) as err:
+            self.notify(f"{name}: cannot cancel: {first_line(err)}", severity="error")
+            return
+        self.notify(said.replace(study_key(name), f"study {name}"))
+        self.post_message(Rescan())

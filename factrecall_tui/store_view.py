@@ -1,4 +1,5 @@
-"""The Store pane: browse a run's activation store (RUN/activations.zarr) as plain Zarr.
+"""The Store pane: browse a run's activation store (RUN/activations.zarr) as plain Zarr, and the
+snapshot store of a run trained with `train.snapshots` (RUN/trajectory.zarr: offered as "RUN · snapshots").
 
 Choose a run (only runs with a store are offered), walk its groups and arrays in a tree (the
 `probes/` cache groups included), read a node's metadata (path, shape, dtype, chunks, dimension
@@ -36,7 +37,14 @@ from factrecall_tui.store_browse import (BadIndex, NodeInfo, Preview, Selection,
                                          format_value, index_text, parse_index, read_preview, store_signature,
                                          walk_store)
 from store.errors import StoreError
-from store.names import STORE_NAME
+from store.names import STORE_NAME, TRAJECTORY_NAME
+
+SNAPSHOTS = " · snapshots"  # how the run menu names a run's trajectory store
+
+
+def store_of(key: str) -> tuple[str, str]:
+    """(run, store folder name) for an entry of the run menu: `RUN` or `RUN · snapshots`."""
+    return (key.removesuffix(SNAPSHOTS), TRAJECTORY_NAME) if key.endswith(SNAPSHOTS) else (key, STORE_NAME)
 
 
 class StorePane(HandsFailuresUp, Vertical):
@@ -72,7 +80,7 @@ class StorePane(HandsFailuresUp, Vertical):
         super().__init__(id=id, classes=classes)
         self.runs: dict[str, Path] = {}          # every run the app knows, name -> folder
         self.store_runs: list[str] = []          # runs with a store, newest first (the Select's options)
-        self.run_name: str | None = None         # the run whose store is open (or opening)
+        self.run_name: str | None = None         # the store open (or opening): RUN, or RUN · snapshots
         self.root: Path | None = None
         self.nodes: dict[str, NodeInfo] = {}     # store path -> node
         self.problems: list[str] = []
@@ -113,12 +121,14 @@ class StorePane(HandsFailuresUp, Vertical):
         changed on disk; the tree, its cursor and the preview stay as they are when nothing did."""
         self.runs = {r.name: r.path for r in runs}
         self._runs_generation += 1
-        open_root = self.root if self.run_name in self.runs else None
+        open_root = self.root if self.run_name is not None and store_of(self.run_name)[0] in self.runs else None
         self._find_stores([(r.name, r.path) for r in runs], open_root, self._runs_generation)
 
     @when_mounted
     def focus_run(self, name: str) -> None:
         """Open run `name`'s store, or say it has none (and open it once a later scan finds one)."""
+        if name not in self.store_runs and name + SNAPSHOTS in self.store_runs:
+            name += SNAPSHOTS  # a run with snapshots and no activation store (yet): its trajectory
         if name not in self.store_runs:
             self._pending_focus = name
             if self._scanned:
@@ -134,7 +144,8 @@ class StorePane(HandsFailuresUp, Vertical):
     # -- runs ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="store-runs", exit_on_error=False)
     def _find_stores(self, runs: list[tuple[str, Path]], open_root: Path | None, generation: int) -> None:
-        found = [name for name, path in runs if (path / STORE_NAME / "zarr.json").exists()]
+        found = [key for name, path in runs for key, store in ((name, STORE_NAME), (name + SNAPSHOTS, TRAJECTORY_NAME))
+                 if (path / store / "zarr.json").exists()]
         signature = store_signature(open_root) if open_root is not None else None
         if not get_current_worker().is_cancelled:
             self.post_message(self.StoresFound(generation, found, open_root, signature))
@@ -182,9 +193,10 @@ class StorePane(HandsFailuresUp, Vertical):
             self._keep_index = {}
             self.selected = None
         self.run_name = name
-        self.root = self.runs[name] / STORE_NAME
+        run, store = store_of(name)
+        self.root = self.runs[run] / store
         self._open_generation += 1
-        self._set_message(f"opening {name}/{STORE_NAME}…")
+        self._set_message(f"opening {run}/{store}…")
         self._walk(self.root, self._open_generation)
 
     def _close(self) -> None:
@@ -217,7 +229,7 @@ class StorePane(HandsFailuresUp, Vertical):
         self._close()
         self.run_name, self.root, self._signature = name, root, message.signature
         if error:
-            self._set_message(f"cannot open {name}/{STORE_NAME}: {error}", error=True)
+            self._set_message(f"cannot open {store_of(name)[0]}/{root.name}: {error}", error=True)
             return
         self.nodes = {n.path: n for n in nodes}
         self.problems = problems
@@ -236,7 +248,7 @@ class StorePane(HandsFailuresUp, Vertical):
         tree.root.expand()
         arrays = sum(n.kind == "array" for n in nodes)
         groups = sum(n.kind == "group" for n in nodes) - 1
-        text = f"{name}/{STORE_NAME} · {arrays} arrays, {groups} groups"
+        text = f"{store_of(name)[0]}/{root.name} · {arrays} arrays, {groups} groups"
         if problems:
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
             self._set_message(f"{text} · unreadable: {problems[0]}{more}", error=True)

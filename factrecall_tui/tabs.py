@@ -32,7 +32,9 @@ class Tabs(TabbedContent):
     def _first_focusable(self, tab: str) -> Widget | None:
         if not tab:
             return None
-        return next((w for w in self.get_pane(tab).query("*") if w.focusable), None)
+        # The screen's focus chain, not `focusable`: a widget inside a hidden container (display: none,
+        # such as the Jobs filter until `/`) is `focusable` but must not take the keys.
+        return next((w for w in self.screen.focus_chain if self._is_inside(w, tab)), None)
 
     def _is_inside(self, widget: Widget | None, tab: str) -> bool:
         pane = self.get_pane(tab) if tab else None

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 from pathlib import Path
 
 from factrecall_tui.accuracy import AccuracyPane
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.probes import ProbesPane
+from factrecall_tui.remembered import Remembered
 
 HERE = Path(__file__).resolve().parent
 SIZE = (120, 36)
@@ -33,7 +35,8 @@ async def settle(pilot, condition=lambda: True, timeout: float = 120) -> None:
 
 
 async def main(workspace: Path, runs: list[str]) -> None:
-    app = FactrecallApp(workspace, scan_every=0)
+    # Remembered settings from a folder of its own: the pictures never depend on this machine's.
+    app = FactrecallApp(workspace, scan_every=0, remembered=Remembered(Path(tempfile.mkdtemp()) / "tui.json"))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: app.query_one(JobsPane).runs)
         app.query_one(JobsPane).focus_run(runs[0])

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer
 import factrecall_tui
 from factrecall_tui.accuracy import AccuracyPane, row_key
 from factrecall_tui.runs import scan
-from jobs.run.tables import cell, load_groups
+from jobs.run.tables import cell, load_groups, strategy_curve
 from jobs.words import ATTRIBUTES, ATTRIBUTE_LABELS, MODEL_LABELS
 from tests.conftest import metrics
 from tests.tui.conftest import settle
@@ -186,3 +186,42 @@ def test_the_panes_never_import_torch_or_zarr_at_import():
             "print('torch' in sys.modules, 'zarr' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_t_draws_each_model_s_accuracy_over_training_as_plot_does(tiny_run, tmp_path):
+    """t: the chart shows the group's exact match over training, one panel per set and a line per trained
+    model, the mean over seeds of what each logged (`factrecall-jobs plot`'s numbers); t again, the bars."""
+    ws, seeds = _workspace(tiny_run, tmp_path)
+    spec, m0 = json.loads((tiny_run / "spec.json").read_text()), metrics(tiny_run)
+    _run(ws, "tiny-mix-s0", {**spec, "strategies": ["mix"]}, {k: m0[k] for k in ("majority", "untrained", "mix")}, age=0)
+    logged = [json.loads((p / "metrics.json").read_text()) for p in seeds]
+
+    async def session():
+        app = Host()
+        async with app.run_test(size=(150, 50)) as pilot:
+            pane = app.query_one(AccuracyPane)
+            pane.show(scan(ws))
+            await settle(pilot)
+            pane.focus_run("tiny-stage+mix-s1")
+            await settle(pilot)
+            await pilot.press("t")
+            assert pane.chart == "curves" and set(pane.chart_curves) == {"Stage-tuned", "Mix-tuned"}
+            for strategy in ("stage", "mix"):
+                curve = pane.chart_curves[MODEL_LABELS[strategy]]
+                lines = [strategy_curve(m, strategy) for m in logged]
+                length = min(len(steps) for steps, _, _ in lines)
+                assert curve.steps == list(lines[0][0][:length]) and curve.seeds == 2
+                for s in SETS:
+                    np.testing.assert_allclose(curve.means[s], np.mean([a[s][:length] for _, a, _ in lines], axis=0))
+            stage = pane.chart_curves["Stage-tuned"]
+            assert stage.switch == m0["train"]["bio"]["steps"] and pane.chart_curves["Mix-tuned"].switch is None
+            assert stage.means["qa_out"][0] == m0["untrained"]["qa_out"]["avg"]  # from the untrained model
+            assert "Over training · tiny-stage+mix-s* · mean of 2 seeds" in pane.chart_title
+
+            pane.focus_run("tiny-mix-s0")  # its metrics have no curve: said, not drawn
+            await settle(pilot)
+            assert pane.chart_curves == {} and "no training curve logged" in pane.chart_title
+            await pilot.press("t")
+            assert pane.chart == "bars" and list(pane.chart_data) == ["Mix-tuned"]
+
+    asyncio.run(session())

@@ -18,6 +18,7 @@ from factrecall_tui.accuracy import AccuracyPane, row_key
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.launch import LaunchScreen
+from factrecall_tui.remembered import Remembered
 from factrecall_tui.probe_chart import ProbeChart
 from factrecall_tui.probes import ProbesPane
 from factrecall_tui.store_view import StorePane
@@ -50,6 +51,8 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
             await pilot.click("#launch-button")
             await settle(pilot, until=lambda: status_of(app, name) in ("queued", "running"), what="the job to be listed")
             assert app.query_one(JobsPane).selected.name == name
+            # The form's values are remembered for the next one (not the name: factrecall_tui/remembered.py).
+            assert {"preset": "tiny", "people": "8", "strategies": ["stage", "mix"]}.items() <= Remembered().launch().items()
             await settle(pilot, until=lambda: status_of(app, name) == "done", what="the job to finish")
             assert "all steps done" in str(app.query_one("#jobs-table", DataTable).get_cell(name, "progress"))
             m = metrics(ws / "runs" / name)
@@ -92,6 +95,14 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
             assert any(r[0].lower().startswith("mix") and f"{top['delta_rep']:.1f}" in r and f"{top['cka']:.3f}" in r
                        for r in rows), rows
             assert set(PROBE_COLUMNS) <= set(probes.results.columns)
+            # e: the same numbers as CSV, in WORKSPACE/exports and on the clipboard.
+            await pilot.press("e")
+            await settle(pilot, until=lambda: list((ws / "exports").glob("probes-*.csv")), what="the export")
+            exported = pd.read_csv(next((ws / "exports").glob("probes-*.csv")))
+            for model in ("stage", "mix"):
+                got = exported[exported["model"] == model].sort_values("layer")
+                want = cli[cli["model"] == model].sort_values("layer")
+                np.testing.assert_allclose(got["delta_rep"], want["delta_rep"], atol=1e-6)
 
             # Store: its tree, with resid_mid's real shape.
             await pilot.press("1")
