@@ -5,9 +5,14 @@
   vs the same for a bare Textual app that shows one line of text (the floor: Python + Textual);
 - scan: `Scanner.scan()` over N runs, the first time (every run read) and again (a steady rescan:
   only changed and active runs re-read), vs the least any scan does: read and parse every spec.json;
-- torch: whether the first frame imported torch (it must not).
+- torch: whether the first frame imported torch (it must not);
+- keys: once every screen is filled in, each key of a researcher's round (the five tabs, twenty rows
+  down the Jobs table, `/` and a filter typed, escape, the help and back) timed from the key to the
+  screen redrawn (Textual's pilot: the key handled, the app idle, a frame drawn), vs the same keys
+  sent to the bare app (which ignores them: the floor of a key's round trip);
+- `--busy`: the same while a cpu-preset training job runs in the background and uses both cores.
 
-    python benchmarks/bench_tui.py [--runs 300] [--repeats 5]
+    python benchmarks/bench_tui.py [--runs 300] [--repeats 5] [--busy]
 
 The workspace is N copies of a finished tiny run's small files (spec, metrics, events, done markers),
 made in a temporary folder. Prints a markdown table to paste into benchmarks/RESULTS.md.
@@ -38,10 +43,19 @@ FIRST_FRAME = textwrap.dedent("""
         ready = time.perf_counter() - t0  # Textual calls this once the first frame is drawn
         await p.app.workers.wait_for_complete()
         await p.pause()
-        print(ready, time.perf_counter() - t0, 'torch' in sys.modules)
+        filled = time.perf_counter() - t0
+        latencies = []
+        for key in KEYS:
+            k0 = time.perf_counter()
+            await p.press(key)
+            latencies.append(time.perf_counter() - k0)
+        print(ready, filled, "torch" in sys.modules, ",".join(f"{{x:.5f}}" for x in latencies))
         p.app.exit()
+    KEYS = {keys!r}
     {make}.run(headless=True, size=(110, 32), auto_pilot=pilot)
 """)
+# A researcher's round: every tab, down the runs, a filter typed and cleared, the help and back.
+KEYS = ["2", "3", "4", "5", "1", *["down"] * 20, "slash", *"status:done", "enter", "escape", "question_mark", "escape"]
 OURS = {"imports": "from pathlib import Path; from factrecall_tui.app import FactrecallApp",
         "make": "FactrecallApp(Path(sys.argv[1]))"}
 BARE = {"imports": "from textual.app import App\nfrom textual.widgets import Static\n"
@@ -49,13 +63,14 @@ BARE = {"imports": "from textual.app import App\nfrom textual.widgets import Sta
         "make": "Bare()"}
 
 
-def first_frame(kind: dict, workspace: Path) -> tuple[float, float, float, bool]:
+def first_frame(kind: dict, workspace: Path) -> tuple[float, float, float, bool, list[float]]:
     """Seconds: (the whole process, first import to first frame, first import to every screen filled
-    in from the workspace), and whether torch was imported."""
+    in from the workspace), whether torch was imported, and each key's seconds to a redrawn screen."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", FIRST_FRAME.format(**kind), str(workspace)], capture_output=True,
-                         text=True, check=True, cwd=ROOT).stdout.split()
-    return time.perf_counter() - t0, float(out[0]), float(out[1]), out[2] == "True"
+    out = subprocess.run([sys.executable, "-c", FIRST_FRAME.format(**kind, keys=KEYS), str(workspace)],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    return (time.perf_counter() - t0, float(out[0]), float(out[1]), out[2] == "True",
+            [float(x) for x in out[3].split(",")])
 
 
 def make_workspace(root: Path, n: int) -> Path:
@@ -77,11 +92,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--busy", action="store_true", help="measure while a cpu-preset job trains in the background")
     args = ap.parse_args()
     from factrecall_tui.runs import Scanner
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = make_workspace(Path(tmp), args.runs)
+        job = None
+        if args.busy:  # a real training job on both cores, as a researcher's would be
+            job = subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(Path(tmp) / "busy"), "run",
+                                    "--preset", "cpu", "--strategy", "mix", "--no-dump"], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(20)  # past its data and tokenizer steps: training
         first_frame(BARE, ws)  # warm the file cache for both
         ours = [first_frame(OURS, ws) for _ in range(args.repeats)]
         bare = [first_frame(BARE, ws) for _ in range(args.repeats)]
@@ -91,10 +113,14 @@ def main() -> None:
         steady_scanner = Scanner(ws)
         steady_scanner.scan()
         steady = timed(steady_scanner.scan, args.repeats)[0]
+        if job is not None:
+            job.terminate()
+            job.wait()
 
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}, "
-          f"{args.runs} runs, median of {args.repeats}.\n")
+          f"{args.runs} runs, median of {args.repeats}" + (", with a cpu-preset job training meanwhile" if args.busy
+                                                              else "") + ".\n")
     print("| measure | factrecall | baseline | ratio |\n|---|---|---|---|")
     print(f"| first frame, whole process: seconds (baseline: a bare Textual app) | {med(ours, 0):.3f} | "
           f"{med(bare, 0):.3f} | {med(ours, 0) / med(bare, 0):.2f}x |")
@@ -103,6 +129,23 @@ def main() -> None:
     print(f"| every screen filled in from the workspace, from the first import: seconds | {med(ours, 2):.3f} | "
           f"{med(bare, 2):.3f} | {med(ours, 2) / med(bare, 2):.2f}x |")
     print(f"| torch imported | {any(x[3] for x in ours)} | {any(x[3] for x in bare)} | |")
+    keys_ours = [k for x in ours for k in x[4]]
+    keys_bare = [k for x in bare for k in x[4]]
+    q = lambda xs, f: sorted(xs)[min(len(xs) - 1, int(f * len(xs)))]  # noqa: E731
+    print(f"| a key to a redrawn screen, median: ms ({len(KEYS)} keys × {args.repeats}) | "
+          f"{1000 * statistics.median(keys_ours):.1f} | {1000 * statistics.median(keys_bare):.1f} | "
+          f"{statistics.median(keys_ours) / statistics.median(keys_bare):.2f}x |")
+    print(f"| a key to a redrawn screen, 95th percentile: ms | {1000 * q(keys_ours, 0.95):.1f} | "
+          f"{1000 * q(keys_bare, 0.95):.1f} | {q(keys_ours, 0.95) / q(keys_bare, 0.95):.2f}x |")
+    print(f"| a key to a redrawn screen, slowest: ms | {1000 * max(keys_ours):.1f} | {1000 * max(keys_bare):.1f} | "
+          f"{max(keys_ours) / max(keys_bare):.2f}x |")
+    per_key = {}
+    for x in ours:
+        for i, seconds in enumerate(x[4]):
+            per_key.setdefault((i, KEYS[i]), []).append(seconds)
+    slowest = sorted(per_key.items(), key=lambda kv: -statistics.median(kv[1]))[:4]
+    print("\nThe slowest keys (median ms): " + ", ".join(f"#{i + 1} `{k}` {1000 * statistics.median(v):.0f}"
+                                                      for (i, k), v in slowest))
     print(f"| scan of {args.runs} runs, first: seconds (baseline: parse every spec.json) | {cold:.4f} | "
           f"{base:.4f} | {cold / base:.2f}x |")
     print(f"| scan of {args.runs} runs, again (steady rescan): seconds | {steady:.4f} | {base:.4f} | "

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Input, Static
 from factrecall_tui.confirm import Confirm
 from factrecall_tui.messages import Compare, Export, OpenLog, OpenRun, Rescan, RunTab
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.report_view import find_studies
 from factrecall_tui.run_view import SORTS, FilterError, to_csv, visible
 from factrecall_tui.runs import RunSummary, progress_text
 from jobs.errors import USER_ERRORS, first_line
@@ -306,6 +307,10 @@ class JobsPane(HandsFailuresUp, Vertical):
             question = (f"Archive [b]{run.name}[/b]? It moves to {self.workspace / 'archive'}: out of every "
                         "list; moving it back to runs/ restores it.")
             yes = "Archive it"
+        studies = [s.name for s in find_studies(self.workspace) if run.name in s.runs]
+        if studies:  # its study's report stays as written; the study run again would train it anew
+            question += (f" It is a run of the study {', '.join(studies)}: the report stays, but the study "
+                         "counts it as missing, and run again would train it anew.")
         self.app.push_screen(Confirm(question, yes=yes, no="Keep it"),
                              lambda sure: self._remove(run.name, delete) if sure else None)
 

@@ -142,8 +142,9 @@ class ReportPane(Horizontal):
         elif self.current in self.studies:
             self.open(self.current)
         elif not studies:
-            self._status("no study in this workspace yet: `factrecall-jobs reproduce` runs the paper's study "
-                         "(its runs show in Jobs while they train) and writes its report here")
+            self._status("no study in this workspace yet: s starts one (the paper's whole study, "
+                         "`factrecall-jobs reproduce` from a shell); its runs show in Jobs while they train, and its "
+                         "report here")
 
     def _status(self, text: str) -> None:
         self.query_one("#report-status", Static).update(text)
@@ -151,15 +152,16 @@ class ReportPane(Horizontal):
     def open(self, name: str) -> None:
         """Show study `name`'s report (again only if it changed on disk)."""
         study = self.studies[name]
+        if study.report_mtime is None:  # how far it is: said again on every scan (it moves on)
+            where = {"queued": "queued, waiting for a free slot", "running": f"running ({study.progress or 'starting'}); "
+                     f"its console: {study.folder / 'job.out'}"}.get(study.queue, "no report yet")
+            self._status(f"{name}: {where}; `factrecall-jobs reproduce` writes {study.folder / 'report.md'} "
+                         "once its runs and probes are done")
         if name == self.current and study.report_mtime == self._shown_mtime:
             return
         self.current, self._shown_mtime = name, study.report_mtime
         doc = self.query_one("#report-doc", Markdown)
         if study.report_mtime is None:
-            where = {"queued": "queued, waiting for a free slot", "running": f"running ({study.progress or 'starting'}); "
-                     f"its console: {study.folder / 'job.out'}"}.get(study.queue, "no report yet")
-            self._status(f"{name}: {where}; `factrecall-jobs reproduce` writes {study.folder / 'report.md'} "
-                         "once its runs and probes are done")
             doc.update("")
             return
         self._status(f"{study.folder / 'report.md'}")

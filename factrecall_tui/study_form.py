@@ -78,6 +78,14 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
         self.planned: list[str] | None = None    # the options whose dry run succeeded, shown below
         self.plan_text = ""
         self._timer: Timer | None = None
+        self._proc: subprocess.Popen | None = None   # the dry run under way
+
+    def _stop_plan(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+
+    def on_unmount(self) -> None:
+        self._stop_plan()
 
     def compose(self) -> ComposeResult:
         with Vertical(id="study"):
@@ -133,14 +141,18 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
         """The dry run, as the CLI prints it (no colour, as wide as the form)."""
         env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "96", "TERM": "dumb"}
         cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "reproduce", *argv, "--dry-run"]
+        self._stop_plan()  # the plan of fields since changed: its process stops, it would only cost CPU
+        proc = self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                             stdin=subprocess.DEVNULL)
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=PLAN_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
+            out, err = proc.communicate(timeout=PLAN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
             text, ok = f"the dry run took over {PLAN_TIMEOUT_S} s; plan it in a shell: factrecall-jobs reproduce {' '.join(argv)} --dry-run", False
         else:
-            ok = done.returncode == 0
-            text = done.stdout if ok else (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}")
+            ok = proc.returncode == 0
+            text = out if ok else (err.strip() or out.strip() or f"exit {proc.returncode}")
         if not get_current_worker().is_cancelled:
             self.post_message(self.Planned(argv, text, ok))
 

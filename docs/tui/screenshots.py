@@ -5,7 +5,8 @@ script (Textual's own screenshots: what the terminal showed, cell for cell).
 
 RUN are the runs to show in the Accuracy and Probes screens (several seeds of one configuration);
 the first one's store is the Store screen's; the Report screen shows the workspace's first study
-(`factrecall-jobs reproduce`), if it has one. The probes come from the stores' caches when they were
+(`factrecall-jobs reproduce`), if it has one, and its figures. Also drawn: Compare (the runs the Jobs
+table shows), the Accuracy curves over training, and the help of the Jobs screen. The probes come from the stores' caches when they were
 fitted before (`factrecall-jobs probe RUN ...`), else they are fitted now.
 """
 
@@ -46,9 +47,17 @@ async def main(workspace: Path, runs: list[str]) -> None:
         await settle(pilot)
         app.save_screenshot("launch.svg", str(HERE))
         await pilot.press("escape")
+        await pilot.press("m")  # Compare: the runs the Jobs table shows
+        await settle(pilot, lambda: getattr(app.screen, "rows", None))
+        app.save_screenshot("compare.svg", str(HERE))
+        await pilot.press("escape")
         app.open_run("accuracy", runs[0])
         await settle(pilot, lambda: app.query_one(AccuracyPane).groups)
         app.save_screenshot("accuracy.svg", str(HERE))
+        await pilot.press("t")  # the same configuration over training
+        await settle(pilot)
+        app.save_screenshot("curves.svg", str(HERE))
+        await pilot.press("t")
         probes = app.query_one(ProbesPane)
         app.open_run("probes", runs[0])
         await settle(pilot)
@@ -61,10 +70,18 @@ async def main(workspace: Path, runs: list[str]) -> None:
         app.open_run("store", runs[0])
         await settle(pilot, lambda: app.query_one("#store-tree").root.children)
         app.save_screenshot("store.svg", str(HERE))
-        if (workspace / "reproduce").is_dir():  # a study's report (`factrecall-jobs reproduce`)
+        if (workspace / "reproduce").is_dir():  # a study's report (`factrecall-jobs reproduce`), and its figures
             app.action_tab("report")
             await settle(pilot, lambda: app.query_one("#report-doc").source)
             app.save_screenshot("report.svg", str(HERE))
+            await pilot.press("g")
+            await settle(pilot, lambda: getattr(app.screen, "shown", None))
+            app.save_screenshot("figures.svg", str(HERE))
+            await pilot.press("escape")
+        app.action_tab("jobs")
+        await pilot.press("question_mark")  # the keys of the screen in front
+        await settle(pilot)
+        app.save_screenshot("help.svg", str(HERE))
     print(f"wrote {', '.join(p.name for p in sorted(HERE.glob('*.svg')))} in {HERE}")
 
 

@@ -12,6 +12,7 @@ from textual.widgets import Input, OptionList, Select
 
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.confirm import Confirm
+from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.report_view import ReportPane, find_studies
 from factrecall_tui.study_form import StudyScreen, study_argv
 from factrecall_tui.tabs import Tabs
@@ -86,10 +87,20 @@ def test_the_study_from_the_app_plans_queues_runs_and_reports(tmp_path):
                 options = app.query_one("#report-studies", OptionList)
                 text = str(options.get_option_at_index(0).prompt) if options.option_count else ""
                 seen.add(text.split("\n")[-1])
+                seen.add("status: " + str(app.query_one("#report-status").render()))  # the line beside it too
                 return text
 
             await settle(pilot, until=lambda: "report · 1" in label(), what="the study's report", patience=PATIENCE_S)
             assert report.current == "tiny"
+            # Archiving one of its runs says what that does to the study, and n keeps it.
+            await pilot.press("1")
+            app.query_one(JobsPane).focus_run("reproduce-tiny-s0")
+            await pilot.press("x")
+            await settle(pilot, until=lambda: isinstance(app.screen, Confirm), what="the question")
+            assert "It is a run of the study tiny: the report stays" in str(app.screen.query_one("#confirm-question").render())
+            await pilot.press("n")
+            await settle(pilot, until=lambda: not isinstance(app.screen, Confirm), what="the answer")
+            assert (ws / "runs" / "reproduce-tiny-s0").is_dir()
             return seen
 
     seen = asyncio.run(session())
@@ -99,3 +110,4 @@ def test_the_study_from_the_app_plans_queues_runs_and_reports(tmp_path):
     assert json.loads((folder / "report.json").read_text())["claims"]
     assert "$ factrecall-jobs --workspace" in (folder / "job.out").read_text()  # the queue ran it, console kept
     assert any("running · " in s for s in seen), seen  # followed while it ran, not only at the end
+    assert any(s.startswith("status: tiny: running (") for s in seen), seen  # the status beside the list as well
