@@ -8,7 +8,7 @@
 - torch: whether the first frame imported torch (it must not);
 - keys: once every screen is filled in, each key of a researcher's round (the five tabs, twenty rows
   down the Jobs table, `/` and a filter typed, escape, the help and back) timed from the key to the
-  screen redrawn (Textual's pilot: the key handled, the app idle, a frame drawn), vs the same keys
+  screen redrawn (Textual's pilot: the key handled, the app idle, a frame drawn; animations off), vs the same keys
   sent to the bare app (which ignores them: the floor of a key's round trip);
 - `--busy`: the same while a cpu-preset training job runs in the background and uses both cores.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -67,8 +68,11 @@ def first_frame(kind: dict, workspace: Path) -> tuple[float, float, float, bool,
     """Seconds: (the whole process, first import to first frame, first import to every screen filled
     in from the workspace), whether torch was imported, and each key's seconds to a redrawn screen."""
     t0 = time.perf_counter()
+    # Without animations: the pilot waits for them to end, and a tab's underline that slides for 0.2 s
+    # after its content is shown is not the key's answer.
+    env = {**os.environ, "TEXTUAL_ANIMATIONS": "none"}
     out = subprocess.run([sys.executable, "-c", FIRST_FRAME.format(**kind, keys=KEYS), str(workspace)],
-                         capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+                         capture_output=True, text=True, check=True, cwd=ROOT, env=env).stdout.split()
     return (time.perf_counter() - t0, float(out[0]), float(out[1]), out[2] == "True",
             [float(x) for x in out[3].split(",")])
 
@@ -114,8 +118,11 @@ def main() -> None:
         steady_scanner.scan()
         steady = timed(steady_scanner.scan, args.repeats)[0]
         if job is not None:
+            busy_held = job.poll() is None  # still training when the measures ended: they were taken under load
             job.terminate()
             job.wait()
+            if not busy_held:
+                sys.exit(f"the background job ended early (exit {job.returncode}): these are not busy numbers")
 
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}, "
