@@ -172,14 +172,14 @@ class LogScreen(HandsFailuresUp, Screen):
         return focused if isinstance(focused, Log) else self.query_one(f"#{_log_id('log.txt')}", Log)
 
     def action_search(self) -> None:
+        self._log_searched = self._searched()  # the log in front when `/` was pressed: the one searched
         self.query_one("#log-search-row").display = True
         self.query_one("#log-search", Input).focus()
 
     @on(Input.Submitted, "#log-search")
     def _search(self, event: Input.Submitted) -> None:
         self.query_text = event.value.strip()
-        log = self.query_one(f"#{_log_id('log.txt')}", Log) if self.focused is event.input else self._searched()
-        self._log_searched = log
+        log = self._log_searched or self._searched()
         needle = self.query_text.lower()
         self.matches = [i for i, line in enumerate(log.lines) if needle and needle in line.lower()]
         self.match = -1

@@ -400,14 +400,8 @@ class Worker:
         if device in ("auto", "cuda") and self.gpus:
             device = f"cuda:{slot % self.gpus}"  # one job per GPU
         cmd = resume_command(self.workspace, name, device, info.get("dump", True), info.get("reuse", True))
-        with open_append(folder / "job.out") as out:
-            out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}\n".encode())
-            out.flush()
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        atomic_write_json(started, {**info, "pid": proc.pid, "started": time.time(), "slot": slot})
-        self.children[name] = (proc, started, slot)
-        _log(f"{name}: started pid {proc.pid}" + (f" on {device}" if device and device != "auto" else ""))
+        self._spawn(name, cmd, folder / "job.out", info, started, slot,
+                    f" on {device}" if device and device != "auto" else "")
 
     def _start_study(self, key: str, info: dict, started: Path) -> None:
         if self._cancelled(key):
@@ -417,15 +411,20 @@ class Worker:
         folder = study_folder(self.workspace, key.removeprefix(STUDY))
         folder.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "reproduce", *info.get("argv", [])]
-        with open_append(folder / "job.out") as out:
+        self._spawn(key, cmd, folder / "job.out", info, started, self._free_slot())
+
+    def _spawn(self, key: str, cmd: list[str], console: Path, info: dict, started: Path, slot: int,
+               where: str = "") -> None:
+        """Start a job's process (its command line, then its output, appended to `console`) and record
+        it as started: its pid in the claimed entry, and in this worker's children."""
+        with open_append(console) as out:
             out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}\n".encode())
             out.flush()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        slot = self._free_slot()
         atomic_write_json(started, {**info, "pid": proc.pid, "started": time.time(), "slot": slot})
         self.children[key] = (proc, started, slot)
-        _log(f"{key}: started pid {proc.pid}")
+        _log(f"{key}: started pid {proc.pid}{where}")
 
     def reap(self) -> None:
         for name, (proc, started, _slot) in list(self.children.items()):
