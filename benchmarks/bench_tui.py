@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 from timing import timed  # noqa: E402 - benchmarks/ is the script's folder
 
 FIRST_FRAME = textwrap.dedent("""
-    import sys, time
+    import asyncio, sys, time
     t0 = time.perf_counter()
     {imports}
     async def pilot(p):
         ready = time.perf_counter() - t0  # Textual calls this once the first frame is drawn
-        await p.app.workers.wait_for_complete()
+        await asyncio.gather(*(w.wait() for w in p.app.workers), return_exceptions=True)
         await p.pause()
         filled = time.perf_counter() - t0
         latencies = []

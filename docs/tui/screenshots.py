@@ -29,7 +29,8 @@ SIZE = (120, 36)
 
 async def settle(pilot, condition=lambda: True, timeout: float = 120) -> None:
     for _ in range(int(timeout * 10)):
-        await pilot.app.workers.wait_for_complete()
+        # Every worker ended, a cancelled one too (wait_for_complete raises at the first cancelled).
+        await asyncio.gather(*(w.wait() for w in pilot.app.workers), return_exceptions=True)
         await pilot.pause(0.1)
         if condition():
             return

@@ -11,11 +11,22 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from textual.pilot import Pilot
+from textual.worker import Worker, WorkerCancelled
 
 from tests.conftest import PATIENCE_S
 
 T = TypeVar("T")
 POLL_S = 0.05
+
+
+async def _finished(workers: list[Worker]) -> None:
+    """Wait until every worker has ended, however: a worker cancelled on the way (an exclusive one
+    replaced by a newer one, as the study form's plan is when a field changes) has ended too, and
+    is no failure. A worker that failed raises, as the app itself would."""
+    ended = await asyncio.gather(*(w.wait() for w in workers), return_exceptions=True)
+    for outcome in ended:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, (WorkerCancelled, asyncio.CancelledError)):
+            raise outcome
 
 
 async def settle(pilot: Pilot, until: Callable[[], T | Awaitable[T]] | None = None, what: str = "the app to settle",
@@ -42,7 +53,7 @@ async def settle(pilot: Pilot, until: Callable[[], T | Awaitable[T]] | None = No
                 seen = f"workers still running: {', '.join(sorted({w.group for w in busy}))}"
                 left = limit - (time.monotonic() - t0)
                 try:
-                    await asyncio.wait_for(pilot.app.workers.wait_for_complete(busy), timeout=max(left, 0.01))
+                    await asyncio.wait_for(_finished(busy), timeout=max(left, 0.01))
                 except TimeoutError:
                     pass
             await pilot.pause()
