@@ -26,7 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from jobs.run.corpus import bio_entries, prompts
 from jobs.study.dryrun import training_memory
-from jobs.run.model import autocast, build_model, pick_device, use_all_cores
+from jobs.run.model import autocast, build_model, pick_device, use_cores
 from jobs.run.people import generate_people
 from jobs.run.pipeline import PHASE_STREAM, examples_of
 from jobs.run.spec import build_spec
@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     args = ap.parse_args()
     device = pick_device(args.device)
-    use_all_cores()
+    use_cores()
     spec = build_spec("cpu")
     people = generate_people(spec.data, 0)
     entries = bio_entries(people, spec.data, 0)

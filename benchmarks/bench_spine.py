@@ -28,7 +28,7 @@ import torch
 
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.evaluate import eval_sets, greedy_match
-from jobs.run.model import build_model, use_all_cores
+from jobs.run.model import build_model, use_cores
 from jobs.run.people import generate_people
 from jobs.run.pipeline import PHASE_STREAM
 from jobs.run.spec import build_spec
@@ -181,7 +181,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=300)
     ap.add_argument("--only", choices=("training", "evaluation", "packing"), help="run one measure (default: all)")
     args = ap.parse_args()
-    use_all_cores()
+    use_cores()
     spec, tok, examples, sets = mix_examples(args.people)
     mean_len = np.mean([len(e.ids) for e in examples])
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")

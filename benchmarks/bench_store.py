@@ -33,7 +33,7 @@ import zarr
 import store
 from jobs.run.checkpoints import UNTRAINED, checkpoint_path
 from jobs.run.dump import batches, dump_model, encode_formats, layout_for
-from jobs.run.model import load_model, use_all_cores
+from jobs.run.model import load_model, use_cores
 from jobs.run.pipeline import load_prompts, make_data, make_init, make_tokenizer
 from jobs.run.folder import RunFolder
 from jobs.run.spec import build_spec
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
-    use_all_cores()
+    use_cores()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         run, name = prepare(args, tmp)

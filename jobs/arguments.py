@@ -104,6 +104,9 @@ def parser() -> argparse.ArgumentParser:
     top = Parser(prog="factrecall-jobs", description="Headless factrecall jobs: data, training, evaluation.")
     top.add_argument("--workspace", default=os.environ.get("FACTRECALL_WORKSPACE", "workspace"),
                      help="folder holding runs/ (default: ./workspace, or $FACTRECALL_WORKSPACE)")
+    top.add_argument("--threads", type=whole(1, 4096), help="CPU threads for torch, here and in the jobs this "
+                     "starts (sets $OMP_NUM_THREADS; default: $OMP_NUM_THREADS if set, else every CPU this "
+                     "process may use)")
     sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="generate data, train, evaluate (resumes a run that exists)")

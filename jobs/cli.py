@@ -473,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help, or a flag refused in one line (jobs.arguments.Parser.error)
         return stop.code if isinstance(stop.code, int) else 2
     logging.raiseExceptions = False  # a log line that cannot be written (a full disk) is not a traceback
+    if args.threads is not None:  # before torch is imported, and inherited by every job started from here
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     try:
         COMMANDS[args.command](args)
     except USER_ERRORS as err:

@@ -36,6 +36,9 @@ class ConsoleProgress:
         self.progress.stop()
 
     def __call__(self, event: Event) -> None:
+        if event["kind"] == "note":  # a line the researcher should read, terminal or not
+            self.console.print(f"[yellow]note:[/yellow] {event['text']}", highlight=False, soft_wrap=True)
+            return
         if not self.console.is_terminal:
             self._line(event)
             return

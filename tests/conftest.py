@@ -22,6 +22,7 @@ def _own_config_folder(tmp_path_factory, monkeypatch):
     """Each test has its own empty config folder: the app's remembered settings
     (factrecall_tui/remembered.py) never come from the machine's, nor from another test."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # the dry run's GEMM record
 
 
 @pytest.fixture(scope="session")

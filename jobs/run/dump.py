@@ -62,12 +62,13 @@ def default_url(run: RunFolder, trajectory: bool = False) -> str:
 def source(run: RunFolder, names: list[str]) -> dict:
     """What the vectors come from, for the store's fingerprint: the run's spec, each model's weight
     files (by content: a model trained again to the same weights keeps its store), and the compute
-    precision (bf16 autocast on a GPU)."""
+    precision (`train.precision`, where the device has bf16 units)."""
     weights = {}
     for name in names:
         files = sorted(checkpoint_path(run, name).glob("*.safetensors")) + sorted(checkpoint_path(run, name).glob("*.bin"))
         weights[name] = [[f.name, digest(f)["sha256"]] for f in files]
-    compute = "bfloat16" if models.pick_device(run.spec.device).type == "cuda" else "float32"
+    computed = models.computes_in(models.pick_device(run.spec.device), run.spec.train.precision)
+    compute = {"bf16": "bfloat16", "fp32": "float32"}[computed]
     return {"run": run.spec.identity(), "weights": weights, "compute": compute}
 
 
@@ -124,7 +125,7 @@ def encode_formats(tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]) -> d
 
 
 def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[int]]], batch_size: int, pad: int,
-               progress: Callable[[int], None] | None = None) -> int:
+               progress: Callable[[int], None] | None = None, precision: str = "fp32") -> int:
     """Write every unwritten block of model `name`; returns how many prompts it forwarded."""
     layout, n_attr = writer.layout, len(writer.layout.attributes)
     device = next(model.parameters()).device
@@ -133,7 +134,7 @@ def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[in
                               "its checkpoint changed since the store was made: delete the store and dump again")
     forwarded = 0
     limit = FLOAT16_MAX if layout.dtype == "float16" else float(torch.finfo(torch.float32).max)
-    with ResidMid(model) as capture, models.autocast(device):
+    with ResidMid(model) as capture, models.autocast(device, precision):
         for fmt in layout.formats:
             for block in range(layout.blocks):
                 if writer.done(name, fmt, block):
@@ -207,7 +208,7 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
         model = models.load_model(checkpoint_path(run, name), device)
         model.eval()
         forwarded += dump_model(model, name, writer, encoded, options.batch_size or run.spec.train.eval_batch_size, pad,
-                                progress)
+                                progress, run.spec.train.precision)
         del model
     seconds = time.perf_counter() - t0
     return {"url": url, "models": [m for m in wanted if writer.complete(m)], "dumped_now": todo,

@@ -56,6 +56,7 @@ def greedy_match(
     targets: list[tuple[int, ...]],
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """bool[len(prompts)]: does greedy decoding after prompt i produce exactly targets[i]?"""
     device = next(model.parameters()).device
@@ -75,7 +76,7 @@ def greedy_match(
         # Purely greedy: no minimum length (it would forbid EOS and score the runner-up); a row that
         # stops early is padded and fails the comparison, as it should.
         config = GenerationConfig(max_new_tokens=new, do_sample=False, num_beams=1, pad_token_id=pad)
-        with autocast(device):
+        with autocast(device, precision):
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
         produced = np.full((len(idx), new), -1)
         produced[:, : out.shape[1] - width] = out[:, width:].cpu().numpy()
@@ -100,10 +101,11 @@ def evaluate(
     sets: dict[str, EvalSet],
     batch_size: int,
     progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, dict[str, float]]:
     was_training = model.training
     model.eval()
-    out = {name: score(greedy_match(model, tok, s.prompts, s.targets, batch_size, progress), s.attributes)
+    out = {name: score(greedy_match(model, tok, s.prompts, s.targets, batch_size, progress, precision), s.attributes)
            for name, s in sets.items()}
     model.train(was_training)
     return out

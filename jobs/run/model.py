@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -34,15 +35,62 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def autocast(device: torch.device):
-    """bf16 compute on a GPU, over fp32 weights: pure-bf16 AdamW loses updates below about 1/256 of
-    a weight, which at the paper's lr of 1e-4 is most of warm-up, the cosine tail and all weight
-    decay. (A 3B model then needs about 48 GB for weights, gradients and AdamW state.)"""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+PRECISIONS = ("fp32", "bf16")
+# The CPU flags (Linux's /proc/cpuinfo) of units that multiply bf16 natively: without one, bf16
+# autocast on a CPU is emulated and slower than fp32.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
-def use_all_cores() -> None:
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+@functools.cache
+def cpu_has_bf16() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = {flag for line in text.splitlines() if line.startswith(("flags", "Features")) for flag in line.split()}
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def computes_in(device: torch.device, precision: str) -> str:
+    """The precision a run's `train.precision` gives on this device: bf16 on a GPU or on a CPU with
+    bf16 units, else fp32 (`precision_note` says so in one line)."""
+    if precision == "bf16" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())):
+        return "bf16"
+    return "fp32"
+
+
+def precision_note(device: torch.device, precision: str) -> str | None:
+    if computes_in(device, precision) != precision:
+        return (f"train.precision is {precision}, but this {device.type.upper()} has no bf16 units "
+                f"(none of {', '.join(BF16_CPU_FLAGS)} in /proc/cpuinfo): computing in fp32")
+    return None
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 compute over fp32 weights when `precision` is bf16 (and the device has bf16 units), the
+    same on a CPU as on a GPU: matrix products in bf16, reductions, softmax and the loss in fp32
+    (torch's autocast lists), and the weights, gradients and AdamW state in fp32, because pure-bf16
+    AdamW loses updates below about 1/256 of a weight, which at the paper's lr of 1e-4 is most of
+    warm-up, the cosine tail and all weight decay. No loss scaling: bf16 has fp32's exponent range."""
+    if computes_in(device, precision) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def use_cores() -> int:
+    """Set torch's thread count, and return it: $OMP_NUM_THREADS when it is set (`factrecall-jobs
+    --threads N` sets it, for this process and every job it starts), else every CPU in this
+    process's affinity mask (what `taskset` or a Slurm allocation gives it, not the machine's count)."""
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if asked:
+        if not asked.isdigit() or int(asked) < 1:
+            raise FactrecallError(f"OMP_NUM_THREADS={asked!r} is not a whole number of threads from 1; "
+                                  "set it to one (or unset it: every CPU this process may use)")
+        threads = int(asked)
+    else:
+        threads = max(1, len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def build_model(spec: ModelSpec, tok: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:

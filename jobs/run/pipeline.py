@@ -260,7 +260,8 @@ def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_pr
     curve_sets = {name: s.subset(spec.train.curve_questions, spec.seed) for name, s in sets.items()}
 
     def curve(m) -> dict:
-        return {name: r["avg"] for name, r in evaluate(m, tok, curve_sets, spec.train.eval_batch_size).items()}
+        return {name: r["avg"] for name, r in evaluate(m, tok, curve_sets, spec.train.eval_batch_size,
+                                                         precision=spec.train.precision).items()}
 
     # Each phase shuffles with its own stream, so adding a strategy to a run changes no other phase.
     plan = plan_batches(np.array([len(e.ids) for e in examples]), phase.settings, spec.train,
@@ -293,7 +294,7 @@ def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict
     throttle = _Throttle(run, step, sum(len(s.prompts) for s in sets.values()))
     t0 = time.perf_counter()
     result = evaluate(model, tok, sets, run.spec.train.eval_batch_size,
-                      progress=lambda n: throttle(throttle.done + n))
+                      progress=lambda n: throttle(throttle.done + n), precision=run.spec.train.precision)
     seconds = time.perf_counter() - t0
     result["questions_per_s"] = round(throttle.total / seconds, 1)
     inside = [weights / "model.safetensors"] if weights.is_relative_to(run.path) else []
@@ -334,6 +335,7 @@ def record_environment(run: RunFolder, device) -> None:
         "python": platform.python_version(),
         **{lib: version(lib) for lib in ("torch", "transformers", "tokenizers", "faker", "numpy")},
         "machine": platform.machine(), "threads": torch.get_num_threads(), "device": str(device),
+        "precision": models.computes_in(device, run.spec.train.precision),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     })
     atomic_write_json(file, sessions)
@@ -344,8 +346,11 @@ def execute(run: RunFolder, reuse: bool = True, dump: bool = True) -> dict:
     `reuse`, a phase that another finished run in the workspace trained identically (same seed, data,
     model and settings of every phase up to it) is taken from there instead of trained again. With
     `dump`, the activation store is written last."""
-    models.use_all_cores()
-    record_environment(run, models.pick_device(run.spec.device))  # fails early on a missing device
+    models.use_cores()
+    device = models.pick_device(run.spec.device)
+    record_environment(run, device)  # fails early on a missing device
+    if (note := models.precision_note(device, run.spec.train.precision)) is not None:
+        run.emit("note", text=note)
     if run.spec.model.path is not None:
         check_model_path(run.spec.model.path, run.spec.train.row_len if run.spec.train.packing else None)
     run.emit("run", status="running", phases=[p.name for p in run.spec.phases()])

@@ -10,6 +10,7 @@ The words it uses (strategy, phase, ...) are defined in `jobs.words`:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -31,6 +32,22 @@ PHASES = {"bio": ("init", ("bio",)), "stage": ("bio", ("qa_in",)), "mix": ("init
 FAKER_METHODS = ("first_name_female", "first_name_male", "last_name", "city", "state_abbr", "company", "job")
 
 
+@functools.cache
+def _locale_problem(value: str) -> str | None:
+    """Why faker cannot make people in locale `value` (None: it can). Asked once a locale per
+    process: making a Faker takes milliseconds, and the app validates every run's spec."""
+    from faker import Faker  # here, not at the top: the app reads specs and starts faster without faker
+    from faker.config import AVAILABLE_LOCALES
+
+    if value not in AVAILABLE_LOCALES:
+        return f"faker has no locale {value!r} (e.g. en_US, en_GB, en_CA)"
+    fake = Faker(value)
+    missing = [m for m in FAKER_METHODS if not hasattr(fake, m)]
+    if missing:
+        return f"faker's {value} locale cannot make {missing[0]} (people.py needs it); use en_US"
+    return None
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -50,15 +67,9 @@ class DataSpec(_Spec):
     @field_validator("locale")
     @classmethod
     def _faker_knows_locale(cls, value: str) -> str:
-        from faker import Faker  # here, not at the top: the app reads specs and starts faster without faker
-        from faker.config import AVAILABLE_LOCALES
-
-        if value not in AVAILABLE_LOCALES:
-            raise ValueError(f"faker has no locale {value!r} (e.g. en_US, en_GB, en_CA)")
-        fake = Faker(value)
-        missing = [m for m in FAKER_METHODS if not hasattr(fake, m)]
-        if missing:
-            raise ValueError(f"faker's {value} locale cannot make {missing[0]} (people.py needs it); use en_US")
+        problem = _locale_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -106,6 +117,9 @@ class TrainSpec(_Spec):
     snapshots: int = Field(0, ge=0, le=64, description="checkpoints kept along each phase, evenly spaced, the "
                            "last at its end: each is evaluated and dumped into trajectory.zarr (0: none)")
     eval_batch_size: int = Field(256, ge=1)
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="compute precision of training, evaluation "
+                                               "and dump: bf16 autocast over fp32 weights and AdamW state, on a "
+                                               "GPU or a CPU with bf16 units (else fp32, said at start-up)")
     gradient_checkpointing: bool = Field(False, description="recompute each block's activations in the backward "
                                          "pass: far less memory for about a third more compute (not part of "
                                          "the run's identity)")
@@ -116,6 +130,17 @@ class TrainSpec(_Spec):
 # How a phase is computed, not what it learns: left out of a run's identity and of phase keys, so
 # switching one on resumes (or reuses) the same run.
 RUNTIME_SETTINGS = ("gradient_checkpointing", "compile")
+
+
+# Settings added after runs existed, with the value that means "as before": left out of identities
+# and phase keys at that value, so that older runs keep their names and their trained phases.
+NEWCOMERS = {"snapshots": 0, "precision": "fp32"}
+
+
+def _drop_unset_newcomers(dumped: dict[str, Any], train: TrainSpec) -> None:
+    for key, before in NEWCOMERS.items():
+        if getattr(train, key) == before:
+            dumped.pop(key, None)
 
 
 class ExperimentSpec(_Spec):
@@ -142,8 +167,7 @@ class ExperimentSpec(_Spec):
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same experiment: everything but the device and RUNTIME_SETTINGS."""
         ident = self.model_dump(mode="json", exclude={"device": True, "train": set(RUNTIME_SETTINGS)})
-        if not self.train.snapshots:  # absent, as before the setting existed: older runs keep their names
-            ident["train"].pop("snapshots")
+        _drop_unset_newcomers(ident["train"], self.train)
         return ident
 
     def config_hash(self) -> str:
@@ -165,8 +189,7 @@ class ExperimentSpec(_Spec):
             phase = by_name[phase.start]
         shared = self.train.model_dump(mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size",
                                                                *RUNTIME_SETTINGS})
-        if not self.train.snapshots:
-            shared.pop("snapshots")
+        _drop_unset_newcomers(shared, self.train)
         ident = {"seed": self.seed, "data": self.data.model_dump(mode="json"),
                  "model": self.model.model_dump(mode="json"), "train": shared, "chain": chain[::-1]}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]

@@ -357,7 +357,7 @@ def train_phase(
                 lr = lr_at(step, total, phase)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                with autocast(device):
+                with autocast(device, train.precision):
                     loss = step_loss(batch)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)

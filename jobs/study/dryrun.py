@@ -2,14 +2,18 @@
 writing nothing.
 
 Validation is what the run itself does before training: the spec, the checkpoint folder, the
-device, the data (seed 0's people, made in memory), the tokenizer's answer boundary on every
-prompt, and the packed row length. The plan counts, per phase, the optimizer steps and the tokens
+device, the data (seed 0's people, made in memory), the tokenizer's answer boundary (on a sample of
+the prompts that holds every template and every answer value, `boundary_sample`: the run checks all
+of them again before it trains), and the packed row length. The plan counts, per phase, the optimizer steps and the tokens
 they train on (from the real data plan, `jobs.run.train.plan_batches`), and estimates:
 
 - compute: 6 x N x tokens for training and 2 x N x tokens for evaluation and the dump, N the
   parameters a token passes through (the input embedding is a lookup, the output head a matmul);
-- time: that compute at a rate measured here on the CPU (a few real training steps of the model),
-  or, on a GPU, at --tflops (default 100 TFLOP/s, about a third of an A100's bf16 peak);
+- time: on a CPU, that compute at this CPU's matrix-product rate at the model's shapes, in the
+  precision the run computes in (`jobs.study.rate`: a GEMM probe of a second or so, the best rate
+  ever measured on this machine kept), times the share of it that training, evaluation and the dump reach (MFU, measured by
+  benchmarks/bench_gemm.py on the cpu preset: `MFU` below); plus the probe sweeps. On a GPU, at
+  --tflops (default 100 TFLOP/s, about a third of an A100's bf16 peak);
 - memory: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter: `jobs.run.model.autocast`
   keeps fp32 masters under bf16 compute) plus activations (Korthikanti et al. 2022: about 34 bytes x
   hidden a token a layer in 16-bit, twice that in fp32, and 8 bytes a token per vocabulary entry for
@@ -22,7 +26,7 @@ they train on (from the real data plan, `jobs.run.train.plan_batches`), and esti
 
 from __future__ import annotations
 
-import time
+import os
 
 import numpy as np
 import torch
@@ -35,14 +39,26 @@ from jobs.run import model as models
 from jobs.run.checkpoints import check_model_path, snapshot_steps
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
-from jobs.run.pipeline import PHASE_STREAM, examples_of
+from jobs.run.pipeline import PHASE_STREAM
 from jobs.run.spec import Phase
-from jobs.run.tokenizer import encode_targets, load_tokenizer, train_word_tokenizer
-from jobs.run.train import collate, make_optimizer, packed_forward, plan_batches
+from jobs.run.tokenizer import ANSWER_END, encode_targets, load_tokenizer, train_word_tokenizer
+from jobs.run.train import curve_interval, plan_batches
 from jobs.study.plan import PAPER_MODELS, Study
+from jobs.study.rate import gemm_rate
 from jobs.words import ATTRIBUTES, BIO_FORMATS, FORMATS
 
 DEFAULT_TFLOPS = 100.0
+# The share of the GEMM probe's rate that each kind of work reaches on a CPU, by precision: model
+# FLOPs (6 x N x tokens training, 2 x N x tokens forward) a second over the probe's FLOP/s, measured
+# by benchmarks/bench_gemm.py for the cpu preset on the 2-core EPYC (benchmarks/RESULTS.md). A tiny
+# model spends much of a step outside its matrix products (norms, attention, the optimizer), the more
+# so in bf16, whose products are 4x faster: a larger model reaches more, so a plan for one is long.
+MFU = {"fp32": {"train": 0.60, "eval": 0.30, "forward": 0.55},
+       "bf16": {"train": 0.18, "eval": 0.11, "forward": 0.30}}
+# Seconds a probe sweep took in the cpu preset's study (docs/reproduce/cpu: 194 s for 270 sweeps of
+# 1,000 people at hidden 128); a sweep's cost grows with the people and the hidden size.
+SWEEP_S = 194 / 270
+BOUNDARY_SAMPLE = 2000  # prompts checked at random, on top of one for every template and answer value
 # The paper's Table 1: hours for one run of Llama-3.2-3B on an A100 40GB.
 PAPER_HOURS = {"bio": 10.37, "stage": 4.36, "mix": 22.16}
 
@@ -80,29 +96,41 @@ def _compute_params(model) -> tuple[int, int]:
     return total, total - embed.numel() + (embed.numel() if tied else 0)
 
 
-def _cpu_rate(spec, tok, examples, phase: Phase) -> float | None:
-    """FLOP/s of a few real training steps of the model on this CPU (None for a model too large to
-    try here: over 300M parameters)."""
-    if sum(p.numel() for p in _model(spec, tok).parameters()) > 300e6:
-        return None
-    models.use_all_cores()
-    model = models.build_model(spec.model, tok, spec.seed) if spec.model.path is None else \
-        models.load_model(spec.model.path, torch.device("cpu"))
-    model.train()
-    _, n = _compute_params(model)
-    opt = make_optimizer(model, phase.settings)
-    plan = plan_batches(np.array([len(e.ids) for e in examples]), phase.settings, spec.train, seed=[0, 99])[:4]
-    tokens, seconds = 0, 0.0
-    for k, batch_rows in enumerate(plan):
-        batch = collate(batch_rows, examples, tok.pad_token_id)
-        t0 = time.perf_counter()
-        packed_forward(model, batch).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if k:  # the first step warms up
-            seconds += time.perf_counter() - t0
-            tokens += int(batch["input_ids"].numel())
-    return 6 * n * tokens / seconds if seconds else None
+def boundary_sample(all_prompts, seed: int, size: int = BOUNDARY_SAMPLE) -> list:
+    """The prompts whose answer boundary the dry run checks: one for every (attribute, answer value),
+    one for every (attribute, format, last three words before the answer: the template's end), and
+    `size` more at random. A tokenizer that merges some template or some value with what follows
+    shows in this sample; the run itself checks every prompt before it trains."""
+    chosen: dict[tuple, int] = {}
+    for i, p in enumerate(all_prompts):
+        chosen.setdefault(("answer", p.attribute, p.answer), i)
+        for fmt in ("bio_long", "bio_short", "qa"):
+            # The template's end: the last three words that are not capitalised (a name never is).
+            chosen.setdefault((fmt, p.attribute, tuple([w for w in p.text(fmt).split() if not w[:1].isupper()][-3:])), i)
+    picked = set(chosen.values())
+    rest = np.random.default_rng(seed).permutation(len(all_prompts))
+    picked.update(int(i) for i in rest[:size])
+    return [all_prompts[i] for i in sorted(picked)]
+
+
+def _lengths(tok, texts: list[str]) -> np.ndarray:
+    """Token counts (with special tokens, as training encodes), straight from the fast tokenizer."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        return np.array([len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=True)])
+    return np.array([len(ids) for ids in tok(texts)["input_ids"]])
+
+
+def example_lengths(phase: Phase, tok, bio_texts: list[str], all_prompts) -> np.ndarray:
+    """The lengths of `phase`'s training examples, in `jobs.run.pipeline.training_examples`'s order:
+    each BIO entry, then each QA-in question with its answer and the closing period (the tokens of
+    question + answer, given the boundary holds)."""
+    lengths = []
+    if "bio" in phase.sets:
+        lengths.append(_lengths(tok, bio_texts))
+    if "qa_in" in phase.sets:
+        lengths.append(_lengths(tok, [f"{p.qa} {p.answer}{ANSWER_END}" for p in all_prompts if p.split == "qa_in"]))
+    return np.concatenate(lengths)
 
 
 def training_memory(total: int, peak_tokens: int, layers: int, hidden: int, vocab: int, bytes_act: int,
@@ -137,6 +165,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     """Everything `print_plan` shows, as numbers."""
     spec = study.runs[0][0]
     device = models.pick_device(spec.device)  # refuses cuda where there is none
+    models.use_cores()  # the threads the runs will have (refuses a bad $OMP_NUM_THREADS, as they would)
     if spec.model.path is not None:
         check_model_path(spec.model.path, spec.train.row_len if spec.train.packing else None)
     people = generate_people(spec.data, spec.seed)
@@ -147,16 +176,15 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
         tok = train_word_tokenizer(bio_texts + [f"{p.qa} {p.answer}." for p in all_prompts])
     else:
         tok = load_tokenizer(spec.model.path)
-    targets = encode_targets(tok, all_prompts)  # every prompt's answer boundary, as the run checks it
+    checked = boundary_sample(all_prompts, spec.seed)
+    targets = encode_targets(tok, checked)  # the answer boundary, as the run checks it
     model = _model(spec, tok)
     total, n = _compute_params(model)
     config = model.config
 
-    phases, longest, first = [], 0, None
+    phases, longest = [], 0
     for phase in spec.phases():
-        examples = examples_of(phase, tok, bio_texts, all_prompts, targets)
-        first = first or (phase, examples)
-        lengths = np.array([len(e.ids) for e in examples])
+        lengths = example_lengths(phase, tok, bio_texts, all_prompts)
         longest = max(longest, int(lengths.max()))
         if spec.train.packing and lengths.max() > spec.train.row_len:
             raise FactrecallError(f"an example has {lengths.max()} tokens with this tokenizer, more than "
@@ -167,7 +195,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
                            for b in batches))  # padded to the batch's longest row
         widest = max(len(b) * (spec.train.row_len if spec.train.packing else int(max(lengths[i].max() for i in b)))
                      for b in batches)
-        phases.append({"phase": phase.name, "steps": len(batches), "examples": len(examples), "tokens": real,
+        phases.append({"phase": phase.name, "steps": len(batches), "examples": len(lengths), "tokens": real,
                        "computed_tokens": computed, "batch_tokens": widest, "flops": 6 * n * computed,
                        "snapshots": len(snapshot_steps(len(batches), spec.train.snapshots))})
     bytes_act = 2 if device.type == "cuda" or gpu_memory else 4
@@ -187,10 +215,8 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     eval_prompts = 6 * n_people * 2  # BIO: every person; QA in + QA out: every person again
     snapshot_models = sum(p["snapshots"] for p in phases)
     models_main = 1 + len(phases)
-    prompt_tokens = {fmt: float(np.mean([len(ids) for ids in tok([p.text(fmt) for p in all_prompts[:3000]])["input_ids"]]))
-                     for fmt in FORMATS}
+    prompt_tokens = {fmt: float(_lengths(tok, [p.text(fmt) for p in all_prompts[:3000]]).mean()) for fmt in FORMATS}
     answer_tokens = float(np.mean([len(t.ids) for t in targets]))
-    eval_flops = 2 * n * eval_prompts * (np.mean(list(prompt_tokens.values())) + answer_tokens)
     dump_flops = 2 * n * len(all_prompts) * sum(prompt_tokens.values())
     per_model_store = len(FORMATS) * config.num_hidden_layers * len(ATTRIBUTES) * n_people * config.hidden_size * 2
     disk = {"checkpoints": 4 * total * (1 + len(phases)) if spec.model.path is None else 4 * total * len(phases),
@@ -200,28 +226,42 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     disk["total"] = sum(v for k, v in disk.items() if k != "optimizer_while_training")
     sweeps = len(PAPER_MODELS) * len(ATTRIBUTES) * len(BIO_FORMATS) + (2 + snapshot_models) * len(ATTRIBUTES)
 
-    if device.type == "cuda" or gpu_bytes:  # planning for a GPU, here or elsewhere
-        rate, rate_from = (tflops or DEFAULT_TFLOPS) * 1e12, f"{tflops or DEFAULT_TFLOPS:g} TFLOP/s (--tflops)"
-    elif tflops:
-        rate, rate_from = tflops * 1e12, f"{tflops:g} TFLOP/s (--tflops)"
+    eval_tokens = (prompt_tokens["bio_long"] + prompt_tokens["qa"]) / 2 + answer_tokens  # half BIO, half QA
+    split_sizes = [6 * n_people, sum(p.split == "qa_in" for p in all_prompts), sum(p.split == "qa_out" for p in all_prompts)]
+    curve_samples = sum(-(-p["steps"] // every) if (every := curve_interval(p["steps"], spec.train.eval_every)) else 0
+                        for p in phases)
+    questions = (eval_prompts * (models_main + snapshot_models)
+                 + curve_samples * sum(min(spec.train.curve_questions, size) for size in split_sizes))
+    computes = models.computes_in(device, spec.train.precision)
+    probe = None
+    if device.type == "cuda" or gpu_bytes or tflops:  # a GPU, here or elsewhere, or a rate given
+        flat = (tflops or DEFAULT_TFLOPS) * 1e12
+        rates, rate_from = {"train": flat, "eval": flat, "forward": flat}, f"{(tflops or DEFAULT_TFLOPS):g} TFLOP/s (--tflops)"
     else:
-        rate = measured = _cpu_rate(spec, tok, first[1], first[0])
-        rate_from = (f"{measured / 1e9:,.3g} GFLOP/s, measured now on this CPU ({torch.get_num_threads()} threads)"
-                     if measured else "not measured (the model is too large to try on this CPU): give --tflops")
+        probe = gemm_rate(config, computes, peak_tokens)
+        rates = {work: probe["flops_per_s"] * share for work, share in MFU[computes].items()}
+        rate_from = (f"{rates['train'] / 1e9:,.3g} GFLOP/s training: this CPU's {computes} matrix products at the "
+                     f"model's shapes run at {probe['flops_per_s'] / 1e9:,.3g} GFLOP/s ({probe['threads']} threads, "
+                     f"the best measured on this machine; load now {os.getloadavg()[0]:.1f}), of which training reaches "
+                     f"{MFU[computes]['train']:.0%} (benchmarks/RESULTS.md)")
     for p in phases:
-        p["seconds"] = p["flops"] / rate if rate else None
+        p["seconds"] = p["flops"] / rates["train"]
     seeds = len(study.runs)
-    train_s = sum(p["seconds"] or 0 for p in phases) if rate else None
-    other_s = (eval_flops * (models_main + snapshot_models) + dump_flops * (models_main + snapshot_models)) / rate if rate else None
+    train_s = sum(p["seconds"] for p in phases)
+    eval_s = 2 * n * questions * eval_tokens / rates["eval"]
+    dump_s = dump_flops * (models_main + snapshot_models) / rates["forward"]
+    probes_s = sweeps * SWEEP_S * (n_people / 1000) * (config.hidden_size / 128)
+    rate = rates["train"]
     return {"study": study.name, "folder": str(study.folder), "runs": [p.name for p in study.paths], "device": str(device),
             "model": spec.model.path or f"built-in Llama {spec.model.layers}x{spec.model.hidden}",
             "parameters": total, "compute_parameters": n, "layers": config.num_hidden_layers, "hidden": config.hidden_size,
-            "vocab": config.vocab_size, "people": n_people, "prompts": len(all_prompts), "longest_example": longest,
+            "vocab": config.vocab_size, "people": n_people, "prompts": len(all_prompts), "boundary_checked": len(checked), "longest_example": longest,
             "phases": phases, "memory": memory, "gradient_checkpointing": checkpointing, "gpu_memory": gpu_bytes,
             "fits": verdict, "disk": disk, "eval_prompts": eval_prompts,
             "models_per_run": models_main, "snapshot_models": snapshot_models, "sweeps": sweeps,
-            "rate": rate, "rate_from": rate_from, "seconds_per_run": (train_s + other_s) if rate else None,
-            "seconds": (train_s + other_s) * seeds if rate else None, "seeds": seeds, "preset": spec.preset}
+            "rate": rate, "rate_from": rate_from, "precision": computes, "probe": probe, "questions_per_run": questions,
+            "seconds_per_run": {"train": train_s, "eval": eval_s, "dump": dump_s, "probes": probes_s},
+            "seconds": (train_s + eval_s + dump_s + probes_s) * seeds, "seeds": seeds, "preset": spec.preset}
 
 
 def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
@@ -232,7 +272,8 @@ def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_
                   f"{info['parameters']:,} parameters, {info['layers']} layers, hidden {info['hidden']}, "
                   f"vocabulary {info['vocab']:,}")
     console.print(f"validated: settings, checkpoint, device, {info['people']:,} people's data (seed 0), the answer "
-                  f"boundary of all {info['prompts']:,} prompts, longest training example {info['longest_example']} tokens")
+                  f"boundary of {info['boundary_checked']:,} of its {info['prompts']:,} prompts (every template and answer "
+                  f"value; the run checks all), longest training example {info['longest_example']} tokens")
     t = Table(title="Training, per run (seed 0's data plan)", title_justify="left")
     for col in ("phase", "steps", "examples", "tokens", "computed", "FLOPs", "time", "snapshots"):
         t.add_column(col, justify="left" if col == "phase" else "right")
@@ -257,9 +298,9 @@ def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_
                   "phase trains)")
     console.print(f"evaluation: {info['eval_prompts']:,} questions for each of {info['models_per_run']} models and "
                   f"{info['snapshot_models']} snapshots a run; probes: {info['sweeps']} sweeps a run")
-    if info["seconds"]:
-        console.print(f"time: about {_hours(info['seconds'])} for {info['seeds']} run{'s' * (info['seeds'] > 1)} "
-                      f"({_hours(info['seconds_per_run'])} each, training, evaluation and dump) at {info['rate_from']}")
-    else:
-        console.print(f"time: {info['rate_from']}")
+    each = info["seconds_per_run"]
+    console.print(f"time: about {_hours(info['seconds'])} for {info['seeds']} run{'s' * (info['seeds'] > 1)}, each "
+                  f"{_hours(each['train'])} training, {_hours(each['eval'])} evaluation ({info['questions_per_run']:,} "
+                  f"questions), {_hours(each['dump'])} dump and {_hours(each['probes'])} probes; in {info['precision']} at "
+                  f"{info['rate_from']}", highlight=False)
     return info

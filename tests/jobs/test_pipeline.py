@@ -267,3 +267,24 @@ def test_qa_only_training_fits_its_questions_but_not_the_biographies(tmp_path):
     # QA-in answers are memorised; BIO prompts were never trained on.
     assert m["qa"]["qa_in"]["avg"] >= 80
     assert m["qa"]["bio"]["avg"] < m["qa"]["qa_in"]["avg"]
+
+
+def test_a_bf16_run_learns_as_fp32_does_and_says_when_the_cpu_cannot(tmp_path, monkeypatch, capsys):
+    """train.precision=bf16 end to end (train, evaluate, dump): the BIO facts are learnt, env.json says
+    what the session computed in, and the store's fingerprint records bf16 products. On a CPU without
+    bf16 units the run says so in one line and computes in fp32."""
+    import jobs.run.model as models
+
+    argv = ["--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio", "--set", "train.precision=bf16"]
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    assert run_cli(*argv, "--name", "half") == 0
+    assert metrics(tmp_path / "runs" / "half")["bio"]["bio"]["avg"] >= 90
+    assert json.loads((tmp_path / "runs" / "half" / "env.json").read_text())[-1]["precision"] == "bf16"
+    assert '"compute": "bfloat16"' in (tmp_path / "runs" / "half" / "activations.zarr" / "zarr.json").read_text()
+    assert "no bf16 units" not in capsys.readouterr().out
+
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    assert run_cli(*argv, "--name", "fallback", "--no-dump") == 0
+    out = capsys.readouterr().out
+    assert out.count("note: train.precision is bf16, but this CPU has no bf16 units") == 1
+    assert json.loads((tmp_path / "runs" / "fallback" / "env.json").read_text())[-1]["precision"] == "fp32"

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from jobs.run.model import build_model
 from jobs.run.spec import build_spec
@@ -160,3 +161,37 @@ def test_a_model_that_lets_packed_examples_see_each_other_is_refused(monkeypatch
                                                r"--set train.packing=false"):
         jobs.run.train.check_packing(model, examples, tok.pad_token_id)
     assert model.training  # left as it was found
+
+
+def test_bf16_trains_in_bf16_over_fp32_weights_and_optimizer_state(tmp_path, monkeypatch):
+    """train.precision=bf16 on a CPU with bf16 units: the products are bf16 (the losses differ from
+    fp32's, beyond float32 rounding, yet stay close and fall), while the weights and AdamW's moments
+    stay float32. Without bf16 units it computes in fp32, exactly as a fp32 run."""
+    import jobs.run.model as models
+
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: True)
+    plain, plain_losses = _train_briefly(tmp_path / "fp32")
+    half, half_losses = _train_briefly(tmp_path / "bf16", "train.precision=bf16")
+    assert half_losses[-1] < half_losses[0]
+    assert not np.allclose(half_losses, plain_losses, rtol=1e-5, atol=0)  # bf16 products: not fp32's numbers
+    np.testing.assert_allclose(half_losses, plain_losses, rtol=0.05)  # but the same training
+    assert {p.dtype for p in half.parameters()} == {torch.float32}
+    moments = load_file(tmp_path / "bf16" / "last" / "optimizer.safetensors")
+    assert moments and {t.dtype for name, t in moments.items() if t.dim()} == {torch.float32}
+
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: False)
+    fallback, fallback_losses = _train_briefly(tmp_path / "none", "train.precision=bf16")
+    assert fallback_losses == plain_losses
+    cpu = torch.device("cpu")
+    assert models.computes_in(cpu, "bf16") == "fp32" and "no bf16 units" in models.precision_note(cpu, "bf16")
+    assert models.precision_note(cpu, "fp32") is None
+
+
+def test_precision_is_part_of_a_runs_identity_only_when_not_fp32():
+    base = build_spec("cpu")
+    assert "precision" not in base.identity()["train"]  # runs made before the setting keep their names and keys
+    half = build_spec("cpu", overrides=["train.precision=bf16"])
+    assert half.identity()["train"]["precision"] == "bf16"
+    assert half.phase_key("bio") != base.phase_key("bio")  # a fp32 run cannot lend a bf16 run its phase
+    assert half.default_name() != base.default_name() == "cpu-stage+mix-s0"
+    assert build_spec("paper").train.precision == "bf16"

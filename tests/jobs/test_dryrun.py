@@ -1,0 +1,70 @@
+"""`reproduce --dry-run` answers in seconds: the answer boundary checked on a sample that holds every
+template and answer value, the CPU's rate from a GEMM probe whose best measurement is kept per
+machine, and the thread count the user asked for."""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+import jobs.study.rate as rate
+from jobs.run.corpus import bio_entries, prompts
+from jobs.run.people import generate_people
+from jobs.run.spec import build_spec
+from jobs.study.dryrun import boundary_sample
+from tests.conftest import run_cli
+
+
+def test_the_boundary_sample_holds_every_template_and_answer_value_and_is_a_sample():
+    spec = build_spec("cpu")
+    people = generate_people(spec.data, 0)
+    everything = prompts(people, bio_entries(people, spec.data, 0))
+    sample = boundary_sample(everything, seed=0, size=500)
+    assert len(sample) < len(everything) / 3
+    assert {(p.attribute, p.answer) for p in sample} == {(p.attribute, p.answer) for p in everything}
+    ends = lambda ps, fmt: {(p.attribute, p.text(fmt).split()[-1]) for p in ps}  # noqa: E731
+    for fmt in ("bio_long", "bio_short", "qa"):
+        assert ends(sample, fmt) >= ends(everything, fmt) - {(p.attribute, p.text(fmt).split()[-1]) for p in everything
+                                                                if p.text(fmt).split()[-1][:1].isupper()}
+
+
+def test_the_gemm_probe_keeps_the_best_rate_a_machine_showed(monkeypatch):
+    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4)
+    slow = {"factor": 1.0}
+    real = rate._seconds
+    monkeypatch.setattr(rate, "_seconds", lambda *a: real(*a) * slow["factor"])
+    first = rate.gemm_rate(config, "fp32", rows=128)
+    record = json.loads(rate.cache_file().read_text())["rates"]
+    assert len(record) == len({(k, n) for _, k, n in rate.products(config)}) and not first["cached"]
+    slow["factor"] = 50.0  # a busy moment: the record stands
+    busy = rate.gemm_rate(config, "fp32", rows=128)
+    assert busy["cached"] and busy["flops_per_s"] == pytest.approx(first["flops_per_s"], rel=1e-6)
+    assert json.loads(rate.cache_file().read_text())["rates"] == record
+    rate.cache_file().write_text("{not json")  # a damaged record is measured again and rewritten
+    again = rate.gemm_rate(config, "fp32", rows=128)
+    assert not again["cached"] and len(json.loads(rate.cache_file().read_text())["rates"]) == len(record)
+
+
+@pytest.fixture
+def threads_kept():
+    """--threads sets torch's thread count in this process: put it back for the tests after."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_are_the_users_to_choose(tmp_path, capsys, monkeypatch, threads_kept):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # and unset again after: --threads sets it
+    argv = ["--workspace", tmp_path / "ws", "reproduce", "--preset", "tiny", "--seeds", "0", "--dry-run"]
+    assert run_cli("--threads", "1", *argv) == 0
+    out = capsys.readouterr().out
+    assert "(1 threads, the best measured on this machine" in out and torch.get_num_threads() == 1
+    assert "the answer boundary of" in out and not (tmp_path / "ws").exists()
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err
+    assert "OMP_NUM_THREADS='many' is not a whole number" in err and len(err.strip().splitlines()) == 1
+    assert run_cli("--threads", "0", *argv) == 2
+    assert "argument --threads: 0 is out of range" in capsys.readouterr().err
