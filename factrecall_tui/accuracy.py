@@ -15,6 +15,7 @@ the chart).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +52,8 @@ FIG1_LABELS = ["Ave", *(ATTRIBUTE_LABELS[a] for a in ATTRIBUTES)]
 FIG5_LABELS = list(SET_LABELS.values())
 # Bar colours per model: Stage and Mix are told apart at a glance.
 COLORS = {"bio": (140, 140, 140), "stage": (235, 140, 50), "mix": (70, 140, 240), "qa": (200, 90, 200)}
+FILL_CHUNK = 100                             # rows added to the tables at a time (see `_fill`)
+FILL_PAUSE_S = 0.005
 TALL = 40                                    # pane height from which both tables are shown at once
 
 
@@ -108,7 +111,7 @@ def build_tables(paths: list[Path]) -> Tables:
             notes.append(f"{path.name}: {first_line(err, with_type=True)}")
     good = [p for p in paths if p in specs]
     try:
-        groups = load_groups(good)
+        groups = load_groups(good, specs)
     except (OSError, ValueError, *USER_ERRORS) as err:  # e.g. a metrics.json that is not JSON
         return Tables([], [*notes, f"cannot group the runs: {first_line(err, with_type=True)}"])
     out: list[GroupRows] = []
@@ -172,6 +175,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         self._row_group: dict[str, int] = {}       # row key -> index in self.groups
         self._keys: dict[tuple[int, str], str] = {}  # (index in self.groups, model) -> row key
         self._pending_focus: str | None = None
+        self._cursor_wanted: str | None = None     # a row the cursor goes to once the fill has added it
         self.message = ""                          # the line above the tables (rich markup)
 
     def compose(self) -> ComposeResult:
@@ -252,15 +256,29 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         self._draw_chart()
 
     def _fill(self, rows: list[tuple], keep: str | None) -> None:
-        """Both tables anew; the cursor stays on the row it was on (same run label and model)."""
-        fig1, fig5 = self.query_one("#acc-fig1", DataTable), self.query_one("#acc-fig5", DataTable)
-        for table in (fig1, fig5):
-            table.clear()
-        for key, run, model, cells1, cells5, seeds in rows:
-            fig1.add_row(Text(run), MODEL_LABELS[model], *cells1, seeds, key=key)
-            fig5.add_row(Text(run), MODEL_LABELS[model], *cells5, seeds, key=key)
-        if keep is not None and keep in self._row_group:
-            self._move_cursor(keep)
+        """Both tables anew; the cursor stays on the row it was on (same run label and model), once
+        `_add_rows` has added it."""
+        for figure in FIGURES:
+            self._table(figure).clear()
+        self._cursor_wanted = keep
+        self._add_rows(rows)
+
+    @work(exclusive=True, group="accuracy-fill")
+    async def _add_rows(self, rows: list[tuple]) -> None:
+        """FILL_CHUNK rows at a time: a DataTable measures every cell of the rows added to it before
+        it draws, and 300 runs make 1,500 rows, so the first screenful is drawn, and keys are
+        answered, while the rest are added."""
+        fig1, fig5 = self._table("fig1"), self._table("fig5")
+        for start in range(0, len(rows), FILL_CHUNK):
+            chunk = rows[start : start + FILL_CHUNK]
+            for key, run, model, cells1, cells5, seeds in chunk:
+                fig1.add_row(Text(run), MODEL_LABELS[model], *cells1, seeds, key=key)
+                fig5.add_row(Text(run), MODEL_LABELS[model], *cells5, seeds, key=key)
+            wanted = self._cursor_wanted
+            if wanted is not None and any(row[0] == wanted for row in chunk):
+                self._cursor_wanted = None
+                self._move_cursor(wanted)
+            await asyncio.sleep(FILL_PAUSE_S)  # a frame, and any key waiting, before the next rows
 
     # -- cursor and chart ----------------------------------------------------------------------
     def _table(self, figure: str | None = None) -> DataTable:
@@ -276,6 +294,9 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             return None
 
     def _move_cursor(self, key: str) -> None:
+        if key not in self._table().rows:  # not added yet: the fill puts the cursor there when it is
+            self._cursor_wanted = key
+            return
         for figure in FIGURES:
             table = self._table(figure)
             try:

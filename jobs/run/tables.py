@@ -34,17 +34,20 @@ class Group:
         return [m[model][eval_set][column] for m in self.metrics if model in m and eval_set in m[model]]
 
 
-def load_groups(paths: list[Path]) -> list[Group]:
-    """Runs grouped by configuration (the spec without its seed), in the order of `paths`. A run
-    whose seed its configuration's group already holds (the same experiment run twice under two
-    names) starts a group of its own rather than pass for another seed."""
+def load_groups(paths: list[Path], specs: dict[Path, ExperimentSpec] | None = None) -> list[Group]:
+    """Runs grouped by configuration (the spec without its seed), in the order of `paths` (their
+    specs read from the folders, or taken from `specs`). A run whose seed its configuration's group
+    already holds (the same experiment run twice under two names) starts a group of its own rather
+    than pass for another seed."""
     members: dict[tuple[str, int], list] = {}
+    seeds: dict[tuple[str, int], set[int]] = {}
     for path in paths:
-        spec = load_spec(path)
-        copy = 0
-        while spec.seed in {s.seed for _, s in members.get((spec.config_hash(), copy), [])}:
+        spec = specs[path] if specs is not None and path in specs else load_spec(path)
+        config, copy = spec.config_hash(), 0
+        while spec.seed in seeds.get((config, copy), ()):
             copy += 1
-        members.setdefault((spec.config_hash(), copy), []).append((path, spec))
+        members.setdefault((config, copy), []).append((path, spec))
+        seeds.setdefault((config, copy), set()).add(spec.seed)
     groups = []
     for runs in members.values():
         path, spec = runs[0]

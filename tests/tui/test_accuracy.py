@@ -225,3 +225,42 @@ def test_t_draws_each_model_s_accuracy_over_training_as_plot_does(tiny_run, tmp_
             assert pane.chart == "bars" and list(pane.chart_data) == ["Mix-tuned"]
 
     asyncio.run(session())
+
+
+def test_the_tables_of_many_runs_cost_one_spec_read_and_one_hash_a_run(tmp_path, monkeypatch):
+    """What made the first visit to Accuracy take seconds at 300 runs, counted rather than timed: a
+    Faker made for every spec validated (the locale check), every spec read twice, and a config hash
+    recomputed for every earlier run of the same configuration when grouping (quadratic). Now each
+    run's spec is read once and hashed once, and faker is asked about a locale once a process."""
+    import faker
+
+    import jobs.run.folder as folder
+    import jobs.run.spec as spec_module
+    from factrecall_tui.accuracy import build_tables
+    from tests.tui.workspace import fixed_workspace
+
+    ws = fixed_workspace(tmp_path / "ws")
+    src = ws / "runs" / "cpu-stage+mix-s0"
+    for i in range(40):  # 40 copies of one run: one configuration, one seed, so 40 groups of one
+        dst = ws / "runs" / f"copy-{i:02d}"
+        dst.mkdir()
+        for f in ("spec.json", "metrics.json"):
+            (dst / f).write_bytes((src / f).read_bytes())
+    paths = sorted((ws / "runs").iterdir())
+    counts = {"load_spec": 0, "config_hash": 0, "Faker": 0}
+
+    def counted(name, real):
+        def call(*a, **k):
+            counts[name] += 1
+            return real(*a, **k)
+        return call
+
+    monkeypatch.setattr("factrecall_tui.accuracy.load_spec", counted("load_spec", folder.load_spec))
+    monkeypatch.setattr("jobs.run.tables.load_spec", counted("load_spec", folder.load_spec))
+    monkeypatch.setattr(spec_module.ExperimentSpec, "config_hash", counted("config_hash", spec_module.ExperimentSpec.config_hash))
+    monkeypatch.setattr(faker, "Faker", counted("Faker", faker.Faker))
+    spec_module._locale_problem.cache_clear()
+    tables = build_tables(paths)
+    assert len(tables.groups) >= 40
+    assert counts["load_spec"] == len(paths) and counts["config_hash"] == len(paths)
+    assert counts["Faker"] <= 1
