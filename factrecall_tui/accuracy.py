@@ -272,8 +272,10 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         for start in range(0, len(rows), FILL_CHUNK):
             chunk = rows[start : start + FILL_CHUNK]
             for key, run, model, cells1, cells5, seeds in chunk:
-                fig1.add_row(Text(run), MODEL_LABELS[model], *cells1, seeds, key=key)
-                fig5.add_row(Text(run), MODEL_LABELS[model], *cells5, seeds, key=key)
+                # Text, not str: a str cell is parsed as markup, a third of the cost of a row.
+                label, seeds_cell = Text(MODEL_LABELS[model]), Text(seeds)
+                fig1.add_row(Text(run), label, *map(Text, cells1), seeds_cell, key=key)
+                fig5.add_row(Text(run), label, *map(Text, cells5), seeds_cell, key=key)
             wanted = self._cursor_wanted
             if wanted is not None and any(row[0] == wanted for row in chunk):
                 self._cursor_wanted = None
