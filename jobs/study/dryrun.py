@@ -49,12 +49,15 @@ from jobs.words import ATTRIBUTES, BIO_FORMATS, FORMATS
 
 DEFAULT_TFLOPS = 100.0
 # The share of the GEMM probe's rate that each kind of work reaches on a CPU, by precision: model
-# FLOPs (6 x N x tokens training, 2 x N x tokens forward) a second over the probe's FLOP/s, measured
-# by benchmarks/bench_gemm.py for the cpu preset on the 2-core EPYC (benchmarks/RESULTS.md). A tiny
+# FLOPs (6 x N x computed tokens training, 2 x N x tokens forward) a second over the probe's FLOP/s,
+# for the cpu preset on the 2-core EPYC. Measured by benchmarks/bench_gemm.py (training 59% and 19%,
+# evaluation 51% and 17%) and held against the phases and steps of the 3-seed studies in fp32 and
+# bf16 (benchmarks/RESULTS.md, "Precision"): 35.3 min predicted for the bf16 study, 34.9 taken. A tiny
 # model spends much of a step outside its matrix products (norms, attention, the optimizer), the more
-# so in bf16, whose products are 4x faster: a larger model reaches more, so a plan for one is long.
-MFU = {"fp32": {"train": 0.60, "eval": 0.30, "forward": 0.55},
-       "bf16": {"train": 0.18, "eval": 0.11, "forward": 0.30}}
+# so in bf16, whose products are 4x faster; a larger model reaches more (SmolLM2-135M's shape: 59%
+# and 31% training), so a plan for one errs long.
+MFU = {"fp32": {"train": 0.60, "eval": 0.50, "forward": 0.55},
+       "bf16": {"train": 0.20, "eval": 0.18, "forward": 0.30}}
 # Seconds a probe sweep took in the cpu preset's study (docs/reproduce/cpu: 194 s for 270 sweeps of
 # 1,000 people at hidden 128); a sweep's cost grows with the people and the hidden size.
 SWEEP_S = 194 / 270
