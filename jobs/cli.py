@@ -147,7 +147,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     console.print(f"probes: {fitted} sweeps fitted now, the rest found in the stores' caches")
     for claim in report["claims"]:
         console.print(f"({claim['id']}) {claim['verdict']}: {claim['short']}", highlight=False)
-    console.print(f"wrote {study.folder / 'report.md'}")
+    console.print(f"wrote {study.folder / 'report.md'}", soft_wrap=True)
 
 
 def _to_slurm(args: argparse.Namespace, planned: list[tuple[object, str]], *, dump: bool, reuse: bool) -> None:
@@ -371,7 +371,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("export", total=None)
         out = export_hdf5(s, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:,.1f} MB)")
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:,.1f} MB)", soft_wrap=True)
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -416,9 +416,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
         console.print(t)
     if csv is not None:
         atomic_write_bytes(csv, df.to_csv(index=False).encode())
-        console.print(f"wrote {csv}")
+        console.print(f"wrote {csv}", soft_wrap=True)
     title = f"Accuracy for the first token of \"{args.attribute}\", BIO = {settings.bio}"
-    console.print(f"wrote {probe_figure(agg, out, title, MODEL_LABELS)}")
+    console.print(f"wrote {probe_figure(agg, out, title, MODEL_LABELS)}", soft_wrap=True)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -432,7 +432,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
         written = curves(paths, out, title=args.title)
     except ValueError as err:
         raise FactrecallError(f"{err}; re-run with --set train.eval_every=250 to log one") from None
-    console.print(f"wrote {written}")
+    console.print(f"wrote {written}", soft_wrap=True)
 
 
 def cmd_presets(args: argparse.Namespace) -> None:

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import main
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Run in parallel (pytest -n 2): one torch thread a worker, and in every job a test starts (the
+    # variable is inherited). Two workers of two threads each on two cores fight over them and both
+    # run several times slower. Before anything imports torch.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+from jobs.cli import main  # noqa: E402 - after the thread count is set
 
 
 def run_cli(*argv: str) -> int:

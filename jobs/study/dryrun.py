@@ -270,13 +270,13 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
 def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
     with console.status("validating: data, tokenizer, model, device"):
         info = plan(study, tflops, gpu_memory)
-    console.print(f"[bold]reproduce {info['study']}[/bold] (dry run: nothing written) → {info['folder']}")
+    console.print(f"[bold]reproduce {info['study']}[/bold] (dry run: nothing written) → {info['folder']}", soft_wrap=True)
     console.print(f"runs: {', '.join(info['runs'])}; device {info['device']}; model {info['model']}: "
                   f"{info['parameters']:,} parameters, {info['layers']} layers, hidden {info['hidden']}, "
-                  f"vocabulary {info['vocab']:,}")
+                  f"vocabulary {info['vocab']:,}", soft_wrap=True)
     console.print(f"validated: settings, checkpoint, device, {info['people']:,} people's data (seed 0), the answer "
                   f"boundary of {info['boundary_checked']:,} of its {info['prompts']:,} prompts (every template and answer "
-                  f"value; the run checks all), longest training example {info['longest_example']} tokens")
+                  f"value; the run checks all), longest training example {info['longest_example']} tokens", soft_wrap=True)
     t = Table(title="Training, per run (seed 0's data plan)", title_justify="left")
     for col in ("phase", "steps", "examples", "tokens", "computed", "FLOPs", "time", "snapshots"):
         t.add_column(col, justify="left" if col == "phase" else "right")
@@ -291,19 +291,19 @@ def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_
     mem, disk = info["memory"], info["disk"]
     console.print(f"memory while training: about {_gb(mem['total'])} ({_gb(mem['weights_optimizer'])} fp32 weights, "
                   f"gradients and AdamW state; {_gb(mem['activations'])} activations and logits of the widest batch"
-                  + (", gradient checkpointing" if info["gradient_checkpointing"] else "") + ")")
+                  + (", gradient checkpointing" if info["gradient_checkpointing"] else "") + ")", soft_wrap=True)
     if info["fits"]:
         color = "green" if info["fits"].startswith("fits") else "yellow"
         console.print(f"[{color}]{info['fits']}[/{color}]", highlight=False)
     console.print(f"disk per run: about {_gb(disk['total'])} ({_gb(disk['checkpoints'])} checkpoints, "
                   f"{_gb(disk['snapshots'])} snapshots, {_gb(disk['activations'])} activations.zarr, "
                   f"{_gb(disk['trajectory'])} trajectory.zarr; {_gb(disk['optimizer_while_training'])} more while a "
-                  "phase trains)")
+                  "phase trains)", soft_wrap=True)
     console.print(f"evaluation: {info['eval_prompts']:,} questions for each of {info['models_per_run']} models and "
-                  f"{info['snapshot_models']} snapshots a run; probes: {info['sweeps']} sweeps a run")
+                  f"{info['snapshot_models']} snapshots a run; probes: {info['sweeps']} sweeps a run", soft_wrap=True)
     each = info["seconds_per_run"]
     console.print(f"time: about {_hours(info['seconds'])} for {info['seeds']} run{'s' * (info['seeds'] > 1)}, each "
                   f"{_hours(each['train'])} training, {_hours(each['eval'])} evaluation ({info['questions_per_run']:,} "
                   f"questions), {_hours(each['dump'])} dump and {_hours(each['probes'])} probes; in {info['precision']} at "
-                  f"{info['rate_from']}", highlight=False)
+                  f"{info['rate_from']}", highlight=False, soft_wrap=True)
     return info

@@ -116,7 +116,10 @@ def test_a_store_at_an_fsspec_url_reads_the_same(tiny_run, tmp_path):
 
 
 def test_export_to_hdf5_keeps_names_dims_and_values(tiny_run, tmp_path, capsys):
-    out = tmp_path / "acts.h5"
+    # A path longer than any terminal line: "wrote PATH" keeps it whole, to be copied (a wrapped one
+    # breaks it with a newline; a longer tmp path, as under pytest-xdist, showed it).
+    out = tmp_path / ("a" * 80) / ("b" * 80) / "acts.h5"
+    out.parent.mkdir(parents=True)
     assert run_cli("--workspace", tiny_run.parent.parent, "export", tiny_run.name, "--hdf5", out) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     s = store.open(tiny_run)
