@@ -43,7 +43,7 @@ def _cells(run: RunSummary, stopping: bool = False) -> tuple:
         status = run.status + (" (starting)" if run.status == "running" and not run.progress else "")
     # Text, not str: a str cell is parsed as markup each time the table measures or draws it.
     return (Text(run.name), Text(status, style=STATUS_STYLE[run.status]), Text.from_markup(progress_text(run)),
-            Text(str(run.strategies)), Text(str(run.model)), run.seed, run.people)
+            Text(run.strategies), Text(run.model), run.seed, run.people)
 
 
 class JobsPane(HandsFailuresUp, Vertical):

@@ -14,6 +14,7 @@ used, so a plan made while something else runs is not made from a slow moment.
 from __future__ import annotations
 
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -41,8 +42,6 @@ def cpu_name() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or platform.machine()
 
 
