@@ -9,7 +9,14 @@
 - keys: once every screen is filled in, each key of a researcher's round (the five tabs, twenty rows
   down the Jobs table, `/` and a filter typed, escape, the help and back) timed from the key to the
   screen redrawn (Textual's pilot: the key handled, the app idle, a frame drawn; animations off), vs the same keys
-  sent to the bare app (which ignores them: the floor of a key's round trip);
+  sent to the bare app (which ignores them: the floor of a key's round trip). Textual's pilot waits
+  until the process has been idle for 20 ms, twice: a 40 ms floor, and the widgets' message queues
+  it walks scale with the app, so this is a relative measure;
+- keys in a terminal: the same round typed into a pseudo-terminal running `factrecall-tui` as a
+  person runs it (pexpect), timed from the key's bytes written to the first byte the app draws in
+  answer and to the last byte of the redraws it causes, vs a bare Textual app that draws each key's
+  name. This is what a person waits for; escape includes the terminal's ESCDELAY (100 ms, the time a
+  terminal app waits to tell the escape key from the start of an escape sequence);
 - `--busy`: the same while a cpu-preset training job runs in the background and uses both cores.
 
     python benchmarks/bench_tui.py [--runs 300] [--repeats 5] [--busy]
@@ -57,8 +64,8 @@ FIRST_FRAME = textwrap.dedent("""
 """)
 # A researcher's round: every tab, down the runs, a filter typed and cleared, the help and back.
 KEYS = ["2", "3", "4", "5", "1", *["down"] * 20, "slash", *"status:done", "enter", "escape", "question_mark", "escape"]
-OURS = {"imports": "from pathlib import Path; from factrecall_tui.app import FactrecallApp",
-        "make": "FactrecallApp(Path(sys.argv[1]))"}
+OURS = {"imports": "from pathlib import Path; from factrecall_tui.app import FactrecallApp, collect_less; collect_less()",
+        "make": "FactrecallApp(Path(sys.argv[1]), freeze_gc=True)"}  # as factrecall-tui runs it
 BARE = {"imports": "from textual.app import App\nfrom textual.widgets import Static\n"
                    "class Bare(App):\n    def compose(self):\n        yield Static('hello')",
         "make": "Bare()"}
@@ -75,6 +82,58 @@ def first_frame(kind: dict, workspace: Path) -> tuple[float, float, float, bool,
                          capture_output=True, text=True, check=True, cwd=ROOT, env=env).stdout.split()
     return (time.perf_counter() - t0, float(out[0]), float(out[1]), out[2] == "True",
             [float(x) for x in out[3].split(",")])
+
+
+# The same round typed into a real terminal: the bytes a terminal sends for each key.
+KEY_BYTES = {"down": "\x1b[B", "slash": "/", "enter": "\r", "escape": "\x1b", "question_mark": "?"}
+# In a terminal the floor must answer each key with something drawn, or there is nothing to time.
+ECHO = textwrap.dedent("""
+    import sys
+    from textual.app import App
+    from textual.widgets import Static
+    class Echo(App):
+        def compose(self):
+            yield Static('hello', id='echo')
+        def on_key(self, event):
+            self.query_one('#echo', Static).update(f'key {event.key}')
+    Echo().run()
+""")
+OURS_TERMINAL = "import sys; from factrecall_tui.app import main; main([sys.argv[1]])"
+
+
+def in_terminal(script: str, workspace: Path, quiet_s: float = 0.4) -> list[tuple[float, float] | None]:
+    """The round typed into a pseudo-terminal of 110x32 running `script`, as a person's terminal
+    would send it: for each key, seconds from its bytes written to (the first byte the app drew in
+    answer, the last byte of the redraws it caused), None where it drew nothing. The redraws count as
+    done once the app has sent nothing for `quiet_s` (its rescan every second draws nothing when
+    nothing changed)."""
+    import pexpect
+
+    def drawn_until_quiet(window: float) -> tuple[float, float] | None:
+        first = last = None
+        while True:
+            try:
+                proc.read_nonblocking(1 << 20, timeout=window)
+            except pexpect.TIMEOUT:
+                return None if first is None else (first, last)
+            last = time.perf_counter()
+            first = first or last
+
+    env = {**os.environ, "TEXTUAL_ANIMATIONS": "none", "TERM": "xterm-256color"}
+    proc = pexpect.spawn(sys.executable, ["-c", script, str(workspace)], dimensions=(32, 110), env=env, cwd=str(ROOT))
+    proc.delaybeforesend = None  # pexpect sleeps 50 ms before each send by default: not the app's time
+    try:
+        proc.read_nonblocking(1, timeout=60)
+        drawn_until_quiet(3.0)  # every screen filled in: the workers are done and nothing more is drawn
+        keys: list[tuple[float, float] | None] = []
+        for key in KEYS:
+            k0 = time.perf_counter()
+            proc.send(KEY_BYTES.get(key, key))
+            drawn = drawn_until_quiet(quiet_s)
+            keys.append(None if drawn is None else (drawn[0] - k0, drawn[1] - k0))
+        return keys
+    finally:
+        proc.terminate(force=True)
 
 
 def make_workspace(root: Path, n: int) -> Path:
@@ -111,6 +170,8 @@ def main() -> None:
         first_frame(BARE, ws)  # warm the file cache for both
         ours = [first_frame(OURS, ws) for _ in range(args.repeats)]
         bare = [first_frame(BARE, ws) for _ in range(args.repeats)]
+        term_ours = [in_terminal(OURS_TERMINAL, ws) for _ in range(args.repeats)]
+        term_echo = [in_terminal(ECHO, ws) for _ in range(args.repeats)]
         specs = lambda: [json.loads(p.read_text()) for p in (ws / "runs").glob("*/spec.json")]  # noqa: E731
         base = timed(specs, args.repeats)[0]
         cold = timed(lambda: Scanner(ws).scan(), args.repeats)[0]
@@ -153,10 +214,42 @@ def main() -> None:
     slowest = sorted(per_key.items(), key=lambda kv: -statistics.median(kv[1]))[:4]
     print("\nThe slowest keys (median ms): " + ", ".join(f"#{i + 1} `{k}` {1000 * statistics.median(v):.0f}"
                                                       for (i, k), v in slowest))
+    print("\nIn a real terminal (a pty; the bare app answers each key by drawing its name), each key's "
+          "median over the repeats:\n")
+    print("| a key typed into a terminal | factrecall | bare app | ratio |\n|---|---|---|---|")
+    notes = []
+    for j, what in ((0, "to the first byte drawn in answer"), (1, "to the last byte of its redraws")):
+        per_ours = _per_key(term_ours, j)
+        per_echo = _per_key(term_echo, j)
+        def but_escape(per: dict) -> list[float]:
+            return [v for (i, k), v in per.items() if k != "escape"]
+
+        for name, pick, keys in (("median key", statistics.median, lambda per: list(per.values())),
+                                 ("slowest key but escape", max, but_escape)):
+            a, b = pick(keys(per_ours)), pick(keys(per_echo))
+            print(f"| {what}, {name}: ms | {1000 * a:.0f} | {1000 * b:.0f} | {a / b:.1f}x |")
+        over = [f"`{k}` {1000 * v:.0f}" for (i, k), v in sorted(per_ours.items(), key=lambda kv: -kv[1])
+                if v > 0.1 and k != "escape"]
+        escape = [f"{1000 * v:.0f}" for (i, k), v in per_ours.items() if k == "escape"]
+        notes.append(f"{what[0].upper()}{what[1:]}: keys over 100 ms: {', '.join(over) or 'none'}; escape "
+                     f"{', '.join(escape)} ms (with the terminal's ESCDELAY, 100 ms).")
+    print("\n" + "\n".join(notes) + "\n")
+    print("| measure | factrecall | baseline | ratio |\n|---|---|---|---|")
     print(f"| scan of {args.runs} runs, first: seconds (baseline: parse every spec.json) | {cold:.4f} | "
           f"{base:.4f} | {cold / base:.2f}x |")
     print(f"| scan of {args.runs} runs, again (steady rescan): seconds | {steady:.4f} | {base:.4f} | "
           f"{steady / base:.2f}x |")
+
+
+def _per_key(rounds: list[list[tuple[float, float] | None]], j: int) -> dict[tuple[int, str], float]:
+    """Each key of the round (by position): the median over the rounds of its time `j` (0: first byte,
+    1: last byte); a key that drew nothing in some round counts from the rounds where it drew."""
+    out = {}
+    for i, key in enumerate(KEYS):
+        times = [r[i][j] for r in rounds if r[i] is not None]
+        if times:
+            out[(i, key)] = statistics.median(times)
+    return out
 
 
 if __name__ == "__main__":

@@ -28,13 +28,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.run_view import to_csv
 from factrecall_tui.runs import RunSummary
 from jobs.errors import USER_ERRORS, first_line
@@ -147,7 +148,7 @@ def _signature(runs: list[RunSummary]) -> tuple:
 
 class AccuracyPane(HandsFailuresUp, Vertical):
     """Figure 1 and Figure 5 across runs (mean ± std over seeds) and a bar chart of the group under
-    the cursor. `show(runs)` on every workspace scan; `focus_run(name)` puts the cursor on a run."""
+    the cursor. `show(runs)` after a scan that changed a run; `focus_run(name)` puts the cursor on a run."""
 
     BINDINGS = [Binding("f", "toggle_figure", "Fig. 1 ⇄ Fig. 5"), Binding("t", "toggle_curves", "Curves ⇄ bars"),
                 Binding("e", "export", "Export", show=False)]
@@ -179,12 +180,12 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         self.message = ""                          # the line above the tables (rich markup)
 
     def compose(self) -> ComposeResult:
-        yield Static("Reading the runs' results…", id="acc-message")
+        yield Line("Reading the runs' results…", id="acc-message")
         yield Static(FIGURES["fig1"], id="acc-caption-fig1", classes="acc-caption")
         yield DataTable(id="acc-fig1", cursor_type="row", zebra_stripes=True)
         yield Static(FIGURES["fig5"], id="acc-caption-fig5", classes="acc-caption")
         yield DataTable(id="acc-fig5", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="acc-legend")
+        yield Line("", id="acc-legend")
         yield PlotextPlot(id="acc-chart")
 
     def on_mount(self) -> None:

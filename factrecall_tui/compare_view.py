@@ -14,10 +14,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Header, Static
 
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp
+from factrecall_tui.quiet import DataTable, Footer, Line
 from factrecall_tui.run_view import to_csv
 from jobs.errors import USER_ERRORS, first_line
 from jobs.run.tables import comparison
@@ -42,7 +43,7 @@ class CompareScreen(HandsFailuresUp, Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"[b]Compare[/] · {self.what} · exact match (%) · [dim]reading {len(self.paths)} runs…[/]",
+        yield Line(f"[b]Compare[/] · {self.what} · exact match (%) · [dim]reading {len(self.paths)} runs…[/]",
                      id="compare-title")
         yield DataTable(id="compare-table", zebra_stripes=True, cursor_type="row")
         yield Footer()

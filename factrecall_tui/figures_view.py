@@ -14,9 +14,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, OptionList, Static
+from textual.widgets import Header, OptionList, Static
 from textual.widgets.option_list import Option
 from textual_image.widget import Image
+
+from factrecall_tui.quiet import Footer, Line
 
 
 class FiguresScreen(Screen):
@@ -31,7 +33,7 @@ class FiguresScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"[b]{self.study}[/] · report figures · [dim]{len(self.figures)} PNGs[/]", id="figures-title")
+        yield Line(f"[b]{self.study}[/] · report figures · [dim]{len(self.figures)} PNGs[/]", id="figures-title")
         with Horizontal(id="figures-body"):
             yield OptionList(*(Option(name, id=str(i)) for i, (name, _) in enumerate(self.figures)), id="figures-list")
             yield Image(None, id="figures-image")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.markup import escape
-from rich.table import Table
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -95,12 +94,14 @@ class HelpScreen(ModalScreen[None]):
             if self.about:
                 yield Static(escape(self.about), id="help-about")
             with VerticalScroll(id="help-keys"):
+                # One text for every group (not a table widget each): the help opens in a frame's time.
+                width = max([10, *(len(key.keys) for group in self.groups for key in group.keys)])
+                lines = []
                 for group in self.groups:
-                    table = Table.grid(padding=(0, 2))
-                    table.add_column(style="bold", min_width=10, no_wrap=True)
-                    table.add_column()
+                    lines.append(f"[b $accent]{escape(group.title)}[/]")
                     for key in group.keys:
-                        table.add_row(escape(key.keys), escape(key.description) if key.enabled
-                                      else f"[dim]{escape(key.description)} (not now)[/]")
-                    yield Static(f"[b $accent]{escape(group.title)}[/]", classes="help-group")
-                    yield Static(table, classes="help-table")
+                        description = escape(key.description) if key.enabled else \
+                            f"[dim]{escape(key.description)} (not now)[/]"
+                        lines.append(f"[b]{escape(key.keys.ljust(width))}[/]  {description}")
+                    lines.append("")
+                yield Static("\n".join(lines[:-1]), id="help-table")

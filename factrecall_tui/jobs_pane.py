@@ -16,11 +16,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from factrecall_tui.confirm import Confirm
 from factrecall_tui.messages import Compare, Export, OpenLog, OpenRun, Rescan, RunTab
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.report_view import find_studies
 from factrecall_tui.run_view import SORTS, FilterError, to_csv, visible
 from factrecall_tui.runs import RunSummary, progress_text
@@ -76,6 +77,7 @@ class JobsPane(HandsFailuresUp, Vertical):
         self.runs: dict[str, RunSummary] = {}    # every run of the workspace, shown or not
         self.all: list[RunSummary] = []          # the same, in the scan's order (newest first)
         self._rows: dict[str, tuple] = {}        # the rows shown, in order
+        self._made: dict[str, tuple] = {}        # each run's cells, with the run and stopping they were made for
         self.stopping: set[str] = set()  # runs asked to stop, until they do
         self.query_text = ""                     # the filter (factrecall_tui/run_view.py)
         self.sort, self.reverse = "newest", False
@@ -84,9 +86,9 @@ class JobsPane(HandsFailuresUp, Vertical):
         with Horizontal(id="jobs-filter-row"):
             yield Input(placeholder="filter: words, or status:failed seed:1 -strategy:qa", id="jobs-filter",
                         compact=True)
-            yield Static("", id="jobs-shown")
+            yield Line("", id="jobs-shown")
         yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="job-detail")
+        yield Line("", id="job-detail")
 
     def on_resize(self) -> None:
         """In a short terminal the runs come first: the detail below them takes at most a third of the
@@ -107,6 +109,7 @@ class JobsPane(HandsFailuresUp, Vertical):
         self.all = runs
         self.runs = {r.name: r for r in runs}
         self.stopping &= {r.name for r in runs if r.status == "running"}  # stopped by now: no longer stopping
+        self._made = {name: made for name, made in self._made.items() if name in self.runs}
         self._redraw()
 
     def _redraw(self) -> None:
@@ -125,24 +128,45 @@ class JobsPane(HandsFailuresUp, Vertical):
         if self.query_text or self.sort != "newest" or self.reverse:
             self.query_one("#jobs-filter-row").display = True
         order = [r.name for r in runs]
+        kept = set(order)
+        gone = [name for name in self._rows if name not in kept]
+        if gone and len(gone) <= len(order) and [name for name in self._rows if name in kept] == order:
+            # A filter narrowed (a character typed): the rows it hides go, the others stay as they are.
+            chosen = self.selected.name if self.selected else None
+            for name in gone:
+                table.remove_row(name)
+            self._rows = {name: self._rows[name] for name in order}
+            if chosen in kept:
+                table.move_cursor(row=order.index(chosen), animate=False)
         if order != list(self._rows):
             chosen = self.selected.name if self.selected else None
             table.clear()
             self._rows = {}
             for run in runs:
-                self._rows[run.name] = _cells(run, run.name in self.stopping)
+                self._rows[run.name] = self._cells(run)
                 table.add_row(*self._rows[run.name], key=run.name)
             if chosen in order:
                 table.move_cursor(row=order.index(chosen), animate=False)
         else:
             for run in runs:
-                cells = _cells(run, run.name in self.stopping)
+                cells = self._cells(run)
                 old = self._rows[run.name]
+                if cells is old:
+                    continue
                 for key, new, was in zip(COLUMNS, cells, old):
                     if str(new) != str(was) or (isinstance(new, Text) and new.spans != was.spans):
                         table.update_cell(run.name, key, new, update_width=True)
                 self._rows[run.name] = cells
         self._detail()
+
+    def _cells(self, run: RunSummary) -> tuple:
+        """The run's cells, made again only when the scan read the run again (an unchanged run is the
+        same object from scan to scan) or it was asked to stop: a filter typed redraws every row."""
+        stopping = run.name in self.stopping
+        made = self._made.get(run.name)
+        if made is None or made[0] is not run or made[1] != stopping:
+            made = self._made[run.name] = (run, stopping, _cells(run, stopping))
+        return made[2]
 
     @property
     def selected(self) -> RunSummary | None:
@@ -237,7 +261,7 @@ class JobsPane(HandsFailuresUp, Vertical):
             lines.append(f"[dim]{run.job}, waiting for the scheduler · c cancels it[/]")
         elif run.status == "queued":
             lines.append("[dim]waiting for a free slot · c takes it off the queue[/]")
-        detail.update("\n".join(lines))
+        detail.update("\n".join(lines), layout=False)
 
     # -- actions ---------------------------------------------------------------------------------
     def action_cancel(self) -> None:

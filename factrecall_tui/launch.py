@@ -17,6 +17,7 @@ from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from factrecall_tui.checklist import Checklist
 from factrecall_tui.confirm import Confirm
+from factrecall_tui.quiet import Line
 from factrecall_tui.remembered import Remembered
 from jobs.errors import FactrecallError
 from jobs.launch.plan import RunRequest, plan_runs
@@ -120,7 +121,7 @@ class LaunchScreen(ModalScreen[list[str]]):
                 yield from _row("Settings", Input(self.start["settings"], placeholder="KEY=VALUE ..., e.g. train.mix.epochs=30",
                                                   id="settings", compact=True))
                 yield from _row("Name", Input(placeholder="default: preset-strategies-seed", id="name", compact=True))
-            yield Static("", id="plan")
+            yield Line("", id="plan")
             with Horizontal(id="launch-buttons"):
                 yield Button("Launch", variant="primary", id="launch-button", compact=True)
                 yield Button("Cancel", id="cancel-button", compact=True)

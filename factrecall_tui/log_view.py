@@ -18,10 +18,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label, Log, Sparkline, Static
+from textual.widgets import Header, Input, Label, Log, Sparkline, Static
 from textual.worker import get_current_worker
 
 from factrecall_tui.pane import HandsFailuresUp
+from factrecall_tui.quiet import Footer, Line
 
 FILES = {"log.txt": "log.txt · events", "job.out": "job.out · the job's console"}
 POLL_S = 0.25
@@ -75,7 +76,7 @@ class LogScreen(HandsFailuresUp, Screen):
         with Horizontal(id="log-search-row"):
             yield Input(placeholder="search the log (Enter: first match; n, N: next, previous)", id="log-search",
                         compact=True)
-            yield Static("", id="log-matches")
+            yield Line("", id="log-matches")
         with Vertical(id="logs"):
             for name, title in FILES.items():
                 log = Log(id=_log_id(name), max_lines=MAX_LINES, highlight=True)

@@ -25,7 +25,9 @@ W = TypeVar("W", bound=Widget)
 
 class ShowsRuns(Protocol):
     def show(self, runs: list[RunSummary]) -> None:
-        """Every run of the workspace, newest first: called after each scan, even an unchanged one."""
+        """Every run of the workspace, newest first: called after the first scan and after every scan
+        that found a run changed (an unchanged run is the very same object from scan to scan); after
+        every scan for the panes that watch other files too (Store, Report: factrecall_tui/app.py)."""
 
 
 class OpensRuns(ShowsRuns, Protocol):

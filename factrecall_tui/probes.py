@@ -32,13 +32,14 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Button, DataTable, Label, ProgressBar, Select, SelectionList, Static
+from textual.widgets import Button, Label, ProgressBar, Select, SelectionList, Static
 from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from factrecall_tui.checklist import Checklist
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.probe_chart import EMPHASIS, ProbeChart
 from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, compute, store_attributes
 from factrecall_tui.remembered import Remembered
@@ -144,8 +145,8 @@ class ProbesPane(HandsFailuresUp, Widget):
             yield Label("Runs (space; several = seeds)", classes="probe-caption")
             yield Checklist[str](id="probe-runs", compact=True)
         with Vertical(id="probe-main"):
-            yield Static("", id="probe-caption")
-            yield Static("Choose runs with an activation store, then press f to fit the probes.", id="probe-status")
+            yield Line("", id="probe-caption")
+            yield Line("Choose runs with an activation store, then press f to fit the probes.", id="probe-status")
             yield ProgressBar(id="probe-progress", show_eta=False)
             yield Horizontal(id="probe-charts")
             yield DataTable(id="probe-table", cursor_type="row", zebra_stripes=True)
@@ -156,7 +157,7 @@ class ProbesPane(HandsFailuresUp, Widget):
     # -- the contract with the app ----------------------------------------------------------------
     @when_mounted
     def show(self, runs: list[RunSummary]) -> None:
-        """Every run of the workspace, newest first (on each scan). Offers those with a store; keeps
+        """Every run of the workspace, newest first (after a scan that changed a run). Offers those with a store; keeps
         the selection (a run that lost its store leaves it)."""
         self._known = {r.name for r in runs}
         stored = [r for r in runs if r.has_store]

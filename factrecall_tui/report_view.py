@@ -29,6 +29,7 @@ from textual.binding import Binding
 from factrecall_tui.confirm import Confirm
 from factrecall_tui.messages import OpenFigures, Rescan
 from factrecall_tui.pane import when_mounted
+from factrecall_tui.quiet import Line
 from factrecall_tui.runs import RunSummary
 from jobs.errors import USER_ERRORS, first_line
 from jobs.launch.queue import cancel, queued_studies, study_key, study_progress_text
@@ -119,7 +120,7 @@ class ReportPane(Horizontal):
     def compose(self) -> ComposeResult:
         yield OptionList(id="report-studies")
         with VerticalScroll(id="report-body"):
-            yield Static("", id="report-status")
+            yield Line("", id="report-status")
             yield Markdown("", id="report-doc", open_links=False)
 
     @when_mounted

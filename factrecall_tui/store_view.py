@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.console import Group
 from rich.highlighter import JSONHighlighter
 from rich.table import Table
@@ -27,11 +28,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import DataTable, Input, Label, Select, Static, Tree
+from textual.widgets import Input, Label, Select, Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.runs import RunSummary
 from factrecall_tui.store_browse import (BadIndex, NodeInfo, Preview, Selection, Signature, clip, default_index,
                                          format_value, index_text, parse_index, read_preview, store_signature,
@@ -99,16 +101,16 @@ class StorePane(HandsFailuresUp, Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="store-bar"):
             yield Select([], prompt="run with an activation store", id="store-run", compact=True)
-        yield Static("Looking for activation stores…", id="store-message")
+        yield Line("Looking for activation stores…", id="store-message")
         with Horizontal(id="store-body"):
             yield Tree(STORE_NAME, id="store-tree")
             with Vertical(id="store-detail"):
                 with VerticalScroll(id="store-info-scroll"):
-                    yield Static("", id="store-info")
+                    yield Line("", id="store-info")
                 with Horizontal(id="store-index-bar"):
                     yield Label("index ", id="store-index-label")
                     yield Input(placeholder="e.g. 0, 0, 1, 3, :8, :6", id="store-index", compact=True)
-                yield Static("", id="store-index-message")
+                yield Line("", id="store-index-message")
                 yield DataTable(id="store-preview", zebra_stripes=True)
 
     def on_mount(self) -> None:
@@ -335,8 +337,12 @@ class StorePane(HandsFailuresUp, Vertical):
         table.add_column(Text(corner, style="dim"))  # fresh keys: a reused key keeps its old width
         for col in preview.cols:
             table.add_column(Text(col, style="bold"))
-        for label, values in zip(preview.rows, preview.data):
-            table.add_row(Text(label, style="bold"), *(Text(format_value(v), justify="right") for v in values))
+        # Numbers right-aligned by padding, not `justify`: a justified Text goes through rich's line
+        # wrapping each time a cell is drawn (about ten times the cost of the cell).
+        cells = [[format_value(v) for v in values] for values in preview.data]
+        widths = [max([cell_len(col), *(cell_len(row[j]) for row in cells)]) for j, col in enumerate(preview.cols)]
+        for label, row in zip(preview.rows, cells):
+            table.add_row(Text(label, style="bold"), *(Text(" " * (w - cell_len(v)) + v) for v, w in zip(row, widths)))
         shape = "×".join(map(str, preview.data.shape)) if preview.row_dim else "1 value"
         note = f" · {preview.note}" if preview.note else ""
         where = "".join(f" · {dim} {label}" for dim, label in preview.fixed.items())

@@ -30,6 +30,7 @@ from textual.worker import get_current_worker
 from factrecall_tui.confirm import Confirm
 from factrecall_tui.launch import parse_seeds
 from factrecall_tui.pane import HandsFailuresUp
+from factrecall_tui.quiet import Line
 from jobs.errors import USER_ERRORS, FactrecallError, first_line
 from jobs.launch.queue import start_worker, submit_study
 from jobs.run.spec import DEFAULT_PRESET, check_run_name, preset_names
@@ -101,7 +102,7 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
                                                compact=True))
                 yield from _row("Name", Input(placeholder="default: the preset's name", id="study-name", compact=True))
             with VerticalScroll(id="study-plan-scroll"):
-                yield Static("", id="study-plan")
+                yield Line("", id="study-plan")
             with Horizontal(id="study-buttons"):
                 yield Button("Queue", variant="primary", id="study-queue", compact=True, disabled=True)
                 yield Button("Cancel", id="study-cancel", compact=True)

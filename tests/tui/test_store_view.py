@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from rich.cells import cell_len
 import zarr
 from textual.app import App
 from textual.widgets import DataTable, Footer, Input, Select, Tree
@@ -58,7 +59,8 @@ def _tree_labels(tree: Tree) -> dict[str, str]:
 
 
 def _table(table: DataTable) -> list[list[str]]:
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+    """The cells' texts (the numbers are right-aligned by padding, one width a column)."""
+    return [[str(c).strip() for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
 async def _type_index(app, pilot, text: str) -> None:
@@ -131,6 +133,9 @@ def test_browsing_a_store_and_previewing_slices(tiny_run, tmp_path):
             rows = _table(app.query_one("#store-preview", DataTable))
             assert [r[0] for r in rows] == np.asarray(group["attribute"][...]).tolist()
             assert [r[1:] for r in rows] == [line[:6] for line in label_text]
+            table = app.query_one("#store-preview", DataTable)
+            for column in zip(*([str(c) for c in table.get_row_at(i)][1:] for i in range(table.row_count))):
+                assert len({cell_len(c) for c in column}) == 1  # right-aligned: one width a column
 
             # The probe cache group: its rows list is cut for display.
             while pane.selected != f"probes/{key}":

@@ -54,6 +54,23 @@ class Terminal:
             time.sleep(0.1)
         raise AssertionError(f"waited {PATIENCE_S:.0f} s for the {tab} tab; the screen shows {seen}")
 
+    def drawn_during(self, seconds: float) -> bytes:
+        """Every byte the app sends the terminal in the next `seconds`."""
+        out, t0 = b"", time.monotonic()
+        while (left := seconds - (time.monotonic() - t0)) > 0:
+            try:
+                out += self.proc.read_nonblocking(65536, timeout=left)
+            except pexpect.TIMEOUT:
+                break
+        self.stream.feed(out)
+        return out
+
+    def quiet(self, seconds: float = 2.0, within: float = PATIENCE_S) -> None:
+        """Wait until the app has drawn nothing for `seconds` (its workers done), at most `within`."""
+        t0 = time.monotonic()
+        while self.drawn_during(seconds) and time.monotonic() - t0 < within:
+            pass
+
     def close(self) -> None:
         self.proc.terminate(force=True)
 
@@ -102,3 +119,16 @@ def test_keys_reach_the_tab_that_is_shown(terminal):
     terminal.wait_for("jobs")
     time.sleep(1.0)
     assert terminal.tab() == "jobs"
+
+
+def test_an_idle_app_draws_nothing(terminal):
+    """With nothing typed and nothing changing in the workspace, the app sends the terminal nothing,
+    though it scans the workspace every second: a redraw of what the screen already shows is work
+    that a key typed then waits for (at 300 runs the Jobs table's scroll bar and the detail's border
+    were redrawn every second, and every pane was told the same runs again)."""
+    for key in "23451":  # every tab drawn once, then Jobs again
+        terminal.proc.send(key)
+        terminal.wait_for(KEYS[key])
+    terminal.quiet(within=min(PATIENCE_S, 120))  # an app that draws every second never gets quiet
+    drawn = terminal.drawn_during(3.5)  # three scans at least
+    assert drawn == b"", f"the idle app drew {len(drawn)} bytes: {drawn[:200]!r}"
