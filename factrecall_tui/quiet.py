@@ -4,7 +4,7 @@ Textual redraws on request, not on change: `Static.update` lays out and redraws 
 the same text, and the Footer rebuilds its keys every time the focus or the bindings move, even to
 the same keys. The app says things again on every workspace scan (once a second) and moves the
 focus on every tab switch, so at 300 runs those redraws were most of what a key cost (the table's
-scroll bar redrawn every second; four Footer rebuilds a tab switch). `benchmarks/bench_tui.py`
+scroll bar redrawn every second; the Footer rebuilt at each of a tab switch's focus moves). `benchmarks/bench_tui.py`
 measures it.
 """
 
