@@ -141,8 +141,8 @@ class FactrecallApp(App):
         first = not self._shown
         self._shown = True
         self.runs = message.runs
-        every_scan: list[ShowsRuns] = [self.query_one(StorePane), self.query_one(ReportPane)]
-        panes = every_scan if same else [*self._run_panes().values(), self.query_one(ReportPane)]
+        told = {"store": self.query_one(StorePane)} if same else self._run_panes()
+        panes: list[ShowsRuns] = [*told.values(), self.query_one(ReportPane)]
         for pane in panes:
             pane.show(self.runs)
         if first and self.freeze_gc:

@@ -16,6 +16,7 @@ from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.quiet import DataTable, Footer, Line
 from tests.tui.conftest import settle
 from tests.tui.test_review import drive
+from tests.tui.test_run_list import shown
 from tests.tui.workspace import fixed_workspace
 
 
@@ -138,10 +139,6 @@ def test_a_table_shown_again_keeps_its_rendered_cells_and_a_theme_change_redraws
 
 def test_typing_a_filter_keeps_the_chosen_run_and_backspace_brings_the_rows_back(tmp_path):
     ws = fixed_workspace(tmp_path / "ws")
-
-    def shown(app) -> list[str]:
-        table = app.query_one("#jobs-table", DataTable)
-        return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
     async def script(app, pilot):
         everything = shown(app)

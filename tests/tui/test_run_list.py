@@ -62,12 +62,14 @@ def test_the_sorts_order_by_what_needs_a_look_first_and_by_numbers_as_numbers(ru
     assert [r.name for r in visible(runs, sort="seed") if r.seed == "0"] == [n for n in ALL if n.endswith("s0")]
 
 
+def shown(app) -> list[str]:
+    """The runs the Jobs table shows, in order."""
+    table = app.query_one("#jobs-table", DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
 def test_filter_sort_export_and_archive_from_the_jobs_table(tmp_path):
     ws = fixed_workspace(tmp_path / "ws")
-
-    def shown(app) -> list[str]:
-        table = app.query_one("#jobs-table", DataTable)
-        return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
     async def script(app, pilot):
         jobs = app.query_one(JobsPane)
