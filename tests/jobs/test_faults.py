@@ -2,7 +2,11 @@
 inside each step in turn (data, tokenizer, init, training, evaluation, dump), each time resumed, ends with
 the very weights, metrics and activation store of an uninterrupted run; after every kill, no step is
 marked done whose output is incomplete. Also: two jobs on one run folder (the second is refused), and
-a probe command killed mid-sweep (its cache is never read half-written)."""
+a probe command killed mid-sweep (its cache is never read half-written).
+
+The jobs killed are forks of a process that has imported the job code (tests/forked.py): real
+processes and real SIGKILLs, without 5 s of imports before each; the real full disk test starts its
+job from the command line, as a user does."""
 
 from __future__ import annotations
 
@@ -25,18 +29,18 @@ from safetensors.torch import load_file
 import store
 from jobs.run.events import read_events
 from jobs.run.folder import read_metrics
+from tests import forked
 from tests.conftest import metrics, run_cli, wait_until
 
 ARGS = ["run", "--preset", "tiny", "--strategy", "stage", "mix", "--no-reuse", "--set", "train.checkpoint_every=25"]
 
 
-def _launch(workspace: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), *ARGS, *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _launch(workspace: Path, *extra: str) -> forked.Job:
+    return forked.job(workspace, *ARGS, *extra)
 
 
 @contextlib.contextmanager
-def _launched(launch, workspace: Path) -> Iterator[subprocess.Popen]:
+def _launched(launch, workspace: Path) -> Iterator[forked.Job | subprocess.Popen]:
     """A job process that is never left behind: killed (if it still runs) and waited for on the way out."""
     proc = launch(workspace)
     try:
@@ -198,12 +202,12 @@ def test_a_probe_sweep_killed_midway_never_leaves_a_half_result(tiny_run, tmp_pa
     shutil.copytree(tiny_run, ws / "runs" / tiny_run.name)
     argv = ["--workspace", str(ws), "probe", tiny_run.name, "--csv", str(tmp_path / "p.csv"), "--out", str(tmp_path / "p.png")]
     t0 = time.monotonic()
-    full = subprocess.run([sys.executable, "-m", "jobs.cli", *argv, "--no-cache"], capture_output=True)
-    assert full.returncode == 0
+    full = forked.Job([*argv, "--no-cache"])
+    assert full.wait() == 0
     reference = (tmp_path / "p.csv").read_text()
     took = time.monotonic() - t0
     shutil.rmtree(ws / "runs" / tiny_run.name / "activations.zarr" / "probes", ignore_errors=True)
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = forked.Job(argv)
     time.sleep(moment * took)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -296,9 +300,8 @@ def test_data_and_tokenizer_steps_killed_at_random_moments_resume_to_the_same_fi
     with are byte for byte those of a run that was never killed."""
     args = ["run", "--preset", "tiny", "--people", "1500", "--strategy", "bio", "--no-dump"]
 
-    def launch(workspace: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), *args],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def launch(workspace: Path) -> forked.Job:
+        return forked.job(workspace, *args)
 
     def until_init(workspace: Path) -> Path:
         """Run until the init step is done (the model's first weights), then stop the job."""
