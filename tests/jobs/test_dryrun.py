@@ -4,6 +4,7 @@ machine, and the thread count the user asked for."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig
@@ -12,8 +13,25 @@ import jobs.study.rate as rate
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
 from jobs.run.spec import build_spec
-from jobs.study.dryrun import boundary_sample
+from jobs.study.dryrun import batch_tokens, boundary_sample
 from tests.conftest import run_cli
+
+
+def test_a_phase_s_tokens_are_counted_as_its_batches_hold_them():
+    """Real tokens, tokens computed (packed rows of row_len, or rows padded to their batch's longest
+    example) and the widest batch, counted in numpy over every row at once, against counting them
+    batch by batch."""
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        lengths = rng.integers(1, 300, size=200)
+        batches = [[rng.choice(200, size=rng.integers(1, 5)) for _ in range(rng.integers(1, 6))]
+                   for _ in range(rng.integers(1, 30))]
+        for row_len in (None, 512):
+            width = [row_len or max(int(lengths[row].max()) for row in batch) for batch in batches]
+            assert batch_tokens(batches, lengths, row_len) == (
+                sum(int(lengths[row].sum()) for batch in batches for row in batch),
+                sum(len(batch) * w for batch, w in zip(batches, width)),
+                max(len(batch) * w for batch, w in zip(batches, width)))
 
 
 def test_the_boundary_sample_holds_every_template_and_answer_value_and_is_a_sample():
