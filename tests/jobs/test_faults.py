@@ -155,10 +155,16 @@ def _comparable(m: dict) -> dict:
     return m
 
 
-def test_a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result(tmp_path):
-    reference = tmp_path / "reference"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The run of ARGS, never killed: what every killed and resumed run must end as."""
+    reference = tmp_path_factory.mktemp("reference")
     assert run_cli("--workspace", reference, *ARGS) == 0
-    ref = _only_run(reference)
+    return _only_run(reference)
+
+
+def test_a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
+    ref = uninterrupted
 
     workspace = tmp_path / "killed"
     run = workspace / "runs" / ref.name
@@ -262,13 +268,11 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_real_full_disk_is_one_line_keeps_what_was_done_and_resumes_once_space_is_back(small_disk, tmp_path):
+def test_a_real_full_disk_is_one_line_keeps_what_was_done_and_resumes_once_space_is_back(uninterrupted, small_disk, tmp_path):
     """The disk fills while the run trains (another process takes the space: a run that could not
     fit at all is refused before it starts, by its size check): one line, exit 1, what was done is
     kept, and once there is space the same command finishes the run to the uninterrupted result."""
-    reference = tmp_path / "reference"
-    assert run_cli("--workspace", reference, *ARGS) == 0
-    ref = _only_run(reference)
+    ref = uninterrupted
     workspace = small_disk / "ws"
     filler = small_disk / "someone-elses.bin"
     with _launched(lambda ws: subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(ws), *ARGS],

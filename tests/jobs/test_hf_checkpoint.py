@@ -46,7 +46,8 @@ def test_a_local_checkpoint_trains_and_scores_by_path(tmp_path, capsys):
                    "--model", tmp_path / "llama", "--name", "short") == 2
     assert "raise it, e.g. --set train.row_len=256" in capsys.readouterr().err
     code = run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio",
-                   "--model", tmp_path / "llama", "--set", "train.bio.epochs=120", "--set", "train.row_len=256", "--name", "hf")
+                   "--model", tmp_path / "llama", "--set", "train.bio.epochs=60", "--set", "train.row_len=256",
+                   "--set", "train.eval_every=0", "--name", "hf")
     assert code == 0
     run = tmp_path / "runs" / "hf"
     m = metrics(run)

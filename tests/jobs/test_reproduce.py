@@ -24,12 +24,15 @@ from tests.jobs.test_pipeline import steps_taken
 from tests.jobs.test_hf_checkpoint import _save_checkpoint
 
 SEEDS = ("0", "1")
+# No accuracy samples while training (train.eval_every=0): the report reads none of them, and they
+# were a fifth of this study's time. Snapshots, which the report's trajectory reads, stay on.
+STUDY = ("reproduce", "--preset", "tiny", "--seeds", *SEEDS, "--snapshots", "2", "--set", "train.eval_every=0")
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     workspace = tmp_path_factory.mktemp("study")
-    assert run_cli("--workspace", workspace, "reproduce", "--preset", "tiny", "--seeds", *SEEDS, "--snapshots", "2") == 0
+    assert run_cli("--workspace", workspace, *STUDY) == 0
     return workspace
 
 
@@ -89,7 +92,7 @@ def test_reproduce_again_recomputes_nothing(study, capsys):
     before = {p: p.stat().st_mtime_ns for r in runs for p in (r / "done").iterdir()}
     timing = json.loads((study / "reproduce" / "tiny" / "timing.json").read_text())
     capsys.readouterr()
-    assert run_cli("--workspace", study, "reproduce", "--preset", "tiny", "--seeds", *SEEDS, "--snapshots", "2") == 0
+    assert run_cli("--workspace", study, *STUDY) == 0
     out = capsys.readouterr().out
     assert "probes: 0 sweeps fitted now" in out
     assert {p: p.stat().st_mtime_ns for r in runs for p in (r / "done").iterdir()} == before
@@ -99,7 +102,7 @@ def test_reproduce_again_recomputes_nothing(study, capsys):
 
 def test_the_dry_run_plans_what_the_study_trained(study, capsys):
     made = sorted(p.name for p in study.rglob("*"))
-    info = plan(plan_study(study, RunRequest(preset="tiny", seeds=(0, 1)), snapshots=2))
+    info = plan(plan_study(study, RunRequest(preset="tiny", seeds=(0, 1), overrides=("train.eval_every=0",)), snapshots=2))
     trained = metrics(_runs(study)[0])["train"]
     assert {p["phase"]: p["steps"] for p in info["phases"]} == {ph: trained[ph]["steps"] for ph in ("bio", "stage", "mix")}
     assert {p["phase"]: p["tokens"] for p in info["phases"]} == {ph: trained[ph]["tokens"] for ph in ("bio", "stage", "mix")}

@@ -230,7 +230,7 @@ def test_a_job_warned_of_its_time_limit_saves_requeues_and_finishes(submitit_loc
         pytest.skip("needs /proc to find the task process")
     ws = submitit_local
     assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm",
-                   "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=600", "--set", "train.checkpoint_every=20",
+                   "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=150", "--set", "train.checkpoint_every=20",
                    "--name", "warned") == 0
     run = ws / "runs" / "warned"
     wait_until(lambda: any(r["progress"].startswith("train-bio") and int(r["progress"].split()[1].split("/")[0]) >= 40
