@@ -105,9 +105,15 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     was_training = model.training
     model.eval()
-    out = {name: score(greedy_match(model, tok, s.prompts, s.targets, batch_size, progress, precision), s.attributes)
-           for name, s in sets.items()}
+    # Every set in one decoding pass: batches are sorted by length across sets, and a set smaller
+    # than a batch (a tiny run's, or a curve sample's) no longer pays a `generate` call of its own.
+    correct = greedy_match(model, tok, [p for s in sets.values() for p in s.prompts],
+                           [t for s in sets.values() for t in s.targets], batch_size, progress, precision)
     model.train(was_training)
+    out, at = {}, 0
+    for name, s in sets.items():
+        out[name] = score(correct[at : at + len(s.prompts)], s.attributes)
+        at += len(s.prompts)
     return out
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from jobs.run.evaluate import eval_sets, greedy_match, score
+from jobs.run.evaluate import eval_sets, evaluate, greedy_match, score
 from jobs.run.model import load_model
 from jobs.run.pipeline import execute, load_prompts
 from jobs.run.tables import strategy_curve
@@ -119,6 +119,11 @@ def test_batched_decoding_matches_one_question_at_a_time(tiny_run):
     assert (batched == single).all()
     assert batched.sum() > 0
     assert score(batched, s.attributes) == metrics(tiny_run)["stage"]["qa_out"]
+    # Every set in one decoding pass, as `evaluate` scores them: each scores as it does alone.
+    together = evaluate(model, tok, sets, batch_size=64)
+    assert together == {name: score(greedy_match(model, tok, x.prompts, x.targets, batch_size=1), x.attributes)
+                        for name, x in sets.items()}
+    assert together == {name: metrics(tiny_run)["stage"][name] for name in sets}
 
 
 def test_rerunning_the_same_command_skips_finished_work(tiny_run, capsys):
