@@ -506,9 +506,9 @@ def entry() -> None:
     """`factrecall-jobs` as a process of its own (the console script, `python -m jobs.cli`, and every job
     the queue, the app or Slurm starts). torch and transformers leave about a million objects that
     Python's collector walks whenever its oldest generation fills, and once more at exit: collecting
-    less often and setting them all aside before the interpreter ends took a tiny run's process from
-    about 2 s more than its own work to a few tenths of one (benchmarks/bench_startup.py). Not done by
-    `main`, which tests and scripts call in their own process."""
+    less often and setting them all aside before the interpreter ends took a command with nothing to do
+    from 1.4 s more than its bare imports to none (benchmarks/bench_startup.py). Not done by `main`,
+    which tests and scripts call in their own process."""
     gc.set_threshold(10_000, 20, 20)
     try:
         code = main()

@@ -167,8 +167,8 @@ def fit_verdict(memory: dict, memory_checkpointed: dict, gpu_bytes: float | None
 def batch_tokens(batches: list[list[np.ndarray]], lengths: np.ndarray, row_len: int | None) -> tuple[int, int, int]:
     """(real tokens, computed tokens, the widest batch's tokens) of a phase's batches, each a list of
     rows of example indices: rows of `row_len` when packed, else padded to the batch's longest
-    example. In numpy over all rows at once: the paper preset has about a million rows a study, and
-    a Python loop over them took most of a dry run's seconds."""
+    example. In numpy over all rows at once: the paper preset's runs have hundreds of thousands of
+    rows, and a Python loop of numpy calls over them took most of a dry run's time."""
     rows = [row for batch in batches for row in batch]
     flat = lengths[np.concatenate(rows)]
     per_batch = np.array([len(batch) for batch in batches])
