@@ -51,8 +51,7 @@ class Job:
     (negative: killed by that signal)."""
 
     def __init__(self, argv: list[str]):
-        self._proc = _fork_server().Process(target=_job, args=([str(a) for a in argv], dict(os.environ), os.getcwd()),
-                                            daemon=False)
+        self._proc = _fork_server().Process(target=_job, args=([str(a) for a in argv], dict(os.environ), os.getcwd()))
         self._proc.start()
         self.pid = self._proc.pid
 

@@ -179,7 +179,8 @@ def batch_tokens(batches: list[list[np.ndarray]], lengths: np.ndarray, row_len: 
         row_starts = np.concatenate(([0], np.cumsum([len(row) for row in rows])[:-1]))
         batch_starts = np.concatenate(([0], np.cumsum(per_batch)[:-1]))
         widths = np.maximum.reduceat(np.maximum.reduceat(flat, row_starts), batch_starts)
-    return real, int((per_batch * widths).sum()), int((per_batch * widths).max())
+    tokens = per_batch * widths
+    return real, int(tokens.sum()), int(tokens.max())
 
 
 def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = None) -> dict:

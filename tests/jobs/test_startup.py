@@ -11,7 +11,8 @@ WATCH = ("import atexit, gc, sys; "
          "atexit.register(lambda: print('frozen', gc.get_freeze_count(), 'threshold', gc.get_threshold()[0]))")
 
 
-def _exits(code: str, *argv: str) -> tuple[int, int, str]:
+def _exits(code: str, *argv: str) -> tuple[int, int, int]:
+    """(objects frozen, the collector's first threshold, exit code) as the process ended."""
     out = subprocess.run([sys.executable, "-c", f"{WATCH}; {code}", *argv], capture_output=True, text=True)
     words = out.stdout.split()
     return int(words[words.index("frozen") + 1]), int(words[words.index("threshold") + 1]), out.returncode
