@@ -1,9 +1,11 @@
 """The GPU training step: measured peak memory against the dry run's estimate
-(`jobs.study.dryrun.training_memory`), and what gradient checkpointing and torch.compile do to memory and
-tokens/s, each against the plain step (bf16 autocast over fp32 weights) measured in the same run.
+(`jobs.study.dryrun.training_memory`), and what gradient checkpointing, torch.compile and the attention
+kernel do to memory and tokens/s, each against the plain step (`--precision`, bf16 autocast over fp32
+weights by default; the attention kernel `train.attention=auto` picks) measured in the same run.
 
     python benchmarks/bench_gpu.py [--cases cpu:32 1b:32 1b:256 3b:32] [--steps 12] [--json OUT]
     python benchmarks/bench_gpu.py --device cpu --cases cpu:8 --steps 6   # the same steps on a CPU: tokens/s only
+    python benchmarks/bench_gpu.py --device cpu --cases cpu:14 --variants plain sdpa --rounds 5  # eager vs SDPA
 
 A case is SIZE:ROWS: a random Llama of that size (`cpu`: the cpu preset's model; `1b`, `3b`: the
 shapes of Llama-3.2-1B and -3B, vocabulary 128,256) trained on batches of ROWS packed rows (of 288
@@ -26,7 +28,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from jobs.run.corpus import bio_entries, prompts
 from jobs.study.dryrun import training_memory
-from jobs.run.model import autocast, build_model, pick_device, use_cores
+from jobs.run.model import autocast, build_model, pick_device, training_attention, use_cores
 from jobs.run.people import generate_people
 from jobs.run.pipeline import PHASE_STREAM, examples_of
 from jobs.run.spec import build_spec
@@ -39,7 +41,7 @@ SHAPES = {  # Llama-3.2's configurations
     "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
                num_key_value_heads=8, tie_word_embeddings=True),
 }
-VARIANTS = {"plain": [], "checkpointing": ["train.gradient_checkpointing=true"], "compile": ["train.compile=true"],
+VARIANTS = {"plain": [], "sdpa": ["train.attention=sdpa"], "eager": ["train.attention=eager"], "checkpointing": ["train.gradient_checkpointing=true"], "compile": ["train.compile=true"],
             "both": ["train.gradient_checkpointing=true", "train.compile=true"]}
 
 
@@ -71,12 +73,14 @@ def case_spec(size: str, rows: int, *sets: str):
     return build_spec("cpu", overrides=[f"train.mix.batch_size={rows}", *row_len, *sets])
 
 
-def measure(size: str, rows: int, variant: str, steps: int, base, tok, examples, plan, device: torch.device) -> dict:
-    spec = case_spec(size, rows, *VARIANTS[variant])
+def measure(size: str, rows: int, variant: str, steps: int, base, tok, examples, plan, device: torch.device,
+            precision: str = "fp32") -> dict:
+    spec = case_spec(size, rows, *VARIANTS[variant], f"train.precision={precision}")
     model = make_model(size, spec, tok)
     model.load_state_dict(base)
     model.to(device).train()
     opt = make_optimizer(model, spec.train.mix)
+    model.set_attn_implementation(training_attention(device, spec.train.attention, spec.train.precision))  # as train_phase does
     step_loss = loss_function(model, spec.train)
     _sync(device)
     if device.type == "cuda":
@@ -87,7 +91,7 @@ def measure(size: str, rows: int, variant: str, steps: int, base, tok, examples,
         batch = {key: v.to(device) for key, v in collate(batch_rows, examples, tok.pad_token_id).items()}
         _sync(device)
         t0 = time.perf_counter()
-        with autocast(device):
+        with autocast(device, spec.train.precision):
             loss = step_loss(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.grad_clip)
@@ -123,8 +127,12 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=["cpu:32", "1b:32", "1b:256", "3b:32"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=1, help="measure every variant this many times, in turn, "
+                    "and report each one's median round (for a shared, noisy machine)")
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
+                    help="the step's compute: bf16 autocast over fp32 weights (default), or fp32")
     args = ap.parse_args()
     device = pick_device(args.device)
     use_cores()
@@ -143,16 +151,21 @@ def main() -> None:
         plan_spec = case_spec(size, rows)
         plan = plan_batches(lengths, plan_spec.train.mix, plan_spec.train, seed=[0, PHASE_STREAM["mix"]])
         base = make_model(size, plan_spec, tok).state_dict()
-        for variant in args.variants:
-            try:
-                r = measure(size, rows, variant, args.steps, base, tok, examples, plan, device)
-            except torch.OutOfMemoryError:
-                r = {"size": size, "rows": rows, "variant": variant, "error": "out of memory"}
-                gc.collect()
-                torch.cuda.empty_cache()
-                torch._dynamo.reset()
-            results.append(r)
-            print(json.dumps(r), flush=True)
+        rounds: dict[str, list[dict]] = {v: [] for v in args.variants}
+        for _ in range(args.rounds):  # variants taken in turn, so that a machine's drift hits each alike
+            for variant in args.variants:
+                try:
+                    r = measure(size, rows, variant, args.steps, base, tok, examples, plan, device, args.precision)
+                except torch.OutOfMemoryError:
+                    r = {"size": size, "rows": rows, "variant": variant, "error": "out of memory"}
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    torch._dynamo.reset()
+                rounds[variant].append(r)
+                print(json.dumps(r), flush=True)
+        for variant, runs in rounds.items():  # the round with the median tokens/s
+            ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["tokens_per_s"])
+            results.append(ok[len(ok) // 2] if ok else runs[0])
     print("\n| model | batch (rows x tokens) | variant | tokens/s | vs plain | first step | peak memory | estimate | last loss |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -77,6 +77,17 @@ def autocast(device: torch.device, precision: str = "fp32"):
     return contextlib.nullcontext()
 
 
+def training_attention(device: torch.device, asked: str = "auto", precision: str = "fp32") -> str:
+    """The attention implementation a training step uses: `asked`, or for auto eager on a CPU that
+    computes in bf16 and SDPA elsewhere. Packed rows need a block-diagonal mask, which sends torch's
+    CPU SDPA in bf16 to a masked flash kernel whose backward pass alone took a third of a cpu-preset
+    step: eager attention's batched products are 1.17x faster per step there, and 0.89x in fp32
+    (benchmarks/RESULTS.md, "runtime settings")."""
+    if asked != "auto":
+        return asked
+    return "eager" if device.type == "cpu" and computes_in(device, precision) == "bf16" else "sdpa"
+
+
 def use_cores() -> int:
     """Set torch's thread count, and return it: $OMP_NUM_THREADS when it is set (`factrecall-jobs
     --threads N` sets it, for this process and every job it starts), else every CPU in this

@@ -125,11 +125,15 @@ class TrainSpec(_Spec):
                                          "the run's identity)")
     compile: bool = Field(False, description="torch.compile the training step (not part of the run's identity; "
                           "see benchmarks/RESULTS.md for where it pays)")
+    attention: Literal["auto", "sdpa", "eager"] = Field(
+        "auto", description="attention kernel of the training step: auto is eager on a CPU computing in bf16 "
+        "(there the packed rows' block-diagonal mask sends SDPA to a slow kernel) and SDPA elsewhere (not part "
+        "of the run's identity)")
 
 
 # How a phase is computed, not what it learns: left out of a run's identity and of phase keys, so
 # switching one on resumes (or reuses) the same run.
-RUNTIME_SETTINGS = ("gradient_checkpointing", "compile")
+RUNTIME_SETTINGS = ("gradient_checkpointing", "compile", "attention")
 
 
 # Settings added after runs existed, with the value that means "as before": left out of identities

@@ -35,7 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from jobs.errors import FactrecallError, first_line
 from jobs.run.checkpoints import snapshot_dir, snapshot_steps
 from jobs.run.files import digest, matches, read_json
-from jobs.run.model import autocast
+from jobs.run.model import autocast, training_attention
 from jobs.run.spec import PhaseSpec, TrainSpec
 
 # Which examples each step sees is code, not only settings: bump this whenever `plan_batches` or
@@ -340,14 +340,16 @@ def train_phase(
     last = folder / "last"
     state = {"step": 0, "total": total, "plan": PLAN_VERSION, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
     state = _resume(last, model, opt, device, total) or state
-    if train.packing and state["step"] == 0:
-        check_packing(model, examples, tok.pad_token_id)
-    model.train()
-    step_loss = loss_function(model, train)
+    own_attention = model.config._attn_implementation
+    model.set_attn_implementation(training_attention(device, train.attention, train.precision))
     step = saved_step = state["step"]
     consistent = True  # weights, optimizer and `state` describe the same step
     with _deferred_sigint() as interrupted:
         try:
+            if train.packing and step == 0:
+                check_packing(model, examples, tok.pad_token_id)
+            model.train()
+            step_loss = loss_function(model, train)
             while step < total:
                 if interrupted():
                     raise KeyboardInterrupt
@@ -389,6 +391,7 @@ def train_phase(
         finally:
             if train.gradient_checkpointing:
                 (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+            model.set_attn_implementation(own_attention)
     model.eval()
     return {
         "steps": total,

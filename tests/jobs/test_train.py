@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from jobs.run.model import build_model
+from jobs.run.model import build_model, cpu_has_bf16
 from jobs.run.spec import build_spec
 from jobs.run.tokenizer import train_word_tokenizer
 from jobs.errors import FactrecallError
@@ -130,13 +130,19 @@ def _train_briefly(tmp_path, *sets):
     return model, losses
 
 
-@pytest.mark.parametrize("setting", ["train.gradient_checkpointing=true", "train.compile=true"])
+@pytest.mark.parametrize("setting", ["train.gradient_checkpointing=true", "train.compile=true", "train.attention=eager"])
 def test_runtime_settings_train_the_same_weights(tmp_path, setting):
-    """Gradient checkpointing and torch.compile change how a step is computed, not what it computes:
-    the same losses and weights as the plain step (to float32 rounding), and the model is left as it
-    was (no recomputation switched on for evaluation)."""
+    """Gradient checkpointing, torch.compile and the attention kernel (eager, packing checked with it) change how a step is computed, not what it computes: the same losses
+    and weights as the plain step (to float32 rounding), and the model is left as it was (no
+    recomputation switched on for evaluation, its own attention kernel back)."""
+    from jobs.run.model import training_attention
+
+    cpu = torch.device("cpu")
+    assert training_attention(cpu, "auto", "fp32") == training_attention(torch.device("cuda"), "auto", "bf16") == "sdpa"
+    assert training_attention(cpu, "auto", "bf16") == ("eager" if cpu_has_bf16() else "sdpa")
     plain, plain_losses = _train_briefly(tmp_path / "plain")
     other, other_losses = _train_briefly(tmp_path / "other", setting)
+    assert plain.config._attn_implementation == other.config._attn_implementation == "sdpa"
     assert len(other_losses) == 6 and other_losses[-1] < other_losses[0]
     np.testing.assert_allclose(other_losses, plain_losses, rtol=1e-4)
     for (name, a), b in zip(plain.state_dict().items(), other.state_dict().values()):
