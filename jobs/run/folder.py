@@ -33,7 +33,7 @@ from jobs.errors import RunFolderError
 from jobs.run.events import Event
 from jobs.run.files import (atomic_write_json, check_no_links, digest, folder_message, link_message, matches,
                             open_append, read_json)
-from jobs.run.spec import ExperimentSpec, spec_from_json
+from jobs.run.spec import NEWCOMERS, ExperimentSpec, spec_from_json
 
 REBUILD = "`factrecall-jobs resume RUN` rebuilds it from the run's done markers"
 LOG_PROGRESS_EVERY_S = 30.0  # progress goes to log.txt this often (events.jsonl has every report)
@@ -46,6 +46,15 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
             out += _differences(old.get(key), new.get(key), f"{where}.{key}" if where else key)
         return out
     return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
+
+
+def _spelled_out(spec: ExperimentSpec) -> dict[str, Any]:
+    """A spec's identity with the settings it leaves out at their "as before" value written in, so
+    that a difference in one reads `train.precision: 'fp32' -> 'bf16'`, not `None -> 'bf16'`."""
+    ident = spec.identity()
+    for key, before in NEWCOMERS.items():
+        ident["train"].setdefault(key, before)
+    return ident
 
 
 def implied_outputs(step: str) -> list[str]:
@@ -109,7 +118,13 @@ class RunFolder:
         if spec_file.exists():
             old = load_spec(path)
             if old.identity() != spec.identity():
-                diff = "; ".join(_differences(old.identity(), spec.identity())[:3])
+                diff = "; ".join(_differences(_spelled_out(old), _spelled_out(spec))[:3])
+                if old.preset == spec.preset and path.name == spec.default_name():
+                    # The stock preset's own name, holding other settings: the preset changed since.
+                    raise RunFolderError(
+                        f"run folder {path} was made by an earlier {spec.preset} preset ({diff}); "
+                        f"`factrecall-jobs resume {path.name}` continues it as it was made, or pass --name "
+                        "to start a run of today's preset beside it")
                 raise RunFolderError(
                     f"run folder {path} holds a different experiment ({diff}); pass --name to start "
                     f"a new run, or `factrecall-jobs resume {path.name}` to continue that one"

@@ -52,6 +52,32 @@ def test_a_run_folder_of_another_experiment_is_refused_and_left_intact(tiny_run,
     assert {p: p.read_bytes() for p in tiny_run.rglob("*.json")} == before
 
 
+def test_a_run_made_by_an_earlier_preset_is_named_so_and_left_intact(tiny_run, capsys, monkeypatch):
+    """A preset's settings change between versions (the cpu preset went from fp32 to bf16): the run
+    its stock name already holds is refused as made by the earlier preset, with the setting that
+    changed spelled out, and the two ways on; the folder is untouched and still resumes as made."""
+    import jobs.run.spec
+
+    workspace = tiny_run.parent.parent
+    before = {p: p.read_bytes() for p in tiny_run.rglob("*.json")}
+    stock = jobs.run.spec.load_preset
+
+    def later(name):
+        raw = stock(name)
+        raw["train"]["precision"] = "bf16"
+        return raw
+
+    monkeypatch.setattr(jobs.run.spec, "load_preset", later)
+    assert run_cli("--workspace", workspace, "run", "--preset", "tiny") == 2
+    err = capsys.readouterr().err
+    assert (f"run folder {tiny_run} was made by an earlier tiny preset (train.precision: 'fp32' -> 'bf16'); "
+            f"`factrecall-jobs resume {tiny_run.name}` continues it as it was made") in err
+    assert len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in tiny_run.rglob("*.json")} == before
+    assert run_cli("--workspace", workspace, "resume", tiny_run.name) == 0
+    assert json.loads((tiny_run / "spec.json").read_text())["train"]["precision"] == "fp32"
+
+
 def test_a_run_in_use_is_refused(tiny_run, capsys):
     from jobs.run.folder import RunFolder
 

@@ -194,10 +194,10 @@ def test_bf16_trains_in_bf16_over_fp32_weights_and_optimizer_state(tmp_path, mon
 
 
 def test_precision_is_part_of_a_runs_identity_only_when_not_fp32():
-    base = build_spec("cpu")
+    base = build_spec("cpu", overrides=["train.precision=fp32"])
     assert "precision" not in base.identity()["train"]  # runs made before the setting keep their names and keys
-    half = build_spec("cpu", overrides=["train.precision=bf16"])
-    assert half.identity()["train"]["precision"] == "bf16"
+    half = build_spec("cpu")
+    assert half.identity()["train"]["precision"] == "bf16"  # the cpu preset's default since 2026-12-02
     assert half.phase_key("bio") != base.phase_key("bio")  # a fp32 run cannot lend a bf16 run its phase
-    assert half.default_name() != base.default_name() == "cpu-stage+mix-s0"
-    assert build_spec("paper").train.precision == "bf16"
+    assert base.default_name() != half.default_name() == "cpu-stage+mix-s0"
+    assert build_spec("paper").train.precision == "bf16" and build_spec("tiny").train.precision == "fp32"
