@@ -22,6 +22,7 @@ from factrecall_tui.remembered import Remembered
 from jobs.errors import FactrecallError
 from jobs.launch.plan import RunRequest, plan_runs
 from jobs.launch.queue import prepare, start_worker, submit
+from jobs.models import resolve_model
 from jobs.run.folder import load_spec
 from jobs.run.spec import DEFAULT_PRESET, load_preset, preset_names
 from jobs.words import DEFAULT_STRATEGIES
@@ -112,7 +113,7 @@ class LaunchScreen(ModalScreen[list[str]]):
                                                                  id="strategies", compact=True))
                 yield from _row("Seeds", Input(self.start["seeds"], placeholder="0 1 2, or 0-4", id="seeds", compact=True))
                 yield from _row("People", Input(self.start["people"], placeholder="the preset's", id="people", type="integer", compact=True))
-                yield from _row("Model", Input(self.start["model"], placeholder="built-in (the preset's), or a local HF checkpoint folder",
+                yield from _row("Model", Input(self.start["model"], placeholder="built-in, an HF checkpoint folder, or an imported model",
                                                id="model", compact=True))
                 yield from _row("Device", Select([(d, d) for d in DEVICES], value=self.start["device"], allow_blank=False,
                                                  id="device", compact=True))
@@ -137,6 +138,8 @@ class LaunchScreen(ModalScreen[list[str]]):
             raise FactrecallError("choose at least one strategy")
         people = self.query_one("#people", Input).value.strip()
         model = self.query_one("#model", Input).value.strip() or None
+        if model is not None:
+            model = resolve_model(model, self.workspace)  # a path, or the name of an imported model
         device = str(self.query_one("#device", Select).value)
         check_device(device)
         overrides = self.query_one("#settings", Input).value.split()

