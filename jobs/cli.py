@@ -479,15 +479,18 @@ def cmd_models(args: argparse.Namespace) -> None:
                       f"sha256 {manifest['source']['sha256'][:12]}; `--model {folder.name}` uses it ({folder})",
                       soft_wrap=True, highlight=False)
         return
-    table = Table("name", "parameters", "layers", "source", "sha256", "English vs shuffled")
+    table = Table("name", "parameters", "layers", "source", "sha256", "check")
+    for column in (0, 1, 4, 5):  # names and numbers are never folded (the source file's name may be)
+        table.columns[column].no_wrap = True
+    table.columns[3].overflow = "fold"
     for m in imported(workspace):
         if m.get("damaged"):
             table.add_row(m["name"], "", "", "factrecall-import.json cannot be read", "", "")
             continue
         check = m["check"]
-        table.add_row(m["name"], f"{m['parameters']:,}", str(m["config"]["num_hidden_layers"]),
+        table.add_row(m["name"], f"{m['parameters'] / 1e6:,.1f}M", str(m["config"]["num_hidden_layers"]),
                       f"{m['source']['file']} ({m['source'].get('quantization', '?')})", m["source"]["sha256"][:12],
-                      f"{check['gap']:,.0f}x" if "gap" in check else "not checked")
+                      f"English {check['gap']:,.0f}x" if "gap" in check else "unchecked")
     console.print(table if table.row_count else f"no models imported into {workspace}; `factrecall-jobs models import FILE.gguf`")
 
 

@@ -72,7 +72,7 @@ def test_a_wheels_gguf_imports_as_exactly_the_model_it_holds(tmp_path, tok, caps
     assert "imported already as tinytest-100k" in capsys.readouterr().out
     assert run_cli("--workspace", ws, "models", "list") == 0
     listed = capsys.readouterr().out
-    assert "tinytest-100k" in listed and manifest["source"]["sha256"][:12] in listed and "not checked" in listed
+    assert "tinytest-100k" in listed and manifest["source"]["sha256"][:12] in listed and "unchecked" in listed
 
     other = write_gguf(tmp_path / "other.gguf", tiny_llama(tok.get_vocab_size(), seed=5), tok)
     assert run_cli("--workspace", ws, "models", "import", other, "--unchecked") == 2
