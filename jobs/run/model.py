@@ -77,15 +77,20 @@ def autocast(device: torch.device, precision: str = "fp32"):
     return contextlib.nullcontext()
 
 
-def training_attention(device: torch.device, asked: str = "auto", precision: str = "fp32") -> str:
-    """The attention implementation a training step uses: `asked`, or for auto eager on a CPU that
-    computes in bf16 and SDPA elsewhere. Packed rows need a block-diagonal mask, which sends torch's
-    CPU SDPA in bf16 to a masked flash kernel whose backward pass alone took a third of a cpu-preset
-    step: eager attention's batched products are 1.17x faster per step there, and 0.89x in fp32
-    (benchmarks/RESULTS.md, "runtime settings")."""
+EAGER_UP_TO_HIDDEN = 256  # the widest model `train.attention=auto` trains with eager attention (see below)
+
+
+def training_attention(device: torch.device, asked: str = "auto", precision: str = "fp32", hidden: int = 0) -> str:
+    """The attention implementation a training step uses: `asked`, or for auto eager for a small
+    model (hidden size up to EAGER_UP_TO_HIDDEN) on a CPU computing in bf16, and SDPA elsewhere.
+    Packed rows need a block-diagonal mask, which sends torch's CPU SDPA in bf16 to a masked flash
+    kernel; for the cpu preset's model (hidden 128) its backward pass alone took a third of a step, and
+    eager attention is 1.17x faster a step (0.89x in fp32). For SmolLM2-135M's shape (hidden 576) the
+    products dominate and SDPA is 1.08x faster in bf16 (benchmarks/RESULTS.md, "runtime settings")."""
     if asked != "auto":
         return asked
-    return "eager" if device.type == "cpu" and computes_in(device, precision) == "bf16" else "sdpa"
+    small = 0 < hidden <= EAGER_UP_TO_HIDDEN
+    return "eager" if small and device.type == "cpu" and computes_in(device, precision) == "bf16" else "sdpa"
 
 
 def use_cores() -> int:

@@ -126,9 +126,9 @@ class TrainSpec(_Spec):
     compile: bool = Field(False, description="torch.compile the training step (not part of the run's identity; "
                           "see benchmarks/RESULTS.md for where it pays)")
     attention: Literal["auto", "sdpa", "eager"] = Field(
-        "auto", description="attention kernel of the training step: auto is eager on a CPU computing in bf16 "
-        "(there the packed rows' block-diagonal mask sends SDPA to a slow kernel) and SDPA elsewhere (not part "
-        "of the run's identity)")
+        "auto", description="attention kernel of the training step: auto is eager for a small model (hidden "
+        "size up to 256) on a CPU computing in bf16, where the packed rows' mask sends SDPA to a slow kernel, "
+        "and SDPA elsewhere (not part of the run's identity)")
 
 
 # How a phase is computed, not what it learns: left out of a run's identity and of phase keys, so
