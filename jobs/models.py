@@ -226,6 +226,7 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
     source = Path(source).expanduser()
     root = models_dir(workspace)
     root.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_imports(root)
     staging = root / f".import-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "source").mkdir(parents=True)
@@ -283,6 +284,20 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
         return target, manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sweep_stale_imports(root: Path) -> None:
+    """Remove the staging folders of imports whose process is gone (killed before its `finally`)."""
+    for staging in root.glob(".import-*"):
+        pid = staging.name.removeprefix(".import-")
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(staging, ignore_errors=True)
+        except PermissionError:  # another user's process, alive
+            pass
 
 
 def _reloads_the_same(model, tok, folder: Path) -> float:

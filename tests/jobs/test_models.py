@@ -54,7 +54,10 @@ def test_a_wheels_gguf_imports_as_exactly_the_model_it_holds(tmp_path, tok, caps
     assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err  # after the load's bar
     assert list((ws / "models").iterdir()) == []
 
+    stale = ws / "models" / ".import-999999999"  # an import killed outright: its pid is gone
+    (stale / "source").mkdir(parents=True)
     assert run_cli("--workspace", ws, "models", "import", wheel, "--unchecked") == 0
+    assert not stale.exists()
     folder = ws / "models" / "tinytest-100k"  # the GGUF's basename and size label
     manifest = json.loads((folder / "factrecall-import.json").read_text())
     assert manifest["source"]["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
