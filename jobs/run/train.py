@@ -341,12 +341,12 @@ def train_phase(
     state = {"step": 0, "total": total, "plan": PLAN_VERSION, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
     state = _resume(last, model, opt, device, total) or state
     own_attention = model.config._attn_implementation
-    model.set_attn_implementation(training_attention(device, train.attention, train.precision,
-                                                     model.config.hidden_size))
     step = saved_step = state["step"]
     consistent = True  # weights, optimizer and `state` describe the same step
     with _deferred_sigint() as interrupted:
         try:
+            model.set_attn_implementation(training_attention(device, train.attention, train.precision,
+                                                             model.config.hidden_size))
             if train.packing and step == 0:
                 check_packing(model, examples, tok.pad_token_id)
             model.train()

@@ -2,8 +2,11 @@
 in the workspace holding exactly its weights and tokenizer, only when it looks like a trained
 language model (or with --unchecked), recorded with its sha256; `--model NAME` then trains on it."""
 
+import fcntl
 import hashlib
 import json
+import shutil
+import zipfile
 
 import pytest
 import torch
@@ -54,10 +57,15 @@ def test_a_wheels_gguf_imports_as_exactly_the_model_it_holds(tmp_path, tok, caps
     assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err  # after the load's bar
     assert list((ws / "models").iterdir()) == []
 
-    stale = ws / "models" / ".import-999999999"  # an import killed outright: its pid is gone
-    (stale / "source").mkdir(parents=True)
-    assert run_cli("--workspace", ws, "models", "import", wheel, "--unchecked") == 0
-    assert not stale.exists()
+    stale, live = ws / "models" / ".import-dead", ws / "models" / ".import-live"
+    for staging in (stale, live):  # an import killed outright, and one still running (its lock held)
+        (staging / "source").mkdir(parents=True)
+        (staging / ".lock").touch()
+    with open(live / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert run_cli("--workspace", ws, "models", "import", wheel, "--unchecked") == 0
+    assert not stale.exists() and live.exists()
+    shutil.rmtree(live)
     folder = ws / "models" / "tinytest-100k"  # the GGUF's basename and size label
     manifest = json.loads((folder / "factrecall-import.json").read_text())
     assert manifest["source"]["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
@@ -81,12 +89,28 @@ def test_a_wheels_gguf_imports_as_exactly_the_model_it_holds(tmp_path, tok, caps
     assert run_cli("--workspace", ws, "models", "import", other, "--unchecked") == 2
     assert "the name tinytest-100k holds another model (tinytest.gguf" in capsys.readouterr().err
 
+    (folder / "factrecall-import.json").write_text("[]")  # a manifest damaged by hand: named, never a traceback
+    assert run_cli("--workspace", ws, "models", "import", wheel, "--unchecked") == 2
+    assert "is not a model this command imported (or its factrecall-import.json is damaged)" in capsys.readouterr().err
+    assert run_cli("--workspace", ws, "models", "list") == 0
+    assert "cannot be read" in capsys.readouterr().out
+
+
+def _damaged_wheel(path):
+    gguf = write_gguf(path.with_suffix(".gguf"), tiny_llama(50), byte_level_bpe(vocab_size=300))
+    as_wheel(gguf, path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the stored GGUF: its CRC no longer matches
+    path.write_bytes(bytes(data))
+    assert zipfile.is_zipfile(path)
+
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_text("not a model"), "not a GGUF file"),
     (lambda p: as_wheel(p.with_suffix(".txt"), p) if p.with_suffix(".txt").write_text("x") else None, "no .gguf files"),
     (lambda p: p.write_bytes(b"GGUF" + b"\0" * 40), "is not a readable GGUF file"),
     (lambda p: None, "no such file"),
+    (_damaged_wheel, "the archive is damaged (BadZipFile: Bad CRC-32"),
 ])
 def test_a_file_that_is_no_gguf_is_one_line(tmp_path, capsys, make, message):
     source = tmp_path / "thing.whl"
@@ -97,13 +121,14 @@ def test_a_file_that_is_no_gguf_is_one_line(tmp_path, capsys, make, message):
     assert not list((tmp_path / "ws" / "models").glob("*")) if (tmp_path / "ws" / "models").exists() else True
 
 
-def test_a_trained_model_passes_the_check_and_trains_by_name(tmp_path, tok, english_llama, capsys):
+def test_a_trained_model_passes_the_check_and_trains_by_name(tmp_path, tok, english_llama, capsys, monkeypatch):
     """A model that has learnt English passes the check on its own; `--model NAME` then runs the
     pipeline on it: byte-level BPE answers split at their leading space, packed training, evaluation
     and the store."""
     ws = tmp_path / "ws"
     gguf = write_gguf(tmp_path / "english.gguf", english_llama, tok, basename="english", size_label="100K")
-    assert run_cli("--workspace", ws, "models", "import", gguf) == 0
+    assert run_cli("--workspace", ws, "models", "import", gguf, "--unchecked") == 0
+    assert run_cli("--workspace", ws, "models", "import", gguf) == 0  # imported unchecked: checked now
     out = capsys.readouterr().out
     check = json.loads((ws / "models" / "english-100k" / "factrecall-import.json").read_text())["check"]
     assert check["passed"] and check["gap"] >= 10
@@ -111,6 +136,8 @@ def test_a_trained_model_passes_the_check_and_trains_by_name(tmp_path, tok, engl
     assert [c["prompt"] for c in check["continuations"]][0] == "The capital of France is"
     assert "Is it a trained language model?" in out and "--model english-100k" in out
 
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "english-100k").mkdir()  # a folder here of the same name: the imported model wins
     assert run_cli("--workspace", ws, "run", "--preset", "tiny", "--model", "nope") == 2
     err = capsys.readouterr().err
     assert "--model nope: no such folder, and no model imported" in err and "(imported: english-100k)" in err
