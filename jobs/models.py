@@ -244,7 +244,7 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
         name = check_run_name(name or default_name(meta, origin["file"]))
         target = root / name
         if os.path.lexists(target):
-            return _imported_already(target, origin, check, say), _manifest(target)
+            return _imported_already(target, origin, check, say)
         if meta["architecture"] not in SUPPORTED_FAMILIES:
             raise FactrecallError(f"models import {source}: a {meta['architecture']!r} model, which factrecall cannot read "
                                   f"hidden states from; supported: {', '.join(SUPPORTED_FAMILIES)}")
@@ -282,7 +282,7 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
         except OSError:
             if not os.path.lexists(target):
                 raise
-            return _imported_already(target, origin, check, say), _manifest(target)
+            return _imported_already(target, origin, check, say)
         return target, manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -301,10 +301,13 @@ def _manifest(folder: Path) -> dict[str, Any] | None:
     return m if ok else None
 
 
-def _imported_already(target: Path, origin: dict[str, Any], check: bool, say: Callable[[str], None]) -> Path:
+def _imported_already(target: Path, origin: dict[str, Any], check: bool,
+                      say: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
     """`target` exists: the same file imported before (checked now if it was imported --unchecked
     and this import asks for the check), or a refusal that says what holds the name."""
     from jobs.run.checkpoints import check_model_path
+    from jobs.run.model import load_model
+    from jobs.run.tokenizer import load_tokenizer
 
     known = _manifest(target)
     if known is None:
@@ -315,14 +318,12 @@ def _imported_already(target: Path, origin: dict[str, Any], check: bool, say: Ca
                               f"sha256 {known['source']['sha256'][:12]}); pass --name for this one")
     check_model_path(str(target))
     if check and "passed" not in known["check"]:  # imported --unchecked before: check it now
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         import torch
 
-        model = AutoModelForCausalLM.from_pretrained(str(target), local_files_only=True, dtype=torch.float32).eval()
-        known["check"] = _checked(model, AutoTokenizer.from_pretrained(str(target), local_files_only=True), target)
+        known["check"] = _checked(load_model(target, torch.device("cpu")).eval(), load_tokenizer(target), target)
         atomic_write_json(target / MANIFEST, known)
     say(f"{origin['file']} is imported already as {target.name} ({target})")
-    return target
+    return target, known
 
 
 def _checked(model, tok, source: Path) -> dict[str, Any]:
@@ -354,9 +355,10 @@ def _reloads_the_same(model, tok, folder: Path) -> float:
     """The largest logit difference between `model` and its saved folder reloaded, on one sentence:
     0.0 when the folder holds exactly these weights. Anything else is refused."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    again = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32).eval()
+    from jobs.run.model import load_model
+
+    again = load_model(folder, torch.device("cpu")).eval()
     x = torch.tensor([tok(ENGLISH[1], add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         diff = (model(input_ids=x).logits - again(input_ids=x).logits).abs().max().item()
