@@ -243,6 +243,8 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
         meta = gguf_metadata(gguf_path)
         name = check_run_name(name or default_name(meta, origin["file"]))
         target = root / name
+        if target.is_symlink():  # never followed out of the workspace, to read or to write
+            raise FactrecallError(f"models import: {target} is a symbolic link; remove it, or pass --name")
         if os.path.lexists(target):
             return _imported_already(target, origin, check, say)
         if meta["architecture"] not in SUPPORTED_FAMILIES:

@@ -89,6 +89,15 @@ def test_a_wheels_gguf_imports_as_exactly_the_model_it_holds(tmp_path, tok, caps
     assert run_cli("--workspace", ws, "models", "import", other, "--unchecked") == 2
     assert "the name tinytest-100k holds another model (tinytest.gguf" in capsys.readouterr().err
 
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(folder, elsewhere)
+    (ws / "models" / "linked").symlink_to(elsewhere)  # a link out of the workspace: refused, not followed
+    before = (elsewhere / "factrecall-import.json").read_bytes()
+    assert run_cli("--workspace", ws, "models", "import", wheel, "--name", "linked") == 2
+    assert "models/linked is a symbolic link; remove it, or pass --name" in capsys.readouterr().err
+    assert (elsewhere / "factrecall-import.json").read_bytes() == before
+    (ws / "models" / "linked").unlink()
+
     (folder / "factrecall-import.json").write_text("[]")  # a manifest damaged by hand: named, never a traceback
     assert run_cli("--workspace", ws, "models", "import", wheel, "--unchecked") == 2
     assert "is not a model this command imported (or its factrecall-import.json is damaged)" in capsys.readouterr().err
