@@ -22,7 +22,7 @@ from factrecall_tui.remembered import Remembered
 from jobs.errors import FactrecallError
 from jobs.launch.plan import RunRequest, plan_runs
 from jobs.launch.queue import prepare, start_worker, submit
-from jobs.models import resolve_model
+from jobs.run.checkpoints import resolve_model
 from jobs.run.folder import load_spec
 from jobs.run.spec import DEFAULT_PRESET, load_preset, preset_names
 from jobs.words import DEFAULT_STRATEGIES

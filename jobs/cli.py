@@ -90,7 +90,7 @@ def _model(args: argparse.Namespace) -> str | None:
     """--model as a checkpoint folder: a path, or the name of a model imported into the workspace."""
     if not args.model:
         return None
-    from jobs.models import resolve_model
+    from jobs.run.checkpoints import resolve_model
 
     return resolve_model(args.model, _workspace(args))
 
@@ -461,7 +461,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
 def cmd_models(args: argparse.Namespace) -> None:
     from rich.table import Table
 
-    from jobs.models import imported, import_model
+    from jobs.models import import_model
+    from jobs.run.checkpoints import imported
 
     workspace = _workspace(args)
     if args.models_command == "import":

