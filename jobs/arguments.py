@@ -115,7 +115,8 @@ def parser() -> argparse.ArgumentParser:
     repro = sub.add_parser("reproduce", help="the paper's whole study for several seeds (BIO-only, Stage, Mix; "
                            "evaluation, activations, probes, snapshots along training) and its report")
     repro.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {', '.join(preset_names())} "
-                       "(paper: 10,000 people and Table 1's settings, for a GPU and --model)")
+                       "(paper: 10,000 people and Table 1's settings, for a GPU and --model; smol: SmolLM2-135M "
+                       "once imported with `models import`, 150 people, about 1 h a seed on 2 cores)")
     repro.add_argument("--seeds", type=whole(0, MAX_SEED), nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2, as the paper)")
     repro.add_argument("--snapshots", type=whole(0, 64), default=4, help="checkpoints kept, evaluated, dumped and probed "
                        "along each training phase (default 4; 0: only the end of training, as the paper)")

@@ -184,7 +184,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
     from jobs.launch.queue import prepare, submit
 
     # On Slurm the runs go to other machines: their size is checked against them by the scheduler.
-    planned = plan_runs(_request(args), _workspace(args) if args.executor == "local" else None)
+    planned = plan_runs(_request(args), _workspace(args) if args.executor == "local" else None,
+                        models_in=_workspace(args))
     if args.executor == "slurm":
         _to_slurm(args, planned, dump=not args.no_dump, reuse=not args.no_reuse)
         return
@@ -452,7 +453,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
         length = lambda ph: f"{ph['epochs']} ep" if "epochs" in ph else f"{ph['steps']} steps"  # noqa: E731
         console.print(
             f"[bold]{name}[/bold]{' (default)' if name == DEFAULT_PRESET else ''}: {d['people']} people, "
-            f"{d['qa_in_fraction']:.0%} QA-in; model {m['layers']}x{m['hidden']}; "
+            f"{d['qa_in_fraction']:.0%} QA-in; model {m.get('path') or str(m['layers']) + 'x' + str(m['hidden'])}; "
             f"bio {length(t['bio'])} lr {t['bio']['lr']}, qa {length(t['qa'])} lr {t['qa']['lr']}, "
             f"mix {length(t['mix'])} lr {t['mix']['lr']}"
         )

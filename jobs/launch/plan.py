@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from jobs.errors import SpecError
 from jobs.run.budget import check_fits
-from jobs.run.checkpoints import check_model_path
+from jobs.run.checkpoints import check_model_path, resolve_model
 from jobs.run.spec import DEFAULT_PRESET, ExperimentSpec, build_spec, check_run_name, load_config_file
 from jobs.words import DEFAULT_STRATEGIES
 
@@ -58,10 +58,13 @@ class RunRequest:
         return sets
 
 
-def plan_runs(request: RunRequest, workspace: Path | None = None) -> list[PlannedRun]:
+def plan_runs(request: RunRequest, workspace: Path | None = None, *, models_in: Path | None = None) -> list[PlannedRun]:
     """A validated spec and run name for each run of `request`, in order (seed-major within each
     strategy group), every one checked before any is made; with `workspace`, each also checked to fit
-    this machine's memory and the workspace's disk (`jobs.run.budget`)."""
+    this machine's memory and the workspace's disk (`jobs.run.budget`). A `model.path` that is a bare
+    name (the `smol` preset's `smollm2-135m`) is the model imported under that name into `models_in`
+    (default: `workspace`), written into the spec as its folder."""
+    models_in = models_in if models_in is not None else workspace
     loaded = load_config_file(request.config) if request.config else None
     checkpoint = {"path": str(Path(request.model).expanduser().resolve())} if request.model else None
     groups = [(s,) for s in (request.strategies or DEFAULT_STRATEGIES)] if request.per_strategy else [request.strategies]
@@ -71,6 +74,12 @@ def plan_runs(request: RunRequest, workspace: Path | None = None) -> list[Planne
         for seed in request.seeds:
             spec = build_spec(request.preset, strategies=strategies, seed=seed, config=loaded,
                               overrides=request.settings(), device=request.device, model=checkpoint)
+            if spec.model.path is not None and not request.model and models_in is not None:
+                folder = resolve_model(spec.model.path, models_in, flag=f"model.path (preset {request.preset})")
+                if folder != spec.model.path:
+                    spec = build_spec(request.preset, strategies=strategies, seed=seed, config=loaded,
+                                      overrides=request.settings(), device=request.device,
+                                      model={"path": str(Path(folder).expanduser().resolve())})
             if spec.model.path is not None:
                 # before any folder is made for it
                 check_model_path(spec.model.path, spec.train.row_len if spec.train.packing else None)

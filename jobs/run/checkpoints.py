@@ -195,10 +195,11 @@ def imported(workspace: Path) -> list[dict[str, Any]]:
     return out
 
 
-def resolve_model(given: str, workspace: Path) -> str:
-    """`--model`'s value as a checkpoint folder: a bare name (no `/`, not starting with `.` or `~`)
-    is first the model imported under that name, then a folder of that name here; anything else is a
-    path as given. A bare name that is neither is one line naming the imported models."""
+def resolve_model(given: str, workspace: Path, flag: str = "--model") -> str:
+    """`--model`'s value (or a preset's `model.path`, named by `flag` in errors) as a checkpoint
+    folder: a bare name (no `/`, not starting with `.` or `~`) is first the model imported under that
+    name, then a folder of that name here; anything else is a path as given. A bare name that is
+    neither is one line naming the imported models."""
     bare = "/" not in given and not given.startswith((".", "~"))
     folder = models_dir(workspace) / given
     if bare and (folder / "config.json").is_file():
@@ -206,7 +207,7 @@ def resolve_model(given: str, workspace: Path) -> str:
     if not bare or Path(given).exists():
         return given
     names = ", ".join(m["name"] for m in imported(workspace)) or "none yet"
-    raise SpecError(f"--model {given}: no such folder, and no model imported into {workspace} under that name "
+    raise SpecError(f"{flag} {given}: no such folder, and no model imported into {workspace} under that name "
                     f"(imported: {names}); `factrecall-jobs models import FILE.gguf` imports one ({SMOL_HINT})")
 
 

@@ -59,7 +59,7 @@ def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SN
         one = dataclasses.replace(request, strategies=STUDY_STRATEGIES, seeds=(seed,), per_strategy=False,
                                   overrides=(*request.overrides, f"train.snapshots={snapshots}"),
                                   name=f"reproduce-{name}-s{seed}")
-        (spec, run_name), = plan_runs(one, workspace if fits else None)
+        (spec, run_name), = plan_runs(one, workspace if fits else None, models_in=workspace)
         study.runs.append((spec, workspace / "runs" / run_name))
     return study
 

@@ -55,6 +55,9 @@ CASES: dict[str, tuple[list[str], str, dict[str, str | bytes]]] = {
     "a missing model": (["run", "--preset", "tiny", "--model", "./nowhere"], "no Hugging Face checkpoint there", {}),
     "a model name never imported": (["run", "--preset", "tiny", "--model", "nowhere"],
                                     "--model nowhere: no such folder, and no model imported", {}),
+    "a preset whose model was never imported": (["reproduce", "--preset", "smol", "--seeds", "0"],
+                                                "model.path (preset smol) smollm2-135m: no such folder, and no model "
+                                                "imported", {}),
     "a model that is a file": (["run", "--preset", "tiny", "--model", "weights.bin"], "no Hugging Face checkpoint there",
                                {"weights.bin": "x"}),
     "a model whose config is not JSON": (["run", "--preset", "tiny", "--model", "m"], "config.json cannot be read",

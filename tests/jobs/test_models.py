@@ -168,3 +168,33 @@ def test_without_the_smol_extra_the_import_says_what_to_install(tmp_path, capsys
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
     assert run_cli("--workspace", tmp_path, "models", "import", tmp_path / "x.gguf") == 2
     assert "needs the gguf package: pip install -e '.[smol]'" in capsys.readouterr().err
+
+
+def test_the_smol_preset_trains_the_model_imported_under_its_name(tmp_path, tok, english_llama, capsys):
+    """`--preset smol` names its model (`smollm2-135m`), not a path: the model imported under that
+    name is the one the run trains (here the tiny English Llama stands in for SmolLM2), and the run
+    goes end to end the way the preset sets it: packed rows, BIO then QA for Stage, Mix, in bf16."""
+    ws = tmp_path / "ws"
+    gguf = write_gguf(tmp_path / "english.gguf", english_llama, tok, basename="english", size_label="100K")
+    assert run_cli("--workspace", ws, "models", "import", gguf, "--name", "smollm2-135m") == 0
+    capsys.readouterr()
+    # fewer epochs at a higher lr than SmolLM2 needs: 6 people, a model of 100k parameters
+    short = ["--set", "data.pool_size=6", "--set", "train.bio.epochs=40", "--set", "train.bio.lr=5e-3",
+             "--set", "train.bio.batch_size=2", "--set", "train.qa.epochs=20", "--set", "train.qa.lr=2e-3",
+             "--set", "train.mix.epochs=40", "--set", "train.mix.lr=5e-3", "--set", "train.mix.batch_size=2"]
+    assert run_cli("--workspace", ws, "run", "--preset", "smol", "--people", "6", "--name", "smol-short",
+                   "--no-dump", *short) == 0
+    run = ws / "runs" / "smol-short"
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["model"]["path"] == str((ws / "models" / "smollm2-135m").resolve())
+    assert spec["train"]["packing"] and spec["train"]["row_len"] == 256 and spec["data"]["qa_in_fraction"] == 0.5
+    m = metrics(run)
+    # every phase learnt the people's text: the imported model starts at a loss of about 10 on it
+    # (measured: 10.3 after 3 steps), and ends near 1 (BIO 1.1, Stage's QA 2.2, Mix 1.0)
+    assert {p: t["final_loss"] < 3.0 for p, t in m["train"].items()} == {"bio": True, "stage": True, "mix": True}
+    assert {"untrained", "bio", "stage", "mix"} <= set(m)  # and was evaluated after each
+
+    # --model replaces the preset's model; another workspace, where nothing is imported, is refused by name
+    assert run_cli("--workspace", tmp_path / "empty", "run", "--preset", "smol", "--people", "6") == 2
+    err = capsys.readouterr().err
+    assert "model.path (preset smol) smollm2-135m: no such folder" in err and "models import" in err

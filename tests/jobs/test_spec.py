@@ -55,3 +55,18 @@ def test_snapshots_are_part_of_a_runs_identity_only_when_kept():
     assert kept.identity()["train"]["snapshots"] == 4
     assert kept.phase_key("mix") != base.phase_key("mix")  # a run without them cannot lend its phase
     assert kept.default_name() != base.default_name() == "cpu-stage+mix-s0"
+
+
+def test_every_preset_is_valid_and_listed_by_what_reads_presets(capsys):
+    """Each preset file makes a spec, and `factrecall-jobs presets` describes it, a preset that names
+    its model (`smol`: an imported model) as well as those that build one."""
+    from jobs.cli import main
+    from jobs.run.spec import preset_names
+
+    assert {"cpu", "paper", "smol", "tiny"} <= set(preset_names())
+    specs = {name: build_spec(name) for name in preset_names()}
+    assert specs["smol"].model.path == "smollm2-135m" and specs["cpu"].model.path is None
+    assert main(["presets"]) == 0
+    listed = {line.split(":")[0].replace(" (default)", ""): line for line in capsys.readouterr().out.splitlines()}
+    assert set(listed) == set(preset_names())
+    assert "model smollm2-135m;" in listed["smol"] and "model 4x128;" in listed["cpu"]

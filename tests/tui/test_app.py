@@ -22,6 +22,7 @@ from factrecall_tui.remembered import Remembered
 from factrecall_tui.probe_chart import ProbeChart
 from factrecall_tui.probes import ProbesPane
 from factrecall_tui.store_view import StorePane
+from jobs.run.spec import preset_names
 from jobs.run.tables import cell
 from jobs.words import ATTRIBUTES, MODEL_LABELS
 from store.names import PROBE_COLUMNS
@@ -42,7 +43,8 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
             await pilot.pause()
             assert isinstance(app.screen, LaunchScreen)
             await pilot.click("#preset")
-            await pilot.press("down", "down", "enter")  # cpu, paper, tiny
+            presets = preset_names()  # in the order the list shows them, from the form's start
+            await pilot.press(*["down"] * (presets.index("tiny") - presets.index(app.screen.start["preset"])), "enter")
             people = app.screen.query_one("#people", Input)
             people.focus()
             await pilot.press("8")
