@@ -44,15 +44,15 @@ def collect(study: Study) -> dict:
              "seed": spec.seed} for spec, p in study.runs]
     metrics = [read_metrics(p) for p in study.paths]
     spec = study.runs[0][0]
+    mains = [store.open(p) for p in study.paths]
     data: dict = {"study": study.name, "preset": spec.preset, "workspace": str(workspace), "runs": runs, "created": time.strftime("%Y-%m-%d %H:%M"),
-                  "setup": _setup(study, metrics)}
+                  "setup": _setup(study, metrics, mains)}
 
     data["accuracy"] = {
         model: {s: {c: _stats([m[model][s][c] for m in metrics]) for c in ACCURACY_COLUMNS} for s in SET_LABELS}
         for model in REPORT_MODELS if all(model in m for m in metrics)
     }
 
-    mains = [store.open(p) for p in study.paths]
     layers = mains[0].layers
     data["layers"] = layers
     probes: dict = {}
@@ -72,7 +72,8 @@ def collect(study: Study) -> dict:
     return data
 
 
-def _setup(study: Study, metrics: list[dict]) -> dict:
+def _setup(study: Study, metrics: list[dict], mains: list) -> dict:
+    """The shape comes from the store: what the run's model really had, checkpoint or built-in."""
     spec = study.runs[0][0]
     trained = metrics[0]["train"]
     reused = sorted({f"{p.name}: {phase} from {m['train'][phase]['reused_from']}" for p, m in zip(study.paths, metrics)
@@ -80,7 +81,7 @@ def _setup(study: Study, metrics: list[dict]) -> dict:
     people = spec.data.people
     qa_in = round(people * spec.data.qa_in_fraction)
     return {"people": people, "qa_in": qa_in, "qa_out": people - qa_in, "model": spec.model.path or "built-in Llama",
-            "layers": spec.model.layers, "hidden": spec.model.hidden,
+            "layers": mains[0].layers, "hidden": mains[0].hidden,
             "parameters": read_done(study.paths[0], "init").get("parameters"),
             "phases": {ph: {"steps": trained[ph]["steps"], "settings": getattr(spec.train, "qa" if ph == "stage" else ph).model_dump()}
                        for ph in ("bio", "stage", "mix")},

