@@ -12,7 +12,7 @@ they train on (from the real data plan, `jobs.run.train.plan_batches`), and esti
 - time: on a CPU, that compute at this CPU's matrix-product rate at the model's shapes, in the
   precision the run computes in (`jobs.study.rate`: a GEMM probe of a second or so, the best rate
   ever measured on this machine kept), times the share of it that training, evaluation and the dump reach (MFU, measured by
-  benchmarks/bench_gemm.py on the cpu preset: `MFU` below); plus the probe sweeps. On a GPU, at
+  benchmarks/bench_gemm.py and the cpu and smol studies, by hidden size: `MFU` below); plus the probe sweeps. On a GPU, at
   --tflops (default 100 TFLOP/s, about a third of an A100's bf16 peak);
 - memory: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter: `jobs.run.model.autocast`
   keeps fp32 masters under bf16 compute) plus activations (Korthikanti et al. 2022: about 34 bytes x
@@ -48,22 +48,45 @@ from jobs.study.rate import gemm_rate
 from jobs.words import ATTRIBUTES, BIO_FORMATS, FORMATS
 
 DEFAULT_TFLOPS = 100.0
-# The share of the GEMM probe's rate that each kind of work reaches on a CPU, by precision: model
-# FLOPs (6 x N x computed tokens training, 2 x N x tokens forward) a second over the probe's FLOP/s,
-# for the cpu preset on the 2-core EPYC. Measured by benchmarks/bench_gemm.py (training 59% and 19%,
-# evaluation 51% and 17%) and held against the phases and steps of the 3-seed studies in fp32 and
-# bf16 (benchmarks/RESULTS.md, "Precision"): 35.3 min predicted for the bf16 study, 34.9 taken. A tiny
-# model spends much of a step outside its matrix products (norms, attention, the optimizer), the more
-# so in bf16, whose products are 4x faster; a larger model reaches more (SmolLM2-135M's shape: 59%
-# and 31% training), so a plan for one errs long.
-MFU = {"fp32": {"train": 0.60, "eval": 0.50, "forward": 0.55},
-       "bf16": {"train": 0.20, "eval": 0.18, "forward": 0.30}}
-# Seconds a probe sweep took in the cpu preset's study (docs/reproduce/cpu: 194 s for 270 sweeps of
-# 1,000 people at hidden 128); a sweep's cost grows with the people and the hidden size.
-SWEEP_S = 194 / 270
+# The share of the GEMM probe's rate that each kind of work reaches on a CPU, by precision and by the
+# model's hidden size: model FLOPs (6 x N x computed tokens training, 2 x N x tokens forward) a second
+# over the probe's FLOP/s, on a 2-core EPYC. A tiny model spends much of a step outside its matrix
+# products (norms, attention, the optimizer), the more so in bf16, whose products are fast; a larger
+# one spends more of it inside them. Measured points, interpolated in log(hidden) and held flat
+# beyond them (`shares`), all on one host by benchmarks/bench_gemm.py (training, evaluation) and the
+# studies (dump, evaluation; docs/pretrained.md):
+# - hidden 128, the cpu preset: training 76% and 30%, evaluation 68% and 22%, a bare forward 49% in bf16;
+# - hidden 576, SmolLM2-135M: training 61% and 46% (the smol study's Mix phase: 47%), evaluation and
+#   dump in bf16 from the smol study's runs; fp32 evaluation and dump there are not measured (taken
+#   as the earlier host's 50% and 55%), nor is the fp32 forward at 128 (a bare forward there ran at
+#   the probe's rate or above: the fp32 probe at these small shapes is noisy).
+# The share depends on the host, not only the shape: an earlier host of the same name had twice
+# the bf16 GEMM rate (810 GFLOP/s against 399 at the cpu preset's shapes) but trained only 1.27x
+# faster (19% of its peak); there the plan is about 1.5x long (benchmarks/RESULTS.md, "Precision").
+MFU = {"fp32": {128: {"train": 0.76, "eval": 0.68, "forward": 0.70},
+                576: {"train": 0.61, "eval": 0.50, "forward": 0.55}},
+       "bf16": {128: {"train": 0.30, "eval": 0.22, "forward": 0.45},
+                576: {"train": 0.46, "eval": 0.43, "forward": 0.58}}}
+# Seconds a probe sweep spends per layer, by hidden size: the cpu preset's study (194 s for 270
+# sweeps of 4 layers, 1,000 people) and the smol study (321 s for 36 sweeps of 30 layers, 150
+# people). L-BFGS's iterations over hidden x classes weights dominate a fit, not the people.
+SWEEP_LAYER_S = {128: 194 / 270 / 4, 576: 321 / 36 / 30}
 BOUNDARY_SAMPLE = 2000  # prompts checked at random, on top of one for every template and answer value
 # The paper's Table 1: hours for one run of Llama-3.2-3B on an A100 40GB.
 PAPER_HOURS = {"bio": 10.37, "stage": 4.36, "mix": 22.16}
+
+
+def shares(computes: str, hidden: int) -> dict[str, float]:
+    """MFU of training, evaluation and the forward pass (dump) for a model of this hidden size."""
+    points = sorted(MFU[computes].items())
+    x, xs = np.log(hidden), np.log([h for h, _ in points])
+    return {work: float(np.interp(x, xs, [share[work] for _, share in points])) for work in points[0][1]}
+
+
+def sweep_seconds(hidden: int, layers: int) -> float:
+    """Seconds one probe sweep (every layer, WQA and WBIO) takes on the 2-core CPU."""
+    points = sorted(SWEEP_LAYER_S.items())
+    return layers * float(np.interp(np.log(hidden), np.log([h for h, _ in points]), [s for _, s in points]))
 
 
 def _gb(n: float) -> str:
@@ -257,18 +280,19 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
         rates, rate_from = {"train": flat, "eval": flat, "forward": flat}, f"{(tflops or DEFAULT_TFLOPS):g} TFLOP/s (--tflops)"
     else:
         probe = gemm_rate(config, computes, peak_tokens)
-        rates = {work: probe["flops_per_s"] * share for work, share in MFU[computes].items()}
+        share = shares(computes, config.hidden_size)
+        rates = {work: probe["flops_per_s"] * share[work] for work in share}
         rate_from = (f"{rates['train'] / 1e9:,.3g} GFLOP/s training: this CPU's {computes} matrix products at the "
                      f"model's shapes run at {probe['flops_per_s'] / 1e9:,.3g} GFLOP/s ({probe['threads']} threads, "
                      f"the best measured on this machine; load now {os.getloadavg()[0]:.1f}), of which training reaches "
-                     f"{MFU[computes]['train']:.0%} (benchmarks/RESULTS.md)")
+                     f"{share['train']:.0%} at hidden {config.hidden_size} (benchmarks/RESULTS.md)")
     for p in phases:
         p["seconds"] = p["flops"] / rates["train"]
     seeds = len(study.runs)
     train_s = sum(p["seconds"] for p in phases)
     eval_s = 2 * n * questions * eval_tokens / rates["eval"]
     dump_s = dump_flops * (models_main + snapshot_models) / rates["forward"]
-    probes_s = sweeps * SWEEP_S * (n_people / 1000) * (config.hidden_size / 128)
+    probes_s = sweeps * sweep_seconds(config.hidden_size, config.num_hidden_layers)
     rate = rates["train"]
     return {"study": study.name, "folder": str(study.folder), "runs": [p.name for p in study.paths], "device": str(device),
             "model": spec.model.path or f"built-in Llama {spec.model.layers}x{spec.model.hidden}",

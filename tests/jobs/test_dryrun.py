@@ -13,7 +13,7 @@ import jobs.study.rate as rate
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
 from jobs.run.spec import build_spec
-from jobs.study.dryrun import batch_tokens, boundary_sample
+from jobs.study.dryrun import MFU, SWEEP_LAYER_S, batch_tokens, boundary_sample, shares, sweep_seconds
 from tests.conftest import run_cli
 
 
@@ -45,6 +45,25 @@ def test_the_boundary_sample_holds_every_template_and_answer_value_and_is_a_samp
     for fmt in ("bio_long", "bio_short", "qa"):
         assert ends(sample, fmt) >= ends(everything, fmt) - {(p.attribute, p.text(fmt).split()[-1]) for p in everything
                                                                 if p.text(fmt).split()[-1][:1].isupper()}
+
+
+def test_the_plan_s_shares_of_the_gemm_rate_follow_the_model_s_size():
+    """A hidden size that was measured plans with its own shares; one between two measured sizes with
+    shares between theirs (a larger model spends more of a step in matrix products), and one beyond
+    them (the paper preset's 3,072) with the nearest measured size's, not an extrapolation."""
+    for computes, points in MFU.items():
+        (small, low), (big, high) = sorted(points.items())
+        assert shares(computes, small) == pytest.approx(low) and shares(computes, big) == pytest.approx(high)
+        assert shares(computes, 3072) == pytest.approx(high) and shares(computes, 64) == pytest.approx(low)
+        middle = shares(computes, int((small * big) ** 0.5))
+        for work in low:
+            assert min(low[work], high[work]) <= middle[work] <= max(low[work], high[work])
+            assert middle[work] == pytest.approx((low[work] + high[work]) / 2, abs=0.01)
+    assert shares("bf16", 576)["train"] > shares("bf16", 128)["train"]
+    # a probe sweep costs per layer: a 30-layer store takes 30 times one layer's
+    per_layer = dict(sorted(SWEEP_LAYER_S.items()))
+    assert sweep_seconds(576, 30) == pytest.approx(30 * per_layer[576])
+    assert sweep_seconds(128, 4) == pytest.approx(4 * per_layer[128])
 
 
 def test_the_gemm_probe_keeps_the_best_rate_a_machine_showed(monkeypatch):
