@@ -455,7 +455,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
             f"[bold]{name}[/bold]{' (default)' if name == DEFAULT_PRESET else ''}: {d['people']} people, "
             f"{d['qa_in_fraction']:.0%} QA-in; model {m.get('path') or str(m['layers']) + 'x' + str(m['hidden'])}; "
             f"bio {length(t['bio'])} lr {t['bio']['lr']}, qa {length(t['qa'])} lr {t['qa']['lr']}, "
-            f"mix {length(t['mix'])} lr {t['mix']['lr']}"
+            f"mix {length(t['mix'])} lr {t['mix']['lr']}",
+            soft_wrap=True,  # one preset a line, at any width: a listing to read and to grep
         )
 
 

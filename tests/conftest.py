@@ -15,6 +15,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # variable is inherited). Two workers of two threads each on two cores fight over them and both
     # run several times slower. Before anything imports torch.
     os.environ["OMP_NUM_THREADS"] = "1"
+# pytest-xdist gives its workers COLUMNS=80 (the README's command runs with -n auto), and the CLI's
+# console takes its width from COLUMNS when it is imported; a test run alone would print 200 wide and
+# pass where CI wraps lines. Every run of the suite sees the width CI sees.
+os.environ["COLUMNS"] = "80"
 
 from jobs.cli import main  # noqa: E402 - after the thread count is set
 
