@@ -16,14 +16,12 @@ import numpy as np
 import torch
 
 import store
-from store.probes import accuracy, fit
+from store.probes import ProbeSettings, _classes, accuracy, fit  # a sweep's own classes (classes=observed)
 
 
 def curve(path: str, model: str, attribute: str, layer: int, sizes: list[int], orders: int) -> dict[int, list]:
     s = store.open(path)
-    # the classes of a sweep with classes=observed: the attribute's first tokens that occur
-    observed, classes = np.unique(s.labels(attribute)["label"].to_numpy(), return_inverse=True)
-    n_classes = len(observed)
+    classes, n_classes = _classes(s, ProbeSettings(attribute=attribute))
     train, test = np.flatnonzero(s.split == "qa_in"), np.flatnonzero(s.split == "qa_out")
     acts = {fmt: torch.as_tensor(s.acts(fmt, layer % s.layers, attribute, model=model), dtype=torch.float32)
             for fmt in ("bio_long", "qa")}

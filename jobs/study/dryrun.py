@@ -76,17 +76,21 @@ BOUNDARY_SAMPLE = 2000  # prompts checked at random, on top of one for every tem
 PAPER_HOURS = {"bio": 10.37, "stage": 4.36, "mix": 22.16}
 
 
+def _by_hidden(hidden: int, points: dict[int, float]) -> float:
+    """A value measured at some hidden sizes, interpolated in log(hidden), held flat beyond them."""
+    sizes = sorted(points)
+    return float(np.interp(np.log(hidden), np.log(sizes), [points[h] for h in sizes]))
+
+
 def shares(computes: str, hidden: int) -> dict[str, float]:
     """MFU of training, evaluation and the forward pass (dump) for a model of this hidden size."""
-    points = sorted(MFU[computes].items())
-    x, xs = np.log(hidden), np.log([h for h, _ in points])
-    return {work: float(np.interp(x, xs, [share[work] for _, share in points])) for work in points[0][1]}
+    points = MFU[computes]
+    return {work: _by_hidden(hidden, {h: share[work] for h, share in points.items()}) for work in next(iter(points.values()))}
 
 
 def sweep_seconds(hidden: int, layers: int) -> float:
     """Seconds one probe sweep (every layer, WQA and WBIO) takes on the 2-core CPU."""
-    points = sorted(SWEEP_LAYER_S.items())
-    return layers * float(np.interp(np.log(hidden), np.log([h for h, _ in points]), [s for _, s in points]))
+    return layers * _by_hidden(hidden, SWEEP_LAYER_S)
 
 
 def _gb(n: float) -> str:
