@@ -87,8 +87,8 @@ def _slurm_arguments(p: argparse.ArgumentParser, local_help: str = "this machine
                    "(FACTRECALL_SUBMITIT_CLUSTER=local runs it through submitit's local executor)")
     slurm = p.add_argument_group("Slurm (--executor slurm), per run")
     slurm.add_argument("--partition", help="partition (default: the cluster's)")
-    slurm.add_argument("--gpus", type=whole(0), default=1, help="GPUs (default 1)")
-    slurm.add_argument("--cpus", type=whole(1), help="CPUs (default: the cluster's)")
+    slurm.add_argument("--gpus", type=whole(0), help="GPUs (default: 1 where the partition has GPUs, per sinfo, else 0)")
+    slurm.add_argument("--cpus", type=whole(1), help="CPUs (default: the cluster's; checked against its nodes)")
     slurm.add_argument("--time", default="24:00:00", help="time limit, as Slurm writes it (default 24:00:00); at "
                        "the limit the job saves a checkpoint and is requeued, and resumes")
     slurm.add_argument("--mem", help="memory, e.g. 64G (default: the cluster's)")

@@ -31,6 +31,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -41,6 +42,7 @@ from rich.markup import escape
 
 from jobs.arguments import err_console, parser
 from jobs.errors import USER_ERRORS, FactrecallError, first_line
+from jobs.launch.procs import TERM_STOPS
 from jobs.run.spec import DEFAULT_PRESET, load_preset, preset_names
 from jobs.words import MODEL_LABELS
 
@@ -168,11 +170,19 @@ def _to_slurm(args: argparse.Namespace, planned: list[tuple[object, str]], *, du
     options = SlurmOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time=args.time, mem=args.mem,
                            account=args.account, qos=args.qos, constraint=args.constraint,
                            parallelism=args.array_parallelism, setup=args.setup or [])
-    executor = make_executor(_workspace(args), options)  # refuses bad options, or no Slurm, before any folder
+    executor, notes = make_executor(_workspace(args), options)  # refuses bad options, or no Slurm, before any folder
+    for note in notes:
+        console.print(f"[dim]{note}[/dim]", highlight=False)
+    made = [name for _, name in planned if not (_workspace(args) / "runs" / name).exists()]
     for spec, name in planned:
         prepare(_workspace(args), spec, name)
-    entries = submit_slurm(executor, _workspace(args), [name for _, name in planned], device=args.device, dump=dump,
-                           reuse=reuse)
+    try:
+        entries = submit_slurm(executor, _workspace(args), [name for _, name in planned], device=args.device,
+                               dump=dump, reuse=reuse)
+    except FactrecallError:  # sbatch refused: the folders made for it go, so nothing is left as if queued
+        for name in made:
+            shutil.rmtree(_workspace(args) / "runs" / name, ignore_errors=True)
+        raise
     for entry in entries:
         console.print(f"submitted [bold]{entry['run']}[/bold] as {entry['cluster']} job {entry['job_id']}", highlight=False)
     console.print(f"[dim]follow them with `factrecall-jobs status` or factrecall-tui; the scheduler's log of each "
@@ -517,6 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         # Started from a script's background job, a process inherits SIGINT ignored; `cancel` (and
         # Ctrl-C) must still stop a job, so Python's own handler is put back.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread() and os.environ.get(TERM_STOPS) == "1":
+        # A Slurm task's child: Slurm's SIGTERM (scancel, a time limit, preemption; SIGKILL follows
+        # KillWait later) stops it as Ctrl-C does, so it saves what it can rather than dying mid-step.
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         args = parser().parse_args(argv)
     except SystemExit as stop:  # --help, or a flag refused in one line (jobs.arguments.Parser.error)

@@ -7,9 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+TERM_STOPS = "FACTRECALL_TERM_STOPS"  # in a job process's environment: SIGTERM stops it as Ctrl-C does (jobs.cli)
+
 
 def alive(pid: int | None) -> bool:
-    """A process with this pid exists (ours or another user's)."""
+    """A process with this pid exists (ours or another user's) and has not exited: a zombie (a child
+    that ended and that its parent, e.g. the app that started a worker, has not waited for) is not."""
     if not pid:
         return False
     try:
@@ -18,7 +21,11 @@ def alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS), or it went between the two looks
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def is_job(pid: int | None) -> bool:

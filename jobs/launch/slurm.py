@@ -8,10 +8,17 @@ TUI), since each job writes its own run folder on the shared filesystem.
 
 Each array task runs `ResumeJob`: `factrecall-jobs resume RUN` in a child process, its console output
 in RUN/job.out as with the local executor. Before a time limit or a preemption, Slurm signals the job
-(submitit's USR2), `ResumeJob.checkpoint` interrupts the child (which saves a checkpoint, as on
-Ctrl-C) and submitit requeues the task, whose `resume` continues the run. `cancel RUN` writes a request
-the task polls for (the compute node sees the workspace; a signal from the login node could not reach
-it); the task interrupts its child on seeing it. A job still pending is scancelled.
+(submitit's USR2, which Slurm sends to every process of the step: the child is started with USR2
+ignored, so that only the task hears it), `ResumeJob.checkpoint` interrupts the child (which saves a
+checkpoint, as on Ctrl-C) and submitit requeues the task, whose `resume` continues the run. The child
+takes Slurm's SIGTERM (scancel, a time limit reached, preemption) as Ctrl-C too. `cancel RUN` of a job
+Slurm runs writes a request the task polls for (the compute node sees the workspace; a signal from the
+login node could not reach it); the task interrupts its child on seeing it, and ends without an error.
+A job Slurm has not started is scancelled.
+
+The scheduler's word on a job comes from `squeue` (the controller: pending, held after a requeue,
+running), then `sacct` once the controller has forgotten it; a cluster without accounting makes a job
+squeue no longer lists `GONE`, so a job Slurm dropped is not shown queued for ever.
 
 With FACTRECALL_SUBMITIT_CLUSTER=local the same submission runs through submitit's LocalExecutor on
 this machine (what the tests do); submitit itself is only imported when a job is submitted or asked
@@ -22,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import signal
@@ -32,16 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.launch.procs import alive, resume_command
+from jobs.launch.procs import TERM_STOPS, alive, resume_command
 from jobs.run.files import atomic_write_json, open_append
-from jobs.run.events import latest, record_end
-from jobs.words import ENDED
+from jobs.run.events import INTERRUPTED_CODES, latest, record_end
 
 # sacct's states of a job that will not run (again)
 GONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
         "PREEMPTED", "FINISHED", "GONE", "INTERRUPTED"}
-STATE_TTL_S = 30.0  # how long a scheduler answer is reused (sacct is not for polling every second)
+STATE_TTL_S = 30.0  # how long a scheduler answer is reused (squeue and sacct are not for polling every second)
 _states: dict[str, tuple[float, str]] = {}
+REQUEUES = 20  # time limits a run may meet, each saved and requeued, before submitit gives up on it
 
 
 def slurm_dir(workspace: Path) -> Path:
@@ -77,7 +83,7 @@ class SlurmOptions:
     """What `#SBATCH` asks for, per array task (one run each)."""
 
     partition: str | None = None
-    gpus: int = 1
+    gpus: int | None = None  # None: 1 where the partition has GPUs (sinfo), else 0
     cpus: int | None = None
     time: str = "24:00:00"
     mem: str | None = None
@@ -101,7 +107,7 @@ class SlurmOptions:
                 raise FactrecallError(f"--{flag} {value!r}: Slurm names hold no spaces")
         if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?", self.mem):
             raise FactrecallError(f"--mem {self.mem!r}: give Slurm's form, e.g. 64G or 500M")
-        params = {"name": "factrecall", "timeout_min": minutes(self.time), "gpus_per_node": self.gpus,
+        params = {"name": "factrecall", "timeout_min": minutes(self.time), "gpus_per_node": 1 if self.gpus is None else self.gpus,
                   "tasks_per_node": 1, "nodes": 1, "slurm_signal_delay_s": 120}
         if self.cpus:
             params["cpus_per_task"] = self.cpus
@@ -135,28 +141,35 @@ class ResumeJob:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _proc=None)
 
-    def __call__(self) -> int:
+    def __call__(self) -> str:
         workspace = Path(self.workspace)
         folder = workspace / "runs" / self.run
         cmd = resume_command(workspace, self.run, self.device, self.dump, self.reuse)
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
-        flag = slurm_dir(workspace) / "cancel" / f"{self.run}.json"
         started = time.time()
+        if _take_cancel(workspace, self.run):  # cancelled while Slurm was starting the task
+            record_end(folder, 130, started, f"cancelled before it started ({job})")
+            return "interrupted"
         with open_append(folder / "job.out") as out:
             out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}   # submitit job {job} on {os.uname().nodename}\n".encode())
             out.flush()
+            # Slurm's warning (USR2) goes to every process of the step: the child ignores it (an ignored
+            # signal stays ignored across exec), so that it lives until `checkpoint` asks it to save.
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                          preexec_fn=_ignore_usr2,
+                                          env={**os.environ, "PYTHONUNBUFFERED": "1", TERM_STOPS: "1"})
         while self._proc.poll() is None:
-            if flag.exists():
-                flag.unlink(missing_ok=True)
+            if _take_cancel(workspace, self.run):
                 self._proc.send_signal(signal.SIGINT)
             time.sleep(0.5)
         code = self._proc.returncode
+        if code in INTERRUPTED_CODES:  # stopped (a cancel, scancel, a time limit): it kept what it finished
+            record_end(folder, code, started, f"the job process was stopped (exit code {code}); see job.out")
+            return "interrupted"
         if code != 0:
             record_end(folder, code, started, f"the job process exited with code {code}; see job.out")
             raise FactrecallError(f"factrecall-jobs resume {self.run} exited with code {code}; see {folder / 'job.out'}")
-        return code
+        return "done"
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on Slurm's warning signal: stop the child as Ctrl-C would (it keeps a
@@ -169,18 +182,90 @@ class ResumeJob:
         return submitit.helpers.DelayedSubmission(ResumeJob(self.workspace, self.run, self.device, self.dump, self.reuse))
 
 
+def _ignore_usr2() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def _cancel_flag(workspace: Path, run: str) -> Path:
+    return slurm_dir(workspace) / "cancel" / f"{run}.json"
+
+
+def _take_cancel(workspace: Path, run: str) -> bool:
+    """Whether a `cancel` asked this run's task to stop (the request is consumed)."""
+    flag = _cancel_flag(workspace, run)
+    if flag.exists():
+        flag.unlink(missing_ok=True)
+        return True
+    return False
+
+
+def partitions() -> dict[str, dict] | None:
+    """What `sinfo` says of the cluster's partitions: name -> {"default", "gpus" (the most a node
+    has), "cpus" (the most a node has; None when sinfo cannot say)}; None where sinfo does not answer."""
+    out = _slurm("sinfo", "-h", "-o", "%P|%G|%c")
+    if out is None or out.returncode != 0:
+        return None
+    found: dict[str, dict] = {}
+    for line in out.stdout.splitlines():
+        name, gres, cpus = (line.split("|") + ["", ""])[:3]
+        if not name.strip():
+            continue
+        part = found.setdefault(name.strip().rstrip("*"), {"default": name.strip().endswith("*"), "gpus": 0, "cpus": 0})
+        gpus = [int(n) for n in re.findall(r"gpu(?::[^:(,]+)?:(\d+)", gres)]
+        part["gpus"] = max(part["gpus"], *gpus) if gpus else part["gpus"]
+        count = re.match(r"\d+", cpus.strip())
+        part["cpus"] = None if part["cpus"] is None or not count or "+" in cpus else max(part["cpus"], int(count.group()))
+    return found
+
+
+def fit_to_cluster(options: SlurmOptions) -> list[str]:
+    """Check `options` against what sinfo says of the partition before anything is submitted (sbatch
+    accepts a request no node can meet, and Slurm then holds the job for ever without a word): a
+    partition that does not exist, GPUs where it has none, more GPUs or CPUs than any of its nodes
+    has, each refused in one line. `--gpus` not given becomes 1 where the partition has GPUs and 0
+    where it has none. Returns what was decided, in words. Where sinfo does not answer, nothing is
+    checked and `--gpus` not given is 1."""
+    found = partitions()
+    if found is None:
+        options.gpus = 1 if options.gpus is None else options.gpus
+        return []
+    name = options.partition or next((p for p, v in found.items() if v["default"]), None)
+    if name is None:
+        options.gpus = 1 if options.gpus is None else options.gpus
+        return []
+    if name not in found:
+        raise FactrecallError(f"--partition {name}: no such partition on this cluster (sinfo lists {', '.join(found) or 'none'})")
+    part, notes = found[name], []
+    if options.gpus is None:
+        options.gpus = 1 if part["gpus"] else 0
+        notes.append(f"partition {name} has {'GPUs' if part['gpus'] else 'no GPUs'}: each job asks for "
+                     f"{options.gpus} (--gpus N to ask for others)")
+    elif options.gpus > part["gpus"]:
+        raise FactrecallError(f"--gpus {options.gpus}: " + (f"partition {name} has no GPUs (sinfo); give --gpus 0, or a "
+                              "partition with GPUs" if not part["gpus"] else f"no node of partition {name} has more than "
+                              f"{part['gpus']} (sinfo); Slurm would hold the jobs for ever"))
+    if options.cpus and part["cpus"] and options.cpus > part["cpus"]:
+        raise FactrecallError(f"--cpus {options.cpus}: no node of partition {name} has more than {part['cpus']} CPUs "
+                              "(sinfo); Slurm would hold the jobs for ever: ask for at most that")
+    return notes
+
+
 def make_executor(workspace: Path, options: SlurmOptions):
-    """submitit's executor for `options`, made before any run folder is, so that a machine with no
-    Slurm, or a bad option, is refused with nothing written."""
+    """submitit's executor for `options` (checked against the cluster: `fit_to_cluster`, whose words
+    it returns beside it), made before any run folder is, so that a machine with no Slurm, or a bad
+    option, is refused with nothing written."""
     submitit = _import_submitit()
+    options.parameters()  # each option's own form first, then against the cluster
+    notes = fit_to_cluster(options) if cluster() == "slurm" else []
     params = options.parameters()
     try:
-        executor = submitit.AutoExecutor(folder=slurm_dir(workspace.resolve()) / "submitit" / "%j", cluster=cluster())
+        executor = submitit.AutoExecutor(folder=slurm_dir(workspace.resolve()) / "submitit" / "%j", cluster=cluster(),
+                                         slurm_max_num_timeout=REQUEUES, local_max_num_timeout=REQUEUES)
         executor.update_parameters(**params)
     except Exception as err:  # noqa: BLE001 - submitit's RuntimeError/ValueError say it in a line
         raise FactrecallError(f"cannot submit to Slurm from here: {_last_line(err)} (run on a login node of the "
                               "cluster, with sbatch and srun on PATH)") from None
-    return executor
+    return executor, notes
 
 
 def _last_line(err: BaseException) -> str:
@@ -194,6 +279,8 @@ def submit(executor, workspace: Path, names: list[str], device: str | None = Non
     already); returns the registry entries."""
     workspace = workspace.resolve()
     where = cluster()
+    for name in names:  # a request left by a cancel whose job ended first must not stop the new one
+        _cancel_flag(workspace, name).unlink(missing_ok=True)
     try:
         with executor.batch():
             handles = [executor.submit(ResumeJob(str(workspace), name, device, dump, reuse)) for name in names]
@@ -220,13 +307,41 @@ def entries(workspace: Path) -> list[dict]:
     return out
 
 
-def scheduler_state(info: dict) -> str:
-    """The scheduler's word for the job: PENDING, RUNNING, COMPLETED, ... (sacct through submitit on
-    Slurm; the controller process and submitit's result file with the local executor), cached a
-    little while."""
+def _slurm(*args: str) -> subprocess.CompletedProcess | None:
+    """A Slurm command's answer (its output kept from the terminal), None where it cannot run."""
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _slurm_state(job_id: str) -> str:
+    """Slurm's word for a job: squeue's while the controller holds it (PENDING, also during the hold
+    after a requeue, RUNNING, COMPLETING...), then sacct's; `GONE` when neither knows it (a cluster
+    without accounting forgets an ended job), `UNKNOWN` when the controller does not answer."""
+    queue = _slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i|%T")
+    if queue is None or (queue.returncode != 0 and "Invalid job id" not in queue.stderr):
+        return "UNKNOWN"
+    listed = dict(line.split("|", 1) for line in queue.stdout.split() if "|" in line)
+    if job_id in listed:
+        return listed[job_id]
+    if len(listed) == 1 and queue.returncode == 0:  # an array job not split into its tasks yet: 12_[0-3]
+        return next(iter(listed.values()))
+    acct = _slurm("sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job_id)
+    for line in reversed(acct.stdout.splitlines() if acct is not None and acct.returncode == 0 else []):
+        fields = line.split("|")  # the job's latest record (a requeued job has had several)
+        if fields[0] == job_id and len(fields) > 1 and fields[1].strip():
+            return fields[1].split()[0]  # CANCELLED by 0 -> CANCELLED
+    return "GONE"  # the controller no longer lists it, and accounting (if any) does not know it: ended
+
+
+def scheduler_state(info: dict, fresh: bool = False) -> str:
+    """The scheduler's word for the job: PENDING, RUNNING, COMPLETED, ... (`_slurm_state` on Slurm;
+    the controller process and submitit's result file with the local executor), cached a little
+    while (an ended job's answer for good); `fresh` asks again."""
     key = f"{info['cluster']}:{info['job_id']}"
     cached = _states.get(key)
-    if cached and time.monotonic() - cached[0] < STATE_TTL_S:
+    if cached and not fresh and (cached[1] in GONE or time.monotonic() - cached[0] < STATE_TTL_S):
         return cached[1]
     if info["cluster"] == "local":
         pid = int(info["job_id"]) if info["job_id"].isdigit() else None
@@ -235,33 +350,33 @@ def scheduler_state(info: dict) -> str:
         else:
             state = "FINISHED" if any(Path(info["folder"]).glob("*_result.pkl")) else "GONE"
     else:
-        submitit = _import_submitit()
-        logging.getLogger("submitit").setLevel(logging.ERROR)  # its sacct retries would print over our tables
-        try:
-            state = submitit.SlurmJob(folder=info["folder"], job_id=info["job_id"]).state.split()[0]
-        except Exception:  # noqa: BLE001 - no sacct here (a login node without accounting): unknown
-            state = "UNKNOWN"
+        state = _slurm_state(info["job_id"])
     _states[key] = (time.monotonic(), state)
     return state
 
 
 def states(workspace: Path) -> dict[str, tuple[str, str]]:
-    """Every run submitted to the scheduler whose job has not said it ended since: (state, why), the
-    state `queued` (the scheduler holds it), `starting` (the job runs; the run folder says how far it
-    is) or `gone` (the scheduler dropped the job before the run could say it ended: why names the job,
-    its state and its log). Only reads: what `status` and the app ask every second writes nothing."""
+    """Every run submitted to the scheduler whose job has not ended: (state, why), the state
+    `queued` (the scheduler holds it: waiting, or held after a requeue), `starting` (the scheduler
+    runs the job; the run folder says how far it is) or `gone` (the scheduler dropped the job before
+    the run could say it ended: why names the job, its state and its log). A run that says it was
+    interrupted has ended only once the scheduler is done with its job too (a time limit's requeue
+    interrupts it, then runs it again). Only reads: what `status` and the app ask every second
+    writes nothing."""
     out = {}
     for info in entries(workspace):
         event, _ = latest(workspace / "runs" / info["run"])
         last = event.get("status") if event.get("time", 0) >= info["submitted"] else None
-        if last in ENDED:
+        if last in ("done", "failed"):
             continue
         state = scheduler_state(info)
         if state in GONE:
-            if state not in ("COMPLETED", "FINISHED"):
+            if last is None or last == "running":
                 out[info["run"]] = ("gone", f"{info['cluster']} job {info['job_id']} ended as {state}; see {info['log']}")
             continue
-        out[info["run"]] = ("starting" if last == "running" else "queued", "")
+        # Slurm runs it: running (progress from the run folder), unless it was just interrupted for a
+        # requeue; PENDING (waiting, or held after a requeue) and the rest: queued.
+        out[info["run"]] = ("starting" if state == "RUNNING" and last != "interrupted" else "queued", "")
     return out
 
 
@@ -289,24 +404,30 @@ def job_of(workspace: Path, run: str) -> dict | None:
 
 
 def cancel(workspace: Path, run: str) -> str | None:
-    """Stop a run submitted to the scheduler: ask its task to interrupt the job (kept, resumable), or
-    scancel a job not started yet. None if `run` is not one of those."""
+    """Stop a run submitted to the scheduler: a job the scheduler runs is asked (through the workspace)
+    to interrupt its run, which keeps what it finished and ends the job without an error; a job not
+    running (pending, or held after a requeue) is scancelled. None if `run` is not one of those."""
     info = job_of(workspace, run)
     if info is None or run not in active(workspace):
         return None
-    event, _ = latest(workspace / "runs" / run)
-    if event.get("time", 0) >= info["submitted"] and event.get("status") == "running":
-        atomic_write_json(slurm_dir(workspace) / "cancel" / f"{run}.json", {"run": run, "time": time.time()})
-        return f"{run}: stopping ({info['cluster']} job {info['job_id']}); what it finished is kept, `resume` continues it"
+    where = f"{info['cluster']} job {info['job_id']}"
+    state = scheduler_state(info, fresh=True)  # the branch is the scheduler's word, not the run folder's
+    if state == "RUNNING":
+        atomic_write_json(_cancel_flag(workspace, run), {"run": run, "job_id": info["job_id"], "time": time.time()})
+        return f"{run}: stopping ({where}); what it finished is kept, `resume` continues it"
+    if state in GONE:
+        return f"{run}: {where} has ended already ({state})"
     if info["cluster"] == "local":
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(info["job_id"]), signal.SIGINT)
     else:
-        submitit = _import_submitit()
-        try:
-            submitit.SlurmJob(folder=info["folder"], job_id=info["job_id"]).cancel(check=True)
-        except Exception as err:  # noqa: BLE001 - scancel's own message is the useful part
-            return f"{run}: scancel {info['job_id']} failed: {_last_line(err)}"
+        done = _slurm("scancel", info["job_id"])
+        if done is None or done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no answer"])[-1] if done is not None else "scancel not found"
+            return f"{run}: scancel {info['job_id']} failed: {why}"
     _states.pop(f"{info['cluster']}:{info['job_id']}", None)
+    event, _ = latest(workspace / "runs" / run)
+    if event.get("time", 0) >= info["submitted"] and event.get("status") == "interrupted":
+        return f"{run}: {where} cancelled while it waited to be requeued; what it finished is kept"
     record_end(workspace / "runs" / run, 130, info["submitted"], f"cancelled before it started ({info['job_id']})")
-    return f"{run}: {info['cluster']} job {info['job_id']} cancelled before it started"
+    return f"{run}: {where} cancelled before it started"

@@ -22,7 +22,12 @@ FAKE = {
               'echo "Submitted batch job 4242"',
     "srun": 'echo "srun $@"',
     "sacct": 'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null || echo "JobID|State|NodeList"',
-    "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.args"',
+    "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.args"; echo "$1|CANCELLED by 0|" >> "$FAKE_SLURM/sacct.txt"',
+    "sinfo": 'printf "cpu*|(null)|2\\ngpu|gpu:a100:4(S:0-1)|16\\n"',  # a CPU partition (the default) and a GPU one
+    # the controller lists a job while sacct.txt (the test's word) says it waits or runs, and every job before
+    "squeue": 'while [ $# -gt 0 ]; do [ "$1" = -j ] && id=$2; shift; done; '
+              'if [ -f "$FAKE_SLURM/sacct.txt" ]; then grep "^$id|" "$FAKE_SLURM/sacct.txt" | tail -1 | cut -d"|" -f1,2 | '
+              'grep -E "PENDING|RUNNING"; else echo "$id|PENDING"; fi; exit 0',
 }
 
 
@@ -236,7 +241,11 @@ def test_a_job_warned_of_its_time_limit_saves_requeues_and_finishes(submitit_loc
     wait_until(lambda: any(r["progress"].startswith("train-bio") and int(r["progress"].split()[1].split("/")[0]) >= 40
                            for r in job_table(ws)), "40 training steps")
     controller = int(json.loads((ws / "queue" / "slurm" / "warned.json").read_text())["job_id"])
-    os.kill(_children(controller)[0], signal.SIGUSR2)  # to the task, as srun delivers Slurm's warning
+    task = _children(controller)[0]
+    # Slurm's warning goes to every process of the job step, the task's child `resume` first here (it
+    # used to die of it at once, saving nothing, before the task could ask it to save).
+    for pid in (*_children(task), task):
+        os.kill(pid, signal.SIGUSR2)
     wait_until(lambda: _last_status(run) in ("done", "failed") and not job_table(ws), "the run to end")
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     assert [e["status"] for e in events if e["kind"] == "run"] == ["running", "interrupted", "running", "done"]
