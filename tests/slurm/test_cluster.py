@@ -1,0 +1,193 @@
+"""The Slurm executor against a real Slurm: the one-node cluster `tests/slurm/cluster.sh up` stands up
+on this machine (slurmctld, slurmd, munge, slurmdbd so that sacct answers). Real sbatch, squeue,
+sacct, scancel and scontrol; the runs train on the node as they would on a cluster's.
+
+Each test is driven the way a user would (`submit`, `status`, the TUI, `cancel`, `reproduce`), and only
+two things are done by hand, as a cluster's admin could: a job's time limit is shortened once its run is
+training, and Slurm's hold of a requeued job (about 2 minutes, BeginTime) is lifted. Where a test needs
+a run to still be training at some moment whatever the machine's speed, it pauses the run's process
+(SIGSTOP) and lets it go on (SIGCONT): the node is this machine.
+
+Skipped, with one line, where no cluster answers; `FACTRECALL_REQUIRE_SLURM=1` (set by .ci/run once it
+started the cluster) makes that a failure instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+import jobs.launch.slurm as slurm
+from jobs.launch.queue import job_table
+from jobs.run.events import read_events
+from jobs.run.folder import live_pid
+from tests.conftest import metrics, run_cli, wait_until
+
+pytest.importorskip("submitit")
+pytestmark = pytest.mark.slurm
+
+# A tiny run whose training is long enough to act on while it trains, written out often.
+TINY = ("--preset", "tiny", "--strategy", "bio", "--set", "train.checkpoint_every=100000")
+
+
+def _answers() -> str | None:
+    """Why no cluster can be used here, or None when one answers."""
+    if shutil.which("sinfo") is None:
+        return "no sinfo on PATH"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t|%N"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"sinfo: {err}"
+    states = [line.split("|") for line in out.stdout.split()]
+    if out.returncode != 0 or not any(s in ("idle", "mix", "alloc") for s, _ in states):
+        return (out.stderr.strip().splitlines() or [f"no node up ({out.stdout.strip()})"])[-1]
+    if not any(node == socket.gethostname().split(".")[0] for _, node in states):
+        return "the cluster's node is not this machine (the tests pause the runs' processes)"
+    return None
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    """A workspace whose jobs go to the real cluster; every job it submitted is scancelled at the end."""
+    why = _answers()
+    if why is not None:
+        if os.environ.get("FACTRECALL_REQUIRE_SLURM") == "1":
+            pytest.fail(f"no Slurm cluster answers ({why}), and FACTRECALL_REQUIRE_SLURM=1")
+        pytest.skip(f"no Slurm cluster answers here ({why}); `sudo bash tests/slurm/cluster.sh up` starts one")
+    monkeypatch.delenv("FACTRECALL_SUBMITIT_CLUSTER", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the jobs inherit it: one thread, as the local twin has
+    monkeypatch.setattr(slurm, "STATE_TTL_S", 1.0)  # the test follows state changes without 30 s of cache
+    slurm._states.clear()
+    ws = tmp_path / "ws"
+    yield ws
+    for entry in slurm.entries(ws):
+        subprocess.run(["scancel", entry["job_id"]], capture_output=True, check=False)
+        pid = live_pid(ws / "runs" / entry["run"])
+        if pid:  # a run paused by the test and left so by a failed assertion
+            os.kill(pid, signal.SIGCONT)
+
+
+def _cli(ws: Path, *args: str) -> int:
+    return run_cli("--workspace", ws, *args)
+
+
+def _job(ws: Path, run: str) -> str:
+    return slurm.job_of(ws, run)["job_id"]
+
+
+def _squeue(job: str) -> tuple[str, str]:
+    """(state, reason) as the controller says them now; ("", "") once it no longer lists the job."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%i|%T|%r"], capture_output=True, text=True)
+    for line in out.stdout.split():
+        jid, state, reason = line.split("|")
+        if jid == job:
+            return state, reason
+    return "", ""
+
+
+def _sacct(job: str) -> str:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job], capture_output=True, text=True)
+    rows = [line.split("|") for line in out.stdout.split("\n") if line.startswith(job + "|")]
+    return rows[-1][1].split()[0] if rows else ""
+
+
+def _row(ws: Path, run: str) -> dict | None:
+    return next((r for r in job_table(ws) if r["run"] == run), None)
+
+
+def _progress_events(folder: Path) -> int:
+    return sum(1 for e in read_events(folder) if e.get("kind") == "progress")
+
+
+def _runs(folder: Path) -> list[str]:
+    return [e["status"] for e in read_events(folder) if e.get("kind") == "run"]
+
+
+def _steps(folder: Path, step: str = "train-bio") -> list[int]:
+    return [e["done"] for e in read_events(folder) if e.get("kind") == "progress" and e.get("step") == step]
+
+
+def _pause(folder: Path) -> int:
+    pid = wait_until(lambda: live_pid(folder), f"{folder.name}'s process")
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resumed(cluster, capsys):
+    """Three runs as one array job, each asking for both CPUs of the node, so one runs and two wait.
+    `status` and the TUI follow the running one past the point where its `running` event lies more
+    than 64 KB back in events.jsonl; a pending one is scancelled; the running one is stopped
+    gracefully (its finished steps kept, the Slurm job COMPLETED, not FAILED) and a second `submit`
+    resumes it to the end; the third runs queued -> running -> done."""
+    from tests.jobs.test_slurm import _jobs_tab_says
+
+    ws = cluster
+    rest = ("--cpus", "2", "--time", "10", "--set", "train.bio.epochs=150", "--set", "train.eval_every=2")
+    assert _cli(ws, "submit", *TINY, "--seeds", "0", "1", "2", *rest, "--executor", "slurm") == 0
+    out = capsys.readouterr().out
+    assert "partition debug has no GPUs: each job asks for 0" in out  # not refused for the default --gpus
+    names = sorted(e["run"] for e in slurm.entries(ws))  # tiny-bio-s0-<hash of the settings>, s1, s2
+    assert len(names) == 3
+    jobs = {name: _job(ws, name) for name in names}
+    assert {j.split("_")[0] for j in jobs.values()} == {jobs[names[0]].split("_")[0]}  # one array job
+    first = wait_until(lambda: next((n for n in names if _squeue(jobs[n])[0] == "RUNNING"), None), "a task to run")
+    waiting = [n for n in names if n != first]
+    assert all(_row(ws, n)["status"] == "queued" for n in waiting)
+
+    # The running one, past 70 progress events and 64 KB of events: paused there, so that it is still
+    # running whatever this machine's speed.
+    folder = ws / "runs" / first
+    wait_until(lambda: _progress_events(folder) > 70 and (folder / "events.jsonl").stat().st_size > 65536,
+               "70 progress events and 64 KB of them")
+    child = _pause(folder)
+    row = _row(ws, first)
+    assert row["status"] == "running" and row["executor"] == "slurm" and row["progress"].startswith("train-bio ")
+    _jobs_tab_says(ws, first, f"Slurm job {jobs[first]}")
+
+    # Cancel a pending one: scancelled, recorded as interrupted, gone from `status`.
+    pending = waiting[-1]
+    assert _cli(ws, "cancel", pending) == 0
+    assert f"slurm job {jobs[pending]} cancelled before it started" in capsys.readouterr().out
+    # (A task cancelled before the array split it off leaves no record of its own, in squeue or sacct.)
+    wait_until(lambda: _squeue(jobs[pending])[0] in ("", "CANCELLED"), "Slurm to drop it")
+    assert _sacct(jobs[pending]) in ("", "CANCELLED")
+    assert _runs(ws / "runs" / pending) == ["interrupted"] and _row(ws, pending) is None
+
+    # Cancel the running one: it saves and stops; its Slurm job ends without an error.
+    assert _cli(ws, "cancel", first) == 0
+    assert f"{first}: stopping (slurm job {jobs[first]}); what it finished is kept" in capsys.readouterr().out
+    os.kill(child, signal.SIGCONT)
+    wait_until(lambda: _runs(folder)[-1] == "interrupted", "the run to stop")
+    stopped_at = _steps(folder)[-1]
+    state = json.loads((folder / "checkpoints" / "bio" / "last" / "state.json").read_text())
+    assert state["step"] == stopped_at > 0  # saved where it stopped, not at a periodic checkpoint
+    assert wait_until(lambda: (state := _sacct(jobs[first])) not in ("", "PENDING", "RUNNING", "COMPLETING") and state,
+                      "the Slurm job to end") == "COMPLETED"
+    wait_until(lambda: _row(ws, first) is None, f"{first} to leave `status`")
+
+    # The third, followed from queued to running to done.
+    third = waiting[0]
+    seen = []
+    wait_until(lambda: seen.append((_row(ws, third) or {}).get("status")) or _runs(ws / "runs" / third)[-1:] == ["done"],
+               f"{third} to finish", every=0.2)
+    assert "running" in seen and seen[0] == "queued"
+    wait_until(lambda: _row(ws, third) is None, f"{third} to leave `status`")
+
+    # A second submit of the stopped run resumes it from its checkpoint to the end.
+    seed = re.search(r"-s(\d+)", first).group(1)
+    assert _cli(ws, "submit", *TINY, "--seeds", seed, *rest, "--executor", "slurm") == 0
+    wait_until(lambda: _runs(folder)[-1] == "done", f"{first} to finish")
+    resumed = _steps(folder)[_steps(folder).index(stopped_at) + 1:]
+    assert resumed and resumed[0] > stopped_at  # on from the step it saved, not from the start
+    assert metrics(folder)["train"]["bio"]["steps"] == resumed[-1]
+    assert "resuming" in (folder / "job.out").read_text()
