@@ -28,6 +28,7 @@ about, so the TUI stays light.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -281,10 +282,16 @@ def submit(executor, workspace: Path, names: list[str], device: str | None = Non
     where = cluster()
     for name in names:  # a request left by a cancel whose job ended first must not stop the new one
         _cancel_flag(workspace, name).unlink(missing_ok=True)
+    own = slurm_dir(workspace) / "submitit"
+    before = set(own.iterdir()) if own.is_dir() else set()
     try:
-        with executor.batch():
+        # submitit prints sbatch's complaint to sys.stderr before raising it: said once, below, instead
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             handles = [executor.submit(ResumeJob(str(workspace), name, device, dump, reuse)) for name in names]
     except Exception as err:  # noqa: BLE001 - sbatch refusing: submitit raises its own types
+        for left in (set(own.iterdir()) if own.is_dir() else set()) - before:  # its pickle and script
+            if left.is_file():
+                left.unlink(missing_ok=True)
         raise FactrecallError(f"the Slurm submission failed: {_last_line(err)}") from None
     entries = []
     for name, job in zip(names, handles):

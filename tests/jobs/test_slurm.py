@@ -6,6 +6,7 @@ and read back by the TUI."""
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,13 @@ from tests.conftest import metrics, run_cli, wait_until
 pytest.importorskip("submitit")
 
 FAKE = {
-    "sbatch": 'echo "$@" >> "$FAKE_SLURM/sbatch.args"; for last; do :; done; cp "$last" "$FAKE_SLURM/script.sh"; '
+    "sbatch": 'if [ -f "$FAKE_SLURM/refuse" ]; then echo "sbatch: error: Batch job submission failed: Invalid account '
+              'or account/partition combination specified" >&2; exit 1; fi; '
+              'echo "$@" >> "$FAKE_SLURM/sbatch.args"; for last; do :; done; cp "$last" "$FAKE_SLURM/script.sh"; '
               'echo "Submitted batch job 4242"',
     "srun": 'echo "srun $@"',
-    "sacct": 'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null || echo "JobID|State|NodeList"',
+    "sacct": 'if [ -f "$FAKE_SLURM/noacct" ]; then echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1; fi; '
+             'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null || echo "JobID|State|NodeList"',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.args"; echo "$1|CANCELLED by 0|" >> "$FAKE_SLURM/sacct.txt"',
     "sinfo": 'printf "cpu*|(null)|2\\ngpu|gpu:a100:4(S:0-1)|16\\n"',  # a CPU partition (the default) and a GPU one
     # the controller lists a job while sacct.txt (the test's word) says it waits or runs, and every job before
@@ -144,12 +148,82 @@ def _jobs_tab_says(ws: Path, run: str, text: str) -> None:
     (["--partition", "gpu\ntouch PWNED #"], "--partition 'gpu\\ntouch PWNED #' holds a control character"),
     (["--setup", "module load cuda\nrm -rf ~"], "holds a control character (a newline?)"),
     (["--account", "lab one"], "--account 'lab one': Slurm names hold no spaces"),
+    # against what sinfo says (the fake's default partition `cpu` has no GPUs and 2 CPUs a node)
+    (["--gpus", "1"], "--gpus 1: partition cpu has no GPUs (sinfo); give --gpus 0, or a partition with GPUs"),
+    (["--partition", "gpu", "--gpus", "8"], "--gpus 8: no node of partition gpu has more than 4 (sinfo)"),
+    (["--cpus", "8"], "--cpus 8: no node of partition cpu has more than 2 CPUs (sinfo); Slurm would hold"),
+    (["--partition", "nosuch"], "--partition nosuch: no such partition on this cluster (sinfo lists cpu, gpu)"),
 ])
 def test_bad_slurm_options_are_refused_before_anything_is_written(fake_slurm, tmp_path, capsys, args, says):
     assert run_cli("--workspace", tmp_path / "ws", "submit", "--preset", "tiny", "--executor", "slurm", *args) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "ws").exists() and not (fake_slurm / "sbatch.args").exists()
+
+
+def test_the_gpus_asked_for_follow_the_partition_and_a_refusal_by_sbatch_leaves_nothing(fake_slurm, tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm") == 0
+    assert "partition cpu has no GPUs: each job asks for 0" in capsys.readouterr().out
+    assert "#SBATCH --gpus-per-node=0" in (fake_slurm / "script.sh").read_text()
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "mix", "--executor", "slurm",
+                   "--partition", "gpu") == 0
+    assert "partition gpu has GPUs: each job asks for 1" in capsys.readouterr().out
+    assert "#SBATCH --gpus-per-node=1" in (fake_slurm / "script.sh").read_text()
+    assert run_cli("--workspace", ws, "cancel", "tiny-bio-s0", "tiny-mix-s0") == 0
+
+    # sbatch refuses (an account Slurm does not know): one line, the run folders this submit made are
+    # gone, one made before stays as it was, and submitit's pickle and script are not left behind.
+    (fake_slurm / "refuse").touch()
+    kept = ws / "runs" / "tiny-bio-s0"
+    before = {p.name: p.read_bytes() for p in kept.rglob("*") if p.is_file() and p.name != "run.lock"}
+    own = sorted((ws / "queue" / "slurm" / "submitit").iterdir())
+    capsys.readouterr()
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--seeds", "0", "1", "--strategy", "bio",
+                   "--executor", "slurm", "--account", "nobody") == 2
+    err = capsys.readouterr().err
+    assert "the Slurm submission failed: sbatch: error: Batch job submission failed: Invalid account" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (ws / "runs").iterdir()) == ["tiny-bio-s0", "tiny-mix-s0"]
+    assert {p.name: p.read_bytes() for p in kept.rglob("*") if p.is_file() and p.name != "run.lock"} == before
+    assert sorted((ws / "queue" / "slurm" / "submitit").iterdir()) == own
+
+
+def test_status_follows_the_scheduler_through_a_requeue_and_without_accounting(fake_slurm, tmp_path, capsys):
+    """A run interrupted at a time limit's warning stays queued while Slurm holds its requeued job
+    (so no second study starts beside it), and ends when Slurm is done with the job; on a cluster
+    without accounting, a job the controller has forgotten is taken as ended, and sacct's complaint
+    is not printed over `status`."""
+    import jobs.launch.slurm
+
+    ws = tmp_path / "ws"
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--seeds", "0", "1",
+                   "--executor", "slurm") == 0
+    held, dropped = ws / "runs" / "tiny-bio-s0", ws / "runs" / "tiny-bio-s1"
+    with (held / "events.jsonl").open("a") as f:  # what the run wrote: it ran, then saved at the warning
+        for status in ("running", "interrupted"):
+            f.write(json.dumps({"time": time.time(), "kind": "run", "status": status}) + "\n")
+
+    def scheduler_says(lines: str) -> None:
+        (fake_slurm / "sacct.txt").write_text("JobID|State|NodeList\n" + lines)
+        jobs.launch.slurm._states.clear()
+
+    scheduler_says("4242_0|PENDING|\n4242_1|RUNNING|\n")  # the hold after the requeue
+    assert queued_runs(ws) == {"tiny-bio-s0": "queued", "tiny-bio-s1": "starting"}
+    capsys.readouterr()  # and it may not be started a second time meanwhile
+    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--seed", "0") == 2
+    assert "run tiny-bio-s0 is queued already" in capsys.readouterr().err
+    scheduler_says("4242_0|COMPLETED|\n4242_1|RUNNING|\n")  # Slurm is done with it: interrupted, resumable
+    assert "tiny-bio-s0" not in queued_runs(ws) and scan_one(ws, "tiny-bio-s0").status == "interrupted"
+
+    (fake_slurm / "noacct").touch()  # no accounting, and the controller has forgotten s1's job
+    scheduler_says("")
+    capsys.readouterr()
+    assert "tiny-bio-s1" not in {r["run"] for r in _status(ws, capsys)}
+    assert capsys.readouterr().err == ""
+    seen = scan_one(ws, "tiny-bio-s1")
+    assert seen.status == "failed" and "slurm job 4242_1 ended as GONE" in seen.last_run["error"]
+    assert not dropped.joinpath("events.jsonl").exists() or "GONE" not in dropped.joinpath("events.jsonl").read_text()
 
 
 def test_no_slurm_here_is_one_line(tmp_path, capsys, monkeypatch):

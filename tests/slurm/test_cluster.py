@@ -191,3 +191,102 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
     assert resumed and resumed[0] > stopped_at  # on from the step it saved, not from the start
     assert metrics(folder)["train"]["bio"]["steps"] == resumed[-1]
     assert "resuming" in (folder / "job.out").read_text()
+
+
+def _log_of(ws: Path, run: str) -> str:
+    """submitit's log of the run's task (stdout and stderr)."""
+    info = slurm.job_of(ws, run)
+    paths = [Path(info["log"]), Path(info["log"]).with_suffix(".err")]
+    return "".join(p.read_text() for p in paths if p.exists())
+
+
+def test_a_run_past_its_time_limit_is_saved_requeued_resumed_and_ends_as_the_same_run_done_here(cluster, capsys):
+    """A time limit that falls mid-training: Slurm warns the job (USR2, 120 s before, at its next
+    check), the run saves where it is, submitit requeues the task, and the task resumes the run from
+    that checkpoint to the end, with weights byte-identical, and metrics equal, to the same run done
+    here without a stop. The limit is shortened by hand once the run trains (scontrol update
+    TimeLimit), and the run is paused until the warning has come, so that the warning falls
+    mid-training on a machine of any speed; Slurm's ~2 min hold of the requeued job is lifted."""
+    ws = cluster
+    settings = (*TINY, "--seed", "0", "--set", "train.bio.epochs=120")
+    assert _cli(ws, "submit", *settings, "--executor", "slurm", "--time", "30") == 0
+    [run] = [e["run"] for e in slurm.entries(ws)]
+    job, folder = _job(ws, run), ws / "runs" / run
+    timeline = {"submitted": time.time()}
+    wait_until(lambda: len(_steps(folder)) >= 3, "training to start")
+    child = _pause(folder)
+    timeline["paused"] = time.time()
+    elapsed = wait_until(lambda: _elapsed(job), "the job's elapsed time")
+    # A limit 1-2 minutes from now: inside the warning's 120 s (Slurm checks every 30 s).
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={elapsed // 60 + 2}"], check=True)
+    wait_until(lambda: "Caught signal SIGUSR2" in _log_of(ws, run), "Slurm's warning")
+    timeline["warned"] = time.time()
+    os.kill(child, signal.SIGCONT)
+    wait_until(lambda: _squeue(job) == ("PENDING", "BeginTime"), "the requeued job's hold")
+    timeline["requeued"] = time.time()
+    at = [e for e in read_events(folder) if e.get("kind") == "run"][-1]
+    assert at["status"] == "interrupted" and (folder / "checkpoints" / "bio" / "last" / "state.json").exists()
+    saved = json.loads((folder / "checkpoints" / "bio" / "last" / "state.json").read_text())["step"]
+    assert saved == _steps(folder)[-1] > 0  # saved at the warning, where it was (no periodic checkpoint)
+    timeline["saved"] = at["time"]
+    assert _row(ws, run)["status"] == "queued"  # during the hold: still queued, so no second study starts
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=30"], check=True)
+
+    # Meanwhile, the same run here, start to end.
+    assert _cli(ws, "run", *settings, "--name", "here") == 0
+    wait_until(lambda: _runs(folder)[-1] == "done", "the requeued run to finish")
+    timeline["resumed"] = next(e["time"] for e in read_events(folder) if e.get("kind") == "run" and e["time"] > at["time"])
+    timeline["finished"] = [e for e in read_events(folder) if e.get("kind") == "run"][-1]["time"]
+    assert _runs(folder) == ["running", "interrupted", "running", "done"]
+    steps = _steps(folder)
+    assert steps[steps.index(saved) + 1] > saved  # resumed from the step it saved
+    assert "Requeued job" in _log_of(ws, run)
+    here = ws / "runs" / "here"
+    for name in ("model.safetensors",):
+        a, b = (f / "checkpoints" / "bio" / "final" / name for f in (folder, here))
+        assert a.read_bytes() == b.read_bytes()
+    ta, tb = (load_file(f / "checkpoints" / "bio" / "final" / "model.safetensors") for f in (folder, here))
+    assert all(np.array_equal(ta[k].float().numpy(), tb[k].float().numpy()) for k in ta)
+    ma, mb = metrics(folder), metrics(here)
+    for model in ("untrained", "bio"):  # every score (its speed aside)
+        assert {k: v for k, v in ma[model].items() if not k.endswith("_per_s")} == \
+               {k: v for k, v in mb[model].items() if not k.endswith("_per_s")}, model
+    assert ma["train"]["bio"]["curve"] == mb["train"]["bio"]["curve"]
+    assert ma["train"]["bio"]["steps"] == mb["train"]["bio"]["steps"]
+    assert wait_until(lambda: (state := _sacct(job)) not in ("", "PENDING", "RUNNING", "COMPLETING", "REQUEUED") and state,
+                      "the Slurm job to end") == "COMPLETED"
+    t0 = timeline["submitted"]
+    print("requeue timeline (s from submit): " + ", ".join(f"{k} {v - t0:.1f}" for k, v in sorted(timeline.items(), key=lambda kv: kv[1])))
+
+
+def _elapsed(job: str) -> int | None:
+    """Seconds the job has run, as squeue says it (M:SS, H:MM:SS or D-H:MM:SS)."""
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True, text=True).stdout.strip()
+    if not out:
+        return None
+    days, _, clock = out.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    return seconds + int(days or 0) * 86400 or 1
+
+
+def test_reproduce_goes_to_slurm_and_a_second_reproduce_writes_the_report(cluster, capsys):
+    """`reproduce --executor slurm`: the study's runs go to Slurm as one array; while they are queued
+    or running, reproduce here refuses to train them beside them; once they are done, the same
+    command fits the probes and writes the report."""
+    ws = cluster
+    study = ("reproduce", "--preset", "tiny", "--seeds", "0", "--snapshots", "0", "--set", "train.bio.epochs=20",
+             "--set", "train.mix.epochs=20", "--set", "train.qa.epochs=5")
+    assert _cli(ws, *study, "--executor", "slurm") == 0
+    out = capsys.readouterr().out
+    assert "submitted reproduce-tiny-s0" in out and "fits the probes" in out
+    [run] = [e["run"] for e in slurm.entries(ws)]
+    assert _cli(ws, *study) == 2
+    assert "queued or running" in capsys.readouterr().err
+    wait_until(lambda: _runs(ws / "runs" / run)[-1:] == ["done"], "the study's run to finish")
+    wait_until(lambda: _row(ws, run) is None, "the run to leave `status`")
+    assert _cli(ws, *study) == 0
+    out = capsys.readouterr().out
+    report = next(ws.glob("reproduce/*/report.md"))
+    assert "(1)" in out and report.exists() and "reproduce-tiny-s0" in report.read_text()
+    assert json.loads(report.with_name("report.json").read_text())["claims"]
