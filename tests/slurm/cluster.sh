@@ -18,7 +18,7 @@ need_root() {
     [ "$(id -u)" = 0 ] || { say "must run as root (it installs packages and starts daemons)"; exit 2; }
 }
 
-answers() { timeout 5 sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; }
+answers() { timeout 5 sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc|comp|plnd)'; }
 
 install_packages() {
     local pkgs="slurmctld slurmd slurm-client munge"

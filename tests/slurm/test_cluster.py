@@ -40,6 +40,9 @@ pytestmark = pytest.mark.slurm
 TINY = ("--preset", "tiny", "--strategy", "bio", "--set", "train.checkpoint_every=100000")
 
 
+UP = {"idle", "mix", "alloc", "comp", "plnd"}  # sinfo's short states of a node that takes jobs (comp: finishing one)
+
+
 def _answers() -> str | None:
     """Why no cluster can be used here, or None when one answers."""
     if shutil.which("sinfo") is None:
@@ -49,7 +52,7 @@ def _answers() -> str | None:
     except (OSError, subprocess.SubprocessError) as err:
         return f"sinfo: {err}"
     states = [line.split("|") for line in out.stdout.split()]
-    if out.returncode != 0 or not any(s in ("idle", "mix", "alloc") for s, _ in states):
+    if out.returncode != 0 or not any(s.rstrip("*~#!%$@^-") in UP for s, _ in states):
         return (out.stderr.strip().splitlines() or [f"no node up ({out.stdout.strip()})"])[-1]
     if not any(node == socket.gethostname().split(".")[0] for _, node in states):
         return "the cluster's node is not this machine (the tests pause the runs' processes)"
@@ -132,7 +135,7 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
     from tests.jobs.test_slurm import _jobs_tab_says
 
     ws = cluster
-    rest = ("--cpus", "2", "--time", "10", "--set", "train.bio.epochs=150", "--set", "train.eval_every=2")
+    rest = ("--cpus", "2", "--time", "30", "--set", "train.bio.epochs=150", "--set", "train.eval_every=2")
     assert _cli(ws, "submit", *TINY, "--seeds", "0", "1", "2", *rest, "--executor", "slurm") == 0
     out = capsys.readouterr().out
     assert "partition debug has no GPUs: each job asks for 0" in out  # not refused for the default --gpus
@@ -142,6 +145,8 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
     assert {j.split("_")[0] for j in jobs.values()} == {jobs[names[0]].split("_")[0]}  # one array job
     first = wait_until(lambda: next((n for n in names if _squeue(jobs[n])[0] == "RUNNING"), None), "a task to run")
     waiting = [n for n in names if n != first]
+    third, pending = waiting
+    subprocess.run(["scontrol", "hold", jobs[third]], check=True, capture_output=True)  # until the test lets it go
     assert all(_row(ws, n)["status"] == "queued" for n in waiting)
 
     # The running one, past 70 progress events and 64 KB of events: paused there, so that it is still
@@ -155,7 +160,6 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
     _jobs_tab_says(ws, first, f"Slurm job {jobs[first]}")
 
     # Cancel a pending one: scancelled, recorded as interrupted, gone from `status`.
-    pending = waiting[-1]
     assert _cli(ws, "cancel", pending) == 0
     assert f"slurm job {jobs[pending]} cancelled before it started" in capsys.readouterr().out
     # (A task cancelled before the array split it off leaves no record of its own, in squeue or sacct.)
@@ -175,12 +179,13 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
                       "the Slurm job to end") == "COMPLETED"
     wait_until(lambda: _row(ws, first) is None, f"{first} to leave `status`")
 
-    # The third, followed from queued to running to done.
-    third = waiting[0]
-    seen = []
-    wait_until(lambda: seen.append((_row(ws, third) or {}).get("status")) or _runs(ws / "runs" / third)[-1:] == ["done"],
-               f"{third} to finish", every=0.2)
-    assert "running" in seen and seen[0] == "queued"
+    # The third, held so far: queued, then (let go) running, paused there to be seen so, then done.
+    assert _row(ws, third)["status"] == "queued"
+    subprocess.run(["scontrol", "release", jobs[third]], check=True, capture_output=True)
+    child = _pause(ws / "runs" / third)
+    assert wait_until(lambda: _row(ws, third)["status"] == "running" and _row(ws, third), f"{third} running")["progress"]
+    os.kill(child, signal.SIGCONT)
+    wait_until(lambda: _runs(ws / "runs" / third)[-1:] == ["done"], f"{third} to finish")
     wait_until(lambda: _row(ws, third) is None, f"{third} to leave `status`")
 
     # A second submit of the stopped run resumes it from its checkpoint to the end.
