@@ -24,7 +24,9 @@ install_packages() {
     local pkgs="slurmctld slurmd slurm-client munge"
     [ "$ACCOUNTING" = 1 ] && pkgs="$pkgs slurmdbd mariadb-server"
     local missing=""
-    for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+    for p in $pkgs; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
     [ -z "$missing" ] && return 0
     command -v apt-get >/dev/null || { say "no apt-get here: install$missing by hand"; exit 2; }
     say "installing$missing"
