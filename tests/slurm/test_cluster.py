@@ -181,10 +181,12 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
 
     # The third, held so far: queued, then (let go) running, paused there to be seen so, then done.
     assert _row(ws, third)["status"] == "queued"
+    _jobs_tab_says(ws, third, f"Slurm job {jobs[third]}, waiting for the scheduler")
     subprocess.run(["scontrol", "release", jobs[third]], check=True, capture_output=True)
     wait_until(lambda: (row := _row(ws, third)) and row["status"] == "running" and row["progress"], f"{third} running")
     child = _pause(ws / "runs" / third)
     assert _row(ws, third)["status"] == "running" and _row(ws, third)["progress"]
+    _jobs_tab_says(ws, third, f"Slurm job {jobs[third]}")
     os.kill(child, signal.SIGCONT)
     wait_until(lambda: _runs(ws / "runs" / third)[-1:] == ["done"], f"{third} to finish")
     wait_until(lambda: _row(ws, third) is None, f"{third} to leave `status`")
