@@ -172,9 +172,10 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
     assert f"{first}: stopping (slurm job {jobs[first]}); what it finished is kept" in capsys.readouterr().out
     os.kill(child, signal.SIGCONT)
     wait_until(lambda: _runs(folder)[-1] == "interrupted", "the run to stop")
-    stopped_at = _steps(folder)[-1]
+    stopped_at, reported = _steps(folder)[-1], len(_steps(folder))  # (progress is reported twice a second)
     state = json.loads((folder / "checkpoints" / "bio" / "last" / "state.json").read_text())
-    assert state["step"] == stopped_at > 0  # saved where it stopped, not at a periodic checkpoint
+    assert state["step"] >= stopped_at > 0  # saved where it stopped (no periodic checkpoint this far)
+    stopped_at = state["step"]
     assert wait_until(lambda: (state := _sacct(jobs[first])) not in ("", "PENDING", "RUNNING", "COMPLETING") and state,
                       "the Slurm job to end") == "COMPLETED"
     wait_until(lambda: _row(ws, first) is None, f"{first} to leave `status`")
@@ -195,7 +196,7 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
     seed = re.search(r"-s(\d+)", first).group(1)
     assert _cli(ws, "submit", *TINY, "--seeds", seed, *rest, "--executor", "slurm") == 0
     wait_until(lambda: _runs(folder)[-1] == "done", f"{first} to finish")
-    resumed = _steps(folder)[_steps(folder).index(stopped_at) + 1:]
+    resumed = _steps(folder)[reported:]
     assert resumed and resumed[0] > stopped_at  # on from the step it saved, not from the start
     assert metrics(folder)["train"]["bio"]["steps"] == resumed[-1]
     assert "resuming" in (folder / "job.out").read_text()
@@ -235,7 +236,8 @@ def test_a_run_past_its_time_limit_is_saved_requeued_resumed_and_ends_as_the_sam
     at = [e for e in read_events(folder) if e.get("kind") == "run"][-1]
     assert at["status"] == "interrupted" and (folder / "checkpoints" / "bio" / "last" / "state.json").exists()
     saved = json.loads((folder / "checkpoints" / "bio" / "last" / "state.json").read_text())["step"]
-    assert saved == _steps(folder)[-1] > 0  # saved at the warning, where it was (no periodic checkpoint)
+    reported = len(_steps(folder))  # progress is reported twice a second: the save may be a step or two on
+    assert saved >= _steps(folder)[-1] > 0  # saved at the warning, where it was (no periodic checkpoint)
     timeline["saved"] = at["time"]
     assert _row(ws, run)["status"] == "queued"  # during the hold: still queued, so no second study starts
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=30"], check=True)
@@ -247,7 +249,7 @@ def test_a_run_past_its_time_limit_is_saved_requeued_resumed_and_ends_as_the_sam
     timeline["finished"] = [e for e in read_events(folder) if e.get("kind") == "run"][-1]["time"]
     assert _runs(folder) == ["running", "interrupted", "running", "done"]
     steps = _steps(folder)
-    assert steps[steps.index(saved) + 1] > saved  # resumed from the step it saved
+    assert steps[reported] > saved  # resumed from the step it saved
     assert "Requeued job" in _log_of(ws, run)
     here = ws / "runs" / "here"
     for name in ("model.safetensors",):
