@@ -206,6 +206,25 @@ def parser() -> argparse.ArgumentParser:
                        "factrecall did not write")
     probe.add_argument("--no-cache", action="store_true", help="fit again even if the store holds this result")
 
+    patch = sub.add_parser("patch", help="interventions on resid_mid: put one format's vector into another's "
+                           "forward pass, with controls and LEACE erasure; exact match per layer, as a table and a PNG")
+    patch.add_argument("runs", nargs="+", metavar="RUN", help="runs with their activation store; several are seeds: mean ± std")
+    patch.add_argument("--attribute", default="job", help="attribute whose answer is decoded (default: job)")
+    patch.add_argument("--models", nargs="+", help="models to patch (default: stage and mix)")
+    patch.add_argument("--split", choices=("qa_out", "qa_in"), default="qa_out", help="people patched (default: qa_out)")
+    patch.add_argument("--layers", type=int, nargs="+", metavar="LAYER", help="patch these layers only "
+                       "(default: all; -1 is the last)")
+    patch.add_argument("--people", type=whole(2), help="at most this many of them, the same sample each time (default: all)")
+    patch.add_argument("--seed", type=whole(0), default=0, help="for the donors, the random vectors and the sample")
+    patch.add_argument("--no-erase", action="store_true", help="skip the LEACE erasure columns")
+    patch.add_argument("--batch-size", type=whole(1), help="prompts per forward pass (default: train.eval_batch_size)")
+    patch.add_argument("--device", default=None)
+    patch.add_argument("--out", help="PNG file (default: patch-ATTRIBUTE.png in the first run's folder)")
+    patch.add_argument("--csv", help="also write the per-run table as CSV")
+    patch.add_argument("--force", action="store_true", help="replace an existing --out or --csv file that "
+                       "factrecall did not write")
+    patch.add_argument("--no-cache", action="store_true", help="compute again even if the store holds this result")
+
     export = sub.add_parser("export", help="copy an activation store into one HDF5 file")
     export.add_argument("run", help="run name or path, or a store path / URL")
     export.add_argument("--hdf5", required=True, metavar="FILE", help="the .h5 file to write")

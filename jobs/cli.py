@@ -15,6 +15,7 @@
     factrecall-jobs dump RUN                     # the activation store (run does it after evaluation)
     factrecall-jobs export RUN --hdf5 FILE       # the store as one HDF5 file
     factrecall-jobs probe RUN [RUN ...]          # probes per layer: Acc, delta_rep, delta_mech (Figures 3, 4)
+    factrecall-jobs patch RUN [RUN ...]          # interventions: hBIO patched into the QA pass, controls, erasure
     factrecall-jobs presets                      # what each preset sets
 
 The arguments are parsed in jobs/arguments.py; here (about 500 lines) is one short `cmd_*` per command,
@@ -442,6 +443,71 @@ def cmd_probe(args: argparse.Namespace) -> None:
     console.print(f"wrote {probe_figure(agg, out, title, MODEL_LABELS)}", soft_wrap=True)
 
 
+def cmd_patch(args: argparse.Namespace) -> None:
+    import store
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+    from store.figures import patch_figure
+    from store.interventions import COLUMNS, LABELS, PatchSettings, frame, summary
+    from store.probes import check_request, format_cell
+
+    from jobs.run.files import atomic_write_bytes, check_output
+    from jobs.run.folder import resolve_run
+    from jobs.run.patch import patch
+
+    settings = PatchSettings(attribute=args.attribute, split=args.split, people=args.people, seed=args.seed,
+                             layers=tuple(args.layers) if args.layers else None, erase=not args.no_erase)
+    paths = [resolve_run(_workspace(args), r) for r in args.runs]  # checkpoints are needed: runs, not bare stores
+    stores = [store.open(p) for p in paths]
+    for s in stores:
+        bad = [k for k in settings.layers or () if not -s.layers <= k < s.layers]
+        if bad:
+            raise FactrecallError(f"layer {bad[0]} does not exist: {s.meta.get('run')} has layers 0..{s.layers - 1}")
+    models = check_request(stores, args.models, _probe_settings(args.attribute))
+    reads = [s.url for s in stores]
+    csv = check_output(Path(args.csv), "csv", reads, force=args.force) if args.csv else None
+    out = check_output(Path(args.out) if args.out else paths[0] / f"patch-{args.attribute}.png", "figure", reads,
+                       force=args.force)
+    found = []
+    with Progress(TextColumn("patching"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.description}"), console=console, transient=True) as bars:
+        task = bars.add_task("", total=None)
+        for path, s in zip(paths, stores):
+            for result, hit in patch(path, s, models, settings, device=args.device, batch_size=args.batch_size,
+                                     cache=not args.no_cache, progress=lambda done, total, what: bars.update(
+                                         task, completed=done, total=total, description=what)):
+                found.append((path.name, result))
+                if hit:
+                    console.print(f"[dim]{path.name} {result['model']}: from the store's cache[/dim]")
+    df = frame(found)
+    agg = summary(df)
+    several = len(stores) > 1
+    for model in models:
+        rows = agg[agg["model"] == model]
+        t = Table(title=f"{model}: exact match (%) for {args.attribute} when resid_mid is patched at one layer, the last "
+                        f"prompt token ({rows['runs'].iloc[0]} run{'s' if several else ''}; {int(df['n_people'].iloc[0])} "
+                        f"{settings.split} people; LEACE removes {int(df['erase_rank'].max())} directions)",
+                  title_justify="left")
+        t.add_column("layer", justify="right")
+        shown = [c for c in COLUMNS if not (c in ("erase_qa", "erase_bio", "erase_random_qa") and args.no_erase)]
+        for key in shown:
+            t.add_column(LABELS[key], justify="right")
+        for _, r in rows.iterrows():
+            t.add_row(str(int(r["layer"])), *(format_cell(r, key, several) for key in shown))
+        console.print(t)
+    if csv is not None:
+        atomic_write_bytes(csv, df.to_csv(index=False).encode())
+        console.print(f"wrote {csv}", soft_wrap=True)
+    title = f"Patching resid_mid at the last prompt token: \"{args.attribute}\", {settings.split} people"
+    console.print(f"wrote {patch_figure(agg, out, title, MODEL_LABELS)}", soft_wrap=True)
+
+
+def _probe_settings(attribute: str):
+    from store.probes import ProbeSettings
+
+    return ProbeSettings(attribute=attribute)
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from jobs.run.curves import curves
     from jobs.run.files import check_output
@@ -518,7 +584,7 @@ def _disk_full(err: BaseException) -> bool:
 
 # verb -> what runs it (`status` and `queue` are one verb under two names)
 COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "submit": cmd_submit, "status": cmd_queue, "queue": cmd_queue,
-            "cancel": cmd_cancel, "archive": cmd_archive, "delete": cmd_archive, "worker": cmd_worker, "resume": cmd_resume, "dump": cmd_dump, "probe": cmd_probe,
+            "cancel": cmd_cancel, "archive": cmd_archive, "delete": cmd_archive, "worker": cmd_worker, "resume": cmd_resume, "dump": cmd_dump, "probe": cmd_probe, "patch": cmd_patch,
             "export": cmd_export, "show": cmd_show, "plot": cmd_plot, "compare": cmd_compare, "presets": cmd_presets, "models": cmd_models}
 
 

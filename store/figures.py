@@ -51,6 +51,49 @@ def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None =
         ax.set_xticks(sorted(set(summary["layer"])))
     fig.suptitle(title)
     fig.tight_layout()
+    return _save(fig, out)
+
+
+# The patching figure: per model, exact match after each intervention across layers; the unpatched
+# recall as dashed lines.
+PATCH_STYLE = {"bio_long_qa": ("tab:blue", "-"), "bio_short_qa": ("tab:cyan", "-"), "qa_bio_long": ("tab:orange", "-"),
+               "donor_rate": ("tab:purple", "-"), "identity_qa": ("tab:gray", ":"), "random_qa": ("black", ":"),
+               "erase_qa": ("tab:red", "--"), "erase_bio": ("tab:brown", "--"), "erase_random_qa": ("tab:pink", "--")}
+
+
+def patch_figure(summary, out: Path, title: str, labels: dict[str, str] | None = None) -> Path:
+    """summary: `store.interventions.summary(frame)`; writes a PNG and returns its path."""
+    from store.interventions import LABELS
+
+    models = list(dict.fromkeys(summary["model"]))
+    fig = Figure(figsize=(4.8 * len(models), 4.4))
+    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
+    for ax, model in zip(axes, models):
+        rows = summary[summary["model"] == model]
+        layers = rows["layer"].to_numpy()
+        for key, (color, dash) in PATCH_STYLE.items():
+            if rows[key].isna().all():
+                continue
+            mean, std = rows[key].to_numpy(), rows[f"{key}_std"].fillna(0).to_numpy()
+            ax.plot(layers, mean, dash, color=color, marker="o", ms=3, label=LABELS[key])
+            if std.any():
+                ax.fill_between(layers, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+        for key, color in (("qa", "tab:green"), ("bio", "tab:olive")):
+            ax.axhline(float(rows[key].mean()), color=color, ls="--", lw=1, label=f"{LABELS[key]} unpatched")
+        n = int(rows["runs"].iloc[0])
+        ax.set_title(f"{(labels or {}).get(model, model)} ({n} run{'s' if n > 1 else ''})")
+        ax.set_xlabel("layer patched")
+        ax.set_xticks(sorted(set(layers.tolist())))
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("exact match, %")
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig: Figure, out: Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Whole or not at all, as every file factrecall writes; the format is the name's (.png, .pdf, .svg).

@@ -352,7 +352,8 @@ def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSetti
     """One group per result; its attributes (one JSON document, written whole) hold the parameters
     and the rows. A store the user cannot write to still answers; it just does not remember."""
     try:
-        group = zarr.open_group(s.url, mode="a", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
+        # "w": the entry is replaced whole, also one a kill or a hand left unreadable (opening it to add to it fails)
+        group = zarr.open_group(s.url, mode="w", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
         group.attrs.put({"key": key, "model": model, "settings": asdict(settings), "code": _CODE,
                          "seconds": round(seconds, 3), "rows": rows})
     except Exception:  # noqa: BLE001 - read-only or damaged: the result stands, it is just not remembered

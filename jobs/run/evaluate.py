@@ -49,6 +49,49 @@ def eval_sets(prompts: list[Prompt], targets: list[Target]) -> dict[str, EvalSet
 
 
 @torch.inference_mode()
+def greedy_decode(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    prompts: list[str],
+    lengths: list[int],
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
+    before: Callable[[np.ndarray], None] | None = None,
+) -> list[list[int]]:
+    """The tokens greedy decoding produces after each prompt, up to lengths[i] of them (fewer where
+    the model stops). Left-padded batches, so the last prompt token is the last column of every row;
+    `before(rows)` is called before each batch's `generate` with the prompt indices it holds (an
+    intervention sets its vectors for them there)."""
+    device = next(model.parameters()).device
+    encoded = tok(prompts, add_special_tokens=True)["input_ids"]
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    produced: list[list[int]] = [[] for _ in prompts]
+    pad = tok.pad_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]) :] = 1
+        new = max(lengths[i] for i in idx)
+        # Purely greedy: no minimum length (it would forbid EOS and score the runner-up); a row that
+        # stops early is padded and fails the comparison, as it should.
+        config = GenerationConfig(max_new_tokens=new, do_sample=False, num_beams=1, pad_token_id=pad)
+        if before is not None:
+            before(idx)
+        with autocast(device, precision):
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        tail = out[:, width:].cpu().numpy()
+        for row, i in enumerate(idx):
+            produced[i] = tail[row, : lengths[i]].tolist()
+        if progress is not None:
+            progress(len(idx))
+    return produced
+
+
 def greedy_match(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
@@ -59,33 +102,8 @@ def greedy_match(
     precision: str = "fp32",
 ) -> np.ndarray:
     """bool[len(prompts)]: does greedy decoding after prompt i produce exactly targets[i]?"""
-    device = next(model.parameters()).device
-    encoded = tok(prompts, add_special_tokens=True)["input_ids"]
-    order = np.argsort([len(e) for e in encoded], kind="stable")
-    correct = np.zeros(len(prompts), dtype=bool)
-    pad = tok.pad_token_id
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
-        new = max(len(targets[i]) for i in idx)
-        # Purely greedy: no minimum length (it would forbid EOS and score the runner-up); a row that
-        # stops early is padded and fails the comparison, as it should.
-        config = GenerationConfig(max_new_tokens=new, do_sample=False, num_beams=1, pad_token_id=pad)
-        with autocast(device, precision):
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
-        produced = np.full((len(idx), new), -1)
-        produced[:, : out.shape[1] - width] = out[:, width:].cpu().numpy()
-        for row, i in enumerate(idx):
-            t = targets[i]
-            correct[i] = produced[row, : len(t)].tolist() == list(t)
-        if progress is not None:
-            progress(len(idx))
-    return correct
+    produced = greedy_decode(model, tok, prompts, [len(t) for t in targets], batch_size, progress, precision)
+    return np.array([p == list(t) for p, t in zip(produced, targets)], dtype=bool)
 
 
 def score(correct: np.ndarray, attributes: list[str]) -> dict[str, float]:

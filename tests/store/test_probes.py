@@ -125,6 +125,11 @@ def test_results_are_cached_in_the_store_and_never_stale(tiny_run, tmp_path, mon
     assert len(calls) == 4 * s.layers  # a changed parameter is computed, not served
     assert changed != first
     assert sweep(s, "mix", settings) != first and len(calls) == 6 * s.layers  # another model too
+    # A damaged entry (a kill mid-write, a hand edit) is computed again and rewritten, then served.
+    entry = copy / "probes" / probes.cache_key(s, "stage", settings) / "zarr.json"
+    entry.write_text('{"zarr_format": 3, "node_type": "group", "attributes": {"rows": [')
+    assert sweep(s, "stage", settings) == first and len(calls) == 8 * s.layers
+    assert sweep(s, "stage", settings) == first and len(calls) == 8 * s.layers
 
 
 def test_the_probe_command_prints_and_draws_what_the_api_returns(tiny_run, tmp_path, capsys, monkeypatch):

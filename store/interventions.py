@@ -1,0 +1,138 @@
+"""Interventions on resid_mid, as the store keeps them: their settings, their numbers, their cache.
+
+The probes (store.probes) say where an attribute is *readable*; an intervention asks whether the
+model *uses* it. `factrecall-jobs patch` (jobs.run.patch) runs a model's QA prompt, replaces resid_mid
+at one layer at the last prompt token with a vector read from this store, finishes the forward pass
+and greedily decodes the answer. Per layer and model it scores, over the patched people (default the
+QA out-of-distribution ones), the exact match of:
+
+    qa            the QA prompt as it is (the recall the patches are measured against)
+    bio_long_qa   the same person's hBIO_long patched into the QA pass (the representation-consistency test)
+    bio_short_qa  the same person's hBIO_short patched into the QA pass
+    identity_qa   the person's own hQA, from the store, patched into the QA pass (a control: changes nothing)
+    donor_own     another person's hBIO_long patched in: answers still the person's own
+    donor_rate    ... answers that become the donor's (the transplant rate)
+    random_qa     a random direction with hBIO_long's norm patched in (a control)
+    bio           the BIO_long prompt as it is
+    qa_bio_long   the person's hQA patched into the BIO_long pass (the reverse direction)
+    erase_qa      the QA pass with the attribute's linear direction erased at the layer (LEACE fitted on
+                  the QA-in people's hQA)
+    erase_bio     the BIO_long pass, erased likewise (LEACE fitted on their hBIO_long)
+    erase_random_qa  the QA pass with as many random directions removed as LEACE removed (a control:
+                  LEACE removes up to one dimension per class, and with many classes that is much)
+
+Results live in the store's group `interventions/<key>`, one JSON document each (the group's
+attributes): the settings, the code that computed them, and per layer the percentages and each
+patched person's outcome (for intervals over people). The key covers every setting, the model and
+the store's fingerprint (which covers the checkpoints' weights); `results(s)` lists what a store holds
+without computing anything, which is how the TUI shows them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import zarr
+
+from store.errors import StoreError
+from store.names import SPLITS
+from store.reader import ActivationStore
+
+GROUP = "interventions"
+COLUMNS = ("qa", "bio_long_qa", "bio_short_qa", "identity_qa", "donor_own", "donor_rate", "random_qa",
+           "bio", "qa_bio_long", "erase_qa", "erase_bio", "erase_random_qa")
+LABELS = {"qa": "QA", "bio_long_qa": "hBIO_long→QA", "bio_short_qa": "hBIO_short→QA", "identity_qa": "hQA→QA",
+          "donor_own": "donor: own", "donor_rate": "donor: donor's", "random_qa": "random→QA", "bio": "BIO",
+          "qa_bio_long": "hQA→BIO", "erase_qa": "erased QA", "erase_bio": "erased BIO",
+          "erase_random_qa": "random erased QA"}
+# The columns that are the same at every layer (the unpatched passes).
+UNPATCHED = ("qa", "bio")
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """Everything besides the store and model that shapes a patching sweep's numbers."""
+
+    attribute: str = "job"
+    split: str = "qa_out"                  # the people patched
+    layers: tuple[int, ...] | None = None  # None: every layer
+    people: int | None = None              # at most this many of them (the same ones every time), None: all
+    seed: int = 0                          # donors, random vectors and the people sample
+    erase: bool = True                     # also the LEACE erasure columns
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise StoreError(f"split {self.split!r}: use {' or '.join(SPLITS)}")
+        if self.people is not None and self.people < 2:
+            raise StoreError(f"--people {self.people}: patching needs at least 2 people (a donor is another one)")
+
+
+def cache_key(s: ActivationStore, model: str, settings: PatchSettings, code: str) -> str:
+    ident = {"code": code, "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _valid(attrs: dict, key: str | None = None) -> bool:
+    rows = attrs.get("rows")
+    return (isinstance(rows, list) and bool(rows) and (key is None or attrs.get("key") == key)
+            and isinstance(attrs.get("settings"), dict) and isinstance(attrs.get("model"), str)
+            and all(isinstance(r, dict) and isinstance(r.get("layer"), int)
+                    and all(isinstance(r.get(c), (int, float)) for c in COLUMNS) for r in rows))
+
+
+def cached(s: ActivationStore, key: str) -> dict | None:
+    """The result stored under `key` (settings, model, code, seconds, rows, outcomes), or None when
+    absent or damaged (then computed again and rewritten)."""
+    try:
+        group = zarr.open_group(s.url, mode="r", path=f"{GROUP}/{key}", zarr_format=3, use_consolidated=False)
+        attrs = group.attrs.asdict()
+    except Exception:  # noqa: BLE001 - absent, or damaged by a kill
+        return None
+    return attrs if _valid(attrs, key) else None
+
+
+def store_cached(s: ActivationStore, key: str, result: dict) -> bool:
+    """Keep `result` under `key` (written whole, as one JSON document); False where the store cannot
+    be written (the result stands, it is just not remembered)."""
+    try:
+        group = zarr.open_group(s.url, mode="w", path=f"{GROUP}/{key}", zarr_format=3, use_consolidated=False)
+        group.attrs.put({**result, "key": key})
+    except Exception:  # noqa: BLE001 - read-only or damaged
+        return False
+    return True
+
+
+def results(s: ActivationStore, attribute: str | None = None) -> list[dict]:
+    """Every patching result the store holds (optionally for one attribute), newest first: what has
+    been computed, looked at without computing anything."""
+    try:
+        root = zarr.open_group(s.url, mode="r", path=GROUP, zarr_format=3, use_consolidated=False)
+        keys = sorted(root.group_keys())
+    except Exception:  # noqa: BLE001 - none yet
+        return []
+    found = []
+    for key in keys:
+        if (hit := cached(s, key)) is not None and (attribute is None or hit["settings"].get("attribute") == attribute):
+            found.append(hit)
+    return sorted(found, key=lambda r: r.get("created", ""), reverse=True)
+
+
+def frame(found: list[tuple[str, dict]]):
+    """A tidy pandas DataFrame of results, given as (run, result) pairs: one row per (run, model,
+    layer), every column, and the people counted."""
+    import pandas as pd
+
+    rows = [{"run": run, "model": r["model"], **row} for run, r in found for row in r["rows"]]
+    if not rows:
+        raise StoreError("no patching results to show")
+    return pd.DataFrame(rows)[["run", "model", "layer", *COLUMNS, "n_people", "n_donor", "erase_rank"]]
+
+
+def summary(df):
+    """Mean and sample standard deviation over runs (seeds) per (model, layer)."""
+    grouped = df.groupby(["model", "layer"], sort=False)[list(COLUMNS)]
+    out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()
+    out["runs"] = df.groupby(["model", "layer"], sort=False).size().to_numpy()
+    return out

@@ -1,0 +1,148 @@
+"""Interventions on resid_mid (`factrecall-jobs patch`, jobs.run.patch): putting a model's own vector
+back changes no decoded token, another person's vector moves the answer to theirs, the controls are
+controls, the numbers are the per-person outcomes', and results are cached in the store and never stale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import store
+from jobs.run import model as models
+from jobs.run.checkpoints import checkpoint_path
+from jobs.run.evaluate import greedy_decode
+from jobs.run.patch import LastToken, load_run_inputs, patch
+from jobs.words import ATTRIBUTES
+from store import interventions
+from store.interventions import COLUMNS, PatchSettings
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def run(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of the session's tiny run (Stage and Mix, 2 layers, 16 people), whose store this test may write."""
+    copy = tmp_path / "ws" / "runs" / tiny_run.name
+    shutil.copytree(tiny_run, copy, symlinks=True)
+    return copy
+
+
+def test_putting_back_a_models_own_vector_changes_no_decoded_token(tiny_run):
+    """The identity patch, for every model, layer and format: the store's vector (float16, dumped with
+    right padding) put into the same prompt's pass (left padded, as evaluation decodes) leaves every
+    decoded token as it was. It checks the hook point, the position and the store's order at once."""
+    folder, tok, prompts, targets = load_run_inputs(tiny_run)
+    s = store.open(tiny_run)
+    a = ATTRIBUTES.index("job")
+    index = np.arange(len(s.people)) * len(ATTRIBUTES) + a
+    lengths = [len(targets[i].ids) + 2 for i in index]
+    for name in ("untrained", "stage", "mix"):
+        model = models.load_model(checkpoint_path(folder, name), torch.device("cpu")).eval()
+        for fmt in ("bio_long", "bio_short", "qa"):
+            texts = [prompts[i].text(fmt) for i in index]
+            plain = greedy_decode(model, tok, texts, lengths)
+            for layer in range(s.layers):
+                own = torch.as_tensor(s.acts(fmt, layer, "job", model=name), dtype=torch.float32)
+                seen = []
+                with LastToken(model, layer) as hook:
+                    def before(idx):
+                        hook.edit = lambda h, idx=idx: (seen.append((h - own[idx]).abs().max().item()), own[idx])[1]
+                    patched = greedy_decode(model, tok, texts, lengths, before=before)
+                assert patched == plain, (name, fmt, layer)
+                assert seen and max(seen) < 0.05  # the hook saw the very vector the store holds (to float16)
+        if name == "mix":  # and a vector that is not its own does change them (the hook is live)
+            with LastToken(model, s.layers - 1) as hook:
+                def swap(idx):
+                    hook.edit = lambda h, idx=idx: torch.flip(own[idx], [0])
+                assert greedy_decode(model, tok, texts, lengths, before=swap) != plain
+
+
+def test_patch_prints_draws_and_caches_the_transplant_and_its_controls(run, tmp_path, capsys):
+    """`factrecall-jobs patch` end to end on the QA-in people, whose answers the tiny models know: the
+    identity control equals the unpatched recall at every layer, a donor's hBIO_long at the last layer
+    makes Mix answer with the donor's job, a random vector of the same norm recalls nothing, and the
+    CSV, the store's cache and the Python API hold the same numbers."""
+    ws = run.parent.parent
+    out, csv = tmp_path / "patch.png", tmp_path / "patch.csv"
+    assert run_cli("--workspace", ws, "patch", run.name, "--split", "qa_in", "--out", out, "--csv", csv) == 0
+    printed = capsys.readouterr().out
+    assert "stage: exact match (%) for job" in printed and "mix: exact match" in printed and "from the store's cache" not in printed
+    assert out.stat().st_size > 10_000
+    df = pd.read_csv(csv)
+    assert sorted(set(df["model"])) == ["mix", "stage"] and sorted(set(df["layer"])) == [0, 1]
+    assert (df["n_people"] == 8).all()
+    assert (df["identity_qa"] == df["qa"]).all()           # the control changes nothing
+    assert (df["random_qa"] <= df["qa"] - 50).all()          # a random vector of hBIO's norm: recall gone
+    top = df[(df["model"] == "mix") & (df["layer"] == 1)].iloc[0]
+    assert top["qa"] >= 75 and top["donor_rate"] >= 75 and top["donor_own"] <= 25  # the transplant took
+    assert top["n_donor"] == 8                                # every donor's job differs from the person's
+
+    # The cache: the same numbers, from the store, without a model loaded.
+    s = store.open(run)
+    held = interventions.results(s, "job")
+    assert {r["model"] for r in held} == {"stage", "mix"}
+    for r in held:
+        for row, outcome in zip(r["rows"], r["outcomes"]):
+            for c in COLUMNS:  # every percentage is its people's outcomes
+                assert row[c] == pytest.approx(100 * np.mean(outcome[c]), abs=0.01), c
+            mine = df[(df["model"] == r["model"]) & (df["layer"] == row["layer"])].iloc[0]
+            assert all(row[c] == pytest.approx(mine[c]) for c in COLUMNS)
+        assert len(r["people"]) == 8 and all(p != d for p, d in zip(r["people"], r["donors"]))
+    csv.unlink()
+    assert run_cli("--workspace", ws, "patch", run.name, "--split", "qa_in", "--out", out, "--csv", csv) == 0
+    assert capsys.readouterr().out.count("from the store's cache") == 2
+    assert pd.read_csv(csv).equals(df)
+
+    # Another setting is another result; a damaged one is computed again, as it was.
+    again = patch(run, s, ["mix"], PatchSettings(split="qa_in", layers=(-1,), erase=False))
+    [(result, hit)] = again
+    assert not hit and [r["layer"] for r in result["rows"]] == [1]
+    assert result["rows"][0]["donor_rate"] == top["donor_rate"] and np.isnan(result["rows"][0]["erase_qa"])
+    for entry in (e for e in (run / "activations.zarr" / "interventions").iterdir() if e.is_dir()):
+        (entry / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {"rows": [')
+    [(result, hit)] = patch(run, s, ["mix"], PatchSettings(split="qa_in"))
+    assert not hit and result["rows"][1]["donor_rate"] == top["donor_rate"]
+    [(_, hit)] = patch(run, s, ["mix"], PatchSettings(split="qa_in"))
+    assert hit
+
+
+def test_erasure_and_its_random_control_remove_the_same_number_of_directions(run):
+    """LEACE removes one direction per class but one (here the QA-in people's jobs); the control
+    removes as many random ones. On the tiny Mix at its last layer the attribute's directions take
+    the answers away and random ones of that number leave them."""
+    s = store.open(run)
+    [(result, _)] = patch(run, s, ["mix"], PatchSettings(split="qa_in"))
+    classes = len(set(s.labels("job", "qa_in")["label"]))
+    last = result["rows"][-1]
+    assert last["erase_rank"] == classes - 1
+    assert last["erase_qa"] <= last["qa"] - 50 and last["erase_random_qa"] == last["qa"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--attribute", "shoe_size"], "unknown attribute 'shoe_size': choose one of birth_date"),
+    (["--layers", "5"], "layer 5 does not exist"),
+    (["--models", "qa"], "has no dumped model 'qa'"),
+    (["--people", "1"], "--people: 1 is out of range: give 2 or more"),
+])
+def test_bad_patch_requests_are_one_line_and_write_nothing(run, capsys, argv, says):
+    ws = run.parent.parent
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    code = run_cli("--workspace", ws, "patch", run.name, *argv)
+    captured = capsys.readouterr()
+    assert code != 0 and says in captured.err and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_a_store_without_its_run_is_refused_in_one_line(run, tmp_path, capsys):
+    """A patch runs the model: a bare store (no checkpoints beside it) is named as the problem."""
+    bare = tmp_path / "bare.zarr"
+    shutil.copytree(run / "activations.zarr", bare)
+    assert run_cli("--workspace", run.parent.parent, "patch", str(bare)) != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
