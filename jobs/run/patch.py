@@ -217,7 +217,6 @@ def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: P
                "erase_rank": rank.get("qa", 0)}
         out_rows.append(row)
         outcomes.append({c: result[c].astype(int).tolist() for c in COLUMNS if c in result})
-    del model
     return {"model": model_name, "settings": _settings_json(settings), "code": CODE, "people": rows.tolist(),
             "donors": rows[donors].tolist(), "rows": out_rows, "outcomes": outcomes,
             "seconds": round(time.perf_counter() - t0, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -4,7 +4,6 @@ controls, the numbers are the per-person outcomes', and results are cached in th
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
