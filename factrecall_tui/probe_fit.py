@@ -85,12 +85,12 @@ def compute(request: ProbeRequest, *, fit: bool, stop: Callable[[], bool],
         stores.append(store.open(path))
     settings = probes.ProbeSettings(attribute=request.attribute, bio=request.bio, train_split=request.train_split,
                                     test_split=request.test_split)
-    models = probes.check_request(stores, None, settings)
+    models = probes.baseline(stores, probes.check_request(stores, None, settings))  # as `probe` shows them
     found = list(probes.sweeps(stores, models, settings, cached_only=not fit, progress=step))
     if len(found) < len(stores) * len(models):  # cached_only: the cache lacks one
         return None
     check()
     df = probes.frame(found)
-    agg = probes.summary(df)
+    agg = probes.summary(df, found)
     check()
     return ProbeResult(models, df, agg, time.perf_counter() - t0, sum(one.cached for one in found), len(found))

@@ -46,7 +46,7 @@ from factrecall_tui.remembered import Remembered
 from factrecall_tui.runs import RunSummary
 from jobs.errors import USER_ERRORS, first_line
 from jobs.words import ATTRIBUTES
-from store.names import PROBE_COLUMNS, PROBE_LABELS, PROBE_SPLITS, STORE_NAME
+from store.names import PROBE_LABELS, PROBE_SPLITS, STORE_NAME
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -470,17 +470,18 @@ class ProbesPane(HandsFailuresUp, Widget):
 
     # -- results --------------------------------------------------------------------------------
     async def _show_results(self, message: Finished) -> None:
-        from store.probes import counts, format_cell  # loaded already, by the worker that made these
+        from store.probes import counts, row_cells, table_columns  # loaded already, by the worker that made these
 
         request, result = message.request, message.result
         df, agg = result.df, result.agg
         self.request, self.models, self.results = request, result.models, agg
         several = len(request.runs) > 1
-        runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean ± sample std, as `probe`)"
+        runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean, as `probe`)"
         self._caption = Text.assemble(
             (request.attribute, "bold"), f" · {request.bio} · {runs} · {counts(df, 'n_classes')} classes · "
             f"train {request.train_split} ({counts(df, 'n_train')}) → test {request.test_split} "
-            f"({counts(df, 'n_test')})")
+            f"({counts(df, 'n_test')}) · [95% bootstrap interval over people{' and seeds' if several else ''}] · "
+            "Sel = accuracy - the control task")
         self._mark_stale(request != self.current_request())
         # No timings here: the same fit reads the same (snapshots).
         source = ("probes from the store's cache" if result.cached == result.units else
@@ -488,10 +489,10 @@ class ProbesPane(HandsFailuresUp, Widget):
         self._status(source, self._seed_note(request) if message.serial is not None else "")
         table = self.query_one("#probe-table", DataTable)
         table.clear(columns=True)
-        table.add_columns("model", "layer", *(PROBE_LABELS[k] for k in PROBE_COLUMNS))
+        table.add_columns("model", "layer", *(PROBE_LABELS[k] for k in table_columns()))
         for model in result.models:
             for _, r in agg[agg["model"] == model].iterrows():
-                table.add_row(model, str(int(r["layer"])), *(format_cell(r, k, several) for k in PROBE_COLUMNS))
+                table.add_row(model, str(int(r["layer"])), *row_cells(r, several))
         box = self.query_one("#probe-charts", Horizontal)
         if [c.model for c in box.query_children(ProbeChart)] != result.models:
             await box.remove_children()

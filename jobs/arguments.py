@@ -205,6 +205,9 @@ def parser() -> argparse.ArgumentParser:
     probe.add_argument("--force", action="store_true", help="replace an existing --out or --csv file that "
                        "factrecall did not write")
     probe.add_argument("--no-cache", action="store_true", help="fit again even if the store holds this result")
+    probe.add_argument("--no-controls", action="store_true", help="skip the control task's probes (half the fits; "
+                       "no selectivity)")
+    probe.add_argument("--no-baseline", dest="baseline", action="store_false", help="leave out the untrained model's table")
 
     patch = sub.add_parser("patch", help="interventions on resid_mid: put one format's vector into another's "
                            "forward pass, with controls and LEACE erasure; exact match per layer, as a table and a PNG")

@@ -399,8 +399,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_probe(args: argparse.Namespace) -> None:
     import store
     from store.figures import probe_figure
-    from store.names import PROBE_COLUMNS, PROBE_LABELS
-    from store.probes import ProbeSettings, check_request, counts, format_cell, summary, table
+    from store.names import PROBE_LABELS
+    from store.probes import (ProbeSettings, baseline, check_request, counts, frame, row_cells, summary, sweeps,
+                              table_columns)
 
     from jobs.run.files import atomic_write_bytes, check_output
 
@@ -408,7 +409,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     stores = [store.open(p) for p in paths]
     settings = ProbeSettings(attribute=args.attribute, bio=f"bio_{args.bio}", train_split=args.train_split,
                              test_split=args.test_split, classes=args.classes, backend=args.backend, l2=args.l2,
-                             layers=tuple(args.layers) if args.layers else None)
+                             layers=tuple(args.layers) if args.layers else None, controls=not args.no_controls)
     models = check_request(stores, args.models, settings)
     # Where the results go is checked before the fit, so a long fit never ends in a refusal.
     reads = [s.url for s in stores]
@@ -417,24 +418,30 @@ def cmd_probe(args: argparse.Namespace) -> None:
     home = first if (first / "spec.json").exists() else Path(".")
     out = check_output(Path(args.out) if args.out else home / f"probe-{args.attribute}-{settings.bio}.png", "figure",
                        reads, force=args.force)
+    # The untrained model (in every store) is the baseline of every table: what a probe reads from the
+    # prompt's tokens alone, before any fact was learned.
+    shown = baseline(stores, models) if args.baseline else models
     with console.status("fitting probes") as status:
-        df = table(stores, models, settings, cache=not args.no_cache,
-                   progress=lambda done, total, what: status.update(f"probes: {what} ({done}/{total} layers)"))
-    agg = summary(df)
+        found = list(sweeps(stores, shown, settings, cache=not args.no_cache,
+                            progress=lambda done, total, what: status.update(f"probes: {what} ({done}/{total} layers)")))
+    df = frame(found)
+    agg = summary(df, found)
     several = len(stores) > 1
     from rich.table import Table
 
-    for model in models:
+    for model in shown:
         rows = agg[agg["model"] == model]
-        t = Table(title=f"{model}: probes for the first token of {args.attribute}, BIO = {settings.bio} "
+        what = " (baseline: no fact learned yet)" if model == "untrained" and model not in models else ""
+        t = Table(title=f"{model}{what}: probes for the first token of {args.attribute}, BIO = {settings.bio} "
                         f"({rows['runs'].iloc[0]} run{'s' if several else ''}; {counts(df, 'n_classes')} classes, "
                         f"train {settings.train_split} {counts(df, 'n_train')} people, test {settings.test_split} "
-                        f"{counts(df, 'n_test')})", title_justify="left")
+                        f"{counts(df, 'n_test')}; [95% bootstrap interval over people{' and seeds' if several else ''}]"
+                        f"{'; Sel = accuracy - the control task' if settings.controls else ''})", title_justify="left")
         t.add_column("layer", justify="right")
-        for key in PROBE_COLUMNS:
+        for key in table_columns(settings.controls):
             t.add_column(PROBE_LABELS[key], justify="right")
         for _, r in rows.iterrows():
-            t.add_row(str(int(r["layer"])), *(format_cell(r, key, several) for key in PROBE_COLUMNS))
+            t.add_row(str(int(r["layer"])), *row_cells(r, several, settings.controls))
         console.print(t)
     if csv is not None:
         atomic_write_bytes(csv, df.to_csv(index=False).encode())

@@ -1,17 +1,31 @@
 """The probe figure, like the paper's Figures 3 and 4: per model, the four probe accuracies across
-layers (mean over runs, a band for ± one standard deviation when there are several), with Δrep and
-Δmech beneath."""
+layers (mean over runs, a band for the 95% bootstrap interval, or ± one standard deviation over runs
+where the summary has no intervals), with Δrep and Δmech beneath; and the patching figure."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, no display, safe in any thread
 
 from store.names import PROBE_ACCURACIES, PROBE_LABELS
 
 STYLE = {"acc_qa_wqa": ("tab:blue", "-"), "acc_bio_wqa": ("tab:orange", "-"),
          "acc_qa_wbio": ("tab:green", "--"), "acc_bio_wbio": ("tab:red", "--")}
+
+
+def _band(rows, key: str, fallback=None):
+    """The band drawn around a line: the bootstrap interval where the summary has one, else ± one
+    standard deviation over runs where there are several; None when there is neither (`fallback`:
+    the line itself, so that callers taking a maximum always have a value)."""
+    if f"{key}_lo" in rows and np.isfinite(rows[f"{key}_lo"].to_numpy()).all():
+        return rows[f"{key}_lo"].to_numpy(), rows[f"{key}_hi"].to_numpy()
+    std = rows[f"{key}_std"].fillna(0).to_numpy() if f"{key}_std" in rows else np.zeros(len(rows))
+    if std.any():
+        mean = rows[key].to_numpy()
+        return mean - std, mean + std
+    return None if fallback is None else (fallback, fallback)
 
 
 def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None = None) -> Path:
@@ -26,21 +40,21 @@ def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None =
         top, bottom = axes[0][col], axes[1][col]
         for key in PROBE_ACCURACIES:
             color, dash = STYLE[key]
-            mean, std = rows[key].to_numpy(), rows[f"{key}_std"].fillna(0).to_numpy()
+            mean = rows[key].to_numpy()
             top.plot(layers, mean, dash, color=color, marker="o", ms=3, label=PROBE_LABELS[key])
-            if std.any():
-                top.fill_between(layers, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+            if (band := _band(rows, key)) is not None:
+                top.fill_between(layers, *band, color=color, alpha=0.15, lw=0)
         top.set_title(f"{(labels or {}).get(model, model)} ({int(rows['runs'].iloc[0])} run{'s' if rows['runs'].iloc[0] > 1 else ''})")
         top.set_ylim(-2, 102)
         top.grid(alpha=0.3)
         for key, color in (("delta_rep", "black"), ("delta_mech", "tab:purple")):
-            mean, std = rows[key].to_numpy(), rows[f"{key}_std"].fillna(0).to_numpy()
+            mean = rows[key].to_numpy()
             bottom.plot(layers, mean, color=color, marker="o", ms=3, label=PROBE_LABELS[key])
-            if std.any():
-                bottom.fill_between(layers, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+            if (band := _band(rows, key)) is not None:
+                bottom.fill_between(layers, *band, color=color, alpha=0.15, lw=0)
         bottom.set_xlabel("layer")
         bottom.grid(alpha=0.3)
-        top_of = (summary[["delta_rep", "delta_mech"]].to_numpy() + summary[["delta_rep_std", "delta_mech_std"]].fillna(0).to_numpy()).max()
+        top_of = max(float(np.nanmax(_band(summary, k, summary[k].to_numpy())[1])) for k in ("delta_rep", "delta_mech"))
         bottom.set_ylim(0, max(10.0, float(top_of) * 1.1))  # one scale for every model: compare them
         if col == 0:
             top.set_ylabel("probe accuracy, %")

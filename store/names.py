@@ -23,3 +23,11 @@ PROBE_COLUMNS = (*PROBE_ACCURACIES, "delta_rep", "delta_mech", "cosine", "cka")
 PROBE_LABELS = {"acc_qa_wqa": "Acc(hQA·WQA)", "acc_bio_wqa": "Acc(hBIO·WQA)", "acc_qa_wbio": "Acc(hQA·WBIO)",
                 "acc_bio_wbio": "Acc(hBIO·WBIO)", "delta_rep": "Δrep", "delta_mech": "Δmech",
                 "cosine": "cos(hBIO, hQA)", "cka": "CKA"}
+# Beside each accuracy, a control task's (Hewitt & Liang 2019): the same people's vectors with the
+# attribute re-drawn at random from its values, fitted and scored alike; selectivity = accuracy - control.
+PROBE_CONTROLS = tuple(k.replace("acc_", "ctl_") for k in PROBE_ACCURACIES)
+PROBE_SELECTIVITY = tuple(k.replace("acc_", "sel_") for k in PROBE_ACCURACIES)
+# The columns given a person-level bootstrap interval (and over seeds where there are several).
+PROBE_INTERVALS = (*PROBE_ACCURACIES, "delta_rep", "delta_mech", *PROBE_CONTROLS, *PROBE_SELECTIVITY)
+PROBE_LABELS.update({k: PROBE_LABELS[a].replace("Acc", "Control") for k, a in zip(PROBE_CONTROLS, PROBE_ACCURACIES)})
+PROBE_LABELS.update({k: PROBE_LABELS[a].replace("Acc", "Sel") for k, a in zip(PROBE_SELECTIVITY, PROBE_ACCURACIES)})

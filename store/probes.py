@@ -39,7 +39,8 @@ import torch.nn.functional as F
 import zarr
 
 from store.errors import StoreError
-from store.names import BIO_FORMATS, PROBE_COLUMNS, PROBE_SPLITS
+from store.names import (BIO_FORMATS, PROBE_ACCURACIES, PROBE_COLUMNS, PROBE_CONTROLS, PROBE_INTERVALS,
+                         PROBE_SELECTIVITY, PROBE_SPLITS)
 from store.reader import ActivationStore
 
 def code_key(source: str) -> str:
@@ -75,6 +76,7 @@ class ProbeSettings:
     l2: float = 1e-3            # penalty on mean cross-entropy: l2/2 * |W|^2 (sklearn's C = 1 / (l2 * n))
     max_iter: int = 200
     layers: tuple[int, ...] | None = None  # None: every layer
+    controls: bool = True       # also the control task's probes (twice the fits): selectivity beside each accuracy
 
     def __post_init__(self) -> None:
         if self.bio not in BIO_FORMATS:
@@ -190,6 +192,14 @@ def _classes(s: ActivationStore, settings: ProbeSettings) -> tuple[np.ndarray, i
     return index, len(observed)
 
 
+def control_labels(classes: np.ndarray, attribute: str) -> np.ndarray:
+    """The control task's labels (Hewitt & Liang 2019): each person's attribute re-drawn at random
+    from the attribute's values as they occur (the same marginal distribution), fixed per person and
+    attribute, so that every model and layer of a store is probed against the same control."""
+    seed = int.from_bytes(hashlib.sha256(f"control:{attribute}".encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).choice(classes, size=len(classes), replace=True)
+
+
 def cache_key(s: ActivationStore, model: str, settings: ProbeSettings) -> str:
     ident = {"code": _CODE, "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
     if settings.layers is None:  # absent, as before the setting existed: cached sweeps keep their keys
@@ -215,6 +225,8 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
         raise StoreError(f"probes need at least 2 people to train on; {s.meta.get('run', s.url)} has {len(train)} in "
                          f"{settings.train_split} (make a run with more people, or --train-split all)")
     y_train, y_test = torch.as_tensor(classes[train], dtype=torch.long), torch.as_tensor(classes[test], dtype=torch.long)
+    control = torch.as_tensor(control_labels(classes, settings.attribute), dtype=torch.long)
+    c_train, c_test = control[train], control[test]
     out = []
     for i, layer in enumerate(layers):  # one layer in memory at a time
         qa, bio = (torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
@@ -231,7 +243,19 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
         row["delta_rep"] = abs(row["acc_qa_wqa"] - row["acc_bio_wqa"])
         row["delta_mech"] = abs(row["acc_qa_wbio"] - row["acc_qa_wqa"])
         row["cosine"], row["cka"] = alignment(bio, qa)
+        # Each test person's outcome under each probe: what the intervals resample.
+        correct = {"acc_qa_wqa": w_qa.predict(qa[test]) == y_test, "acc_bio_wqa": w_qa.predict(bio[test]) == y_test,
+                   "acc_qa_wbio": w_bio.predict(qa[test]) == y_test, "acc_bio_wbio": w_bio.predict(bio[test]) == y_test}
+        if settings.controls:
+            c_qa = fit(qa[train], c_train, n_classes, settings.backend, settings.l2, settings.max_iter)
+            c_bio = fit(bio[train], c_train, n_classes, settings.backend, settings.l2, settings.max_iter)
+            correct.update(ctl_qa_wqa=c_qa.predict(qa[test]) == c_test, ctl_bio_wqa=c_qa.predict(bio[test]) == c_test,
+                           ctl_qa_wbio=c_bio.predict(qa[test]) == c_test, ctl_bio_wbio=c_bio.predict(bio[test]) == c_test)
+        for ctl, sel, acc in zip(PROBE_CONTROLS, PROBE_SELECTIVITY, PROBE_ACCURACIES):
+            row[ctl] = 100.0 * float(correct[ctl].double().mean()) if ctl in correct and len(test) else float("nan")
+            row[sel] = row[acc] - row[ctl]
         row.update(n_train=len(train), n_test=len(test), n_classes=n_classes)
+        row["correct"] = {k: v.to(torch.uint8).tolist() for k, v in correct.items()}
         out.append(row)
         if progress is not None:
             progress(i + 1, len(layers))
@@ -313,7 +337,8 @@ def frame(found: Iterable[Sweep]):
     import pandas as pd  # with the table, as `labels` does: a sweep alone needs no pandas
 
     frames = [pd.DataFrame(one.rows).assign(run=one.run, model=one.model) for one in found]
-    return pd.concat(frames, ignore_index=True)[["run", "model", "layer", *PROBE_COLUMNS, "n_train", "n_test", "n_classes"]]
+    return pd.concat(frames, ignore_index=True)[["run", "model", "layer", *PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY,
+                                                 "n_train", "n_test", "n_classes"]]
 
 
 def counts(df, column: str) -> str:
@@ -328,9 +353,30 @@ def format_cell(row, key: str, several: bool) -> str:
     runs when there are several."""
     digits = 3 if key in ("cosine", "cka") else 1
     text = f"{row[key]:.{digits}f}"
+    lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        return f"{text} [{lo:.{digits}f}, {hi:.{digits}f}]"  # the bootstrap interval, over seeds too
     if several:
         text += f"±{row[key + '_std']:.{digits}f}"
     return text
+
+
+def table_columns(controls: bool = True) -> list[str]:
+    """The columns a probe table shows (the CLI's and the app's alike): the four accuracies, Δrep,
+    Δmech, cosine and CKA, and with the control task each accuracy's selectivity."""
+    return [*PROBE_COLUMNS, *(PROBE_SELECTIVITY if controls else ())]
+
+
+def row_cells(row, several: bool, controls: bool = True) -> list[str]:
+    """One summary row's cells as every probe table shows them (`format_cell` per column)."""
+    return [format_cell(row, key, several) for key in table_columns(controls)]
+
+
+def baseline(stores: Sequence[ActivationStore], models: Sequence[str]) -> list[str]:
+    """`models` and, where every store has it dumped and it is not among them, the untrained model: the
+    baseline row of every probe table (what a probe reads from a prompt's tokens before any fact was learned)."""
+    extra = "untrained" not in models and all("untrained" in s.dumped_models() for s in stores)
+    return [*models, *(["untrained"] if extra else [])]
 
 
 def _cached(s: ActivationStore, key: str) -> list[dict] | None:
@@ -340,9 +386,11 @@ def _cached(s: ActivationStore, key: str) -> list[dict] | None:
     except Exception:  # noqa: BLE001 - absent, or damaged by a kill: computed again and rewritten
         return None
     rows = attrs.get("rows")
-    fields = ("layer", *PROBE_COLUMNS, "n_train", "n_test", "n_classes")
+    fields = ("layer", *PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY, "n_train", "n_test", "n_classes")
     if not (isinstance(rows, list) and rows and attrs.get("key") == key
-            and all(isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in fields) for r in rows)):
+            and all(isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in fields)
+                    and isinstance(r.get("correct"), dict)
+                    and all(isinstance(v, list) and len(v) == r["n_test"] for v in r["correct"].values()) for r in rows)):
         return None  # absent, or damaged by hand or by a kill: computed again and rewritten
     return rows
 
@@ -366,9 +414,65 @@ def table(stores: Sequence[ActivationStore], models: Sequence[str], settings: Pr
     return frame(sweeps(stores, models, settings, cache=cache, progress=progress))
 
 
-def summary(df):
-    """Mean and sample standard deviation over runs (seeds) per (model, layer)."""
-    grouped = df.groupby(["model", "layer"], sort=False)[list(PROBE_COLUMNS)]
+def summary(df, found: Sequence[Sweep] | None = None):
+    """Mean and sample standard deviation over runs (seeds) per (model, layer); given the sweeps the
+    table came from, also each interval column's 95% bootstrap interval (`intervals`) as _lo and _hi."""
+    columns = [c for c in (*PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY) if c in df.columns]  # a report's rows may lack controls
+    grouped = df.groupby(["model", "layer"], sort=False)[columns]
     out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()  # sample std; NaN for one run
     out["runs"] = df.groupby(["model", "layer"], sort=False).size().to_numpy()
+    if found is not None:
+        bounds = [intervals(found, model, [int(layer)]) for model, layer in zip(out["model"], out["layer"])]
+        for column in PROBE_INTERVALS:  # noqa: B007
+            out[f"{column}_lo"] = [b[column][0] for b in bounds]
+            out[f"{column}_hi"] = [b[column][1] for b in bounds]
     return out
+
+
+RESAMPLES = 2000
+LEVEL = 0.95
+
+
+def replicates(found: Sequence[Sweep], model: str, layers: Sequence[int], *, resamples: int = RESAMPLES,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of every interval column for `model`, averaged over `layers` (as the
+    claims average the top layers) and over runs: each replicate draws the runs (seeds) with
+    replacement where there are several, and within each run its test people with replacement (a
+    person-level bootstrap; the same draw of people serves every layer and probe of a run, so that
+    Δs and differences between probes keep their pairing). Returns column -> (resamples,) values."""
+    rng = np.random.default_rng(seed)
+    per_run = []
+    for one in (f for f in found if f.model == model):
+        by_layer = {r["layer"]: r for r in one.rows}
+        missing = [k for k in layers if k not in by_layer]
+        if missing:
+            raise StoreError(f"{one.run} {model} has no probe row for layer {missing[0]}")
+        n = by_layer[layers[0]]["n_test"]
+        draw = rng.integers(0, n, size=(resamples, n))
+        stats: dict[str, np.ndarray] = {}
+        for column in (*PROBE_ACCURACIES, *PROBE_CONTROLS):
+            stacked = [by_layer[k]["correct"].get(column) for k in layers]
+            if any(v is None for v in stacked):
+                stats[column] = np.full((len(layers), resamples), np.nan)
+                continue
+            outcome = np.asarray(stacked, dtype=np.float64)                # (layers, people)
+            stats[column] = 100.0 * outcome[:, draw].mean(-1)              # (layers, resamples)
+        stats["delta_rep"] = np.abs(stats["acc_qa_wqa"] - stats["acc_bio_wqa"])
+        stats["delta_mech"] = np.abs(stats["acc_qa_wbio"] - stats["acc_qa_wqa"])
+        for sel, acc, ctl in zip(PROBE_SELECTIVITY, PROBE_ACCURACIES, PROBE_CONTROLS):
+            stats[sel] = stats[acc] - stats[ctl]
+        per_run.append({k: v.mean(0) for k, v in stats.items()})           # over the layers
+    if not per_run:
+        raise StoreError(f"no probe sweeps of model {model!r} to bootstrap")
+    if len(per_run) == 1:
+        return per_run[0]
+    pick = rng.integers(0, len(per_run), size=(resamples, len(per_run)))   # the seeds, with replacement
+    return {k: np.stack([r[k] for r in per_run])[pick, np.arange(resamples)[:, None]].mean(1) for k in per_run[0]}
+
+
+def intervals(found: Sequence[Sweep], model: str, layers: Sequence[int], *, level: float = LEVEL,
+              resamples: int = RESAMPLES, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """The `level` percentile interval of every interval column (see `replicates`)."""
+    tail = 100 * (1 - level) / 2
+    return {k: (float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))) if np.isfinite(v).any()
+            else (float("nan"), float("nan")) for k, v in replicates(found, model, layers, resamples=resamples, seed=seed).items()}

@@ -162,13 +162,27 @@ def top_layers(layers: int) -> list[int]:
     return list(range(layers - max(1, layers // 4), layers))
 
 
+def separated(above: tuple[float, float], below: tuple[float, float]) -> bool:
+    """Whether interval `above` lies wholly above interval `below` (the two do not overlap)."""
+    return above[0] > below[1]
+
+
+def _ci(interval: tuple[float, float]) -> str:
+    return f"[{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
 def claim4(delta_rep: dict[str, dict[str, list[float]]], stage_mech_max: tuple[float, int] | None = None,
-           layers: int | None = None) -> Claim:
+           layers: int | None = None, job_intervals: dict[str, tuple[float, float]] | None = None) -> Claim:
     """With BIO_long, Stage's Δrep exceeds Mix's in the top layers. delta_rep[attribute][model]: per-seed
-    Δrep averaged over the top layers. `stage_mech_max`: Stage's largest Δmech (mean over seeds) and its layer."""
+    Δrep averaged over the top layers. `stage_mech_max`: Stage's largest Δmech (mean over seeds) and its layer.
+    `job_intervals[model]`: the 95% bootstrap interval (people, and seeds) of job's top-layer Δrep; where
+    given, "exceeds" means the two intervals are separated, else that the gap beats the seeds' spread."""
     diffs = {a: _mean(v["stage"]) - _mean(v["mix"]) for a, v in delta_rep.items()}
     noise = {a: float(np.hypot(_std(v["stage"]), _std(v["mix"]))) for a, v in delta_rep.items()}
-    job_holds = diffs["job"] > max(noise["job"], 0.0)
+    if job_intervals is not None:
+        job_holds = separated(job_intervals["stage"], job_intervals["mix"])
+    else:
+        job_holds = diffs["job"] > max(noise["job"], 0.0)
     ahead = sum(d > 0 for d in diffs.values())
     if job_holds and ahead >= ATTRIBUTES_NEEDED:
         verdict = REPRODUCES
@@ -185,20 +199,32 @@ def claim4(delta_rep: dict[str, dict[str, list[float]]], stage_mech_max: tuple[f
     behind = [a for a, d in diffs.items() if d <= 0]
     if behind:
         notes.append(f"Stage's Δrep is not above Mix's for {', '.join(behind)}")
+    measured = f"job: Stage {_pm(job['stage'], 1)} vs Mix {_pm(job['mix'], 1)}"
+    if job_intervals is not None:
+        measured += f" (95% intervals {_ci(job_intervals['stage'])} vs {_ci(job_intervals['mix'])})"
+        if diffs["job"] > 0 and not job_holds:
+            notes.append("Stage's job Δrep is above Mix's on average, but the two intervals overlap: not beyond noise")
+        exceeds = "Stage's Δrep interval lies wholly above Mix's for job (95% bootstrap over people and seeds)"
+    else:
+        exceeds = "Stage's Δrep exceeds Mix's for job by more than the seeds' spread (√(sd²+sd²))"
     return Claim(4, "With BIO_long, Stage's Δrep exceeds Mix's in the top layers",
                  "Figure 3 (job): Stage's Δrep significantly larger than Mix's",
-                 f"job: Stage {_pm(job['stage'], 1)} vs Mix {_pm(job['mix'], 1)}; Stage above Mix for {ahead} of "
-                 f"{len(diffs)} attributes", verdict,
-                 f"reproduces if, averaged over the top layers, Stage's Δrep exceeds Mix's for job by more than the seeds' "
-                 f"spread (√(sd²+sd²)) and for at least {ATTRIBUTES_NEEDED} of 6 attributes; partly if for job or most attributes",
-                 notes, {"differences": diffs, "noise": noise})
+                 f"{measured}; Stage above Mix for {ahead} of {len(diffs)} attributes", verdict,
+                 f"reproduces if, averaged over the top layers, {exceeds} and Stage's is above Mix's for at least "
+                 f"{ATTRIBUTES_NEEDED} of 6 attributes; partly if for job or most attributes",
+                 notes, {"differences": diffs, "noise": noise,
+                         "job_intervals": {m: list(v) for m, v in (job_intervals or {}).items()}})
 
 
-def claim5(short: dict[str, dict[str, float]]) -> Claim:
+def claim5(short: dict[str, dict[str, float]], intervals: dict[str, dict[str, tuple[float, float]]] | None = None) -> Claim:
     """With BIO_short, both models' Δrep are small and Δmech near zero. short[model] holds, for `job`
-    over the top layers and seeds: delta_rep, delta_mech and the four probe accuracies."""
+    over the top layers and seeds: delta_rep, delta_mech and the four probe accuracies. Where
+    `intervals[model]` gives their 95% bootstrap intervals, "small" and "near zero" mean the whole
+    interval lies below the threshold, not only its middle."""
     def small(m: str) -> bool:
-        return short[m]["delta_rep"] < PAPER_SHORT_DELTA_REP and short[m]["delta_mech"] < SMALL_MECH
+        rep, mech = ((intervals[m]["delta_rep"][1], intervals[m]["delta_mech"][1]) if intervals is not None
+                     else (short[m]["delta_rep"], short[m]["delta_mech"]))
+        return rep < PAPER_SHORT_DELTA_REP and mech < SMALL_MECH
 
     def floor(m: str) -> bool:
         return max(short[m][k] for k in ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio")) <= AT_FLOOR
@@ -217,11 +243,20 @@ def claim5(short: dict[str, dict[str, float]]) -> Claim:
                          f"Acc(hBIO·WBIO) {short[m]['acc_bio_wbio']:.1f}, Acc(hQA·WQA) {short[m]['acc_qa_wqa']:.1f}), "
                          "so its small Δs say nothing about consistency")
         elif not small(m):
-            notes.append(f"{m.capitalize()}'s Δrep {short[m]['delta_rep']:.1f} / Δmech {short[m]['delta_mech']:.1f} are not small")
+            notes.append(f"{m.capitalize()}'s Δrep {short[m]['delta_rep']:.1f} / Δmech {short[m]['delta_mech']:.1f} are not small"
+                         + (" (or their intervals reach past the thresholds)" if intervals is not None else ""))
+
+    def shown(m: str) -> str:
+        text = f"{m.capitalize()} Δrep {short[m]['delta_rep']:.1f}"
+        text += f" {_ci(intervals[m]['delta_rep'])}" if intervals is not None else ""
+        text += f", Δmech {short[m]['delta_mech']:.1f}"
+        return text + (f" {_ci(intervals[m]['delta_mech'])}" if intervals is not None else "")
+    condition = (f"Δrep's whole 95% interval below {PAPER_SHORT_DELTA_REP:g} and Δmech's below {SMALL_MECH:g}"
+                 if intervals is not None else f"Δrep < {PAPER_SHORT_DELTA_REP:g} and Δmech < {SMALL_MECH:g}")
     return Claim(5, "With BIO_short, both models' Δrep are small and Δmech near zero",
                  f"Figure 4 (job): Δrep < {PAPER_SHORT_DELTA_REP:g}, Δmech ≈ 0 for both",
-                 "; ".join(f"{m.capitalize()} Δrep {short[m]['delta_rep']:.1f}, Δmech {short[m]['delta_mech']:.1f}"
-                           for m in ("stage", "mix")), verdict,
-                 f"reproduces if, for job over the top layers, both models have Δrep < {PAPER_SHORT_DELTA_REP:g} and "
-                 f"Δmech < {SMALL_MECH:g} with some probe reading more than {AT_FLOOR:g}% of people; partly if one does, "
-                 "or both only at the floor", notes, {"short": short})
+                 "; ".join(shown(m) for m in ("stage", "mix")), verdict,
+                 f"reproduces if, for job over the top layers, both models have {condition}, with some probe "
+                 f"reading more than {AT_FLOOR:g}% of people; partly if one does, "
+                 "or both only at the floor", notes,
+                 {"short": short, "intervals": {m: {k: list(v) for k, v in i.items()} for m, i in (intervals or {}).items()}})

@@ -23,10 +23,11 @@ from jobs.study.figures import figures
 from jobs.study.markdown import render
 from jobs.study.plan import ACCURACY_COLUMNS, PAPER_MODELS, REPORT_MODELS, TRAJECTORY_FORMAT, Study, check_complete
 from jobs.words import ATTRIBUTES, BIO_FORMATS, SET_LABELS
-from store.names import PROBE_COLUMNS, TRAJECTORY_NAME
-from store.probes import ProbeSettings, sweep, table
+from store.names import PROBE_COLUMNS, PROBE_CONTROLS, PROBE_INTERVALS, PROBE_SELECTIVITY, TRAJECTORY_NAME
+from store.probes import ProbeSettings, frame, intervals, sweep, sweeps
 
 TRAJECTORY_COLUMNS = ("delta_rep", "delta_mech", "cosine", "cka", "acc_qa_wqa", "acc_bio_wqa")
+REPORTED = (*PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY)  # per layer, per seed and mean ± std
 
 
 def _stats(values: list[float], ddof: int = 0) -> dict:
@@ -56,16 +57,25 @@ def collect(study: Study) -> dict:
     layers = mains[0].layers
     data["layers"] = layers
     probes: dict = {}
+    top_intervals: dict = {}
+    top = claims.top_layers(layers)
     for fmt in BIO_FORMATS:
         for attribute in ATTRIBUTES:
-            df = table(mains, list(PAPER_MODELS), ProbeSettings(attribute=attribute, bio=fmt))
+            found = list(sweeps(mains, list(PAPER_MODELS), ProbeSettings(attribute=attribute, bio=fmt)))
+            df = frame(found)
             probes.setdefault(fmt, {})[attribute] = {
-                model: [{"layer": int(layer), **{c: _stats(rows[c].tolist(), ddof=1) for c in PROBE_COLUMNS},
+                model: [{"layer": int(layer), **{c: _stats(rows[c].tolist(), ddof=1) for c in REPORTED},
+                         **{f"{c}_ci": list(bounds[c]) for c in PROBE_INTERVALS},
                          "runs": rows["run"].tolist(), "n_classes": int(rows["n_classes"].iloc[0]),
                          "n_train": int(rows["n_train"].iloc[0]), "n_test": int(rows["n_test"].iloc[0])}
-                        for layer, rows in df[df["model"] == model].groupby("layer", sort=True)]
+                        for layer, rows in df[df["model"] == model].groupby("layer", sort=True)
+                        for bounds in [intervals(found, model, [int(layer)])]]
                 for model in PAPER_MODELS}
+            # The top layers together, as the claims read them: 95% bootstrap intervals over people and seeds.
+            top_intervals.setdefault(fmt, {})[attribute] = {
+                model: {c: list(v) for c, v in intervals(found, model, top).items()} for model in PAPER_MODELS}
     data["probes"] = probes
+    data["probe_intervals"] = top_intervals
     data["trajectory"] = _trajectory(study, metrics, mains, layers)
     data["timing"] = _timing(study)
     data["claims"] = [c.to_json() for c in judge(data)]
@@ -197,12 +207,15 @@ def judge(data: dict) -> list[claims.Claim]:
     long_rep = {a: {m: per_seed_top("bio_long", a, m, "delta_rep") for m in PAPER_MODELS} for a in ATTRIBUTES}
     stage_mech = [(row["delta_mech"]["mean"], row["layer"]) for row in data["probes"]["bio_long"]["job"]["stage"]]
     short = {m: {c: float(np.mean(per_seed_top("bio_short", "job", m, c))) for c in PROBE_COLUMNS[:6]} for m in PAPER_MODELS}
+    cis = data.get("probe_intervals")  # absent in a report.json written before intervals
     return [
         claims.claim1(acc["stage"]["qa_out"]["avg"]["values"], acc["mix"]["qa_out"]["avg"]["values"]),
         claims.claim2({m: {s: acc[m][s]["avg"]["values"] for s in ("bio", "qa_in")} for m in PAPER_MODELS}),
         claims.claim3([acc["stage"]["qa_out"][a]["mean"] for a in ATTRIBUTES], [acc["mix"]["qa_out"][a]["mean"] for a in ATTRIBUTES]),
-        claims.claim4(long_rep, max(stage_mech), data["layers"]),
-        claims.claim5(short),
+        claims.claim4(long_rep, max(stage_mech), data["layers"],
+                      {m: tuple(cis["bio_long"]["job"][m]["delta_rep"]) for m in PAPER_MODELS} if cis else None),
+        claims.claim5(short, {m: {c: tuple(v) for c, v in cis["bio_short"]["job"][m].items()} for m in PAPER_MODELS}
+                      if cis else None),
     ]
 
 

@@ -76,6 +76,23 @@ def test_claim5_small_deltas_count_only_above_the_floor():
     assert C.claim5({"stage": _short(4, 1, high), "mix": _short(30, 1, high)}).verdict == C.PARTLY
 
 
+def test_claim4_and_claim5_with_intervals_need_them_separated_or_wholly_below():
+    """Given bootstrap intervals, "exceeds" means Stage's interval lies wholly above Mix's, and
+    "small"/"near zero" that the whole interval lies below the threshold: a mean alone does not do."""
+    reps = _reps([80, 82, 84], [55, 57, 59])   # beyond the seeds' spread: reproduces on means
+    assert C.claim4(reps, job_intervals={"stage": (70.0, 90.0), "mix": (50.0, 65.0)}).verdict == C.REPRODUCES
+    overlapping = C.claim4(reps, job_intervals={"stage": (60.0, 95.0), "mix": (45.0, 70.0)})
+    assert overlapping.verdict == C.PARTLY and "intervals overlap" in " ".join(overlapping.notes)
+    assert "[60.0, 95.0] vs [45.0, 70.0]" in overlapping.measured and "wholly above" in overlapping.rule
+    high = (90.0, 85.0, 89.0, 95.0)
+    short = {"stage": _short(5, 1, high), "mix": _short(3, 0.5, high)}
+    tight = {m: {"delta_rep": (v["delta_rep"] - 2, v["delta_rep"] + 2), "delta_mech": (0.0, 3.0)} for m, v in short.items()}
+    assert C.claim5(short, tight).verdict == C.REPRODUCES
+    wide = {**tight, "mix": {"delta_rep": (0.0, 12.0), "delta_mech": (0.0, 3.0)}}  # Mix's Δrep may be 12
+    judged = C.claim5(short, wide)
+    assert judged.verdict == C.PARTLY and "Mix's Δrep 3.0" in judged.notes[0] and "[0.0, 12.0]" in judged.measured
+
+
 def test_top_layers_are_the_top_quarter():
     assert C.top_layers(4) == [3]
     assert C.top_layers(28) == list(range(21, 28))

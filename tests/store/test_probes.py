@@ -11,7 +11,8 @@ from sklearn.linear_model import LogisticRegression
 
 import store
 from store import probes
-from store.probes import ProbeSettings, accuracy, alignment, fit, summary, sweep, table
+from store.names import PROBE_ACCURACIES, PROBE_CONTROLS, PROBE_SELECTIVITY
+from store.probes import ProbeSettings, Sweep, accuracy, alignment, fit, summary, sweep, table
 from tests.conftest import run_cli
 
 
@@ -117,19 +118,20 @@ def test_results_are_cached_in_the_store_and_never_stale(tiny_run, tmp_path, mon
     monkeypatch.setattr(probes, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
     settings = ProbeSettings(attribute="job", bio="bio_short")
     first = sweep(s, "stage", settings)
-    assert len(calls) == 2 * s.layers
+    fits = 2 * s.layers  # two probes per layer and half a sweep: W_QA and W_BIO, and their control task's
+    assert len(calls) == 2 * fits
     again = sweep(store.open(copy), "stage", settings)  # a new process would see the same
-    assert again == first and len(calls) == 2 * s.layers  # served from the store: nothing fitted
+    assert again == first and len(calls) == 2 * fits  # served from the store: nothing fitted
     assert (copy / "probes" / probes.cache_key(s, "stage", settings) / "zarr.json").exists()
     changed = sweep(s, "stage", ProbeSettings(attribute="job", bio="bio_short", l2=0.5))
-    assert len(calls) == 4 * s.layers  # a changed parameter is computed, not served
+    assert len(calls) == 4 * fits  # a changed parameter is computed, not served
     assert changed != first
-    assert sweep(s, "mix", settings) != first and len(calls) == 6 * s.layers  # another model too
+    assert sweep(s, "mix", settings) != first and len(calls) == 6 * fits  # another model too
     # A damaged entry (a kill mid-write, a hand edit) is computed again and rewritten, then served.
     entry = copy / "probes" / probes.cache_key(s, "stage", settings) / "zarr.json"
     entry.write_text('{"zarr_format": 3, "node_type": "group", "attributes": {"rows": [')
-    assert sweep(s, "stage", settings) == first and len(calls) == 8 * s.layers
-    assert sweep(s, "stage", settings) == first and len(calls) == 8 * s.layers
+    assert sweep(s, "stage", settings) == first and len(calls) == 8 * fits
+    assert sweep(s, "stage", settings) == first and len(calls) == 8 * fits
 
 
 def test_the_probe_command_prints_and_draws_what_the_api_returns(tiny_run, tmp_path, capsys, monkeypatch):
@@ -144,7 +146,9 @@ def test_the_probe_command_prints_and_draws_what_the_api_returns(tiny_run, tmp_p
     df = table([store.open(tiny_run)], ["stage", "mix"], ProbeSettings(attribute="birth_date", bio="bio_short"),
                cache=False)  # computed here, not read back from what the command cached
     written = pd.read_csv(tmp_path / "t.csv")
-    pd.testing.assert_frame_equal(written[df.columns], df, check_dtype=False)
+    assert list(dict.fromkeys(written["model"])) == ["stage", "mix", "untrained"]  # the baseline, last
+    pd.testing.assert_frame_equal(written[written.model != "untrained"][df.columns], df, check_dtype=False)
+    assert "untrained (baseline: no fact learned yet): probes" in printed
     for model in ("stage", "mix"):
         assert f"{model}: probes for the first token of birth_date, BIO = bio_short" in printed
         top = df[(df.model == model)].iloc[-1]
@@ -193,3 +197,66 @@ def test_the_cache_key_follows_the_code_not_its_comments():
     assert commented != source and code_key(commented) == code_key(source)
     changed = source.replace("return 100.0 * float(", "return 99.0 * float(", 1)
     assert changed != source and code_key(changed) != code_key(source)
+
+
+def test_the_control_task_is_near_chance_and_selectivity_is_what_is_left(tiny_run):
+    """Hewitt & Liang's control: the same people's vectors, their job re-drawn at random (fixed per
+    person), fitted and scored as the real probe. On a trained model it reads about what a constant
+    guess would, while the real probe reads the job: selectivity is the difference, row by row."""
+    s = store.open(tiny_run)
+    classes, _ = probes._classes(s, ProbeSettings())
+    control = probes.control_labels(classes, "job")
+    assert np.array_equal(control, probes.control_labels(classes, "job"))       # fixed per person
+    assert set(control) <= set(classes) and not np.array_equal(control, classes)
+    test = np.flatnonzero(s.split == "qa_out")
+    chance = 100 * np.bincount(control[test]).max() / len(test)  # always saying the commonest control label
+    rows = sweep(s, "mix", ProbeSettings(attribute="job"), cache=False)
+    for row in rows:
+        for acc, ctl, sel in zip(PROBE_ACCURACIES, PROBE_CONTROLS, PROBE_SELECTIVITY):
+            assert row[sel] == pytest.approx(row[acc] - row[ctl])
+            assert row[ctl] == pytest.approx(100 * np.mean(row["correct"][ctl]))
+    controls = [row[c] for row in rows for c in PROBE_CONTROLS]
+    assert np.mean(controls) <= chance + 10, (controls, chance)
+    assert rows[-1]["acc_bio_wbio"] >= 75 and rows[-1]["sel_bio_wbio"] >= 40
+    assert all(np.isnan(r["ctl_qa_wqa"]) for r in sweep(s, "mix", ProbeSettings(attribute="job", controls=False), cache=False))
+
+
+def _simulated(run: str, p: float, n: int, rng) -> Sweep:
+    """A sweep of one layer whose test people each recall with probability p, under every probe."""
+    correct = {k: (rng.random(n) < p).astype(int).tolist() for k in (*PROBE_ACCURACIES, *PROBE_CONTROLS)}
+    row = {"layer": 0, "n_test": n, "correct": correct}
+    return Sweep(run, "mix", [row], False)
+
+
+def test_bootstrap_intervals_cover_the_truth_and_the_spread_between_seeds():
+    """The person-level bootstrap: a run's 95% interval covers the accuracy its people were drawn
+    from about 95% of the time, and where the seeds differ by more than their people do, the interval
+    over several seeds is wider than one over the same people pooled into one run, and covers every
+    seed's own accuracy."""
+    rng = np.random.default_rng(7)
+    covered = 0
+    for i in range(200):
+        lo, hi = probes.intervals([_simulated(f"r{i}", 0.6, 200, rng)], "mix", [0], resamples=1000)["acc_qa_wqa"]
+        covered += lo <= 60.0 <= hi
+    assert 0.89 <= covered / 200 <= 0.99, covered
+    # Seeds that differ only in their people (the spread one run's interval stands for): one seed's
+    # interval holds another seed's accuracy about 83% of the time (two draws' difference has twice
+    # the variance of one).
+    same = [_simulated(f"t{i}", 0.6, 200, rng) for i in range(30)]
+    value = [100 * np.mean(one.rows[0]["correct"]["acc_qa_wqa"]) for one in same]
+    bounds = [probes.intervals([one], "mix", [0], resamples=1000)["acc_qa_wqa"] for one in same]
+    held = np.mean([lo <= value[j] <= hi for i, (lo, hi) in enumerate(bounds) for j in range(len(same)) if j != i])
+    assert 0.75 <= held <= 0.92, held
+    # Seeds that differ by more than their people do: the interval over seeds is the wider for it.
+    seeds = [_simulated(f"s{i}", p, 200, rng) for i, p in enumerate((0.45, 0.6, 0.75))]
+    per_seed = [100 * np.mean(one.rows[0]["correct"]["acc_qa_wqa"]) for one in seeds]
+    lo, hi = probes.intervals(seeds, "mix", [0])["acc_qa_wqa"]
+    assert lo < np.mean(per_seed) < hi and hi - lo > (max(per_seed) - min(per_seed)) / 2
+    pooled = Sweep("all", "mix", [{"layer": 0, "n_test": 600, "correct": {
+        k: sum((one.rows[0]["correct"][k] for one in seeds), []) for k in seeds[0].rows[0]["correct"]}}], False)
+    p_lo, p_hi = probes.intervals([pooled], "mix", [0])["acc_qa_wqa"]
+    assert hi - lo > 2 * (p_hi - p_lo)
+    # Δs are resampled with their pairing: identical probes give a Δ interval of exactly zero.
+    twin = Sweep("same", "mix", [{"layer": 0, "n_test": 50, "correct": {k: seeds[0].rows[0]["correct"]["acc_qa_wqa"][:50]
+                                                                       for k in seeds[0].rows[0]["correct"]}}], False)
+    assert probes.intervals([twin], "mix", [0])["delta_rep"] == (0.0, 0.0)

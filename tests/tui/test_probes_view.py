@@ -60,24 +60,25 @@ def _cli(ws: Path, runs: list[str], attribute: str, bio: str, out: Path) -> pd.D
     csv = out / f"cli-{attribute}-{bio}.csv"
     assert main(["--workspace", str(ws), "probe", *runs, "--attribute", attribute, "--bio", bio, "--csv", str(csv),
                  "--out", str(out / "probe.png"), "--no-cache"]) == 0
-    return pd.read_csv(csv)
+    df = pd.read_csv(csv)
+    df.attrs.update(workspace=ws, runs=runs, attribute=attribute, bio=f"bio_{bio}")  # for _cli_cells
+    return df
 
 
 def _cli_cells(df: pd.DataFrame, several: bool = False) -> list[list[str]]:
-    """The CLI's table rows (model, layer, its formatted cells), from its CSV as cmd_probe makes them."""
-    from store.names import PROBE_COLUMNS
-    from store.probes import summary
+    """The CLI's table rows (model, layer, its formatted cells), as cmd_probe makes them: from its CSV's
+    runs, read back from the stores' caches it filled (the intervals resample each person's outcome)."""
+    import store
+    from store.probes import ProbeSettings, frame, row_cells, summary, sweeps
 
-    agg = summary(df)
-    out = []
-    for model in dict.fromkeys(df["model"]):
-        for _, r in agg[agg["model"] == model].iterrows():
-            cells = []
-            for key in PROBE_COLUMNS:
-                digits = 3 if key in ("cosine", "cka") else 1
-                cells.append(f"{r[key]:.{digits}f}" + (f"±{r[key + '_std']:.{digits}f}" if several else ""))
-            out.append([model, str(int(r["layer"])), *cells])
-    return out
+    ws = df.attrs["workspace"]
+    runs, models = df.attrs["runs"], list(dict.fromkeys(df["model"]))
+    settings = ProbeSettings(attribute=df.attrs["attribute"], bio=df.attrs["bio"])
+    found = list(sweeps([store.open(ws / "runs" / r) for r in runs], models, settings, cached_only=True))
+    assert frame(found)[df.columns].round(6).equals(df.round(6))  # the very numbers the CLI wrote
+    agg = summary(df, found)
+    return [[model, str(int(r["layer"])), *row_cells(r, several)]
+            for model in models for _, r in agg[agg["model"] == model].iterrows()]
 
 
 def _cells(table: DataTable) -> list[list[str]]:
@@ -129,7 +130,7 @@ def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny
             assert "fitted" in _status(pane), _status(pane)
             assert _cells(pane.query_one("#probe-table", DataTable)) == _cli_cells(cli)
             assert pane.query_one("#probe-table", DataTable).ordered_columns[2].label.plain == "Acc(hQA·WQA)"
-            assert list(_charts(pane)) == ["stage", "mix"]
+            assert list(_charts(pane)) == ["stage", "mix", "untrained"]  # the untrained model: the baseline
             for model, chart in _charts(pane).items():
                 rows = cli[cli["model"] == model]
                 assert chart.chart_layers == rows["layer"].tolist()
@@ -199,13 +200,13 @@ def test_several_runs_are_seeds_mean_and_std_as_the_cli(tiny_run, tmp_path):
             await _fit(app, pilot, pane)
             cells = _cells(pane.query_one("#probe-table", DataTable))
             assert cells == _cli_cells(cli, several=True)
-            assert "±" in cells[0][2]
+            assert "[" in cells[0][2] and "]" in cells[0][2]  # the interval over people and seeds
             assert pane.results["runs"].tolist() == [2] * len(pane.results)
-            # A rescan keeps the choice, and a wide terminal shows Stage and Mix side by side.
+            # A rescan keeps the choice, and a wide terminal shows Stage, Mix and the baseline side by side.
             pane.show(scan(ws))
             await pilot.pause()
             assert sorted(pane.selected_runs()) == ["seed-[b]", "seed-a"]
-            assert _visible(pane) == ["stage", "mix"]
+            assert _visible(pane) == ["stage", "mix", "untrained"]
 
     asyncio.run(session())
 
