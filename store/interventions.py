@@ -34,8 +34,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import zarr
 
+from store import bootstrap
 from store.errors import StoreError
 from store.names import SPLITS
 from store.reader import ActivationStore
@@ -136,3 +138,33 @@ def summary(df):
     out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()
     out["runs"] = df.groupby(["model", "layer"], sort=False).size().to_numpy()
     return out
+
+
+# Differences of the same people under two conditions: what a patch gains, what an erasure takes.
+DIFFERENCES = {"gain_bio_long_qa": ("bio_long_qa", "qa"), "gain_bio_short_qa": ("bio_short_qa", "qa"),
+               "gain_qa_bio_long": ("qa_bio_long", "bio"), "drop_erase_qa": ("qa", "erase_qa"),
+               "drop_erase_random_qa": ("qa", "erase_random_qa"), "drop_erase_bio": ("bio", "erase_bio")}
+
+
+def intervals(found: list[dict], model: str, layers: list[int], *, level: float = bootstrap.LEVEL,
+              resamples: int = bootstrap.RESAMPLES, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% person-level bootstrap intervals (over seeds too: one result per run in `found`) of every
+    column and of `DIFFERENCES`, for `model`, averaged over `layers`."""
+    runs = []
+    for result in (r for r in found if r["model"] == model):
+        at = {row["layer"]: i for i, row in enumerate(result["rows"])}
+        missing = [k for k in layers if k not in at]
+        if missing:
+            raise StoreError(f"the patching result of {model} has no layer {missing[0]}")
+        n = len(result["people"])
+        runs.append({c: np.array([result["outcomes"][at[k]].get(c, [np.nan] * n) for k in layers], dtype=np.float64)
+                     for c in COLUMNS})
+    if not runs:
+        raise StoreError(f"no patching results of model {model!r}")
+
+    def derive(stats: dict[str, np.ndarray]) -> None:
+        for name, (a, b) in DIFFERENCES.items():
+            stats[name] = stats[a] - stats[b]
+
+    values = bootstrap.replicates(runs, derive, resamples=resamples, seed=seed)
+    return {k: bootstrap.interval(v, level) for k, v in values.items()}

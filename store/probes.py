@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 import zarr
 
+from store import bootstrap
+from store.bootstrap import LEVEL, RESAMPLES
 from store.errors import StoreError
 from store.names import (BIO_FORMATS, PROBE_ACCURACIES, PROBE_COLUMNS, PROBE_CONTROLS, PROBE_INTERVALS,
                          PROBE_SELECTIVITY, PROBE_SPLITS)
@@ -429,50 +431,32 @@ def summary(df, found: Sequence[Sweep] | None = None):
     return out
 
 
-RESAMPLES = 2000
-LEVEL = 0.95
-
-
 def replicates(found: Sequence[Sweep], model: str, layers: Sequence[int], *, resamples: int = RESAMPLES,
                seed: int = 0) -> dict[str, np.ndarray]:
-    """Bootstrap replicates of every interval column for `model`, averaged over `layers` (as the
-    claims average the top layers) and over runs: each replicate draws the runs (seeds) with
-    replacement where there are several, and within each run its test people with replacement (a
-    person-level bootstrap; the same draw of people serves every layer and probe of a run, so that
-    Δs and differences between probes keep their pairing). Returns column -> (resamples,) values."""
-    rng = np.random.default_rng(seed)
-    per_run = []
+    """Bootstrap replicates (`store.bootstrap`) of every interval column for `model`, averaged over
+    `layers` and over runs. Returns column -> (resamples,) values."""
+    runs = []
     for one in (f for f in found if f.model == model):
         by_layer = {r["layer"]: r for r in one.rows}
         missing = [k for k in layers if k not in by_layer]
         if missing:
             raise StoreError(f"{one.run} {model} has no probe row for layer {missing[0]}")
         n = by_layer[layers[0]]["n_test"]
-        draw = rng.integers(0, n, size=(resamples, n))
-        stats: dict[str, np.ndarray] = {}
-        for column in (*PROBE_ACCURACIES, *PROBE_CONTROLS):
-            stacked = [by_layer[k]["correct"].get(column) for k in layers]
-            if any(v is None for v in stacked):
-                stats[column] = np.full((len(layers), resamples), np.nan)
-                continue
-            outcome = np.asarray(stacked, dtype=np.float64)                # (layers, people)
-            stats[column] = 100.0 * outcome[:, draw].mean(-1)              # (layers, resamples)
+        runs.append({c: np.array([by_layer[k]["correct"].get(c, [np.nan] * n) for k in layers], dtype=np.float64)
+                     for c in (*PROBE_ACCURACIES, *PROBE_CONTROLS)})
+    if not runs:
+        raise StoreError(f"no probe sweeps of model {model!r} to bootstrap")
+
+    def derive(stats: dict[str, np.ndarray]) -> None:
         stats["delta_rep"] = np.abs(stats["acc_qa_wqa"] - stats["acc_bio_wqa"])
         stats["delta_mech"] = np.abs(stats["acc_qa_wbio"] - stats["acc_qa_wqa"])
         for sel, acc, ctl in zip(PROBE_SELECTIVITY, PROBE_ACCURACIES, PROBE_CONTROLS):
             stats[sel] = stats[acc] - stats[ctl]
-        per_run.append({k: v.mean(0) for k, v in stats.items()})           # over the layers
-    if not per_run:
-        raise StoreError(f"no probe sweeps of model {model!r} to bootstrap")
-    if len(per_run) == 1:
-        return per_run[0]
-    pick = rng.integers(0, len(per_run), size=(resamples, len(per_run)))   # the seeds, with replacement
-    return {k: np.stack([r[k] for r in per_run])[pick, np.arange(resamples)[:, None]].mean(1) for k in per_run[0]}
+
+    return bootstrap.replicates(runs, derive, resamples=resamples, seed=seed)
 
 
 def intervals(found: Sequence[Sweep], model: str, layers: Sequence[int], *, level: float = LEVEL,
               resamples: int = RESAMPLES, seed: int = 0) -> dict[str, tuple[float, float]]:
     """The `level` percentile interval of every interval column (see `replicates`)."""
-    tail = 100 * (1 - level) / 2
-    return {k: (float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))) if np.isfinite(v).any()
-            else (float("nan"), float("nan")) for k, v in replicates(found, model, layers, resamples=resamples, seed=seed).items()}
+    return {k: bootstrap.interval(v, level) for k, v in replicates(found, model, layers, resamples=resamples, seed=seed).items()}

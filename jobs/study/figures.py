@@ -80,13 +80,18 @@ def figures(data: dict, folder: Path) -> dict[str, str]:
     (folder / "probes").mkdir(exist_ok=True)
     for fmt in BIO_FORMATS:
         for a in ATTRIBUTES:
-            frames = []
-            for model in PAPER_MODELS:
-                for row in data["probes"][fmt][a][model]:
+            frames, bounds = [], {}
+            for model, rows in data["probes"][fmt][a].items():  # Stage, Mix, and the untrained baseline
+                for row in rows:
+                    bounds[(model, row["layer"])] = {c: row.get(f"{c}_ci") for c in PROBE_COLUMNS}
                     for i, run in enumerate(row["runs"]):
                         frames.append({"run": run, "model": model, "layer": row["layer"],
                                        **{c: row[c]["values"][i] for c in PROBE_COLUMNS}})
             agg = summary(pd.DataFrame(frames))
+            for c in PROBE_COLUMNS:  # the bands: the bootstrap intervals over people and seeds
+                ci = [bounds[(m, k)][c] for m, k in zip(agg["model"], agg["layer"])]
+                if all(v is not None for v in ci):
+                    agg[f"{c}_lo"], agg[f"{c}_hi"] = [v[0] for v in ci], [v[1] for v in ci]
             file = f"probes/{a}-{fmt}.png"
             probe_figure(agg, folder / file, f'Accuracy for the first token of "{a}", BIO = {FORMAT_LABELS[fmt]}',
                          MODEL_LABELS)
@@ -130,4 +135,15 @@ def figures(data: dict, folder: Path) -> dict[str, str]:
             ax.grid(alpha=0.3)
         _finish(fig, axes[0][0], "Over training: accuracy and the representation, mean ± std over seeds "
                 "(BIO_long, mean over attributes)", folder, "trajectory", names)
+    if data.get("interventions"):
+        from store.figures import patch_figure
+        from store.interventions import COLUMNS
+        from store.interventions import summary as patch_summary
+
+        iv = data["interventions"]
+        frames = [{"run": i, "model": model, "layer": row["layer"], **{c: row[c]["values"][i] for c in COLUMNS}}
+                  for model, rows in iv["layers"].items() for row in rows for i in range(len(row["qa"]["values"]))]
+        patch_figure(patch_summary(pd.DataFrame(frames)), folder / "patch.png",
+                     f'Patching resid_mid at the last prompt token: "{iv["attribute"]}", {iv["split"]} people', MODEL_LABELS)
+        names["patch"] = "patch.png"
     return names

@@ -97,18 +97,28 @@ def render(data: dict, figures: dict[str, str]) -> str:
                 for c in ("acc_qa_wqa", "acc_bio_wqa", "acc_bio_wbio", "delta_rep", "delta_mech", "cosine"):
                     mean = np.mean([probe_rows[layer][c]["mean"] for layer in top])
                     cells.append(f"{mean:.2f}" if c == "cosine" else f"{mean:.1f}")
+            base = data["probes"][fmt][a].get("untrained")
+            if base is not None:  # the baseline: what a probe reads before any fact was learned
+                cells += [f"{np.mean([base[layer][c]['mean'] for layer in top]):.1f}" for c in ("acc_qa_wqa", "acc_bio_wbio")]
             rows.append(cells)
         header = ["attribute", *(f"{MODEL_LABELS[m]} {label}" for m in PAPER_MODELS
                                  for label in ("Acc(hQA·WQA)", "Acc(hBIO·WQA)", "Acc(hBIO·WBIO)", "Δrep", "Δmech", "cos"))]
+        if "untrained" in data["probes"][fmt][ATTRIBUTES[0]]:
+            header += ["Untrained Acc(hQA·WQA)", "Untrained Acc(hBIO·WBIO)"]
+        cis = data.get("probe_intervals", {}).get(fmt, {}).get("job")
         n_classes = {a: data["probes"][fmt][a]["stage"][0]["n_classes"] for a in ATTRIBUTES}
         lines += [f"## {fig_name}: probes with BIO = {FORMAT_LABELS[fmt]}, every attribute", "",
                   (f"Linear probes per layer on resid_mid (residual stream + attention output), trained on the QA-in "
                    f"people and scored on the QA-out people; {top_text} (the top quarter), mean over seeds. Classes: the "
                    f"attribute's first tokens that occur ({', '.join(f'{a} {k}' for a, k in n_classes.items())}). "
                    f"**Paper** (job, Llama-3.2-3B): {paper_text}"), "", *_table(header, rows), "",
+                  *([_intervals_line(cis, top_text), ""] if cis else []),
                   f"![{fig_name}, job]({figures[f'probe-job-{fmt}']})", "",
                   "Every attribute: " + ", ".join(f"[{a}]({figures[f'probe-{a}-{fmt}']})" for a in ATTRIBUTES) + ".", ""]
     lines += [f"![Δrep and Δmech at the top, every attribute]({figures['deltas']})", ""]
+
+    # Interventions
+    lines += _interventions(data, top_text)
 
     # Over training
     traj = data["trajectory"]
@@ -138,6 +148,59 @@ def render(data: dict, figures: dict[str, str]) -> str:
               "`factrecall-jobs probe RUN --attribute job --bio long` prints one from its cache, "
               "`factrecall-jobs probe RUN/trajectory.zarr --models stage@163 --attribute job` a snapshot's."]
     return "\n".join(lines) + "\n"
+
+
+def _intervals_line(cis: dict, top_text: str) -> str:
+    """job's top-layer 95% bootstrap intervals (over people and seeds), and each model's selectivity."""
+    def ci(m: str, c: str) -> str:
+        lo, hi = cis[m][c]
+        return f"[{lo:.1f}, {hi:.1f}]"
+    parts = [f"{MODEL_LABELS[m]} Δrep {ci(m, 'delta_rep')}, Δmech {ci(m, 'delta_mech')}, Acc(hQA·WQA) "
+             f"{ci(m, 'acc_qa_wqa')}, selectivity of Acc(hBIO·WBIO) over its control task {ci(m, 'sel_bio_wbio')}"
+             for m in cis]
+    return (f"95% bootstrap intervals for job, {top_text} (test people resampled, and seeds): " + "; ".join(parts)
+            + ". A control task (each person's job re-drawn at random, fitted and scored alike) reads about chance: "
+            "selectivity is accuracy minus it.")
+
+
+def _interventions(data: dict, top_text: str) -> list[str]:
+    iv = data.get("interventions")
+    if not iv:
+        return []
+    from store.interventions import LABELS
+
+    shown = ("qa", "bio_long_qa", "bio_short_qa", "identity_qa", "donor_rate", "random_qa", "bio", "qa_bio_long",
+             "erase_qa", "erase_random_qa", "erase_bio")
+    rows = []
+    for model in PAPER_MODELS:
+        for row in iv["layers"][model]:
+            rows.append([MODEL_LABELS[model], str(row["layer"]), *(f"{row[c]['mean']:.1f}" for c in shown)])
+    top = iv["top"]
+    gains = "; ".join(f"{MODEL_LABELS[m]}: hBIO_long→QA {top[m]['gain_bio_long_qa']['mean']:+.1f} "
+                      f"[{top[m]['gain_bio_long_qa']['ci'][0]:.1f}, {top[m]['gain_bio_long_qa']['ci'][1]:.1f}], "
+                      f"hBIO_short→QA {top[m]['gain_bio_short_qa']['mean']:+.1f} "
+                      f"[{top[m]['gain_bio_short_qa']['ci'][0]:.1f}, {top[m]['gain_bio_short_qa']['ci'][1]:.1f}], "
+                      f"LEACE erasure takes {top[m]['drop_erase_qa']['mean']:.1f} of QA recall, as many random directions "
+                      f"{top[m]['drop_erase_random_qa']['mean']:.1f}" for m in PAPER_MODELS)
+    out = ["## Beyond the paper: interventions (does the model use what the probes read?)", "",
+           (f"`factrecall-jobs patch`: for each of the {iv['n_people']} {iv['split']} people, resid_mid at one layer and "
+            f"the last prompt token of the {iv['attribute']} prompt is replaced, the pass goes on, and the answer is "
+            "decoded greedily and scored by exact match (%, mean over seeds). Columns: the unpatched QA prompt; the "
+            "same person's hBIO_long or hBIO_short put into the QA pass; the person's own hQA (a control: it must "
+            "change nothing); another person's hBIO_long (the share answering with *that* person's value); a random "
+            "vector of hBIO_long's norm; the unpatched BIO_long prompt; hQA put into the BIO_long pass; LEACE erasure "
+            f"of the attribute at the layer (fitted on the QA-in people; it removes up to {iv['erase_rank']} "
+            "directions) and, as its control, as many random directions removed."), "",
+           *_table(["model", "layer", *(LABELS[c] for c in shown)], rows), "",
+           f"Differences from the unpatched prompt, {top_text}, with 95% bootstrap intervals (people and seeds): {gains}.", ""]
+    if data.get("causal"):
+        out += _table(["", "claim (causal twin)", "measured here", "verdict"],
+                      [[f"({c['id']}′)", c["short"], c["measured"], f"**{c['verdict']}**"] for c in data["causal"]])
+        out += [""]
+        for c in data["causal"]:
+            out += [f"- ({c['id']}′) *Rule:* {c['rule']}." + "".join(f" {n}." for n in c["notes"])]
+        out += [""]
+    return out + [f"![Interventions]({'patch.png'})", ""]
 
 
 def trajectory_findings(traj: dict) -> list[str]:

@@ -19,6 +19,7 @@ from store.names import STORE_NAME, TRAJECTORY_NAME
 STUDY_STRATEGIES = ("bio", "stage", "mix")   # the paper's BIO-tuned, Stage ("QA-tuned") and Mix-tuned models
 PAPER_MODELS = ("stage", "mix")              # the models of Figures 3 and 4
 TRAJECTORY_FORMAT = "bio_long"               # the format the paper's gap is about
+PATCH_ATTRIBUTE = "job"                      # the interventions the report reads: job (as the paper's figures), QA-out people
 DEFAULT_SNAPSHOTS = 4
 REPORT_MODELS = ("majority", "untrained", "bio", "stage", "mix")   # the rows of the report's Figure 5
 ACCURACY_COLUMNS = ("avg", *ATTRIBUTES)                             # exact match: the mean, then each attribute
@@ -66,17 +67,17 @@ def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SN
 
 def probe_jobs(paths: list[Path]) -> Iterator[tuple[str, str, str, str]]:
     """(store url, model, attribute, bio format) of every sweep the report reads, in the order they
-    are fitted: the paper's (Stage and Mix, both BIO formats), then the trajectory's (BIO_long, the
-    endpoints untrained and bio from the activation store, then every snapshot)."""
+    are fitted: the paper's (Stage and Mix, both BIO formats), the untrained model's (the baseline of
+    every probe table, and with BIO_long the trajectory's start), then the trajectory's (BIO_long: bio
+    from the activation store, then every snapshot)."""
     for path in paths:
         main = str(path / STORE_NAME)
-        for model in PAPER_MODELS:
+        for model in (*PAPER_MODELS, "untrained"):
             for fmt in BIO_FORMATS:
                 for attribute in ATTRIBUTES:
                     yield main, model, attribute, fmt
-        for model in ("untrained", "bio"):
-            for attribute in ATTRIBUTES:
-                yield main, model, attribute, TRAJECTORY_FORMAT
+        for attribute in ATTRIBUTES:
+            yield main, "bio", attribute, TRAJECTORY_FORMAT
         trajectory = path / TRAJECTORY_NAME
         if trajectory.exists():
             for model in store.open(trajectory).models:

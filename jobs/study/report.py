@@ -21,12 +21,14 @@ from jobs.run.folder import read_done, read_metrics
 from jobs.study import claims
 from jobs.study.figures import figures
 from jobs.study.markdown import render
-from jobs.study.plan import ACCURACY_COLUMNS, PAPER_MODELS, REPORT_MODELS, TRAJECTORY_FORMAT, Study, check_complete
+from jobs.study.plan import (ACCURACY_COLUMNS, PAPER_MODELS, PATCH_ATTRIBUTE, REPORT_MODELS, TRAJECTORY_FORMAT, Study,
+                             check_complete)
 from jobs.words import ATTRIBUTES, BIO_FORMATS, SET_LABELS
 from store.names import PROBE_COLUMNS, PROBE_CONTROLS, PROBE_INTERVALS, PROBE_SELECTIVITY, TRAJECTORY_NAME
 from store.probes import ProbeSettings, frame, intervals, sweep, sweeps
 
 TRAJECTORY_COLUMNS = ("delta_rep", "delta_mech", "cosine", "cka", "acc_qa_wqa", "acc_bio_wqa")
+PROBED = [*PAPER_MODELS, "untrained"]  # the untrained model: every probe table's baseline
 REPORTED = (*PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY)  # per layer, per seed and mean ± std
 
 
@@ -61,7 +63,7 @@ def collect(study: Study) -> dict:
     top = claims.top_layers(layers)
     for fmt in BIO_FORMATS:
         for attribute in ATTRIBUTES:
-            found = list(sweeps(mains, list(PAPER_MODELS), ProbeSettings(attribute=attribute, bio=fmt)))
+            found = list(sweeps(mains, PROBED, ProbeSettings(attribute=attribute, bio=fmt)))
             df = frame(found)
             probes.setdefault(fmt, {})[attribute] = {
                 model: [{"layer": int(layer), **{c: _stats(rows[c].tolist(), ddof=1) for c in REPORTED},
@@ -70,16 +72,43 @@ def collect(study: Study) -> dict:
                          "n_train": int(rows["n_train"].iloc[0]), "n_test": int(rows["n_test"].iloc[0])}
                         for layer, rows in df[df["model"] == model].groupby("layer", sort=True)
                         for bounds in [intervals(found, model, [int(layer)])]]
-                for model in PAPER_MODELS}
+                for model in PROBED}
             # The top layers together, as the claims read them: 95% bootstrap intervals over people and seeds.
             top_intervals.setdefault(fmt, {})[attribute] = {
-                model: {c: list(v) for c, v in intervals(found, model, top).items()} for model in PAPER_MODELS}
+                model: {c: list(v) for c, v in intervals(found, model, top).items()} for model in PROBED}
     data["probes"] = probes
     data["probe_intervals"] = top_intervals
+    data["interventions"] = _interventions(study, mains, top)
     data["trajectory"] = _trajectory(study, metrics, mains, layers)
     data["timing"] = _timing(study)
     data["claims"] = [c.to_json() for c in judge(data)]
+    data["causal"] = [c.to_json() for c in judge_causal(data)]
     return data
+
+
+def _interventions(study: Study, mains: list, top: list[int]) -> dict:
+    """The patching results of `PATCH_ATTRIBUTE` (cached by `reproduce`; computed here if missing):
+    per model and layer each column's mean ± std over seeds, and over the top layers each column's
+    and each difference's 95% bootstrap interval over people and seeds."""
+    from jobs.run.patch import patch
+    from store.interventions import COLUMNS, DIFFERENCES, PatchSettings
+    from store.interventions import intervals as patch_intervals
+
+    settings = PatchSettings(attribute=PATCH_ATTRIBUTE)
+    found = [result for path, s in zip(study.paths, mains) for result, _ in patch(path, s, list(PAPER_MODELS), settings)]
+    out: dict = {"attribute": PATCH_ATTRIBUTE, "split": settings.split, "n_people": len(found[0]["people"]),
+                 "erase_rank": max(r["rows"][-1].get("erase_rank", 0) for r in found), "layers": {}, "top": {}}
+    for model in PAPER_MODELS:
+        mine = [r for r in found if r["model"] == model]
+        out["layers"][model] = [{"layer": row["layer"], **{c: _stats([r["rows"][i][c] for r in mine]) for c in COLUMNS}}
+                                for i, row in enumerate(mine[0]["rows"])]
+        cis = patch_intervals(found, model, top)
+        means = {c: float(np.mean([r["rows"][i][c] for r in mine for i, row in enumerate(r["rows"]) if row["layer"] in top]))
+                 for c in COLUMNS}
+        for name, (a, b) in DIFFERENCES.items():
+            means[name] = means[a] - means[b]
+        out["top"][model] = {c: {"mean": means[c], "ci": list(cis[c])} for c in means}
+    return out
 
 
 def _setup(study: Study, metrics: list[dict], mains: list) -> dict:
@@ -217,6 +246,16 @@ def judge(data: dict) -> list[claims.Claim]:
         claims.claim5(short, {m: {c: tuple(v) for c, v in cis["bio_short"]["job"][m].items()} for m in PAPER_MODELS}
                       if cis else None),
     ]
+
+
+def judge_causal(data: dict) -> list[claims.Claim]:
+    """The causal twins of claims 4 and 5, from the interventions' top layers."""
+    top = data.get("interventions", {}).get("top")
+    if not top:
+        return []
+    controls = {m: {c: top[m][c]["mean"] for c in ("qa", "identity_qa", "random_qa")} for m in PAPER_MODELS}
+    return [claims.causal4({m: top[m]["gain_bio_long_qa"] for m in PAPER_MODELS}, controls),
+            claims.causal5({m: top[m]["gain_bio_short_qa"] for m in PAPER_MODELS}, controls)]
 
 
 def write_report(study: Study) -> dict:

@@ -25,7 +25,7 @@ from jobs.errors import FactrecallError
 from jobs.launch.queue import queued_runs
 from jobs.run.files import atomic_write_json
 from jobs.run.spec import ExperimentSpec
-from jobs.study.plan import Study, probe_jobs
+from jobs.study.plan import PAPER_MODELS, PATCH_ATTRIBUTE, Study, probe_jobs
 from jobs.study.report import write_report
 from store.probes import ProbeSettings, cached, sweep
 
@@ -67,6 +67,10 @@ def run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, 
     _progress(study, step="probes", runs_done=runs, runs_total=runs)
     with timed(study.folder, "probes"):
         fitted = fit_probes(study.paths, probes)
+    _progress(study, step="interventions", runs_done=runs, runs_total=runs)
+    with timed(study.folder, "interventions"):
+        patch_runs(study.paths, lambda done, total, what: _progress(
+            study, step="interventions", runs_done=runs, runs_total=runs, patched=done, patch_total=total))
     _progress(study, step="report", runs_done=runs, runs_total=runs)
     with timed(study.folder, "report"):
         report = write_report(study)
@@ -116,3 +120,18 @@ def fit_probes(paths: list[Path], progress: ProbeProgress | None = None) -> int:
         if progress is not None:
             progress(i + 1, len(jobs), f"{Path(url).parent.name} {model} {attribute} {fmt}")
     return fitted
+
+
+# -- interventions ---------------------------------------------------------------------------------
+def patch_runs(paths: list[Path], progress: Callable[[int, int, str], None] | None = None) -> int:
+    """Compute (or find cached) the interventions the report reads (`PATCH_ATTRIBUTE`, Stage and Mix,
+    the QA-out people, every layer) for every run; returns how many were computed now."""
+    from jobs.run.patch import patch
+    from store.interventions import PatchSettings
+
+    computed = 0
+    for path in paths:
+        for _, hit in patch(path, store.open(path), list(PAPER_MODELS), PatchSettings(attribute=PATCH_ATTRIBUTE),
+                            progress=progress):
+            computed += not hit
+    return computed

@@ -119,3 +119,20 @@ def test_snapshot_steps_are_evenly_spaced_inside_the_phase():
     assert snapshot_steps(326, 4) == [82, 163, 244]
     assert snapshot_steps(3, 8) == [1, 2]  # a phase shorter than its snapshots keeps what it can
     assert snapshot_steps(100, 0) == [] and snapshot_steps(100, 1) == []
+
+
+def test_the_causal_twins_judge_gains_by_their_intervals():
+    controls = {m: {"qa": 30.0, "identity_qa": 30.0, "random_qa": 0.0} for m in ("stage", "mix")}
+    g = lambda mean, lo, hi: {"mean": mean, "ci": (lo, hi)}  # noqa: E731
+    assert C.causal4({"stage": g(60, 50, 70), "mix": g(10, 2, 20)}, controls).verdict == C.REPRODUCES
+    both = C.causal4({"stage": g(60, 50, 70), "mix": g(45, 35, 55)}, controls)
+    assert both.verdict == C.PARTLY and "Mix gains as much or more" in both.notes[0]
+    assert C.causal4({"stage": g(5, -3, 12), "mix": g(0, -5, 5)}, controls).verdict == C.FAILS
+    assert C.causal5({"stage": g(1, -3, 4), "mix": g(-1, -4, 2)}, controls).verdict == C.REPRODUCES
+    moved = C.causal5({"stage": g(1, -3, 4), "mix": g(-30, -40, -20)}, controls)
+    assert moved.verdict == C.PARTLY and "not interchangeable" in moved.notes[0]
+    unsure = C.causal5({"stage": g(1, -20, 25), "mix": g(-30, -40, -20)}, controls)
+    assert unsure.verdict == C.FAILS and "too uncertain" in unsure.notes[0]
+    perturbed = {**controls, "stage": {"qa": 30.0, "identity_qa": 22.0, "random_qa": 30.0}}
+    notes = C.causal4({"stage": g(60, 50, 70), "mix": g(10, 2, 20)}, perturbed).notes
+    assert "identity patch moved QA recall from 30.0 to 22.0" in notes[0] and "random vector" in notes[1]

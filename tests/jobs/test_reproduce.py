@@ -82,9 +82,33 @@ def test_the_report_is_built_from_the_runs(study):
     for claim in data["claims"]:
         assert f"**{claim['verdict']}**" in text
     figures = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
-    assert len(figures) == 6
+    assert len(figures) == 7
     for name in figures + [f"probes/{a}-bio_short.png" for a in ("birth_date", "blood_type")]:
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+    # The interventions: the report's numbers are the runs' cached patching results, the identity control
+    # changed nothing, and the causal twins of claims 4 and 5 have computed verdicts, written out.
+    import store
+    from store.interventions import results
+
+    iv = data["interventions"]
+    assert iv["attribute"] == "job" and iv["split"] == "qa_out"
+    for model in ("stage", "mix"):
+        held = [next(r for r in results(store.open(run), "job") if r["model"] == model) for run in runs]
+        for i, row in enumerate(iv["layers"][model]):
+            assert row["qa"]["values"] == [r["rows"][i]["qa"] for r in held]
+            assert row["identity_qa"]["values"] == row["qa"]["values"]
+        top = iv["top"][model]
+        assert top["gain_bio_long_qa"]["mean"] == pytest.approx(top["bio_long_qa"]["mean"] - top["qa"]["mean"])
+        lo, hi = top["gain_bio_long_qa"]["ci"]
+        assert lo <= top["gain_bio_long_qa"]["mean"] <= hi
+    assert [c["id"] for c in data["causal"]] == [4, 5]
+    for claim in data["causal"]:
+        assert claim["verdict"] in ("reproduces", "partly", "does not reproduce")
+        assert f"**{claim['verdict']}**" in text and f"({claim['id']}′)" in text
+    assert "## Beyond the paper: interventions" in text
+    # Every probe table has the untrained baseline, and job's intervals are stated.
+    assert "Untrained Acc(hQA·WQA)" in text and "95% bootstrap intervals for job" in text
+    assert all("untrained" in data["probes"][fmt]["job"] for fmt in ("bio_long", "bio_short"))
 
 
 def test_reproduce_again_recomputes_nothing(study, capsys):
