@@ -70,7 +70,9 @@ MFU = {"fp32": {128: {"train": 0.76, "eval": 0.68, "forward": 0.70},
 # Seconds a probe sweep spends per layer, by hidden size: the cpu preset's study (194 s for 270
 # sweeps of 4 layers, 1,000 people) and the smol study (321 s for 36 sweeps of 30 layers, 150
 # people). L-BFGS's iterations over hidden x classes weights dominate a fit, not the people.
-SWEEP_LAYER_S = {128: 194 / 270 / 4, 576: 321 / 36 / 30}
+# With the control task's probes a sweep fits twice the probes (its cost measured on the cpu preset's
+# seed 0: stage 1.5 s -> 3.5 s a sweep, loaded machine): x2.
+SWEEP_LAYER_S = {128: 2 * 194 / 270 / 4, 576: 2 * 321 / 36 / 30}
 BOUNDARY_SAMPLE = 2000  # prompts checked at random, on top of one for every template and answer value
 # The paper's Table 1: hours for one run of Llama-3.2-3B on an A100 40GB.
 PAPER_HOURS = {"bio": 10.37, "stage": 4.36, "mix": 22.16}
@@ -269,7 +271,12 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
             "activations": per_model_store * models_main, "trajectory": per_model_store * snapshot_models,
             "optimizer_while_training": 12 * total}
     disk["total"] = sum(v for k, v in disk.items() if k != "optimizer_while_training")
-    sweeps = len(PAPER_MODELS) * len(ATTRIBUTES) * len(BIO_FORMATS) + (2 + snapshot_models) * len(ATTRIBUTES)
+    # Stage, Mix and the untrained baseline with both BIO formats; then the trajectory's: bio, and each snapshot.
+    sweeps = (len(PAPER_MODELS) + 1) * len(ATTRIBUTES) * len(BIO_FORMATS) + (1 + snapshot_models) * len(ATTRIBUTES)
+    # The interventions the report reads (jobs.run.patch): for Stage and Mix, each QA-out person's job
+    # prompt decoded unpatched twice (QA, BIO) and at every layer under 6 patches and 3 erasures.
+    n_out = sum(p.split == "qa_out" for p in people)
+    patch_decodes = len(PAPER_MODELS) * n_out * (2 + config.num_hidden_layers * 9)
 
     eval_tokens = (prompt_tokens["bio_long"] + prompt_tokens["qa"]) / 2 + answer_tokens  # half BIO, half QA
     split_sizes = [6 * n_people, sum(p.split == "qa_in" for p in all_prompts), sum(p.split == "qa_out" for p in all_prompts)]
@@ -297,6 +304,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     eval_s = 2 * n * questions * eval_tokens / rates["eval"]
     dump_s = dump_flops * (models_main + snapshot_models) / rates["forward"]
     probes_s = sweeps * sweep_seconds(config.hidden_size, config.num_hidden_layers)
+    patch_s = 2 * n * patch_decodes * eval_tokens / rates["eval"]
     rate = rates["train"]
     return {"study": study.name, "folder": str(study.folder), "runs": [p.name for p in study.paths], "device": str(device),
             "model": spec.model.path or f"built-in Llama {spec.model.layers}x{spec.model.hidden}",
@@ -306,8 +314,9 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
             "fits": verdict, "disk": disk, "eval_prompts": eval_prompts,
             "models_per_run": models_main, "snapshot_models": snapshot_models, "sweeps": sweeps,
             "rate": rate, "rate_from": rate_from, "precision": computes, "probe": probe, "questions_per_run": questions,
-            "seconds_per_run": {"train": train_s, "eval": eval_s, "dump": dump_s, "probes": probes_s},
-            "seconds": (train_s + eval_s + dump_s + probes_s) * seeds, "seeds": seeds, "preset": spec.preset}
+            "patch_decodes": patch_decodes,
+            "seconds_per_run": {"train": train_s, "eval": eval_s, "dump": dump_s, "probes": probes_s, "interventions": patch_s},
+            "seconds": (train_s + eval_s + dump_s + probes_s + patch_s) * seeds, "seeds": seeds, "preset": spec.preset}
 
 
 def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
@@ -343,10 +352,12 @@ def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_
                   f"{_gb(disk['trajectory'])} trajectory.zarr; {_gb(disk['optimizer_while_training'])} more while a "
                   "phase trains)", soft_wrap=True)
     console.print(f"evaluation: {info['eval_prompts']:,} questions for each of {info['models_per_run']} models and "
-                  f"{info['snapshot_models']} snapshots a run; probes: {info['sweeps']} sweeps a run", soft_wrap=True)
+                  f"{info['snapshot_models']} snapshots a run; probes: {info['sweeps']} sweeps a run (with their "
+                  f"control task's); interventions: {info['patch_decodes']:,} patched decodes a run", soft_wrap=True)
     each = info["seconds_per_run"]
     console.print(f"time: about {_hours(info['seconds'])} for {info['seeds']} run{'s' * (info['seeds'] > 1)}, each "
                   f"{_hours(each['train'])} training, {_hours(each['eval'])} evaluation ({info['questions_per_run']:,} "
-                  f"questions), {_hours(each['dump'])} dump and {_hours(each['probes'])} probes; in {info['precision']} at "
+                  f"questions), {_hours(each['dump'])} dump, {_hours(each['probes'])} probes and "
+                  f"{_hours(each['interventions'])} interventions; in {info['precision']} at "
                   f"{info['rate_from']}", highlight=False, soft_wrap=True)
     return info
