@@ -7,7 +7,8 @@ BIO_long or BIO_short, and the people the probes train and test on. `f` fits, in
 has cached (group `probes`) are served at once. The chart shows, per model, the four probe
 accuracies across layers with Δrep and Δmech; `w` picks which probes' lines it shows (both, W_QA
 trained on QA vectors, W_BIO trained on BIO vectors); `m` switches the model where the charts do
-not fit side by side. The table beneath holds every number as the CLI prints it.
+not fit side by side. The table beneath holds every number as the CLI prints it. `i` shows the
+interventions the stores hold instead (factrecall_tui/patch_view.py; `factrecall-jobs patch`).
 
 The computing is factrecall_tui/probe_fit.py and each chart a factrecall_tui/probe_chart.py widget;
 what stays here (about 490 lines) is one screen's state: its controls, the fit and cache-lookup
@@ -39,6 +40,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from factrecall_tui.checklist import Checklist
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
+from factrecall_tui.patch_view import PatchView
 from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.probe_chart import EMPHASIS, ProbeChart
 from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, compute, store_attributes
@@ -66,6 +68,7 @@ class ProbesPane(HandsFailuresUp, Widget):
         Binding("b", "toggle_bio", "BIO"),
         Binding("w", "cycle_emphasis", "Probes shown"),
         Binding("m", "switch_model", "Model"),
+        Binding("i", "toggle_view", "Interventions"),
         Binding("e", "export", "Export", show=False),
     ]
 
@@ -150,9 +153,11 @@ class ProbesPane(HandsFailuresUp, Widget):
             yield ProgressBar(id="probe-progress", show_eta=False)
             yield Horizontal(id="probe-charts")
             yield DataTable(id="probe-table", cursor_type="row", zebra_stripes=True)
+            yield PatchView(id="patch-view")
 
     def on_mount(self) -> None:
         self.query_one("#probe-progress", ProgressBar).display = False
+        self.query_one("#patch-view", PatchView).display = False
 
     # -- the contract with the app ----------------------------------------------------------------
     @when_mounted
@@ -291,6 +296,21 @@ class ProbesPane(HandsFailuresUp, Widget):
         self._chart_model = self.models[(self.models.index(shown) + 1) % len(self.models)]
         self._layout_charts()
 
+    def action_toggle_view(self) -> None:
+        """`i`: the interventions the chosen runs' stores hold, in place of the probes (and back)."""
+        view = self.query_one("#patch-view", PatchView)
+        view.display = not view.display
+        for wid in ("#probe-charts", "#probe-table"):
+            self.query_one(wid).display = not view.display
+        if view.display:
+            self._load_patches()
+
+    def _load_patches(self) -> None:
+        view = self.query_one("#patch-view", PatchView)
+        if view.display:
+            names = tuple(self.selected_runs())
+            view.load(names, tuple(str(self.runs[n].path) for n in names), str(self.query_one("#probe-attribute", Select).value))
+
     def _settings_changed(self) -> None:
         """Show the store's cached result for the new settings at once, if it has one (only once a
         fit has loaded store.probes: see `_probes_loaded`)."""
@@ -300,6 +320,7 @@ class ProbesPane(HandsFailuresUp, Widget):
 
     def _maybe_lookup(self) -> None:
         self._lookup_timer = None
+        self._load_patches()  # the interventions view, when shown, follows the runs and attribute too
         request = self.current_request()
         self._mark_stale(request is not None and self.request is not None and request != self.request)
         if request is None or request == self.request:

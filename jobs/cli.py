@@ -487,14 +487,14 @@ def cmd_patch(args: argparse.Namespace) -> None:
                 if hit:
                     console.print(f"[dim]{path.name} {result['model']}: from the store's cache[/dim]")
     df = frame(found)
-    agg = summary(df)
+    agg = summary(df, [r for _, r in found])
     several = len(stores) > 1
     for model in models:
         rows = agg[agg["model"] == model]
         t = Table(title=f"{model}: exact match (%) for {args.attribute} when resid_mid is patched at one layer, the last "
                         f"prompt token ({rows['runs'].iloc[0]} run{'s' if several else ''}; {int(df['n_people'].iloc[0])} "
-                        f"{settings.split} people; LEACE removes {int(df['erase_rank'].max())} directions)",
-                  title_justify="left")
+                        f"{settings.split} people; [95% bootstrap interval over people{' and seeds' if several else ''}]; "
+                        f"LEACE removes {int(df['erase_rank'].max())} directions)", title_justify="left")
         t.add_column("layer", justify="right")
         shown = [c for c in COLUMNS if not (c in ("erase_qa", "erase_bio", "erase_random_qa") and args.no_erase)]
         for key in shown:

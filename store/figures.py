@@ -88,10 +88,9 @@ def patch_figure(summary, out: Path, title: str, labels: dict[str, str] | None =
         for key, (color, dash) in PATCH_STYLE.items():
             if rows[key].isna().all():
                 continue
-            mean, std = rows[key].to_numpy(), rows[f"{key}_std"].fillna(0).to_numpy()
-            ax.plot(layers, mean, dash, color=color, marker="o", ms=3, label=LABELS[key])
-            if std.any():
-                ax.fill_between(layers, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+            ax.plot(layers, rows[key].to_numpy(), dash, color=color, marker="o", ms=3, label=LABELS[key])
+            if (band := _band(rows, key)) is not None:
+                ax.fill_between(layers, *band, color=color, alpha=0.12, lw=0)
         for key, color in (("qa", "tab:green"), ("bio", "tab:olive")):
             ax.axhline(float(rows[key].mean()), color=color, ls="--", lw=1, label=f"{LABELS[key]} unpatched")
         n = int(rows["runs"].iloc[0])

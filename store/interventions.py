@@ -132,12 +132,25 @@ def frame(found: list[tuple[str, dict]]):
     return pd.DataFrame(rows)[["run", "model", "layer", *COLUMNS, "n_people", "n_donor", "erase_rank"]]
 
 
-def summary(df):
-    """Mean and sample standard deviation over runs (seeds) per (model, layer)."""
+def summary(df, found: list[dict] | None = None):
+    """Mean and sample standard deviation over runs (seeds) per (model, layer); given the results the
+    frame came from, also each column's 95% bootstrap interval over people (and seeds) as _lo and _hi."""
     grouped = df.groupby(["model", "layer"], sort=False)[list(COLUMNS)]
     out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()
     out["runs"] = df.groupby(["model", "layer"], sort=False).size().to_numpy()
+    if found is not None:
+        bounds = [intervals(found, model, [int(layer)]) for model, layer in zip(out["model"], out["layer"])]
+        for column in COLUMNS:
+            out[f"{column}_lo"] = [b[column][0] for b in bounds]
+            out[f"{column}_hi"] = [b[column][1] for b in bounds]
     return out
+
+
+def latest(s: ActivationStore, attribute: str, model: str, split: str = "qa_out") -> dict | None:
+    """The newest result the store holds for `model` and `attribute` over every layer and every one of
+    the split's people (what `patch` and `reproduce` compute by default), or None."""
+    return next((r for r in results(s, attribute) if r["model"] == model and r["settings"].get("split") == split
+                 and r["settings"].get("layers") is None and r["settings"].get("people") is None), None)
 
 
 # Differences of the same people under two conditions: what a patch gains, what an erasure takes.

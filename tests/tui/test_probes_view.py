@@ -290,3 +290,53 @@ def test_runs_without_a_store_and_broken_stores_say_so(tiny_run, tmp_path):
 def test_importing_the_pane_does_not_import_torch():
     code = "import sys, factrecall_tui.probes; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_i_shows_the_interventions_the_stores_hold_as_the_patch_command_prints_them(tiny_run, tmp_path):
+    """`i` turns the Probes screen to the interventions: the stores' cached `factrecall-jobs patch`
+    results, cell for cell the CLI's (from the same cache), and for a run without them the command that
+    computes them; `i` again brings the probes back."""
+    from store.interventions import COLUMNS, frame, latest, summary
+    from store.probes import format_cell
+
+    import store
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_run, ws / "runs" / tiny_run.name, ignore=shutil.ignore_patterns("run.lock"))
+    shutil.copytree(tiny_run, ws / "runs" / "other", ignore=shutil.ignore_patterns("checkpoints", "run.lock"))
+    assert main(["--workspace", str(ws), "patch", tiny_run.name, "--out", str(tmp_path / "p.png")]) == 0
+    s = store.open(ws / "runs" / tiny_run.name)
+    found = [(tiny_run.name, latest(s, "job", m)) for m in ("stage", "mix")]
+    agg = summary(frame(found), [r for _, r in found])
+    expected = [[m, str(int(r["layer"])), *(format_cell(r, c, False) for c in COLUMNS)]
+                for m in ("stage", "mix") for _, r in agg[agg["model"] == m].iterrows()]
+
+    async def session():
+        app = Host(ws)
+        async with app.run_test(size=(160, 40)) as pilot:
+            pane = app.query_one(ProbesPane)
+            await pilot.pause()
+            pane.focus_run(tiny_run.name)
+            box = pane.query_one("#probe-runs", SelectionList)
+            box.focus()
+            box.deselect_all()
+            box.select(tiny_run.name)
+            await pilot.pause()
+            assert pane.selected_runs() == [tiny_run.name]
+            await pilot.press("i")
+            view = pane.query_one("#patch-view")
+            await settle(pilot, until=lambda: view.table is not None and view.table.rows, what="the interventions")
+            assert view.display and not pane.query_one("#probe-table").display
+            assert _cells(pane.query_one("#patch-table", DataTable)) == expected
+            caption = str(pane.query_one("#patch-caption", Static).render())
+            assert "8 qa_out people" in caption and "factrecall-jobs patch" in caption
+            # Another run, none cached: the caption says what computes them.
+            box.deselect_all()
+            box.select("other")
+            await settle(pilot, until=lambda: view.table is not None and not view.table.rows, what="the other run's")
+            assert "`factrecall-jobs patch other --attribute job` computes them" in str(
+                pane.query_one("#patch-caption", Static).render())
+            await pilot.press("i")
+            assert not view.display and pane.query_one("#probe-table").display
+
+    asyncio.run(session())
