@@ -89,7 +89,7 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
                 want = cli[cli["model"] == model].sort_values("layer")
                 for key, values in chart.chart_series.items():
                     np.testing.assert_allclose(values, want[key].to_numpy(), atol=1e-6, err_msg=f"{model} {key}")
-            assert set(charts) == {"stage", "mix"}
+            assert set(charts) == {"stage", "mix", "untrained"}  # the untrained model: the baseline
             shown = app.query_one("#probe-table", DataTable)
             assert shown.row_count == len(cli)
             top = cli[(cli["model"] == "mix")].sort_values("layer").iloc[-1]
