@@ -18,7 +18,7 @@
     factrecall-jobs patch RUN [RUN ...]          # interventions: hBIO patched into the QA pass, controls, erasure
     factrecall-jobs presets                      # what each preset sets
 
-The arguments are parsed in jobs/arguments.py; here (about 500 lines) is one short `cmd_*` per command,
+The arguments are parsed in jobs/arguments.py; here (about 650 lines) is one short `cmd_*` per command,
 each turning its arguments into a call into jobs.run, jobs.launch or jobs.study and its output into
 rich text, plus `main`, the one place where a user error becomes one line and an exit code.
 """
@@ -403,7 +403,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from store.probes import (ProbeSettings, baseline, check_request, counts, frame, row_cells, summary, sweeps,
                               table_columns)
 
-    from jobs.run.files import atomic_write_bytes, check_output
+    from jobs.run.files import check_output
 
     paths = [_store_of(_workspace(args), r) for r in args.runs]
     stores = [store.open(p) for p in paths]
@@ -437,15 +437,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
                         f"train {settings.train_split} {counts(df, 'n_train')} people, test {settings.test_split} "
                         f"{counts(df, 'n_test')}; [95% bootstrap interval over people{' and seeds' if several else ''}]"
                         f"{'; Sel = accuracy - the control task' if settings.controls else ''})", title_justify="left")
-        t.add_column("layer", justify="right")
-        for key in table_columns(settings.controls):
-            t.add_column(PROBE_LABELS[key], justify="right")
-        for _, r in rows.iterrows():
-            t.add_row(str(int(r["layer"])), *row_cells(r, several, settings.controls))
-        console.print(t)
-    if csv is not None:
-        atomic_write_bytes(csv, df.to_csv(index=False).encode())
-        console.print(f"wrote {csv}", soft_wrap=True)
+        _layer_rows(t, [PROBE_LABELS[k] for k in table_columns(settings.controls)], rows,
+                    lambda r: row_cells(r, several, settings.controls))
+    _write_csv(csv, df)
     title = f"Accuracy for the first token of \"{args.attribute}\", BIO = {settings.bio}"
     console.print(f"wrote {probe_figure(agg, out, title, MODEL_LABELS)}", soft_wrap=True)
 
@@ -458,7 +452,7 @@ def cmd_patch(args: argparse.Namespace) -> None:
     from store.interventions import COLUMNS, LABELS, PatchSettings, frame, summary
     from store.probes import check_request, format_cell
 
-    from jobs.run.files import atomic_write_bytes, check_output
+    from jobs.run.files import check_output
     from jobs.run.folder import resolve_run
     from jobs.run.patch import patch
 
@@ -495,18 +489,29 @@ def cmd_patch(args: argparse.Namespace) -> None:
                         f"prompt token ({rows['runs'].iloc[0]} run{'s' if several else ''}; {int(df['n_people'].iloc[0])} "
                         f"{settings.split} people; [95% bootstrap interval over people{' and seeds' if several else ''}]; "
                         f"LEACE removes {int(df['erase_rank'].max())} directions)", title_justify="left")
-        t.add_column("layer", justify="right")
         shown = [c for c in COLUMNS if not (c in ("erase_qa", "erase_bio", "erase_random_qa") and args.no_erase)]
-        for key in shown:
-            t.add_column(LABELS[key], justify="right")
-        for _, r in rows.iterrows():
-            t.add_row(str(int(r["layer"])), *(format_cell(r, key, several) for key in shown))
-        console.print(t)
+        _layer_rows(t, [LABELS[k] for k in shown], rows, lambda r: [format_cell(r, key, several) for key in shown])
+    _write_csv(csv, df)
+    title = f"Patching resid_mid at the last prompt token: \"{args.attribute}\", {settings.split} people"
+    console.print(f"wrote {patch_figure(agg, out, title, MODEL_LABELS)}", soft_wrap=True)
+
+
+def _layer_rows(table, labels: list[str], rows, cells) -> None:
+    """A per-layer table of `probe` or `patch`: a column per label, a row per layer (`cells(row)`), printed."""
+    table.add_column("layer", justify="right")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for _, r in rows.iterrows():
+        table.add_row(str(int(r["layer"])), *cells(r))
+    console.print(table)
+
+
+def _write_csv(csv: Path | None, df) -> None:
+    from jobs.run.files import atomic_write_bytes
+
     if csv is not None:
         atomic_write_bytes(csv, df.to_csv(index=False).encode())
         console.print(f"wrote {csv}", soft_wrap=True)
-    title = f"Patching resid_mid at the last prompt token: \"{args.attribute}\", {settings.split} people"
-    console.print(f"wrote {patch_figure(agg, out, title, MODEL_LABELS)}", soft_wrap=True)
 
 
 def _probe_settings(attribute: str):
