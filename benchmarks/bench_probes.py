@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import store
-from store.probes import ProbeSettings, accuracy, fit, sweep
+from store.probes import ProbeSettings, Sweep, accuracy, fit, frame, summary, sweep
 from timing import timed
 
 
@@ -69,7 +69,7 @@ def main() -> None:
     sweeps = {}
     for backend in ("lbfgs", "ridge", "sklearn"):
         for bio in ("bio_long", "bio_short"):
-            settings = ProbeSettings(attribute=args.attribute, bio=bio, backend=backend)
+            settings = ProbeSettings(attribute=args.attribute, bio=bio, backend=backend, controls=False)
             t0 = time.perf_counter()
             sweep(s, args.model, settings, cache=False)
             t_sweep = time.perf_counter() - t0
@@ -87,6 +87,25 @@ def main() -> None:
         sweep(s, args.model, settings)  # cache it
         t_cached, _ = timed(lambda: sweep(store.open(args.run), args.model, settings))
         print(f"| the same sweep again, from the store's cache: seconds | {t_cached:.4f} | | |")
+
+    # The control task (a second pair of probes a layer, on random labels) and the bootstrap intervals,
+    # the default since they came, against the same sweep without them, measured here in the same run.
+    total = 0.0
+    for model in (args.model, "untrained"):
+        for bio in ("bio_long", "bio_short"):
+            plain = ProbeSettings(attribute=args.attribute, bio=bio, controls=False)
+            full = ProbeSettings(attribute=args.attribute, bio=bio)
+            t_plain, _ = timed(lambda: sweep(s, model, plain, cache=False))
+
+            def with_intervals():
+                found = [Sweep("run", model, sweep(s, model, full, cache=False), False)]
+                return summary(frame(found), found)
+            t_full, _ = timed(with_intervals)
+            if bio == "bio_long":
+                total += t_full
+            print(f"| whole sweep, {model}, {bio}, with the control task and 95% intervals (the default) against "
+                  f"without (`--no-controls`), uncached: seconds | {t_full:.2f} | {t_plain:.2f} | {t_full / t_plain:.1f}x slower |")
+    print(f"| a table's sweeps ({args.model} and untrained, bio_long) with controls and intervals: seconds | {total:.2f} | | |")
 
     if not args.skip_paper:
         rng = np.random.default_rng(0)

@@ -111,3 +111,31 @@ def test_an_unsupported_family_gets_one_clear_line():
                                      word_embed_proj_dim=H))
     with pytest.raises(FactrecallError, match=r"cannot capture resid_mid in a 'opt' model: supported are gpt2, gpt_neox, llama"):
         ResidMid(model)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_patch_sets_resid_mid_at_the_last_token_to_the_vector_given(family, tmp_path):
+    """jobs.run.patch.LastToken in every family: what its edit receives is the captured resid_mid, and
+    the vector it returns is then resid_mid there (as capture reads it), with the layers below as they
+    were and the layers above changed; only the first pass after an edit is touched."""
+    from jobs.run.patch import LastToken
+
+    make = FAMILIES[family][0]
+    torch.manual_seed(0)
+    make().save_pretrained(tmp_path / "ckpt")
+    model = load_model(tmp_path / "ckpt", torch.device("cpu")).eval()
+    ids = torch.randint(2, V, (4, 9), generator=torch.Generator().manual_seed(2))
+    mask, last = torch.ones_like(ids), torch.full((4,), 8)
+    with ResidMid(model) as capture:
+        plain = capture.run(ids, mask, last)
+    target = torch.randn(4, H, generator=torch.Generator().manual_seed(3)) * 3
+    seen = []
+    with LastToken(model, 1) as patch, ResidMid(model) as capture:  # the patch's hooks first: capture sees its result
+        patch.edit = lambda h: (seen.append(h.clone()), target)[1]
+        patched = capture.run(ids, mask, last)
+        again = capture.run(ids, mask, last)  # no edit set: the pass runs as it is
+    assert torch.allclose(seen[0], plain[1], atol=1e-5)
+    assert torch.allclose(patched[1], target, atol=1e-4), (patched[1] - target).abs().max()
+    assert torch.allclose(patched[0], plain[0], atol=1e-6)
+    assert (patched[2] - plain[2]).abs().max() > 1e-3
+    assert torch.allclose(again, plain, atol=1e-6)
