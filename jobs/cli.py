@@ -148,18 +148,22 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         console.print(f"when they are done, `factrecall-jobs reproduce` with the same options fits the probes and "
                       f"writes {study.folder / 'report.md'}", highlight=False, soft_wrap=True)
         return
-    with Progress(TextColumn("probes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn("{task.fields[label]}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("[dim]{task.description}"), console=console, transient=True) as bar:
-        task = bar.add_task("", total=None, visible=False)
+        tasks = {label: bar.add_task("", total=None, visible=False, label=label) for label in ("probes", "interventions")}
 
-        def probes(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, total=total, description=what, visible=True)
+        def follow(label: str):
+            return lambda done, total, what: bar.update(tasks[label], completed=done, total=total, description=what,
+                                                        visible=True)
 
         report, fitted = run_study(study, lambda spec, path: _execute(lambda: RunFolder.create_or_resume(path, spec)),
-                                   probe_progress=probes, argv=sys.argv[1:])
+                                   probe_progress=follow("probes"), patch_progress=follow("interventions"),
+                                   argv=sys.argv[1:])
     console.print(f"probes: {fitted} sweeps fitted now, the rest found in the stores' caches")
     for claim in report["claims"]:
         console.print(f"({claim['id']}) {claim['verdict']}: {claim['short']}", highlight=False)
+    for claim in report.get("causal", []):
+        console.print(f"({claim['id']}′) {claim['verdict']}: {claim['short']}", highlight=False)
     console.print(f"wrote {study.folder / 'report.md'}", soft_wrap=True)
 
 

@@ -170,13 +170,15 @@ def queued_studies(workspace: Path) -> dict[str, str]:
 
 def study_progress_text(folder: Path) -> str:
     """How far a study is, in words, from its progress.json: `runs 2/6 (reproduce-cpu-s2)`, `probes
-    40/270`, `report`, `done`; "" before it has begun."""
+    40/270`, `interventions 1,200/7,600`, `report`, `done`; "" before it has begun."""
     try:
         p = json.loads((folder / "progress.json").read_text())
         if p["step"] == "runs":
             return f"runs {p['runs_done']}/{p['runs_total']} ({p['current']})"
         if p["step"] == "probes":
             return f"probes {p['probes_done']}/{p['probes_total']}" if "probes_total" in p else "probes"
+        if p["step"] == "interventions":  # the decodes of the run being patched
+            return f"interventions {p['patched']:,}/{p['patch_total']:,}" if "patch_total" in p else "interventions"
         return str(p["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return ""

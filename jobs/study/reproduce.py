@@ -43,9 +43,9 @@ def check_idle(study: Study) -> None:
 
 
 def run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, probe_progress: ProbeProgress | None = None,
-              argv: list[str] | None = None) -> tuple[dict, int]:
+              patch_progress: ProbeProgress | None = None, argv: list[str] | None = None) -> tuple[dict, int]:
     """Run every step of the study that is not done: each run through `run_one(spec, folder)` (the
-    CLI's, with its progress bars), every probe sweep, and the report. Returns report.json's content
+    CLI's, with its progress bars), every probe sweep, the interventions, and the report. Returns report.json's content
     and how many sweeps were fitted now (the rest came from the stores' caches)."""
     check_idle(study)
     study.folder.mkdir(parents=True, exist_ok=True)
@@ -69,8 +69,12 @@ def run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, 
         fitted = fit_probes(study.paths, probes)
     _progress(study, step="interventions", runs_done=runs, runs_total=runs)
     with timed(study.folder, "interventions"):
-        patch_runs(study.paths, lambda done, total, what: _progress(
-            study, step="interventions", runs_done=runs, runs_total=runs, patched=done, patch_total=total))
+        def patched(done: int, total: int, what: str) -> None:
+            _progress(study, step="interventions", runs_done=runs, runs_total=runs, patched=done, patch_total=total)
+            if patch_progress is not None:
+                patch_progress(done, total, what)
+
+        patch_runs(study.paths, patched)
     _progress(study, step="report", runs_done=runs, runs_total=runs)
     with timed(study.folder, "report"):
         report = write_report(study)

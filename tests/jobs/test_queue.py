@@ -119,3 +119,17 @@ def test_archive_and_delete_move_a_finished_run_out_of_every_list_and_refuse_a_l
     assert run_cli("--workspace", ws, "delete", done, "--yes") == 0
     assert f"{done}: deleted" in capsys.readouterr().out
     assert not (ws / "runs" / done).exists() and list((ws / "archive").iterdir()) == []
+
+
+@pytest.mark.parametrize("progress, says", [
+    ({"step": "runs", "runs_done": 2, "runs_total": 6, "current": "reproduce-cpu-s2"}, "runs 2/6 (reproduce-cpu-s2)"),
+    ({"step": "probes", "probes_done": 40, "probes_total": 270}, "probes 40/270"),
+    ({"step": "interventions", "patched": 1200, "patch_total": 7600}, "interventions 1,200/7,600"),
+    ({"step": "interventions"}, "interventions"),
+    ({"step": "report"}, "report"),
+])
+def test_a_studys_progress_in_words(tmp_path, progress, says):
+    from jobs.launch.queue import study_progress_text
+
+    (tmp_path / "progress.json").write_text(json.dumps(progress))
+    assert study_progress_text(tmp_path) == says
