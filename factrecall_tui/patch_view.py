@@ -4,9 +4,9 @@ numbers as `factrecall-jobs patch` prints (store.interventions).
 Probes say where an attribute can be read; these say whether the model uses it: resid_mid at one
 layer and the last prompt token replaced (the same person's hBIO_long or hBIO_short into the QA pass,
 hQA into the BIO pass, the controls) or the attribute erased (LEACE), and exact match per layer. The
-view reads what the stores have cached, in a worker thread (zarr loads there); computing runs a model,
-which the app leaves to `factrecall-jobs patch RUN --attribute A` (or `reproduce`, which does it for
-job), so the caption says the command when a store has none.
+view reads what the stores have cached, in a worker thread (zarr loads there). Computing runs a model,
+which the app leaves to a process: `p` runs `factrecall-jobs patch RUNS --attribute A` (what the
+caption names when a store has none; `reproduce` does it for job) and reads its results when it ends.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def read(names: tuple[str, ...], paths: tuple[str, ...], attribute: str) -> Patc
             found.append((name, result))
     if missing or not found:
         runs = " ".join(missing or names)
-        return PatchTable(f"No interventions for {attribute} cached in {', '.join(missing or names)}: "
-                          f"`factrecall-jobs patch {runs} --attribute {attribute}` computes them "
-                          "(`reproduce` does for job).", (), ())
+        return PatchTable(f"No interventions for {attribute} cached in {', '.join(missing or names)}: p computes "
+                          f"them (`factrecall-jobs patch {runs} --attribute {attribute}`; `reproduce` does for job).",
+                          (), ())
     df = frame(found)
     agg = summary(df, [r for _, r in found])
     several = len(names) > 1
@@ -77,10 +77,49 @@ class PatchView(Vertical):
         super().__init__(**kwargs)
         self.key: tuple | None = None
         self.table: PatchTable | None = None
+        self._paths: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Line("Choose runs, then their interventions show here.", id="patch-caption")
         yield DataTable(id="patch-table", cursor_type="row", zebra_stripes=True)
+
+    @dataclass
+    class Computed(Message, bubble=False):
+        key: tuple
+        error: str = ""
+
+    def compute(self, workspace: str, names: tuple[str, ...], paths: tuple[str, ...], attribute: str) -> None:
+        """`factrecall-jobs patch NAMES --attribute A` as its own process (the app runs no model), then
+        the view reads what it cached."""
+        if not names:
+            return
+        self.key = (names, attribute)
+        self._paths = paths
+        self.query_one("#patch-caption", Line).update(
+            f"computing: factrecall-jobs patch {' '.join(names)} --attribute {attribute} (about 20 s a run on 2 cores)…")
+        self._run(self.key, workspace, names, attribute)
+
+    @work(thread=True, exclusive=True, group="patch-compute")
+    def _run(self, key: tuple, workspace: str, names: tuple[str, ...], attribute: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+        cmd = [sys.executable, "-m", "jobs.cli", "--workspace", workspace, "patch", *names, "--attribute", attribute]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        error = "" if done.returncode == 0 else ((done.stderr.strip() or done.stdout.strip()).splitlines() or
+                                                 [f"exit {done.returncode}"])[-1]
+        self.post_message(self.Computed(key, error))
+
+    def on_patch_view_computed(self, message: Computed) -> None:
+        if message.key != self.key:
+            return
+        if message.error:
+            self._show(PatchTable(f"factrecall-jobs patch failed: {message.error}", (), ()))
+            return
+        names, attribute = message.key
+        self.load(names, self._paths, attribute)
 
     def load(self, names: tuple[str, ...], paths: tuple[str, ...], attribute: str) -> None:
         self.key = (names, attribute)

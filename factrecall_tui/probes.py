@@ -69,6 +69,7 @@ class ProbesPane(HandsFailuresUp, Widget):
         Binding("w", "cycle_emphasis", "Probes shown"),
         Binding("m", "switch_model", "Model"),
         Binding("i", "toggle_view", "Interventions"),
+        Binding("p", "patch", "Compute interventions", show=False),
         Binding("e", "export", "Export", show=False),
     ]
 
@@ -304,6 +305,16 @@ class ProbesPane(HandsFailuresUp, Widget):
             self.query_one(wid).display = not view.display
         if view.display:
             self._load_patches()
+
+    def action_patch(self) -> None:
+        """`p` in the interventions view: compute them for the chosen runs and attribute (a process)."""
+        view = self.query_one("#patch-view", PatchView)
+        names = tuple(self.selected_runs())
+        if not view.display or not names:
+            return
+        paths = tuple(str(self.runs[n].path) for n in names)
+        view.compute(str(self.runs[names[0]].path.parent.parent), names, paths,
+                     str(self.query_one("#probe-attribute", Select).value))
 
     def _load_patches(self) -> None:
         view = self.query_one("#patch-view", PatchView)

@@ -334,8 +334,22 @@ def test_i_shows_the_interventions_the_stores_hold_as_the_patch_command_prints_t
             box.deselect_all()
             box.select("other")
             await settle(pilot, until=lambda: view.table is not None and not view.table.rows, what="the other run's")
-            assert "`factrecall-jobs patch other --attribute job` computes them" in str(
+            assert "p computes them (`factrecall-jobs patch other --attribute job`" in str(
                 pane.query_one("#patch-caption", Static).render())
+            # ... and p does, as a process; "other" has no checkpoints here: the caption says why in one line.
+            await pilot.press("p")
+            await settle(pilot, until=lambda: "failed" in str(pane.query_one("#patch-caption", Static).render()),
+                         what="the patch process to fail")
+            assert "checkpoints/stage/final is missing" in str(pane.query_one("#patch-caption", Static).render())
+            # The run with checkpoints, another attribute: p computes it, and the view shows it.
+            box.deselect_all()
+            box.select(tiny_run.name)
+            pane.query_one("#probe-attribute", Select).value = "blood_type"
+            await settle(pilot, until=lambda: view.table is not None and not view.table.rows and "blood_type" in
+                         view.table.caption, what="blood_type's absence")
+            await pilot.press("p")
+            await settle(pilot, until=lambda: view.table is not None and bool(view.table.rows), what="the computed interventions")
+            assert latest(store.open(ws / "runs" / tiny_run.name), "blood_type", "mix") is not None
             await pilot.press("i")
             assert not view.display and pane.query_one("#probe-table").display
 
