@@ -139,6 +139,13 @@ def leace(x: torch.Tensor, labels: np.ndarray):
     return LeaceEraser.fit(x.double(), z)
 
 
+def _project_out(h: torch.Tensor, centre: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """h with the directions of q's orthonormal columns removed about `centre` (on the CPU, in float64;
+    the hook moves the result to the model's device)."""
+    h = h.cpu().double()
+    return (h - ((h - centre) @ q) @ q.T).float()
+
+
 def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: PatchSettings, tok, prompts, targets, *,
                 device: torch.device, batch_size: int = 256,
                 progress: Callable[[int, str], None] | None = None) -> dict:
@@ -203,7 +210,7 @@ def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: P
                 for fmt, texts, column in (("qa", qa, "erase_qa"), ("bio_long", bio, "erase_bio")):
                     eraser = leace(h[fmt][train_rows], labels[train_rows])
                     result[column] = score(decode(texts, f"layer {layer}: erased {fmt}", patch,
-                                                  lambda h_now, idx, e=eraser: e(h_now.double()).float()), own)
+                                                  lambda h_now, idx, e=eraser: e(h_now.cpu().double()).float()), own)
                     rank[fmt] = int(torch.linalg.matrix_rank(eraser.proj_right))  # directions removed: classes - 1 at most
                 # The control: as many random directions removed (an orthogonal projection about the
                 # QA-in people's mean): LEACE with many classes removes many dimensions, and a drop
@@ -211,7 +218,7 @@ def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: P
                 q, _ = torch.linalg.qr(torch.randn(s.hidden, rank["qa"], generator=gen, dtype=torch.float64))
                 centre = h["qa"][train_rows].double().mean(0)
                 result["erase_random_qa"] = score(decode(qa, f"layer {layer}: random subspace erased", patch,
-                                                         lambda h_now, idx: (h_now.double() - ((h_now.double() - centre) @ q) @ q.T).float()), own)
+                                                         lambda h_now, idx: _project_out(h_now, centre, q)), own)
         row = {"layer": layer, **{c: round(100 * float(result[c].mean()), 2) if c in result else float("nan")
                                   for c in COLUMNS}, "n_people": len(rows), "n_donor": int((answers[donors] != answers).sum()),
                "erase_rank": rank.get("qa", 0)}
