@@ -50,3 +50,12 @@ def resume_command(workspace: Path, run: str, device: str | None = None, dump: b
     cmd += [] if dump else ["--no-dump"]
     cmd += [] if reuse else ["--no-reuse"]
     return cmd
+
+
+def take_request(flag: Path) -> bool:
+    """Whether a request file (a `cancel` written for a job) is there; it is consumed (removed) if so.
+    Two takers racing for it may both see it: a request is idempotent (stop this run)."""
+    if flag.exists():
+        flag.unlink(missing_ok=True)
+        return True
+    return False

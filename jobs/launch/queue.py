@@ -30,7 +30,7 @@ from pathlib import Path
 
 from jobs.errors import FactrecallError, RunFolderError
 from jobs.launch import slurm
-from jobs.launch.procs import alive, is_job, resume_command
+from jobs.launch.procs import alive, is_job, resume_command, take_request
 from jobs.run.files import atomic_write_json, open_append
 from jobs.run.events import Event, latest, record_end
 from jobs.run.folder import RunFolder, live_pid
@@ -355,11 +355,7 @@ class Worker:
                 and (pid := live_pid(folder)) is not None and pid not in ours] if runs.is_dir() else []
 
     def _cancelled(self, name: str) -> bool:
-        flag = queue_dir(self.workspace) / "cancel" / f"{name}.json"
-        if flag.exists():
-            flag.unlink(missing_ok=True)
-            return True
-        return False
+        return take_request(queue_dir(self.workspace) / "cancel" / f"{name}.json")
 
     def handle_cancels(self) -> None:
         for flag in _entries(queue_dir(self.workspace) / "cancel"):

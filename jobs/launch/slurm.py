@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.errors import FactrecallError
-from jobs.launch.procs import TERM_STOPS, alive, resume_command
+from jobs.launch.procs import TERM_STOPS, alive, resume_command, take_request
 from jobs.run.files import atomic_write_json, open_append
 from jobs.run.events import INTERRUPTED_CODES, latest, record_end
 
@@ -193,11 +193,7 @@ def _cancel_flag(workspace: Path, run: str) -> Path:
 
 def _take_cancel(workspace: Path, run: str) -> bool:
     """Whether a `cancel` asked this run's task to stop (the request is consumed)."""
-    flag = _cancel_flag(workspace, run)
-    if flag.exists():
-        flag.unlink(missing_ok=True)
-        return True
-    return False
+    return take_request(_cancel_flag(workspace, run))
 
 
 def partitions() -> dict[str, dict] | None:
