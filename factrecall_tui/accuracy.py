@@ -27,6 +27,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
@@ -268,7 +269,14 @@ class AccuracyPane(HandsFailuresUp, Vertical):
     async def _add_rows(self, rows: list[tuple]) -> None:
         """FILL_CHUNK rows at a time: a DataTable measures every cell of the rows added to it before
         it draws, and 300 runs make 1,500 rows, so the first screenful is drawn, and keys are
-        answered, while the rest are added."""
+        answered, while the rest are added. A pane unmounted between chunks (the app closing while a
+        large workspace fills) stops filling: its tables are gone, and that is not an error."""
+        try:
+            await self._add_chunks(rows)
+        except NoMatches:  # the tables this pane composed are gone: it is being removed
+            return
+
+    async def _add_chunks(self, rows: list[tuple]) -> None:
         fig1, fig5 = self._table("fig1"), self._table("fig5")
         for start in range(0, len(rows), FILL_CHUNK):
             chunk = rows[start : start + FILL_CHUNK]

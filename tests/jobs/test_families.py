@@ -75,6 +75,8 @@ def test_a_family_trains_scores_dumps_and_probes_by_path(family, corpus, tmp_pat
     assert run_cli("--workspace", tmp_path, "probe", family, "--models", "bio", "--train-split", "all", "--test-split",
                    "all", "--csv", tmp_path / "probe.csv", "--out", tmp_path / "probe.png") == 0
     probes = pd.read_csv(tmp_path / "probe.csv")
+    assert sorted(set(probes["model"])) == ["bio", "untrained"]  # the model asked for, and the baseline
+    probes = probes[probes["model"] == "bio"]
     assert sorted(probes["layer"]) == [0, 1]
     # Probes that are trained and tested on the same people fit them: a store of random vectors
     # could not be read this well at every layer, one of zeros not at all.
