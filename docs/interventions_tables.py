@@ -53,7 +53,7 @@ def main(paths: list[Path]) -> None:
         if attribute == "job":
             df = frame([(p.name, r) for p, r in zip([p for p in paths for _ in (0, 1)], found)])
             agg = summary(df, found)
-            print(f"### job, every layer\n")
+            print("### job, every layer\n")
             print(table(["model", "layer", *(LABELS[c] for c in SHOWN)],
                         [[r["model"], str(int(r["layer"])), *(f"{r[c]:.1f} [{r[c + '_lo']:.1f}, {r[c + '_hi']:.1f}]" for c in SHOWN)]
                          for _, r in agg.iterrows()]))
