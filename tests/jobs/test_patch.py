@@ -145,3 +145,25 @@ def test_a_store_without_its_run_is_refused_in_one_line(run, tmp_path, capsys):
     assert run_cli("--workspace", run.parent.parent, "patch", str(bare)) != 0
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_readme_examples_of_probes_and_interventions_run(run, capsys):
+    """The README's Python examples, as a reader pastes them, on a run whose interventions `patch` cached."""
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert run_cli("--workspace", run.parent.parent, "patch", run.name, "--no-erase") == 0
+    capsys.readouterr()
+    seeds = 'runs = [store.open(f"workspace/runs/cpu-stage+mix-s{seed}") for seed in (0, 1, 2)]'
+    probes = re.search(r"```python\n(# the probes example\n.*?)```", readme, re.S).group(1)
+    assert seeds in probes
+    space = {}
+    exec(probes.replace(seeds, f"runs = [store.open({str(run)!r})] * 2"), space)
+    printed = capsys.readouterr().out  # pandas shows the frame's corners: its last column is an interval's
+    assert "[4 rows x 63 columns]" in printed and "sel_bio_wbio_hi" in printed
+    assert len(space["found"]) == 4 and {f.model for f in space["found"]} == {"stage", "mix"}
+    example = re.search(r"```python\n(# the interventions example\n.*?)```", readme, re.S).group(1)
+    assert len(example.strip().splitlines()) == 4  # its marker and three lines
+    space = {}
+    exec(example.replace('"workspace/runs/cpu-stage+mix-s0"', repr(str(run))), space)
+    assert [row["layer"] for row in space["r"]["rows"]] == [0, 1] and space["r"]["settings"]["erase"] is False
