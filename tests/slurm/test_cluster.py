@@ -98,6 +98,15 @@ def _squeue(job: str) -> tuple[str, str]:
     return "", ""
 
 
+FAILED_STATES = {"FAILED", "CANCELLED", "NODE_FAIL", "TIMEOUT", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def _node_state() -> str:
+    """sinfo's short state of this machine's node (the fixture checked the cluster's node is this host)."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True).stdout.split()
+    return out[0].rstrip("*~#!%$@^-") if out else ""
+
+
 def _sacct(job: str) -> str:
     out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job], capture_output=True, text=True)
     rows = [line.split("|") for line in out.stdout.split("\n") if line.startswith(job + "|")]
@@ -251,11 +260,17 @@ def test_a_run_past_its_time_limit_is_saved_requeued_resumed_and_ends_as_the_sam
     assert saved >= _steps(folder)[-1] > 0  # saved at the warning, where it was (no periodic checkpoint)
     timeline["saved"] = at["time"]
     assert _row(ws, run)["status"] == "queued"  # during the hold: still queued, so no second study starts
+    # The hold is lifted once the node is idle again and a couple of seconds after the requeue: slurmd
+    # revokes the requeued job's credential, at one-second resolution, and a restart within that
+    # second is killed as "Job credential revoked" (CI's loaded cores met it: the job FAILED at once).
+    # Slurm's own ~2-minute hold exists to avoid exactly this.
+    wait_until(lambda: _node_state() == "idle" and time.time() - timeline["requeued"] > 2, "the node to be idle")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=30"], check=True)
 
     # Meanwhile, the same run here, start to end.
     assert _cli(ws, "run", *settings, "--name", "here") == 0
-    wait_until(lambda: _runs(folder)[-1] == "done", "the requeued run to finish")
+    ended = wait_until(lambda: _runs(folder)[-1] == "done" or _sacct(job) in FAILED_STATES, "the requeued run to finish")
+    assert _runs(folder)[-1] == "done", f"Slurm ended job {job} as {_sacct(job)} (`sacct -j {job}`), not done: {ended}"
     timeline["resumed"] = next(e["time"] for e in read_events(folder) if e.get("kind") == "run" and e["time"] > at["time"])
     timeline["finished"] = [e for e in read_events(folder) if e.get("kind") == "run"][-1]["time"]
     assert _runs(folder) == ["running", "interrupted", "running", "done"]
