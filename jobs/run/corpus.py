@@ -19,7 +19,7 @@ from jobs.run.spec import DataSpec
 from jobs.words import ATTRIBUTES
 
 # Relation words per attribute. `{s}` is the subject (the full name in an entry's first sentence,
-# else a pronoun), `{s_poss}` its possessive, `{p_poss}` the possessive pronoun. The first template
+# and in every sentence with `full_name`, else a pronoun), `{s_poss}` its possessive, `{p_poss}` the possessive pronoun. The first template
 # of each attribute is the paper's (section 6.1.1); the others are bioS-style paraphrases for
 # `bio_templates = "multi"`. "as a" stays "a" before vowels too: "an" would leak the answer's first
 # letter into the prompt, which the probes must not see.
@@ -99,10 +99,10 @@ class BioEntry:
         return " ".join([*(self.sentence(a) for a in self.order[:k]), self.relations[attribute]])
 
 
-def _fill(template: str, person: Person, first: bool) -> str:
+def _fill(template: str, person: Person, named: bool) -> str:
     nominative, possessive, pronoun_poss = _PRONOUNS[person.gender]
-    subject = person.name if first else nominative
-    subject_poss = f"{person.name}'s" if first else possessive
+    subject = person.name if named else nominative
+    subject_poss = f"{person.name}'s" if named else possessive
     return template.format(s=subject, s_poss=subject_poss, p_poss=pronoun_poss)
 
 
@@ -122,7 +122,8 @@ def bio_entries(people: list[Person], spec: DataSpec, seed: int) -> list[BioEntr
                     person=person.index,
                     order=order,
                     templates=templates,
-                    relations={a: _fill(templates[a], person, first=k == 0) for k, a in enumerate(order)},
+                    relations={a: _fill(templates[a], person, named=k == 0 or spec.full_name)
+                               for k, a in enumerate(order)},
                     values={a: person.attribute(a) for a in order},
                 )
             )
@@ -165,7 +166,7 @@ def prompts(people: list[Person], entries: list[BioEntry]) -> list[Prompt]:
                     attribute=attribute,
                     split=person.split,
                     bio_long=entry.prefix(attribute),
-                    bio_short=_fill(entry.templates[attribute], person, first=True),
+                    bio_short=_fill(entry.templates[attribute], person, named=True),
                     qa=question(person, attribute),
                     answer=person.attribute(attribute),
                 )

@@ -52,8 +52,9 @@ def _spelled_out(spec: ExperimentSpec) -> dict[str, Any]:
     """A spec's identity with the settings it leaves out at their "as before" value written in, so
     that a difference in one reads `train.precision: 'fp32' -> 'bf16'`, not `None -> 'bf16'`."""
     ident = spec.identity()
-    for key, before in NEWCOMERS.items():
-        ident["train"].setdefault(key, before)
+    for section, settings in NEWCOMERS.items():
+        for key, before in settings.items():
+            ident[section].setdefault(key, before)
     return ident
 
 

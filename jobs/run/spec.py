@@ -62,6 +62,9 @@ class DataSpec(_Spec):
     )
     bio_entries: int = Field(1, ge=1, description="BIO entries per person (augmentation when > 1)")
     permute: bool = Field(False, description="shuffle sentence order in each BIO entry")
+    full_name: bool = Field(False, description="the full name as the subject of every sentence of a BIO entry "
+                            "(Allen-Zhu & Li's fullname augmentation); else only the first sentence names the "
+                            "person and the others say He/She, as the paper")
     locale: str = "en_US"
 
     @field_validator("locale")
@@ -138,12 +141,13 @@ RUNTIME_SETTINGS = ("gradient_checkpointing", "compile", "attention")
 
 # Settings added after runs existed, with the value that means "as before": left out of identities
 # and phase keys at that value, so that older runs keep their names and their trained phases.
-NEWCOMERS = {"snapshots": 0, "precision": "fp32"}
+NEWCOMERS = {"train": {"snapshots": 0, "precision": "fp32"}, "data": {"full_name": False}}
 
 
-def _drop_unset_newcomers(dumped: dict[str, Any], train: TrainSpec) -> None:
-    for key, before in NEWCOMERS.items():
-        if getattr(train, key) == before:
+def _drop_unset_newcomers(dumped: dict[str, Any], section: str) -> None:
+    """Leave `section`'s newcomers out of `dumped` (that section's settings) at their "as before" value."""
+    for key, before in NEWCOMERS[section].items():
+        if dumped.get(key, before) == before:
             dumped.pop(key, None)
 
 
@@ -171,7 +175,8 @@ class ExperimentSpec(_Spec):
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same experiment: everything but the device and RUNTIME_SETTINGS."""
         ident = self.model_dump(mode="json", exclude={"device": True, "train": set(RUNTIME_SETTINGS)})
-        _drop_unset_newcomers(ident["train"], self.train)
+        for section in NEWCOMERS:
+            _drop_unset_newcomers(ident[section], section)
         return ident
 
     def config_hash(self) -> str:
@@ -193,8 +198,10 @@ class ExperimentSpec(_Spec):
             phase = by_name[phase.start]
         shared = self.train.model_dump(mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size",
                                                                *RUNTIME_SETTINGS})
-        _drop_unset_newcomers(shared, self.train)
-        ident = {"seed": self.seed, "data": self.data.model_dump(mode="json"),
+        _drop_unset_newcomers(shared, "train")
+        data = self.data.model_dump(mode="json")
+        _drop_unset_newcomers(data, "data")
+        ident = {"seed": self.seed, "data": data,
                  "model": self.model.model_dump(mode="json"), "train": shared, "chain": chain[::-1]}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -48,8 +48,27 @@ def test_bio_entry_reads_like_the_papers_example():
     )
 
 
+def test_full_name_names_the_person_in_every_sentence_and_bio_short_is_then_in_the_entry():
+    _, people, entries, all_prompts = _data(full_name=True, permute=True)
+    for e in entries[:20]:
+        name = people[e.person].name
+        sentences = [e.sentence(a) for a in e.order]
+        assert all(s.startswith(name) for s in sentences), sentences
+        assert not re.search(r"\b(He|She|His|Her)\b", e.text)
+    # What the paper's BIO_short asks is now said word for word inside each entry.
+    first = {}
+    for e in entries:
+        first.setdefault(e.person, e)
+    assert all(f"{p.bio_short} {p.answer}." in first[p.person].text for p in all_prompts)
+    # Without it, only the first sentence's BIO_short is in the entry.
+    _, _, plain, plain_prompts = _data(permute=True)
+    inside = sum(f"{p.bio_short} {p.answer}." in plain[p.person].text for p in plain_prompts)
+    assert inside == len(plain)
+
+
 def test_prompts_end_right_before_the_attribute_in_every_format():
-    for options in ({}, {"bio_templates": "multi", "permute": True, "bio_entries": 2}):
+    for options in ({}, {"bio_templates": "multi", "permute": True, "bio_entries": 2},
+                    {"full_name": True, "bio_templates": "multi"}):
         _, people, entries, all_prompts = _data(**options)
         assert len(all_prompts) == 6 * len(people)
         first = {}

@@ -57,6 +57,29 @@ def test_snapshots_are_part_of_a_runs_identity_only_when_kept():
     assert kept.default_name() != base.default_name() == "cpu-stage+mix-s0"
 
 
+def test_full_name_is_part_of_a_runs_identity_only_when_on():
+    base = build_spec("cpu")
+    assert "full_name" not in base.identity()["data"]
+    named = build_spec("cpu", overrides=["data.full_name=true"])
+    assert named.identity()["data"]["full_name"] is True
+    assert named.phase_key("bio") != base.phase_key("bio") and named.default_name() != base.default_name()
+
+
+def test_settings_added_later_leave_the_runs_made_before_their_names_and_phase_keys():
+    """The whole class, not one setting: a setting added to the spec without a NEWCOMERS entry (its
+    "as before" value) changes these hashes, and every run made before it would be renamed and
+    retrained. Pinned from the code of 2026-12-03; change them only on purpose."""
+    for preset, config, keys in (
+        ("cpu", "19e305", ("8b36544067f09722", "818994ecd037f025", "bfa65f13fb3f626b")),
+        ("tiny", "971921", ("543b7ded2ed657fb", "b1fc46b24ec9a7fd", "99fc7e9516826144")),
+    ):
+        spec = build_spec(preset)
+        assert spec.config_hash() == config, preset
+        assert tuple(spec.phase_key(p) for p in ("bio", "stage", "mix")) == keys, preset
+    fp32 = build_spec("cpu", overrides=["train.precision=fp32"])
+    assert (fp32.config_hash(), fp32.phase_key("mix")) == ("ebdedc", "4313409d2094f911")
+
+
 def test_every_preset_is_valid_and_listed_by_what_reads_presets(capsys):
     """Each preset file makes a spec, and `factrecall-jobs presets` describes it, a preset that names
     its model (`smol`: an imported model) as well as those that build one."""
