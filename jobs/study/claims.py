@@ -246,6 +246,9 @@ def claim5(short: dict[str, dict[str, float]], intervals: dict[str, dict[str, tu
             notes.append(f"{m.capitalize()}'s Δrep {short[m]['delta_rep']:.1f} / Δmech {short[m]['delta_mech']:.1f} are not small"
                          + (" (or their intervals reach past the thresholds)" if intervals is not None else ""))
 
+    notes.append("docs/claim5.md measures this claim under data augmentations that name the person before more relations "
+                 "in training (the full name in every sentence, shuffled sentences, several entries per person)")
+
     def shown(m: str) -> str:
         text = f"{m.capitalize()} Δrep {short[m]['delta_rep']:.1f}"
         text += f" {_ci(intervals[m]['delta_rep'])}" if intervals is not None else ""

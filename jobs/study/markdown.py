@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jobs.run.spec import augmentations
 from jobs.study import claims
 from jobs.study.plan import ACCURACY_COLUMNS, PAPER_MODELS, REPORT_MODELS
 from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, FORMAT_LABELS, MODEL_LABELS, SET_LABELS
@@ -39,6 +40,11 @@ def render(data: dict, figures: dict[str, str]) -> str:
              + ", ".join(f"{ph} {v['steps']:,} steps at lr {v['settings']['lr']:g}" for ph, v in setup["phases"].items())
              + f"; seeds {seeds}. Means ± std over seeds (exact match: population std, as `factrecall-jobs show`; "
                "probes: sample std, as `factrecall-jobs probe`).", ""]
+    augmented = augmentations(setup.get("data", {}))
+    if augmented:
+        lines += [f"**Data augmented beyond the paper's:** {'; '.join(augmented)} (the paper: one entry per person, "
+                  "the name only in its first sentence, fixed templates and order). docs/claim5.md compares such "
+                  "studies with the default.", ""]
     timing = data["timing"]
     if timing["parts"]:
         runs_s = sum(v for k, v in timing["parts"].items() if k.startswith("run "))

@@ -124,7 +124,7 @@ def _setup(study: Study, metrics: list[dict], mains: list) -> dict:
             "parameters": read_done(study.paths[0], "init").get("parameters"),
             "phases": {ph: {"steps": trained[ph]["steps"], "settings": getattr(spec.train, "qa" if ph == "stage" else ph).model_dump()}
                        for ph in ("bio", "stage", "mix")},
-            "snapshots": spec.train.snapshots, "reused": reused}
+            "snapshots": spec.train.snapshots, "reused": reused, "data": spec.data.model_dump(mode="json")}
 
 
 def _timing(study: Study) -> dict:
