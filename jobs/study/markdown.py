@@ -49,7 +49,7 @@ def render(data: dict, figures: dict[str, str]) -> str:
     if timing["parts"]:
         runs_s = sum(v for k, v in timing["parts"].items() if k.startswith("run "))
         lines += [f"**Time:** {_duration(timing['total_s'])} of wall clock in all ({_duration(runs_s)} training, "
-                  f"evaluating and dumping the {n} runs, {_duration(timing['parts'].get('probes', 0))} fitting probes), "
+                  f"evaluating and dumping {'the run' if n == 1 else f'the {n} runs'}, {_duration(timing['parts'].get('probes', 0))} fitting probes), "
                   "summed over every invocation of the command (`timing.json`)."
                   + (" Some phases were reused from earlier runs, so this is less than a study from scratch: "
                      + "; ".join(setup["reused"]) + "." if setup["reused"] else ""), ""]
