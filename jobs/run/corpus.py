@@ -18,11 +18,11 @@ from jobs.run.people import Person
 from jobs.run.spec import DataSpec
 from jobs.words import ATTRIBUTES
 
-# Relation words per attribute. `{s}` is the subject (the full name in an entry's first sentence,
-# and in every sentence with `full_name`, else a pronoun), `{s_poss}` its possessive, `{p_poss}` the possessive pronoun. The first template
-# of each attribute is the paper's (section 6.1.1); the others are bioS-style paraphrases for
-# `bio_templates = "multi"`. "as a" stays "a" before vowels too: "an" would leak the answer's first
-# letter into the prompt, which the probes must not see.
+# Relation words per attribute. `{s}` is the subject (the full name in an entry's first sentence, and
+# in every sentence with `full_name`, else a pronoun), `{s_poss}` its possessive, `{p_poss}` the
+# possessive pronoun. The first template of each attribute is the paper's (section 6.1.1); the others
+# are bioS-style paraphrases for `bio_templates = "multi"`. "as a" stays "a" before vowels too: "an"
+# would leak the answer's first letter into the prompt, which the probes must not see.
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "birth_date": (
         "{s_poss} birthday is remembered on",

@@ -49,12 +49,14 @@ def _locale_problem(value: str) -> str | None:
 
 
 def augmentations(data: dict[str, Any]) -> list[str]:
-    """`DataSpec.augmentations` from a dumped data section (a report's `setup.data`)."""
+    """What a data section (`DataSpec.model_dump`, a report's `setup.data`) does beyond the paper's
+    data (one entry per person, fixed templates and order, the name in the first sentence only), in
+    words; empty for the paper's data."""
     out = []
     if data.get("bio_entries", 1) > 1:
         out.append(f"{data['bio_entries']} BIO entries per person")
     if data.get("bio_templates", "fixed") == "multi":
-        out.append("each sentence's template drawn among 4 paraphrases")
+        out.append("each sentence's template drawn among paraphrases")
     if data.get("permute"):
         out.append("sentence order shuffled in every entry")
     if data.get("full_name"):
@@ -80,11 +82,6 @@ class DataSpec(_Spec):
                             "(Allen-Zhu & Li's fullname augmentation); else only the first sentence names the "
                             "person and the others say He/She, as the paper")
     locale: str = "en_US"
-
-    def augmentations(self) -> list[str]:
-        """What this data does beyond the paper's (one fixed entry per person, names only in its first
-        sentence), in words; empty for the paper's data."""
-        return augmentations(self.model_dump(mode="json"))
 
     @field_validator("locale")
     @classmethod
