@@ -76,6 +76,31 @@ def test_claim5_small_deltas_count_only_above_the_floor():
     assert C.claim5({"stage": _short(4, 1, high), "mix": _short(30, 1, high)}).verdict == C.PARTLY
 
 
+def test_claim5_points_to_the_augmentation_study_and_a_report_names_augmented_data():
+    import json
+    from collections import defaultdict
+    from pathlib import Path
+
+    from jobs.run.spec import build_spec
+    from jobs.study.markdown import render
+
+    root = Path(__file__).resolve().parents[2]
+    high = (90.0, 85.0, 89.0, 95.0)
+    note = C.claim5({"stage": _short(5, 1, high), "mix": _short(3, 0.5, high)}).notes[-1]
+    assert note.startswith("docs/claim5.md ") and (root / "docs" / "claim5.md").is_file()
+    # report.md says when its study's data is not the paper's, in words, and is silent when it is.
+    data = json.loads((root / "docs" / "reproduce" / "cpu-bf16" / "report.json").read_text())
+    figures = defaultdict(lambda: "figure.png")
+    for overrides, said in (([], None), (["data.full_name=true", "data.bio_entries=4", "data.bio_templates=multi"],
+                            "4 BIO entries per person; each sentence's template drawn among paraphrases; "
+                            "the full name in every sentence")):
+        data["setup"]["data"] = build_spec("cpu", overrides=overrides).data.model_dump(mode="json")
+        lines = [line for line in render(data, figures).splitlines() if line.startswith("**Data augmented")]
+        assert lines == ([] if said is None else [f"**Data augmented beyond the paper's:** {said} (the paper: one "
+                         "entry per person, the name only in its first sentence, fixed templates and order). "
+                         "docs/claim5.md compares such studies with the default."])
+
+
 def test_claim4_and_claim5_with_intervals_need_them_separated_or_wholly_below():
     """Given bootstrap intervals, "exceeds" means Stage's interval lies wholly above Mix's, and
     "small"/"near zero" that the whole interval lies below the threshold: a mean alone does not do."""

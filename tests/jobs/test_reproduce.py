@@ -111,6 +111,41 @@ def test_the_report_is_built_from_the_runs(study):
     assert all("untrained" in data["probes"][fmt]["job"] for fmt in ("bio_long", "bio_short"))
 
 
+def test_claim5s_tables_read_the_studies_reports(study, tmp_path, capsys):
+    """docs/claim5_tables.py, as docs/claim5.md runs it: the default study first, then an augmented one
+    (here the same study's report with a full_name spec's data section), every table and the figure."""
+    import importlib.util
+
+    from jobs.run.spec import build_spec
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("claim5_tables", root / "docs" / "claim5_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    folder = study / "reproduce" / "tiny"
+    data = json.loads((folder / "report.json").read_text())
+    augmented = tmp_path / "tiny-fullname"
+    augmented.mkdir()
+    data["study"] = "tiny-fullname"
+    data["setup"]["data"] = build_spec("tiny", overrides=["data.full_name=true"]).data.model_dump(mode="json")
+    (augmented / "report.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert tables.main([str(folder), str(augmented)], tmp_path / "claim5.png") == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "claim5.png").read_bytes()[:4] == b"\x89PNG"
+    rows = [line for line in out.splitlines() if line.startswith("| `tiny")]
+    assert rows[0].startswith("| `tiny` (default) | the paper's") and "the full name in every sentence" in rows[1]
+    # The numbers are the report's: Stage's QA out and job's BIO_short Δrep with its interval.
+    stage_out = data["accuracy"]["stage"]["qa_out"]["avg"]["mean"]
+    assert any(r.startswith("| `tiny` (default) | ") and f"| {stage_out:.1f}" in r for r in rows)
+    top = tables.top_mean(data, "bio_short", "job", "stage", "delta_rep")
+    lo, hi = data["probe_intervals"]["bio_short"]["job"]["stage"]["delta_rep"]
+    assert f"| {top:.1f} [{lo:.1f}, {hi:.1f}] |" in out
+    sections = {part.split("\n", 1)[0]: part for part in out.split("### ")[1:]}
+    verdicts = [line for line in sections["The verdicts"].splitlines() if line.startswith("| `tiny")]
+    assert [line.split(" | ")[1:6] for line in verdicts] == [[c["verdict"] for c in data["claims"]]] * 2
+
+
 def test_reproduce_again_recomputes_nothing(study, capsys):
     runs = _runs(study)
     before = {p: p.stat().st_mtime_ns for r in runs for p in (r / "done").iterdir()}
