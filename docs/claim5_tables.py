@@ -19,6 +19,7 @@ import numpy as np
 
 from jobs.run.spec import augmentations
 from jobs.study.claims import PAPER_FIGURE5, top_layers
+from jobs.study.markdown import _cell, _table
 from jobs.words import ATTRIBUTES
 
 PROBE_COLUMNS = (("acc_bio_wbio", "Acc(hBIO·WBIO)"), ("acc_qa_wqa", "Acc(hQA·WQA)"), ("acc_bio_wqa", "Acc(hBIO·WQA)"),
@@ -27,12 +28,7 @@ MODELS = (("stage", "Stage"), ("mix", "Mix"))
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)])
-
-
-def cell(stat: dict) -> str:
-    return f"{stat['mean']:.1f}" + (f" ± {stat['std']:.1f}" if len(stat["values"]) > 1 else "")
+    return "\n".join(_table(header, rows))
 
 
 def label(report: dict) -> str:
@@ -66,7 +62,7 @@ def accuracy(reports: list[dict]) -> str:
     for r in reports:
         acc = r["accuracy"]
         gap = np.mean(acc["mix"]["qa_out"]["avg"]["values"]) - np.mean(acc["stage"]["qa_out"]["avg"]["values"])
-        rows.append([label(r), *(cell(acc[m][s]["avg"]) for m, _ in MODELS for s in ("bio", "qa_in", "qa_out")),
+        rows.append([label(r), *(_cell(acc[m][s]["avg"]) for m, _ in MODELS for s in ("bio", "qa_in", "qa_out")),
                      f"{gap:+.1f}"])
     paper = [f"{v:.1f}" for m, _ in MODELS for v in PAPER_FIGURE5[m]]
     rows.append(["paper (Llama-3.2-3B)", *paper, f"{PAPER_FIGURE5['mix'][2] - PAPER_FIGURE5['stage'][2]:+.1f}"])
