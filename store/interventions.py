@@ -25,7 +25,9 @@ Results live in the store's group `interventions/<key>`, one JSON document each 
 attributes): the settings, the code that computed them, and per layer the percentages and each
 patched person's outcome (for intervals over people). The key covers every setting, the model and
 the store's fingerprint (which covers the checkpoints' weights); `results(s)` lists what a store holds
-without computing anything, which is how the TUI shows them.
+without computing anything, which is how the TUI shows them. A result carries a digest of what is
+stored and is served only when the digest and every number check out (`_valid`); one edited, cut or
+written before digests existed is treated as absent: computed again and rewritten.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from store import bootstrap
 from store.errors import StoreError
 from store.names import SPLITS
 from store.reader import ActivationStore
+from store.validate import digest, digest_ok, rate
 
 GROUP = "interventions"
 COLUMNS = ("qa", "bio_long_qa", "bio_short_qa", "identity_qa", "donor_own", "donor_rate", "random_qa",
@@ -76,31 +79,54 @@ def cache_key(s: ActivationStore, model: str, settings: PatchSettings, code: str
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _valid(attrs: dict, key: str | None = None) -> bool:
-    rows = attrs.get("rows")
-    return (isinstance(rows, list) and bool(rows) and (key is None or attrs.get("key") == key)
+def _valid(attrs: dict, key: str | None = None, layers: int | None = None) -> bool:
+    """Whether a cached result is one `patch_model` wrote: its digest matches what is stored, and
+    every percentage is the share of its own people's outcomes (so finite, within 0..100 and inside
+    its interval), NaN exactly where a column was not computed; the counts agree with the people."""
+    rows, outcomes, people = attrs.get("rows"), attrs.get("outcomes"), attrs.get("people")
+    if not (digest_ok(attrs) and (key is None or attrs.get("key") == key)
             and isinstance(attrs.get("settings"), dict) and isinstance(attrs.get("model"), str)
-            and all(isinstance(r, dict) and isinstance(r.get("layer"), int)
-                    and all(isinstance(r.get(c), (int, float)) for c in COLUMNS) for r in rows))
+            and isinstance(attrs.get("created", ""), str) and isinstance(rows, list) and rows
+            and isinstance(outcomes, list) and len(outcomes) == len(rows)
+            and isinstance(people, list) and len(people) >= 2 and all(type(p) is int for p in people)):
+        return False
+    n = len(people)
+    if not all(isinstance(r, dict) and type(r.get("layer")) is int and 0 <= r["layer"] < (layers or r["layer"] + 1)
+               for r in rows) or len({r["layer"] for r in rows}) != len(rows):
+        return False  # a row per layer of the store, each once
+    for row, outcome in zip(rows, outcomes):
+        if not (isinstance(outcome, dict) and set(outcome) <= set(COLUMNS)
+                and row.get("n_people") == n and type(row.get("n_people")) is int
+                and type(row.get("n_donor")) is int and 0 <= row["n_donor"] <= n
+                and type(row.get("erase_rank")) is int and row["erase_rank"] >= 0):
+            return False
+        for c in COLUMNS:
+            value = row.get(c)
+            if c in outcome and not rate(value, outcome[c], n, ndigits=2):
+                return False
+            if c not in outcome and not (c not in UNPATCHED and isinstance(value, float) and np.isnan(value)):
+                return False
+    return True
 
 
 def cached(s: ActivationStore, key: str) -> dict | None:
     """The result stored under `key` (settings, model, code, seconds, rows, outcomes), or None when
-    absent or damaged (then computed again and rewritten)."""
+    absent, damaged or not as written (then computed again and rewritten)."""
     try:
         group = zarr.open_group(s.url, mode="r", path=f"{GROUP}/{key}", zarr_format=3, use_consolidated=False)
         attrs = group.attrs.asdict()
     except Exception:  # noqa: BLE001 - absent, or damaged by a kill
         return None
-    return attrs if _valid(attrs, key) else None
+    return attrs if _valid(attrs, key, s.layers) else None
 
 
 def store_cached(s: ActivationStore, key: str, result: dict) -> bool:
-    """Keep `result` under `key` (written whole, as one JSON document); False where the store cannot
-    be written (the result stands, it is just not remembered)."""
+    """Keep `result` under `key` (written whole, as one JSON document, with the digest `cached`
+    checks); False where the store cannot be written (the result stands, it is just not remembered)."""
+    entry = {**result, "key": key}
     try:
         group = zarr.open_group(s.url, mode="w", path=f"{GROUP}/{key}", zarr_format=3, use_consolidated=False)
-        group.attrs.put({**result, "key": key})
+        group.attrs.put({**entry, "digest": digest(entry)})
     except Exception:  # noqa: BLE001 - read-only or damaged
         return False
     return True

@@ -22,7 +22,10 @@ written one (model, format, person block) at a time, every chunk of it, and only
 reader therefore never takes a half-written block for a complete one, and a killed dump redoes
 exactly the blocks whose flag is not set. A block's checksums are written after its chunks and before
 its flag; a reader checks each chunk against its checksum, so a chunk moved from another layer, model
-or store is refused (stores dumped before the checksums existed are read without them).
+or store is refused. A store without checksums (dumped before they existed) is refused: dump it again.
+
+Before anything of a store is read, `open_group` checks its files and metadata against this schema
+(store.validate): a damaged or crafted store is one line, never a traceback, a hang or a wrong answer.
 """
 
 from __future__ import annotations
@@ -41,20 +44,21 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from store.errors import StoreError
-from store.names import ATTRS_KEY, CHECKSUM, CHECKSUM_DIMS, HALF_MADE, HOOK, SCHEMA, VERSION
+from store import validate
+from store.errors import StoreError, first_line
+from store.names import (ATTRS_KEY, CHECKSUM, CHECKSUM_DIMS, COMPRESSORS, DIMS, DTYPES, HALF_MADE, HOOK, SCHEMA,
+                         VERSION)
+from store.validate import MAX_CHUNK_BYTES, bounds_problem, is_local, local_path
 
 HOOK_DOC = ("h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
             "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
             "in a GPT-NeoX block")
 POSITION_DOC = "the last prompt token, whose next token is the attribute's first token"
-DIMS = ("model", "format", "layer", "attribute", "person", "hidden")
-DTYPES = ("float16", "float32")
-COMPRESSORS = ("none", "zstd")
 # The most bytes one chunk holds: a model with a large hidden size splits people into blocks so a
 # dump holds one block of every layer and attribute in memory at a time, and readers get chunks of
 # a size that both zarr and a file system handle well.
 CHUNK_BYTES = 4 << 20
+assert CHUNK_BYTES <= MAX_CHUNK_BYTES  # what a dump writes by default, every reader takes
 
 
 @dataclass(frozen=True)
@@ -90,13 +94,19 @@ class Layout:
         for name in ("label", "label_text", "answer"):
             if np.shape(getattr(self, name)) != shape:
                 raise StoreError(f"{name} has shape {np.shape(getattr(self, name))}, expected {shape} (attribute, person)")
+        # What every reader refuses (store.validate), the writer never writes.
+        problem = bounds_problem(len(self.models), len(self.formats), len(self.attributes), self.layers, self.hidden,
+                                 len(self.people), self.block, np.dtype(self.dtype).itemsize)
+        if problem:
+            raise StoreError(f"this dump would make a store of {problem}, more than factrecall reads back; dump fewer "
+                             "models or people, or fewer people per chunk (--chunk-people)")
 
     @property
     def block(self) -> int:
         """People per chunk."""
         if self.chunk_people is not None:
             return min(self.chunk_people, len(self.people))
-        per_person = self.hidden * np.dtype(self.dtype).itemsize
+        per_person = max(1, self.hidden) * np.dtype(self.dtype).itemsize
         return max(1, min(len(self.people), CHUNK_BYTES // per_person))
 
     @property
@@ -175,14 +185,6 @@ def consolidate(url: str | Path) -> None:
         zarr.consolidate_metadata(str(url))
 
 
-def is_local(url: str | Path) -> bool:
-    return "://" not in str(url) or str(url).startswith("file://")
-
-
-def local_path(url: str | Path) -> Path:
-    return Path(str(url).removeprefix("file://"))
-
-
 class Writer:
     """Writes vectors into a store, one (model, format, person block) at a time."""
 
@@ -191,8 +193,8 @@ class Writer:
         self.resid = group[HOOK]
         self._written = group["written"]
         self.flags = np.asarray(self._written[...])
-        self._sums = group[CHECKSUM] if CHECKSUM in set(group.array_keys()) else None  # stores from before have none
-        self.sums = np.asarray(self._sums[...]) if self._sums is not None else None
+        self._sums = group[CHECKSUM]   # open_group refuses a store without checksums
+        self.sums = np.asarray(self._sums[...])
 
     @classmethod
     def open_or_create(cls, url: str | Path, layout: Layout, meta: dict[str, Any]) -> Writer:
@@ -252,11 +254,10 @@ class Writer:
             raise ValueError(f"block has shape {vectors.shape}, expected {expected}")
         vectors = vectors.astype(self.layout.dtype, copy=False)
         self.resid[m, f, :, :, self.people(block), :] = vectors
-        if self.sums is not None:  # the chunks, then their checksums, then the flag
-            for layer in range(self.layout.layers):
-                for a, attribute in enumerate(self.layout.attributes):
-                    self.sums[m, f, layer, a, block] = chunk_crc(model, fmt, layer, attribute, block, vectors[layer, a])
-            self._sums[...] = self.sums
+        for layer in range(self.layout.layers):  # the chunks, then their checksums, then the flag
+            for a, attribute in enumerate(self.layout.attributes):
+                self.sums[m, f, layer, a, block] = chunk_crc(model, fmt, layer, attribute, block, vectors[layer, a])
+        self._sums[...] = self.sums
         self.flags[m, f, block] = True
         self._written[...] = self.flags
 
@@ -273,16 +274,18 @@ def chunk_crc(model: str, fmt: str, layer: int, attribute: str, block: int, vect
     return zlib.crc32(np.ascontiguousarray(vectors).view(np.uint8), seed)
 
 
-# What opening a Zarr group where there is none (or not one zarr reads) raises.
-OPEN_ERRORS = (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError, zarr.errors.NodeNotFoundError)
-
-
 def _group_attrs(url: str | Path) -> dict[str, Any] | None:
-    """The attributes of the Zarr group at `url`; None where there is no group zarr can open."""
+    """The attributes of the Zarr v3 group at `url`; None where there is none (or its zarr.json is
+    not one: a FIFO, a device, too large, not JSON). Read as plain JSON, never by zarr: the dump asks
+    before it opens anything."""
     try:
-        return zarr.open_group(str(url), mode="r", zarr_format=3, use_consolidated=False).attrs.asdict()
-    except OPEN_ERRORS:
+        root = validate.read_json(url, "zarr.json")
+    except StoreError:
         return None
+    if root is None or root.get("zarr_format") != 3 or root.get("node_type") != "group":
+        return None
+    attrs = root.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else None
 
 
 def existing_settings(url: str | Path) -> dict[str, Any]:
@@ -317,16 +320,18 @@ def _difference(found: dict[str, Any], layout: Layout) -> str:
     return "different people or labels"
 
 
-ARRAYS = (HOOK, "written", "model", "format", "layer", "attribute", "attribute_index", "person", "split",
-          "label", "label_text", "answer")
-
-
-def first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
-
-
 def open_group(url: str | Path, mode: str = "r+") -> zarr.Group:
-    """The store's root group, after checking it is a complete factrecall store this code can read."""
+    """The store's root group, after checking it is a complete factrecall store this code can read
+    (`open_checked`)."""
+    return open_checked(url, mode)[0]
+
+
+def open_checked(url: str | Path, mode: str = "r+") -> tuple[zarr.Group, validate.Coordinates]:
+    """The store's root group and its coordinates (`store.validate.Coordinates`), after checking,
+    before zarr parses or reads anything of it: its files (a local store: no link, FIFO, device or
+    socket), its attributes and every array's metadata against the schema and its bounds, its
+    coordinates and labels against the fingerprint it was dumped with. Zarr then reads every chunk
+    through a `CheckedStore`, which bounds each chunk before it is decoded. Each problem is one line."""
     if is_local(url):
         path = local_path(url)
         if not path.exists():
@@ -334,25 +339,35 @@ def open_group(url: str | Path, mode: str = "r+") -> zarr.Group:
             raise StoreError(f"no activation store at {path}{hint}; `factrecall-jobs dump RUN` makes one")
         if not (path / "zarr.json").exists():
             raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); give a run folder or an activations.zarr")
-    try:
-        # Not the consolidated metadata (that is for xarray): it would list an array whose folder is gone.
-        group = zarr.open_group(str(url), mode=mode, zarr_format=3, use_consolidated=False)
-    except OPEN_ERRORS as err:
-        raise StoreError(f"cannot open a Zarr group at {url}: {first_line(err)}") from None
-    meta = group.attrs.get(ATTRS_KEY)
-    if meta is None and HALF_MADE in group.attrs:
+        validate.check_files(path)
+    root = validate.read_json(url, "zarr.json")
+    if root is None or root.get("zarr_format") != 3 or root.get("node_type") != "group":
+        raise StoreError(f"cannot open a Zarr group at {url}: its zarr.json is not a Zarr v3 group's; give a run "
+                         "folder or an activations.zarr")
+    attrs = root.get("attributes", {})
+    meta = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
+    if meta is None and isinstance(attrs, dict) and HALF_MADE in attrs:
         raise StoreError(f"{url} is a store whose making a kill interrupted; dump again (it is made anew)")
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise StoreError(f"{url} is a Zarr group but not a factrecall activation store (no {SCHEMA!r} schema in its attributes)")
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
         raise StoreError(f"{url} has store schema version {meta.get('version')}, newer than this factrecall reads "
                          f"({VERSION}); upgrade factrecall")
+    declared, people, limits = validate.check_arrays(url, meta)
+    validate.check_consolidated(url, root, declared, people)
     try:
-        present = set(group.array_keys())
-    except OPEN_ERRORS + (RuntimeError, OSError, zarr.errors.BaseZarrError) as err:
-        raise StoreError(f"{url} is damaged: its arrays cannot be listed ({first_line(err)}); delete the store and "
-                         "dump again") from None
-    missing = [name for name in ARRAYS if name not in present]
-    if missing:
-        raise StoreError(f"{url} is truncated: array {missing[0]!r} is missing; delete the store and dump again")
-    return group
+        # Not the consolidated metadata (that is for xarray): it would list an array whose folder is gone.
+        store = validate.CheckedStore(validate.inner_store(url, read_only=mode == "r"), limits, str(url))
+        group = zarr.open_group(store=store, mode=mode, zarr_format=3, use_consolidated=False)
+    except validate.READ_ERRORS as err:
+        raise StoreError(f"cannot open a Zarr group at {url}: {first_line(err)}") from None
+    coords = validate.check_coordinates(url, group, declared, meta)
+    # The fingerprint again, from the arrays as read: a split swapped or a label edited does not match.
+    found = Layout(models=declared.models, formats=declared.formats, attributes=declared.attributes,
+                   layers=declared.layers, hidden=declared.hidden, people=coords.people, split=coords.split,
+                   label=coords.label, label_text=coords.label_text, answer=coords.answer, dtype=declared.dtype,
+                   compressor=declared.compressor, chunk_people=declared.block, source=meta.get("source")).fingerprint()
+    if found != meta["fingerprint"]:
+        raise StoreError(f"{url} is damaged (its people, splits, labels or settings are not the ones it was dumped "
+                         f"with: they hash to {found}, it records {meta['fingerprint']}); delete the store and dump again")
+    return group, coords

@@ -9,8 +9,11 @@ VERSION = 1
 ATTRS_KEY = "factrecall"               # the group attribute that holds the schema, layout and source
 HALF_MADE = "factrecall_skeleton_unfinished"  # set while a skeleton is made in place (a remote store)
 HOOK = "resid_mid"
-CHECKSUM = "checksum"                  # a CRC-32 per resid_mid chunk (stores dumped before it have none)
+CHECKSUM = "checksum"                  # a CRC-32 per resid_mid chunk (a store without it is refused: dump it again)
 CHECKSUM_DIMS = ("model", "format", "layer", "attribute", "person_block")
+DIMS = ("model", "format", "layer", "attribute", "person", "hidden")   # resid_mid's dimensions
+DTYPES = ("float16", "float32")        # what a dump stores vectors as (--dtype)
+COMPRESSORS = ("none", "zstd")         # and compresses their chunks with (--compressor)
 
 FORMATS = ("bio_long", "bio_short", "qa")   # prompt formats: (s, r'), (s, r), (r, s)
 BIO_FORMATS = FORMATS[:2]                   # the BIO side of a probe comparison

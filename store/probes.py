@@ -19,7 +19,9 @@ then multiplied by W. Backends:
 - `sklearn`: scikit-learn's LogisticRegression with the same penalty, the reference the others are tested against.
 
 Results are cached in the store (group `probes`), keyed by every parameter that shaped them and by
-the store's own fingerprint, so a second request is instant and a changed one is computed anew.
+the store's own fingerprint, so a second request is instant and a changed one is computed anew. An
+entry carries a digest of what it stores and is served only when the digest and every number check
+out (`_valid`): one edited, cut or written before digests existed is computed anew and rewritten.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import ast
 import hashlib
 import inspect
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +47,7 @@ from store.errors import StoreError
 from store.names import (BIO_FORMATS, PROBE_ACCURACIES, PROBE_COLUMNS, PROBE_CONTROLS, PROBE_INTERVALS,
                          PROBE_SELECTIVITY, PROBE_SPLITS)
 from store.reader import ActivationStore
+from store.validate import digest, digest_ok, rate
 
 def code_key(source: str) -> str:
     """What of this module's source decides a result: its code as Python parses it, without comments
@@ -387,14 +391,45 @@ def _cached(s: ActivationStore, key: str) -> list[dict] | None:
         attrs = group.attrs.asdict()
     except Exception:  # noqa: BLE001 - absent, or damaged by a kill: computed again and rewritten
         return None
-    rows = attrs.get("rows")
-    fields = ("layer", *PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY, "n_train", "n_test", "n_classes")
-    if not (isinstance(rows, list) and rows and attrs.get("key") == key
-            and all(isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in fields)
-                    and isinstance(r.get("correct"), dict)
-                    and all(isinstance(v, list) and len(v) == r["n_test"] for v in r["correct"].values()) for r in rows)):
-        return None  # absent, or damaged by hand or by a kill: computed again and rewritten
-    return rows
+    if not (attrs.get("key") == key and digest_ok(attrs) and _valid(s, attrs.get("rows"))):
+        return None  # absent, damaged by hand or by a kill, or from before digests: computed again and rewritten
+    return attrs["rows"]
+
+
+def _valid(s: ActivationStore, rows: object) -> bool:
+    """Whether cached rows are a sweep's: one per layer of the store, each accuracy the share of its
+    own test people's outcomes (so finite, within 0..100 and inside its interval), Δrep, Δmech and
+    selectivity derived from them as `sweep` derives them, cosine and CKA within their ranges."""
+    ints = ("layer", "n_train", "n_test", "n_classes")
+    if not (isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows)):
+        return False
+    for r in rows:
+        if not all(type(r.get(k)) is int and r[k] >= 0 for k in ints) or r["layer"] >= s.layers or r["n_classes"] < 1:
+            return False
+    if len({r["layer"] for r in rows}) != len(rows):
+        return False
+    for r in rows:
+        correct, n = r.get("correct"), r["n_test"]
+        if not (isinstance(correct, dict) and set(correct) <= {*PROBE_ACCURACIES, *PROBE_CONTROLS}
+                and set(PROBE_ACCURACIES) <= set(correct)):
+            return False
+        for column in (*PROBE_ACCURACIES, *PROBE_CONTROLS):
+            value = r.get(column)
+            if column in correct and not rate(value, correct[column], n):
+                return False
+            if column not in correct and not (isinstance(value, float) and np.isnan(value)):
+                return False
+        derived = {"delta_rep": abs(r["acc_qa_wqa"] - r["acc_bio_wqa"]), "delta_mech": abs(r["acc_qa_wbio"] - r["acc_qa_wqa"]),
+                   **{sel: r[acc] - r[ctl] for sel, acc, ctl in zip(PROBE_SELECTIVITY, PROBE_ACCURACIES, PROBE_CONTROLS)}}
+        for column, want in derived.items():
+            value = r.get(column)
+            if not (isinstance(value, float) and (value == want or (math.isnan(value) and math.isnan(want)))):
+                return False
+        for column, low in (("cosine", -1.0), ("cka", 0.0)):
+            value = r.get(column)
+            if not (isinstance(value, float) and (math.isnan(value) or low - 1e-6 <= value <= 1.0 + 1e-6)):
+                return False
+    return True
 
 
 def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSettings, rows: list[dict],
@@ -404,8 +439,9 @@ def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSetti
     try:
         # "w": the entry is replaced whole, also one a kill or a hand left unreadable (opening it to add to it fails)
         group = zarr.open_group(s.url, mode="w", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
-        group.attrs.put({"key": key, "model": model, "settings": asdict(settings), "code": _CODE,
-                         "seconds": round(seconds, 3), "rows": rows})
+        entry = {"key": key, "model": model, "settings": asdict(settings), "code": _CODE,
+                 "seconds": round(seconds, 3), "rows": rows}
+        group.attrs.put({**entry, "digest": digest(entry)})
     except Exception:  # noqa: BLE001 - read-only or damaged: the result stands, it is just not remembered
         pass
 

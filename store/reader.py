@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,16 +21,11 @@ import zarr
 from zarr.codecs import BytesCodec
 from zarr.storage import LocalStore
 
-from store.errors import StoreError
-from store.layout import chunk_crc, first_line, is_local, local_path, open_group
+from store.errors import StoreError, first_line
+from store.fileio import RECORD, Unreadable, read_regular
+from store.layout import chunk_crc, open_checked
+from store.validate import is_local, local_path
 from store.names import ATTRS_KEY, CHECKSUM, HOOK, SPLITS, STORE_NAME, TRAJECTORY_NAME
-
-
-def as_str(values: Any) -> np.ndarray:
-    """Zarr returns strings as numpy's variable-width StringDType; plain `str` arrays are what most
-    code (and pandas) expects."""
-    arr = np.asarray(values)
-    return np.array(arr.tolist(), dtype=str).reshape(arr.shape)
 
 
 def store_url(path: str | Path) -> str:
@@ -43,39 +40,26 @@ class ActivationStore:
 
     def __init__(self, url: str | Path):
         self.url = store_url(url)
-        self.group = open_group(self.url, mode="r")
+        # Checked against the schema, its bounds and its fingerprint before anything is read
+        # (store.validate): what follows may trust the attributes and the arrays' shapes.
+        self.group, coords = open_checked(self.url, mode="r")
         self.meta: dict[str, Any] = dict(self.group.attrs[ATTRS_KEY])
-        damaged = f"{self.url} is damaged ({{}}); delete the store and dump again"
-        names = {k: self.meta.get(k) for k in ("models", "formats", "attributes")}
-        numbers = {k: self.meta.get(k) for k in ("layers", "hidden", "chunk_people")}
-        bad = next((k for k, v in names.items() if not (isinstance(v, list) and v and all(isinstance(x, str) for x in v))),
-                   None) or next((k for k, v in numbers.items() if not (isinstance(v, int) and v >= 1)), None)
-        if bad is not None or self.meta.get("dtype") not in ("float16", "float32"):
-            raise StoreError(damaged.format(f"its attribute {bad or 'dtype'} is {self.meta.get(bad or 'dtype')!r}"))
-        self.models: tuple[str, ...] = tuple(names["models"])
-        self.formats: tuple[str, ...] = tuple(names["formats"])
-        self.attributes: tuple[str, ...] = tuple(names["attributes"])
-        self.layers: int = numbers["layers"]
-        self.hidden: int = numbers["hidden"]
+        self.models: tuple[str, ...] = tuple(self.meta["models"])
+        self.formats: tuple[str, ...] = tuple(self.meta["formats"])
+        self.attributes: tuple[str, ...] = tuple(self.meta["attributes"])
+        self.layers: int = self.meta["layers"]
+        self.hidden: int = self.meta["hidden"]
         self.dtype = np.dtype(self.meta["dtype"])
-        self.block: int = numbers["chunk_people"]
+        self.block: int = self.meta["chunk_people"]
+        self.people: np.ndarray = coords.people
+        self.split: np.ndarray = coords.split
+        self._coords = coords
         try:
             self.resid = self.group[HOOK]
-            self.people: np.ndarray = np.asarray(self.group["person"][...])
-            self.split: np.ndarray = as_str(self.group["split"][...])
-            coords = {k: tuple(as_str(self.group[k][...]).tolist()) for k in ("model", "format", "attribute")}
-            self._sums = self.group[CHECKSUM] if CHECKSUM in set(self.group.array_keys()) else None
+            self._sums = self.group[CHECKSUM]
             self.written()
         except (ValueError, RuntimeError, OSError, KeyError, zarr.errors.BaseZarrError) as err:
-            raise StoreError(damaged.format(first_line(err))) from None
-        if self.resid.shape != (len(self.models), len(self.formats), self.layers, len(self.attributes),
-                                len(self.people), self.hidden) or self.resid.chunks[4] != min(self.block, len(self.people)):
-            raise StoreError(f"{self.url} is inconsistent: {HOOK} has shape {self.resid.shape} and chunks "
-                             f"{self.resid.chunks}, its attributes say otherwise; delete the store and dump again")
-        for key, values in (("model", self.models), ("format", self.formats), ("attribute", self.attributes)):
-            if coords[key] != values:  # the attributes name what each index holds: they must agree
-                raise StoreError(damaged.format(f"its attributes list {key}s {list(values)}, its {key} array "
-                                                f"{list(coords[key])}"))
+            raise StoreError(f"{self.url} is damaged ({first_line(err)}); delete the store and dump again") from None
         self._check_run()
         self._raw_root = self._raw_chunk_root()
         self._complete: set[tuple[int, int]] = set()
@@ -92,10 +76,16 @@ class ActivationStore:
             local_path(self.url).name == TRAJECTORY_NAME else None
         if step is None or not (run / "spec.json").is_file():
             return
+        marker = run / "done" / f"{step}.json"
         try:
-            recorded = json.loads((run / "done" / f"{step}.json").read_text()).get("fingerprint")
-        except (OSError, ValueError, AttributeError):
-            return  # not dumped (yet), or a marker from before markers held the fingerprint
+            recorded = json.loads(read_regular(marker, RECORD)).get("fingerprint")
+        except Unreadable as err:
+            if err.missing:
+                return  # not dumped (yet)
+            raise StoreError(f"{marker} {err.why}; delete it, and `factrecall-jobs dump {run.name}` checks the store "
+                             "again") from None
+        except (ValueError, AttributeError):
+            return  # damaged, or a marker from before markers held the fingerprint: the run's resume says so
         if recorded is not None and recorded != self.meta.get("fingerprint"):
             raise StoreError(f"{self.url} is not the store run {run.name} dumped (its fingerprint is "
                              f"{self.meta.get('fingerprint')}, the run's {recorded}: another run's?); delete it and "
@@ -204,7 +194,7 @@ class ActivationStore:
             self._verify_chunk(m, f, layer, a, b, out[b * self.block : (b + 1) * self.block])
 
     def _verify_chunk(self, m: int, f: int, layer: int, a: int, b: int, vectors: np.ndarray) -> None:
-        if self._sums is None or (m, f, layer, a, b) in self._verified:
+        if (m, f, layer, a, b) in self._verified:
             return
         try:
             if (m, f) not in self._sums_of:  # read once a (model, format) is complete: written, it never changes
@@ -234,12 +224,12 @@ class ActivationStore:
         import pandas as pd  # on first use: `store.open` stays quick to import for the CLI and the app
 
         a = self._index("attribute", attribute)
-        table = pd.DataFrame({
+        table = pd.DataFrame({  # as read and checked at open
             "person": self.people,
             "split": self.split,
-            "label": self.read_array("label", a),
-            "label_text": as_str(self.read_array("label_text", a)),
-            "answer": as_str(self.read_array("answer", a)),
+            "label": self._coords.label[a],
+            "label_text": self._coords.label_text[a],
+            "answer": self._coords.answer[a],
         })
         rows = self._people(split)
         return table if rows is None else table.iloc[rows].reset_index(drop=True)
@@ -259,10 +249,11 @@ class ActivationStore:
         path reads each chunk file once, into place. Anything else goes through zarr."""
         meta = self.resid.metadata
         codecs = getattr(meta, "codecs", ())
-        if not (isinstance(self.group.store, LocalStore) and len(codecs) == 1 and isinstance(codecs[0], BytesCodec)
+        local = getattr(self.group.store, "_store", self.group.store)  # under the CheckedStore
+        if not (isinstance(local, LocalStore) and len(codecs) == 1 and isinstance(codecs[0], BytesCodec)
                 and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder)):
             return None
-        return Path(self.group.store.root) / self.resid.path
+        return Path(local.root) / self.resid.path
 
     def _read_raw(self, m: int, f: int, layer: int, a: int) -> np.ndarray:
         n, block = len(self.people), self.block
@@ -273,7 +264,13 @@ class ActivationStore:
             path = self._raw_root / key
             expected = block * self.hidden * self.dtype.itemsize
             try:
-                with open(path, "rb") as fh:
+                # Opened without blocking, and only a regular file read: the walk at open refused
+                # special files, but one may have been put there since (a FIFO would block forever).
+                with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)), "rb") as fh:
+                    kind = os.fstat(fh.fileno()).st_mode
+                    if not stat.S_ISREG(kind):
+                        raise StoreError(f"chunk {path} is not a regular file: the store is damaged; delete the "
+                                         "store and dump again")
                     size = fh.seek(0, 2)
                     fh.seek(0)
                     if size != expected:

@@ -1,0 +1,600 @@
+"""Checking a store before anything of it is read: what `store.layout.open_group` runs on every open,
+so that every reader (the API, the CLI, the app's probes and patching) refuses a damaged or crafted
+store in one line instead of trusting it.
+
+A store is data from elsewhere: a collaborator's tarball, a copy, a hand edit. Zarr and numcodecs
+trust its metadata (a shape is allocated, a codec is run, a fill value is cast) and read a file
+whatever it is (a FIFO blocks forever, a device never ends). So, in this order:
+
+1. `check_files`: one walk of a local store's folder refuses anything but folders and regular files
+   (a symbolic link, FIFO, device or socket), before any file of it is opened;
+2. `read_json`: every zarr.json is read here, capped in size, as plain JSON, before zarr parses it;
+3. `check_attributes` and `check_arrays`: the group's attributes against the bounds below (which
+   the writer keeps to as well), and every array's metadata against the schema: its shape (from the
+   attributes and the number of people), chunk shape, data type, fill value and codecs, each from an
+   allowlist of what the writer writes;
+4. `CheckedStore`: zarr reads every chunk through it; it refuses a chunk larger than its array's
+   chunks can be, and a zstd chunk whose frames declare more bytes than a chunk holds, before
+   anything is decoded;
+5. `check_coordinates`: the coordinate and label arrays, read once (they are small), against the
+   attributes; the caller recomputes the fingerprint from them, so a swapped split or an edited
+   label is refused.
+
+Cached results (store.probes, store.interventions) carry a `digest` of what is stored, checked on
+read: an entry edited by hand, cut by a kill or written before digests existed is computed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from numcodecs.zstd import Zstd
+from zarr.abc.store import RangeByteRequest
+from zarr.storage import WrapperStore
+
+from store.errors import StoreError, first_line
+from store.fileio import Unreadable, kind_of, read_regular
+from store.names import CHECKSUM, CHECKSUM_DIMS, COMPRESSORS, DIMS, DTYPES, HOOK, SPLITS
+
+# What a store may declare: far beyond any run this project makes (the paper's: 10,000 people, 6
+# attributes, a few dozen layers), and small enough that what follows from them (the coordinate
+# arrays, the checksums, one `acts` slice, one chunk) fits in memory. The writer refuses a layout
+# beyond them (`store.layout.Layout`) and every reader a store, so a crafted number is one line
+# before anything is allocated.
+MAX_NAMES = 4096            # models, formats or attributes
+MAX_LAYERS = 4096
+MAX_HIDDEN = 1 << 16
+MAX_PEOPLE = 1 << 24
+MAX_CELLS = 1 << 24         # attributes x people (the labels), and resid_mid's chunks (the checksums)
+MAX_SLICE = 1 << 30         # people x hidden: the vectors of one `acts` read
+MAX_CHUNK_BYTES = 16 << 20  # one resid_mid chunk: 4 x the most a dump makes by default (store.layout.CHUNK_BYTES);
+                            # --chunk-people may ask for more
+MAX_META_BYTES = 16 << 20     # one zarr.json (the root's holds the run's spec and the consolidated metadata)
+MAX_NAME_CHARS = 256          # a model, format, attribute or run name (they are shown in one-line messages)
+MAX_STRING_BYTES = 1024       # one label text or answer: what bounds a string chunk's decoded size ...
+MAX_STRING_CHUNK = 256 << 20  # ... and at most this, however many strings it holds
+MAX_COORD_CHUNKS = 1 << 16    # chunks of one array besides resid_mid (the writer makes one, zarr a few)
+MAX_VOCAB = 1 << 24
+# What opening or reading an array may raise besides StoreError: zarr has no one error type for a
+# damaged store (a group that is not there, bad JSON, a chunk that does not decode).
+READ_ERRORS = (FileNotFoundError, KeyError, ValueError, RuntimeError, OSError, TypeError, IndexError,
+               zarr.errors.BaseZarrError)
+
+
+def damaged(url: str | Path, what: str) -> StoreError:
+    """The one line for a store that is not as a dump wrote it; what it quotes of the store (a name, a
+    value) has its control characters written out, so the line stays one line."""
+    what = "".join(c if c.isprintable() else repr(c)[1:-1] for c in what)
+    return StoreError(f"{url} is damaged ({what}); delete the store and dump again")
+
+
+def is_local(url: str | Path) -> bool:
+    return "://" not in str(url) or str(url).startswith("file://")
+
+
+def local_path(url: str | Path) -> Path:
+    return Path(str(url).removeprefix("file://"))
+
+
+def bounds_problem(models: int, formats: int, attributes: int, layers: int, hidden: int, people: int, block: int,
+                   itemsize: int) -> str | None:
+    """What of a store's dimensions is beyond the bounds above, in words; None when all are within."""
+    for what, n, low, most in (("models", models, 1, MAX_NAMES), ("formats", formats, 1, MAX_NAMES),
+                               ("attributes", attributes, 1, MAX_NAMES), ("layers", layers, 1, MAX_LAYERS),
+                               ("hidden", hidden, 1, MAX_HIDDEN), ("people", people, 1, MAX_PEOPLE)):
+        if not low <= n <= most:
+            return f"{n:,} {what}, not {low} to {most:,}"
+    if attributes * people > MAX_CELLS:
+        return f"{attributes:,} attributes x {people:,} people, more than {MAX_CELLS:,} labels"
+    chunks = models * formats * layers * attributes * -(-people // block)
+    if chunks > MAX_CELLS:
+        return f"{chunks:,} chunks of {block:,} people, more than {MAX_CELLS:,}"
+    if people * hidden > MAX_SLICE:
+        return f"{people:,} people x {hidden:,} hidden, more than {MAX_SLICE:,} numbers per layer and attribute"
+    if block * hidden * itemsize > MAX_CHUNK_BYTES:
+        return (f"chunks of {block:,} people x {hidden:,} hidden ({block * hidden * itemsize / 2**20:,.1f} MiB), "
+                f"more than {MAX_CHUNK_BYTES >> 20} MiB")
+    return None
+
+
+# -- 1. the files ---------------------------------------------------------------------------------
+def check_files(root: Path) -> None:
+    """Refuse a store whose folder holds anything but folders and regular files. Zarr and the raw
+    reader open chunk files by path: a FIFO blocks them forever, a device is read until memory runs
+    out, and a symbolic link reads (or, resuming a dump, writes) a file outside the store. One walk
+    (the file types come with the directory listing), before anything is opened; an entry that
+    vanishes meanwhile (a dump renaming its chunk files) is skipped."""
+    todo = [Path(root)]
+    while todo:
+        folder = todo.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise damaged(root, f"{folder} cannot be listed: {err.strerror}") from None
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                todo.append(Path(entry.path))
+            elif not entry.is_file(follow_symlinks=False):
+                try:
+                    mode = os.lstat(entry.path).st_mode
+                except FileNotFoundError:
+                    continue
+                raise damaged(root, f"{entry.path} is {kind_of(mode)}, not a file a dump writes")
+
+
+# -- 2. metadata as plain JSON --------------------------------------------------------------------
+def _read_local(path: Path, cap: int, url: str | Path) -> bytes | None:
+    """The file's bytes through the one reader (`store.fileio`: never a special file, looked at before it
+    is opened, capped at `cap`); None when it does not exist."""
+    try:
+        return read_regular(path, cap)
+    except Unreadable as err:
+        if err.missing:
+            return None
+        raise damaged(url, f"{path} {err.why}") from None
+
+
+def _read_remote(url: str, key: str, cap: int) -> bytes | None:
+    import fsspec  # remote stores only
+
+    fs, root = fsspec.core.url_to_fs(url)
+    path = f"{root.rstrip('/')}/{key}"
+    try:
+        size = fs.size(path)
+        if size is not None and size > cap:
+            raise damaged(url, f"{key} has {size:,} bytes, more than the {cap:,} its kind of file may have")
+        return fs.cat_file(path, start=0, end=cap + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise damaged(url, f"{key} cannot be read: {first_line(err)}") from None
+
+
+def read_json(url: str | Path, key: str, cap: int = MAX_META_BYTES) -> dict | None:
+    """The JSON object in the store's file `key` (a zarr.json), read here before zarr parses it:
+    capped in size, never a special file. None where it does not exist; a StoreError line where it
+    is not a JSON object."""
+    data = _read_local(local_path(url) / key, cap, url) if is_local(url) else _read_remote(str(url), key, cap)
+    if data is None:
+        return None
+    if len(data) > cap:
+        raise damaged(url, f"{key} has more than the {cap:,} bytes its kind of file may have")
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, nested beyond Python's stack
+        raise damaged(url, f"{key} is not JSON: {first_line(err)}") from None
+    if not isinstance(value, dict):
+        raise damaged(url, f"{key} is not a JSON object")
+    return value
+
+
+# -- 3. attributes and array metadata -------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _name_ok(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and value.isprintable()
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """The group attributes the arrays' shapes follow from, checked."""
+
+    models: tuple[str, ...]
+    formats: tuple[str, ...]
+    attributes: tuple[str, ...]
+    layers: int
+    hidden: int
+    block: int
+    dtype: str
+    compressor: str
+
+
+def check_attributes(url: str | Path, meta: dict) -> Attributes:
+    """The factrecall attributes of a store, each of the type and within the bounds the writer
+    gives it (a `layers` of 10**9 would make every reader build a list of that length)."""
+    def bad(key: str, why: str) -> StoreError:
+        shown = repr(meta.get(key))
+        return damaged(url, f"its attribute {key} is {shown[:80] + '…' if len(shown) > 80 else shown}: {why}")
+
+    names = {}
+    for key in ("models", "formats", "attributes"):
+        value = meta.get(key)
+        if not (isinstance(value, list) and 0 < len(value) <= MAX_NAMES):
+            raise bad(key, f"not a list of 1 to {MAX_NAMES:,} names")
+        if not all(_name_ok(v) for v in value) or len(set(value)) != len(value):
+            raise bad(key, f"not distinct printable names of at most {MAX_NAME_CHARS} characters")
+        names[key] = tuple(value)
+    numbers = {}
+    for key, most in (("layers", MAX_LAYERS), ("hidden", MAX_HIDDEN), ("chunk_people", MAX_PEOPLE)):
+        value = meta.get(key)
+        if not (_is_int(value) and 1 <= value <= most):
+            raise bad(key, f"not a whole number from 1 to {most:,}")
+        numbers[key] = value
+    if meta.get("dtype") not in DTYPES:
+        raise bad("dtype", f"not one of {', '.join(DTYPES)}")
+    if meta.get("compressor") not in COMPRESSORS:
+        raise bad("compressor", f"not one of {', '.join(COMPRESSORS)}")
+    if not (isinstance(meta.get("fingerprint"), str) and len(meta["fingerprint"]) <= 64):
+        raise bad("fingerprint", "not the hash a dump records")
+    if not (meta.get("source") is None or isinstance(meta.get("source"), dict)):
+        raise bad("source", "not a mapping")
+    if "run" in meta and not _name_ok(meta["run"]):
+        raise bad("run", "not a run's name")
+    if meta.get("vocab_size") is not None and not (_is_int(meta["vocab_size"]) and 1 <= meta["vocab_size"] <= MAX_VOCAB):
+        raise bad("vocab_size", f"not a whole number from 1 to {MAX_VOCAB:,}")
+    return Attributes(names["models"], names["formats"], names["attributes"], numbers["layers"], numbers["hidden"],
+                      numbers["chunk_people"], meta["dtype"], meta["compressor"])
+
+
+# Each array the writer makes: its dimensions and data type (resid_mid's is the attributes' dtype).
+SCHEMA = {
+    HOOK: (DIMS, None),
+    "written": (("model", "format", "person_block"), "bool"),
+    CHECKSUM: (CHECKSUM_DIMS, "uint32"),
+    "model": (("model",), "string"),
+    "format": (("format",), "string"),
+    "layer": (("layer",), "int32"),
+    "attribute": (("attribute",), "string"),
+    "attribute_index": (("attribute",), "int32"),
+    "person": (("person",), "int64"),
+    "split": (("person",), "string"),
+    "label": (("attribute", "person"), "int32"),
+    "label_text": (("attribute", "person"), "string"),
+    "answer": (("attribute", "person"), "string"),
+}
+# The fill value the writer gives each data type, as zarr.json spells it (an allowlist of one: a
+# crafted one reaches numpy's casts, and resid_mid's NaN is how a missing chunk is told from a written one).
+FILL = {"float16": "NaN", "float32": "NaN", "bool": False, "uint32": 0, "int32": 0, "int64": 0, "string": ""}
+KEYS = {"zarr_format", "node_type", "shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs",
+        "dimension_names", "storage_transformers", "attributes"}
+KEY_ENCODING = {"name": "default", "configuration": {"separator": "/"}}
+
+
+@dataclass(frozen=True)
+class ChunkLimit:
+    """What one chunk of an array may be: its stored bytes at most, and its decoded bytes (exactly
+    for a fixed-size data type, at most for strings), checked before zarr decodes it; for strings,
+    how many it holds (numcodecs' vlen-utf8 allocates the count its chunk's header says)."""
+
+    stored: int
+    decoded: int
+    exact: bool
+    zstd: bool
+    strings: int | None = None
+
+
+def _codecs_ok(codecs: Any, dtype: str, zstd: bool | None) -> bool:
+    """The codec chains a dump writes: raw little-endian bytes (or vlen-utf8 for strings), then
+    optionally zstd (for resid_mid exactly when the attributes say so)."""
+    if not isinstance(codecs, list) or not 1 <= len(codecs) <= 2 or not all(isinstance(c, dict) for c in codecs):
+        return False
+    first, rest = codecs[0], codecs[1:]
+    if dtype == "string":
+        if first.get("name") != "vlen-utf8" or first.get("configuration", {}) != {} or set(first) - {"name", "configuration"}:
+            return False
+    elif (first.get("name") != "bytes" or set(first) - {"name", "configuration"}
+          or first.get("configuration", {}) not in ({}, {"endian": "little"}, {"endian": "big"})):
+        return False
+    if rest:
+        config = rest[0].get("configuration")
+        if not (rest[0].get("name") == "zstd" and set(rest[0]) <= {"name", "configuration"} and isinstance(config, dict)
+                and set(config) == {"level", "checksum"} and _is_int(config["level"]) and -131072 <= config["level"] <= 22
+                and isinstance(config["checksum"], bool)):
+            return False
+    return zstd is None or bool(rest) == zstd
+
+
+def _codec_names(codecs: Any) -> str:
+    if isinstance(codecs, list):
+        return ", ".join(repr(c.get("name")) if isinstance(c, dict) else repr(c) for c in codecs)[:120]
+    return repr(codecs)[:120]
+
+
+def check_array(url: str | Path, name: str, meta: dict, shape: tuple[int, ...], dtype: str,
+                chunks: tuple[int, ...] | None, zstd: bool | None) -> ChunkLimit:
+    """One array's zarr.json against the schema: `shape`, `dtype`, and `chunks` where the schema
+    fixes them (resid_mid's); returns what one of its chunks may be."""
+    def bad(what: str) -> StoreError:
+        return damaged(url, f"its {name} array {what}")
+
+    dims = SCHEMA[name][0]
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
+        raise bad("is not a Zarr v3 array")
+    extra = sorted(set(meta) - KEYS)
+    if extra:
+        raise bad(f"has metadata {extra[0]!r}, which a dump never writes")
+    found = meta.get("shape")
+    if found != list(shape) or not all(_is_int(n) for n in found):
+        raise bad(f"has shape {str(found)[:80]}, not {list(shape)} as its attributes and person array say")
+    if meta.get("data_type") != dtype:
+        raise bad(f"has data type {str(meta.get('data_type'))[:40]!r}, not {dtype!r}")
+    grid = meta.get("chunk_grid")
+    chunk = grid.get("configuration", {}).get("chunk_shape") if isinstance(grid, dict) and grid.get("name") == "regular" \
+        and isinstance(grid.get("configuration"), dict) and set(grid) == {"name", "configuration"} else None
+    if not (isinstance(chunk, list) and len(chunk) == len(shape) and all(_is_int(c) and c >= 1 for c in chunk)):
+        raise bad(f"has chunk grid {str(grid)[:80]}: its chunk shape must be {len(shape)} positive whole numbers")
+    if chunks is not None and chunk != list(chunks):
+        raise bad(f"has chunk shape {chunk}, not {list(chunks)} as its attributes say")
+    if chunks is None:
+        if any(c > max(n, 1) for c, n in zip(chunk, shape)):
+            raise bad(f"has chunk shape {chunk}, larger than its shape {list(shape)}")
+        if math.prod(-(-n // c) for c, n in zip(chunk, shape)) > MAX_COORD_CHUNKS:
+            raise bad(f"has chunk shape {chunk}: more than {MAX_COORD_CHUNKS:,} chunks")
+    if meta.get("chunk_key_encoding") != KEY_ENCODING:
+        raise bad(f"has chunk key encoding {str(meta.get('chunk_key_encoding'))[:80]}, not {KEY_ENCODING}")
+    fill, want = meta.get("fill_value"), FILL[dtype]
+    if type(fill) is not type(want) or fill != want:
+        raise bad(f"has fill value {str(fill)[:40]!r}, not {want!r}")
+    if not _codecs_ok(meta.get("codecs"), dtype, zstd):
+        raise bad(f"has codecs {_codec_names(meta.get('codecs'))}, not the ones a dump writes (bytes, then zstd"
+                  f"{'; vlen-utf8 for strings' if dtype == 'string' else ''}"
+                  f"{'; zstd as its attributes say' if zstd is not None else ''})")
+    if meta.get("dimension_names") != list(dims):
+        raise bad(f"has dimensions {str(meta.get('dimension_names'))[:80]}, not {list(dims)}")
+    if meta.get("storage_transformers", []) != []:
+        raise bad("has storage transformers, which a dump never writes")
+    if not isinstance(meta.get("attributes", {}), dict):
+        raise bad("has attributes that are not a mapping")
+    elements = math.prod(chunk)
+    compressed = len(meta["codecs"]) == 2
+    if dtype == "string":
+        decoded, exact = min(4 + elements * (4 + MAX_STRING_BYTES), MAX_STRING_CHUNK), False
+    else:
+        decoded, exact = elements * np.dtype(dtype).itemsize, True
+    # zstd's worst case (incompressible data) is a little more than its input: ZSTD_compressBound.
+    stored = decoded + decoded // 128 + 1024 if compressed else decoded
+    return ChunkLimit(stored, decoded, exact, compressed, elements if dtype == "string" else None)
+
+
+def check_arrays(url: str | Path, meta: dict) -> tuple[Attributes, int, dict[str, ChunkLimit]]:
+    """Every array of the schema, its zarr.json read here and checked before zarr sees it: the
+    attributes, the number of people (the person array's length, which the others must agree with)
+    and each array's chunk limits."""
+    attrs = check_attributes(url, meta)
+    metas = {}
+    for name in SCHEMA:
+        found = read_json(url, f"{name}/zarr.json")
+        if found is None:
+            if name == CHECKSUM:
+                raise StoreError(f"{url} has no {CHECKSUM} array, so its chunks cannot be checked; delete it and "
+                                 "`factrecall-jobs dump RUN` to dump it again")
+            raise StoreError(f"{url} is truncated: array {name!r} is missing; delete the store and dump again")
+        metas[name] = found
+    shape = metas["person"].get("shape")
+    if not (isinstance(shape, list) and len(shape) == 1 and _is_int(shape[0]) and 1 <= shape[0] <= MAX_PEOPLE):
+        raise damaged(url, f"its person array has shape {str(shape)[:80]}: more than {MAX_PEOPLE:,} people, or not "
+                           "a count of people")
+    people = shape[0]
+    if attrs.block > people:
+        raise damaged(url, f"its attribute chunk_people is {attrs.block:,}, more than its {people:,} people")
+    problem = bounds_problem(len(attrs.models), len(attrs.formats), len(attrs.attributes), attrs.layers, attrs.hidden,
+                             people, attrs.block, np.dtype(attrs.dtype).itemsize)
+    if problem:
+        raise damaged(url, f"it declares {problem}")
+    sizes = {"model": len(attrs.models), "format": len(attrs.formats), "layer": attrs.layers,
+             "attribute": len(attrs.attributes), "person": people, "hidden": attrs.hidden,
+             "person_block": -(-people // attrs.block)}
+    limits = {}
+    for name, (dims, dtype) in SCHEMA.items():
+        hook = name == HOOK
+        limits[name] = check_array(url, name, metas[name], tuple(sizes[d] for d in dims), dtype or attrs.dtype,
+                                   (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
+                                   attrs.compressor == "zstd" if hook else None)
+    return attrs, people, limits
+
+
+def check_consolidated(url: str | Path, root: dict, attrs: Attributes, people: int) -> None:
+    """The root's consolidated metadata (what xarray reads instead of each zarr.json) holds the same
+    checks where it lists a schema array."""
+    listed = root.get("consolidated_metadata")
+    if listed is None:
+        return
+    entries = listed.get("metadata") if isinstance(listed, dict) else None
+    if not isinstance(entries, dict):
+        raise damaged(url, "its consolidated metadata is not a mapping")
+    sizes = {"model": len(attrs.models), "format": len(attrs.formats), "layer": attrs.layers,
+             "attribute": len(attrs.attributes), "person": people, "hidden": attrs.hidden,
+             "person_block": -(-people // attrs.block)}
+    for name, (dims, dtype) in SCHEMA.items():
+        if name in entries:
+            if not isinstance(entries[name], dict):
+                raise damaged(url, f"its consolidated metadata of {name} is not a mapping")
+            hook = name == HOOK
+            check_array(url, name, entries[name], tuple(sizes[d] for d in dims), dtype or attrs.dtype,
+                        (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
+                        attrs.compressor == "zstd" if hook else None)
+
+
+# -- 4. chunks, bounded before they are decoded ---------------------------------------------------
+_ZSTD_MAGIC = 0xFD2FB528
+
+
+def zstd_content_size(data: memoryview) -> int | None:
+    """The decoded size zstd frames declare (the sum over the frames, as numcodecs allocates it);
+    None where the data is not whole zstd frames or a frame does not declare its size. Reads the
+    frame and block headers only (RFC 8878), so a chunk that would inflate to gigabytes is refused
+    having been read, never decoded."""
+    pos, total, n = 0, 0, len(data)
+    while pos < n:
+        if n - pos < 8:
+            return None
+        magic = int.from_bytes(data[pos : pos + 4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame: its length, then that many bytes
+            pos += 8 + int.from_bytes(data[pos + 4 : pos + 8], "little")
+            continue
+        if magic != _ZSTD_MAGIC:
+            return None
+        descriptor = data[pos + 4]
+        pos += 5
+        single, size_flag = (descriptor >> 5) & 1, descriptor >> 6
+        if descriptor & 0x08:  # the reserved bit
+            return None
+        pos += (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]   # window descriptor, dictionary id
+        width = ((1 if single else 0), 2, 4, 8)[size_flag]
+        if width == 0 or pos + width > n:
+            return None
+        total += int.from_bytes(data[pos : pos + width], "little") + (256 if width == 2 else 0)
+        pos += width
+        while True:  # the blocks: a 3-byte header each (last flag, type, size)
+            if pos + 3 > n:
+                return None
+            header = int.from_bytes(data[pos : pos + 3], "little")
+            kind, size = (header >> 1) & 3, header >> 3
+            if kind == 3:
+                return None
+            pos += 3 + (1 if kind == 1 else size)
+            if header & 1:
+                break
+        pos += 4 if descriptor & 0x04 else 0   # the content checksum
+    return total if pos == n else None
+
+
+class CheckedStore(WrapperStore):
+    """The store zarr reads a checked group through: every chunk of a schema array is read with a
+    bound (at most what a chunk of it can hold, plus one byte to tell more), and a zstd chunk's
+    declared decoded size is checked against its array's chunk size before zarr decodes it; a string
+    chunk's count of strings against its chunk shape (decoded here, within that bound: numcodecs
+    allocates whatever count the chunk says). Metadata files are capped like `read_json`. Anything
+    else is passed through as it is."""
+
+    def __init__(self, store: Any, limits: dict[str, ChunkLimit], url: str):
+        super().__init__(store)
+        self.limits, self.url = limits, url
+
+    def _with_store(self, store: Any) -> CheckedStore:
+        return type(self)(store, self.limits, self.url)
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        if byte_range is not None:
+            return await self._store.get(key, prototype, byte_range)
+        name, _, rest = key.partition("/")
+        limit = self.limits.get(name) if rest.startswith("c/") else None
+        cap = limit.stored if limit is not None else MAX_META_BYTES
+        buf = await self._store.get(key, prototype, RangeByteRequest(0, cap + 1))
+        if buf is None:
+            return None
+        if len(buf) > cap:
+            raise damaged(self.url, f"its file {key} has more than the {cap:,} bytes it may have")
+        if limit is not None and limit.zstd:
+            size = zstd_content_size(memoryview(buf.as_numpy_array()))
+            if size is None:
+                raise damaged(self.url, f"its chunk {key} is not zstd frames that declare their size")
+            if limit.exact and size != limit.decoded:
+                raise damaged(self.url, f"its chunk {key} would decode to {size:,} bytes, not the "
+                                        f"{limit.decoded:,} a chunk of {name} holds")
+            if size > limit.decoded:
+                raise damaged(self.url, f"its chunk {key} would decode to {size:,} bytes, more than the "
+                                        f"{limit.decoded:,} a chunk of {name} may hold")
+        if limit is not None and limit.strings is not None:
+            data = buf.to_bytes()
+            if limit.zstd:
+                try:
+                    data = bytes(Zstd().decode(data))
+                except (RuntimeError, ValueError) as err:
+                    raise damaged(self.url, f"its chunk {key} does not decode: {first_line(err)}") from None
+            count = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
+            if count != limit.strings:
+                raise damaged(self.url, f"its chunk {key} says it holds {count} strings, not the {limit.strings:,} "
+                                        f"a chunk of {name} holds")
+        return buf
+
+
+def inner_store(url: str | Path, read_only: bool) -> Any:
+    """The zarr store at `url`, as `zarr.open_group(url)` would make it."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    if is_local(url):
+        return LocalStore(local_path(url), read_only=read_only)
+    return FsspecStore.from_url(str(url), read_only=read_only)
+
+
+# -- 5. coordinates and labels --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Coordinates:
+    """The per-person arrays, as read once at open (the reader keeps them)."""
+
+    people: np.ndarray       # int64 (person,)
+    split: np.ndarray        # str (person,)
+    label: np.ndarray        # int32 (attribute, person)
+    label_text: np.ndarray   # str (attribute, person)
+    answer: np.ndarray       # str (attribute, person)
+
+
+def as_str(values: Any) -> np.ndarray:
+    """Zarr returns strings as numpy's variable-width StringDType; plain `str` arrays are what most
+    code (and pandas) expects."""
+    arr = np.asarray(values)
+    return np.array(arr.tolist(), dtype=str).reshape(arr.shape)
+
+
+def check_coordinates(url: str | Path, group: zarr.Group, attrs: Attributes, meta: dict) -> Coordinates:
+    """The coordinate and label arrays (read through the checked group, so bounded), against the
+    attributes: the names the attributes list, layers 0..n-1, distinct people, splits that are
+    qa_in or qa_out, labels that are token ids."""
+    def read(name: str) -> np.ndarray:
+        try:
+            return np.asarray(group[name][...])
+        except READ_ERRORS as err:
+            raise damaged(url, f"its {name!r} array cannot be read: {first_line(err)}") from None
+
+    for name, values in (("model", attrs.models), ("format", attrs.formats), ("attribute", attrs.attributes)):
+        found = tuple(as_str(read(name)).tolist())
+        if found != values:  # the attributes name what each index holds: they must agree
+            raise damaged(url, f"its attributes list {name}s {list(values)[:8]}, its {name} array {list(found)[:8]}")
+    for name, count in (("layer", attrs.layers), ("attribute_index", len(attrs.attributes))):
+        if not np.array_equal(read(name), np.arange(count)):
+            raise damaged(url, f"its {name} array is not 0..{count - 1}")
+    people = read("person")
+    if (people < 0).any() or len(np.unique(people)) != len(people):
+        raise damaged(url, "its person array does not hold distinct person indices")
+    split = as_str(read("split"))
+    odd = sorted(set(np.unique(split).tolist()) - set(SPLITS))
+    if odd:
+        raise damaged(url, f"its split array holds {odd[0][:40]!r}, not {' or '.join(SPLITS)}")
+    label = read("label")
+    vocab = meta.get("vocab_size")
+    if (label < 0).any() or (vocab is not None and (label >= vocab).any()):
+        raise damaged(url, f"its label array holds {int(label.min() if (label < 0).any() else label.max())}, not a "
+                           f"token id{f' below its vocabulary size {vocab}' if vocab is not None else ''}")
+    return Coordinates(people, split, label, as_str(read("label_text")), as_str(read("answer")))
+
+
+# -- cached results -------------------------------------------------------------------------------
+def digest(entry: dict) -> str:
+    """sha256 of a canonical JSON of a cache entry as stored (every key but `digest` itself): written
+    with the entry, compared on read, so an entry edited by hand or cut short is never served."""
+    body = {k: v for k, v in entry.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def digest_ok(entry: dict) -> bool:
+    try:
+        return entry.get("digest") == digest(entry)
+    except (TypeError, ValueError, RecursionError):  # not what json.dumps writes: not what we stored
+        return False
+
+
+def rate(value: Any, outcomes: Any, n: int, ndigits: int | None = None) -> bool:
+    """Whether `value` is the percentage of 1s among `outcomes` (a list of n 0/1 ints), as a probe or
+    a patch computes it (rounded to `ndigits`): finite, within 0..100, the mean of its own outcomes,
+    so within any interval resampled from them."""
+    if not (isinstance(outcomes, list) and len(outcomes) == n and all(type(o) is int and o in (0, 1) for o in outcomes)):
+        return False
+    if n == 0:  # no one to score: the percentage is NaN
+        return isinstance(value, float) and math.isnan(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not -1e300 < value < 1e300:
+        return False  # not a number, NaN, infinite, or an integer too large for a float
+    mean = 100.0 * (sum(outcomes) / n)
+    return abs(value - (round(mean, ndigits) if ndigits is not None else mean)) <= 1e-9 * max(1.0, abs(mean))
