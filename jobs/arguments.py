@@ -7,13 +7,11 @@ import argparse
 import math
 import os
 
-from rich.console import Console
-from rich.markup import escape
-
 from jobs.run.spec import DEFAULT_PRESET, preset_names
+from jobs.shown import SafeConsole, markup
 from jobs.words import CHAINS, STRATEGIES
 
-err_console = Console(stderr=True)
+err_console = SafeConsole(stderr=True)
 MAX_SEED = 2**32 - 1  # what numpy and torch both take as a seed
 
 
@@ -54,7 +52,7 @@ def fraction(text: str) -> float:
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
-        err_console.print(f"[red]error:[/red] {escape(message)} (see {self.prog} --help)", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {markup(message)} (see {self.prog} --help)", highlight=False, soft_wrap=True)
         raise SystemExit(2)
 
 

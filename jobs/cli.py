@@ -38,13 +38,14 @@ import sys
 import threading
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-
 from jobs.arguments import err_console, parser
 from jobs.errors import USER_ERRORS, FactrecallError, first_line
 from jobs.launch.procs import TERM_STOPS
-from jobs.run.spec import DEFAULT_PRESET, load_preset, preset_names
+from jobs.run.spec import DEFAULT_PRESET, is_name, load_preset, preset_names
+from jobs.run.workspace import RUNS, run_path
+from jobs.run.workspace import folder as workspace_folder
+from jobs.run.files import homeless_libraries
+from jobs.shown import SafeConsole, markup, safe_streams, visible
 from jobs.words import MODEL_LABELS
 
 # Each verb imports what it needs inside its function: `factrecall-jobs status` or `--help` must not
@@ -52,7 +53,7 @@ from jobs.words import MODEL_LABELS
 
 # Piped into a file or a pager, rich would assume 80 columns and cut the probe table's headers and
 # wrap every ±: there, tables get the width they need (COLUMNS still sets it).
-console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+console = SafeConsole(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 
 
 def _workspace(args: argparse.Namespace) -> Path:
@@ -123,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     pick_device(planned[0].spec.device)  # a device there is none of is refused before any folder is made
     paths = []
     for spec, name in planned:
-        path = _workspace(args) / "runs" / name
+        path = run_path(_workspace(args), name, make=True)
         _execute(lambda: RunFolder.create_or_resume(path, spec), reuse=not args.no_reuse, dump=not args.no_dump)
         paths.append(path)
     _print_tables(paths)
@@ -178,7 +179,7 @@ def _to_slurm(args: argparse.Namespace, planned: list[tuple[object, str]], *, du
     executor, notes = make_executor(_workspace(args), options)  # refuses bad options, or no Slurm, before any folder
     for note in notes:
         console.print(f"[dim]{note}[/dim]", highlight=False)
-    made = [name for _, name in planned if not (_workspace(args) / "runs" / name).exists()]
+    made = [name for _, name in planned if not run_path(_workspace(args), name).exists()]
     for spec, name in planned:
         prepare(_workspace(args), spec, name)
     try:
@@ -186,7 +187,7 @@ def _to_slurm(args: argparse.Namespace, planned: list[tuple[object, str]], *, du
                                dump=dump, reuse=reuse)
     except FactrecallError:  # sbatch refused: the folders made for it go, so nothing is left as if queued
         for name in made:
-            shutil.rmtree(_workspace(args) / "runs" / name, ignore_errors=True)
+            shutil.rmtree(run_path(_workspace(args), name), ignore_errors=True)
         raise
     for entry in entries:
         console.print(f"submitted [bold]{entry['run']}[/bold] as {entry['cluster']} job {entry['job_id']}", highlight=False)
@@ -257,7 +258,7 @@ def cmd_archive(args: argparse.Namespace) -> None:
     delete = args.command == "delete"
     folders = [resolve_run(workspace, run) for run in args.runs]
     for folder in folders:
-        if folder.resolve().parent != (workspace / "runs").resolve():
+        if folder.resolve().parent != run_path(workspace, folder.name).parent.resolve():
             raise FactrecallError(f"{folder} is not a run of the workspace {workspace}: give --workspace, or its name")
     if delete and not args.yes:
         raise FactrecallError(f"delete removes {', '.join(f.name for f in folders)} and everything in "
@@ -309,7 +310,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         paths = [resolve_run(_workspace(args), r) for r in args.runs]
     else:
         paths, skipped = [], []
-        for path in sorted(p.parent for p in (_workspace(args) / "runs").glob("*/spec.json")):
+        runs = workspace_folder(_workspace(args), RUNS)
+        for path in sorted(p.parent for p in runs.glob("*/spec.json") if is_name(p.parent.name) and not p.parent.is_symlink()):
             try:
                 load_spec(path)
                 read_metrics(path)
@@ -317,14 +319,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
             except FactrecallError as err:  # one broken folder does not hide the others
                 skipped.append(str(err))
         if not paths:
-            raise FactrecallError(f"no run in {_workspace(args) / 'runs'} to compare"
+            raise FactrecallError(f"no run in {runs} to compare"
                                   + (f" ({len(skipped)} cannot be read; the first: {skipped[0]})" if skipped else
                                      "; `factrecall-jobs run` makes one"))
         for why in skipped:
-            err_console.print(f"[yellow]skipped:[/yellow] {escape(why)}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]skipped:[/yellow] {markup(why)}", highlight=False, soft_wrap=True)
     models = tuple(args.models)
     if args.markdown:
-        print(comparison_markdown(paths, models), end="")
+        print(visible(comparison_markdown(paths, models), lines=True), end="")
     else:
         console.print(comparison_table(paths, models))
 
@@ -569,7 +571,7 @@ def cmd_models(args: argparse.Namespace) -> None:
                 table.add_row(row["text"], f"{row['perplexity']:,.1f}", f"{row['shuffled']:,.1f}")
             console.print(table)
             for row in check["continuations"]:
-                console.print(f"  {escape(row['prompt'])}[bold]{escape(row['continuation'].replace(chr(10), ' ⏎ '))}[/bold]", highlight=False, soft_wrap=True)
+                console.print(f"  {markup(row['prompt'])}[bold]{markup(row['continuation'].replace(chr(10), ' ⏎ '))}[/bold]", highlight=False, soft_wrap=True)
         console.print(f"{manifest['parameters']:,} parameters, {manifest['config']['num_hidden_layers']} layers; "
                       f"sha256 {manifest['source']['sha256'][:12]}; `--model {folder.name}` uses it ({folder})",
                       soft_wrap=True, highlight=False)
@@ -604,6 +606,10 @@ COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "submit": cmd_submit, "s
             "export": cmd_export, "show": cmd_show, "plot": cmd_plot, "compare": cmd_compare, "presets": cmd_presets, "models": cmd_models}
 
 
+# The verbs that write into run folders (a full disk there keeps finished steps and checkpoints).
+RUN_WRITERS = ("run", "reproduce", "resume", "dump", "worker", "submit", "probe", "patch")
+
+
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # Started from a script's background job, a process inherits SIGINT ignored; `cancel` (and
@@ -613,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         # A Slurm task's child: Slurm's SIGTERM (scancel, a time limit, preemption; SIGKILL follows
         # KillWait later) stops it as Ctrl-C does, so it saves what it can rather than dying mid-step.
         signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    safe_streams()
+    homeless_libraries()
     try:
         args = parser().parse_args(argv)
     except SystemExit as stop:  # --help, or a flag refused in one line (jobs.arguments.Parser.error)
@@ -623,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except USER_ERRORS as err:
-        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {markup(str(err))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted: finished steps and the last checkpoint are kept; "
@@ -631,15 +639,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:
         if _disk_full(err):
+            in_runs = args.command in RUN_WRITERS
             where = (getattr(err, "filename", None) or getattr(args, "hdf5", None) or getattr(args, "out", None)
-                     or "the run folder")
-            err_console.print(f"[red]error:[/red] disk full writing {escape(str(where))}; free space and run the same command "
-                              "again: finished steps and the last checkpoint are kept", soft_wrap=True)
+                     or ("the run folder" if in_runs else f"in {args.workspace}"))
+            err_console.print(f"[red]error:[/red] disk full writing {markup(str(where))}; free space and run the same command "
+                              "again" + (": finished steps and the last checkpoint are kept" if in_runs else ""), soft_wrap=True)
             return 1
         if not isinstance(err, OSError):
             raise
         if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
-            err_console.print(f"[red]error:[/red] cannot write {escape(str(err.filename))}: {err.strerror}; "
+            err_console.print(f"[red]error:[/red] cannot write {markup(str(err.filename))}: {err.strerror}; "
                               "choose a writable --workspace", soft_wrap=True)
             return 2  # a usage error: the command names a place it cannot write
         raise

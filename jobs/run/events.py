@@ -15,6 +15,7 @@ from typing import Any
 from jobs.errors import RunFolderError
 from jobs.run.files import open_append
 from jobs.words import ENDED
+from store.fileio import Unreadable, open_regular
 
 Event = dict[str, Any]
 
@@ -38,8 +39,9 @@ def _parse(line: bytes) -> Event | None:
 def read_events(path: Path) -> list[Event]:
     """Every event of run folder `path`'s events.jsonl, oldest first (torn lines skipped)."""
     try:
-        data = (path / "events.jsonl").read_bytes()
-    except OSError:
+        with open_regular(path / "events.jsonl") as f:
+            data = f.read()
+    except (OSError, Unreadable):  # none yet, or not a file (a FIFO, a device): no events to read
         return []
     return [e for line in data.splitlines() if (e := _parse(line)) is not None]
 
@@ -49,8 +51,8 @@ def events_backwards(path: Path, block: int = 1 << 16) -> Iterator[Event]:
     time: a reader looking for the last event of some kind reads only as far back as it is, however
     many progress events a long run wrote after it."""
     try:
-        f = (path / "events.jsonl").open("rb")
-    except OSError:  # none yet, or not a file: no events to read (writing there says what is wrong)
+        f = open_regular(path / "events.jsonl")
+    except (OSError, Unreadable):  # none yet, or not a file: no events to read (writing there says what is wrong)
         return
     with f:
         end = f.seek(0, 2)

@@ -18,22 +18,25 @@ Layout:
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import fcntl
 import io
 import json
 import logging
 import os
+import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from jobs.errors import RunFolderError
 from jobs.run.events import Event
-from jobs.run.files import (atomic_write_json, check_no_links, digest, folder_message, link_message, matches,
-                            open_append, read_json)
-from jobs.run.spec import NEWCOMERS, ExperimentSpec, spec_from_json
+from jobs.run.files import (atomic_write_json, check_no_links, digest, folder_message, hold_lock, link_message,
+                            lock_holder, matches, open_append, read_bytes, read_json, read_record, take_lock)
+from jobs.run.spec import NEWCOMERS, ExperimentSpec, is_name, spec_from_json
+from jobs.run.workspace import RUNS
+from jobs.run.workspace import folder as workspace_folder
 
 REBUILD = "`factrecall-jobs resume RUN` rebuilds it from the run's done markers"
 LOG_PROGRESS_EVERY_S = 30.0  # progress goes to log.txt this often (events.jsonl has every report)
@@ -109,6 +112,7 @@ class RunFolder:
         self._checked: set[str] = set()            # steps verified done in this process
         self._shas: dict[str, tuple[tuple, str]] = {}   # file -> ((size, mtime_ns), sha256) seen in this process
         self._logged_progress = 0.0
+        self._stopping = False                     # a stop request was honoured: the job is ending
         self.log = logging.getLogger(f"factrecall.run.{path.name}")
 
     # -- opening -------------------------------------------------------------------------------
@@ -150,28 +154,7 @@ class RunFolder:
         if self.path.is_symlink():
             raise RunFolderError(link_message(self.path))
         self.path.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                raise RunFolderError(link_message(self.path / "run.lock")) from None
-            if err.errno == errno.EISDIR:
-                raise RunFolderError(folder_message(self.path / "run.lock")) from None
-            raise
-        # A reader (the TUI, `queue`) may hold the lock for an instant to see whether a job holds it.
-        for attempt in range(20):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt < 19:
-                    time.sleep(0.05)
-        else:
-            os.close(fd)
-            holder = (self.path / "run.lock").read_text().strip() or "another process"
-            raise RunFolderError(
-                f"run {self.path.name} is in use by pid {holder}; wait for it, or stop it first"
-            ) from None
+        fd = take_lock(self.path / "run.lock", f"run {self.path.name}")
         try:
             # Held: no job of ours adds anything while these look. Both refuse before a byte is written.
             check_no_links(self.path)
@@ -179,9 +162,9 @@ class RunFolder:
         except RunFolderError:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        hold_lock(fd)
         self._lock_fd = fd
+        forget_stop(self.path, stale=True)  # a request for a job that has ended; one for this job stands
         handler = logging.StreamHandler(io.TextIOWrapper(open_append(self.path / "log.txt"), encoding="utf-8",
                                                          line_buffering=True))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -206,6 +189,7 @@ class RunFolder:
                 handler.stream.close()  # our log.txt (a StreamHandler leaves its stream open)
         self.log.handlers[:] = []
         if self._lock_fd is not None:
+            forget_stop(self.path)  # honoured (or never needed): this job ends here
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -339,7 +323,12 @@ class RunFolder:
 
     # -- events --------------------------------------------------------------------------------
     def emit(self, kind: str, **fields: Any) -> None:
-        """Append one event to events.jsonl (what `status` and the TUI follow) and tell listeners."""
+        """Append one event to events.jsonl (what `status` and the TUI follow) and tell listeners.
+        Every event but a job's own beginning and end is also where a stop request is honoured
+        (`request_stop`): the job stops there as on Ctrl-C."""
+        if kind not in ("run", "note") and not self._stopping and stop_requested(self.path):
+            self._stopping = True
+            raise KeyboardInterrupt
         event = {"time": round(time.time(), 3), "kind": kind, **fields}
         with open_append(self.path / "events.jsonl") as f:
             f.write((json.dumps(event) + "\n").encode())
@@ -385,35 +374,65 @@ class RunFolder:
             self.emit("note", text="metrics.json rebuilt from the done markers")
 
 
+# -- stopping a job --------------------------------------------------------------------------------
+STOP_FILE = "stop.json"
+_watched: list[Path] = []  # stop files of work this process does around its runs (a study's), `watch_stop`
+
+
+def request_stop(folder: Path, pid: int) -> None:
+    """Ask the job `pid` working in `folder` (a run folder, or a study's) to stop as on Ctrl-C. The
+    request is recorded first, in `folder`/stop.json, and honoured by the job at its next event
+    (`RunFolder.emit`), whenever it arrived: while the job was still starting, or while it ignored
+    or could not yet hear a signal; then a SIGINT makes it immediate where it can be heard."""
+    atomic_write_json(folder / STOP_FILE, {"pid": pid, "time": time.time()})
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGINT)
+
+
+def stop_requested(folder: Path) -> bool:
+    """Whether a stop was requested of this process, in `folder` or in a folder it watches."""
+    for where in (folder, *_watched):
+        if (where / STOP_FILE).exists() and read_record(where / STOP_FILE).get("pid") == os.getpid():
+            return True
+    return False
+
+
+def forget_stop(folder: Path, stale: bool = False) -> None:
+    """Remove `folder`'s stop request: this process's (it is honoured), or with `stale` any other
+    process's (that job has ended: the folder's lock is this process's now)."""
+    file = folder / STOP_FILE
+    if file.is_file() and not file.is_symlink():
+        if (read_record(file).get("pid") == os.getpid()) != stale:
+            file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def watch_stop(folder: Path) -> Iterator[None]:
+    """While the block runs, a stop requested in `folder` (a study's) stops this process's runs too."""
+    forget_stop(folder, stale=True)
+    _watched.append(folder)
+    try:
+        yield
+    finally:
+        _watched.remove(folder)
+        forget_stop(folder)
+
+
 def live_pid(run_folder: Path) -> int | None:
     """The pid of the process holding `run_folder` (its run.lock), or None when none does (-1 when
-    the holder wrote no pid yet). Probing the lock takes it for an instant; a job that meets the
-    probe retries (RunFolder._lock)."""
-    try:
-        fd = os.open(run_folder / "run.lock", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.read(fd, 32).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else -1
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    the holder wrote no pid yet)."""
+    return lock_holder(run_folder / "run.lock")
 
 
 def load_spec(path: Path) -> ExperimentSpec:
     spec_file = path / "spec.json"
     if not spec_file.exists() and not spec_file.is_symlink():
         raise RunFolderError(f"{path} is not a run folder (no spec.json); `factrecall-jobs run` makes one")
+    repair = "it is the run's identity: put the run's spec.json back, or start a new run"
     try:
-        text = spec_file.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise RunFolderError(f"{spec_file} cannot be read ({getattr(err, 'strerror', None) or 'not UTF-8 text'}); "
-                             "it is the run's identity: put the run's spec.json back, or start a new run") from None
+        text = read_bytes(spec_file, repair).decode("utf-8")
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{spec_file} cannot be read (not UTF-8 text); {repair}") from None
     return spec_from_json(text, str(spec_file))
 
 
@@ -437,10 +456,11 @@ def read_metrics(path: Path) -> dict[str, Any]:
 
 def resolve_run(workspace: Path, run: str) -> Path:
     """A run given by name (under workspace/runs) or by path."""
-    for candidate in (workspace / "runs" / run, Path(run)):
+    runs = workspace_folder(workspace, RUNS)
+    for candidate in (runs / run, Path(run)):
         if (candidate / "spec.json").exists():
             return candidate
-    known = sorted(p.name for p in (workspace / "runs").glob("*") if (p / "spec.json").exists())
+    known = sorted(p.name for p in runs.glob("*") if is_name(p.name) and (p / "spec.json").exists()) if runs.is_dir() else []
     shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
-    hint = f"; runs in {workspace / 'runs'}: {shown}" if known else f"; {workspace / 'runs'} has none"
+    hint = f"; runs in {runs}: {shown}" if known else f"; {runs} has none"
     raise RunFolderError(f"no run {run!r}{hint}")

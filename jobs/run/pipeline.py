@@ -26,9 +26,9 @@ from jobs.run.curves import curves
 from jobs.errors import FactrecallError, RunFolderError, SpecError
 from jobs.run.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
 from jobs.run.people import generate_people
-from jobs.run.files import atomic_write_json, read_json, read_jsonl, write_jsonl
+from jobs.run.files import atomic_write_json, check_no_links, read_json, read_jsonl, write_jsonl
 from jobs.run.folder import RunFolder, load_spec, read_done, read_metrics
-from jobs.run.spec import Phase
+from jobs.run.spec import Phase, is_name
 from jobs.run.tokenizer import Target, check_vocabulary, encode_targets, load_tokenizer, train_word_tokenizer
 from jobs.run.checkpoints import check_model_path, checkpoint_path, snapshot_models, store_models
 from jobs.run.dump import DumpOptions, dump
@@ -185,7 +185,9 @@ def find_reusable_phase(run: RunFolder, phase: Phase) -> Path | None:
     byte-equal data, targets and initial weights. Returns that run's folder."""
     key = run.spec.phase_key(phase.name)
     for other in sorted(run.path.parent.iterdir()):
-        record = read_done(other, f"train-{phase.name}") if other != run.path else {}
+        if other == run.path or other.is_symlink() or not is_name(other.name):  # never a folder from elsewhere
+            continue
+        record = read_done(other, f"train-{phase.name}")
         if not record or record.get("plan", 1) != PLAN_VERSION:
             continue
         try:
@@ -197,6 +199,10 @@ def find_reusable_phase(run: RunFolder, phase: Phase) -> Path | None:
         inputs = [f for f in _SAME_INPUTS if (run.path / f).exists() or (other / f).exists()]
         if all((run.path / f).exists() and (other / f).exists() and filecmp.cmp(run.path / f, other / f, shallow=False)
                for f in inputs) and (other / "checkpoints" / phase.name / "final" / "model.safetensors").exists():
+            try:
+                check_no_links(other)  # what is taken (hard links to its files) is that run's own, inside the workspace
+            except FactrecallError:
+                continue
             return other
     return None
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from jobs.errors import SpecError
 from jobs.words import DEFAULT_STRATEGIES, PHASE_SETTINGS, STRATEGIES, Strategy, phases_of
+from store.fileio import Unreadable, read_regular
 
 DEFAULT_PRESET = "cpu"
 # phase -> (the checkpoint it starts from, the example sets it trains on)
@@ -175,6 +176,14 @@ class ExperimentSpec(_Spec):
     model: ModelSpec
     train: TrainSpec
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N; not part of the run's identity")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset_is_a_name(cls, value: str) -> str:
+        if not is_name(value):  # read back from a spec.json: a name, as when it was written
+            raise ValueError("a preset is named with letters, digits and . _ + = - (a spec.json that says otherwise "
+                             "was not written by factrecall)")
+        return value
 
     @model_validator(mode="after")
     def _strategies_known(self) -> ExperimentSpec:
@@ -342,10 +351,16 @@ def build_spec(
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")
 
 
+def is_name(name: object) -> bool:
+    """Whether `name` is one factrecall could have given a run, study, preset or model (`check_run_name`):
+    what a name read back from a file must be before it is used or shown."""
+    return isinstance(name, str) and _RUN_NAME.fullmatch(name) is not None and ".." not in name
+
+
 def check_run_name(name: str) -> str:
     """A run's folder name: letters, digits and . _ + = -, starting with a letter or digit, never
     `..`: a name cannot reach outside WORKSPACE/runs."""
-    if not _RUN_NAME.fullmatch(name) or ".." in name:
+    if not is_name(name):
         raise SpecError(f"run name {name!r}: use letters, digits and . _ + = - (starting with a letter or digit, "
                         "at most 128, no '..'), e.g. --name my-sweep")
     return name
@@ -356,21 +371,17 @@ MAX_CONFIG_BYTES = 1 << 20  # a settings file is a page of TOML; anything larger
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """A TOML settings file, laid out like jobs/presets/*.toml: a regular file of at most 1 MiB of
-    UTF-8 TOML (a folder, a device such as /dev/zero, or binary data is refused in one line)."""
+    UTF-8 TOML (a folder, a FIFO, a device such as /dev/zero, or binary data is refused in one line)."""
     try:
-        if not path.is_file():
-            raise SpecError(f"config file {path} {'is not a regular file' if path.exists() else 'does not exist'}; "
-                            "give a TOML file laid out like jobs/presets/*.toml")
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise SpecError(f"config file {path} is {path.stat().st_size:,} bytes, not a settings file (at most "
-                            f"{MAX_CONFIG_BYTES:,})")
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
+        text = read_regular(path, MAX_CONFIG_BYTES).decode("utf-8")
+        return tomllib.loads(text)
+    except Unreadable as err:
+        why = "does not exist" if err.missing else err.why
+        raise SpecError(f"config file {path} {why}; give a TOML file laid out like jobs/presets/*.toml") from None
     except UnicodeDecodeError:
         raise SpecError(f"config file {path} is not UTF-8 text; give a TOML file") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"config file {path} is not valid TOML: {err}") from None
-    except OSError as err:
-        raise SpecError(f"config file {path} cannot be read: {err.strerror}") from None
 
 
 def spec_from_json(text: str, where: str) -> ExperimentSpec:

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from jobs.run.corpus import Prompt
 from jobs.errors import FactrecallError, TokenizerTemplateError, first_line
 from jobs.words import FORMATS
+from store.fileio import TEXT, read_regular
 
 SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
 ANSWER_END = "."
@@ -55,7 +56,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 def check_vocabulary(tok: PreTrainedTokenizerBase, path: str | Path) -> None:
     """Refuse a tokenizer that makes ids the checkpoint's embedding has no row for (the token
     classes transformers picks by model type can add special tokens of their own, such as a pad)."""
-    config = json.loads((Path(path) / "config.json").read_text())
+    config = json.loads(read_regular(Path(path) / "config.json", TEXT))
     rows = config.get("vocab_size") or (config.get("text_config") or {}).get("vocab_size")
     if rows and len(tok) > rows:
         extra = [t for t, i in tok.get_vocab().items() if i >= rows][:3]

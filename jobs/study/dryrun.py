@@ -42,6 +42,7 @@ from jobs.run.people import generate_people
 from jobs.run.pipeline import PHASE_STREAM
 from jobs.run.spec import Phase
 from jobs.run.tokenizer import ANSWER_END, encode_targets, load_tokenizer, train_word_tokenizer
+from jobs.shown import markup
 from jobs.run.train import curve_interval, plan_batches
 from jobs.study.plan import PAPER_MODELS, Study
 from jobs.study.rate import gemm_rate
@@ -322,7 +323,9 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
 def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
     with console.status("validating: data, tokenizer, model, device"):
         info = plan(study, tflops, gpu_memory)
-    console.print(f"[bold]reproduce {info['study']}[/bold] (dry run: nothing written) → {info['folder']}", soft_wrap=True)
+    console.print(f"[bold]reproduce {markup(info['study'])}[/bold] (dry run: nothing written) → {markup(info['folder'])}", soft_wrap=True)
+    for note in (info["probe"] or {}).get("notes", []):  # the GEMM record is advice: what was dropped from it
+        console.print(f"[yellow]note:[/yellow] {markup(note)}", soft_wrap=True, highlight=False)
     console.print(f"runs: {', '.join(info['runs'])}; device {info['device']}; model {info['model']}: "
                   f"{info['parameters']:,} parameters, {info['layers']} layers, hidden {info['hidden']}, "
                   f"vocabulary {info['vocab']:,}", soft_wrap=True)

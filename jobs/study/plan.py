@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import store
+from jobs.run.workspace import run_path, study_path
 from jobs.errors import FactrecallError
 from jobs.launch.plan import RunRequest, plan_runs
 from jobs.run.spec import ExperimentSpec
@@ -55,13 +56,13 @@ def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SN
     if snapshots < 0:
         raise FactrecallError(f"--snapshots {snapshots}: give 0 (only the end of training) or more")
     name = request.name or request.preset
-    study = Study(name, workspace / "reproduce" / name, snapshots=snapshots)
+    study = Study(name, study_path(workspace, name), snapshots=snapshots)
     for seed in request.seeds:
         one = dataclasses.replace(request, strategies=STUDY_STRATEGIES, seeds=(seed,), per_strategy=False,
                                   overrides=(*request.overrides, f"train.snapshots={snapshots}"),
                                   name=f"reproduce-{name}-s{seed}")
         (spec, run_name), = plan_runs(one, workspace if fits else None, models_in=workspace)
-        study.runs.append((spec, workspace / "runs" / run_name))
+        study.runs.append((spec, run_path(workspace, run_name)))
     return study
 
 

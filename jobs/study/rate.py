@@ -13,15 +13,15 @@ used, so a plan made while something else runs is not made from a slow moment.
 
 from __future__ import annotations
 
-import json
+import math
 import platform
 import time
 from pathlib import Path
 
-import platformdirs
 import torch
 
-from jobs.run.files import atomic_write_json
+from jobs.errors import FactrecallError
+from jobs.run.files import atomic_write_json, read_json, user_folder
 
 PROBE_ROWS = 2048
 PROBE_MIN_ROWS = 64
@@ -29,10 +29,18 @@ PROBE_FLOPS = 2e10  # at most this much work in one product (about 0.1 s in fp32
 PROBE_SECONDS = 0.05  # repeat a product until this long has passed (at least 3 times), after one warm-up
 CACHE_VERSION = 1
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# What any CPU thread can do, at the most and the least: a core with AMX tiles peaks near 2 TFLOP/s in
+# bf16 (1,024 FLOP a cycle at 2 GHz), an AVX-512 core near 0.3 TFLOP/s in fp32; nothing that runs
+# torch at all is below 10 MFLOP/s. A recorded rate outside these bounds (times the threads) is no
+# machine's: the record is advice, never truth, and such a value is dropped and measured again.
+MAX_FLOPS_PER_THREAD = 5e12
+MIN_FLOPS_PER_THREAD = 1e7
 
 
-def cache_file() -> Path:
-    return platformdirs.user_cache_path("factrecall") / "gemm.json"
+def cache_file() -> Path | None:
+    """~/.cache/factrecall/gemm.json (None without a home: nothing is recorded then)."""
+    folder = user_folder("cache")
+    return None if folder is None else folder / "gemm.json"
 
 
 def cpu_name() -> str:
@@ -66,12 +74,38 @@ def _seconds(m: int, k: int, n: int, dtype: torch.dtype) -> float:
     return (time.perf_counter() - t0) / count
 
 
-def _read_cache(file: Path) -> dict:
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: measured again, and rewritten
+def plausible(rate: object, threads: int) -> bool:
+    """Whether `rate` (FLOP/s) is one a CPU running `threads` threads could have measured."""
+    return (isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate)
+            and MIN_FLOPS_PER_THREAD <= rate / max(threads, 1) <= MAX_FLOPS_PER_THREAD)
+
+
+def _read_cache(file: Path | None, notes: list[str] | None = None) -> dict:
+    """The recorded rates ({} when there are none); a damaged record, or a value no machine could have
+    measured, is said in `notes` and left out (measured again, and the record rewritten)."""
+    if file is None:
         return {}
-    return data.get("rates", {}) if isinstance(data, dict) and data.get("version") == CACHE_VERSION else {}
+    try:
+        data = read_json(file, "it is measured again and rewritten", default={})
+    except FactrecallError as err:
+        if notes is not None:
+            notes.append(str(err))
+        return {}
+    if not isinstance(data, dict) or data.get("version", CACHE_VERSION) != CACHE_VERSION or \
+            not isinstance(data.get("rates", {}), dict):
+        if notes is not None:
+            notes.append(f"{file} is not a GEMM record this factrecall wrote; it is measured again and rewritten")
+        return {}
+    rates, kept = data.get("rates", {}), {}
+    for key, value in rates.items():
+        threads = next((int(part.split()[0]) for part in str(key).split("|") if part.endswith(" threads")
+                        and part.split()[0].isdigit()), 1)
+        if plausible(value, threads):
+            kept[key] = value
+    if len(kept) < len(rates) and notes is not None:
+        notes.append(f"{len(rates) - len(kept)} recorded GEMM rate(s) in {file} are not ones any CPU could measure "
+                     "(outside 10 MFLOP/s to 5 TFLOP/s a thread): dropped, measured again")
+    return kept
 
 
 def gemm_rate(config, precision: str, rows: int, cache: bool = True) -> dict:
@@ -81,8 +115,13 @@ def gemm_rate(config, precision: str, rows: int, cache: bool = True) -> dict:
     rows = max(1, min(rows, PROBE_ROWS))
     threads = torch.get_num_threads()
     prefix = f"{cpu_name()}|torch {torch.__version__}|{threads} threads|{precision}"
-    file = cache_file()
-    rates = _read_cache(file) if cache else {}
+    notes: list[str] = []
+    try:
+        file = cache_file() if cache else None
+    except FactrecallError as err:  # the cache folder is a link, or a file: the plan is made without a record
+        file = None
+        notes.append(f"{err}; no GEMM record is kept")
+    rates = _read_cache(file, notes)
     flops = seconds = 0.0
     shown, cached = [], 0
     now: dict[str, float] = {}
@@ -92,17 +131,18 @@ def gemm_rate(config, precision: str, rows: int, cache: bool = True) -> dict:
         if key not in now:  # q and o are often k and v's shape: measured once
             now[key] = 2 * m * k * n / _seconds(m, k, n, DTYPES[precision])
         best = rates.get(key)
-        if isinstance(best, (int, float)) and best > now[key]:
+        if best is not None and best > now[key]:
             cached += 1
         else:
             best = rates[key] = now[key]
         flops += times * 2 * k * n
         seconds += times * 2 * k * n / best
         shown.append({"rows": m, "k": k, "n": n, "times": times, "flops_per_s": round(best), "now": round(now[key])})
-    if cache:
+    if file is not None:
         try:
             atomic_write_json(file, {"version": CACHE_VERSION, "rates": {**_read_cache(file), **rates}})
-        except OSError:  # a read-only home: the plan stands, the next one measures again
+        except (OSError, FactrecallError):  # a read-only home: the plan stands, the next one measures again
             pass
     return {"flops_per_s": flops / seconds, "products": shown, "rows": rows, "threads": threads,
-            "precision": precision, "cached": cached == len(shown), "cpu": cpu_name(), "file": str(file)}
+            "precision": precision, "cached": cached == len(shown), "cpu": cpu_name(), "file": str(file),
+            "notes": notes}

@@ -10,13 +10,15 @@ the caches, and a sweep missing from them is fitted on the spot.
 
 from __future__ import annotations
 
-import json
+import math
 import time
+from pathlib import Path
 
 import numpy as np
 
 import store
-from jobs.run.files import atomic_write_bytes, atomic_write_json
+from jobs.errors import FactrecallError
+from jobs.run.files import atomic_write_bytes, atomic_write_json, read_json
 from jobs.run.folder import read_done, read_metrics
 from jobs.study import claims
 from jobs.study.figures import figures
@@ -127,9 +129,22 @@ def _setup(study: Study, metrics: list[dict], mains: list) -> dict:
             "snapshots": spec.train.snapshots, "reused": reused, "data": spec.data.model_dump(mode="json")}
 
 
+TIMING_FILE = "timing.json"
+
+
+def read_timing(folder: Path) -> dict[str, float]:
+    """The study's timing.json: seconds per part ({} when there is none; a damaged one is {} too, and
+    rewritten by the next part timed: it is a record of time spent, never a reason to stop)."""
+    try:
+        parts = read_json(folder / TIMING_FILE, "", default={})
+    except FactrecallError:
+        return {}
+    return {k: float(v) for k, v in parts.items() if isinstance(v, (int, float)) and math.isfinite(v)} \
+        if isinstance(parts, dict) else {}
+
+
 def _timing(study: Study) -> dict:
-    file = study.folder / "timing.json"
-    parts = json.loads(file.read_text()) if file.exists() else {}
+    parts = read_timing(study.folder)
     return {"parts": parts, "total_s": round(sum(parts.values()), 1)}
 
 

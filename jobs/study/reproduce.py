@@ -15,7 +15,7 @@ store, so a killed study started again recomputes nothing it finished.
 from __future__ import annotations
 
 import contextlib
-import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,13 +23,15 @@ from pathlib import Path
 import store
 from jobs.errors import FactrecallError
 from jobs.launch.queue import queued_runs
-from jobs.run.files import atomic_write_json
+from jobs.run.files import atomic_write_json, hold_lock, take_lock
+from jobs.run.folder import watch_stop
+from jobs.run.workspace import study_path
 from jobs.run.spec import ExperimentSpec
 from jobs.study.plan import PAPER_MODELS, PATCH_ATTRIBUTE, Study, probe_jobs
-from jobs.study.report import write_report
+from jobs.study.report import TIMING_FILE, read_timing, write_report
 from store.probes import ProbeSettings, cached, sweep
 
-TIMING_FILE = "timing.json"
+LOCK_FILE = "study.lock"
 ProbeProgress = Callable[[int, int, str], None]   # (sweeps done, sweeps in all, the sweep in words)
 
 
@@ -48,7 +50,27 @@ def run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, 
     CLI's, with its progress bars), every probe sweep, the interventions, and the report. Returns report.json's content
     and how many sweeps were fitted now (the rest came from the stores' caches)."""
     check_idle(study)
-    study.folder.mkdir(parents=True, exist_ok=True)
+    with study_lock(study):
+        return _run_study(study, run_one, probe_progress=probe_progress, patch_progress=patch_progress, argv=argv)
+
+
+@contextlib.contextmanager
+def study_lock(study: Study) -> Iterator[None]:
+    """The study folder WORKSPACE/reproduce/NAME (made, never through a link) held by this process for
+    the whole study (`study.lock`, as a run holds run.lock): a second `reproduce` of the same study is
+    refused in one line naming the first's pid, instead of fitting the same probes beside it."""
+    folder = study_path(study.workspace, study.name, make=True)
+    fd = take_lock(folder / LOCK_FILE, f"study {study.name}")
+    try:
+        hold_lock(fd)
+        with watch_stop(folder):  # `cancel study:NAME` stops the run being trained, whenever it arrives
+            yield
+    finally:
+        os.close(fd)
+
+
+def _run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, probe_progress: ProbeProgress | None,
+               patch_progress: ProbeProgress | None, argv: list[str] | None) -> tuple[dict, int]:
     atomic_write_json(study.folder / "plan.json", {
         "name": study.name, "preset": study.preset, "seeds": [spec.seed for spec, _ in study.runs],
         "snapshots": study.snapshots, "runs": [str(p.relative_to(study.workspace)) for p in study.paths],
@@ -92,10 +114,9 @@ def _progress(study: Study, **where: object) -> None:
 def add_seconds(folder: Path, part: str, seconds: float) -> None:
     """Add wall-clock seconds to `part` in the study's timing.json (summed over every invocation:
     a study stopped and started again reports the time it really took)."""
-    file = folder / TIMING_FILE
-    timing = json.loads(file.read_text()) if file.exists() else {}
+    timing = read_timing(folder)
     timing[part] = round(timing.get(part, 0.0) + seconds, 1)
-    atomic_write_json(file, timing)
+    atomic_write_json(folder / TIMING_FILE, timing)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """Every file of a finished run folder and its store, damaged every way a collaborator's tarball, a
 full disk or a careless edit damages it (truncated, deleted, garbage, a folder where the file should
-be, a symbolic link out of the workspace), under every verb that reads it. Each cell must end as one
+be, a symbolic link out of the workspace, a FIFO, a device node), under every verb that reads it. Each cell must end as one
 line and exit 2, or as a clean repair (exit 0 and the run as it was); never a traceback, and never a
 byte changed outside the run folder (the link's target least of all)."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from jobs.cli import main
 from jobs.run.events import read_events
 from jobs.run.folder import read_metrics
 from jobs.words import steps_of
+from tests.guards import bounded
 
 RUN = "tiny-stage+mix-s0"
 OUTSIDE = b"a file of the user's, outside the workspace\n"
@@ -51,7 +53,7 @@ READERS: dict[str, tuple[str, ...]] = {
     "activations.zarr/label/c/0/0": ("probe", "export"),
     "activations.zarr/checksum/c/0/0/0/0/0": ("probe", "export"),
 }
-DAMAGES = ("truncated", "deleted", "garbage", "folder", "link out")
+DAMAGES = ("truncated", "deleted", "garbage", "folder", "link out", "fifo", "device")
 
 VERBS = {
     "resume": ["resume", RUN],
@@ -79,6 +81,15 @@ def damage(path: Path, how: str, outside: Path) -> None:
     elif how == "link out":
         path.unlink()
         path.symlink_to(outside)
+    elif how == "fifo":  # reading it would block for ever
+        path.unlink()
+        os.mkfifo(path)
+    elif how == "device":  # what /dev/zero is: reading it never ends (`tar -x` as root restores such nodes)
+        path.unlink()
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 5))
+        except PermissionError:
+            pytest.skip("making a device node needs root (CAP_MKNOD)")
 
 
 def _tree(root: Path, skip: tuple[Path, ...]) -> dict[str, tuple[int, int]]:
@@ -103,7 +114,8 @@ def test_a_damaged_file_is_one_line_or_a_clean_repair(rel, how, verb, tiny_run, 
     before = _tree(tmp_path, skip=(run, ws / "OUT"))
 
     if verb == "scan":  # the app: every run is listed, a damaged one as a message
-        seen = {r.name: r for r in Scanner(ws).scan()}
+        with bounded(f"the app's scan of a {how} {rel}"):
+            seen = {r.name: r for r in Scanner(ws).scan()}
         assert RUN in seen or (rel, how) == ("spec.json", "deleted"), seen  # without its spec, not a run
         if RUN in seen and seen[RUN].status == "broken":
             assert seen[RUN].error and "\n" not in seen[RUN].error
@@ -113,7 +125,7 @@ def test_a_damaged_file_is_one_line_or_a_clean_repair(rel, how, verb, tiny_run, 
         cwd = os.getcwd()
         try:
             os.chdir(ws)
-            with redirect_stdout(out), redirect_stderr(err):
+            with redirect_stdout(out), redirect_stderr(err), bounded(f"{verb} on a {how} {rel}"):
                 code = main(["--workspace", str(ws), *argv])
         finally:
             os.chdir(cwd)
@@ -136,5 +148,5 @@ def test_a_damaged_file_is_one_line_or_a_clean_repair(rel, how, verb, tiny_run, 
 
 
 def test_the_matrix_covers_every_file_and_verb():
-    assert len(READERS) >= 25 and len(CELLS) >= 250
+    assert len(READERS) >= 25 and len(CELLS) >= 380
     assert {v for verbs in READERS.values() for v in verbs} == {*VERBS, "scan"}
