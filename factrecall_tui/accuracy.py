@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from rich.markup import escape as _escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -34,6 +33,7 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
+from factrecall_tui.escape import escaped
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.quiet import DataTable, Line
@@ -42,6 +42,7 @@ from factrecall_tui.runs import RunSummary
 from jobs.errors import USER_ERRORS, first_line
 from jobs.run.folder import load_spec
 from jobs.run.tables import cell, group_curves, load_groups
+from jobs.shown import visible
 from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, CHAINS, MODEL_LABELS, SET_LABELS
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
                 model = next((m for m in g.models if m in TRAINED), g.models[0])
                 self._move_cursor(self._keys[i, model])
                 return
-        self._set_message(f"{_escape(name)}: no trained model's results to show yet")
+        self._set_message(f"{escaped(name)}: no trained model's results to show yet")
 
     # -- loading -------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="accuracy-load", exit_on_error=False)
@@ -283,8 +284,9 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             for key, run, model, cells1, cells5, seeds in chunk:
                 # Text, not str: a str cell is parsed as markup, a third of the cost of a row.
                 label, seeds_cell = Text(MODEL_LABELS[model]), Text(seeds)
-                fig1.add_row(Text(run), label, *map(Text, cells1), seeds_cell, key=key)
-                fig5.add_row(Text(run), label, *map(Text, cells5), seeds_cell, key=key)
+                run_cell = Text(visible(run))  # a run folder's name: text, its control characters written out
+                fig1.add_row(run_cell, label, *map(Text, cells1), seeds_cell, key=key)
+                fig5.add_row(run_cell, label, *map(Text, cells5), seeds_cell, key=key)
             wanted = self._cursor_wanted
             if wanted is not None and any(row[0] == wanted for row in chunk):
                 self._cursor_wanted = None
@@ -366,11 +368,11 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         elif self.chart == "curves" and group is not None:
             self.chart_data, self.chart_labels = {}, []
             self.chart_title = (f"{group.label}: no training curve logged (train.eval_every is 0?); t shows the bars")
-            legend.update(f"[dim]{_escape(self.chart_title)}[/]")
+            legend.update(f"[dim]{escaped(self.chart_title)}[/]")
         elif group is None or not group.chart1:
             self.chart_data, self.chart_labels = {}, []
             self.chart_title = "no trained model to plot" if group is not None else "no runs with a trained model yet"
-            legend.update(f"[dim]{self.chart_title}[/]")
+            legend.update(f"[dim]{escaped(self.chart_title)}[/]")
         else:
             data = group.chart1 if self.figure == "fig1" else group.chart5
             self.chart_labels = FIG1_LABELS if self.figure == "fig1" else FIG5_LABELS
@@ -378,9 +380,9 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             seeds = _seeds_said(group)
             what = "QA out exact match per attribute" if self.figure == "fig1" else "exact match per set"
             self.chart_title = f"{'Figure 1' if self.figure == 'fig1' else 'Figure 5'} · {group.label}{seeds} · {what} (%)"
-            keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {_escape(model)}"
+            keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {escaped(model)}"
                              for model, (r, g, b) in zip(self.chart_data, group.colors))
-            legend.update(f"[b]{_escape(self.chart_title)}[/]\n{keys}")
+            legend.update(f"[b]{escaped(self.chart_title)}[/]\n{keys}")
             plt.multiple_bar(self.chart_labels, list(self.chart_data.values()), color=group.colors, width=0.8)
             plt.ylim(0, 100)
             plt.yticks([0, 25, 50, 75, 100])
@@ -394,9 +396,9 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         seeds = max(c.seeds for c in group.curves.values())
         self.chart_title = (f"Over training · {group.label}" + (f" · mean of {seeds} seeds" if seeds > 1 else "")
                             + " · exact match (%) by optimizer step")
-        keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {_escape(label)}" + (" (QA phase after ┆)" if c.switch else "")
+        keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {escaped(label)}" + (" (QA phase after ┆)" if c.switch else "")
                          for label, c in group.curves.items() for r, g, b in [c.color])
-        legend.update(f"[b]{_escape(self.chart_title)}[/]\n{keys}")
+        legend.update(f"[b]{escaped(self.chart_title)}[/]\n{keys}")
         plt.subplots(1, len(SET_LABELS))
         for i, (key, name) in enumerate(SET_LABELS.items(), start=1):
             panel = plt.subplot(1, i)
@@ -421,7 +423,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
                         "f: Figure 1 ⇄ 5 · t: curves")
         if self.notes:
             more = f" (+{len(self.notes) - 1} more)" if len(self.notes) > 1 else ""
-            text += f"\n[b red]skipped[/] {_escape(self.notes[0])}{more}"
+            text += f"\n[b red]skipped[/] {escaped(self.notes[0])}{more}"
         self.message = text
         self.query_one("#acc-message", Static).update(text)
 

@@ -9,16 +9,20 @@ reopening it finds them again. ctrl+p opens the command palette.
 from __future__ import annotations
 
 import argparse
-import errno
 import gc
 import os
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from rich.segment import Segment
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.color import Color
+from textual.filter import LineFilter
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -42,9 +46,38 @@ from factrecall_tui.study_form import StudyScreen
 from factrecall_tui.tabs import Tabs
 from jobs.errors import USER_ERRORS, first_line
 from jobs.run.files import atomic_write_bytes
+from jobs.run.workspace import EXPORTS, SCREENSHOTS
+from jobs.run.workspace import folder as workspace_folder
+from jobs.shown import visible
 
 TABS = {"jobs": "Jobs", "accuracy": "Accuracy", "probes": "Probes", "store": "Store", "report": "Report"}
 SCAN_EVERY_S = 1.0
+_NOT_IN_A_FILE_NAME = re.compile(r"[^A-Za-z0-9._+=-]")
+
+
+class Shown(LineFilter):
+    """The app's output sanitizer, a safety net under every widget: each line any widget draws (a
+    toast, a table cell, the header, a log, a tree...) passes through the app's line filters before
+    it reaches the terminal (textual/_styles_cache.py), and here every piece of text that holds a
+    control character, a lone surrogate or a bidirectional override has it written out as its escape
+    (`jobs.shown.visible`), so an ESC from a handed-over file is shown, never acted on. The segments a
+    renderer marks as control are its own and pass. A line made longer by the escapes is cut back to
+    its width (what is cut was never laid out): the entry points make text visible before layout, so
+    widths are right; this only catches what they missed."""
+
+    def apply(self, segments: list[Segment], background: Color) -> list[Segment]:
+        out: list[Segment] | None = None
+        for i, segment in enumerate(segments):
+            if segment.control:
+                continue
+            text = visible(segment.text, lines=True)
+            if text is not segment.text:  # something to escape (visible returns its argument when not)
+                if out is None:
+                    out = list(segments)
+                out[i] = Segment(text, segment.style, segment.control)
+        if out is None:
+            return segments
+        return Segment.adjust_line_length(out, Segment.get_line_length(segments))
 
 
 class FactrecallApp(App):
@@ -77,7 +110,9 @@ class FactrecallApp(App):
         self._shown = False                      # the panes have been shown a scan
         self.scan_every = scan_every
         self._scanning = False
+        self._scan_error = ""                    # the last scan's failure, said once until it changes
         self._focus_after_scan: str | None = None
+        self._shown_filter = Shown()             # one instance: strips cache what each filter made of them
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -95,7 +130,7 @@ class FactrecallApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = str(self.workspace)
+        self.sub_title = visible(self.workspace)  # the user's choice, but a path may hold anything
         if (theme := self.remembered.text("theme")) in self.available_themes:
             self.theme = theme
         self.theme_changed_signal.subscribe(self, lambda theme: self.remembered.set_theme(theme.name))
@@ -104,6 +139,19 @@ class FactrecallApp(App):
         self.rescan()
         if self.scan_every:
             self.set_interval(self.scan_every, self.rescan)
+
+    # -- what reaches the terminal ----------------------------------------------------------------
+    def get_line_filters(self) -> Sequence[LineFilter]:
+        """Textual's filters, then the sanitizer (`Shown`) under every line drawn."""
+        return [*super().get_line_filters(), self._shown_filter]
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notification of this app is plain text, whatever its caller asks (widgets pass
+        markup=True by default): most carry a file's words, a run's error, a path; none is written
+        as markup. Control characters are written out (`visible`)."""
+        super().notify(visible(message, lines=True), title=visible(title), severity=severity, timeout=timeout,
+                       markup=False)
 
     # -- the workspace ---------------------------------------------------------------------------
     def rescan(self) -> None:
@@ -119,18 +167,24 @@ class FactrecallApp(App):
         try:
             runs = self.scanner.scan()
         except OSError as err:  # the workspace unreadable (a lost mount): said, and read again next time
-            self.post_message(ScanFailed(err))
+            self.post_message(ScanFailed(f"cannot read {self.workspace}: {err.strerror or err}"))
+            return
+        except USER_ERRORS as err:  # e.g. WORKSPACE/runs a symbolic link (jobs.run.workspace)
+            self.post_message(ScanFailed(first_line(err)))
             return
         self.post_message(RunsScanned(runs))
 
     @on(ScanFailed)
     def _scan_failed(self, message: ScanFailed) -> None:
         self._scanning = False
-        self.notify(f"cannot read {self.workspace}: {message.error}", severity="error", timeout=10)
+        if message.error != self._scan_error:  # once, not at every scan, until it changes
+            self._scan_error = message.error
+            self.notify(message.error, severity="error", timeout=10)
 
     @on(RunsScanned)
     def _show(self, message: RunsScanned) -> None:
         self._scanning = False
+        self._scan_error = ""
         if not self.is_running:  # a scan that ended as the app closes: its screens are gone
             return
         # A steady rescan hands back the very objects of the runs that did not change: when none did,
@@ -174,15 +228,15 @@ class FactrecallApp(App):
     def _export(self, message: Export) -> None:
         """A table as CSV: into WORKSPACE/exports (written whole, by rename) and onto the clipboard
         (the terminal's OSC 52: over ssh too, where the terminal allows it)."""
-        folder = self.workspace / "exports"
-        path = folder / f"{message.what}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+        # The name is the app's words, but may hold a store's (a probe's attribute): never a path.
+        what = _NOT_IN_A_FILE_NAME.sub("_", message.what)
         try:
-            if folder.is_symlink():
-                raise OSError(errno.ELOOP, "a link: exports are written inside the workspace only")
+            exports = workspace_folder(self.workspace, EXPORTS, make=True)  # never through a link (jobs.run.workspace)
+            path = exports / f"{what}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
             atomic_write_bytes(path, message.csv.encode())
         except (OSError, *USER_ERRORS) as err:
-            self.notify(f"cannot export to {folder}: {getattr(err, 'strerror', None) or first_line(err)}",
-                        severity="error", timeout=10)
+            self.notify(f"cannot export to {self.workspace / EXPORTS}: "
+                        f"{getattr(err, 'strerror', None) or first_line(err)}", severity="error", timeout=10)
             return
         self.copy_to_clipboard(message.csv)
         rows = message.csv.count("\n") - 1
@@ -258,12 +312,16 @@ class FactrecallApp(App):
                            time_format: str | None = None) -> str | None:
         """A screenshot (palette, or ctrl+p) goes into WORKSPACE/screenshots (a server has no ~/Downloads,
         where Textual puts it), and the app says where it went."""
-        folder = Path(path) if path else self.workspace / "screenshots"
+        where = Path(path) if path else self.workspace / SCREENSHOTS
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            saved = self.save_screenshot(filename, str(folder), time_format)
-        except OSError as err:
-            self.notify(f"cannot save the screenshot in {folder}: {err.strerror}", severity="error", timeout=10)
+            if not path:  # the workspace's own folder: never through a link (jobs.run.workspace)
+                where = workspace_folder(self.workspace, SCREENSHOTS, make=True)
+            else:
+                where.mkdir(parents=True, exist_ok=True)
+            saved = self.save_screenshot(filename, str(where), time_format)
+        except (OSError, *USER_ERRORS) as err:
+            self.notify(f"cannot save the screenshot in {where}: {getattr(err, 'strerror', None) or first_line(err)}",
+                        severity="error", timeout=10)
             return None
         self.notify(f"screenshot saved: {saved}", title="Screenshot")
         return saved
@@ -313,5 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     if workspace.exists() and not workspace.is_dir():
         ap.exit(2, f"error: workspace {workspace} is a file; give a folder (it holds runs/)\n")
     collect_less()
-    FactrecallApp(workspace, freeze_gc=True).run()
-    return 0
+    app = FactrecallApp(workspace, freeze_gc=True)
+    app.run()
+    return app.return_code or 0  # 1 after a crash (Textual prints its traceback), not a quiet 0

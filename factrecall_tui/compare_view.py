@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,12 +17,14 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
+from factrecall_tui.escape import escaped
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp
 from factrecall_tui.quiet import DataTable, Footer, Line
 from factrecall_tui.run_view import to_csv
 from jobs.errors import USER_ERRORS, first_line
 from jobs.run.tables import comparison
+from jobs.shown import visible
 
 
 class CompareScreen(HandsFailuresUp, Screen):
@@ -43,7 +46,7 @@ class CompareScreen(HandsFailuresUp, Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Line(f"[b]Compare[/] · {self.what} · exact match (%) · [dim]reading {len(self.paths)} runs…[/]",
+        yield Line(f"[b]Compare[/] · {escaped(self.what)} · exact match (%) · [dim]reading {len(self.paths)} runs…[/]",
                      id="compare-title")
         yield DataTable(id="compare-table", zebra_stripes=True, cursor_type="row")
         yield Footer()
@@ -63,19 +66,21 @@ class CompareScreen(HandsFailuresUp, Screen):
     @on(Compared)
     def _show(self, message: Compared) -> None:
         title = self.query_one("#compare-title", Static)
+        # The runs' words (a setting's value, an error quoting a spec) are text: never markup, and
+        # their control characters written out.
         if message.error:
-            title.update(f"[b]Compare[/] · {self.what} · [red]{message.error}[/]")
+            title.update(f"[b]Compare[/] · {escaped(self.what)} · [red]{escaped(message.error)}[/]")
             return
         self.header, self.rows = message.header, message.rows
         table = self.query_one(DataTable)
         table.clear(columns=True)
         for name in message.header:
-            table.add_column(name, key=name)
-        table.add_rows(message.rows)
+            table.add_column(Text(visible(name)), key=name)
+        table.add_rows([[Text(visible(cell)) for cell in row] for row in message.rows])
         configs = len({row[0] for row in message.rows})
         differing = message.header[1:message.header.index("Model")]
-        title.update(f"[b]Compare[/] · {self.what} · {configs} configuration{'s' * (configs != 1)} · exact match (%)"
-                     f" · differing: {', '.join(differing) or 'nothing but the seed'}")
+        title.update(f"[b]Compare[/] · {escaped(self.what)} · {configs} configuration{'s' * (configs != 1)} · exact "
+                     f"match (%) · differing: {escaped(', '.join(differing)) or 'nothing but the seed'}")
         table.focus()
 
     def action_export(self) -> None:

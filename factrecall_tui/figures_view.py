@@ -13,12 +13,15 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Header, OptionList, Static
 from textual.widgets.option_list import Option
 from textual_image.widget import Image
 
+from factrecall_tui.escape import escaped
 from factrecall_tui.quiet import Footer, Line
+from jobs.shown import visible
 
 
 class FiguresScreen(Screen):
@@ -33,9 +36,11 @@ class FiguresScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Line(f"[b]{self.study}[/] · report figures · [dim]{len(self.figures)} PNGs[/]", id="figures-title")
+        # A figure's name is the report's words: text, never markup.
+        yield Line(f"[b]{escaped(self.study)}[/] · report figures · [dim]{len(self.figures)} PNGs[/]", id="figures-title")
         with Horizontal(id="figures-body"):
-            yield OptionList(*(Option(name, id=str(i)) for i, (name, _) in enumerate(self.figures)), id="figures-list")
+            yield OptionList(*(Option(Content(visible(name)), id=str(i)) for i, (name, _) in enumerate(self.figures)),
+                             id="figures-list")
             yield Image(None, id="figures-image")
         yield Footer()
 
@@ -53,4 +58,4 @@ class FiguresScreen(Screen):
         name, path = self.figures[index]
         self.shown = path
         self.query_one("#figures-image", Image).image = path
-        self.query_one("#figures-title", Static).update(f"[b]{self.study}[/] · {name} · [dim]{path}[/]")
+        self.query_one("#figures-title", Static).update(f"[b]{escaped(self.study)}[/] · {escaped(name)} · [dim]{escaped(path)}[/]")

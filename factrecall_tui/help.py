@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.markup import escape
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
+
+from factrecall_tui.escape import escaped
 
 # What each tab is for, in one sentence (the README says more).
 ABOUT = {
@@ -90,18 +91,18 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
-            yield Static(f"[b]{escape(self.title_text)}[/b] · [dim]escape closes[/]", id="help-title")
+            yield Static(f"[b]{escaped(self.title_text)}[/b] · [dim]escape closes[/]", id="help-title")
             if self.about:
-                yield Static(escape(self.about), id="help-about")
+                yield Static(escaped(self.about), id="help-about")
             with VerticalScroll(id="help-keys"):
                 # One text for every group (not a table widget each): the help opens in a frame's time.
                 width = max([10, *(len(key.keys) for group in self.groups for key in group.keys)])
                 lines = []
                 for group in self.groups:
-                    lines.append(f"[b $accent]{escape(group.title)}[/]")
+                    lines.append(f"[b $accent]{escaped(group.title)}[/]")
                     for key in group.keys:
-                        description = escape(key.description) if key.enabled else \
-                            f"[dim]{escape(key.description)} (not now)[/]"
-                        lines.append(f"[b]{escape(key.keys.ljust(width))}[/]  {description}")
+                        description = escaped(key.description) if key.enabled else \
+                            f"[dim]{escaped(key.description)} (not now)[/]"
+                        lines.append(f"[b]{escaped(key.keys.ljust(width))}[/]  {description}")
                     lines.append("")
                 yield Static("\n".join(lines[:-1]), id="help-table")

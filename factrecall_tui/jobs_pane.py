@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.widgets import Input, Static
 
 from factrecall_tui.confirm import Confirm
+from factrecall_tui.escape import escaped
 from factrecall_tui.messages import Compare, Export, OpenLog, OpenRun, Rescan, RunTab
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.quiet import DataTable, Line
@@ -27,6 +28,7 @@ from factrecall_tui.run_view import SORTS, FilterError, to_csv, visible
 from factrecall_tui.runs import RunSummary, progress_text
 from jobs.errors import USER_ERRORS, first_line
 from jobs.launch.queue import cancel, remove_run, submit
+from jobs.run.workspace import ARCHIVE, RUNS
 from jobs.words import RunStatus
 
 STATUS_STYLE: dict[RunStatus, str] = {
@@ -42,9 +44,10 @@ def _cells(run: RunSummary, stopping: bool = False) -> tuple:
         status = "stopping…"  # asked to stop: it saves its checkpoint, then ends as interrupted
     else:
         status = run.status + (" (starting)" if run.status == "running" and not run.progress else "")
-    # Text, not str: a str cell is parsed as markup each time the table measures or draws it.
+    # Text, not str: a str cell is parsed as markup each time the table measures or draws it (and the
+    # spec's words are the file's: RunSummary makes them visible text, never markup).
     return (Text(run.name), Text(status, style=STATUS_STYLE[run.status]), Text.from_markup(progress_text(run)),
-            Text(run.strategies), Text(run.model), run.seed, run.people)
+            Text(run.strategies), Text(run.model), Text(run.seed), Text(run.people))
 
 
 class JobsPane(HandsFailuresUp, Vertical):
@@ -118,9 +121,9 @@ class JobsPane(HandsFailuresUp, Vertical):
         shown_line = self.query_one("#jobs-shown", Static)
         try:
             runs = visible(self.all, self.query_text, self.sort, self.reverse)
-        except FilterError as err:
+        except FilterError as err:  # it quotes what was typed: text, not markup
             runs = visible(self.all, "", self.sort, self.reverse)
-            shown_line.update(f"[red]{err}[/]")
+            shown_line.update(f"[red]{escaped(err)}[/]")
         else:
             by = "" if self.sort == "newest" and not self.reverse else \
                 f" · by {COLUMNS.get(self.sort, self.sort).lower()}{' (reversed)' if self.reverse else ''}"
@@ -237,28 +240,30 @@ class JobsPane(HandsFailuresUp, Vertical):
     def _detail(self) -> None:
         detail = self.query_one("#job-detail", Static)
         run = self.selected
+        # Markup the pane writes; every word from a file (the spec's, an event's error, a record's) is
+        # escaped into it (factrecall_tui.escape: control characters written out, `[/]` shown as it is).
         if run is None:
-            detail.update(f"No runs in {self.workspace / 'runs'} yet: press [b]n[/] to launch one "
+            detail.update(f"No runs in {escaped(self.workspace / RUNS)} yet: press [b]n[/] to launch one "
                           "(or `factrecall-jobs submit` from a shell).")
             return
         if run.status == "broken":
-            detail.update(f"[b]{run.name}[/]\n[red]cannot read this run:[/] {run.error}")
+            detail.update(f"[b]{escaped(run.name)}[/]\n[red]cannot read this run:[/] {escaped(run.error)}")
             return
-        lines = [f"[b]{run.title}[/]"]
+        lines = [f"[b]{escaped(run.title)}[/]"]
         steps = run.steps
         done = [s for s in steps if s in run.steps_done]
         lines.append(f"steps done {len(done)}/{len(steps)}: {', '.join(done) or '–'}")
         if run.status in ("failed", "interrupted") and run.last_run.get("error"):
-            lines.append(f"[{STATUS_STYLE[run.status]}]{run.status}:[/] {run.last_run['error']}  "
+            lines.append(f"[{STATUS_STYLE[run.status]}]{run.status}:[/] {escaped(run.last_run['error'])}  "
                          "[dim](r resumes it; l shows its log)[/]")
         elif run.status == "stopped":
             lines.append("[magenta]stopped without a word (killed?)[/]: r resumes it from its last checkpoint")
         elif run.status == "running" and run.job:
-            lines.append(f"[dim]{run.job} · c stops it (what it finished is kept)[/]")
+            lines.append(f"[dim]{escaped(run.job)} · c stops it (what it finished is kept)[/]")
         elif run.status == "running" and run.pid:
             lines.append(f"[dim]pid {run.pid} · c stops it (what it finished is kept)[/]")
         elif run.status == "queued" and run.job:
-            lines.append(f"[dim]{run.job}, waiting for the scheduler · c cancels it[/]")
+            lines.append(f"[dim]{escaped(run.job)}, waiting for the scheduler · c cancels it[/]")
         elif run.status == "queued":
             lines.append("[dim]waiting for a free slot · c takes it off the queue[/]")
         detail.update("\n".join(lines), layout=False)
@@ -274,8 +279,8 @@ class JobsPane(HandsFailuresUp, Vertical):
         if run.status == "queued":  # nothing lost: off the queue at once
             self._cancel(run.name)
             return
-        where = f" (step {run.progress['step']})" if run.progress.get("step") else ""
-        self.app.push_screen(Confirm(f"Stop [b]{run.name}[/b]{where}? What it finished and its last checkpoint are "
+        where = f" (step {escaped(run.progress['step'])})" if run.progress.get("step") else ""
+        self.app.push_screen(Confirm(f"Stop [b]{escaped(run.name)}[/b]{where}? What it finished and its last checkpoint are "
                                      "kept; r resumes it.", yes="Stop it", no="Keep it running"),
                              lambda yes: self._cancel(run.name) if yes else None)
 
@@ -325,16 +330,19 @@ class JobsPane(HandsFailuresUp, Vertical):
             self.notify(f"{run.name} is {run.status}: cancel it first (c)", severity="warning")
             return
         if delete:
-            question = (f"Delete [b]{run.name}[/b] and everything in it (checkpoints, activation store, "
+            question = (f"Delete [b]{escaped(run.name)}[/b] and everything in it (checkpoints, activation store, "
                         "metrics) for good? x archives it instead.")
             yes = "Delete it"
         else:
-            question = (f"Archive [b]{run.name}[/b]? It moves to {self.workspace / 'archive'}: out of every "
+            question = (f"Archive [b]{escaped(run.name)}[/b]? It moves to {escaped(self.workspace / ARCHIVE)}: out of every "
                         "list; moving it back to runs/ restores it.")
             yes = "Archive it"
-        studies = [s.name for s in find_studies(self.workspace) if run.name in s.runs]
+        try:
+            studies = [s.name for s in find_studies(self.workspace) if run.name in s.runs]
+        except (OSError, *USER_ERRORS):  # the studies cannot be read: the question cannot name them
+            studies = []
         if studies:  # its study's report stays as written; the study run again would train it anew
-            question += (f" It is a run of the study {', '.join(studies)}: the report stays, but the study "
+            question += (f" It is a run of the study {escaped(', '.join(studies))}: the report stays, but the study "
                          "counts it as missing, and run again would train it anew.")
         self.app.push_screen(Confirm(question, yes=yes, no="Keep it"),
                              lambda sure: self._remove(run.name, delete) if sure else None)

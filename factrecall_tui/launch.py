@@ -17,6 +17,7 @@ from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from factrecall_tui.checklist import Checklist
 from factrecall_tui.confirm import Confirm
+from factrecall_tui.escape import escaped
 from factrecall_tui.quiet import Line
 from factrecall_tui.remembered import Remembered
 from jobs.errors import FactrecallError
@@ -25,6 +26,7 @@ from jobs.launch.queue import prepare, start_worker, submit
 from jobs.run.checkpoints import resolve_model
 from jobs.run.folder import load_spec
 from jobs.run.spec import DEFAULT_PRESET, load_preset, preset_names
+from jobs.run.workspace import RUNS, folder as workspace_folder
 from jobs.words import DEFAULT_STRATEGIES
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -161,22 +163,23 @@ class LaunchScreen(ModalScreen[list[str]]):
         self.query_one("#people", Input).placeholder = f"the preset's {preset['data']['people']}"
         try:
             self.planned = self._plan()
+            runs = workspace_folder(self.workspace, RUNS)  # never through a link (jobs.run.workspace)
         except (FactrecallError, ValueError) as err:
             self.planned = []
-            plan.update(f"[red]✗[/] {err}")
+            plan.update(f"[red]✗[/] {escaped(err)}")  # it quotes what was typed, a model's files: text
             plan.set_class(True, "-error")
             return False
         names = [name for _, name in self.planned]
-        existing = [n for n in names if (self.workspace / "runs" / n / "spec.json").exists()]
+        existing = [n for n in names if (runs / n / "spec.json").exists()]
         for spec, name in self.planned:  # what `run` would refuse on launch is refused here, in the form's words
             if name in existing:
                 try:
-                    other = load_spec(self.workspace / "runs" / name)
+                    other = load_spec(runs / name)
                 except FactrecallError:
                     other = None
                 if other is None or other.identity() != spec.identity():
                     self.planned = []
-                    plan.update(f"[red]✗[/] run {name} exists and holds "
+                    plan.update(f"[red]✗[/] run {escaped(name)} exists and holds "
                                 f"{'a different experiment' if other else 'a folder that cannot be read'}: change Name "
                                 "(or leave it empty for a name of its own)")
                     plan.set_class(True, "-error")
@@ -184,7 +187,7 @@ class LaunchScreen(ModalScreen[list[str]]):
         note = (f" ({len(existing)} of them exist{'s' if len(existing) == 1 else ''} and resume{'s' if len(existing) == 1 else ''})"
                 if existing else "")
         shown = ", ".join(names[:3]) + (f" … and {len(names) - 3} more" if len(names) > 3 else "")
-        plan.update(f"[green]✓[/] queues {len(names)} run{'s' if len(names) > 1 else ''}{note}: {shown}")
+        plan.update(f"[green]✓[/] queues {len(names)} run{'s' if len(names) > 1 else ''}{note}: {escaped(shown)}")
         plan.set_class(False, "-error")
         return True
 
@@ -225,7 +228,7 @@ class LaunchScreen(ModalScreen[list[str]]):
             if queued:
                 start_worker(self.workspace)
                 self.notify(f"queued {', '.join(queued)} before: {err}", severity="warning")
-            self.query_one("#plan", Static).update(f"[red]✗[/] {err}")
+            self.query_one("#plan", Static).update(f"[red]✗[/] {escaped(err)}")
             self.query_one("#plan", Static).set_class(True, "-error")
             return
         start_worker(self.workspace)

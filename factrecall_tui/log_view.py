@@ -8,6 +8,7 @@ and the previous match."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,17 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Header, Input, Label, Log, Sparkline, Static
 from textual.worker import get_current_worker
 
+from factrecall_tui.escape import escaped
 from factrecall_tui.pane import HandsFailuresUp
 from factrecall_tui.quiet import Footer, Line
+from jobs.shown import visible
+from store.fileio import Unreadable, open_regular
 
 FILES = {"log.txt": "log.txt · events", "job.out": "job.out · the job's console"}
 POLL_S = 0.25
@@ -71,7 +76,7 @@ class LogScreen(HandsFailuresUp, Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"[b]{self.run_path.name}[/]  [dim]{self.run_path}[/]", id="log-title")
+        yield Static(f"[b]{escaped(self.run_path.name)}[/]  [dim]{escaped(self.run_path)}[/]", id="log-title")
         yield Vertical(id="log-loss")
         with Horizontal(id="log-search-row"):
             yield Input(placeholder="search the log (Enter: first match; n, N: next, previous)", id="log-search",
@@ -104,6 +109,7 @@ class LogScreen(HandsFailuresUp, Screen):
             except OSError:
                 offsets[name] = 0
         rest = dict.fromkeys(FILES, "")
+        said: set[str] = set()  # the files found unreadable (a FIFO, a device), said once each
         events_at, events_rest = 0, ""  # events.jsonl is read whole: its progress events carry the loss
         if not (self.run_path / "job.out").exists():
             self.post_message(self.LinesRead("job.out", [
@@ -113,10 +119,15 @@ class LogScreen(HandsFailuresUp, Screen):
             for name in FILES:
                 path = self.run_path / name
                 try:
-                    with path.open("rb") as f:
+                    with open_regular(path) as f:  # never a FIFO or a device: reading one would never end
                         f.seek(offsets[name])
                         data = f.read()
-                except OSError:  # not there yet (a queued job), or unreadable: tried again next time
+                except Unreadable as err:  # not there yet (a queued job), or not a file: tried again next time
+                    if not err.missing and name not in said and not worker.is_cancelled:
+                        said.add(name)
+                        self.post_message(self.LinesRead(name, [f"(cannot read {path}: it {err.why})"]))
+                    continue
+                except OSError:  # unreadable: tried again next time
                     continue
                 if not data:
                     continue
@@ -127,10 +138,10 @@ class LogScreen(HandsFailuresUp, Screen):
                 if lines and not worker.is_cancelled:
                     self.post_message(self.LinesRead(name, lines))
             try:
-                with (self.run_path / "events.jsonl").open("rb") as f:
+                with open_regular(self.run_path / "events.jsonl") as f:
                     f.seek(events_at)
                     data = f.read()
-            except OSError:
+            except (OSError, Unreadable):
                 data = b""
             if data:
                 events_at += len(data)
@@ -156,13 +167,15 @@ class LogScreen(HandsFailuresUp, Screen):
             points.append((at, loss))
         for step, points in self.losses.items():
             values = [loss for _, loss in points]
-            label = (f"{step:<12} {values[0]:.3f} → {values[-1]:.3f}  (lowest {min(values):.3f}, step "
+            # The step's name is events.jsonl's: text, never markup; part of an id only where it can be.
+            label = (f"{visible(step):<12} {values[0]:.3f} → {values[-1]:.3f}  (lowest {min(values):.3f}, step "
                      f"{points[-1][0]:,})")
             if step not in self._loss_rows:
                 self._loss_rows[step] = (Label("", classes="loss-label"), Sparkline([], classes="loss-line"))
-                box.mount(Horizontal(*self._loss_rows[step], id=f"loss-{step}", classes="loss-row"))
+                named = re.fullmatch(r"[A-Za-z0-9_-]+", step) is not None  # train-mix: its row is #loss-train-mix
+                box.mount(Horizontal(*self._loss_rows[step], id=f"loss-{step}" if named else None, classes="loss-row"))
             text, line = self._loss_rows[step]
-            text.update(label)
+            text.update(Content(label))
             line.data = values
         box.display = bool(self.losses)
 
@@ -190,7 +203,7 @@ class LogScreen(HandsFailuresUp, Screen):
     def action_next_match(self, direction: int) -> None:
         line = self.query_one("#log-matches", Static)
         if not self.matches:
-            line.update(f"[red]no match for {self.query_text!r}[/]" if self.query_text else "")
+            line.update(f"[red]no match for {escaped(repr(self.query_text))}[/]" if self.query_text else "")
             return
         self.match = (self.match + direction) % len(self.matches)
         at = self.matches[self.match]

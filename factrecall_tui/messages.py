@@ -24,9 +24,9 @@ class RunsScanned(Message):
 
 @dataclass
 class ScanFailed(Message):
-    """The workspace could not be read (tried again at the next scan)."""
+    """The workspace could not be read (tried again at the next scan): why, in one line."""
 
-    error: OSError
+    error: str
 
 
 @dataclass

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.content import Content
 from textual.message import Message
 
 from factrecall_tui.quiet import DataTable, Line
+from jobs.shown import visible
 
 MODELS = ("stage", "mix")
 
@@ -95,8 +98,8 @@ class PatchView(Vertical):
             return
         self.key = (names, attribute)
         self._paths = paths
-        self.query_one("#patch-caption", Line).update(
-            f"computing: factrecall-jobs patch {' '.join(names)} --attribute {attribute} (about 20 s a run on 2 cores)…")
+        self.query_one("#patch-caption", Line).update(Content(visible(
+            f"computing: factrecall-jobs patch {' '.join(names)} --attribute {attribute} (about 20 s a run on 2 cores)…")))
         self._run(self.key, workspace, names, attribute)
 
     @work(thread=True, exclusive=True, group="patch-compute")
@@ -126,7 +129,7 @@ class PatchView(Vertical):
         if not names:
             self._show(PatchTable("Choose runs (space), then their interventions show here.", (), ()))
             return
-        self.query_one("#patch-caption", Line).update(f"reading {attribute}'s interventions…")
+        self.query_one("#patch-caption", Line).update(Content(visible(f"reading {attribute}'s interventions…")))
         self._read(self.key, names, paths, attribute)
 
     @work(thread=True, exclusive=True, group="patch-read")
@@ -144,11 +147,12 @@ class PatchView(Vertical):
         self._show(message.table or PatchTable(f"cannot read the interventions: {message.error}", (), ()))
 
     def _show(self, table: PatchTable) -> None:
+        """The caption and the table: text, never markup (a caption may quote a store's error)."""
         self.table = table
-        self.query_one("#patch-caption", Line).update(table.caption)
+        self.query_one("#patch-caption", Line).update(Content(visible(table.caption)))
         grid = self.query_one("#patch-table", DataTable)
         grid.clear(columns=True)
         if table.columns:
-            grid.add_columns(*table.columns)
+            grid.add_columns(*(Text(visible(c)) for c in table.columns))
             for row in table.rows:
-                grid.add_row(*row)
+                grid.add_row(*(Text(visible(c)) for c in row))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from textual_plotext import PlotextPlot
 
+from jobs.shown import visible
 from jobs.words import MODEL_LABELS
 from store.names import PROBE_LABELS
 
@@ -40,7 +41,7 @@ class ProbeChart(PlotextPlot):
         rows = summary[summary["model"] == self.model]
         self.chart_layers = [int(x) for x in rows["layer"]]
         n = int(rows["runs"].iloc[0])
-        self.chart_title = f"{MODEL_LABELS.get(self.model, self.model)} ({n} run{'s' if n > 1 else ''})"
+        self.chart_title = visible(f"{MODEL_LABELS.get(self.model, self.model)} ({n} run{'s' if n > 1 else ''})")
         self.chart_series = {k: [float(v) for v in rows[k]] for k in EMPHASIS_LINES[emphasis] + DELTAS}
         plt = self.plt
         plt.clear_figure()

@@ -7,13 +7,15 @@ prints (`store.probes.sweeps`, the same assembly) and its summary over runs.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jobs.errors import RunFolderError
+from jobs.run.files import read_json
+from jobs.run.spec import is_name
 from store.names import ATTRS_KEY, STORE_NAME
 
 if TYPE_CHECKING:
@@ -51,11 +53,13 @@ class Cancelled(Exception):
 
 
 def store_attributes(run_path: Path) -> tuple[str, ...] | None:
-    """The store's attributes, from its zarr.json (no zarr import); None where it cannot be read."""
+    """The store's attributes, from its zarr.json (no zarr import; through jobs.run.files, so a FIFO
+    there is refused, never waited on); None where it cannot be read. Only names factrecall could have
+    written: they become the Probes pane's options and an export's file name."""
     try:
-        meta = json.loads((run_path / STORE_NAME / "zarr.json").read_text())["attributes"][ATTRS_KEY]
-        attributes = tuple(str(a) for a in meta["attributes"])
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = read_json(run_path / STORE_NAME / "zarr.json", "")["attributes"][ATTRS_KEY]
+        attributes = tuple(a for a in meta["attributes"] if is_name(a))
+    except (OSError, RunFolderError, KeyError, TypeError, IndexError):
         return None
     return attributes or None
 

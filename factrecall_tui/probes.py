@@ -47,6 +47,7 @@ from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, compu
 from factrecall_tui.remembered import Remembered
 from factrecall_tui.runs import RunSummary
 from jobs.errors import USER_ERRORS, first_line
+from jobs.shown import visible
 from jobs.words import ATTRIBUTES
 from store.names import PROBE_LABELS, PROBE_SPLITS, STORE_NAME
 
@@ -486,8 +487,10 @@ class ProbesPane(HandsFailuresUp, Widget):
         self.query_one("#probe-cancel", Button).disabled = not busy
 
     def _status(self, *parts: str | tuple[str, str]) -> None:
-        """One line (it may wrap): plain strings and (text, style) pairs, never parsed as markup."""
-        self.query_one("#probe-status", Static).update(Text.assemble(*parts))
+        """One line (it may wrap): plain strings and (text, style) pairs, never parsed as markup; their
+        control characters (a store's words, an error quoting them) written out."""
+        shown = [(visible(p[0]), p[1]) if isinstance(p, tuple) else visible(p) for p in parts]
+        self.query_one("#probe-status", Static).update(Text.assemble(*shown))
 
     def action_export(self) -> None:
         """The shown result's numbers per model, format and layer (mean and sample std over the runs),
@@ -510,7 +513,7 @@ class ProbesPane(HandsFailuresUp, Widget):
         several = len(request.runs) > 1
         runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean, as `probe`)"
         self._caption = Text.assemble(
-            (request.attribute, "bold"), f" · {request.bio} · {runs} · {counts(df, 'n_classes')} classes · "
+            (visible(request.attribute), "bold"), f" · {request.bio} · {runs} · {counts(df, 'n_classes')} classes · "
             f"train {request.train_split} ({counts(df, 'n_train')}) → test {request.test_split} "
             f"({counts(df, 'n_test')}) · [95% bootstrap interval over people{' and seeds' if several else ''}] · "
             "Sel = accuracy - the control task")
@@ -523,8 +526,8 @@ class ProbesPane(HandsFailuresUp, Widget):
         table.clear(columns=True)
         table.add_columns("model", "layer", *(PROBE_LABELS[k] for k in table_columns()))
         for model in result.models:
-            for _, r in agg[agg["model"] == model].iterrows():
-                table.add_row(model, str(int(r["layer"])), *row_cells(r, several))
+            for _, r in agg[agg["model"] == model].iterrows():  # a store's model name: text, not markup
+                table.add_row(Text(visible(model)), str(int(r["layer"])), *row_cells(r, several))
         box = self.query_one("#probe-charts", Horizontal)
         if [c.model for c in box.query_children(ProbeChart)] != result.models:
             await box.remove_children()

@@ -1,14 +1,19 @@
-"""Remembered settings: what the app keeps between sessions, in one small JSON file in the platform's
-config folder (`~/.config/factrecall/tui.json` on Linux; `$XDG_CONFIG_HOME` moves it).
+"""Remembered settings: what the app keeps between sessions, in one small JSON file in factrecall's
+config folder (`~/.config/factrecall/tui.json`; `$XDG_CONFIG_HOME` moves it: `jobs.run.files.user_folder`).
 
 - `theme`: the last theme chosen (ctrl+p, "Change theme").
 - `launch`: the launch form's last launched values, except the run's name (a name is used once).
 - `probes`: per workspace, the runs last chosen on the Probes tab.
 
-A file that is not JSON, or not an object, is moved aside to `tui.json.bad` with one notification, and
-the app starts from its defaults; a value of the wrong type is ignored. A config folder that cannot be
-written costs the remembering only (one notification), never the session. Writes go by rename, so a
-crash leaves the old file or the new one, never half of one."""
+The file is read through `jobs.run.files` (never blocking: a FIFO, a device, a folder or a file too
+large is refused in one line). A file that is not JSON, or not an object, is moved aside to
+`tui.json.bad` with one notification, and the app starts from its defaults; one that cannot be read at
+all (a FIFO the user made there, say) is left as it is, never moved nor written over: the app says so
+and starts from its defaults, remembering nothing this session. A value of the wrong type is ignored.
+An account without a home (no HOME, no XDG_CONFIG_HOME) remembers nothing, said once; so does a config
+folder that is a link. A config folder that cannot be written costs the remembering only (one
+notification), never the session. Writes go by rename, so a crash leaves the old file or the new one,
+never half of one."""
 
 from __future__ import annotations
 
@@ -18,16 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
-from jobs.errors import FactrecallError
-from jobs.run.files import atomic_write_json
+from jobs.errors import FactrecallError, first_line
+from jobs.run.files import atomic_write_json, read_bytes, user_folder
 
 FILE_NAME = "tui.json"
 
 
-def default_path() -> Path:
-    return platformdirs.user_config_path("factrecall") / FILE_NAME
+def default_path() -> Path | None:
+    """~/.config/factrecall/tui.json (the folder made if missing, never a link), or None where the
+    account has no home to keep it in. Raises RunFolderError where the folder is a link or a file."""
+    folder = user_folder("config")
+    return None if folder is None else folder / FILE_NAME
 
 
 class Remembered:
@@ -36,10 +42,23 @@ class Remembered:
     `tell` (the app's notifications), those found before it was given included."""
 
     def __init__(self, path: Path | None = None):
-        self.path = default_path() if path is None else path
         self._pending: list[str] = []
         self._tell: Callable[[str], None] = self._pending.append
-        self._data: dict[str, Any] = self._read()
+        self._writable = True      # False: nothing is written this session (said once, when found)
+        self._said_write = False   # a failed write is said once
+        if path is None:
+            try:
+                path = default_path()
+            except FactrecallError as err:  # ~/.config/factrecall a link or a file
+                path = None
+                self._tell(f"cannot keep remembered settings: {first_line(err)}; nothing is remembered this session")
+            else:
+                if path is None:
+                    self._tell("no home folder (HOME and XDG_CONFIG_HOME unset): nothing is remembered this session")
+        self.path = path
+        self._data: dict[str, Any] = self._read() if path is not None else {}
+        if path is None:
+            self._writable = False
 
     def tell(self, say: Callable[[str], None]) -> None:
         self._tell = say
@@ -48,19 +67,26 @@ class Remembered:
         self._pending.clear()
 
     def _read(self) -> dict[str, Any]:
+        assert self.path is not None
         try:
-            text = self.path.read_text(encoding="utf-8")
+            os.stat(self.path)
         except FileNotFoundError:
             return {}
-        except OSError as err:
-            self._tell(f"cannot read remembered settings {self.path}: {err.strerror or err}; starting from defaults")
+        except OSError:
+            pass  # said by the read below
+        try:
+            data = read_bytes(self.path, "starting from defaults (it is left as it is, and not written over)")
+        except FactrecallError as err:
+            # A FIFO, a device, a folder, a file too large, unreadable: not ours to move or replace.
+            self._writable = False
+            self._tell(f"cannot read remembered settings: {first_line(err)}")
             return {}
         try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
-            data = None
-        if isinstance(data, dict):
-            return data
+            value = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            value = None
+        if isinstance(value, dict):
+            return value
         bad = self.path.with_name(self.path.name + ".bad")
         try:
             os.replace(self.path, bad)
@@ -101,11 +127,17 @@ class Remembered:
         self._set("probes", runs)
 
     def _set(self, key: str, value: Any) -> None:
+        """Kept for the session; written to the file where it can be (said once where it cannot)."""
         if self._data.get(key) == value:
             return
         self._data[key] = value
+        if not self._writable or self.path is None:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.path, self._data)
         except (OSError, FactrecallError) as err:
-            self._tell(f"cannot remember settings in {self.path}: {getattr(err, 'strerror', None) or err} (the app works on without)")
+            if not self._said_write:
+                self._said_write = True
+                self._tell(f"cannot remember settings in {self.path}: {getattr(err, 'strerror', None) or err} "
+                           "(the app works on without)")

@@ -2,6 +2,12 @@
 metrics.json, events.jsonl, run.lock, the queue and the Slurm registry): no model code is imported
 into the UI process, and nothing is written. A run's status is `jobs.launch.queue.run_status`'s, the
 same as `factrecall-jobs status` says; `broken` where the folder cannot be read.
+
+A run folder may have been handed over by someone else: a folder whose name factrecall could not have
+written is not listed (`jobs.run.spec.is_name`), WORKSPACE/runs is never reached through a link
+(`jobs.run.workspace`), and what a RunSummary says of its spec (`strategies`, `model`, `title`...) is
+text for the screen, whatever the spec's values are: of any type, control characters written out
+(`jobs.shown.visible`); `progress_text` is markup the app wrote, with the file's words escaped.
 """
 
 from __future__ import annotations
@@ -14,8 +20,22 @@ from jobs.launch.queue import queued_runs, run_status
 from jobs.errors import USER_ERRORS, RunFolderError, first_line
 from jobs.run.files import read_json
 from jobs.run.folder import read_metrics
-from jobs.words import RunStatus, steps_of
+from jobs.run.spec import is_name
+from jobs.run.workspace import RUNS, folder as workspace_folder
+from jobs.shown import markup, visible
+from jobs.words import CHAINS, RunStatus, steps_of
 from store.names import STORE_NAME
+
+
+def _section(spec: dict, key: str) -> dict:
+    """A section of a spec (`data`, `model`, `train`) as a dict: {} where a spec says otherwise."""
+    value = spec.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _said(value: object) -> str:
+    """A spec's value as one line of text for the screen ('?' where there is none)."""
+    return "?" if value is None else visible(value)
 
 
 @dataclass
@@ -35,22 +55,25 @@ class RunSummary:
 
     @property
     def strategies(self) -> str:
-        return "+".join(self.spec.get("strategies", [])) or "?"
+        chosen = self.spec.get("strategies", [])
+        if isinstance(chosen, str) or not isinstance(chosen, list):
+            return _said(chosen) if chosen else "?"
+        return visible("+".join(map(str, chosen))) or "?"
 
     @property
     def model(self) -> str:
-        m = self.spec.get("model", {})
+        m = _section(self.spec, "model")
         if m.get("path"):
-            return Path(m["path"]).name
-        return f"llama {m.get('layers', '?')}x{m.get('hidden', '?')}" if m else "?"
+            return visible(Path(str(m["path"])).name)
+        return f"llama {_said(m.get('layers'))}x{_said(m.get('hidden'))}" if m else "?"
 
     @property
     def seed(self) -> str:
-        return str(self.spec.get("seed", "?"))
+        return _said(self.spec.get("seed"))
 
     @property
     def people(self) -> str:
-        return str(self.spec.get("data", {}).get("people", "?"))
+        return _said(_section(self.spec, "data").get("people"))
 
     @property
     def has_store(self) -> bool:
@@ -58,15 +81,21 @@ class RunSummary:
 
     @property
     def steps(self) -> list[str]:
-        """Every step of the run, in order (`jobs.words.steps_of`, as jobs/run/pipeline.py runs them)."""
-        return steps_of(self.spec.get("strategies", []), builtin_model=not self.spec.get("model", {}).get("path"),
-                        snapshots=bool(self.spec.get("train", {}).get("snapshots")))
+        """Every step of the run, in order (`jobs.words.steps_of`, as jobs/run/pipeline.py runs them);
+        a strategy the spec names that factrecall does not know has none."""
+        chosen = self.spec.get("strategies", [])
+        known = [s for s in chosen if isinstance(s, str) and s in CHAINS] if isinstance(chosen, list) else []
+        return steps_of(known, builtin_model=not _section(self.spec, "model").get("path"),
+                        snapshots=bool(_section(self.spec, "train").get("snapshots")))
 
     @property
     def title(self) -> str:
-        d = self.spec.get("data", {})
-        return (f"{self.name} — preset {self.spec.get('preset')}, {self.strategies}, seed {self.seed}, "
-                f"{d.get('people')} people ({d.get('qa_in_fraction', 0):.0%} QA-in), {self.model}")
+        """One line saying what the run is (plain text: markup-escape it inside markup)."""
+        d = _section(self.spec, "data")
+        share = d.get("qa_in_fraction", 0)
+        share = f"{share:.0%}" if isinstance(share, (int, float)) and not isinstance(share, bool) else _said(share)
+        return (f"{self.name} — preset {_said(self.spec.get('preset'))}, {self.strategies}, seed {self.seed}, "
+                f"{self.people} people ({share} QA-in), {self.model}")
 
 
 def read_run(folder: Path, queued: dict[str, str] | None = None, dropped: dict[str, str] | None = None) -> RunSummary:
@@ -110,10 +139,15 @@ class Scanner:
         self.known: dict[str, tuple[tuple, RunSummary]] = {}
 
     def scan(self) -> list[RunSummary]:
+        """Every run folder, newest first. Raises RunFolderError where WORKSPACE/runs is a link or a
+        file (jobs.run.workspace), OSError where the workspace cannot be read."""
+        runs = workspace_folder(self.workspace, RUNS)
         queued, dropped = queued_runs(self.workspace), slurm.dropped(self.workspace)
         seen: dict[str, tuple[tuple, RunSummary]] = {}
-        for spec_file in (self.workspace / "runs").glob("*/spec.json"):
+        for spec_file in runs.glob("*/spec.json"):
             folder = spec_file.parent
+            if not is_name(folder.name):  # not a folder factrecall made: not a run of this workspace
+                continue
             sig = _signature(folder)
             old = self.known.get(folder.name)
             if (old is not None and old[0] == sig and old[1].status not in ("running", "queued")
@@ -130,8 +164,13 @@ def scan(workspace: Path) -> list[RunSummary]:
     return Scanner(workspace).scan()
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def progress_text(run: RunSummary, width: int = 8) -> str:
-    """`████░░░░ 52% train-mix 5/9 · ETA 3m12s`, the Jobs table's progress cell (rich markup)."""
+    """`████░░░░ 52% train-mix 5/9 · ETA 3m12s`, the Jobs table's progress cell (rich markup; the
+    event's words escaped, its numbers taken only where they are numbers)."""
     steps = run.steps
     if run.status == "done":
         return "[green]✓[/] all steps done"
@@ -139,13 +178,14 @@ def progress_text(run: RunSummary, width: int = 8) -> str:
     if run.status != "running" or not p:
         k = sum(s in run.steps_done for s in steps)
         return f"[dim]{k}/{len(steps)} steps done[/]" if k else ""
-    frac = (p.get("done") or 0) / max(p.get("total") or 1, 1)  # a step without a count (data) has total None
+    done, total = _number(p.get("done")) or 0.0, _number(p.get("total")) or 1.0  # data has total None
+    frac = min(max(done / max(total, 1.0), 0.0), 1.0)
     filled = int(round(frac * width))
     step = p.get("step", "")
     where = f"{steps.index(step) + 1}/{len(steps)}" if step in steps else ""
-    eta = p.get("eta_s")
-    left = f" · ETA {duration(eta)}" if eta is not None else ""
-    return f"[yellow]{'█' * filled}[/][dim]{'░' * (width - filled)}[/] {frac:4.0%} {step} {where}{left}"
+    eta = _number(p.get("eta_s"))
+    left = f" · ETA {duration(eta)}" if eta is not None and abs(eta) < 1e9 else ""
+    return f"[yellow]{'█' * filled}[/][dim]{'░' * (width - filled)}[/] {frac:4.0%} {markup(step)} {where}{left}"
 
 
 def duration(seconds: float) -> str:

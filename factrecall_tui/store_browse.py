@@ -208,9 +208,15 @@ def _array_info(arr: zarr.Array, path: str, name: str) -> NodeInfo:
 
 def _open(root: Path) -> zarr.Group:
     """The store's root group, read-only. zarr has no one error type for a damaged store (bad JSON, a
-    missing key, a codec it does not know): each is this store's damage, a `StoreError` of one line."""
+    missing key, a codec it does not know): each is this store's damage, a `StoreError` of one line.
+    First the walk every store reader does (`store.validate.check_files`): zarr opens files by path,
+    and a FIFO or a device in the store would block the worker for good. (The rest of the checks
+    `store.open` makes are not here: the browser shows any Zarr store, damaged nodes included.)"""
     import zarr
 
+    from store.validate import check_files
+
+    check_files(root)
     try:
         # Not the consolidated metadata: it predates the probes cache, and lists what may be gone.
         return zarr.open_group(str(root), mode="r", zarr_format=3, use_consolidated=False)

@@ -11,6 +11,8 @@ axis, `split` and `label_text`).
 The reading itself is factrecall_tui/store_browse.py (no Textual there). Every read of the store
 happens in a worker thread, which posts what it found as a message; zarr is imported there, never at
 import time. A store that cannot be opened, or a node that cannot be read, is one line in the pane.
+Everything a store says (node names, attributes, labels, strings in arrays, errors quoting them) is
+shown as text, never markup, with its control characters written out (`jobs.shown.visible`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from factrecall_tui.runs import RunSummary
 from factrecall_tui.store_browse import (BadIndex, NodeInfo, Preview, Selection, Signature, clip, default_index,
                                          format_value, index_text, parse_index, read_preview, store_signature,
                                          walk_store)
+from jobs.shown import visible
 from store.errors import StoreError
 from store.names import STORE_NAME, TRAJECTORY_NAME
 
@@ -236,7 +239,7 @@ class StorePane(HandsFailuresUp, Vertical):
         self.nodes = {n.path: n for n in nodes}
         self.problems = problems
         tree = self.query_one("#store-tree", Tree)
-        tree.root.set_label(Text(name, style="bold"))
+        tree.root.set_label(Text(visible(name), style="bold"))
         tree.root.data = ""
         made = {"": tree.root}
         for node in nodes[1:]:
@@ -334,15 +337,17 @@ class StorePane(HandsFailuresUp, Vertical):
         table = self.query_one("#store-preview", DataTable)
         table.clear(columns=True)
         corner = f"{preview.row_dim} ╲ {preview.col_dim}" if preview.col_dim else preview.row_dim
-        table.add_column(Text(corner, style="dim"))  # fresh keys: a reused key keeps its old width
-        for col in preview.cols:
+        table.add_column(Text(visible(corner), style="dim"))  # fresh keys: a reused key keeps its old width
+        cols = [visible(col) for col in preview.cols]  # the store's words: control characters written out
+        for col in cols:
             table.add_column(Text(col, style="bold"))
         # Numbers right-aligned by padding, not `justify`: a justified Text goes through rich's line
         # wrapping each time a cell is drawn (about ten times the cost of the cell).
-        cells = [[format_value(v) for v in values] for values in preview.data]
-        widths = [max([cell_len(col), *(cell_len(row[j]) for row in cells)]) for j, col in enumerate(preview.cols)]
+        cells = [[visible(format_value(v)) for v in values] for values in preview.data]
+        widths = [max([cell_len(col), *(cell_len(row[j]) for row in cells)]) for j, col in enumerate(cols)]
         for label, row in zip(preview.rows, cells):
-            table.add_row(Text(label, style="bold"), *(Text(" " * (w - cell_len(v)) + v) for v, w in zip(row, widths)))
+            table.add_row(Text(visible(label), style="bold"),
+                          *(Text(" " * (w - cell_len(v)) + v) for v, w in zip(row, widths)))
         shape = "×".join(map(str, preview.data.shape)) if preview.row_dim else "1 value"
         note = f" · {preview.note}" if preview.note else ""
         where = "".join(f" · {dim} {label}" for dim, label in preview.fixed.items())
@@ -359,7 +364,7 @@ class StorePane(HandsFailuresUp, Vertical):
             self.info_text = ""
             widget.update("")
             return
-        lines: list[tuple[str, str]] = [("path", "/" + node.path), ("kind", node.kind)]
+        lines: list[tuple[str, str]] = [("path", "/" + node.path), ("kind", node.kind)]  # made visible below
         if node.kind == "array":
             written = self.chunks_written.get(node.path)
             lines += [
@@ -375,34 +380,39 @@ class StorePane(HandsFailuresUp, Vertical):
             lines.append(("members", str(node.children)))
         else:
             lines.append(("error", node.error))
+        lines = [(key, visible(value)) for key, value in lines]
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
         for key, value in lines:
             grid.add_row(key, Text(value, style="red" if key == "error" else ""))
+        # JSON escapes C0 controls in strings, not C1 ones nor bidirectional overrides: written out too.
         attrs = json.dumps(clip(node.attrs), indent=2, ensure_ascii=False, default=str) if node.attrs else "{}"
+        attrs = visible(attrs, lines=True)
         self.info_text = "\n".join(f"{k}: {v}" for k, v in lines) + "\nattributes\n" + attrs
         widget.update(Group(grid, Text("attributes", style="bold"), JSONHighlighter()(Text(attrs))))
         self.query_one("#store-info-scroll", VerticalScroll).scroll_home(animate=False)
 
     def _set_message(self, text: str, error: bool = False) -> None:
-        self.message = text
-        self.query_one("#store-message", Static).update(Text(text, style="red" if error else "dim"))
+        self.message = visible(text)
+        self.query_one("#store-message", Static).update(Text(self.message, style="red" if error else "dim"))
 
     def _set_index_message(self, text: str, error: bool = False) -> None:
-        self.index_message = text
-        self.query_one("#store-index-message", Static).update(Text(text, style="red" if error else "dim"))
+        self.index_message = visible(text)
+        self.query_one("#store-index-message", Static).update(Text(self.index_message, style="red" if error else "dim"))
 
 
 def _label(node: NodeInfo) -> Text:
+    """A node's line in the tree: the store's words as text (a str label would be parsed as markup)."""
+    name = visible(node.name)
     if node.kind == "broken":
-        return Text(f"⚠ {node.name}", style="red")
+        return Text(f"⚠ {name}", style="red")
     if node.kind == "group":
         settings = node.attrs.get("settings")
         if isinstance(settings, dict) and "model" in node.attrs:  # a cached probe result (store.probes)
-            label = Text(f"{node.attrs['model']} · {settings.get('attribute', '?')} · {settings.get('bio', '?')} ")
-            return label.append(node.name, style="dim")
-        return Text(f"{node.name}/", style="bold")
-    label = Text(node.name)
-    label.append(f" {'×'.join(map(str, node.shape)) or 'scalar'} {node.dtype}", style="dim")
+            label = Text(visible(f"{node.attrs['model']} · {settings.get('attribute', '?')} · {settings.get('bio', '?')} "))
+            return label.append(name, style="dim")
+        return Text(f"{name}/", style="bold")
+    label = Text(name)
+    label.append(visible(f" {'×'.join(map(str, node.shape)) or 'scalar'} {node.dtype}"), style="dim")
     return label

@@ -28,12 +28,14 @@ from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from factrecall_tui.confirm import Confirm
+from factrecall_tui.escape import escaped
 from factrecall_tui.launch import parse_seeds
 from factrecall_tui.pane import HandsFailuresUp
 from factrecall_tui.quiet import Line
 from jobs.errors import USER_ERRORS, FactrecallError, first_line
 from jobs.launch.queue import start_worker, submit_study
 from jobs.run.spec import DEFAULT_PRESET, check_run_name, preset_names
+from jobs.shown import visible
 
 PLAN_AFTER_S = 0.6   # a pause in typing this long asks for the plan
 PLAN_TIMEOUT_S = 300
@@ -126,7 +128,7 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
             self.argv = self._fields()
         except FactrecallError as err:
             self.argv = None
-            self._show(Text.assemble(("✗ ", "red"), str(err)))
+            self._show(Text.assemble(("✗ ", "red"), visible(err)))
             return
         self._show(Text("planning… (factrecall-jobs reproduce --dry-run)", style="dim"))
         if self._timer is not None:
@@ -164,10 +166,10 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
         self.plan_text = message.text
         if message.ok:
             self.planned = message.argv
-            self._show(Text(message.text.rstrip()))
+            self._show(Text(visible(message.text.rstrip(), lines=True)))  # the dry run's words: text
             self.query_one("#study-queue", Button).disabled = False
         else:
-            self._show(Text.assemble(("✗ ", "red"), message.text.strip().splitlines()[-1]))
+            self._show(Text.assemble(("✗ ", "red"), visible(message.text.strip().splitlines()[-1])))
 
     def _show(self, text: Text) -> None:
         self.query_one("#study-plan", Static).update(text)
@@ -181,7 +183,7 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
         argv = self.planned
         name = argv[argv.index("--name") + 1]
         seeds = argv[argv.index("--seeds") + 1: argv.index("--name")]
-        self.app.push_screen(Confirm(f"Queue the study [b]{name}[/b]: {len(seeds)} run{'s' * (len(seeds) != 1)} "
+        self.app.push_screen(Confirm(f"Queue the study [b]{escaped(name)}[/b]: {len(seeds)} run{'s' * (len(seeds) != 1)} "
                                      "(seeds " + " ".join(seeds) + "), their probes and the report, as planned below? "
                                      "It takes the machine's slot until it is done.", yes="Queue it"),
                              lambda yes: self._queue(name, argv) if yes else None)
@@ -191,7 +193,7 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
             submit_study(self.workspace, name, argv, start=False)
             start_worker(self.workspace)
         except (OSError, *USER_ERRORS) as err:
-            self._show(Text.assemble(("✗ ", "red"), first_line(err)))
+            self._show(Text.assemble(("✗ ", "red"), visible(first_line(err))))
             return
         self.dismiss(name)
 

@@ -182,8 +182,11 @@ def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny
 
 
 def test_several_runs_are_seeds_mean_and_std_as_the_cli(tiny_run, tmp_path):
-    ws = _workspace(tiny_run, tmp_path, "seed-a", "seed-[b]", "seed-c")  # a name that is not markup
-    cli = _cli(ws, ["seed-a", "seed-[b]"], "job", "long", tmp_path)
+    # (Once "seed-[b]", a name that is not markup: a folder factrecall could not have named is no longer
+    # listed at all (factrecall_tui/runs.py, jobs.run.spec.is_name); tests/tui/test_crafted_inputs.py
+    # shows such text as text wherever it can still come from.)
+    ws = _workspace(tiny_run, tmp_path, "seed-a", "seed-b", "seed-c")
+    cli = _cli(ws, ["seed-a", "seed-b"], "job", "long", tmp_path)
 
     async def session():
         app = Host(ws)
@@ -193,10 +196,10 @@ def test_several_runs_are_seeds_mean_and_std_as_the_cli(tiny_run, tmp_path):
             box = pane.query_one("#probe-runs", SelectionList)
             box.focus()
             pane.focus_run("seed-a")
-            box.highlighted = pane._names.index("seed-[b]")
+            box.highlighted = pane._names.index("seed-b")
             await pilot.press("space")
             await pilot.pause()
-            assert sorted(pane.selected_runs()) == ["seed-[b]", "seed-a"]
+            assert sorted(pane.selected_runs()) == ["seed-a", "seed-b"]
             await _fit(app, pilot, pane)
             cells = _cells(pane.query_one("#probe-table", DataTable))
             assert cells == _cli_cells(cli, several=True)
@@ -205,7 +208,7 @@ def test_several_runs_are_seeds_mean_and_std_as_the_cli(tiny_run, tmp_path):
             # A rescan keeps the choice, and a wide terminal shows Stage, Mix and the baseline side by side.
             pane.show(scan(ws))
             await pilot.pause()
-            assert sorted(pane.selected_runs()) == ["seed-[b]", "seed-a"]
+            assert sorted(pane.selected_runs()) == ["seed-a", "seed-b"]
             assert _visible(pane) == ["stage", "mix", "untrained"]
 
     asyncio.run(session())
