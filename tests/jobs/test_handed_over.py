@@ -201,7 +201,9 @@ def test_a_crafted_manifest_is_listed_as_damaged(manifest, tmp_path, capsys):
 
 # -- 2. one output sanitizer: nothing from a file or a flag reaches the terminal raw ------------------
 def _crafted_preset(ws: Path) -> None:
-    spec = ws / "runs" / RUN / "spec.json"
+    """A second run whose spec.json names a crafted preset: `compare` shows the differing preset."""
+    shutil.copytree(ws / "runs" / RUN, ws / "runs" / "other")
+    spec = ws / "runs" / "other" / "spec.json"
     spec.write_text(spec.read_text().replace('"preset": "tiny"', f'"preset": {json.dumps(PAYLOAD)}'))
 
 
@@ -219,9 +221,17 @@ def _crafted_study_progress(ws: Path) -> None:
 
 
 def _crafted_store_model(ws: Path) -> None:
-    meta = ws / "runs" / RUN / "activations.zarr" / "zarr.json"
+    """A model renamed in the store's attributes and its `model` array alike (so the two agree)."""
+    import zarr
+
+    url = ws / "runs" / RUN / "activations.zarr"
+    group = zarr.open_group(str(url), mode="r+", use_consolidated=False)
+    names = list(group["model"][...])
+    group["model"][...] = [PAYLOAD, *names[1:]]
+    meta = url / "zarr.json"
     data = json.loads(meta.read_text())
     data["attributes"]["factrecall"]["models"][0] = PAYLOAD
+    data.pop("consolidated_metadata", None)
     meta.write_text(json.dumps(data))
 
 
