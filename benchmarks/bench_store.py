@@ -5,6 +5,10 @@
 - read: one (model, format, layer, attribute) slice, every person, through `store.open(...).acts`,
   through plain zarr and through xarray, vs `np.load` of the same array saved as a raw .npy file;
   at the run's shape and at the paper's (5,000 people x 3,072 hidden, synthetic vectors);
+- open: `store.open(...)`, which checks the store against its schema before anything is read
+  (store/validate.py: the folder walked for special files, every zarr.json read and checked, the
+  coordinates read and the fingerprint recomputed), vs plain zarr opening the group and reading the
+  same coordinate arrays with no check;
 - size: bytes on disk per person-attribute-layer, uncompressed (the default) and zstd, vs raw.
 
     python benchmarks/bench_store.py [--run RUN] [--repeats 5]
@@ -108,6 +112,17 @@ def bench_read(url: Path, model: str, tmp: Path, repeats: int, label: str) -> li
     return rows
 
 
+def bench_open(url: Path, repeats: int) -> tuple[float, float]:
+    """(plain zarr's open and coordinate reads, store.open's validated open): median seconds."""
+    def plain():
+        group = zarr.open_group(str(url), mode="r")
+        for name in ("person", "split", "label", "label_text", "answer", "written", "checksum"):
+            group[name][...]
+
+    t_plain = timed(plain, repeats)[0]
+    return t_plain, timed(lambda: store.open(url), repeats)[0]
+
+
 def paper_shape_store(tmp: Path, compressor: str, people: int = 5000, hidden: int = 3072) -> Path:
     """One model, format, layer and attribute at the paper's width: synthetic vectors."""
     rng = np.random.default_rng(0)
@@ -140,6 +155,7 @@ def main() -> None:
             t0 = time.perf_counter()
             dump_model(model, name, Writer.open_or_create(zurl, zlayout, {}), encoded, args.batch_size, pad)
             t_zdump = time.perf_counter() - t0
+        opened = bench_open(url, max(args.repeats, 20))
         reads = bench_read(url, name, tmp, max(args.repeats, 50), "run")
         zreads = bench_read(zurl, name, tmp, max(args.repeats, 50), "run-zstd")[:1]
         paper = bench_read(paper_shape_store(tmp, "none"), "mix", tmp, args.repeats * 4, "paper")
@@ -159,6 +175,8 @@ def main() -> None:
     print(f"| dump one model, 3 formats: seconds (baseline: bare forward, same batches) | {t_dump:.3f} | {t_bare:.3f} | "
           f"{t_dump / t_bare:.2f}x the time |")
     print(f"| the same dump with --compressor zstd: seconds | {t_zdump:.3f} | {t_bare:.3f} | {t_zdump / t_bare:.2f}x the time |")
+    print(f"| open the store, run shape: store.open (validated), ms (baseline: zarr.open_group and its coordinate "
+          f"arrays, unchecked) | {opened[1] * 1e3:.1f} | {opened[0] * 1e3:.1f} | {opened[1] / opened[0]:.2f}x the time |")
     for title, rows in ((f"run shape ({len(layout.people)} x {layout.hidden})", reads + [("zstd store, store.acts", zreads[0][1], zreads[0][2])]),
                         ("paper shape (5000 x 3072, 8 chunks)", paper + [("zstd store, store.acts", zpaper[0][1], zpaper[0][2])])):
         for what, t_npy, t in rows:
