@@ -21,6 +21,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -61,6 +62,31 @@ def kind_of(mode: int) -> str | None:
     if stat.S_ISREG(mode):
         return None
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def odd_entries(root: str | Path, follow_links: bool = False) -> Iterator[tuple[Path, str]]:
+    """Every entry under the folder `root` that is neither a folder nor a regular file, with what it is
+    ("a FIFO (named pipe)", "a symbolic link", ...): what a folder handed over (a run folder, a store,
+    a checkpoint) must not hold, since a reader opens its files by path. With `follow_links`, a link is
+    judged by what it leads to (a dangling one passes). One walk, the types coming with the listing;
+    an entry that vanishes meanwhile is skipped; a folder that cannot be listed is an OSError."""
+    todo = [Path(root)]
+    while todo:
+        folder = todo.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                todo.append(Path(entry.path))
+            elif not entry.is_file(follow_symlinks=False):
+                try:
+                    mode = (os.stat if follow_links else os.lstat)(entry.path).st_mode
+                except FileNotFoundError:
+                    continue
+                if kind_of(mode) not in (None, "a folder"):
+                    yield Path(entry.path), kind_of(mode)
 
 
 def _why_not(mode: int) -> str | None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from zarr.abc.store import RangeByteRequest
 from zarr.storage import WrapperStore
 
 from store.errors import StoreError, first_line
-from store.fileio import Unreadable, kind_of, read_regular
+from store.fileio import Unreadable, odd_entries, read_regular
 from store.names import CHECKSUM, CHECKSUM_DIMS, COMPRESSORS, DIMS, DTYPES, HOOK, SPLITS
 
 # What a store may declare: far beyond any run this project makes (the paper's: 10,000 people, 6
@@ -112,24 +111,11 @@ def check_files(root: Path) -> None:
     out, and a symbolic link reads (or, resuming a dump, writes) a file outside the store. One walk
     (the file types come with the directory listing), before anything is opened; an entry that
     vanishes meanwhile (a dump renaming its chunk files) is skipped."""
-    todo = [Path(root)]
-    while todo:
-        folder = todo.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            raise damaged(root, f"{folder} cannot be listed: {err.strerror}") from None
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                todo.append(Path(entry.path))
-            elif not entry.is_file(follow_symlinks=False):
-                try:
-                    mode = os.lstat(entry.path).st_mode
-                except FileNotFoundError:
-                    continue
-                raise damaged(root, f"{entry.path} is {kind_of(mode)}, not a file a dump writes")
+    try:
+        for path, kind in odd_entries(root):
+            raise damaged(root, f"{path} is {kind}, not a file a dump writes")
+    except OSError as err:
+        raise damaged(root, f"{err.filename} cannot be listed: {err.strerror}") from None
 
 
 # -- 2. metadata as plain JSON --------------------------------------------------------------------

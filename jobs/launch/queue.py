@@ -306,16 +306,8 @@ def remove_run(workspace: Path, name: str, delete: bool = False) -> str:
     workspace_folder(workspace, ARCHIVE, make=True)
     for left in archive.glob(".deleting-*"):  # a delete a crash interrupted
         shutil.rmtree(left, ignore_errors=True)
+    fd = take_lock(folder / "run.lock", f"run {name}")  # held: no job can start in it while it moves
     try:
-        fd = os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        raise RunFolderError(f"cannot lock run {name} ({folder / 'run.lock'}: {err.strerror}): repair the "
-                             "folder, or move it out of runs/ by hand") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunFolderError(f"run {name} is in use by another process: wait for it, or stop it first") from None
         os.rename(folder, target)
     finally:
         os.close(fd)

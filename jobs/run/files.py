@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from jobs.errors import RunFolderError, first_line
-from store.fileio import DATA, RECORD, TEXT, Unreadable, kind_of, open_regular, read_regular
+from store.fileio import DATA, RECORD, TEXT, Unreadable, kind_of, odd_entries, open_regular, read_regular
 
 # Files larger than this are known by a sample of their content (their size, and 1 MiB at the start,
 # the middle and the end): a swapped file differs everywhere, a truncated one in size, and a 12 GB
@@ -125,18 +125,14 @@ def check_no_links(folder: Path, links: bool = False) -> None:
     writes must stay inside it, and everything it reads must be a file that can be read to its end.
     With `links`, a link is allowed where it leads to a file or folder (a Hugging Face cache's
     snapshot is links to its blobs); what it leads to must still be one."""
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = Path(root, name)
-            try:
-                mode = (path.stat() if links else path.lstat()).st_mode
-            except OSError:  # a dangling link where links are allowed: reading it says so
-                continue
-            if stat.S_ISLNK(mode):
+    try:
+        for path, kind in odd_entries(folder, follow_links=links):
+            if kind == "a symbolic link":
                 raise RunFolderError(link_message(path))
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise RunFolderError(f"{path} is {kind_of(mode)}, not a file: factrecall never reads or replaces "
-                                     "one; remove it (what factrecall wrote there is made again)")
+            raise RunFolderError(f"{path} is {kind}, not a file: factrecall never reads or replaces one; remove it "
+                                 "(what factrecall wrote there is made again)")
+    except OSError:  # a folder that cannot be listed: what is read from it says so
+        pass
 
 
 def safe_folder(root: Path, *parts: str, make: bool = True) -> Path:
