@@ -30,8 +30,15 @@ from jobs.run.model import autocast, build_model, cpu_has_bf16, use_cores  # noq
 from jobs.study.dryrun import _compute_params  # noqa: E402
 from jobs.study.rate import cpu_name, gemm_rate  # noqa: E402
 
-SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                    num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
+SMOLLM2_135M = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    tie_word_embeddings=True,
+)
 
 
 def with_precision(spec, precision: str):
@@ -49,7 +56,7 @@ def bare_forward(model, tok, prompts: list[str], batch_size: int, precision: str
         ids = torch.full((len(chunk), width), tok.pad_token_id)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for r, e in enumerate(chunk):
-            ids[r, width - len(e):], mask[r, width - len(e):] = torch.tensor(e), 1
+            ids[r, width - len(e) :], mask[r, width - len(e) :] = torch.tensor(e), 1
         with autocast(torch.device("cpu"), precision):
             model(input_ids=ids, attention_mask=mask, use_cache=False)
     return len(encoded) / (time.perf_counter() - t0)
@@ -107,10 +114,12 @@ def smollm2(args, precisions) -> list[str]:
                 seconds.append(time.perf_counter() - t0)
         tokens_per_s = batch.numel() * len(seconds) / sum(seconds)
         train = 6 * n * tokens_per_s
-        lines += [f"| SmolLM2-135M shape ({total / 1e6:,.0f}M), {precision}: GEMM peak at its shapes "
-                  f"({batch.numel():,} rows) | {peak / 1e9:,.0f} GFLOP/s | | |",
-                  f"| SmolLM2-135M shape, {precision}: training, {args.big_steps} steps of {args.big_rows}x{args.big_len} "
-                  f"tokens | {tokens_per_s:,.0f} tokens/s = {train / 1e9:,.1f} GFLOP/s | MFU {train / peak:.1%} | |"]
+        lines += [
+            f"| SmolLM2-135M shape ({total / 1e6:,.0f}M), {precision}: GEMM peak at its shapes "
+            f"({batch.numel():,} rows) | {peak / 1e9:,.0f} GFLOP/s | | |",
+            f"| SmolLM2-135M shape, {precision}: training, {args.big_steps} steps of {args.big_rows}x{args.big_len} "
+            f"tokens | {tokens_per_s:,.0f} tokens/s = {train / 1e9:,.1f} GFLOP/s | MFU {train / peak:.1%} | |",
+        ]
     return lines
 
 

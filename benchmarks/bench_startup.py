@@ -37,8 +37,11 @@ def commands(workspace: Path) -> dict[str, list[str]]:
     return {
         "entry": [sys.executable, "-m", "jobs.cli", *args],
         "main": [sys.executable, "-c", "import sys; from jobs.cli import main; sys.exit(main(sys.argv[1:]))", *args],
-        "imports": [sys.executable, "-c", "from transformers import LlamaForCausalLM; import jobs.run.pipeline; "
-                                          "import os; os._exit(0)"],
+        "imports": [
+            sys.executable,
+            "-c",
+            "from transformers import LlamaForCausalLM; import jobs.run.pipeline; import os; os._exit(0)",
+        ],
     }
 
 

@@ -33,16 +33,16 @@ import numpy as np
 import torch
 import xarray as xr
 import zarr
+from timing import timed
 
 import store
 from jobs.run.checkpoints import UNTRAINED, checkpoint_path
 from jobs.run.dump import batches, dump_model, encode_formats, layout_for
+from jobs.run.folder import RunFolder
 from jobs.run.model import load_model, use_cores
 from jobs.run.pipeline import load_prompts, make_data, make_init, make_tokenizer
-from jobs.run.folder import RunFolder
 from jobs.run.spec import build_spec
 from store import Layout, Writer
-from timing import timed
 
 
 def folder_bytes(path: Path) -> int:
@@ -86,12 +86,25 @@ def bench_dump(run: RunFolder, name: str, tmp: Path, repeats: int, batch_size: i
     t_bare, t_ours = [], []
     bare(), ours()  # warm-up
     for _ in range(repeats):  # interleaved, so load drifts hit both alike
-        t0 = time.perf_counter(); bare(); t_bare.append(time.perf_counter() - t0)  # noqa: E702
-        t0 = time.perf_counter(); ours(); t_ours.append(time.perf_counter() - t0)  # noqa: E702
+        t0 = time.perf_counter()
+        bare()
+        t_bare.append(time.perf_counter() - t0)  # noqa: E702
+        t0 = time.perf_counter()
+        ours()
+        t_ours.append(time.perf_counter() - t0)  # noqa: E702
     url = stores[-1]
     for old in stores[:-1]:
         shutil.rmtree(old)
-    return layout, len(prompts) * len(layout.formats), statistics.median(t_bare), statistics.median(t_ours), url, model, encoded, pad
+    return (
+        layout,
+        len(prompts) * len(layout.formats),
+        statistics.median(t_bare),
+        statistics.median(t_ours),
+        url,
+        model,
+        encoded,
+        pad,
+    )
 
 
 def bench_read(url: Path, model: str, tmp: Path, repeats: int, label: str) -> list[tuple[str, float, float]]:
@@ -105,8 +118,11 @@ def bench_read(url: Path, model: str, tmp: Path, repeats: int, label: str) -> li
     rows = [
         ("store.open(...).acts", t_npy, timed(lambda: s.acts("qa", layer, "job", model=model), repeats)[0]),
         ("plain zarr, arr[m, f, l, a]", t_npy, timed(lambda: plain[m, f, layer, a], repeats)[0]),
-        ("xarray .sel(...).values", t_npy,
-         timed(lambda: ds.resid_mid.sel(model=model, format="qa", layer=layer, attribute="job").values, repeats)[0]),
+        (
+            "xarray .sel(...).values",
+            t_npy,
+            timed(lambda: ds.resid_mid.sel(model=model, format="qa", layer=layer, attribute="job").values, repeats)[0],
+        ),
     ]
     np.testing.assert_array_equal(np.load(raw), plain[m, f, layer, a])
     return rows
@@ -114,6 +130,7 @@ def bench_read(url: Path, model: str, tmp: Path, repeats: int, label: str) -> li
 
 def bench_open(url: Path, repeats: int) -> tuple[float, float]:
     """(plain zarr's open and coordinate reads, store.open's validated open): median seconds."""
+
     def plain():
         group = zarr.open_group(str(url), mode="r")
         for name in ("person", "split", "label", "label_text", "answer", "written", "checksum"):
@@ -126,9 +143,19 @@ def bench_open(url: Path, repeats: int) -> tuple[float, float]:
 def paper_shape_store(tmp: Path, compressor: str, people: int = 5000, hidden: int = 3072) -> Path:
     """One model, format, layer and attribute at the paper's width: synthetic vectors."""
     rng = np.random.default_rng(0)
-    layout = Layout(models=("mix",), formats=("qa",), attributes=("job",), layers=1, hidden=hidden,
-                    people=np.arange(people), split=np.array(["qa_in"] * people), label=np.zeros((1, people), int),
-                    label_text=np.full((1, people), "x"), answer=np.full((1, people), "x"), compressor=compressor)
+    layout = Layout(
+        models=("mix",),
+        formats=("qa",),
+        attributes=("job",),
+        layers=1,
+        hidden=hidden,
+        people=np.arange(people),
+        split=np.array(["qa_in"] * people),
+        label=np.zeros((1, people), int),
+        label_text=np.full((1, people), "x"),
+        answer=np.full((1, people), "x"),
+        compressor=compressor,
+    )
     url = tmp / f"paper-{compressor}.zarr"
     writer = Writer.open_or_create(url, layout, {})
     for b in range(layout.blocks):
@@ -148,7 +175,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         run, name = prepare(args, tmp)
         with run:
-            layout, n_prompts, t_bare, t_dump, url, model, encoded, pad = bench_dump(run, name, tmp, args.repeats, args.batch_size)
+            layout, n_prompts, t_bare, t_dump, url, model, encoded, pad = bench_dump(
+                run, name, tmp, args.repeats, args.batch_size
+            )
             # the same vectors, zstd-compressed
             zurl = tmp / "zstd.zarr"
             zlayout = dataclasses.replace(layout, compressor="zstd")
@@ -166,26 +195,45 @@ def main() -> None:
         plain_bytes = folder_bytes(Path(url) / "resid_mid")
         z_bytes = folder_bytes(zurl / "resid_mid")
 
-    print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} CPU threads, torch "
-          f"{torch.__version__}, zarr {zarr.__version__}. Model `{name}` of {args.run or 'a fresh cpu-preset run'}: "
-          f"{layout.layers} layers x {layout.hidden} hidden, {len(layout.people)} people, {n_prompts:,} prompts "
-          f"(3 formats), batches of {args.batch_size}; medians of {args.repeats} interleaved runs.\n")
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} CPU threads, torch "
+        f"{torch.__version__}, zarr {zarr.__version__}. Model `{name}` of {args.run or 'a fresh cpu-preset run'}: "
+        f"{layout.layers} layers x {layout.hidden} hidden, {len(layout.people)} people, {n_prompts:,} prompts "
+        f"(3 formats), batches of {args.batch_size}; medians of {args.repeats} interleaved runs.\n"
+    )
     print("| measure | factrecall | baseline | ratio |")
     print("|---|---|---|---|")
-    print(f"| dump one model, 3 formats: seconds (baseline: bare forward, same batches) | {t_dump:.3f} | {t_bare:.3f} | "
-          f"{t_dump / t_bare:.2f}x the time |")
-    print(f"| the same dump with --compressor zstd: seconds | {t_zdump:.3f} | {t_bare:.3f} | {t_zdump / t_bare:.2f}x the time |")
-    print(f"| open the store, run shape: store.open (validated), ms (baseline: zarr.open_group and its coordinate "
-          f"arrays, unchecked) | {opened[1] * 1e3:.1f} | {opened[0] * 1e3:.1f} | {opened[1] / opened[0]:.2f}x the time |")
-    for title, rows in ((f"run shape ({len(layout.people)} x {layout.hidden})", reads + [("zstd store, store.acts", zreads[0][1], zreads[0][2])]),
-                        ("paper shape (5000 x 3072, 8 chunks)", paper + [("zstd store, store.acts", zpaper[0][1], zpaper[0][2])])):
+    print(
+        f"| dump one model, 3 formats: seconds (baseline: bare forward, same batches) | {t_dump:.3f} | {t_bare:.3f} | "
+        f"{t_dump / t_bare:.2f}x the time |"
+    )
+    print(
+        f"| the same dump with --compressor zstd: seconds | {t_zdump:.3f} | {t_bare:.3f} | {t_zdump / t_bare:.2f}x the time |"
+    )
+    print(
+        f"| open the store, run shape: store.open (validated), ms (baseline: zarr.open_group and its coordinate "
+        f"arrays, unchecked) | {opened[1] * 1e3:.1f} | {opened[0] * 1e3:.1f} | {opened[1] / opened[0]:.2f}x the time |"
+    )
+    for title, rows in (
+        (
+            f"run shape ({len(layout.people)} x {layout.hidden})",
+            reads + [("zstd store, store.acts", zreads[0][1], zreads[0][2])],
+        ),
+        ("paper shape (5000 x 3072, 8 chunks)", paper + [("zstd store, store.acts", zpaper[0][1], zpaper[0][2])]),
+    ):
         for what, t_npy, t in rows:
-            print(f"| read one slice, {title}: {what}, ms (baseline: np.load of a .npy) | {t * 1e3:.3f} | "
-                  f"{t_npy * 1e3:.3f} | {t_npy / t:.2f}x the speed |")
-    print(f"| bytes on disk per person-attribute-layer, uncompressed (raw float16: {layout.hidden * 2}) | "
-          f"{plain_bytes / (per_vector):.1f} | {raw_bytes / per_vector:.0f} | {plain_bytes / raw_bytes:.3f} |")
-    print(f"| bytes on disk per person-attribute-layer, zstd level 1 | {z_bytes / per_vector:.1f} | "
-          f"{raw_bytes / per_vector:.0f} | {z_bytes / raw_bytes:.3f} |")
+            print(
+                f"| read one slice, {title}: {what}, ms (baseline: np.load of a .npy) | {t * 1e3:.3f} | "
+                f"{t_npy * 1e3:.3f} | {t_npy / t:.2f}x the speed |"
+            )
+    print(
+        f"| bytes on disk per person-attribute-layer, uncompressed (raw float16: {layout.hidden * 2}) | "
+        f"{plain_bytes / (per_vector):.1f} | {raw_bytes / per_vector:.0f} | {plain_bytes / raw_bytes:.3f} |"
+    )
+    print(
+        f"| bytes on disk per person-attribute-layer, zstd level 1 | {z_bytes / per_vector:.1f} | "
+        f"{raw_bytes / per_vector:.0f} | {z_bytes / raw_bytes:.3f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -64,11 +64,15 @@ FIRST_FRAME = textwrap.dedent("""
 """)
 # A researcher's round: every tab, down the runs, a filter typed and cleared, the help and back.
 KEYS = ["2", "3", "4", "5", "1", *["down"] * 20, "slash", *"status:done", "enter", "escape", "question_mark", "escape"]
-OURS = {"imports": "from pathlib import Path; from factrecall_tui.app import FactrecallApp, collect_less; collect_less()",
-        "make": "FactrecallApp(Path(sys.argv[1]), freeze_gc=True)"}  # as factrecall-tui runs it
-BARE = {"imports": "from textual.app import App\nfrom textual.widgets import Static\n"
-                   "class Bare(App):\n    def compose(self):\n        yield Static('hello')",
-        "make": "Bare()"}
+OURS = {
+    "imports": "from pathlib import Path; from factrecall_tui.app import FactrecallApp, collect_less; collect_less()",
+    "make": "FactrecallApp(Path(sys.argv[1]), freeze_gc=True)",
+}  # as factrecall-tui runs it
+BARE = {
+    "imports": "from textual.app import App\nfrom textual.widgets import Static\n"
+    "class Bare(App):\n    def compose(self):\n        yield Static('hello')",
+    "make": "Bare()",
+}
 
 
 def first_frame(kind: dict, workspace: Path) -> tuple[float, float, float, bool, list[float]]:
@@ -78,10 +82,21 @@ def first_frame(kind: dict, workspace: Path) -> tuple[float, float, float, bool,
     # Without animations: the pilot waits for them to end, and a tab's underline that slides for 0.2 s
     # after its content is shown is not the key's answer.
     env = {**os.environ, "TEXTUAL_ANIMATIONS": "none"}
-    out = subprocess.run([sys.executable, "-c", FIRST_FRAME.format(**kind, keys=KEYS), str(workspace)],
-                         capture_output=True, text=True, check=True, cwd=ROOT, env=env).stdout.split()
-    return (time.perf_counter() - t0, float(out[0]), float(out[1]), out[2] == "True",
-            [float(x) for x in out[3].split(",")])
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_FRAME.format(**kind, keys=KEYS), str(workspace)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    ).stdout.split()
+    return (
+        time.perf_counter() - t0,
+        float(out[0]),
+        float(out[1]),
+        out[2] == "True",
+        [float(x) for x in out[3].split(",")],
+    )
 
 
 # The same round typed into a real terminal: the bytes a terminal sends for each key.
@@ -163,9 +178,24 @@ def main() -> None:
         ws = make_workspace(Path(tmp), args.runs)
         job = None
         if args.busy:  # a real training job on both cores, as a researcher's would be
-            job = subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(Path(tmp) / "busy"), "run",
-                                    "--preset", "cpu", "--strategy", "mix", "--no-dump"], cwd=ROOT,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            job = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jobs.cli",
+                    "--workspace",
+                    str(Path(tmp) / "busy"),
+                    "run",
+                    "--preset",
+                    "cpu",
+                    "--strategy",
+                    "mix",
+                    "--no-dump",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(20)  # past its data and tokenizer steps: training
         first_frame(BARE, ws)  # warm the file cache for both
         ours = [first_frame(OURS, ws) for _ in range(args.repeats)]
@@ -186,59 +216,90 @@ def main() -> None:
                 sys.exit(f"the background job ended early (exit {job.returncode}): these are not busy numbers")
 
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
-    print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}, "
-          f"{args.runs} runs, median of {args.repeats}" + (", with a cpu-preset job training meanwhile" if args.busy
-                                                              else "") + ".\n")
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, Python {platform.python_version()}, "
+        f"{args.runs} runs, median of {args.repeats}"
+        + (", with a cpu-preset job training meanwhile" if args.busy else "")
+        + ".\n"
+    )
     print("| measure | factrecall | baseline | ratio |\n|---|---|---|---|")
-    print(f"| first frame, whole process: seconds (baseline: a bare Textual app) | {med(ours, 0):.3f} | "
-          f"{med(bare, 0):.3f} | {med(ours, 0) / med(bare, 0):.2f}x |")
-    print(f"| first frame, from the first import: seconds | {med(ours, 1):.3f} | {med(bare, 1):.3f} | "
-          f"{med(ours, 1) / med(bare, 1):.2f}x |")
-    print(f"| every screen filled in from the workspace, from the first import: seconds | {med(ours, 2):.3f} | "
-          f"{med(bare, 2):.3f} | {med(ours, 2) / med(bare, 2):.2f}x |")
+    print(
+        f"| first frame, whole process: seconds (baseline: a bare Textual app) | {med(ours, 0):.3f} | "
+        f"{med(bare, 0):.3f} | {med(ours, 0) / med(bare, 0):.2f}x |"
+    )
+    print(
+        f"| first frame, from the first import: seconds | {med(ours, 1):.3f} | {med(bare, 1):.3f} | "
+        f"{med(ours, 1) / med(bare, 1):.2f}x |"
+    )
+    print(
+        f"| every screen filled in from the workspace, from the first import: seconds | {med(ours, 2):.3f} | "
+        f"{med(bare, 2):.3f} | {med(ours, 2) / med(bare, 2):.2f}x |"
+    )
     print(f"| torch imported | {any(x[3] for x in ours)} | {any(x[3] for x in bare)} | |")
     keys_ours = [k for x in ours for k in x[4]]
     keys_bare = [k for x in bare for k in x[4]]
     q = lambda xs, f: sorted(xs)[min(len(xs) - 1, int(f * len(xs)))]  # noqa: E731
-    print(f"| a key to a redrawn screen, median: ms ({len(KEYS)} keys × {args.repeats}) | "
-          f"{1000 * statistics.median(keys_ours):.1f} | {1000 * statistics.median(keys_bare):.1f} | "
-          f"{statistics.median(keys_ours) / statistics.median(keys_bare):.2f}x |")
-    print(f"| a key to a redrawn screen, 95th percentile: ms | {1000 * q(keys_ours, 0.95):.1f} | "
-          f"{1000 * q(keys_bare, 0.95):.1f} | {q(keys_ours, 0.95) / q(keys_bare, 0.95):.2f}x |")
-    print(f"| a key to a redrawn screen, slowest: ms | {1000 * max(keys_ours):.1f} | {1000 * max(keys_bare):.1f} | "
-          f"{max(keys_ours) / max(keys_bare):.2f}x |")
+    print(
+        f"| a key to a redrawn screen, median: ms ({len(KEYS)} keys × {args.repeats}) | "
+        f"{1000 * statistics.median(keys_ours):.1f} | {1000 * statistics.median(keys_bare):.1f} | "
+        f"{statistics.median(keys_ours) / statistics.median(keys_bare):.2f}x |"
+    )
+    print(
+        f"| a key to a redrawn screen, 95th percentile: ms | {1000 * q(keys_ours, 0.95):.1f} | "
+        f"{1000 * q(keys_bare, 0.95):.1f} | {q(keys_ours, 0.95) / q(keys_bare, 0.95):.2f}x |"
+    )
+    print(
+        f"| a key to a redrawn screen, slowest: ms | {1000 * max(keys_ours):.1f} | {1000 * max(keys_bare):.1f} | "
+        f"{max(keys_ours) / max(keys_bare):.2f}x |"
+    )
     per_key = {}
     for x in ours:
         for i, seconds in enumerate(x[4]):
             per_key.setdefault((i, KEYS[i]), []).append(seconds)
     slowest = sorted(per_key.items(), key=lambda kv: -statistics.median(kv[1]))[:4]
-    print("\nThe slowest keys (median ms): " + ", ".join(f"#{i + 1} `{k}` {1000 * statistics.median(v):.0f}"
-                                                      for (i, k), v in slowest))
-    print("\nIn a real terminal (a pty; the bare app answers each key by drawing its name), each key's "
-          "median over the repeats:\n")
+    print(
+        "\nThe slowest keys (median ms): "
+        + ", ".join(f"#{i + 1} `{k}` {1000 * statistics.median(v):.0f}" for (i, k), v in slowest)
+    )
+    print(
+        "\nIn a real terminal (a pty; the bare app answers each key by drawing its name), each key's "
+        "median over the repeats:\n"
+    )
     print("| a key typed into a terminal | factrecall | bare app | ratio |\n|---|---|---|---|")
     notes = []
     for j, what in ((0, "to the first byte drawn in answer"), (1, "to the last byte of its redraws")):
         per_ours = _per_key(term_ours, j)
         per_echo = _per_key(term_echo, j)
+
         def but_escape(per: dict) -> list[float]:
             return [v for (i, k), v in per.items() if k != "escape"]
 
-        for name, pick, keys in (("median key", statistics.median, lambda per: list(per.values())),
-                                 ("slowest key but escape", max, but_escape)):
+        for name, pick, keys in (
+            ("median key", statistics.median, lambda per: list(per.values())),
+            ("slowest key but escape", max, but_escape),
+        ):
             a, b = pick(keys(per_ours)), pick(keys(per_echo))
             print(f"| {what}, {name}: ms | {1000 * a:.0f} | {1000 * b:.0f} | {a / b:.1f}x |")
-        over = [f"`{k}` {1000 * v:.0f}" for (i, k), v in sorted(per_ours.items(), key=lambda kv: -kv[1])
-                if v > 0.1 and k != "escape"]
+        over = [
+            f"`{k}` {1000 * v:.0f}"
+            for (i, k), v in sorted(per_ours.items(), key=lambda kv: -kv[1])
+            if v > 0.1 and k != "escape"
+        ]
         escape = [f"{1000 * v:.0f}" for (i, k), v in per_ours.items() if k == "escape"]
-        notes.append(f"{what[0].upper()}{what[1:]}: keys over 100 ms: {', '.join(over) or 'none'}; escape "
-                     f"{', '.join(escape)} ms (with the terminal's ESCDELAY, 100 ms).")
+        notes.append(
+            f"{what[0].upper()}{what[1:]}: keys over 100 ms: {', '.join(over) or 'none'}; escape "
+            f"{', '.join(escape)} ms (with the terminal's ESCDELAY, 100 ms)."
+        )
     print("\n" + "\n".join(notes) + "\n")
     print("| measure | factrecall | baseline | ratio |\n|---|---|---|---|")
-    print(f"| scan of {args.runs} runs, first: seconds (baseline: parse every spec.json) | {cold:.4f} | "
-          f"{base:.4f} | {cold / base:.2f}x |")
-    print(f"| scan of {args.runs} runs, again (steady rescan): seconds | {steady:.4f} | {base:.4f} | "
-          f"{steady / base:.2f}x |")
+    print(
+        f"| scan of {args.runs} runs, first: seconds (baseline: parse every spec.json) | {cold:.4f} | "
+        f"{base:.4f} | {cold / base:.2f}x |"
+    )
+    print(
+        f"| scan of {args.runs} runs, again (steady rescan): seconds | {steady:.4f} | {base:.4f} | "
+        f"{steady / base:.2f}x |"
+    )
 
 
 def _per_key(rounds: list[list[tuple[float, float] | None]], j: int) -> dict[tuple[int, str], float]:

@@ -63,8 +63,10 @@ def main() -> None:
     parts_a, parts_b = a["timing"]["parts"], b["timing"]["parts"]
     for (ka, va), (kb, vb) in zip(parts_a.items(), parts_b.items()):
         print(f"| {ka} / {kb} | {va:,.0f} | {vb:,.0f} | {va / vb:.2f}x |")
-    print(f"| total | {a['timing']['total_s']:,.0f} | {b['timing']['total_s']:,.0f} | "
-          f"{a['timing']['total_s'] / b['timing']['total_s']:.2f}x |")
+    print(
+        f"| total | {a['timing']['total_s']:,.0f} | {b['timing']['total_s']:,.0f} | "
+        f"{a['timing']['total_s'] / b['timing']['total_s']:.2f}x |"
+    )
     print(f"\n{beyond} accuracy cells differ by more than the seeds' spread.")
 
 

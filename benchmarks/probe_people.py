@@ -23,8 +23,10 @@ def curve(path: str, model: str, attribute: str, layer: int, sizes: list[int], o
     s = store.open(path)
     classes, n_classes = _classes(s, ProbeSettings(attribute=attribute))
     train, test = np.flatnonzero(s.split == "qa_in"), np.flatnonzero(s.split == "qa_out")
-    acts = {fmt: torch.as_tensor(s.acts(fmt, layer % s.layers, attribute, model=model), dtype=torch.float32)
-            for fmt in ("bio_long", "qa")}
+    acts = {
+        fmt: torch.as_tensor(s.acts(fmt, layer % s.layers, attribute, model=model), dtype=torch.float32)
+        for fmt in ("bio_long", "qa")
+    }
     y = torch.as_tensor(classes, dtype=torch.long)
     out: dict[int, list] = {}
     for k in sizes:
@@ -32,8 +34,12 @@ def curve(path: str, model: str, attribute: str, layer: int, sizes: list[int], o
             continue
         for seed in range(orders):
             rows = np.random.default_rng(seed).permutation(train)[:k]
-            out.setdefault(k, []).append([accuracy(fit(acts[fmt][rows], y[rows], n_classes), acts[fmt][test], y[test])
-                                          for fmt in ("bio_long", "qa")])
+            out.setdefault(k, []).append(
+                [
+                    accuracy(fit(acts[fmt][rows], y[rows], n_classes), acts[fmt][test], y[test])
+                    for fmt in ("bio_long", "qa")
+                ]
+            )
     return out
 
 
@@ -50,12 +56,16 @@ def main() -> None:
     for run in args.runs:
         for k, accs in curve(run, args.model, args.attribute, args.layer, args.sizes, args.orders).items():
             rows.setdefault(k, []).extend(accs)
-    print(f"{args.model}, {args.attribute}, layer {args.layer}: probes trained on K QA-in people, scored on every QA-out person\n")
+    print(
+        f"{args.model}, {args.attribute}, layer {args.layer}: probes trained on K QA-in people, scored on every QA-out person\n"
+    )
     print("| K | Acc(hBIO·WBIO) | Acc(hQA·WQA) | fits |")
     print("|---|---|---|---|")
     for k in sorted(rows):
         a = np.array(rows[k])
-        print(f"| {k} | {a[:, 0].mean():.1f} ± {a[:, 0].std():.1f} | {a[:, 1].mean():.1f} ± {a[:, 1].std():.1f} | {len(a)} |")
+        print(
+            f"| {k} | {a[:, 0].mean():.1f} ± {a[:, 0].std():.1f} | {a[:, 1].mean():.1f} ± {a[:, 1].std():.1f} | {len(a)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,12 @@ from jobs.study.claims import PAPER_FIGURE5, top_layers
 from jobs.study.markdown import _cell, _table
 from jobs.words import ATTRIBUTES
 
-PROBE_COLUMNS = (("acc_bio_wbio", "Acc(hBIO·WBIO)"), ("acc_qa_wqa", "Acc(hQA·WQA)"), ("acc_bio_wqa", "Acc(hBIO·WQA)"),
-                 ("acc_qa_wbio", "Acc(hQA·WBIO)"))
+PROBE_COLUMNS = (
+    ("acc_bio_wbio", "Acc(hBIO·WBIO)"),
+    ("acc_qa_wqa", "Acc(hQA·WQA)"),
+    ("acc_bio_wqa", "Acc(hBIO·WQA)"),
+    ("acc_qa_wbio", "Acc(hQA·WBIO)"),
+)
 MODELS = (("stage", "Stage"), ("mix", "Mix"))
 
 
@@ -62,22 +66,30 @@ def accuracy(reports: list[dict]) -> str:
     for r in reports:
         acc = r["accuracy"]
         gap = np.mean(acc["mix"]["qa_out"]["avg"]["values"]) - np.mean(acc["stage"]["qa_out"]["avg"]["values"])
-        rows.append([label(r), *(_cell(acc[m][s]["avg"]) for m, _ in MODELS for s in ("bio", "qa_in", "qa_out")),
-                     f"{gap:+.1f}"])
+        rows.append(
+            [label(r), *(_cell(acc[m][s]["avg"]) for m, _ in MODELS for s in ("bio", "qa_in", "qa_out")), f"{gap:+.1f}"]
+        )
     paper = [f"{v:.1f}" for m, _ in MODELS for v in PAPER_FIGURE5[m]]
     rows.append(["paper (Llama-3.2-3B)", *paper, f"{PAPER_FIGURE5['mix'][2] - PAPER_FIGURE5['stage'][2]:+.1f}"])
-    return table(["study", *(f"{name} {s}" for _, name in MODELS for s in ("BIO", "QA in", "QA out")),
-                  "Mix − Stage, QA out"], rows)
+    return table(
+        ["study", *(f"{name} {s}" for _, name in MODELS for s in ("BIO", "QA in", "QA out")), "Mix − Stage, QA out"],
+        rows,
+    )
 
 
 def probes(reports: list[dict], fmt: str, attribute: str = "job") -> str:
     rows = []
     for r in reports:
         for model, name in MODELS:
-            rows.append([label(r), name,
-                         *(f"{top_mean(r, fmt, attribute, model, c):.1f}" for c, _ in PROBE_COLUMNS),
-                         with_interval(r, fmt, attribute, model, "delta_rep"),
-                         with_interval(r, fmt, attribute, model, "delta_mech")])
+            rows.append(
+                [
+                    label(r),
+                    name,
+                    *(f"{top_mean(r, fmt, attribute, model, c):.1f}" for c, _ in PROBE_COLUMNS),
+                    with_interval(r, fmt, attribute, model, "delta_rep"),
+                    with_interval(r, fmt, attribute, model, "delta_mech"),
+                ]
+            )
     return table(["study", "model", *(h for _, h in PROBE_COLUMNS), "Δrep [95%]", "Δmech [95%]"], rows)
 
 
@@ -101,9 +113,17 @@ def patches(reports: list[dict]) -> str:
             continue
         for model, name in MODELS:
             t = top[model]
-            rows.append([label(r), name, f"{t['qa']['mean']:.1f}",
-                         *(f"{t[g]['mean']:+.1f} [{t[g]['ci'][0]:+.1f}, {t[g]['ci'][1]:+.1f}]"
-                           for g in ("gain_bio_long_qa", "gain_bio_short_qa"))])
+            rows.append(
+                [
+                    label(r),
+                    name,
+                    f"{t['qa']['mean']:.1f}",
+                    *(
+                        f"{t[g]['mean']:+.1f} [{t[g]['ci'][0]:+.1f}, {t[g]['ci'][1]:+.1f}]"
+                        for g in ("gain_bio_long_qa", "gain_bio_short_qa")
+                    ),
+                ]
+            )
     return table(["study", "model", "QA", "hBIO_long→QA gain [95%]", "hBIO_short→QA gain [95%]"], rows)
 
 
@@ -139,20 +159,43 @@ def figure(reports: list[dict], out: Path) -> None:
         read = [np.mean([top_mean(r, "bio_short", a, model, "acc_bio_wbio") for a in ATTRIBUTES[1:]]) for r in reports]
         left.bar(x + (k - 0.5) * 0.38, read, 0.38, label=name)
     left.axhline(AT_FLOOR, color="grey", ls=":", lw=1, label=f"floor ({AT_FLOOR:g}%)")
-    left.set(xticks=x, ylabel="Acc(hBIO_short·WBIO), %", ylim=(0, 100),
-             title="Can a probe read BIO_short? (top layer, 5 attributes)")
+    left.set(
+        xticks=x,
+        ylabel="Acc(hBIO_short·WBIO), %",
+        ylim=(0, 100),
+        title="Can a probe read BIO_short? (top layer, 5 attributes)",
+    )
     left.set_xticklabels(names, rotation=15)
     left.legend(fontsize=8)
-    for k, (column, shown, limit) in enumerate((("delta_rep", "Δrep", PAPER_SHORT_DELTA_REP), ("delta_mech", "Δmech", SMALL_MECH))):
+    for k, (column, shown, limit) in enumerate(
+        (("delta_rep", "Δrep", PAPER_SHORT_DELTA_REP), ("delta_mech", "Δmech", SMALL_MECH))
+    ):
         for j, (model, name) in enumerate(MODELS):
             at = x + (2 * k + j - 1.5) * 0.2
             mean = [top_mean(r, "bio_short", "job", model, column) for r in reports]
-            cis = [r.get("probe_intervals", {}).get("bio_short", {}).get("job", {}).get(model, {}).get(column) for r in reports]
+            cis = [
+                r.get("probe_intervals", {}).get("bio_short", {}).get("job", {}).get(model, {}).get(column)
+                for r in reports
+            ]
             err = np.array([[m - c[0], c[1] - m] if c else [np.nan, np.nan] for m, c in zip(mean, cis)]).T
-            right.bar(at, mean, 0.2, yerr=err, capsize=2, label=f"{name} {shown}", hatch="//" if k else None,
-                      color=f"C{j}", alpha=0.9 if k == 0 else 0.5)
-        right.axhline(limit, color="k" if k == 0 else "grey", ls="--" if k == 0 else ":", lw=1,
-                      label=f"paper: {shown} < {limit:g}" if k == 0 else f"{shown} near 0: < {limit:g}")
+            right.bar(
+                at,
+                mean,
+                0.2,
+                yerr=err,
+                capsize=2,
+                label=f"{name} {shown}",
+                hatch="//" if k else None,
+                color=f"C{j}",
+                alpha=0.9 if k == 0 else 0.5,
+            )
+        right.axhline(
+            limit,
+            color="k" if k == 0 else "grey",
+            ls="--" if k == 0 else ":",
+            lw=1,
+            label=f"paper: {shown} < {limit:g}" if k == 0 else f"{shown} near 0: < {limit:g}",
+        )
     right.set(xticks=x, ylabel="points", title="Claim 5, job, BIO_short, top layer (95% intervals)")
     right.set_xticklabels(names, rotation=15)
     right.legend(fontsize=7, ncol=2)
@@ -187,5 +230,7 @@ if __name__ == "__main__":
     if args[:1] == ["--figure"]:
         out, args = Path(args[1]), args[2:]
     if not args:
-        sys.exit("give the study folders, the default first: python docs/claim5_tables.py [--figure PNG] STUDY [STUDY ...]")
+        sys.exit(
+            "give the study folders, the default first: python docs/claim5_tables.py [--figure PNG] STUDY [STUDY ...]"
+        )
     sys.exit(main(args, out))

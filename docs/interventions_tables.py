@@ -22,13 +22,25 @@ from store.probes import ProbeSettings, Sweep, sweeps
 from store.probes import frame as probe_frame
 from store.probes import intervals as probe_intervals
 
-SHOWN = ("qa", "bio_long_qa", "bio_short_qa", "identity_qa", "donor_rate", "random_qa", "bio", "qa_bio_long",
-         "erase_qa", "erase_random_qa", "erase_bio")
+SHOWN = (
+    "qa",
+    "bio_long_qa",
+    "bio_short_qa",
+    "identity_qa",
+    "donor_rate",
+    "random_qa",
+    "bio",
+    "qa_bio_long",
+    "erase_qa",
+    "erase_random_qa",
+    "erase_bio",
+)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)])
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    )
 
 
 def main(paths: list[Path]) -> None:
@@ -39,7 +51,11 @@ def main(paths: list[Path]) -> None:
     rows_all = []
     for attribute in ATTRIBUTES:
         t0 = time.perf_counter()
-        found = [r for p, s in zip(paths, stores) for r, _ in patch(p, s, ["stage", "mix"], PatchSettings(attribute=attribute))]
+        found = [
+            r
+            for p, s in zip(paths, stores)
+            for r, _ in patch(p, s, ["stage", "mix"], PatchSettings(attribute=attribute))
+        ]
         seconds[attribute] = time.perf_counter() - t0
         for model in ("stage", "mix"):
             mine = [r for r in found if r["model"] == model]
@@ -47,22 +63,43 @@ def main(paths: list[Path]) -> None:
             mean = {c: np.mean([r["rows"][-1][c] for r in mine]) for c in SHOWN}
             for name, (a, b) in DIFFERENCES.items():
                 mean[name] = mean[a] - mean[b]
-            rows_all.append([attribute, model, *(f"{mean[c]:.1f}" for c in SHOWN),
-                             f"{mean['gain_bio_long_qa']:+.1f} [{ci['gain_bio_long_qa'][0]:.1f}, {ci['gain_bio_long_qa'][1]:.1f}]",
-                             f"{mean['gain_bio_short_qa']:+.1f} [{ci['gain_bio_short_qa'][0]:.1f}, {ci['gain_bio_short_qa'][1]:.1f}]"])
+            rows_all.append(
+                [
+                    attribute,
+                    model,
+                    *(f"{mean[c]:.1f}" for c in SHOWN),
+                    f"{mean['gain_bio_long_qa']:+.1f} [{ci['gain_bio_long_qa'][0]:.1f}, {ci['gain_bio_long_qa'][1]:.1f}]",
+                    f"{mean['gain_bio_short_qa']:+.1f} [{ci['gain_bio_short_qa'][0]:.1f}, {ci['gain_bio_short_qa'][1]:.1f}]",
+                ]
+            )
         if attribute == "job":
             df = frame([(p.name, r) for p, r in zip([p for p in paths for _ in (0, 1)], found)])
             agg = summary(df, found)
             print("### job, every layer\n")
-            print(table(["model", "layer", *(LABELS[c] for c in SHOWN)],
-                        [[r["model"], str(int(r["layer"])), *(f"{r[c]:.1f} [{r[c + '_lo']:.1f}, {r[c + '_hi']:.1f}]" for c in SHOWN)]
-                         for _, r in agg.iterrows()]))
+            print(
+                table(
+                    ["model", "layer", *(LABELS[c] for c in SHOWN)],
+                    [
+                        [
+                            r["model"],
+                            str(int(r["layer"])),
+                            *(f"{r[c]:.1f} [{r[c + '_lo']:.1f}, {r[c + '_hi']:.1f}]" for c in SHOWN),
+                        ]
+                        for _, r in agg.iterrows()
+                    ],
+                )
+            )
             print()
     print("### Every attribute, top layer\n")
-    print(table(["attribute", "model", *(LABELS[c] for c in SHOWN), "gain hBIO_long→QA", "gain hBIO_short→QA"], rows_all))
+    print(
+        table(["attribute", "model", *(LABELS[c] for c in SHOWN), "gain hBIO_long→QA", "gain hBIO_short→QA"], rows_all)
+    )
     print()
-    print("Seconds per attribute (three runs, Stage and Mix; 0 where cached): "
-          + ", ".join(f"{a} {s:.1f}" for a, s in seconds.items()) + "\n")
+    print(
+        "Seconds per attribute (three runs, Stage and Mix; 0 where cached): "
+        + ", ".join(f"{a} {s:.1f}" for a, s in seconds.items())
+        + "\n"
+    )
 
     print("## Probes with controls and intervals (job, top layer)\n")
     rows = []
@@ -73,14 +110,39 @@ def main(paths: list[Path]) -> None:
             ci = probe_intervals(found, model, top)
             d = df[(df["model"] == model) & (df["layer"] == top[0])]
             cells = [fmt, model]
-            for c in ("acc_qa_wqa", "acc_bio_wqa", "acc_bio_wbio", "ctl_qa_wqa", "ctl_bio_wbio", "sel_qa_wqa",
-                      "sel_bio_wbio", "delta_rep", "delta_mech"):
+            for c in (
+                "acc_qa_wqa",
+                "acc_bio_wqa",
+                "acc_bio_wbio",
+                "ctl_qa_wqa",
+                "ctl_bio_wbio",
+                "sel_qa_wqa",
+                "sel_bio_wbio",
+                "delta_rep",
+                "delta_mech",
+            ):
                 cells.append(f"{d[c].mean():.1f} [{ci[c][0]:.1f}, {ci[c][1]:.1f}]")
             rows.append(cells)
         if fmt == "bio_long":
             coverage(found, top)
-    print(table(["BIO", "model", "Acc(hQA·WQA)", "Acc(hBIO·WQA)", "Acc(hBIO·WBIO)", "Control(hQA·WQA)",
-                 "Control(hBIO·WBIO)", "Sel(hQA·WQA)", "Sel(hBIO·WBIO)", "Δrep", "Δmech"], rows))
+    print(
+        table(
+            [
+                "BIO",
+                "model",
+                "Acc(hQA·WQA)",
+                "Acc(hBIO·WQA)",
+                "Acc(hBIO·WBIO)",
+                "Control(hQA·WQA)",
+                "Control(hBIO·WBIO)",
+                "Sel(hQA·WQA)",
+                "Sel(hBIO·WBIO)",
+                "Δrep",
+                "Δmech",
+            ],
+            rows,
+        )
+    )
     print()
 
 
@@ -102,10 +164,14 @@ def coverage(found: list[Sweep], top: list[int]) -> None:
                         held += ok
                         total += 1
                         if not ok:
-                            worst.append(f"{model} L{layer} {c}: seed {j}'s {row[c]:.1f} outside seed {i}'s [{ci[c][0]:.1f}, {ci[c][1]:.1f}]")
-    print(f"Seed-to-seed coverage (job, BIO_long): one seed's 95% interval holds another seed's value in {held} of "
-          f"{total} comparisons ({100 * held / total:.0f}%; two independent draws' difference has twice one draw's "
-          "variance, so about 83% is what an honest interval gives when seeds differ only in their people).\n")
+                            worst.append(
+                                f"{model} L{layer} {c}: seed {j}'s {row[c]:.1f} outside seed {i}'s [{ci[c][0]:.1f}, {ci[c][1]:.1f}]"
+                            )
+    print(
+        f"Seed-to-seed coverage (job, BIO_long): one seed's 95% interval holds another seed's value in {held} of "
+        f"{total} comparisons ({100 * held / total:.0f}%; two independent draws' difference has twice one draw's "
+        "variance, so about 83% is what an honest interval gives when seeds differ only in their people).\n"
+    )
     for line in worst[:8]:
         print(f"- {line}")
     print()

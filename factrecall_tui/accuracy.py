@@ -49,15 +49,15 @@ if TYPE_CHECKING:
     from jobs.run.spec import ExperimentSpec
 
 FIGURES = {"fig1": "Figure 1 · QA out-of-distribution exact match (%)", "fig5": "Figure 5 · exact match (%)"}
-TRAINED = tuple(CHAINS)                      # bio, stage, mix, qa: a run shows when it has one of these
+TRAINED = tuple(CHAINS)  # bio, stage, mix, qa: a run shows when it has one of these
 FIG1_COLUMNS = ("avg", *ATTRIBUTES)
 FIG1_LABELS = ["Ave", *(ATTRIBUTE_LABELS[a] for a in ATTRIBUTES)]
 FIG5_LABELS = list(SET_LABELS.values())
 # Bar colours per model: Stage and Mix are told apart at a glance.
 COLORS = {"bio": (140, 140, 140), "stage": (235, 140, 50), "mix": (70, 140, 240), "qa": (200, 90, 200)}
-FILL_CHUNK = 100                             # rows added to the tables at a time (see `_fill`)
+FILL_CHUNK = 100  # rows added to the tables at a time (see `_fill`)
 FILL_PAUSE_S = 0.005
-TALL = 40                                    # pane height from which both tables are shown at once
+TALL = 40  # pane height from which both tables are shown at once
 
 
 @dataclass
@@ -66,10 +66,10 @@ class GroupRows:
 
     label: str
     seeds: list[int]
-    runs: list[str]                                   # run folder names, for focus_run
-    models: list[str]                                 # metrics keys present, in the paper's order
-    fig1: dict[str, list[str]] = field(default_factory=dict)   # model -> cells (Ave, Date, ...)
-    fig5: dict[str, list[str]] = field(default_factory=dict)   # model -> cells (BIO, QA in, QA out)
+    runs: list[str]  # run folder names, for focus_run
+    models: list[str]  # metrics keys present, in the paper's order
+    fig1: dict[str, list[str]] = field(default_factory=dict)  # model -> cells (Ave, Date, ...)
+    fig5: dict[str, list[str]] = field(default_factory=dict)  # model -> cells (BIO, QA in, QA out)
     chart1: dict[str, list[float]] = field(default_factory=dict)  # trained model label -> means
     chart5: dict[str, list[float]] = field(default_factory=dict)
     colors: list[tuple[int, int, int]] = field(default_factory=list)  # one per trained model, in chart order
@@ -84,7 +84,7 @@ class Curve:
     its QA phase)."""
 
     steps: list[int]
-    means: dict[str, list[float]]   # set (bio, qa_in, qa_out) -> mean exact match (%) at each step
+    means: dict[str, list[float]]  # set (bio, qa_in, qa_out) -> mean exact match (%) at each step
     switch: int | None
     seeds: int
     color: tuple[int, int, int]
@@ -93,7 +93,7 @@ class Curve:
 @dataclass
 class Tables:
     groups: list[GroupRows]
-    notes: list[str]          # one per run or group that could not be shown, and why
+    notes: list[str]  # one per run or group that could not be shown, and why
 
 
 def _mean(values: list[float]) -> float:
@@ -133,8 +133,13 @@ def build_tables(paths: list[Path]) -> Tables:
                     rows.chart5[MODEL_LABELS[model]] = [_mean(group.values(model, s, "avg")) for s in SET_LABELS]
                     rows.colors.append(COLORS[model])
             for model, (steps, per_set, switch) in group_curves(group.metrics).items():
-                rows.curves[MODEL_LABELS[model]] = Curve([int(x) for x in steps], {k: [float(v) for v in a.mean(0)] for k, a in per_set.items()},
-                                                         switch, len(per_set["qa_out"]), COLORS[model])
+                rows.curves[MODEL_LABELS[model]] = Curve(
+                    [int(x) for x in steps],
+                    {k: [float(v) for v in a.mean(0)] for k, a in per_set.items()},
+                    switch,
+                    len(per_set["qa_out"]),
+                    COLORS[model],
+                )
         except (KeyError, TypeError, ValueError) as err:  # a metrics.json of another shape
             notes.append(f"{group.label}: metrics.json unreadable ({first_line(err, with_type=True)})")
             continue
@@ -152,8 +157,11 @@ class AccuracyPane(HandsFailuresUp, Vertical):
     """Figure 1 and Figure 5 across runs (mean ± std over seeds) and a bar chart of the group under
     the cursor. `show(runs)` after a scan that changed a run; `focus_run(name)` puts the cursor on a run."""
 
-    BINDINGS = [Binding("f", "toggle_figure", "Fig. 1 ⇄ Fig. 5"), Binding("t", "toggle_curves", "Curves ⇄ bars"),
-                Binding("e", "export", "Export", show=False)]
+    BINDINGS = [
+        Binding("f", "toggle_figure", "Fig. 1 ⇄ Fig. 5"),
+        Binding("t", "toggle_curves", "Curves ⇄ bars"),
+        Binding("e", "export", "Export", show=False),
+    ]
 
     @dataclass
     class Loaded(Message, bubble=False):
@@ -164,22 +172,22 @@ class AccuracyPane(HandsFailuresUp, Vertical):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None):  # noqa: A002 - Textual's name
         super().__init__(id=id, classes=classes)
-        self.figure = "fig1"                       # which figure the chart (and a short pane's table) shows
+        self.figure = "fig1"  # which figure the chart (and a short pane's table) shows
         self.groups: list[GroupRows] = []
         self.notes: list[str] = []
-        self.chart_data: dict[str, list[float]] = {}   # model label -> bar heights, exactly as plotted
-        self.chart_labels: list[str] = []              # the bars' x labels
+        self.chart_data: dict[str, list[float]] = {}  # model label -> bar heights, exactly as plotted
+        self.chart_labels: list[str] = []  # the bars' x labels
         self.chart_title = ""
-        self.chart = "bars"                        # or "curves": the group's accuracy over training (t)
-        self.chart_curves: dict[str, Curve] = {}   # what the curves chart plots, by model label
-        self.loaded = False                        # the first result is in
+        self.chart = "bars"  # or "curves": the group's accuracy over training (t)
+        self.chart_curves: dict[str, Curve] = {}  # what the curves chart plots, by model label
+        self.loaded = False  # the first result is in
         self._signature: tuple | None = None
         self._generation = 0
-        self._row_group: dict[str, int] = {}       # row key -> index in self.groups
+        self._row_group: dict[str, int] = {}  # row key -> index in self.groups
         self._keys: dict[tuple[int, str], str] = {}  # (index in self.groups, model) -> row key
         self._pending_focus: str | None = None
-        self._cursor_wanted: str | None = None     # a row the cursor goes to once the fill has added it
-        self.message = ""                          # the line above the tables (rich markup)
+        self._cursor_wanted: str | None = None  # a row the cursor goes to once the fill has added it
+        self.message = ""  # the line above the tables (rich markup)
 
     def compose(self) -> ComposeResult:
         yield Line("Reading the runs' results…", id="acc-message")
@@ -335,7 +343,9 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         """The figure's table as shown, as CSV (a file in WORKSPACE/exports and the clipboard)."""
         table = self._table()
         header = [str(column.label) for column in table.columns.values()]
-        self.post_message(Export(f"accuracy-{self.figure}", to_csv(header, (table.get_row_at(i) for i in range(table.row_count)))))
+        self.post_message(
+            Export(f"accuracy-{self.figure}", to_csv(header, (table.get_row_at(i) for i in range(table.row_count))))
+        )
 
     def action_toggle_figure(self) -> None:
         hidden = self._table()
@@ -367,7 +377,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             self._draw_curves(plt, group, legend)
         elif self.chart == "curves" and group is not None:
             self.chart_data, self.chart_labels = {}, []
-            self.chart_title = (f"{group.label}: no training curve logged (train.eval_every is 0?); t shows the bars")
+            self.chart_title = f"{group.label}: no training curve logged (train.eval_every is 0?); t shows the bars"
             legend.update(f"[dim]{escaped(self.chart_title)}[/]")
         elif group is None or not group.chart1:
             self.chart_data, self.chart_labels = {}, []
@@ -379,9 +389,12 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             self.chart_data = {model: list(values) for model, values in data.items()}
             seeds = _seeds_said(group)
             what = "QA out exact match per attribute" if self.figure == "fig1" else "exact match per set"
-            self.chart_title = f"{'Figure 1' if self.figure == 'fig1' else 'Figure 5'} · {group.label}{seeds} · {what} (%)"
-            keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {escaped(model)}"
-                             for model, (r, g, b) in zip(self.chart_data, group.colors))
+            self.chart_title = (
+                f"{'Figure 1' if self.figure == 'fig1' else 'Figure 5'} · {group.label}{seeds} · {what} (%)"
+            )
+            keys = "  ".join(
+                f"[rgb({r},{g},{b})]██[/] {escaped(model)}" for model, (r, g, b) in zip(self.chart_data, group.colors)
+            )
             legend.update(f"[b]{escaped(self.chart_title)}[/]\n{keys}")
             plt.multiple_bar(self.chart_labels, list(self.chart_data.values()), color=group.colors, width=0.8)
             plt.ylim(0, 100)
@@ -394,10 +407,16 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         self.chart_data, self.chart_labels = {}, []
         self.chart_curves = dict(group.curves)
         seeds = max(c.seeds for c in group.curves.values())
-        self.chart_title = (f"Over training · {group.label}" + (f" · mean of {seeds} seeds" if seeds > 1 else "")
-                            + " · exact match (%) by optimizer step")
-        keys = "  ".join(f"[rgb({r},{g},{b})]██[/] {escaped(label)}" + (" (QA phase after ┆)" if c.switch else "")
-                         for label, c in group.curves.items() for r, g, b in [c.color])
+        self.chart_title = (
+            f"Over training · {group.label}"
+            + (f" · mean of {seeds} seeds" if seeds > 1 else "")
+            + " · exact match (%) by optimizer step"
+        )
+        keys = "  ".join(
+            f"[rgb({r},{g},{b})]██[/] {escaped(label)}" + (" (QA phase after ┆)" if c.switch else "")
+            for label, c in group.curves.items()
+            for r, g, b in [c.color]
+        )
         legend.update(f"[b]{escaped(self.chart_title)}[/]\n{keys}")
         plt.subplots(1, len(SET_LABELS))
         for i, (key, name) in enumerate(SET_LABELS.items(), start=1):
@@ -415,12 +434,16 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         if not text:
             runs = sum(len(g.seeds) for g in self.groups)
             if not self.groups:
-                text = ("No run has a trained model's results yet: runs appear here once "
-                        "`factrecall-jobs run` has evaluated Stage, Mix, BIO or QA.")
+                text = (
+                    "No run has a trained model's results yet: runs appear here once "
+                    "`factrecall-jobs run` has evaluated Stage, Mix, BIO or QA."
+                )
             else:
-                text = (f"{len(self.groups)} configuration{'s' * (len(self.groups) != 1)} · {runs} "
-                        f"run{'s' * (runs != 1)} · over seeds: mean ± population std (as `show`) · "
-                        "f: Figure 1 ⇄ 5 · t: curves")
+                text = (
+                    f"{len(self.groups)} configuration{'s' * (len(self.groups) != 1)} · {runs} "
+                    f"run{'s' * (runs != 1)} · over seeds: mean ± population std (as `show`) · "
+                    "f: Figure 1 ⇄ 5 · t: curves"
+                )
         if self.notes:
             more = f" (+{len(self.notes) - 1} more)" if len(self.notes) > 1 else ""
             text += f"\n[b red]skipped[/] {escaped(self.notes[0])}{more}"
@@ -436,7 +459,9 @@ def _seeds_said(group: GroupRows) -> str:
     if len(set(counts.values())) <= 1:
         n = next(iter(counts.values()), len(group.seeds))
         return f", mean of {n} seeds" if n > 1 else ""
-    return ", mean of " + ", ".join(f"{MODEL_LABELS[m]} {k}" for m, k in counts.items()) + f" of {len(group.seeds)} seeds"
+    return (
+        ", mean of " + ", ".join(f"{MODEL_LABELS[m]} {k}" for m, k in counts.items()) + f" of {len(group.seeds)} seeds"
+    )
 
 
 def row_key(label: str, model: str) -> str:

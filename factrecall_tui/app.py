@@ -34,7 +34,17 @@ from factrecall_tui.help import ABOUT, HelpScreen, keys_of
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.launch import LaunchScreen
 from factrecall_tui.log_view import LogScreen
-from factrecall_tui.messages import Compare, Export, OpenFigures, OpenLog, OpenRun, Rescan, RunsScanned, RunTab, ScanFailed
+from factrecall_tui.messages import (
+    Compare,
+    Export,
+    OpenFigures,
+    OpenLog,
+    OpenRun,
+    Rescan,
+    RunsScanned,
+    RunTab,
+    ScanFailed,
+)
 from factrecall_tui.pane import OpensRuns, ShowsRuns
 from factrecall_tui.probes import ProbesPane
 from factrecall_tui.quiet import Footer
@@ -81,8 +91,15 @@ class Shown(LineFilter):
 
 
 class FactrecallApp(App):
-    CSS_PATH = ["app.tcss", "launch.tcss", "accuracy.tcss", "probes.tcss", "store_view.tcss", "report_view.tcss",
-                "study_form.tcss"]
+    CSS_PATH = [
+        "app.tcss",
+        "launch.tcss",
+        "accuracy.tcss",
+        "probes.tcss",
+        "store_view.tcss",
+        "report_view.tcss",
+        "study_form.tcss",
+    ]
     TITLE = "factrecall"
     BINDINGS = [
         Binding("1", "tab('jobs')", "Jobs", show=False),
@@ -99,20 +116,25 @@ class FactrecallApp(App):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, workspace: Path, scan_every: float = SCAN_EVERY_S, remembered: Remembered | None = None,
-                 freeze_gc: bool = False):
+    def __init__(
+        self,
+        workspace: Path,
+        scan_every: float = SCAN_EVERY_S,
+        remembered: Remembered | None = None,
+        freeze_gc: bool = False,
+    ):
         super().__init__()
-        self.freeze_gc = freeze_gc              # the process is the app's: gc.freeze() once the runs are shown
+        self.freeze_gc = freeze_gc  # the process is the app's: gc.freeze() once the runs are shown
         self.workspace = workspace
         self.remembered = Remembered() if remembered is None else remembered  # factrecall_tui/remembered.py
         self.scanner = Scanner(workspace)
         self.runs: list[RunSummary] = []
-        self._shown = False                      # the panes have been shown a scan
+        self._shown = False  # the panes have been shown a scan
         self.scan_every = scan_every
         self._scanning = False
-        self._scan_error = ""                    # the last scan's failure, said once until it changes
+        self._scan_error = ""  # the last scan's failure, said once until it changes
         self._focus_after_scan: str | None = None
-        self._shown_filter = Shown()             # one instance: strips cache what each filter made of them
+        self._shown_filter = Shown()  # one instance: strips cache what each filter made of them
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -145,13 +167,21 @@ class FactrecallApp(App):
         """Textual's filters, then the sanitizer (`Shown`) under every line drawn."""
         return [*super().get_line_filters(), self._shown_filter]
 
-    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
-               timeout: float | None = None, markup: bool = True) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         """Every notification of this app is plain text, whatever its caller asks (widgets pass
         markup=True by default): most carry a file's words, a run's error, a path; none is written
         as markup. Control characters are written out (`visible`)."""
-        super().notify(visible(message, lines=True), title=visible(title), severity=severity, timeout=timeout,
-                       markup=False)
+        super().notify(
+            visible(message, lines=True), title=visible(title), severity=severity, timeout=timeout, markup=False
+        )
 
     # -- the workspace ---------------------------------------------------------------------------
     def rescan(self) -> None:
@@ -190,8 +220,9 @@ class FactrecallApp(App):
         # A steady rescan hands back the very objects of the runs that did not change: when none did,
         # Jobs, Accuracy and Probes have nothing to redraw. Store and Report are told every scan: they
         # watch files a run's own do not show (a probe cache written from a shell, a new study folder).
-        same = (self._shown and len(message.runs) == len(self.runs)
-                and all(a is b for a, b in zip(message.runs, self.runs)))
+        same = (
+            self._shown and len(message.runs) == len(self.runs) and all(a is b for a, b in zip(message.runs, self.runs))
+        )
         first = not self._shown
         self._shown = True
         self.runs = message.runs
@@ -235,8 +266,11 @@ class FactrecallApp(App):
             path = exports / f"{what}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
             atomic_write_bytes(path, message.csv.encode())
         except (OSError, *USER_ERRORS) as err:
-            self.notify(f"cannot export to {self.workspace / EXPORTS}: "
-                        f"{getattr(err, 'strerror', None) or first_line(err)}", severity="error", timeout=10)
+            self.notify(
+                f"cannot export to {self.workspace / EXPORTS}: {getattr(err, 'strerror', None) or first_line(err)}",
+                severity="error",
+                timeout=10,
+            )
             return
         self.copy_to_clipboard(message.csv)
         rows = message.csv.count("\n") - 1
@@ -244,8 +278,12 @@ class FactrecallApp(App):
 
     # -- navigation ------------------------------------------------------------------------------
     def _run_panes(self) -> dict[RunTab, OpensRuns]:
-        return {"jobs": self.query_one(JobsPane), "accuracy": self.query_one(AccuracyPane),
-                "probes": self.query_one(ProbesPane), "store": self.query_one(StorePane)}
+        return {
+            "jobs": self.query_one(JobsPane),
+            "accuracy": self.query_one(AccuracyPane),
+            "probes": self.query_one(ProbesPane),
+            "store": self.query_one(StorePane),
+        }
 
     def action_tab(self, tab: str) -> None:
         self.query_one(Tabs).show(tab)
@@ -290,6 +328,7 @@ class FactrecallApp(App):
 
     def action_reproduce(self) -> None:
         """The New study form (factrecall_tui/study_form.py); a queued study is followed on Report."""
+
         def queued(name: str | None) -> None:
             if name:
                 self.notify(f"queued the study {name}: the Report tab follows it")
@@ -308,8 +347,9 @@ class FactrecallApp(App):
 
         self.push_screen(LaunchScreen(self.workspace, self.remembered), launched)
 
-    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
-                           time_format: str | None = None) -> str | None:
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
         """A screenshot (palette, or ctrl+p) goes into WORKSPACE/screenshots (a server has no ~/Downloads,
         where Textual puts it), and the app says where it went."""
         where = Path(path) if path else self.workspace / SCREENSHOTS
@@ -320,28 +360,46 @@ class FactrecallApp(App):
                 where.mkdir(parents=True, exist_ok=True)
             saved = self.save_screenshot(filename, str(where), time_format)
         except (OSError, *USER_ERRORS) as err:
-            self.notify(f"cannot save the screenshot in {where}: {getattr(err, 'strerror', None) or first_line(err)}",
-                        severity="error", timeout=10)
+            self.notify(
+                f"cannot save the screenshot in {where}: {getattr(err, 'strerror', None) or first_line(err)}",
+                severity="error",
+                timeout=10,
+            )
             return None
         self.notify(f"screenshot saved: {saved}", title="Screenshot")
         return saved
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield SystemCommand("New job", "Launch runs: strategy, seeds, people, model, device", self.action_launch)
-        yield SystemCommand("Reproduce the paper (new study)", "factrecall-jobs reproduce through the queue: its plan "
-                            "first, then its runs, probes and report", self.action_reproduce)
+        yield SystemCommand(
+            "Reproduce the paper (new study)",
+            "factrecall-jobs reproduce through the queue: its plan first, then its runs, probes and report",
+            self.action_reproduce,
+        )
         jobs = self.query_one(JobsPane)
         if (run := jobs.selected) is not None:  # they name the run they act on, and show it on Jobs first
+
             def on_jobs(action):
                 return lambda: (self.action_tab("jobs"), action())
-            yield SystemCommand(f"Cancel job {run.name}", f"{run.status}: take it off the queue, or stop it (asks "
-                                "first)", on_jobs(jobs.action_cancel))
-            yield SystemCommand(f"Resume job {run.name}", f"{run.status}: queue it to continue where it stopped",
-                                on_jobs(jobs.action_resume))
-            yield SystemCommand(f"Open log of {run.name}", "Follow its log and its console output",
-                                on_jobs(jobs.action_log))
-        yield SystemCommand("Fit probes", "Fit probes with the Probes screen's settings",
-                            lambda: (self.action_tab("probes"), self.query_one(ProbesPane).action_fit()))
+
+            yield SystemCommand(
+                f"Cancel job {run.name}",
+                f"{run.status}: take it off the queue, or stop it (asks first)",
+                on_jobs(jobs.action_cancel),
+            )
+            yield SystemCommand(
+                f"Resume job {run.name}",
+                f"{run.status}: queue it to continue where it stopped",
+                on_jobs(jobs.action_resume),
+            )
+            yield SystemCommand(
+                f"Open log of {run.name}", "Follow its log and its console output", on_jobs(jobs.action_log)
+            )
+        yield SystemCommand(
+            "Fit probes",
+            "Fit probes with the Probes screen's settings",
+            lambda: (self.action_tab("probes"), self.query_one(ProbesPane).action_fit()),
+        )
         for tab, label in TABS.items():
             yield SystemCommand(f"Show {label}", f"Switch to the {label} screen", lambda t=tab: self.action_tab(t))
         yield SystemCommand("Reload", "Scan the workspace again now", self.rescan)
@@ -358,15 +416,22 @@ def collect_less() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="factrecall-tui",
-                                 description="Launch and follow factrecall jobs, browse accuracies, fit probes.")
-    ap.add_argument("workspace", nargs="?", default=None,
-                    help="folder holding runs/ (default: --workspace, $FACTRECALL_WORKSPACE, or ./workspace)")
+    ap = argparse.ArgumentParser(
+        prog="factrecall-tui", description="Launch and follow factrecall jobs, browse accuracies, fit probes."
+    )
+    ap.add_argument(
+        "workspace",
+        nargs="?",
+        default=None,
+        help="folder holding runs/ (default: --workspace, $FACTRECALL_WORKSPACE, or ./workspace)",
+    )
     ap.add_argument("--workspace", dest="workspace_option", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     where = args.workspace or args.workspace_option or os.environ.get("FACTRECALL_WORKSPACE", "workspace")
     if not where.strip():
-        ap.exit(2, "error: the workspace is empty (FACTRECALL_WORKSPACE= ?); give a folder, e.g. factrecall-tui workspace\n")
+        ap.exit(
+            2, "error: the workspace is empty (FACTRECALL_WORKSPACE= ?); give a folder, e.g. factrecall-tui workspace\n"
+        )
     workspace = Path(where).expanduser()
     if workspace.exists() and not workspace.is_dir():
         ap.exit(2, f"error: workspace {workspace} is a file; give a folder (it holds runs/)\n")

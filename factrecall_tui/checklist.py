@@ -7,8 +7,8 @@ from __future__ import annotations
 from rich.segment import Segment
 from textual.strip import Strip
 from textual.widgets import SelectionList
-from textual.widgets.selection_list import SelectionType
 from textual.widgets._toggle_button import ToggleButton
+from textual.widgets.selection_list import SelectionType
 
 CHECKED, UNCHECKED = "✓", " "
 

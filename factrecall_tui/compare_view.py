@@ -29,8 +29,11 @@ from jobs.shown import visible
 
 class CompareScreen(HandsFailuresUp, Screen):
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back"), Binding("e", "export", "Export")]
-    HELP = ("Compare", "The runs the Jobs table shows, as `factrecall-jobs compare`: a row per configuration "
-                       "and model (seeds folded into mean ± population std), the settings that differ as columns.")
+    HELP = (
+        "Compare",
+        "The runs the Jobs table shows, as `factrecall-jobs compare`: a row per configuration "
+        "and model (seeds folded into mean ± population std), the settings that differ as columns.",
+    )
 
     @dataclass
     class Compared(Message, bubble=False):
@@ -46,8 +49,10 @@ class CompareScreen(HandsFailuresUp, Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Line(f"[b]Compare[/] · {escaped(self.what)} · exact match (%) · [dim]reading {len(self.paths)} runs…[/]",
-                     id="compare-title")
+        yield Line(
+            f"[b]Compare[/] · {escaped(self.what)} · exact match (%) · [dim]reading {len(self.paths)} runs…[/]",
+            id="compare-title",
+        )
         yield DataTable(id="compare-table", zebra_stripes=True, cursor_type="row")
         yield Footer()
 
@@ -78,9 +83,11 @@ class CompareScreen(HandsFailuresUp, Screen):
             table.add_column(Text(visible(name)), key=name)
         table.add_rows([[Text(visible(cell)) for cell in row] for row in message.rows])
         configs = len({row[0] for row in message.rows})
-        differing = message.header[1:message.header.index("Model")]
-        title.update(f"[b]Compare[/] · {escaped(self.what)} · {configs} configuration{'s' * (configs != 1)} · exact "
-                     f"match (%) · differing: {escaped(', '.join(differing)) or 'nothing but the seed'}")
+        differing = message.header[1 : message.header.index("Model")]
+        title.update(
+            f"[b]Compare[/] · {escaped(self.what)} · {configs} configuration{'s' * (configs != 1)} · exact "
+            f"match (%) · differing: {escaped(', '.join(differing)) or 'nothing but the seed'}"
+        )
         table.focus()
 
     def action_export(self) -> None:

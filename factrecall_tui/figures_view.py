@@ -26,8 +26,11 @@ from jobs.shown import visible
 
 class FiguresScreen(Screen):
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
-    HELP = ("Figures", "The study's report figures (its PNGs), drawn in the terminal: with its graphics protocol "
-                       "where it has one, else in half blocks. ↑/↓ choose a figure.")
+    HELP = (
+        "Figures",
+        "The study's report figures (its PNGs), drawn in the terminal: with its graphics protocol "
+        "where it has one, else in half blocks. ↑/↓ choose a figure.",
+    )
 
     def __init__(self, study: str, figures: list[tuple[str, Path]]):
         super().__init__()
@@ -37,10 +40,14 @@ class FiguresScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         # A figure's name is the report's words: text, never markup.
-        yield Line(f"[b]{escaped(self.study)}[/] · report figures · [dim]{len(self.figures)} PNGs[/]", id="figures-title")
+        yield Line(
+            f"[b]{escaped(self.study)}[/] · report figures · [dim]{len(self.figures)} PNGs[/]", id="figures-title"
+        )
         with Horizontal(id="figures-body"):
-            yield OptionList(*(Option(Content(visible(name)), id=str(i)) for i, (name, _) in enumerate(self.figures)),
-                             id="figures-list")
+            yield OptionList(
+                *(Option(Content(visible(name)), id=str(i)) for i, (name, _) in enumerate(self.figures)),
+                id="figures-list",
+            )
             yield Image(None, id="figures-image")
         yield Footer()
 
@@ -58,4 +65,6 @@ class FiguresScreen(Screen):
         name, path = self.figures[index]
         self.shown = path
         self.query_one("#figures-image", Image).image = path
-        self.query_one("#figures-title", Static).update(f"[b]{escaped(self.study)}[/] · {escaped(name)} · [dim]{escaped(path)}[/]")
+        self.query_one("#figures-title", Static).update(
+            f"[b]{escaped(self.study)}[/] · {escaped(name)} · [dim]{escaped(path)}[/]"
+        )

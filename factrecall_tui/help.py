@@ -18,12 +18,12 @@ from factrecall_tui.escape import escaped
 # What each tab is for, in one sentence (the README says more).
 ABOUT = {
     "jobs": "Every run in the workspace, its status and progress. Enter or a click selects a run; the keys "
-            "below act on the selected one. / filters (mix, status:failed, seed:1, -strategy:qa), o or a "
-            "click on a header sorts.",
+    "below act on the selected one. / filters (mix, status:failed, seed:1, -strategy:qa), o or a "
+    "click on a header sorts.",
     "accuracy": "Figure 1 (QA out per attribute) and Figure 5 (BIO, QA in, QA out) across runs; seeds of "
-                "one configuration as mean ± population std.",
+    "one configuration as mean ± population std.",
     "probes": "Linear probes per layer (Figures 3 and 4): choose runs, attribute, format and splits, then "
-              "fit; ± is the sample std over seeds.",
+    "fit; ± is the sample std over seeds.",
     "store": "A run's activation store as a tree; type a numpy index to preview a slice.",
     "report": "The workspace's studies (factrecall-jobs reproduce), their progress, verdicts and report.",
 }
@@ -31,7 +31,7 @@ ABOUT = {
 
 @dataclass(frozen=True)
 class Key:
-    keys: str         # as the footer shows them, e.g. "^s" or "enter"
+    keys: str  # as the footer shows them, e.g. "^s" or "enter"
     description: str
     enabled: bool
 
@@ -60,11 +60,21 @@ def keys_of(app: App, screen: Screen) -> list[Group]:
         shown = app.get_key_display(Binding(key, binding.action, binding.description, key_display=binding.key_display))
         description = binding.description or binding.action.replace("_", " ")
         groups.setdefault(id(node), (title, []))[1].append(Key(shown, description, active.enabled))
+
     # What this screen is for first (a pane's own keys, the screen's), then everywhere, then the generic
     # keys of a built-in widget (a table's cursor, a text field's editing), which every app shares.
     def rank(group: tuple[str, list[Key]]) -> int:
         title = group[0]
-        return 3 if title in GENERIC.values() else 2 if title == "Everywhere" else 1 if title.startswith("This screen") or title == "Moving around" else 0
+        return (
+            3
+            if title in GENERIC.values()
+            else 2
+            if title == "Everywhere"
+            else 1
+            if title.startswith("This screen") or title == "Moving around"
+            else 0
+        )
+
     return [Group(title, keys) for title, keys in sorted(groups.values(), key=rank)]
 
 
@@ -77,9 +87,18 @@ def _name(node) -> str:
     return GENERIC.get(cls, cls)
 
 
-GENERIC = {"DataTable": "The table", "Input": "A text field", "Select": "A drop-down", "Tree": "The tree",
-           "SelectionList": "A list", "Checklist": "A list", "Log": "The log", "VerticalScroll": "Scrolling",
-           "OptionList": "A list", "Markdown": "The text"}
+GENERIC = {
+    "DataTable": "The table",
+    "Input": "A text field",
+    "Select": "A drop-down",
+    "Tree": "The tree",
+    "SelectionList": "A list",
+    "Checklist": "A list",
+    "Log": "The log",
+    "VerticalScroll": "Scrolling",
+    "OptionList": "A list",
+    "Markdown": "The text",
+}
 
 
 class HelpScreen(ModalScreen[None]):
@@ -101,8 +120,9 @@ class HelpScreen(ModalScreen[None]):
                 for group in self.groups:
                     lines.append(f"[b $accent]{escaped(group.title)}[/]")
                     for key in group.keys:
-                        description = escaped(key.description) if key.enabled else \
-                            f"[dim]{escaped(key.description)} (not now)[/]"
+                        description = (
+                            escaped(key.description) if key.enabled else f"[dim]{escaped(key.description)} (not now)[/]"
+                        )
                         lines.append(f"[b]{escaped(key.keys.ljust(width))}[/]  {description}")
                     lines.append("")
                 yield Static("\n".join(lines[:-1]), id="help-table")

@@ -6,11 +6,10 @@ the table as shown."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from dataclasses import dataclass
-
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -32,11 +31,25 @@ from jobs.run.workspace import ARCHIVE, RUNS
 from jobs.words import RunStatus
 
 STATUS_STYLE: dict[RunStatus, str] = {
-    "done": "green", "running": "yellow", "queued": "cyan", "failed": "red", "interrupted": "magenta",
-    "stopped": "magenta", "new": "dim", "broken": "red"}
+    "done": "green",
+    "running": "yellow",
+    "queued": "cyan",
+    "failed": "red",
+    "interrupted": "magenta",
+    "stopped": "magenta",
+    "new": "dim",
+    "broken": "red",
+}
 # Status and progress right after the name: what a narrow terminal must still show.
-COLUMNS = {"run": "Run", "status": "Status", "progress": "Progress", "strategy": "Strategy", "model": "Model",
-           "seed": "Seed", "people": "People"}
+COLUMNS = {
+    "run": "Run",
+    "status": "Status",
+    "progress": "Progress",
+    "strategy": "Strategy",
+    "model": "Model",
+    "seed": "Seed",
+    "people": "People",
+}
 
 
 def _cells(run: RunSummary, stopping: bool = False) -> tuple:
@@ -46,8 +59,15 @@ def _cells(run: RunSummary, stopping: bool = False) -> tuple:
         status = run.status + (" (starting)" if run.status == "running" and not run.progress else "")
     # Text, not str: a str cell is parsed as markup each time the table measures or draws it (and the
     # spec's words are the file's: RunSummary makes them visible text, never markup).
-    return (Text(run.name), Text(status, style=STATUS_STYLE[run.status]), Text.from_markup(progress_text(run)),
-            Text(run.strategies), Text(run.model), Text(run.seed), Text(run.people))
+    return (
+        Text(run.name),
+        Text(status, style=STATUS_STYLE[run.status]),
+        Text.from_markup(progress_text(run)),
+        Text(run.strategies),
+        Text(run.model),
+        Text(run.seed),
+        Text(run.people),
+    )
 
 
 class JobsPane(HandsFailuresUp, Vertical):
@@ -77,18 +97,19 @@ class JobsPane(HandsFailuresUp, Vertical):
     def __init__(self, workspace: Path, **kwargs):
         super().__init__(**kwargs)
         self.workspace = workspace
-        self.runs: dict[str, RunSummary] = {}    # every run of the workspace, shown or not
-        self.all: list[RunSummary] = []          # the same, in the scan's order (newest first)
-        self._rows: dict[str, tuple] = {}        # the rows shown, in order
-        self._made: dict[str, tuple] = {}        # each run's cells, with the run and stopping they were made for
+        self.runs: dict[str, RunSummary] = {}  # every run of the workspace, shown or not
+        self.all: list[RunSummary] = []  # the same, in the scan's order (newest first)
+        self._rows: dict[str, tuple] = {}  # the rows shown, in order
+        self._made: dict[str, tuple] = {}  # each run's cells, with the run and stopping they were made for
         self.stopping: set[str] = set()  # runs asked to stop, until they do
-        self.query_text = ""                     # the filter (factrecall_tui/run_view.py)
+        self.query_text = ""  # the filter (factrecall_tui/run_view.py)
         self.sort, self.reverse = "newest", False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="jobs-filter-row"):
-            yield Input(placeholder="filter: words, or status:failed seed:1 -strategy:qa", id="jobs-filter",
-                        compact=True)
+            yield Input(
+                placeholder="filter: words, or status:failed seed:1 -strategy:qa", id="jobs-filter", compact=True
+            )
             yield Line("", id="jobs-shown")
         yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         yield Line("", id="job-detail")
@@ -125,8 +146,11 @@ class JobsPane(HandsFailuresUp, Vertical):
             runs = visible(self.all, "", self.sort, self.reverse)
             shown_line.update(f"[red]{escaped(err)}[/]")
         else:
-            by = "" if self.sort == "newest" and not self.reverse else \
-                f" · by {COLUMNS.get(self.sort, self.sort).lower()}{' (reversed)' if self.reverse else ''}"
+            by = (
+                ""
+                if self.sort == "newest" and not self.reverse
+                else f" · by {COLUMNS.get(self.sort, self.sort).lower()}{' (reversed)' if self.reverse else ''}"
+            )
             shown_line.update(f"{len(runs)} of {len(self.all)} runs{by}")
         if self.query_text or self.sort != "newest" or self.reverse:
             self.query_one("#jobs-filter-row").display = True
@@ -243,8 +267,10 @@ class JobsPane(HandsFailuresUp, Vertical):
         # Markup the pane writes; every word from a file (the spec's, an event's error, a record's) is
         # escaped into it (factrecall_tui.escape: control characters written out, `[/]` shown as it is).
         if run is None:
-            detail.update(f"No runs in {escaped(self.workspace / RUNS)} yet: press [b]n[/] to launch one "
-                          "(or `factrecall-jobs submit` from a shell).")
+            detail.update(
+                f"No runs in {escaped(self.workspace / RUNS)} yet: press [b]n[/] to launch one "
+                "(or `factrecall-jobs submit` from a shell)."
+            )
             return
         if run.status == "broken":
             detail.update(f"[b]{escaped(run.name)}[/]\n[red]cannot read this run:[/] {escaped(run.error)}")
@@ -254,8 +280,10 @@ class JobsPane(HandsFailuresUp, Vertical):
         done = [s for s in steps if s in run.steps_done]
         lines.append(f"steps done {len(done)}/{len(steps)}: {', '.join(done) or '–'}")
         if run.status in ("failed", "interrupted") and run.last_run.get("error"):
-            lines.append(f"[{STATUS_STYLE[run.status]}]{run.status}:[/] {escaped(run.last_run['error'])}  "
-                         "[dim](r resumes it; l shows its log)[/]")
+            lines.append(
+                f"[{STATUS_STYLE[run.status]}]{run.status}:[/] {escaped(run.last_run['error'])}  "
+                "[dim](r resumes it; l shows its log)[/]"
+            )
         elif run.status == "stopped":
             lines.append("[magenta]stopped without a word (killed?)[/]: r resumes it from its last checkpoint")
         elif run.status == "running" and run.job:
@@ -280,9 +308,15 @@ class JobsPane(HandsFailuresUp, Vertical):
             self._cancel(run.name)
             return
         where = f" (step {escaped(run.progress['step'])})" if run.progress.get("step") else ""
-        self.app.push_screen(Confirm(f"Stop [b]{escaped(run.name)}[/b]{where}? What it finished and its last checkpoint are "
-                                     "kept; r resumes it.", yes="Stop it", no="Keep it running"),
-                             lambda yes: self._cancel(run.name) if yes else None)
+        self.app.push_screen(
+            Confirm(
+                f"Stop [b]{escaped(run.name)}[/b]{where}? What it finished and its last checkpoint are "
+                "kept; r resumes it.",
+                yes="Stop it",
+                no="Keep it running",
+            ),
+            lambda yes: self._cancel(run.name) if yes else None,
+        )
 
     def _cancel(self, name: str) -> None:
         try:
@@ -300,7 +334,9 @@ class JobsPane(HandsFailuresUp, Vertical):
         if run is None:
             return
         if run.status in ("queued", "running", "broken", "done"):
-            why = {"done": "nothing to resume", "broken": "its folder cannot be read"}.get(run.status, "already on its way")
+            why = {"done": "nothing to resume", "broken": "its folder cannot be read"}.get(
+                run.status, "already on its way"
+            )
             self.notify(f"{run.name} is {run.status}: {why}", severity="warning")
             return
         try:
@@ -317,7 +353,9 @@ class JobsPane(HandsFailuresUp, Vertical):
         if not shown:
             self.notify("no run shown has results to compare yet", severity="warning")
             return
-        what = f"{len(shown)} run{'s' * (len(shown) != 1)}" + (f" matching {self.query_text!r}" if self.query_text.strip() else "")
+        what = f"{len(shown)} run{'s' * (len(shown) != 1)}" + (
+            f" matching {self.query_text!r}" if self.query_text.strip() else ""
+        )
         self.post_message(Compare([r.path for r in shown], what))
 
     def action_remove(self, delete: bool) -> None:
@@ -330,22 +368,29 @@ class JobsPane(HandsFailuresUp, Vertical):
             self.notify(f"{run.name} is {run.status}: cancel it first (c)", severity="warning")
             return
         if delete:
-            question = (f"Delete [b]{escaped(run.name)}[/b] and everything in it (checkpoints, activation store, "
-                        "metrics) for good? x archives it instead.")
+            question = (
+                f"Delete [b]{escaped(run.name)}[/b] and everything in it (checkpoints, activation store, "
+                "metrics) for good? x archives it instead."
+            )
             yes = "Delete it"
         else:
-            question = (f"Archive [b]{escaped(run.name)}[/b]? It moves to {escaped(self.workspace / ARCHIVE)}: out of every "
-                        "list; moving it back to runs/ restores it.")
+            question = (
+                f"Archive [b]{escaped(run.name)}[/b]? It moves to {escaped(self.workspace / ARCHIVE)}: out of every "
+                "list; moving it back to runs/ restores it."
+            )
             yes = "Archive it"
         try:
             studies = [s.name for s in find_studies(self.workspace) if run.name in s.runs]
         except (OSError, *USER_ERRORS):  # the studies cannot be read: the question cannot name them
             studies = []
         if studies:  # its study's report stays as written; the study run again would train it anew
-            question += (f" It is a run of the study {escaped(', '.join(studies))}: the report stays, but the study "
-                         "counts it as missing, and run again would train it anew.")
-        self.app.push_screen(Confirm(question, yes=yes, no="Keep it"),
-                             lambda sure: self._remove(run.name, delete) if sure else None)
+            question += (
+                f" It is a run of the study {escaped(', '.join(studies))}: the report stays, but the study "
+                "counts it as missing, and run again would train it anew."
+            )
+        self.app.push_screen(
+            Confirm(question, yes=yes, no="Keep it"), lambda sure: self._remove(run.name, delete) if sure else None
+        )
 
     @work(thread=True, group="remove", exit_on_error=False)
     def _remove(self, name: str, delete: bool) -> None:

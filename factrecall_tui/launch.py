@@ -26,7 +26,8 @@ from jobs.launch.queue import prepare, start_worker, submit
 from jobs.run.checkpoints import resolve_model
 from jobs.run.folder import load_spec
 from jobs.run.spec import DEFAULT_PRESET, load_preset, preset_names
-from jobs.run.workspace import RUNS, folder as workspace_folder
+from jobs.run.workspace import RUNS
+from jobs.run.workspace import folder as workspace_folder
 from jobs.words import DEFAULT_STRATEGIES
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -34,9 +35,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # gives them in this order, the one `--strategy` is usually typed in (and the default, stage mix).
 ORDER = ("bio", "stage", "mix", "qa")
 EXECUTORS = {"local": "local queue: one job at a time on a CPU, one per GPU"}
-CONFIRM_RUNS = 8    # more runs than this at once: asked first
+CONFIRM_RUNS = 8  # more runs than this at once: asked first
 REMEMBERED_INPUTS = ("seeds", "people", "model", "settings")  # the text fields remembered (not the name)
-MAX_RUNS = 200      # more than this from one form is a typo (0-999), not a plan
+MAX_RUNS = 200  # more than this from one form is a typo (0-999), not a plan
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -50,8 +51,10 @@ def parse_seeds(text: str) -> list[int]:
             if hi < lo:
                 raise FactrecallError(f"seeds {part!r}: give a range like 0-4")
             if hi - lo >= MAX_RUNS:
-                raise FactrecallError(f"seeds {part!r}: at most {MAX_RUNS} seeds from the form at once (a shell loop "
-                                      "over `factrecall-jobs submit` takes more)")
+                raise FactrecallError(
+                    f"seeds {part!r}: at most {MAX_RUNS} seeds from the form at once (a shell loop "
+                    "over `factrecall-jobs submit` takes more)"
+                )
             seeds += range(lo, hi + 1)
         elif part.isdigit():
             seeds.append(int(part))
@@ -78,8 +81,11 @@ class LaunchScreen(ModalScreen[list[str]]):
     """Returns the names of the runs it queued (an empty list when cancelled)."""
 
     BINDINGS = [Binding("escape", "close", "Cancel"), Binding("ctrl+s", "launch", "Launch", priority=True)]
-    HELP = ("New job", "Runs to queue: checked as you type by the same code as the CLI (the line above the "
-                       "buttons). Enter moves to the next field; ctrl+s queues.")
+    HELP = (
+        "New job",
+        "Runs to queue: checked as you type by the same code as the CLI (the line above the "
+        "buttons). Enter moves to the next field; ctrl+s queues.",
+    )
 
     def __init__(self, workspace: Path, remembered: Remembered | None = None):
         super().__init__()
@@ -90,39 +96,94 @@ class LaunchScreen(ModalScreen[list[str]]):
         # kept only where it is still a valid choice.
         last = remembered.launch() if remembered is not None else {}
         text = lambda key, default, valid=None: (  # noqa: E731
-            last[key] if isinstance(last.get(key), str) and (valid is None or last[key] in valid) else default)
-        strategies = [s for s in last.get("strategies", []) if s in ORDER] if isinstance(last.get("strategies"), list) else []
-        self.start = {"preset": text("preset", DEFAULT_PRESET, preset_names()),
-                      "strategies": strategies or list(DEFAULT_STRATEGIES),
-                      "device": text("device", "auto", DEVICES), "executor": text("executor", "local", EXECUTORS),
-                      **{key: text(key, "0" if key == "seeds" else "") for key in REMEMBERED_INPUTS}}
+            last[key] if isinstance(last.get(key), str) and (valid is None or last[key] in valid) else default
+        )
+        strategies = (
+            [s for s in last.get("strategies", []) if s in ORDER] if isinstance(last.get("strategies"), list) else []
+        )
+        self.start = {
+            "preset": text("preset", DEFAULT_PRESET, preset_names()),
+            "strategies": strategies or list(DEFAULT_STRATEGIES),
+            "device": text("device", "auto", DEVICES),
+            "executor": text("executor", "local", EXECUTORS),
+            **{key: text(key, "0" if key == "seeds" else "") for key in REMEMBERED_INPUTS},
+        }
 
     def values(self) -> dict[str, str | list[str]]:
         """What the form would launch with, as remembered (all but the name)."""
-        return {"preset": str(self.query_one("#preset", Select).value),
-                "strategies": [s for s in ORDER if s in self.query_one("#strategies", SelectionList).selected],
-                "device": str(self.query_one("#device", Select).value),
-                "executor": str(self.query_one("#executor", Select).value),
-                **{key: self.query_one(f"#{key}", Input).value for key in REMEMBERED_INPUTS}}
+        return {
+            "preset": str(self.query_one("#preset", Select).value),
+            "strategies": [s for s in ORDER if s in self.query_one("#strategies", SelectionList).selected],
+            "device": str(self.query_one("#device", Select).value),
+            "executor": str(self.query_one("#executor", Select).value),
+            **{key: self.query_one(f"#{key}", Input).value for key in REMEMBERED_INPUTS},
+        }
 
     def compose(self) -> ComposeResult:
         with Vertical(id="launch"):
             yield Static("New job · [dim]ctrl+s launches, escape cancels[/]", id="launch-title")
             with VerticalScroll(id="launch-fields"):
-                yield from _row("Preset", Select([(p, p) for p in preset_names()], value=self.start["preset"],
-                                                 allow_blank=False, id="preset", compact=True))
-                yield from _row("Strategies", Checklist[str](*((s, s, s in self.start["strategies"]) for s in ORDER),
-                                                                 id="strategies", compact=True))
-                yield from _row("Seeds", Input(self.start["seeds"], placeholder="0 1 2, or 0-4", id="seeds", compact=True))
-                yield from _row("People", Input(self.start["people"], placeholder="the preset's", id="people", type="integer", compact=True))
-                yield from _row("Model", Input(self.start["model"], placeholder="built-in, an HF checkpoint folder, or an imported model",
-                                               id="model", compact=True))
-                yield from _row("Device", Select([(d, d) for d in DEVICES], value=self.start["device"], allow_blank=False,
-                                                 id="device", compact=True))
-                yield from _row("Executor", Select([(v, k) for k, v in EXECUTORS.items()], value=self.start["executor"],
-                                                   allow_blank=False, id="executor", compact=True))
-                yield from _row("Settings", Input(self.start["settings"], placeholder="KEY=VALUE ..., e.g. train.mix.epochs=30",
-                                                  id="settings", compact=True))
+                yield from _row(
+                    "Preset",
+                    Select(
+                        [(p, p) for p in preset_names()],
+                        value=self.start["preset"],
+                        allow_blank=False,
+                        id="preset",
+                        compact=True,
+                    ),
+                )
+                yield from _row(
+                    "Strategies",
+                    Checklist[str](
+                        *((s, s, s in self.start["strategies"]) for s in ORDER), id="strategies", compact=True
+                    ),
+                )
+                yield from _row(
+                    "Seeds", Input(self.start["seeds"], placeholder="0 1 2, or 0-4", id="seeds", compact=True)
+                )
+                yield from _row(
+                    "People",
+                    Input(self.start["people"], placeholder="the preset's", id="people", type="integer", compact=True),
+                )
+                yield from _row(
+                    "Model",
+                    Input(
+                        self.start["model"],
+                        placeholder="built-in, an HF checkpoint folder, or an imported model",
+                        id="model",
+                        compact=True,
+                    ),
+                )
+                yield from _row(
+                    "Device",
+                    Select(
+                        [(d, d) for d in DEVICES],
+                        value=self.start["device"],
+                        allow_blank=False,
+                        id="device",
+                        compact=True,
+                    ),
+                )
+                yield from _row(
+                    "Executor",
+                    Select(
+                        [(v, k) for k, v in EXECUTORS.items()],
+                        value=self.start["executor"],
+                        allow_blank=False,
+                        id="executor",
+                        compact=True,
+                    ),
+                )
+                yield from _row(
+                    "Settings",
+                    Input(
+                        self.start["settings"],
+                        placeholder="KEY=VALUE ..., e.g. train.mix.epochs=30",
+                        id="settings",
+                        compact=True,
+                    ),
+                )
                 yield from _row("Name", Input(placeholder="default: preset-strategies-seed", id="name", compact=True))
             yield Line("", id="plan")
             with Horizontal(id="launch-buttons"):
@@ -150,12 +211,22 @@ class LaunchScreen(ModalScreen[list[str]]):
             raise FactrecallError(f"setting {bad!r}: write KEY=VALUE, e.g. train.mix.epochs=30")
         ordered = [s for s in ORDER if s in strategies]
         if self.query_one("#executor", Select).value not in EXECUTORS:
-            raise FactrecallError(f"executor {self.query_one('#executor', Select).value}: choose one of {', '.join(EXECUTORS)}")
-        return plan_runs(RunRequest(preset=str(self.query_one("#preset", Select).value), strategies=tuple(ordered),
-                                    seeds=tuple(parse_seeds(self.query_one("#seeds", Input).value)),
-                                    overrides=tuple(overrides), people=int(people) if people else None, model=model,
-                                    device=device, name=self.query_one("#name", Input).value.strip() or None),
-                         self.workspace)
+            raise FactrecallError(
+                f"executor {self.query_one('#executor', Select).value}: choose one of {', '.join(EXECUTORS)}"
+            )
+        return plan_runs(
+            RunRequest(
+                preset=str(self.query_one("#preset", Select).value),
+                strategies=tuple(ordered),
+                seeds=tuple(parse_seeds(self.query_one("#seeds", Input).value)),
+                overrides=tuple(overrides),
+                people=int(people) if people else None,
+                model=model,
+                device=device,
+                name=self.query_one("#name", Input).value.strip() or None,
+            ),
+            self.workspace,
+        )
 
     def _check(self) -> bool:
         plan = self.query_one("#plan", Static)
@@ -179,13 +250,18 @@ class LaunchScreen(ModalScreen[list[str]]):
                     other = None
                 if other is None or other.identity() != spec.identity():
                     self.planned = []
-                    plan.update(f"[red]✗[/] run {escaped(name)} exists and holds "
-                                f"{'a different experiment' if other else 'a folder that cannot be read'}: change Name "
-                                "(or leave it empty for a name of its own)")
+                    plan.update(
+                        f"[red]✗[/] run {escaped(name)} exists and holds "
+                        f"{'a different experiment' if other else 'a folder that cannot be read'}: change Name "
+                        "(or leave it empty for a name of its own)"
+                    )
                     plan.set_class(True, "-error")
                     return False
-        note = (f" ({len(existing)} of them exist{'s' if len(existing) == 1 else ''} and resume{'s' if len(existing) == 1 else ''})"
-                if existing else "")
+        note = (
+            f" ({len(existing)} of them exist{'s' if len(existing) == 1 else ''} and resume{'s' if len(existing) == 1 else ''})"
+            if existing
+            else ""
+        )
         shown = ", ".join(names[:3]) + (f" … and {len(names) - 3} more" if len(names) > 3 else "")
         plan.update(f"[green]✓[/] queues {len(names)} run{'s' if len(names) > 1 else ''}{note}: {escaped(shown)}")
         plan.set_class(False, "-error")
@@ -209,9 +285,14 @@ class LaunchScreen(ModalScreen[list[str]]):
             self.app.bell()
             return
         if len(self.planned) > CONFIRM_RUNS:
-            self.app.push_screen(Confirm(f"Queue {len(self.planned)} runs? They run one at a time on a CPU (one per "
-                                         "GPU) and take the machine for as long.", yes=f"Queue {len(self.planned)}"),
-                                 lambda yes: self._launch() if yes else None)
+            self.app.push_screen(
+                Confirm(
+                    f"Queue {len(self.planned)} runs? They run one at a time on a CPU (one per "
+                    "GPU) and take the machine for as long.",
+                    yes=f"Queue {len(self.planned)}",
+                ),
+                lambda yes: self._launch() if yes else None,
+            )
             return
         self._launch()
 

@@ -40,16 +40,23 @@ def _log_id(name: str) -> str:
 
 
 class LogScreen(HandsFailuresUp, Screen):
-    BINDINGS = [Binding("escape", "back", "Back"), Binding("q", "app.pop_screen", "Back", show=False),
-                Binding("end", "follow", "Follow"), Binding("slash", "search", "Search"),
-                Binding("n", "next_match(1)", "Next match", show=False),
-                Binding("N", "next_match(-1)", "Previous match", show=False)]
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("q", "app.pop_screen", "Back", show=False),
+        Binding("end", "follow", "Follow"),
+        Binding("slash", "search", "Search"),
+        Binding("n", "next_match(1)", "Next match", show=False),
+        Binding("N", "next_match(-1)", "Previous match", show=False),
+    ]
     # The log takes the keys at first: the search field (before it in the page) is hidden until `/`, and a
     # hidden field that had the focus would swallow every key typed.
     AUTO_FOCUS = "#log-txt"
-    HELP = ("Log", "A run's log.txt and its job's console output, followed as they grow; scrolling up "
-                   "stops following, End jumps to the end and follows again. The training loss of each "
-                   "phase is drawn above them. / searches, n and N go to the next and previous match.")
+    HELP = (
+        "Log",
+        "A run's log.txt and its job's console output, followed as they grow; scrolling up "
+        "stops following, End jumps to the end and follows again. The training loss of each "
+        "phase is drawn above them. / searches, n and N go to the next and previous match.",
+    )
 
     @dataclass
     class LinesRead(Message, bubble=False):
@@ -67,10 +74,10 @@ class LogScreen(HandsFailuresUp, Screen):
     def __init__(self, run_path: Path):
         super().__init__()
         self.run_path = run_path
-        self.losses: dict[str, list[tuple[int, float]]] = {}   # training step (train-mix) -> (step, loss)
+        self.losses: dict[str, list[tuple[int, float]]] = {}  # training step (train-mix) -> (step, loss)
         self.query_text = ""
-        self.matches: list[int] = []     # line numbers of the searched log that match
-        self.match = -1                  # the one shown
+        self.matches: list[int] = []  # line numbers of the searched log that match
+        self.match = -1  # the one shown
         self._log_searched: Log | None = None
         self._loss_rows: dict[str, tuple[Label, Sparkline]] = {}
 
@@ -79,8 +86,9 @@ class LogScreen(HandsFailuresUp, Screen):
         yield Static(f"[b]{escaped(self.run_path.name)}[/]  [dim]{escaped(self.run_path)}[/]", id="log-title")
         yield Vertical(id="log-loss")
         with Horizontal(id="log-search-row"):
-            yield Input(placeholder="search the log (Enter: first match; n, N: next, previous)", id="log-search",
-                        compact=True)
+            yield Input(
+                placeholder="search the log (Enter: first match; n, N: next, previous)", id="log-search", compact=True
+            )
             yield Line("", id="log-matches")
         with Vertical(id="logs"):
             for name, title in FILES.items():
@@ -112,9 +120,15 @@ class LogScreen(HandsFailuresUp, Screen):
         said: set[str] = set()  # the files found unreadable (a FIFO, a device), said once each
         events_at, events_rest = 0, ""  # events.jsonl is read whole: its progress events carry the loss
         if not (self.run_path / "job.out").exists():
-            self.post_message(self.LinesRead("job.out", [
-                "(no job.out: the run's jobs so far were started from a shell, `factrecall-jobs run` or "
-                "`reproduce`, whose console is that shell; jobs the queue or Slurm start write here)"]))
+            self.post_message(
+                self.LinesRead(
+                    "job.out",
+                    [
+                        "(no job.out: the run's jobs so far were started from a shell, `factrecall-jobs run` or "
+                        "`reproduce`, whose console is that shell; jobs the queue or Slurm start write here)"
+                    ],
+                )
+            )
         while not worker.is_cancelled:
             for name in FILES:
                 path = self.run_path / name
@@ -168,8 +182,10 @@ class LogScreen(HandsFailuresUp, Screen):
         for step, points in self.losses.items():
             values = [loss for _, loss in points]
             # The step's name is events.jsonl's: text, never markup; part of an id only where it can be.
-            label = (f"{visible(step):<12} {values[0]:.3f} → {values[-1]:.3f}  (lowest {min(values):.3f}, step "
-                     f"{points[-1][0]:,})")
+            label = (
+                f"{visible(step):<12} {values[0]:.3f} → {values[-1]:.3f}  (lowest {min(values):.3f}, step "
+                f"{points[-1][0]:,})"
+            )
             if step not in self._loss_rows:
                 self._loss_rows[step] = (Label("", classes="loss-label"), Sparkline([], classes="loss-line"))
                 named = re.fullmatch(r"[A-Za-z0-9_-]+", step) is not None  # train-mix: its row is #loss-train-mix

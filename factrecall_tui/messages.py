@@ -12,7 +12,7 @@ from textual.message import Message
 
 from factrecall_tui.runs import RunSummary
 
-RunTab = Literal["jobs", "accuracy", "probes", "store"]   # the tabs that can put a run in front
+RunTab = Literal["jobs", "accuracy", "probes", "store"]  # the tabs that can put a run in front
 
 
 @dataclass

@@ -39,12 +39,14 @@ def when_mounted(method: Callable[Concatenate[W, P], None]) -> Callable[Concaten
     """For a pane method the app may call at any time: a call made before the pane is mounted runs
     once it is, after its on_mount (Textual runs it from the pane's message queue), the calls in the
     order they came."""
+
     @wraps(method)
     def call(self: W, *args: P.args, **kwargs: P.kwargs) -> None:
         if self.is_mounted:
             method(self, *args, **kwargs)
         else:
             self.call_later(method, self, *args, **kwargs)
+
     return call
 
 

@@ -53,17 +53,25 @@ def read(names: tuple[str, ...], paths: tuple[str, ...], attribute: str) -> Patc
             found.append((name, result))
     if missing or not found:
         runs = " ".join(missing or names)
-        return PatchTable(f"No interventions for {attribute} cached in {', '.join(missing or names)}: p computes "
-                          f"them (`factrecall-jobs patch {runs} --attribute {attribute}`; `reproduce` does for job).",
-                          (), ())
+        return PatchTable(
+            f"No interventions for {attribute} cached in {', '.join(missing or names)}: p computes "
+            f"them (`factrecall-jobs patch {runs} --attribute {attribute}`; `reproduce` does for job).",
+            (),
+            (),
+        )
     df = frame(found)
     agg = summary(df, [r for _, r in found])
     several = len(names) > 1
-    rows = tuple((model, str(int(r["layer"])), *(format_cell(r, c, several) for c in COLUMNS))
-                 for model in MODELS for _, r in agg[agg["model"] == model].iterrows())
-    caption = (f"{attribute} · {int(df['n_people'].iloc[0])} qa_out people · resid_mid replaced at one layer, the last "
-               f"prompt token; exact match % [95% bootstrap interval over people{' and seeds' if several else ''}] · "
-               f"LEACE removes {int(df['erase_rank'].max())} directions · the same as `factrecall-jobs patch`")
+    rows = tuple(
+        (model, str(int(r["layer"])), *(format_cell(r, c, several) for c in COLUMNS))
+        for model in MODELS
+        for _, r in agg[agg["model"] == model].iterrows()
+    )
+    caption = (
+        f"{attribute} · {int(df['n_people'].iloc[0])} qa_out people · resid_mid replaced at one layer, the last "
+        f"prompt token; exact match % [95% bootstrap interval over people{' and seeds' if several else ''}] · "
+        f"LEACE removes {int(df['erase_rank'].max())} directions · the same as `factrecall-jobs patch`"
+    )
     return PatchTable(caption, ("model", "layer", *(LABELS[c] for c in COLUMNS)), rows)
 
 
@@ -98,8 +106,13 @@ class PatchView(Vertical):
             return
         self.key = (names, attribute)
         self._paths = paths
-        self.query_one("#patch-caption", Line).update(Content(visible(
-            f"computing: factrecall-jobs patch {' '.join(names)} --attribute {attribute} (about 20 s a run on 2 cores)…")))
+        self.query_one("#patch-caption", Line).update(
+            Content(
+                visible(
+                    f"computing: factrecall-jobs patch {' '.join(names)} --attribute {attribute} (about 20 s a run on 2 cores)…"
+                )
+            )
+        )
         self._run(self.key, workspace, names, attribute)
 
     @work(thread=True, exclusive=True, group="patch-compute")
@@ -111,8 +124,11 @@ class PatchView(Vertical):
         env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
         cmd = [sys.executable, "-m", "jobs.cli", "--workspace", workspace, "patch", *names, "--attribute", attribute]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-        error = "" if done.returncode == 0 else ((done.stderr.strip() or done.stdout.strip()).splitlines() or
-                                                 [f"exit {done.returncode}"])[-1]
+        error = (
+            ""
+            if done.returncode == 0
+            else ((done.stderr.strip() or done.stdout.strip()).splitlines() or [f"exit {done.returncode}"])[-1]
+        )
         self.post_message(self.Computed(key, error))
 
     def on_patch_view_computed(self, message: Computed) -> None:

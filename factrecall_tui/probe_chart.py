@@ -16,12 +16,21 @@ if TYPE_CHECKING:
 
 EMPHASIS = (("both probes", "both"), ("W_QA (on QA h)", "wqa"), ("W_BIO (on BIO h)", "wbio"))
 # Which accuracy lines each emphasis shows; Δrep and Δmech are always drawn.
-EMPHASIS_LINES = {"both": ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio"),
-                  "wqa": ("acc_qa_wqa", "acc_bio_wqa"), "wbio": ("acc_qa_wbio", "acc_bio_wbio")}
+EMPHASIS_LINES = {
+    "both": ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio"),
+    "wqa": ("acc_qa_wqa", "acc_bio_wqa"),
+    "wbio": ("acc_qa_wbio", "acc_bio_wbio"),
+}
 DELTAS = ("delta_rep", "delta_mech")
 # The PNG's colours (store.figures.STYLE), in plotext's names; Δrep black there, white/grey here.
-COLORS = {"acc_qa_wqa": "blue+", "acc_bio_wqa": "orange", "acc_qa_wbio": "green+", "acc_bio_wbio": "red+",
-          "delta_rep": "gray+", "delta_mech": "magenta+"}
+COLORS = {
+    "acc_qa_wqa": "blue+",
+    "acc_bio_wqa": "orange",
+    "acc_qa_wbio": "green+",
+    "acc_bio_wbio": "red+",
+    "delta_rep": "gray+",
+    "delta_mech": "magenta+",
+}
 
 
 class ProbeChart(PlotextPlot):

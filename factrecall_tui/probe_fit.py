@@ -41,10 +41,10 @@ class ProbeRequest:
 @dataclass
 class ProbeResult:
     models: list[str]
-    df: pd.DataFrame                     # the per-run table (store.probes.frame)
-    agg: pd.DataFrame                    # its summary over runs (store.probes.summary)
+    df: pd.DataFrame  # the per-run table (store.probes.frame)
+    agg: pd.DataFrame  # its summary over runs (store.probes.summary)
     seconds: float
-    cached: int                          # (run, model) sweeps the stores' caches had, of `units`
+    cached: int  # (run, model) sweeps the stores' caches had, of `units`
     units: int
 
 
@@ -64,8 +64,13 @@ def store_attributes(run_path: Path) -> tuple[str, ...] | None:
     return attributes or None
 
 
-def compute(request: ProbeRequest, *, fit: bool, stop: Callable[[], bool],
-            progress: Callable[[int, int, str], None] | None = None) -> ProbeResult | None:
+def compute(
+    request: ProbeRequest,
+    *,
+    fit: bool,
+    stop: Callable[[], bool],
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ProbeResult | None:
     """The probe table and summary for `request`. Blocking: call it in a worker thread. With
     fit=False, only what the stores' caches hold: None where they lack a sweep. `progress(done,
     total, what)` after each layer fitted. Raises `Cancelled` once `stop()` is true (checked between
@@ -87,8 +92,9 @@ def compute(request: ProbeRequest, *, fit: bool, stop: Callable[[], bool],
     for path in request.paths:
         check()
         stores.append(store.open(path))
-    settings = probes.ProbeSettings(attribute=request.attribute, bio=request.bio, train_split=request.train_split,
-                                    test_split=request.test_split)
+    settings = probes.ProbeSettings(
+        attribute=request.attribute, bio=request.bio, train_split=request.train_split, test_split=request.test_split
+    )
     models = probes.baseline(stores, probes.check_request(stores, None, settings))  # as `probe` shows them
     found = list(probes.sweeps(stores, models, settings, cached_only=not fit, progress=step))
     if len(found) < len(stores) * len(models):  # cached_only: the cache lacks one

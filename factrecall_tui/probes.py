@@ -41,9 +41,9 @@ from factrecall_tui.checklist import Checklist
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.patch_view import PatchView
-from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.probe_chart import EMPHASIS, ProbeChart
 from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, compute, store_attributes
+from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.remembered import Remembered
 from factrecall_tui.runs import RunSummary
 from jobs.errors import USER_ERRORS, first_line
@@ -78,9 +78,9 @@ class ProbesPane(HandsFailuresUp, Widget):
     @dataclass
     class Progress(Message, bubble=False):
         serial: int
-        done: int                            # layers fitted, of `total`
+        done: int  # layers fitted, of `total`
         total: int
-        what: str                            # the (run, model) being fitted
+        what: str  # the (run, model) being fitted
 
     @dataclass
     class Finished(Message, bubble=False):
@@ -92,34 +92,41 @@ class ProbesPane(HandsFailuresUp, Widget):
     class Failed(Message, bubble=False):
         serial: int | None
         request: ProbeRequest
-        text: str                            # one line; "" for a lookup the cache cannot answer
+        text: str  # one line; "" for a lookup the cache cannot answer
         cancelled: bool = False
 
-    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None,
-                 remembered: Remembered | None = None, workspace: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        remembered: Remembered | None = None,
+        workspace: Path | None = None,
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         # The runs chosen last time in this workspace (factrecall_tui/remembered.py), offered first.
         self._remembered = remembered
         self._workspace = workspace
-        self.runs: dict[str, RunSummary] = {}    # runs with a store, by name
-        self._known: set[str] = set()            # every run's name (to say why one is not offered)
-        self._names: list[str] = []              # the list's options, in order
-        self._caption: Text | None = None        # what the shown result is of
-        self._chose = False                      # a run was selected once (then a rescan never picks one)
+        self.runs: dict[str, RunSummary] = {}  # runs with a store, by name
+        self._known: set[str] = set()  # every run's name (to say why one is not offered)
+        self._names: list[str] = []  # the list's options, in order
+        self._caption: Text | None = None  # what the shown result is of
+        self._chose = False  # a run was selected once (then a rescan never picks one)
         self._attr_cache: dict[tuple[str, int], tuple[str, ...] | None] = {}
         self._attribute_options: tuple[str, ...] = ATTRIBUTES
-        self._serial = 0                         # the fit whose messages count
+        self._serial = 0  # the fit whose messages count
         self._fitting: ProbeRequest | None = None
         self._threads = 0
         self._lock = threading.Lock()
-        self.idle = threading.Event()            # set while no fit thread runs (even a cancelled one)
+        self.idle = threading.Event()  # set while no fit thread runs (even a cancelled one)
         self.idle.set()
         self._lookup_timer: Timer | None = None
         # Whether a fit has ended here, so store.probes (torch) is loaded: only then does a change of
         # settings look up the store's cache, which needs it. The TUI process does not pay for torch
         # until the researcher probes.
         self._probes_loaded = False
-        self._chart_model: str | None = None     # the model shown where charts do not fit side by side
+        self._chart_model: str | None = None  # the model shown where charts do not fit side by side
         # What is shown: the request, its models and the summary (mean, std) the charts plot.
         self.request: ProbeRequest | None = None
         self.models: list[str] = []
@@ -130,17 +137,22 @@ class ProbesPane(HandsFailuresUp, Widget):
         with Vertical(id="probe-side"):
             with Horizontal(classes="probe-row"):
                 yield Label("attribute", classes="probe-label")
-                yield Select([(a, a) for a in ATTRIBUTES], value="job", allow_blank=False, compact=True,
-                             id="probe-attribute")
+                yield Select(
+                    [(a, a) for a in ATTRIBUTES], value="job", allow_blank=False, compact=True, id="probe-attribute"
+                )
             with Horizontal(classes="probe-row"):
                 yield Label("BIO", classes="probe-label")
                 yield Select(BIO_OPTIONS, value="bio_long", allow_blank=False, compact=True, id="probe-bio")
             with Horizontal(classes="probe-row"):
                 yield Label("train on", classes="probe-label")
-                yield Select([(s, s) for s in PROBE_SPLITS], value="qa_in", allow_blank=False, compact=True, id="probe-train")
+                yield Select(
+                    [(s, s) for s in PROBE_SPLITS], value="qa_in", allow_blank=False, compact=True, id="probe-train"
+                )
             with Horizontal(classes="probe-row"):
                 yield Label("test on", classes="probe-label")
-                yield Select([(s, s) for s in PROBE_SPLITS], value="qa_out", allow_blank=False, compact=True, id="probe-test")
+                yield Select(
+                    [(s, s) for s in PROBE_SPLITS], value="qa_out", allow_blank=False, compact=True, id="probe-test"
+                )
             with Horizontal(classes="probe-row"):
                 yield Label("chart", classes="probe-label")
                 yield Select(EMPHASIS, value="both", allow_blank=False, compact=True, id="probe-emphasis")
@@ -176,7 +188,9 @@ class ProbesPane(HandsFailuresUp, Widget):
             return
         box = self.query_one("#probe-runs", SelectionList)
         keep = [n for n in box.selected if n in self.runs]
-        highlighted = self._names[box.highlighted] if box.highlighted is not None and box.highlighted < len(self._names) else None
+        highlighted = (
+            self._names[box.highlighted] if box.highlighted is not None and box.highlighted < len(self._names) else None
+        )
         if not keep and not self._chose and names:
             # The runs chosen here last time, or the newest run with a store, until the researcher chooses.
             last = self._remembered.probe_runs(self._workspace) if self._remembered is not None else []
@@ -195,8 +209,11 @@ class ProbesPane(HandsFailuresUp, Widget):
     def focus_run(self, name: str) -> None:
         """Select that run, and only it, for probing."""
         if name not in self.runs:
-            why = (f"run {name} has no activation store (yet): `factrecall-jobs dump {name}` writes one"
-                   if name in self._known else f"no run {name!r} in the workspace")
+            why = (
+                f"run {name} has no activation store (yet): `factrecall-jobs dump {name}` writes one"
+                if name in self._known
+                else f"no run {name!r} in the workspace"
+            )
             self._status((why, "red"))
             return
         box = self.query_one("#probe-runs", SelectionList)
@@ -218,8 +235,14 @@ class ProbesPane(HandsFailuresUp, Widget):
         if not names:
             return None
         value = lambda wid: str(self.query_one(wid, Select).value)  # noqa: E731
-        return ProbeRequest(tuple(names), tuple(str(self.runs[n].path) for n in names), value("#probe-attribute"),
-                            value("#probe-bio"), value("#probe-train"), value("#probe-test"))
+        return ProbeRequest(
+            tuple(names),
+            tuple(str(self.runs[n].path) for n in names),
+            value("#probe-attribute"),
+            value("#probe-bio"),
+            value("#probe-train"),
+            value("#probe-test"),
+        )
 
     def _attributes(self, names: list[str]) -> tuple[str, ...]:
         """The attributes every chosen store has, in the first one's (BIO) order."""
@@ -314,14 +337,22 @@ class ProbesPane(HandsFailuresUp, Widget):
         if not view.display or not names:
             return
         paths = tuple(str(self.runs[n].path) for n in names)
-        view.compute(str(self.runs[names[0]].path.parent.parent), names, paths,
-                     str(self.query_one("#probe-attribute", Select).value))
+        view.compute(
+            str(self.runs[names[0]].path.parent.parent),
+            names,
+            paths,
+            str(self.query_one("#probe-attribute", Select).value),
+        )
 
     def _load_patches(self) -> None:
         view = self.query_one("#patch-view", PatchView)
         if view.display:
             names = tuple(self.selected_runs())
-            view.load(names, tuple(str(self.runs[n].path) for n in names), str(self.query_one("#probe-attribute", Select).value))
+            view.load(
+                names,
+                tuple(str(self.runs[n].path) for n in names),
+                str(self.query_one("#probe-attribute", Select).value),
+            )
 
     def _settings_changed(self) -> None:
         """Show the store's cached result for the new settings at once, if it has one (only once a
@@ -408,6 +439,7 @@ class ProbesPane(HandsFailuresUp, Widget):
     def _compute(self, request: ProbeRequest, serial: int | None, worker: Worker[None]) -> None:
         """In a worker thread: a fit (`serial` numbers it), or with serial None a lookup of what the
         store has cached (an answer only when it has all of it)."""
+
         def progress(done: int, total: int, what: str) -> None:
             if serial is not None:
                 self.post_message(self.Progress(serial, done, total, what))
@@ -421,9 +453,14 @@ class ProbesPane(HandsFailuresUp, Widget):
     def _seed_note(self, request: ProbeRequest) -> str | tuple[str, str]:
         """A warning where runs taken as seeds differ in more than their seed, or where the probes are
         scored on people they learned from."""
-        specs = [{k: v for k, v in self.runs[n].spec.items() if k not in ("seed", "name", "device")}
-                 for n in request.runs if n in self.runs]
-        differ = sorted({k for spec in specs[1:] for k in spec.keys() | specs[0].keys() if spec.get(k) != specs[0].get(k)})
+        specs = [
+            {k: v for k, v in self.runs[n].spec.items() if k not in ("seed", "name", "device")}
+            for n in request.runs
+            if n in self.runs
+        ]
+        differ = sorted(
+            {k for spec in specs[1:] for k in spec.keys() | specs[0].keys() if spec.get(k) != specs[0].get(k)}
+        )
         notes = [f"the runs differ beyond their seed: {', '.join(differ)}"] if differ else []
         if request.train_split == request.test_split or "all" in (request.train_split, request.test_split):
             notes.append("trained and tested on the same people: these accuracies are not held out")
@@ -435,7 +472,9 @@ class ProbesPane(HandsFailuresUp, Widget):
         caption = self.query_one("#probe-caption", Static)
         caption.set_class(stale, "-stale")
         if stale and self._caption is not None:
-            caption.update(Text.assemble(("shown: the previous settings (f fits these) · ", "bold yellow"), self._caption))
+            caption.update(
+                Text.assemble(("shown: the previous settings (f fits these) · ", "bold yellow"), self._caption)
+            )
         elif self._caption is not None:
             caption.update(self._caption)
 
@@ -469,8 +508,11 @@ class ProbesPane(HandsFailuresUp, Widget):
         if message.serial is None:  # a cache lookup: quiet while a fit runs or when it answers old controls
             if self._fitting is not None or message.request != self.current_request():
                 return
-            self._status((message.text, "red") if message.text else
-                         f"f: fit probes for {message.request.describe()} (the store has no cached result)")
+            self._status(
+                (message.text, "red")
+                if message.text
+                else f"f: fit probes for {message.request.describe()} (the store has no cached result)"
+            )
             return
         if message.serial != self._serial:
             return
@@ -513,14 +555,19 @@ class ProbesPane(HandsFailuresUp, Widget):
         several = len(request.runs) > 1
         runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean, as `probe`)"
         self._caption = Text.assemble(
-            (visible(request.attribute), "bold"), f" · {request.bio} · {runs} · {counts(df, 'n_classes')} classes · "
+            (visible(request.attribute), "bold"),
+            f" · {request.bio} · {runs} · {counts(df, 'n_classes')} classes · "
             f"train {request.train_split} ({counts(df, 'n_train')}) → test {request.test_split} "
             f"({counts(df, 'n_test')}) · [95% bootstrap interval over people{' and seeds' if several else ''}] · "
-            "Sel = accuracy - the control task")
+            "Sel = accuracy - the control task",
+        )
         self._mark_stale(request != self.current_request())
         # No timings here: the same fit reads the same (snapshots).
-        source = ("probes from the store's cache" if result.cached == result.units else
-                  "probes fitted" + (f" ({result.cached} of {result.units} from the cache)" if result.cached else ""))
+        source = (
+            "probes from the store's cache"
+            if result.cached == result.units
+            else "probes fitted" + (f" ({result.cached} of {result.units} from the cache)" if result.cached else "")
+        )
         self._status(source, self._seed_note(request) if message.serial is not None else "")
         table = self.query_one("#probe-table", DataTable)
         table.clear(columns=True)

@@ -77,9 +77,17 @@ class Footer(Widget):
             if binding.show and binding.action not in shown:  # an action bound to several keys: its first
                 shown[binding.action] = (key, self.app.get_key_display(binding), binding.description, enabled)
         palette = screen.active_bindings.get(self.app.COMMAND_PALETTE_BINDING)
-        keys = (tuple(shown.values()), None if palette is None or not self.app.ENABLE_COMMAND_PALETTE else
-                (palette.binding.key, self.app.get_key_display(palette.binding), palette.binding.description,
-                 palette.enabled))
+        keys = (
+            tuple(shown.values()),
+            None
+            if palette is None or not self.app.ENABLE_COMMAND_PALETTE
+            else (
+                palette.binding.key,
+                self.app.get_key_display(palette.binding),
+                palette.binding.description,
+                palette.enabled,
+            ),
+        )
         if keys != self._keys:
             self._keys = keys
             self.refresh()

@@ -44,8 +44,8 @@ class Remembered:
     def __init__(self, path: Path | None = None):
         self._pending: list[str] = []
         self._tell: Callable[[str], None] = self._pending.append
-        self._writable = True      # False: nothing is written this session (said once, when found)
-        self._said_write = False   # a failed write is said once
+        self._writable = True  # False: nothing is written this session (said once, when found)
+        self._said_write = False  # a failed write is said once
         if path is None:
             try:
                 path = default_path()
@@ -91,7 +91,9 @@ class Remembered:
         try:
             os.replace(self.path, bad)
         except OSError as err:
-            self._tell(f"remembered settings {self.path} are damaged and cannot be moved aside ({err.strerror or err}); starting from defaults")
+            self._tell(
+                f"remembered settings {self.path} are damaged and cannot be moved aside ({err.strerror or err}); starting from defaults"
+            )
         else:
             self._tell(f"remembered settings {self.path} were damaged: moved to {bad.name}; starting from defaults")
         return {}
@@ -105,8 +107,12 @@ class Remembered:
         values = self._data.get("launch")
         if not isinstance(values, dict):
             return {}
-        return {k: v for k, v in values.items() if isinstance(k, str) and (
-            isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v)))}
+        return {
+            k: v
+            for k, v in values.items()
+            if isinstance(k, str)
+            and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v)))
+        }
 
     def probe_runs(self, workspace: Path) -> list[str]:
         runs = self._data.get("probes", {})
@@ -139,5 +145,7 @@ class Remembered:
         except (OSError, FactrecallError) as err:
             if not self._said_write:
                 self._said_write = True
-                self._tell(f"cannot remember settings in {self.path}: {getattr(err, 'strerror', None) or err} "
-                           "(the app works on without)")
+                self._tell(
+                    f"cannot remember settings in {self.path}: {getattr(err, 'strerror', None) or err} "
+                    "(the app works on without)"
+                )

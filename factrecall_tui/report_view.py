@@ -27,12 +27,11 @@ from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import Markdown, OptionList, Static
 from textual.widgets.option_list import Option
-
-from textual.binding import Binding
 
 from factrecall_tui.confirm import Confirm
 from factrecall_tui.escape import escaped
@@ -44,7 +43,8 @@ from jobs.errors import USER_ERRORS, RunFolderError, first_line
 from jobs.launch.queue import cancel, queued_studies, study_key, study_progress_text
 from jobs.run.files import read_json, read_text
 from jobs.run.spec import is_name
-from jobs.run.workspace import REPRODUCE, folder as workspace_folder
+from jobs.run.workspace import REPRODUCE
+from jobs.run.workspace import folder as workspace_folder
 from jobs.shown import visible
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
@@ -60,10 +60,10 @@ class StudySummary:
     folder: Path
     runs: list[str]
     report_mtime: float | None
-    claims: list[dict]    # {"id": text, "verdict": text} each, as far as report.json says them
-    queue: str = ""       # queued, or running: a study the workspace queue holds
-    progress: str = ""    # how far it is while it runs (progress.json), e.g. `probes 12/90`
-    damaged: str = ""     # what of plan.json or report.json cannot be read, in one line ("" when all can)
+    claims: list[dict]  # {"id": text, "verdict": text} each, as far as report.json says them
+    queue: str = ""  # queued, or running: a study the workspace queue holds
+    progress: str = ""  # how far it is while it runs (progress.json), e.g. `probes 12/90`
+    damaged: str = ""  # what of plan.json or report.json cannot be read, in one line ("" when all can)
 
     def status(self, runs: dict[str, RunSummary]) -> str:
         """How far the study is, in one line of plain text (the list's second line)."""
@@ -84,7 +84,10 @@ def _plan_runs(plan: object, path: Path) -> tuple[list[str], str]:
     """The run names a plan.json lists, and what is damaged in it ("" when nothing is)."""
     runs = plan.get("runs") if isinstance(plan, dict) else None
     if not isinstance(runs, list):
-        return [], f"{path} is damaged ({'no list of runs' if isinstance(plan, dict) else 'not a JSON object'}); {REPAIR}"
+        return (
+            [],
+            f"{path} is damaged ({'no list of runs' if isinstance(plan, dict) else 'not a JSON object'}); {REPAIR}",
+        )
     names = [Path(r).name for r in runs if isinstance(r, str)]
     good = [n for n in names if is_name(n)]
     if len(good) < len(runs):
@@ -107,7 +110,9 @@ def _claims(report: object, path: Path) -> tuple[list[dict], str]:
         ok_id = isinstance(ident, (str, int)) and not isinstance(ident, bool)
         if not (ok_id and isinstance(verdict, str)):
             bad += 1
-        out.append({"id": visible(ident) if ok_id else str(number), "verdict": verdict if isinstance(verdict, str) else "?"})
+        out.append(
+            {"id": visible(ident) if ok_id else str(number), "verdict": verdict if isinstance(verdict, str) else "?"}
+        )
     if bad:
         return out, f"{path} is damaged ({bad} of its {len(claims)} claims lack an id or a verdict); {REPAIR}"
     return out, ""
@@ -144,9 +149,18 @@ def find_studies(workspace: Path) -> list[StudySummary]:
             else:
                 claims, problem = _claims(report, folder / "report.json")
             damaged.append(problem)
-        out.append(StudySummary(folder.name, folder, runs, mtime, claims, queue.get(folder.name, ""),
-                                study_progress_text(folder) if folder.name in queue else "",
-                                damaged=" · ".join(filter(None, damaged))))
+        out.append(
+            StudySummary(
+                folder.name,
+                folder,
+                runs,
+                mtime,
+                claims,
+                queue.get(folder.name, ""),
+                study_progress_text(folder) if folder.name in queue else "",
+                damaged=" · ".join(filter(None, damaged)),
+            )
+        )
     listed = {s.name for s in out}
     for name, state in queue.items():  # queued, or started and not planned yet: no plan.json
         if name not in listed:
@@ -179,15 +193,18 @@ def for_terminal(markdown: str, folder: Path) -> str:
 class ReportPane(Horizontal):
     """The studies (left) and the chosen study's report (right)."""
 
-    BINDINGS = [Binding("s", "app.reproduce", "New study"), Binding("g", "figures", "Figures"),
-                Binding("c", "cancel_study", "Cancel study")]
+    BINDINGS = [
+        Binding("s", "app.reproduce", "New study"),
+        Binding("g", "figures", "Figures"),
+        Binding("c", "cancel_study", "Cancel study"),
+    ]
 
     def __init__(self, workspace: Path, **kwargs):
         super().__init__(**kwargs)
         self.workspace = workspace
         self.studies: dict[str, StudySummary] = {}
         self.current: str | None = None
-        self._shown: tuple | None = None         # what the shown report was read for: (mtime, damage)
+        self._shown: tuple | None = None  # what the shown report was read for: (mtime, damage)
         self._labels: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -226,9 +243,11 @@ class ReportPane(Horizontal):
                 self.query_one("#report-doc", Markdown).update("")
             self._status(cannot)
         elif not studies:
-            self._status("no study in this workspace yet: s starts one (the paper's whole study, "
-                         "`factrecall-jobs reproduce` from a shell); its runs show in Jobs while they train, and its "
-                         "report here")
+            self._status(
+                "no study in this workspace yet: s starts one (the paper's whole study, "
+                "`factrecall-jobs reproduce` from a shell); its runs show in Jobs while they train, and its "
+                "report here"
+            )
 
     def _status(self, text: str) -> None:
         """The line above the report: plain text (it names files, and quotes their damage)."""
@@ -239,10 +258,14 @@ class ReportPane(Horizontal):
         study = self.studies[name]
         damaged = f" · {study.damaged}" if study.damaged else ""
         if study.report_mtime is None:  # how far it is: said again on every scan (it moves on)
-            where = {"queued": "queued, waiting for a free slot", "running": f"running ({study.progress or 'starting'}); "
-                     f"its console: {study.folder / 'job.out'}"}.get(study.queue, "no report yet")
-            self._status(f"{name}: {where}; `factrecall-jobs reproduce` writes {study.folder / 'report.md'} "
-                         f"once its runs and probes are done{damaged}")
+            where = {
+                "queued": "queued, waiting for a free slot",
+                "running": f"running ({study.progress or 'starting'}); its console: {study.folder / 'job.out'}",
+            }.get(study.queue, "no report yet")
+            self._status(
+                f"{name}: {where}; `factrecall-jobs reproduce` writes {study.folder / 'report.md'} "
+                f"once its runs and probes are done{damaged}"
+            )
         shown = (study.report_mtime, study.damaged)
         if name == self.current and shown == self._shown:
             return
@@ -288,15 +311,22 @@ class ReportPane(Horizontal):
         its work; the same options queued again continue it)."""
         study = self.studies.get(self.current or "")
         if study is None or not study.queue:
-            self.notify("no queued or running study chosen (a finished study has nothing to cancel)", severity="warning")
+            self.notify(
+                "no queued or running study chosen (a finished study has nothing to cancel)", severity="warning"
+            )
             return
         if study.queue == "queued":
             self._cancel(study.name)
             return
-        self.app.push_screen(Confirm(f"Stop the study [b]{escaped(study.name)}[/b] ({escaped(study.progress or 'starting')})? What it "
-                                     "finished is kept; queued again with the same options, it continues.",
-                                     yes="Stop it", no="Keep it running"),
-                             lambda yes: self._cancel(study.name) if yes else None)
+        self.app.push_screen(
+            Confirm(
+                f"Stop the study [b]{escaped(study.name)}[/b] ({escaped(study.progress or 'starting')})? What it "
+                "finished is kept; queued again with the same options, it continues.",
+                yes="Stop it",
+                no="Keep it running",
+            ),
+            lambda yes: self._cancel(study.name) if yes else None,
+        )
 
     def _cancel(self, name: str) -> None:
         try:

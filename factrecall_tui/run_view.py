@@ -18,8 +18,13 @@ from factrecall_tui.runs import RunSummary
 from jobs.words import RunStatus
 
 FIELDS: dict[str, Callable[[RunSummary], str]] = {
-    "name": lambda r: r.name, "status": lambda r: r.status, "strategy": lambda r: r.strategies,
-    "model": lambda r: r.model, "preset": lambda r: str(r.spec.get("preset", "")), "seed": lambda r: r.seed}
+    "name": lambda r: r.name,
+    "status": lambda r: r.status,
+    "strategy": lambda r: r.strategies,
+    "model": lambda r: r.model,
+    "preset": lambda r: str(r.spec.get("preset", "")),
+    "seed": lambda r: r.seed,
+}
 EXACT = {"seed"}
 
 # What needs a look first: running, then waiting, then what went wrong, then the rest.
@@ -65,7 +70,9 @@ def check(query: str) -> None:
             raise FilterError(f"{key}: is not a field; filter by {', '.join(f'{k}:' for k in FIELDS)} or plain words")
 
 
-def visible(runs: Iterable[RunSummary], query: str = "", sort: str = "newest", reverse: bool = False) -> list[RunSummary]:
+def visible(
+    runs: Iterable[RunSummary], query: str = "", sort: str = "newest", reverse: bool = False
+) -> list[RunSummary]:
     """The runs the filter keeps, in the sort's order (ties keep the scan's order: newest first)."""
     check(query)
     kept = [r for r in runs if matches(r, query)]

@@ -15,13 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.errors import USER_ERRORS, RunFolderError, first_line
 from jobs.launch import slurm
 from jobs.launch.queue import queued_runs, run_status
-from jobs.errors import USER_ERRORS, RunFolderError, first_line
 from jobs.run.files import read_json
 from jobs.run.folder import read_metrics
 from jobs.run.spec import is_name
-from jobs.run.workspace import RUNS, folder as workspace_folder
+from jobs.run.workspace import RUNS
+from jobs.run.workspace import folder as workspace_folder
 from jobs.shown import markup, visible
 from jobs.words import CHAINS, RunStatus, steps_of
 from store.names import STORE_NAME
@@ -45,13 +46,13 @@ class RunSummary:
     spec: dict
     metrics: dict
     status: RunStatus
-    last_run: dict = field(default_factory=dict)       # the last `run` event (status, error, phases)
-    progress: dict = field(default_factory=dict)       # the last `progress` or `start` event of the job now running
+    last_run: dict = field(default_factory=dict)  # the last `run` event (status, error, phases)
+    progress: dict = field(default_factory=dict)  # the last `progress` or `start` event of the job now running
     steps_done: list[str] = field(default_factory=list)
     pid: int | None = None
-    error: str = ""                                    # why the folder could not be read (status `broken`)
+    error: str = ""  # why the folder could not be read (status `broken`)
     mtime: float = 0.0
-    job: str = ""                                      # `slurm job 4242_1`, for a run submitted to Slurm
+    job: str = ""  # `slurm job 4242_1`, for a run submitted to Slurm
 
     @property
     def strategies(self) -> str:
@@ -85,8 +86,11 @@ class RunSummary:
         a strategy the spec names that factrecall does not know has none."""
         chosen = self.spec.get("strategies", [])
         known = [s for s in chosen if isinstance(s, str) and s in CHAINS] if isinstance(chosen, list) else []
-        return steps_of(known, builtin_model=not _section(self.spec, "model").get("path"),
-                        snapshots=bool(_section(self.spec, "train").get("snapshots")))
+        return steps_of(
+            known,
+            builtin_model=not _section(self.spec, "model").get("path"),
+            snapshots=bool(_section(self.spec, "train").get("snapshots")),
+        )
 
     @property
     def title(self) -> str:
@@ -94,8 +98,10 @@ class RunSummary:
         d = _section(self.spec, "data")
         share = d.get("qa_in_fraction", 0)
         share = f"{share:.0%}" if isinstance(share, (int, float)) and not isinstance(share, bool) else _said(share)
-        return (f"{self.name} — preset {_said(self.spec.get('preset'))}, {self.strategies}, seed {self.seed}, "
-                f"{self.people} people ({share} QA-in), {self.model}")
+        return (
+            f"{self.name} — preset {_said(self.spec.get('preset'))}, {self.strategies}, seed {self.seed}, "
+            f"{self.people} people ({share} QA-in), {self.model}"
+        )
 
 
 def read_run(folder: Path, queued: dict[str, str] | None = None, dropped: dict[str, str] | None = None) -> RunSummary:
@@ -114,8 +120,9 @@ def read_run(folder: Path, queued: dict[str, str] | None = None, dropped: dict[s
     job = ""
     if status in ("queued", "running") and (info := slurm.job_of(folder.parent.parent, folder.name)) is not None:
         job = f"{'Slurm' if info['cluster'] == 'slurm' else 'submitit-local'} job {info['job_id']}"
-    return RunSummary(folder.name, folder, spec, metrics, status, last_run, progress, steps_done, pid, mtime=mtime,
-                      job=job)
+    return RunSummary(
+        folder.name, folder, spec, metrics, status, last_run, progress, steps_done, pid, mtime=mtime, job=job
+    )
 
 
 def _signature(folder: Path) -> tuple:
@@ -150,8 +157,13 @@ class Scanner:
                 continue
             sig = _signature(folder)
             old = self.known.get(folder.name)
-            if (old is not None and old[0] == sig and old[1].status not in ("running", "queued")
-                    and folder.name not in queued and folder.name not in dropped):
+            if (
+                old is not None
+                and old[0] == sig
+                and old[1].status not in ("running", "queued")
+                and folder.name not in queued
+                and folder.name not in dropped
+            ):
                 seen[folder.name] = old
             else:
                 seen[folder.name] = (sig, read_run(folder, queued, dropped))

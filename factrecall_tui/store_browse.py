@@ -27,13 +27,13 @@ if TYPE_CHECKING:
     import numpy as np
     import zarr
 
-DEFAULT_ROWS, DEFAULT_COLS = 8, 6        # the corner shown when an array is chosen
-MAX_ROWS, MAX_COLS = 200, 50             # the most a preview shows; a larger slice is cut
-MAX_NODES = 5000                         # a tree larger than this is cut (a store with a huge cache)
-AUX_COORDS = ("split", "label_text")     # extra row/column labels, where the array lists them as coordinates
+DEFAULT_ROWS, DEFAULT_COLS = 8, 6  # the corner shown when an array is chosen
+MAX_ROWS, MAX_COLS = 200, 50  # the most a preview shows; a larger slice is cut
+MAX_NODES = 5000  # a tree larger than this is cut (a store with a huge cache)
+AUX_COORDS = ("split", "label_text")  # extra row/column labels, where the array lists them as coordinates
 LIST_ITEMS, STRING_CHARS, CELL_CHARS = 8, 240, 24
 
-Selection = list[int | range]            # one entry per dimension: a position, or the positions a slice picks
+Selection = list[int | range]  # one entry per dimension: a position, or the positions a slice picks
 Signature = tuple[tuple[int, int] | None, ...]
 
 
@@ -74,10 +74,12 @@ def parse_index(text: str, shape: tuple[int, ...], dims: tuple[str, ...] | None 
         fill = len(shape) - (len(items) - 1)
         if fill < 0:
             raise BadIndex(f"{len(items) - 1} entries for an array of {len(shape)} dimensions")
-        items = items[:at] + [":"] * fill + items[at + 1:]
+        items = items[:at] + [":"] * fill + items[at + 1 :]
     if len(items) > len(shape):
-        raise BadIndex(f"{len(items)} entries for an array of {len(shape)} dimension{'s' * (len(shape) != 1)} "
-                       f"({', '.join(dims) or 'a scalar'})")
+        raise BadIndex(
+            f"{len(items)} entries for an array of {len(shape)} dimension{'s' * (len(shape) != 1)} "
+            f"({', '.join(dims) or 'a scalar'})"
+        )
     items += [":"] * (len(shape) - len(items))
     out: Selection = []
     for item, n, dim in zip(items, shape, dims):
@@ -98,8 +100,10 @@ def parse_index(text: str, shape: tuple[int, ...], dims: tuple[str, ...] | None 
     if sum(isinstance(x, range) for x in out) > 2:
         kept = [d for d, x in zip(dims, out) if isinstance(x, range)]
         example = ", ".join(["0"] * (len(out) - 2) + [":8", ":6"])
-        raise BadIndex(f"give an integer for all but two dimensions, e.g. {example} ({len(kept)} are left open: "
-                       f"{', '.join(kept)}; `...` stands for ':' in each)")
+        raise BadIndex(
+            f"give an integer for all but two dimensions, e.g. {example} ({len(kept)} are left open: "
+            f"{', '.join(kept)}; `...` stands for ':' in each)"
+        )
     return out
 
 
@@ -118,6 +122,7 @@ def cap(selection: Selection) -> tuple[Selection, str]:
 
 def index_text(selection: Selection) -> str:
     """The canonical text of a selection: `0, 0, 1, 3, 0:8, 0:6`."""
+
     def one(x: int | range) -> str:
         if isinstance(x, int):
             return str(x)
@@ -126,6 +131,7 @@ def index_text(selection: Selection) -> str:
         stop = x[-1] + (1 if x.step > 0 else -1)
         text = f"{x.start}:{'' if stop < 0 else stop}"
         return text + (f":{x.step}" if x.step != 1 else "")
+
     return ", ".join(one(x) for x in selection)
 
 
@@ -135,8 +141,10 @@ def default_index(shape: tuple[int, ...]) -> str:
         return ""
     if len(shape) == 1:
         return ":" if shape[0] <= 20 else ":20"
-    corner = [":" if shape[-2] <= DEFAULT_ROWS else f":{DEFAULT_ROWS}",
-              ":" if shape[-1] <= DEFAULT_COLS else f":{DEFAULT_COLS}"]
+    corner = [
+        ":" if shape[-2] <= DEFAULT_ROWS else f":{DEFAULT_ROWS}",
+        ":" if shape[-1] <= DEFAULT_COLS else f":{DEFAULT_COLS}",
+    ]
     return ", ".join(["0"] * (len(shape) - 2) + corner)
 
 
@@ -159,22 +167,23 @@ def _zarr_selection(selection: Selection) -> tuple[tuple, bool]:
         if orth:
             return np.asarray(x, dtype=np.int64)
         return slice(x.start, x.start if len(x) == 0 else x[-1] + 1, x.step)
+
     return tuple(one(x) for x in selection), orth
 
 
 # -- what a walk and a read find ---------------------------------------------------------------------
 @dataclass
 class NodeInfo:
-    path: str                                 # within the store; "" for the root group
+    path: str  # within the store; "" for the root group
     name: str
-    kind: str                                 # group, array, or broken (its metadata unreadable)
+    kind: str  # group, array, or broken (its metadata unreadable)
     shape: tuple[int, ...] = ()
     dtype: str = ""
     chunks: tuple[int, ...] = ()
-    dims: tuple[str, ...] | None = None       # dimension_names
+    dims: tuple[str, ...] | None = None  # dimension_names
     fill_value: str = ""
     codecs: str = ""
-    nchunks: int = 0                          # chunks in the grid
+    nchunks: int = 0  # chunks in the grid
     attrs: dict = field(default_factory=dict)
     error: str = ""
     children: int = 0
@@ -184,9 +193,9 @@ class NodeInfo:
 class Preview:
     path: str
     selection: Selection
-    data: np.ndarray                          # 2 dimensions (rows, columns); strings as str objects
-    rows: list[str]                           # row labels
-    cols: list[str]                           # column headers
+    data: np.ndarray  # 2 dimensions (rows, columns); strings as str objects
+    rows: list[str]  # row labels
+    cols: list[str]  # column headers
     row_dim: str
     col_dim: str
     note: str = ""
@@ -201,9 +210,19 @@ def _dtype(arr: zarr.Array) -> str:
 def _array_info(arr: zarr.Array, path: str, name: str) -> NodeInfo:
     names = arr.metadata.dimension_names
     codecs = [type(c).__name__.removesuffix("Codec") for c in (*arr.filters, arr.serializer, *arr.compressors) if c]
-    return NodeInfo(path, name, "array", tuple(arr.shape), _dtype(arr), tuple(arr.chunks),
-                    tuple(str(d) for d in names) if names else None, str(arr.fill_value), " · ".join(codecs),
-                    int(arr.nchunks), arr.attrs.asdict())
+    return NodeInfo(
+        path,
+        name,
+        "array",
+        tuple(arr.shape),
+        _dtype(arr),
+        tuple(arr.chunks),
+        tuple(str(d) for d in names) if names else None,
+        str(arr.fill_value),
+        " · ".join(codecs),
+        int(arr.nchunks),
+        arr.attrs.asdict(),
+    )
 
 
 def _open(root: Path) -> zarr.Group:
@@ -236,8 +255,11 @@ def walk_store(root: Path) -> tuple[list[NodeInfo], list[str]]:
 
     def visit(folder: Path, prefix: str, parent: NodeInfo) -> None:
         try:
-            entries = [e for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
-                       and os.path.exists(os.path.join(e.path, "zarr.json"))]
+            entries = [
+                e
+                for e in os.scandir(folder)
+                if e.is_dir() and not e.name.startswith(".") and os.path.exists(os.path.join(e.path, "zarr.json"))
+            ]
         except OSError as err:
             problems.append(f"{prefix or '/'}: {first_line(err, with_type=True)}")
             return
@@ -246,8 +268,11 @@ def walk_store(root: Path) -> tuple[list[NodeInfo], list[str]]:
             path = prefix + entry.name
             try:
                 node = group[path]
-                info = (_array_info(node, path, entry.name) if isinstance(node, zarr.Array)
-                        else NodeInfo(path, entry.name, "group", attrs=node.attrs.asdict()))
+                info = (
+                    _array_info(node, path, entry.name)
+                    if isinstance(node, zarr.Array)
+                    else NodeInfo(path, entry.name, "group", attrs=node.attrs.asdict())
+                )
             except Exception as err:  # noqa: BLE001 - data handling: a damaged node is a line in the tree, whatever zarr raised
                 info = NodeInfo(path, entry.name, "broken", error=first_line(err, with_type=True))
                 problems.append(f"{path}: {info.error}")
@@ -293,13 +318,13 @@ def _read_preview(group: zarr.Group, node: NodeInfo, selection: Selection) -> tu
         data = np.array(data.tolist(), dtype=object).reshape(data.shape)
     elif node.path == HOOK and data.dtype.kind == "f" and np.isnan(data).any():
         # NaN is how the store marks a vector not written; `store.open(...).acts` refuses such a slice.
-        note = "; ".join(filter(None, [note, "NaN: not written yet, or a chunk missing or damaged "
-                                              "(the API refuses to read it)"]))
+        note = "; ".join(
+            filter(None, [note, "NaN: not written yet, or a chunk missing or damaged (the API refuses to read it)"])
+        )
     dims = node.dims or tuple(f"dim {i}" for i in range(len(node.shape)))
     axes = [i for i, x in enumerate(selection) if isinstance(x, range)]
     fixed = {dims[i]: x for i, x in enumerate(selection) if isinstance(x, int)}
-    names = [labels(group, node, dims, axis, selection[axis], fixed, with_aux=(k == 0))
-             for k, axis in enumerate(axes)]
+    names = [labels(group, node, dims, axis, selection[axis], fixed, with_aux=(k == 0)) for k, axis in enumerate(axes)]
     if len(axes) == 2:
         rows, cols = names
         row_dim, col_dim = dims[axes[0]], dims[axes[1]]
@@ -328,8 +353,15 @@ def _fixed_labels(group: zarr.Group, fixed: dict[str, int]) -> dict[str, str]:
     return out
 
 
-def labels(group: zarr.Group, node: NodeInfo, dims: tuple[str, ...], axis: int, positions: range,
-           fixed: dict[str, int], with_aux: bool) -> list[str]:
+def labels(
+    group: zarr.Group,
+    node: NodeInfo,
+    dims: tuple[str, ...],
+    axis: int,
+    positions: range,
+    fixed: dict[str, int],
+    with_aux: bool,
+) -> list[str]:
     """Labels of the positions along one axis: the coordinate array of that dimension (a 1-d array
     named after it), and for rows the auxiliary coordinates the array lists (split, label_text)
     whose other dimensions the index fixes."""
@@ -346,7 +378,11 @@ def labels(group: zarr.Group, node: NodeInfo, dims: tuple[str, ...], axis: int, 
         try:
             coord = group[name]
             cdims = tuple(coord.metadata.dimension_names or ())
-            if dim not in cdims or any(d != dim and d not in fixed for d in cdims) or coord.shape[cdims.index(dim)] != node.shape[axis]:
+            if (
+                dim not in cdims
+                or any(d != dim and d not in fixed for d in cdims)
+                or coord.shape[cdims.index(dim)] != node.shape[axis]
+            ):
                 continue
             sel = tuple(index if d == dim else fixed[d] for d in cdims)
             values = np.asarray(coord.oindex[sel]).tolist() if len(index) else []

@@ -37,9 +37,21 @@ from textual.worker import get_current_worker
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.runs import RunSummary
-from factrecall_tui.store_browse import (BadIndex, NodeInfo, Preview, Selection, Signature, clip, default_index,
-                                         format_value, index_text, parse_index, read_preview, store_signature,
-                                         walk_store)
+from factrecall_tui.store_browse import (
+    BadIndex,
+    NodeInfo,
+    Preview,
+    Selection,
+    Signature,
+    clip,
+    default_index,
+    format_value,
+    index_text,
+    parse_index,
+    read_preview,
+    store_signature,
+    walk_store,
+)
 from jobs.shown import visible
 from store.errors import StoreError
 from store.names import STORE_NAME, TRAJECTORY_NAME
@@ -60,9 +72,9 @@ class StorePane(HandsFailuresUp, Vertical):
     @dataclass
     class StoresFound(Message, bubble=False):
         generation: int
-        found: list[str]                     # the runs with a store, newest first
-        open_root: Path | None               # the open store, if its run is still there
-        signature: Signature | None          # the open store's signature now
+        found: list[str]  # the runs with a store, newest first
+        open_root: Path | None  # the open store, if its run is still there
+        signature: Signature | None  # the open store's signature now
 
     @dataclass
     class Walked(Message, bubble=False):
@@ -70,7 +82,7 @@ class StorePane(HandsFailuresUp, Vertical):
         root: Path
         nodes: list[NodeInfo]
         problems: list[str]
-        error: str                           # why the store cannot be opened ("" when it can)
+        error: str  # why the store cannot be opened ("" when it can)
         signature: Signature
 
     @dataclass
@@ -78,28 +90,28 @@ class StorePane(HandsFailuresUp, Vertical):
         generation: int
         node: NodeInfo
         preview: Preview | None
-        written: int | None                  # the array's chunks written, where the store says
-        error: str                           # why the slice cannot be read ("" when it can)
+        written: int | None  # the array's chunks written, where the store says
+        error: str  # why the slice cannot be read ("" when it can)
 
     def __init__(self, *, id: str | None = None, classes: str | None = None):  # noqa: A002 - Textual's name
         super().__init__(id=id, classes=classes)
-        self.runs: dict[str, Path] = {}          # every run the app knows, name -> folder
-        self.store_runs: list[str] = []          # runs with a store, newest first (the Select's options)
-        self.run_name: str | None = None         # the store open (or opening): RUN, or RUN · snapshots
+        self.runs: dict[str, Path] = {}  # every run the app knows, name -> folder
+        self.store_runs: list[str] = []  # runs with a store, newest first (the Select's options)
+        self.run_name: str | None = None  # the store open (or opening): RUN, or RUN · snapshots
         self.root: Path | None = None
-        self.nodes: dict[str, NodeInfo] = {}     # store path -> node
+        self.nodes: dict[str, NodeInfo] = {}  # store path -> node
         self.problems: list[str] = []
-        self.selected: str | None = None         # the node under the tree cursor
+        self.selected: str | None = None  # the node under the tree cursor
         self.preview: Preview | None = None
         self.chunks_written: dict[str, int | None] = {}
-        self.message = ""                        # the pane's one line (plain text)
-        self.index_message = ""                  # the line under the index input (plain text)
-        self.info_text = ""                      # the node's metadata as shown (plain text)
+        self.message = ""  # the pane's one line (plain text)
+        self.index_message = ""  # the line under the index input (plain text)
+        self.info_text = ""  # the node's metadata as shown (plain text)
         self._signature: Signature | None = None
         self._runs_generation = self._open_generation = self._read_generation = 0
         self._pending_focus: str | None = None
-        self._scanned = False                    # the first scan for stores is in
-        self._keep_index: dict[str, str] = {}    # node path -> the index last typed for it
+        self._scanned = False  # the first scan for stores is in
+        self._keep_index: dict[str, str] = {}  # node path -> the index last typed for it
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="store-bar"):
@@ -137,8 +149,9 @@ class StorePane(HandsFailuresUp, Vertical):
         if name not in self.store_runs:
             self._pending_focus = name
             if self._scanned:
-                self._set_message(f"{name} has no activation store yet: `factrecall-jobs dump {name}` makes one",
-                                  error=True)
+                self._set_message(
+                    f"{name} has no activation store yet: `factrecall-jobs dump {name}` makes one", error=True
+                )
             return
         self._pending_focus = None
         select = self.query_one("#store-run", Select)
@@ -149,8 +162,12 @@ class StorePane(HandsFailuresUp, Vertical):
     # -- runs ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="store-runs", exit_on_error=False)
     def _find_stores(self, runs: list[tuple[str, Path]], open_root: Path | None, generation: int) -> None:
-        found = [key for name, path in runs for key, store in ((name, STORE_NAME), (name + SNAPSHOTS, TRAJECTORY_NAME))
-                 if (path / store / "zarr.json").exists()]
+        found = [
+            key
+            for name, path in runs
+            for key, store in ((name, STORE_NAME), (name + SNAPSHOTS, TRAJECTORY_NAME))
+            if (path / store / "zarr.json").exists()
+        ]
         signature = store_signature(open_root) if open_root is not None else None
         if not get_current_worker().is_cancelled:
             self.post_message(self.StoresFound(generation, found, open_root, signature))
@@ -178,10 +195,17 @@ class StorePane(HandsFailuresUp, Vertical):
         elif self.run_name is None and found:
             self.focus_run(found[0])
         elif self.run_name is None and not found:
-            self._set_message("No run has an activation store yet: `factrecall-jobs run` writes one after "
-                              "evaluation (`factrecall-jobs dump RUN` for an older run).")
-        elif (open_root is not None and open_root == self.root and signature is not None
-              and self._signature is not None and signature != self._signature):
+            self._set_message(
+                "No run has an activation store yet: `factrecall-jobs run` writes one after "
+                "evaluation (`factrecall-jobs dump RUN` for an older run)."
+            )
+        elif (
+            open_root is not None
+            and open_root == self.root
+            and signature is not None
+            and self._signature is not None
+            and signature != self._signature
+        ):
             self._open(self.run_name, reopen=True)  # the store changed on disk: read it again, cursor kept
 
     def on_select_changed(self, event: Select.Changed) -> None:
@@ -286,8 +310,12 @@ class StorePane(HandsFailuresUp, Vertical):
             box.value = ""
             box.disabled = True
             self._clear_preview()
-            self._set_index_message("a group: choose an array to preview" if node and node.kind == "group"
-                                    else (f"cannot read this node: {node.error}" if node else ""), error=bool(node and node.error))
+            self._set_index_message(
+                "a group: choose an array to preview"
+                if node and node.kind == "group"
+                else (f"cannot read this node: {node.error}" if node else ""),
+                error=bool(node and node.error),
+            )
             return
         box.disabled = False
         box.value = self._keep_index.get(path, default_index(node.shape))
@@ -346,8 +374,9 @@ class StorePane(HandsFailuresUp, Vertical):
         cells = [[visible(format_value(v)) for v in values] for values in preview.data]
         widths = [max([cell_len(col), *(cell_len(row[j]) for row in cells)]) for j, col in enumerate(cols)]
         for label, row in zip(preview.rows, cells):
-            table.add_row(Text(visible(label), style="bold"),
-                          *(Text(" " * (w - cell_len(v)) + v) for v, w in zip(row, widths)))
+            table.add_row(
+                Text(visible(label), style="bold"), *(Text(" " * (w - cell_len(v)) + v) for v, w in zip(row, widths))
+            )
         shape = "×".join(map(str, preview.data.shape)) if preview.row_dim else "1 value"
         note = f" · {preview.note}" if preview.note else ""
         where = "".join(f" · {dim} {label}" for dim, label in preview.fixed.items())
@@ -371,8 +400,13 @@ class StorePane(HandsFailuresUp, Vertical):
                 ("shape", str(node.shape)),
                 ("dims", " × ".join(node.dims) if node.dims else "(none)"),
                 ("dtype", node.dtype),
-                ("chunks", f"{node.chunks} · " + (f"{written} of {node.nchunks} written" if written is not None
-                                                  else f"{node.nchunks} in the grid")),
+                (
+                    "chunks",
+                    f"{node.chunks} · "
+                    + (
+                        f"{written} of {node.nchunks} written" if written is not None else f"{node.nchunks} in the grid"
+                    ),
+                ),
                 ("fill value", node.fill_value),
                 ("codecs", node.codecs or "(none)"),
             ]
@@ -410,7 +444,9 @@ def _label(node: NodeInfo) -> Text:
     if node.kind == "group":
         settings = node.attrs.get("settings")
         if isinstance(settings, dict) and "model" in node.attrs:  # a cached probe result (store.probes)
-            label = Text(visible(f"{node.attrs['model']} · {settings.get('attribute', '?')} · {settings.get('bio', '?')} "))
+            label = Text(
+                visible(f"{node.attrs['model']} · {settings.get('attribute', '?')} · {settings.get('bio', '?')} ")
+            )
             return label.append(name, style="dim")
         return Text(f"{name}/", style="bold")
     label = Text(name)

@@ -37,7 +37,7 @@ from jobs.launch.queue import start_worker, submit_study
 from jobs.run.spec import DEFAULT_PRESET, check_run_name, preset_names
 from jobs.shown import visible
 
-PLAN_AFTER_S = 0.6   # a pause in typing this long asks for the plan
+PLAN_AFTER_S = 0.6  # a pause in typing this long asks for the plan
 PLAN_TIMEOUT_S = 300
 
 
@@ -64,24 +64,27 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
     """Returns the name of the study it queued (None when cancelled)."""
 
     BINDINGS = [Binding("escape", "close", "Cancel"), Binding("ctrl+s", "queue", "Queue", priority=True)]
-    HELP = ("New study", "The paper's whole study (factrecall-jobs reproduce): its runs, probes and report, "
-                         "queued as one job. The plan below is the dry run's, for exactly these fields; ctrl+s "
-                         "queues once it is in.")
+    HELP = (
+        "New study",
+        "The paper's whole study (factrecall-jobs reproduce): its runs, probes and report, "
+        "queued as one job. The plan below is the dry run's, for exactly these fields; ctrl+s "
+        "queues once it is in.",
+    )
 
     @dataclass
     class Planned(Message, bubble=False):
         argv: list[str]
-        text: str       # the dry run's output (the plan), or its error line
+        text: str  # the dry run's output (the plan), or its error line
         ok: bool
 
     def __init__(self, workspace: Path):
         super().__init__()
         self.workspace = workspace
-        self.argv: list[str] | None = None       # the fields as options, when they parse
-        self.planned: list[str] | None = None    # the options whose dry run succeeded, shown below
+        self.argv: list[str] | None = None  # the fields as options, when they parse
+        self.planned: list[str] | None = None  # the options whose dry run succeeded, shown below
         self.plan_text = ""
         self._timer: Timer | None = None
-        self._proc: subprocess.Popen | None = None   # the dry run under way
+        self._proc: subprocess.Popen | None = None  # the dry run under way
 
     def _stop_plan(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -92,16 +95,38 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="study"):
-            yield Static("New study · factrecall-jobs reproduce · [dim]ctrl+s queues, escape cancels[/]", id="study-title")
+            yield Static(
+                "New study · factrecall-jobs reproduce · [dim]ctrl+s queues, escape cancels[/]", id="study-title"
+            )
             with Vertical(id="study-fields"):
-                yield from _row("Preset", Select([(p, p) for p in preset_names()], value=DEFAULT_PRESET,
-                                                 allow_blank=False, id="study-preset", compact=True))
+                yield from _row(
+                    "Preset",
+                    Select(
+                        [(p, p) for p in preset_names()],
+                        value=DEFAULT_PRESET,
+                        allow_blank=False,
+                        id="study-preset",
+                        compact=True,
+                    ),
+                )
                 yield from _row("Seeds", Input("0 1 2", placeholder="0 1 2, or 0-4", id="study-seeds", compact=True))
-                yield from _row("Snapshots", Input("4", placeholder="checkpoints kept along training (0: none)",
-                                                   id="study-snapshots", type="integer", compact=True))
-                yield from _row("People", Input(placeholder="the preset's", id="study-people", type="integer", compact=True))
-                yield from _row("Model", Input(placeholder="built-in, or a local HF checkpoint folder", id="study-model",
-                                               compact=True))
+                yield from _row(
+                    "Snapshots",
+                    Input(
+                        "4",
+                        placeholder="checkpoints kept along training (0: none)",
+                        id="study-snapshots",
+                        type="integer",
+                        compact=True,
+                    ),
+                )
+                yield from _row(
+                    "People", Input(placeholder="the preset's", id="study-people", type="integer", compact=True)
+                )
+                yield from _row(
+                    "Model",
+                    Input(placeholder="built-in, or a local HF checkpoint folder", id="study-model", compact=True),
+                )
                 yield from _row("Name", Input(placeholder="default: the preset's name", id="study-name", compact=True))
             with VerticalScroll(id="study-plan-scroll"):
                 yield Line("", id="study-plan")
@@ -115,8 +140,14 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
 
     def _fields(self) -> list[str]:
         value = lambda wid: str(self.query_one(wid, Input).value)  # noqa: E731
-        return study_argv(str(self.query_one("#study-preset", Select).value), value("#study-seeds"),
-                          value("#study-snapshots"), value("#study-people"), value("#study-model"), value("#study-name"))
+        return study_argv(
+            str(self.query_one("#study-preset", Select).value),
+            value("#study-seeds"),
+            value("#study-snapshots"),
+            value("#study-people"),
+            value("#study-model"),
+            value("#study-name"),
+        )
 
     @on(Input.Changed)
     @on(Select.Changed)
@@ -145,14 +176,18 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
         env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "96", "TERM": "dumb"}
         cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "reproduce", *argv, "--dry-run"]
         self._stop_plan()  # the plan of fields since changed: its process stops, it would only cost CPU
-        proc = self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                             stdin=subprocess.DEVNULL)
+        proc = self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL
+        )
         try:
             out, err = proc.communicate(timeout=PLAN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            text, ok = f"the dry run took over {PLAN_TIMEOUT_S} s; plan it in a shell: factrecall-jobs reproduce {' '.join(argv)} --dry-run", False
+            text, ok = (
+                f"the dry run took over {PLAN_TIMEOUT_S} s; plan it in a shell: factrecall-jobs reproduce {' '.join(argv)} --dry-run",
+                False,
+            )
         else:
             ok = proc.returncode == 0
             text = out if ok else (err.strip() or out.strip() or f"exit {proc.returncode}")
@@ -182,11 +217,16 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
             return
         argv = self.planned
         name = argv[argv.index("--name") + 1]
-        seeds = argv[argv.index("--seeds") + 1: argv.index("--name")]
-        self.app.push_screen(Confirm(f"Queue the study [b]{escaped(name)}[/b]: {len(seeds)} run{'s' * (len(seeds) != 1)} "
-                                     "(seeds " + " ".join(seeds) + "), their probes and the report, as planned below? "
-                                     "It takes the machine's slot until it is done.", yes="Queue it"),
-                             lambda yes: self._queue(name, argv) if yes else None)
+        seeds = argv[argv.index("--seeds") + 1 : argv.index("--name")]
+        self.app.push_screen(
+            Confirm(
+                f"Queue the study [b]{escaped(name)}[/b]: {len(seeds)} run{'s' * (len(seeds) != 1)} "
+                "(seeds " + " ".join(seeds) + "), their probes and the report, as planned below? "
+                "It takes the machine's slot until it is done.",
+                yes="Queue it",
+            ),
+            lambda yes: self._queue(name, argv) if yes else None,
+        )
 
     def _queue(self, name: str, argv: list[str]) -> None:
         try:

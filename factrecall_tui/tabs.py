@@ -26,7 +26,11 @@ class Tabs(TabbedContent):
 
     def focus_shown(self) -> None:
         first = self._first_focusable(self.active)
-        if first is not None and self.screen.focused is not first and not self._is_inside(self.screen.focused, self.active):
+        if (
+            first is not None
+            and self.screen.focused is not first
+            and not self._is_inside(self.screen.focused, self.active)
+        ):
             first.focus(scroll_visible=False)
 
     def _first_focusable(self, tab: str) -> Widget | None:

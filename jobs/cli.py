@@ -41,10 +41,10 @@ from pathlib import Path
 from jobs.arguments import err_console, parser
 from jobs.errors import USER_ERRORS, FactrecallError, first_line
 from jobs.launch.procs import TERM_STOPS
+from jobs.run.files import homeless_libraries
 from jobs.run.spec import DEFAULT_PRESET, is_name, load_preset, preset_names
 from jobs.run.workspace import RUNS, run_path
 from jobs.run.workspace import folder as workspace_folder
-from jobs.run.files import homeless_libraries
 from jobs.shown import SafeConsole, markup, safe_streams, visible
 from jobs.words import MODEL_LABELS
 
@@ -58,8 +58,10 @@ console = SafeConsole(width=None if sys.stdout.isatty() or os.environ.get("COLUM
 
 def _workspace(args: argparse.Namespace) -> Path:
     if not args.workspace.strip():
-        raise FactrecallError("the workspace is empty (--workspace '' or FACTRECALL_WORKSPACE= ?); give a folder, "
-                              "e.g. --workspace workspace")
+        raise FactrecallError(
+            "the workspace is empty (--workspace '' or FACTRECALL_WORKSPACE= ?); give a folder, "
+            "e.g. --workspace workspace"
+        )
     return Path(args.workspace).expanduser()
 
 
@@ -84,9 +86,13 @@ def _reporting(run):
         yield
     except BaseException as exc:
         stopped = isinstance(exc, KeyboardInterrupt)
-        run.emit("run", status="interrupted" if stopped else "failed",
-                 error="stopped on request (Ctrl-C, `cancel`, or a scheduler's warning); `resume` continues it"
-                 if stopped else first_line(exc))
+        run.emit(
+            "run",
+            status="interrupted" if stopped else "failed",
+            error="stopped on request (Ctrl-C, `cancel`, or a scheduler's warning); `resume` continues it"
+            if stopped
+            else first_line(exc),
+        )
         raise
 
 
@@ -103,9 +109,16 @@ def _request(args: argparse.Namespace, **fixed):
     """The one RunRequest of `run`, `submit` and `reproduce`, from their flags (validated as it is made)."""
     from jobs.launch.plan import RunRequest
 
-    flags = {"preset": args.preset, "seeds": tuple(args.seeds if args.seeds is not None else [args.seed]),
-             "config": Path(args.config) if args.config else None, "overrides": tuple(args.set or ()),
-             "people": args.people, "model": _model(args), "device": args.device, "name": args.name}
+    flags = {
+        "preset": args.preset,
+        "seeds": tuple(args.seeds if args.seeds is not None else [args.seed]),
+        "config": Path(args.config) if args.config else None,
+        "overrides": tuple(args.set or ()),
+        "people": args.people,
+        "model": _model(args),
+        "device": args.device,
+        "name": args.name,
+    }
     for name in ("strategy", "qa_in_fraction", "per_strategy"):  # flags `reproduce` does not take
         if hasattr(args, name):
             flags["strategies" if name == "strategy" else name] = getattr(args, name)
@@ -146,20 +159,38 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     if args.executor == "slurm":
         check_idle(study)
         _to_slurm(args, [(spec, path.name) for spec, path in study.runs], dump=True, reuse=True)
-        console.print(f"when they are done, `factrecall-jobs reproduce` with the same options fits the probes and "
-                      f"writes {study.folder / 'report.md'}", highlight=False, soft_wrap=True)
+        console.print(
+            f"when they are done, `factrecall-jobs reproduce` with the same options fits the probes and "
+            f"writes {study.folder / 'report.md'}",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
-    with Progress(TextColumn("{task.fields[label]}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("[dim]{task.description}"), console=console, transient=True) as bar:
-        tasks = {label: bar.add_task("", total=None, visible=False, label=label) for label in ("probes", "interventions")}
+    with Progress(
+        TextColumn("{task.fields[label]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("[dim]{task.description}"),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks = {
+            label: bar.add_task("", total=None, visible=False, label=label) for label in ("probes", "interventions")
+        }
 
         def follow(label: str):
-            return lambda done, total, what: bar.update(tasks[label], completed=done, total=total, description=what,
-                                                        visible=True)
+            return lambda done, total, what: bar.update(
+                tasks[label], completed=done, total=total, description=what, visible=True
+            )
 
-        report, fitted = run_study(study, lambda spec, path: _execute(lambda: RunFolder.create_or_resume(path, spec)),
-                                   probe_progress=follow("probes"), patch_progress=follow("interventions"),
-                                   argv=sys.argv[1:])
+        report, fitted = run_study(
+            study,
+            lambda spec, path: _execute(lambda: RunFolder.create_or_resume(path, spec)),
+            probe_progress=follow("probes"),
+            patch_progress=follow("interventions"),
+            argv=sys.argv[1:],
+        )
     console.print(f"probes: {fitted} sweeps fitted now, the rest found in the stores' caches")
     for claim in report["claims"]:
         console.print(f"({claim['id']}) {claim['verdict']}: {claim['short']}", highlight=False)
@@ -171,11 +202,21 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def _to_slurm(args: argparse.Namespace, planned: list[tuple[object, str]], *, dump: bool, reuse: bool) -> None:
     """Submit `planned` runs (spec, run name) to Slurm as one array job, made after the executor."""
     from jobs.launch.queue import prepare
-    from jobs.launch.slurm import SlurmOptions, make_executor, submit as submit_slurm
+    from jobs.launch.slurm import SlurmOptions, make_executor
+    from jobs.launch.slurm import submit as submit_slurm
 
-    options = SlurmOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time=args.time, mem=args.mem,
-                           account=args.account, qos=args.qos, constraint=args.constraint,
-                           parallelism=args.array_parallelism, setup=args.setup or [])
+    options = SlurmOptions(
+        partition=args.partition,
+        gpus=args.gpus,
+        cpus=args.cpus,
+        time=args.time,
+        mem=args.mem,
+        account=args.account,
+        qos=args.qos,
+        constraint=args.constraint,
+        parallelism=args.array_parallelism,
+        setup=args.setup or [],
+    )
     executor, notes = make_executor(_workspace(args), options)  # refuses bad options, or no Slurm, before any folder
     for note in notes:
         console.print(f"[dim]{note}[/dim]", highlight=False)
@@ -183,16 +224,22 @@ def _to_slurm(args: argparse.Namespace, planned: list[tuple[object, str]], *, du
     for spec, name in planned:
         prepare(_workspace(args), spec, name)
     try:
-        entries = submit_slurm(executor, _workspace(args), [name for _, name in planned], device=args.device,
-                               dump=dump, reuse=reuse)
+        entries = submit_slurm(
+            executor, _workspace(args), [name for _, name in planned], device=args.device, dump=dump, reuse=reuse
+        )
     except FactrecallError:  # sbatch refused: the folders made for it go, so nothing is left as if queued
         for name in made:
             shutil.rmtree(run_path(_workspace(args), name), ignore_errors=True)
         raise
     for entry in entries:
-        console.print(f"submitted [bold]{entry['run']}[/bold] as {entry['cluster']} job {entry['job_id']}", highlight=False)
-    console.print(f"[dim]follow them with `factrecall-jobs status` or factrecall-tui; the scheduler's log of each "
-                  f"job: {Path(entries[0]['log']).parent}[/dim]", highlight=False)
+        console.print(
+            f"submitted [bold]{entry['run']}[/bold] as {entry['cluster']} job {entry['job_id']}", highlight=False
+        )
+    console.print(
+        f"[dim]follow them with `factrecall-jobs status` or factrecall-tui; the scheduler's log of each "
+        f"job: {Path(entries[0]['log']).parent}[/dim]",
+        highlight=False,
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -200,8 +247,9 @@ def cmd_submit(args: argparse.Namespace) -> None:
     from jobs.launch.queue import prepare, submit
 
     # On Slurm the runs go to other machines: their size is checked against them by the scheduler.
-    planned = plan_runs(_request(args), _workspace(args) if args.executor == "local" else None,
-                        models_in=_workspace(args))
+    planned = plan_runs(
+        _request(args), _workspace(args) if args.executor == "local" else None, models_in=_workspace(args)
+    )
     if args.executor == "slurm":
         _to_slurm(args, planned, dump=not args.no_dump, reuse=not args.no_reuse)
         return
@@ -210,8 +258,9 @@ def cmd_submit(args: argparse.Namespace) -> None:
     for spec, name in planned:
         submit(_workspace(args), name, device=args.device, dump=not args.no_dump, reuse=not args.no_reuse)
         console.print(f"queued [bold]{name}[/bold]", highlight=False)
-    console.print("[dim]follow them with `factrecall-jobs status` or factrecall-tui; they run on after this "
-                  "shell closes[/dim]")
+    console.print(
+        "[dim]follow them with `factrecall-jobs status` or factrecall-tui; they run on after this shell closes[/dim]"
+    )
 
 
 def cmd_queue(args: argparse.Namespace) -> None:
@@ -234,8 +283,14 @@ def cmd_queue(args: argparse.Namespace) -> None:
     workspace = _workspace(args).resolve()
     for row in rows:
         log = Path(row["log"]) if row["log"] else None
-        shown = str(log.resolve().relative_to(workspace)) if log and log.resolve().is_relative_to(workspace) else str(log or "")
-        t.add_row(row["run"], row["status"], row["executor"], row["job"] or str(row.get("pid") or ""), row["progress"], shown)
+        shown = (
+            str(log.resolve().relative_to(workspace))
+            if log and log.resolve().is_relative_to(workspace)
+            else str(log or "")
+        )
+        t.add_row(
+            row["run"], row["status"], row["executor"], row["job"] or str(row.get("pid") or ""), row["progress"], shown
+        )
     console.print(t)
 
 
@@ -261,12 +316,16 @@ def cmd_archive(args: argparse.Namespace) -> None:
         if folder.resolve().parent != run_path(workspace, folder.name).parent.resolve():
             raise FactrecallError(f"{folder} is not a run of the workspace {workspace}: give --workspace, or its name")
     if delete and not args.yes:
-        raise FactrecallError(f"delete removes {', '.join(f.name for f in folders)} and everything in "
-                              f"{'them' if len(folders) > 1 else 'it'} for good: add --yes, or `archive` instead")
+        raise FactrecallError(
+            f"delete removes {', '.join(f.name for f in folders)} and everything in "
+            f"{'them' if len(folders) > 1 else 'it'} for good: add --yes, or `archive` instead"
+        )
     queued = queued_runs(workspace)
     for folder in folders:
         if (status := run_status(folder, queued)[0]) in ("queued", "running"):
-            raise FactrecallError(f"run {folder.name} is {status}: cancel it first (`factrecall-jobs cancel {folder.name}`)")
+            raise FactrecallError(
+                f"run {folder.name} is {status}: cancel it first (`factrecall-jobs cancel {folder.name}`)"
+            )
     for folder in folders:
         console.print(remove_run(workspace, folder.name, delete=delete), highlight=False)
 
@@ -311,7 +370,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     else:
         paths, skipped = [], []
         runs = workspace_folder(_workspace(args), RUNS)
-        for path in sorted(p.parent for p in runs.glob("*/spec.json") if is_name(p.parent.name) and not p.parent.is_symlink()):
+        for path in sorted(
+            p.parent for p in runs.glob("*/spec.json") if is_name(p.parent.name) and not p.parent.is_symlink()
+        ):
             try:
                 load_spec(path)
                 read_metrics(path)
@@ -319,9 +380,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
             except FactrecallError as err:  # one broken folder does not hide the others
                 skipped.append(str(err))
         if not paths:
-            raise FactrecallError(f"no run in {runs} to compare"
-                                  + (f" ({len(skipped)} cannot be read; the first: {skipped[0]})" if skipped else
-                                     "; `factrecall-jobs run` makes one"))
+            raise FactrecallError(
+                f"no run in {runs} to compare"
+                + (
+                    f" ({len(skipped)} cannot be read; the first: {skipped[0]})"
+                    if skipped
+                    else "; `factrecall-jobs run` makes one"
+                )
+            )
         for why in skipped:
             err_console.print(f"[yellow]skipped:[/yellow] {markup(why)}", highlight=False, soft_wrap=True)
     models = tuple(args.models)
@@ -333,14 +399,20 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_dump(args: argparse.Namespace) -> None:
     from jobs.console import ConsoleProgress
-    from jobs.run.dump import DumpOptions
     from jobs.run.checkpoints import run_models
+    from jobs.run.dump import DumpOptions
     from jobs.run.folder import RunFolder, load_spec, resolve_run
     from jobs.run.pipeline import load_prompts, make_tokenizer, run_dump
 
-    options = DumpOptions(models=tuple(args.models) if args.models else None, url=args.out, trajectory=args.trajectory,
-                          dtype=args.dtype, compressor=args.compressor, chunk_people=args.chunk_people,
-                          batch_size=args.batch_size)  # checked before the run folder is opened
+    options = DumpOptions(
+        models=tuple(args.models) if args.models else None,
+        url=args.out,
+        trajectory=args.trajectory,
+        dtype=args.dtype,
+        compressor=args.compressor,
+        chunk_people=args.chunk_people,
+        batch_size=args.batch_size,
+    )  # checked before the run folder is opened
     path = resolve_run(_workspace(args), args.run)
     spec = load_spec(path)
     if options.models and not options.trajectory:  # a model it has not: refused before the folder is opened
@@ -350,7 +422,9 @@ def cmd_dump(args: argparse.Namespace) -> None:
             raise FactrecallError(f"run {path.name} has no model {unknown[0]!r}: it has {', '.join(known)}")
     with RunFolder.resume(path, device=args.device) as run:
         if not run.is_done("tokenizer"):
-            raise FactrecallError(f"run {path.name} has no data and tokenizer yet; `factrecall-jobs resume {path.name}` first")
+            raise FactrecallError(
+                f"run {path.name} has no data and tokenizer yet; `factrecall-jobs resume {path.name}` first"
+            )
         all_prompts = load_prompts(run.path)
         tok, targets = make_tokenizer(run, all_prompts)
         with ConsoleProgress(console) as bars, _reporting(run):
@@ -361,8 +435,9 @@ def cmd_dump(args: argparse.Namespace) -> None:
     import store
 
     s = store.open(info["url"])
-    console.print(f"{s}\n[dim]open it with: import store; store.open({info['url']!r})[/dim]", highlight=False,
-                  soft_wrap=True)  # whole lines: the URL is copied from here
+    console.print(
+        f"{s}\n[dim]open it with: import store; store.open({info['url']!r})[/dim]", highlight=False, soft_wrap=True
+    )  # whole lines: the URL is copied from here
 
 
 def _store_of(workspace: Path, run: str) -> str:
@@ -379,23 +454,28 @@ def _store_of(workspace: Path, run: str) -> str:
 
 def cmd_export(args: argparse.Namespace) -> None:
     import numpy as np
-    import store
-    from store.hdf5 import export_hdf5
 
+    import store
     from jobs.run.budget import free_disk
     from jobs.run.files import check_output
+    from store.hdf5 import export_hdf5
 
     s = store.open(_store_of(_workspace(args), args.run))
     if not s.complete():
-        err_console.print("[yellow]note:[/yellow] the store is not completely dumped; unwritten vectors stay NaN "
-                          "(the `written` array says which)", soft_wrap=True)
+        err_console.print(
+            "[yellow]note:[/yellow] the store is not completely dumped; unwritten vectors stay NaN "
+            "(the `written` array says which)",
+            soft_wrap=True,
+        )
     from rich.progress import Progress
 
     out = check_output(Path(args.hdf5), "hdf5", reads=[s.url], force=args.force)
     size = int(np.prod(s.resid.shape)) * s.dtype.itemsize
     if (free := free_disk(out.parent)) is not None and size > free:  # h5py on a full disk can crash the process
-        raise FactrecallError(f"the export needs about {size / 1e6:,.1f} MB, more than the {free / 1e6:,.1f} MB free "
-                              f"under {out.parent}; free space or write elsewhere")
+        raise FactrecallError(
+            f"the export needs about {size / 1e6:,.1f} MB, more than the {free / 1e6:,.1f} MB free "
+            f"under {out.parent}; free space or write elsewhere"
+        )
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("export", total=None)
         out = export_hdf5(s, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -404,32 +484,59 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_probe(args: argparse.Namespace) -> None:
     import store
+    from jobs.run.files import check_output
     from store.figures import probe_figure
     from store.names import PROBE_LABELS
-    from store.probes import (ProbeSettings, baseline, check_request, counts, frame, row_cells, summary, sweeps,
-                              table_columns)
-
-    from jobs.run.files import check_output
+    from store.probes import (
+        ProbeSettings,
+        baseline,
+        check_request,
+        counts,
+        frame,
+        row_cells,
+        summary,
+        sweeps,
+        table_columns,
+    )
 
     paths = [_store_of(_workspace(args), r) for r in args.runs]
     stores = [store.open(p) for p in paths]
-    settings = ProbeSettings(attribute=args.attribute, bio=f"bio_{args.bio}", train_split=args.train_split,
-                             test_split=args.test_split, classes=args.classes, backend=args.backend, l2=args.l2,
-                             layers=tuple(args.layers) if args.layers else None, controls=not args.no_controls)
+    settings = ProbeSettings(
+        attribute=args.attribute,
+        bio=f"bio_{args.bio}",
+        train_split=args.train_split,
+        test_split=args.test_split,
+        classes=args.classes,
+        backend=args.backend,
+        l2=args.l2,
+        layers=tuple(args.layers) if args.layers else None,
+        controls=not args.no_controls,
+    )
     models = check_request(stores, args.models, settings)
     # Where the results go is checked before the fit, so a long fit never ends in a refusal.
     reads = [s.url for s in stores]
     csv = check_output(Path(args.csv), "csv", reads, force=args.force) if args.csv else None
     first = Path(paths[0])
     home = first if (first / "spec.json").exists() else Path(".")
-    out = check_output(Path(args.out) if args.out else home / f"probe-{args.attribute}-{settings.bio}.png", "figure",
-                       reads, force=args.force)
+    out = check_output(
+        Path(args.out) if args.out else home / f"probe-{args.attribute}-{settings.bio}.png",
+        "figure",
+        reads,
+        force=args.force,
+    )
     # The untrained model (in every store) is the baseline of every table: what a probe reads from the
     # prompt's tokens alone, before any fact was learned.
     shown = baseline(stores, models) if args.baseline else models
     with console.status("fitting probes") as status:
-        found = list(sweeps(stores, shown, settings, cache=not args.no_cache,
-                            progress=lambda done, total, what: status.update(f"probes: {what} ({done}/{total} layers)")))
+        found = list(
+            sweeps(
+                stores,
+                shown,
+                settings,
+                cache=not args.no_cache,
+                progress=lambda done, total, what: status.update(f"probes: {what} ({done}/{total} layers)"),
+            )
+        )
     df = frame(found)
     agg = summary(df, found)
     several = len(stores) > 1
@@ -438,32 +545,45 @@ def cmd_probe(args: argparse.Namespace) -> None:
     for model in shown:
         rows = agg[agg["model"] == model]
         what = " (baseline: no fact learned yet)" if model == "untrained" and model not in models else ""
-        t = Table(title=f"{model}{what}: probes for the first token of {args.attribute}, BIO = {settings.bio} "
-                        f"({rows['runs'].iloc[0]} run{'s' if several else ''}; {counts(df, 'n_classes')} classes, "
-                        f"train {settings.train_split} {counts(df, 'n_train')} people, test {settings.test_split} "
-                        f"{counts(df, 'n_test')}; [95% bootstrap interval over people{' and seeds' if several else ''}]"
-                        f"{'; Sel = accuracy - the control task' if settings.controls else ''})", title_justify="left")
-        _layer_rows(t, [PROBE_LABELS[k] for k in table_columns(settings.controls)], rows,
-                    lambda r: row_cells(r, several, settings.controls))
+        t = Table(
+            title=f"{model}{what}: probes for the first token of {args.attribute}, BIO = {settings.bio} "
+            f"({rows['runs'].iloc[0]} run{'s' if several else ''}; {counts(df, 'n_classes')} classes, "
+            f"train {settings.train_split} {counts(df, 'n_train')} people, test {settings.test_split} "
+            f"{counts(df, 'n_test')}; [95% bootstrap interval over people{' and seeds' if several else ''}]"
+            f"{'; Sel = accuracy - the control task' if settings.controls else ''})",
+            title_justify="left",
+        )
+        _layer_rows(
+            t,
+            [PROBE_LABELS[k] for k in table_columns(settings.controls)],
+            rows,
+            lambda r: row_cells(r, several, settings.controls),
+        )
     _write_csv(csv, df)
-    title = f"Accuracy for the first token of \"{args.attribute}\", BIO = {settings.bio}"
+    title = f'Accuracy for the first token of "{args.attribute}", BIO = {settings.bio}'
     console.print(f"wrote {probe_figure(agg, out, title, MODEL_LABELS)}", soft_wrap=True)
 
 
 def cmd_patch(args: argparse.Namespace) -> None:
-    import store
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
+
+    import store
+    from jobs.run.files import check_output
+    from jobs.run.folder import resolve_run
+    from jobs.run.patch import patch
     from store.figures import patch_figure
     from store.interventions import COLUMNS, LABELS, PatchSettings, frame, summary
     from store.probes import check_request, format_cell
 
-    from jobs.run.files import check_output
-    from jobs.run.folder import resolve_run
-    from jobs.run.patch import patch
-
-    settings = PatchSettings(attribute=args.attribute, split=args.split, people=args.people, seed=args.seed,
-                             layers=tuple(args.layers) if args.layers else None, erase=not args.no_erase)
+    settings = PatchSettings(
+        attribute=args.attribute,
+        split=args.split,
+        people=args.people,
+        seed=args.seed,
+        layers=tuple(args.layers) if args.layers else None,
+        erase=not args.no_erase,
+    )
     paths = [resolve_run(_workspace(args), r) for r in args.runs]  # checkpoints are needed: runs, not bare stores
     stores = [store.open(p) for p in paths]
     for s in stores:
@@ -473,16 +593,31 @@ def cmd_patch(args: argparse.Namespace) -> None:
     models = check_request(stores, args.models, _probe_settings(args.attribute))
     reads = [s.url for s in stores]
     csv = check_output(Path(args.csv), "csv", reads, force=args.force) if args.csv else None
-    out = check_output(Path(args.out) if args.out else paths[0] / f"patch-{args.attribute}.png", "figure", reads,
-                       force=args.force)
+    out = check_output(
+        Path(args.out) if args.out else paths[0] / f"patch-{args.attribute}.png", "figure", reads, force=args.force
+    )
     found = []
-    with Progress(TextColumn("patching"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.description}"), console=console, transient=True) as bars:
+    with Progress(
+        TextColumn("patching"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    ) as bars:
         task = bars.add_task("", total=None)
         for path, s in zip(paths, stores):
-            for result, hit in patch(path, s, models, settings, device=args.device, batch_size=args.batch_size,
-                                     cache=not args.no_cache, progress=lambda done, total, what: bars.update(
-                                         task, completed=done, total=total, description=what)):
+            for result, hit in patch(
+                path,
+                s,
+                models,
+                settings,
+                device=args.device,
+                batch_size=args.batch_size,
+                cache=not args.no_cache,
+                progress=lambda done, total, what: bars.update(task, completed=done, total=total, description=what),
+            ):
                 found.append((path.name, result))
                 if hit:
                     console.print(f"[dim]{path.name} {result['model']}: from the store's cache[/dim]")
@@ -491,14 +626,17 @@ def cmd_patch(args: argparse.Namespace) -> None:
     several = len(stores) > 1
     for model in models:
         rows = agg[agg["model"] == model]
-        t = Table(title=f"{model}: exact match (%) for {args.attribute} when resid_mid is patched at one layer, the last "
-                        f"prompt token ({rows['runs'].iloc[0]} run{'s' if several else ''}; {int(df['n_people'].iloc[0])} "
-                        f"{settings.split} people; [95% bootstrap interval over people{' and seeds' if several else ''}]; "
-                        f"LEACE removes {int(df['erase_rank'].max())} directions)", title_justify="left")
+        t = Table(
+            title=f"{model}: exact match (%) for {args.attribute} when resid_mid is patched at one layer, the last "
+            f"prompt token ({rows['runs'].iloc[0]} run{'s' if several else ''}; {int(df['n_people'].iloc[0])} "
+            f"{settings.split} people; [95% bootstrap interval over people{' and seeds' if several else ''}]; "
+            f"LEACE removes {int(df['erase_rank'].max())} directions)",
+            title_justify="left",
+        )
         shown = [c for c in COLUMNS if not (c in ("erase_qa", "erase_bio", "erase_random_qa") and args.no_erase)]
         _layer_rows(t, [LABELS[k] for k in shown], rows, lambda r: [format_cell(r, key, several) for key in shown])
     _write_csv(csv, df)
-    title = f"Patching resid_mid at the last prompt token: \"{args.attribute}\", {settings.split} people"
+    title = f'Patching resid_mid at the last prompt token: "{args.attribute}", {settings.split} people'
     console.print(f"wrote {patch_figure(agg, out, title, MODEL_LABELS)}", soft_wrap=True)
 
 
@@ -562,8 +700,13 @@ def cmd_models(args: argparse.Namespace) -> None:
 
     workspace = _workspace(args)
     if args.models_command == "import":
-        folder, manifest = import_model(Path(args.file), workspace, name=args.name, check=not args.unchecked,
-                                        say=lambda line: console.print(line, soft_wrap=True, highlight=False))
+        folder, manifest = import_model(
+            Path(args.file),
+            workspace,
+            name=args.name,
+            check=not args.unchecked,
+            say=lambda line: console.print(line, soft_wrap=True, highlight=False),
+        )
         check = manifest["check"]
         if "perplexity" in check:
             table = Table("English sentence", "perplexity", "words shuffled", title="Is it a trained language model?")
@@ -571,10 +714,17 @@ def cmd_models(args: argparse.Namespace) -> None:
                 table.add_row(row["text"], f"{row['perplexity']:,.1f}", f"{row['shuffled']:,.1f}")
             console.print(table)
             for row in check["continuations"]:
-                console.print(f"  {markup(row['prompt'])}[bold]{markup(row['continuation'].replace(chr(10), ' ⏎ '))}[/bold]", highlight=False, soft_wrap=True)
-        console.print(f"{manifest['parameters']:,} parameters, {manifest['config']['num_hidden_layers']} layers; "
-                      f"sha256 {manifest['source']['sha256'][:12]}; `--model {folder.name}` uses it ({folder})",
-                      soft_wrap=True, highlight=False)
+                console.print(
+                    f"  {markup(row['prompt'])}[bold]{markup(row['continuation'].replace(chr(10), ' ⏎ '))}[/bold]",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        console.print(
+            f"{manifest['parameters']:,} parameters, {manifest['config']['num_hidden_layers']} layers; "
+            f"sha256 {manifest['source']['sha256'][:12]}; `--model {folder.name}` uses it ({folder})",
+            soft_wrap=True,
+            highlight=False,
+        )
         return
     table = Table("name", "parameters", "layers", "source", "sha256", "check")
     for column in (0, 1, 4, 5):  # names and numbers are never folded (the source file's name may be)
@@ -585,10 +735,17 @@ def cmd_models(args: argparse.Namespace) -> None:
             table.add_row(m["name"], "", "", "factrecall-import.json cannot be read", "", "")
             continue
         check = m["check"]
-        table.add_row(m["name"], f"{m['parameters'] / 1e6:,.1f}M", str(m["config"]["num_hidden_layers"]),
-                      f"{m['source']['file']} ({m['source'].get('quantization', '?')})", m["source"]["sha256"][:12],
-                      f"English {check['gap']:,.0f}x" if "gap" in check else "unchecked")
-    console.print(table if table.row_count else f"no models imported into {workspace}; `factrecall-jobs models import FILE.gguf`")
+        table.add_row(
+            m["name"],
+            f"{m['parameters'] / 1e6:,.1f}M",
+            str(m["config"]["num_hidden_layers"]),
+            f"{m['source']['file']} ({m['source'].get('quantization', '?')})",
+            m["source"]["sha256"][:12],
+            f"English {check['gap']:,.0f}x" if "gap" in check else "unchecked",
+        )
+    console.print(
+        table if table.row_count else f"no models imported into {workspace}; `factrecall-jobs models import FILE.gguf`"
+    )
 
 
 def _disk_full(err: BaseException) -> bool:
@@ -596,14 +753,35 @@ def _disk_full(err: BaseException) -> bool:
     on device (os error 28)")."""
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         return True
-    return any("No space left on device" in str(e) or "os error 28" in str(e)
-               for e in (err, err.__cause__, err.__context__) if e is not None)
+    return any(
+        "No space left on device" in str(e) or "os error 28" in str(e)
+        for e in (err, err.__cause__, err.__context__)
+        if e is not None
+    )
 
 
 # verb -> what runs it (`status` and `queue` are one verb under two names)
-COMMANDS = {"run": cmd_run, "reproduce": cmd_reproduce, "submit": cmd_submit, "status": cmd_queue, "queue": cmd_queue,
-            "cancel": cmd_cancel, "archive": cmd_archive, "delete": cmd_archive, "worker": cmd_worker, "resume": cmd_resume, "dump": cmd_dump, "probe": cmd_probe, "patch": cmd_patch,
-            "export": cmd_export, "show": cmd_show, "plot": cmd_plot, "compare": cmd_compare, "presets": cmd_presets, "models": cmd_models}
+COMMANDS = {
+    "run": cmd_run,
+    "reproduce": cmd_reproduce,
+    "submit": cmd_submit,
+    "status": cmd_queue,
+    "queue": cmd_queue,
+    "cancel": cmd_cancel,
+    "archive": cmd_archive,
+    "delete": cmd_archive,
+    "worker": cmd_worker,
+    "resume": cmd_resume,
+    "dump": cmd_dump,
+    "probe": cmd_probe,
+    "patch": cmd_patch,
+    "export": cmd_export,
+    "show": cmd_show,
+    "plot": cmd_plot,
+    "compare": cmd_compare,
+    "presets": cmd_presets,
+    "models": cmd_models,
+}
 
 
 # The verbs that write into run folders (a full disk there keeps finished steps and checkpoints).
@@ -634,22 +812,35 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[red]error:[/red] {markup(str(err))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        err_console.print("interrupted: finished steps and the last checkpoint are kept; "
-                          "run the same command again (or `factrecall-jobs resume RUN`) to continue", soft_wrap=True)
+        err_console.print(
+            "interrupted: finished steps and the last checkpoint are kept; "
+            "run the same command again (or `factrecall-jobs resume RUN`) to continue",
+            soft_wrap=True,
+        )
         return 130
     except Exception as err:
         if _disk_full(err):
             in_runs = args.command in RUN_WRITERS
-            where = (getattr(err, "filename", None) or getattr(args, "hdf5", None) or getattr(args, "out", None)
-                     or ("the run folder" if in_runs else f"in {args.workspace}"))
-            err_console.print(f"[red]error:[/red] disk full writing {markup(str(where))}; free space and run the same command "
-                              "again" + (": finished steps and the last checkpoint are kept" if in_runs else ""), soft_wrap=True)
+            where = (
+                getattr(err, "filename", None)
+                or getattr(args, "hdf5", None)
+                or getattr(args, "out", None)
+                or ("the run folder" if in_runs else f"in {args.workspace}")
+            )
+            err_console.print(
+                f"[red]error:[/red] disk full writing {markup(str(where))}; free space and run the same command "
+                "again" + (": finished steps and the last checkpoint are kept" if in_runs else ""),
+                soft_wrap=True,
+            )
             return 1
         if not isinstance(err, OSError):
             raise
         if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
-            err_console.print(f"[red]error:[/red] cannot write {markup(str(err.filename))}: {err.strerror}; "
-                              "choose a writable --workspace", soft_wrap=True)
+            err_console.print(
+                f"[red]error:[/red] cannot write {markup(str(err.filename))}: {err.strerror}; "
+                "choose a writable --workspace",
+                soft_wrap=True,
+            )
             return 2  # a usage error: the command names a place it cannot write
         raise
     return 0

@@ -60,7 +60,9 @@ class ConsoleProgress:
                 total = self.progress.tasks[self.tasks[step]].total or 1  # a step without a count: None
                 self.progress.update(self.tasks[step], total=total, completed=total)
             elif "reused_from" in event:
-                self.console.print(f"[dim]{step}: reused from run {event['reused_from']} (same seed, data and settings)[/dim]")
+                self.console.print(
+                    f"[dim]{step}: reused from run {event['reused_from']} (same seed, data and settings)[/dim]"
+                )
             else:
                 self.console.print(f"[dim]{step}: done[/dim]")
 

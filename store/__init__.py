@@ -16,11 +16,26 @@ from store.errors import StoreError
 from store.names import SCHEMA, STORE_NAME, TRAJECTORY_NAME, VERSION
 
 # The rest loads on first use, so `import store` (the CLI, the TUI) does not pull in zarr and numpy.
-_LAZY = {"Layout": "store.layout", "Writer": "store.layout", "ActivationStore": "store.reader",
-         "store_url": "store.reader", "open": "store.reader"}
+_LAZY = {
+    "Layout": "store.layout",
+    "Writer": "store.layout",
+    "ActivationStore": "store.reader",
+    "store_url": "store.reader",
+    "open": "store.reader",
+}
 
-__all__ = ["SCHEMA", "STORE_NAME", "TRAJECTORY_NAME", "VERSION", "ActivationStore", "Layout", "StoreError", "Writer",
-           "open", "store_url"]
+__all__ = [
+    "SCHEMA",
+    "STORE_NAME",
+    "TRAJECTORY_NAME",
+    "VERSION",
+    "ActivationStore",
+    "Layout",
+    "StoreError",
+    "Writer",
+    "open",
+    "store_url",
+]
 
 
 def __getattr__(name: str):

@@ -17,8 +17,13 @@ RESAMPLES = 2000
 LEVEL = 0.95
 
 
-def replicates(runs: Sequence[dict[str, np.ndarray]], derive: Callable[[dict[str, np.ndarray]], None] | None = None, *,
-               resamples: int = RESAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
+def replicates(
+    runs: Sequence[dict[str, np.ndarray]],
+    derive: Callable[[dict[str, np.ndarray]], None] | None = None,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """runs: per run, condition -> outcomes (layers, people) of 0 and 1 (all NaN: not measured).
     Returns condition -> (resamples,) percentages; `derive(stats)` may add columns computed from a
     run's (layers, resamples) percentages before they are averaged over layers (|a - b|, a - b)."""
@@ -35,7 +40,7 @@ def replicates(runs: Sequence[dict[str, np.ndarray]], derive: Callable[[dict[str
         per_run.append({k: v.mean(0) for k, v in stats.items()})
     if len(per_run) == 1:
         return per_run[0]
-    pick = rng.integers(0, len(per_run), size=(resamples, len(per_run)))   # the seeds, with replacement
+    pick = rng.integers(0, len(per_run), size=(resamples, len(per_run)))  # the seeds, with replacement
     return {k: np.stack([r[k] for r in per_run])[pick, np.arange(resamples)[:, None]].mean(1) for k in per_run[0]}
 
 

@@ -11,8 +11,12 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no display, 
 
 from store.names import PROBE_ACCURACIES, PROBE_LABELS
 
-STYLE = {"acc_qa_wqa": ("tab:blue", "-"), "acc_bio_wqa": ("tab:orange", "-"),
-         "acc_qa_wbio": ("tab:green", "--"), "acc_bio_wbio": ("tab:red", "--")}
+STYLE = {
+    "acc_qa_wqa": ("tab:blue", "-"),
+    "acc_bio_wqa": ("tab:orange", "-"),
+    "acc_qa_wbio": ("tab:green", "--"),
+    "acc_bio_wbio": ("tab:red", "--"),
+}
 
 
 def _band(rows, key: str, fallback=None):
@@ -44,7 +48,9 @@ def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None =
             top.plot(layers, mean, dash, color=color, marker="o", ms=3, label=PROBE_LABELS[key])
             if (band := _band(rows, key)) is not None:
                 top.fill_between(layers, *band, color=color, alpha=0.15, lw=0)
-        top.set_title(f"{(labels or {}).get(model, model)} ({int(rows['runs'].iloc[0])} run{'s' if rows['runs'].iloc[0] > 1 else ''})")
+        top.set_title(
+            f"{(labels or {}).get(model, model)} ({int(rows['runs'].iloc[0])} run{'s' if rows['runs'].iloc[0] > 1 else ''})"
+        )
         top.set_ylim(-2, 102)
         top.grid(alpha=0.3)
         for key, color in (("delta_rep", "black"), ("delta_mech", "tab:purple")):
@@ -70,9 +76,17 @@ def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None =
 
 # The patching figure: per model, exact match after each intervention across layers; the unpatched
 # recall as dashed lines.
-PATCH_STYLE = {"bio_long_qa": ("tab:blue", "-"), "bio_short_qa": ("tab:cyan", "-"), "qa_bio_long": ("tab:orange", "-"),
-               "donor_rate": ("tab:purple", "-"), "identity_qa": ("tab:gray", ":"), "random_qa": ("black", ":"),
-               "erase_qa": ("tab:red", "--"), "erase_bio": ("tab:brown", "--"), "erase_random_qa": ("tab:pink", "--")}
+PATCH_STYLE = {
+    "bio_long_qa": ("tab:blue", "-"),
+    "bio_short_qa": ("tab:cyan", "-"),
+    "qa_bio_long": ("tab:orange", "-"),
+    "donor_rate": ("tab:purple", "-"),
+    "identity_qa": ("tab:gray", ":"),
+    "random_qa": ("black", ":"),
+    "erase_qa": ("tab:red", "--"),
+    "erase_bio": ("tab:brown", "--"),
+    "erase_random_qa": ("tab:pink", "--"),
+}
 
 
 def patch_figure(summary, out: Path, title: str, labels: dict[str, str] | None = None) -> Path:

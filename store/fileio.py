@@ -20,17 +20,17 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 
 # What a file of each kind can be at most: large enough for anything factrecall writes there, small
 # enough that a crafted one cannot take the machine's memory.
-RECORD = 16 * MIB      # a JSON record: a spec, a done marker, metrics, a manifest, a queue entry, settings
-TEXT = 16 * MIB        # a report's markdown, a model's config or tokenizer files' JSON
-DATA = 4 * GIB         # a run's data (JSON lines for up to tens of millions of people)
+RECORD = 16 * MIB  # a JSON record: a spec, a done marker, metrics, a manifest, a queue entry, settings
+TEXT = 16 * MIB  # a report's markdown, a model's config or tokenizer files' JSON
+DATA = 4 * GIB  # a run's data (JSON lines for up to tens of millions of people)
 
 
 class Unreadable(Exception):
@@ -53,8 +53,14 @@ def size_text(n: float) -> str:
     return f"{int(n)} bytes"  # pragma: no cover
 
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
 
 
 def kind_of(mode: int) -> str | None:
@@ -121,8 +127,11 @@ def open_regular(path: str | Path, limit: int | None = None) -> BinaryIO:
         if (why := _why_not(st.st_mode)) is not None:
             raise Unreadable(path, why)
         if limit is not None and st.st_size > limit:
-            raise Unreadable(path, f"is {size_text(st.st_size)}, more than such a file can be ({size_text(limit)}): "
-                                   "not a file factrecall wrote")
+            raise Unreadable(
+                path,
+                f"is {size_text(st.st_size)}, more than such a file can be ({size_text(limit)}): "
+                "not a file factrecall wrote",
+            )
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -146,5 +155,7 @@ def read_regular(path: str | Path, limit: int) -> bytes:
         except OSError as err:
             raise Unreadable(Path(path), f"cannot be read ({err.strerror or err})") from None
     if got > limit:
-        raise Unreadable(Path(path), f"is more than such a file can be ({size_text(limit)}): not a file factrecall wrote")
+        raise Unreadable(
+            Path(path), f"is more than such a file can be ({size_text(limit)}): not a file factrecall wrote"
+        )
     return parts[0] if len(parts) == 1 else b"".join(parts)

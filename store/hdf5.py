@@ -47,20 +47,30 @@ def export_hdf5(s: ActivationStore, path: str | Path, progress: Callable[[int, i
                     d.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
             for name in COORDS:
                 f[name].make_scale(name)
-            resid = f.create_dataset(HOOK, shape=s.resid.shape, dtype=s.dtype, chunks=s.resid.chunks,
-                                     fillvalue=np.nan)
+            resid = f.create_dataset(HOOK, shape=s.resid.shape, dtype=s.dtype, chunks=s.resid.chunks, fillvalue=np.nan)
             for key, value in s.resid.attrs.items():
                 resid.attrs[key] = value
-            for name, dims in ((HOOK, DIMS), ("split", ("person",)), ("attribute_index", ("attribute",)),
-                               ("label", ("attribute", "person")), ("label_text", ("attribute", "person")),
-                               ("answer", ("attribute", "person")), ("written", ("model", "format", "person_block"))):
+            for name, dims in (
+                (HOOK, DIMS),
+                ("split", ("person",)),
+                ("attribute_index", ("attribute",)),
+                ("label", ("attribute", "person")),
+                ("label_text", ("attribute", "person")),
+                ("answer", ("attribute", "person")),
+                ("written", ("model", "format", "person_block")),
+            ):
                 for axis, dim in enumerate(dims):
                     f[name].dims[axis].label = dim
                     if dim in COORDS:
                         f[name].dims[axis].attach_scale(f[dim])
             written = s.written()
-            todo = [(m, fo, b) for m in range(len(s.models)) for fo in range(len(s.formats))
-                    for b in range(written.shape[2]) if written[m, fo, b]]
+            todo = [
+                (m, fo, b)
+                for m in range(len(s.models))
+                for fo in range(len(s.formats))
+                for b in range(written.shape[2])
+                if written[m, fo, b]
+            ]
             total, done = len(todo) * s.layers * len(s.attributes), 0
             n = len(s.people)
             for m, fo, b in todo:

@@ -46,12 +46,34 @@ from store.reader import ActivationStore
 from store.validate import digest, digest_ok, rate
 
 GROUP = "interventions"
-COLUMNS = ("qa", "bio_long_qa", "bio_short_qa", "identity_qa", "donor_own", "donor_rate", "random_qa",
-           "bio", "qa_bio_long", "erase_qa", "erase_bio", "erase_random_qa")
-LABELS = {"qa": "QA", "bio_long_qa": "hBIO_long→QA", "bio_short_qa": "hBIO_short→QA", "identity_qa": "hQA→QA",
-          "donor_own": "donor: own", "donor_rate": "donor: donor's", "random_qa": "random→QA", "bio": "BIO",
-          "qa_bio_long": "hQA→BIO", "erase_qa": "erased QA", "erase_bio": "erased BIO",
-          "erase_random_qa": "random erased QA"}
+COLUMNS = (
+    "qa",
+    "bio_long_qa",
+    "bio_short_qa",
+    "identity_qa",
+    "donor_own",
+    "donor_rate",
+    "random_qa",
+    "bio",
+    "qa_bio_long",
+    "erase_qa",
+    "erase_bio",
+    "erase_random_qa",
+)
+LABELS = {
+    "qa": "QA",
+    "bio_long_qa": "hBIO_long→QA",
+    "bio_short_qa": "hBIO_short→QA",
+    "identity_qa": "hQA→QA",
+    "donor_own": "donor: own",
+    "donor_rate": "donor: donor's",
+    "random_qa": "random→QA",
+    "bio": "BIO",
+    "qa_bio_long": "hQA→BIO",
+    "erase_qa": "erased QA",
+    "erase_bio": "erased BIO",
+    "erase_random_qa": "random erased QA",
+}
 # The columns that are the same at every layer (the unpatched passes).
 UNPATCHED = ("qa", "bio")
 
@@ -61,11 +83,11 @@ class PatchSettings:
     """Everything besides the store and model that shapes a patching sweep's numbers."""
 
     attribute: str = "job"
-    split: str = "qa_out"                  # the people patched
+    split: str = "qa_out"  # the people patched
     layers: tuple[int, ...] | None = None  # None: every layer
-    people: int | None = None              # at most this many of them (the same ones every time), None: all
-    seed: int = 0                          # donors, random vectors and the people sample
-    erase: bool = True                     # also the LEACE erasure columns
+    people: int | None = None  # at most this many of them (the same ones every time), None: all
+    seed: int = 0  # donors, random vectors and the people sample
+    erase: bool = True  # also the LEACE erasure columns
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -84,21 +106,38 @@ def _valid(attrs: dict, key: str | None = None, layers: int | None = None) -> bo
     every percentage is the share of its own people's outcomes (so finite, within 0..100 and inside
     its interval), NaN exactly where a column was not computed; the counts agree with the people."""
     rows, outcomes, people = attrs.get("rows"), attrs.get("outcomes"), attrs.get("people")
-    if not (digest_ok(attrs) and (key is None or attrs.get("key") == key)
-            and isinstance(attrs.get("settings"), dict) and isinstance(attrs.get("model"), str)
-            and isinstance(attrs.get("created", ""), str) and isinstance(rows, list) and rows
-            and isinstance(outcomes, list) and len(outcomes) == len(rows)
-            and isinstance(people, list) and len(people) >= 2 and all(type(p) is int for p in people)):
+    if not (
+        digest_ok(attrs)
+        and (key is None or attrs.get("key") == key)
+        and isinstance(attrs.get("settings"), dict)
+        and isinstance(attrs.get("model"), str)
+        and isinstance(attrs.get("created", ""), str)
+        and isinstance(rows, list)
+        and rows
+        and isinstance(outcomes, list)
+        and len(outcomes) == len(rows)
+        and isinstance(people, list)
+        and len(people) >= 2
+        and all(type(p) is int for p in people)
+    ):
         return False
     n = len(people)
-    if not all(isinstance(r, dict) and type(r.get("layer")) is int and 0 <= r["layer"] < (layers or r["layer"] + 1)
-               for r in rows) or len({r["layer"] for r in rows}) != len(rows):
+    if not all(
+        isinstance(r, dict) and type(r.get("layer")) is int and 0 <= r["layer"] < (layers or r["layer"] + 1)
+        for r in rows
+    ) or len({r["layer"] for r in rows}) != len(rows):
         return False  # a row per layer of the store, each once
     for row, outcome in zip(rows, outcomes):
-        if not (isinstance(outcome, dict) and set(outcome) <= set(COLUMNS)
-                and row.get("n_people") == n and type(row.get("n_people")) is int
-                and type(row.get("n_donor")) is int and 0 <= row["n_donor"] <= n
-                and type(row.get("erase_rank")) is int and row["erase_rank"] >= 0):
+        if not (
+            isinstance(outcome, dict)
+            and set(outcome) <= set(COLUMNS)
+            and row.get("n_people") == n
+            and type(row.get("n_people")) is int
+            and type(row.get("n_donor")) is int
+            and 0 <= row["n_donor"] <= n
+            and type(row.get("erase_rank")) is int
+            and row["erase_rank"] >= 0
+        ):
             return False
         for c in COLUMNS:
             value = row.get(c)
@@ -175,18 +214,39 @@ def summary(df, found: list[dict] | None = None):
 def latest(s: ActivationStore, attribute: str, model: str, split: str = "qa_out") -> dict | None:
     """The newest result the store holds for `model` and `attribute` over every layer and every one of
     the split's people (what `patch` and `reproduce` compute by default), or None."""
-    return next((r for r in results(s, attribute) if r["model"] == model and r["settings"].get("split") == split
-                 and r["settings"].get("layers") is None and r["settings"].get("people") is None), None)
+    return next(
+        (
+            r
+            for r in results(s, attribute)
+            if r["model"] == model
+            and r["settings"].get("split") == split
+            and r["settings"].get("layers") is None
+            and r["settings"].get("people") is None
+        ),
+        None,
+    )
 
 
 # Differences of the same people under two conditions: what a patch gains, what an erasure takes.
-DIFFERENCES = {"gain_bio_long_qa": ("bio_long_qa", "qa"), "gain_bio_short_qa": ("bio_short_qa", "qa"),
-               "gain_qa_bio_long": ("qa_bio_long", "bio"), "drop_erase_qa": ("qa", "erase_qa"),
-               "drop_erase_random_qa": ("qa", "erase_random_qa"), "drop_erase_bio": ("bio", "erase_bio")}
+DIFFERENCES = {
+    "gain_bio_long_qa": ("bio_long_qa", "qa"),
+    "gain_bio_short_qa": ("bio_short_qa", "qa"),
+    "gain_qa_bio_long": ("qa_bio_long", "bio"),
+    "drop_erase_qa": ("qa", "erase_qa"),
+    "drop_erase_random_qa": ("qa", "erase_random_qa"),
+    "drop_erase_bio": ("bio", "erase_bio"),
+}
 
 
-def intervals(found: list[dict], model: str, layers: list[int], *, level: float = bootstrap.LEVEL,
-              resamples: int = bootstrap.RESAMPLES, seed: int = 0) -> dict[str, tuple[float, float]]:
+def intervals(
+    found: list[dict],
+    model: str,
+    layers: list[int],
+    *,
+    level: float = bootstrap.LEVEL,
+    resamples: int = bootstrap.RESAMPLES,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
     """95% person-level bootstrap intervals (over seeds too: one result per run in `found`) of every
     column and of `DIFFERENCES`, for `model`, averaged over `layers`."""
     runs = []
@@ -196,8 +256,12 @@ def intervals(found: list[dict], model: str, layers: list[int], *, level: float 
         if missing:
             raise StoreError(f"the patching result of {model} has no layer {missing[0]}")
         n = len(result["people"])
-        runs.append({c: np.array([result["outcomes"][at[k]].get(c, [np.nan] * n) for k in layers], dtype=np.float64)
-                     for c in COLUMNS})
+        runs.append(
+            {
+                c: np.array([result["outcomes"][at[k]].get(c, [np.nan] * n) for k in layers], dtype=np.float64)
+                for c in COLUMNS
+            }
+        )
     if not runs:
         raise StoreError(f"no patching results of model {model!r}")
 

@@ -46,13 +46,14 @@ from zarr.codecs import ZstdCodec
 
 from store import validate
 from store.errors import StoreError, first_line
-from store.names import (ATTRS_KEY, CHECKSUM, CHECKSUM_DIMS, COMPRESSORS, DIMS, DTYPES, HALF_MADE, HOOK, SCHEMA,
-                         VERSION)
+from store.names import ATTRS_KEY, CHECKSUM, CHECKSUM_DIMS, COMPRESSORS, DIMS, DTYPES, HALF_MADE, HOOK, SCHEMA, VERSION
 from store.validate import MAX_CHUNK_BYTES, bounds_problem, is_local, local_path
 
-HOOK_DOC = ("h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
-            "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
-            "in a GPT-NeoX block")
+HOOK_DOC = (
+    "h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
+    "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
+    "in a GPT-NeoX block"
+)
 POSITION_DOC = "the last prompt token, whose next token is the attribute's first token"
 # The most bytes one chunk holds: a model with a large hidden size splits people into blocks so a
 # dump holds one block of every layer and attribute in memory at a time, and readers get chunks of
@@ -71,14 +72,14 @@ class Layout:
     attributes: tuple[str, ...]
     layers: int
     hidden: int
-    people: np.ndarray          # int person indices, in store order
-    split: np.ndarray           # str per person
-    label: np.ndarray           # int (attribute, person): the attribute's first token id
-    label_text: np.ndarray      # str (attribute, person)
-    answer: np.ndarray          # str (attribute, person)
+    people: np.ndarray  # int person indices, in store order
+    split: np.ndarray  # str per person
+    label: np.ndarray  # int (attribute, person): the attribute's first token id
+    label_text: np.ndarray  # str (attribute, person)
+    answer: np.ndarray  # str (attribute, person)
     dtype: str = "float16"
     compressor: str = "none"
-    chunk_people: int | None = None   # None: as many as fit CHUNK_BYTES
+    chunk_people: int | None = None  # None: as many as fit CHUNK_BYTES
     # Where the vectors come from (the run, each model's weights, the compute precision): opaque to
     # the store, part of the fingerprint, so a resume never mixes two sources' vectors.
     source: dict[str, Any] | None = None
@@ -93,13 +94,25 @@ class Layout:
         shape = (len(self.attributes), len(self.people))
         for name in ("label", "label_text", "answer"):
             if np.shape(getattr(self, name)) != shape:
-                raise StoreError(f"{name} has shape {np.shape(getattr(self, name))}, expected {shape} (attribute, person)")
+                raise StoreError(
+                    f"{name} has shape {np.shape(getattr(self, name))}, expected {shape} (attribute, person)"
+                )
         # What every reader refuses (store.validate), the writer never writes.
-        problem = bounds_problem(len(self.models), len(self.formats), len(self.attributes), self.layers, self.hidden,
-                                 len(self.people), self.block, np.dtype(self.dtype).itemsize)
+        problem = bounds_problem(
+            len(self.models),
+            len(self.formats),
+            len(self.attributes),
+            self.layers,
+            self.hidden,
+            len(self.people),
+            self.block,
+            np.dtype(self.dtype).itemsize,
+        )
         if problem:
-            raise StoreError(f"this dump would make a store of {problem}, more than factrecall reads back; dump fewer "
-                             "models or people, or fewer people per chunk (--chunk-people)")
+            raise StoreError(
+                f"this dump would make a store of {problem}, more than factrecall reads back; dump fewer "
+                "models or people, or fewer people per chunk (--chunk-people)"
+            )
 
     @property
     def block(self) -> int:
@@ -116,8 +129,22 @@ class Layout:
     def fingerprint(self) -> str:
         """A hash of the layout: what a resumed dump must match."""
         h = hashlib.sha256()
-        h.update(json.dumps([self.models, self.formats, self.attributes, self.layers, self.hidden,
-                             self.dtype, self.compressor, self.block, self.source], sort_keys=True).encode())
+        h.update(
+            json.dumps(
+                [
+                    self.models,
+                    self.formats,
+                    self.attributes,
+                    self.layers,
+                    self.hidden,
+                    self.dtype,
+                    self.compressor,
+                    self.block,
+                    self.source,
+                ],
+                sort_keys=True,
+            ).encode()
+        )
         for arr in (self.people, self.split, self.label, self.label_text, self.answer):
             h.update(json.dumps(np.asarray(arr).tolist()).encode())
         return h.hexdigest()[:16]
@@ -131,50 +158,116 @@ def _create_skeleton(group: zarr.Group, layout: Layout, meta: dict[str, Any]) ->
     """Every array and label, then the attributes that make the group a store (last: a skeleton a
     kill interrupted is recognisably ours and unfinished, `HALF_MADE`)."""
     group.attrs[HALF_MADE] = True
+
     def coord(name: str, values: np.ndarray, dims: tuple[str, ...], description: str) -> None:
-        arr = group.create_array(name, shape=values.shape, dtype=values.dtype if values.dtype.kind != "U" else str,
-                                 dimension_names=dims, chunks=values.shape or None)
+        arr = group.create_array(
+            name,
+            shape=values.shape,
+            dtype=values.dtype if values.dtype.kind != "U" else str,
+            dimension_names=dims,
+            chunks=values.shape or None,
+        )
         arr[...] = values
         arr.attrs["description"] = description
 
     coord("model", _strings(layout.models), ("model",), "the trained model (a run's checkpoint) the vectors come from")
-    coord("format", _strings(layout.formats), ("format",), "prompt format: bio_long (s, r'), bio_short (s, r), qa (r, s)")
+    coord(
+        "format", _strings(layout.formats), ("format",), "prompt format: bio_long (s, r'), bio_short (s, r), qa (r, s)"
+    )
     coord("layer", np.arange(layout.layers, dtype=np.int32), ("layer",), "transformer block, 0 = first")
     coord("attribute", _strings(layout.attributes), ("attribute",), "the attribute asked about, in BIO order")
-    coord("attribute_index", np.arange(len(layout.attributes), dtype=np.int32), ("attribute",),
-          "the attribute's position in the BIO entry")
-    coord("person", np.asarray(layout.people, dtype=np.int64), ("person",), "person index in the run's data/people.jsonl")
-    coord("split", _strings(layout.split), ("person",), "qa_in: the person's QA pairs were trained on; qa_out: held out")
-    coord("label", np.asarray(layout.label, dtype=np.int32), ("attribute", "person"),
-          "token id of the attribute's first answer token (the probe's class)")
+    coord(
+        "attribute_index",
+        np.arange(len(layout.attributes), dtype=np.int32),
+        ("attribute",),
+        "the attribute's position in the BIO entry",
+    )
+    coord(
+        "person", np.asarray(layout.people, dtype=np.int64), ("person",), "person index in the run's data/people.jsonl"
+    )
+    coord(
+        "split", _strings(layout.split), ("person",), "qa_in: the person's QA pairs were trained on; qa_out: held out"
+    )
+    coord(
+        "label",
+        np.asarray(layout.label, dtype=np.int32),
+        ("attribute", "person"),
+        "token id of the attribute's first answer token (the probe's class)",
+    )
     coord("label_text", _strings(layout.label_text), ("attribute", "person"), "that token as text")
     coord("answer", _strings(layout.answer), ("attribute", "person"), "the whole answer")
 
-    shape = (len(layout.models), len(layout.formats), layout.layers, len(layout.attributes), len(layout.people), layout.hidden)
+    shape = (
+        len(layout.models),
+        len(layout.formats),
+        layout.layers,
+        len(layout.attributes),
+        len(layout.people),
+        layout.hidden,
+    )
     resid = group.create_array(
-        HOOK, shape=shape, dtype=layout.dtype, chunks=(1, 1, 1, 1, layout.block, layout.hidden),
+        HOOK,
+        shape=shape,
+        dtype=layout.dtype,
+        chunks=(1, 1, 1, 1, layout.block, layout.hidden),
         compressors=ZstdCodec(level=1) if layout.compressor == "zstd" else None,
-        fill_value=np.nan, dimension_names=DIMS,
+        fill_value=np.nan,
+        dimension_names=DIMS,
     )
     # CF's `coordinates` makes xarray carry the labels along with any selection of the vectors.
-    resid.attrs.update({"description": HOOK_DOC, "position": POSITION_DOC, "unwritten": "NaN",
-                        "coordinates": "attribute_index split label label_text answer"})
-    written = group.create_array("written", shape=(len(layout.models), len(layout.formats), layout.blocks),
-                                 dtype=bool, fill_value=False, dimension_names=("model", "format", "person_block"))
-    written.attrs["description"] = (f"True once every vector of a (model, format, block of {layout.block} people) "
-                                    "is written; a block whose flag is False may be partly written")
-    sums = group.create_array(CHECKSUM, shape=(len(layout.models), len(layout.formats), layout.layers,
-                                               len(layout.attributes), layout.blocks),
-                              dtype="uint32", fill_value=0, dimension_names=CHECKSUM_DIMS)
-    sums.attrs["description"] = ("CRC-32 of each resid_mid chunk's bytes, seeded with its model, format, layer, "
-                                 "attribute and block (`store.layout.chunk_crc`): a chunk moved, swapped or "
-                                 "damaged does not match")
-    group.attrs.put({ATTRS_KEY: {
-        "schema": SCHEMA, "version": VERSION, "hook": HOOK, "hook_doc": HOOK_DOC, "position": POSITION_DOC,
-        "models": list(layout.models), "formats": list(layout.formats), "attributes": list(layout.attributes),
-        "layers": layout.layers, "hidden": layout.hidden, "dtype": layout.dtype, "compressor": layout.compressor,
-        "chunk_people": layout.block, "source": layout.source, "fingerprint": layout.fingerprint(), **meta,
-    }})
+    resid.attrs.update(
+        {
+            "description": HOOK_DOC,
+            "position": POSITION_DOC,
+            "unwritten": "NaN",
+            "coordinates": "attribute_index split label label_text answer",
+        }
+    )
+    written = group.create_array(
+        "written",
+        shape=(len(layout.models), len(layout.formats), layout.blocks),
+        dtype=bool,
+        fill_value=False,
+        dimension_names=("model", "format", "person_block"),
+    )
+    written.attrs["description"] = (
+        f"True once every vector of a (model, format, block of {layout.block} people) "
+        "is written; a block whose flag is False may be partly written"
+    )
+    sums = group.create_array(
+        CHECKSUM,
+        shape=(len(layout.models), len(layout.formats), layout.layers, len(layout.attributes), layout.blocks),
+        dtype="uint32",
+        fill_value=0,
+        dimension_names=CHECKSUM_DIMS,
+    )
+    sums.attrs["description"] = (
+        "CRC-32 of each resid_mid chunk's bytes, seeded with its model, format, layer, "
+        "attribute and block (`store.layout.chunk_crc`): a chunk moved, swapped or "
+        "damaged does not match"
+    )
+    group.attrs.put(
+        {
+            ATTRS_KEY: {
+                "schema": SCHEMA,
+                "version": VERSION,
+                "hook": HOOK,
+                "hook_doc": HOOK_DOC,
+                "position": POSITION_DOC,
+                "models": list(layout.models),
+                "formats": list(layout.formats),
+                "attributes": list(layout.attributes),
+                "layers": layout.layers,
+                "hidden": layout.hidden,
+                "dtype": layout.dtype,
+                "compressor": layout.compressor,
+                "chunk_people": layout.block,
+                "source": layout.source,
+                "fingerprint": layout.fingerprint(),
+                **meta,
+            }
+        }
+    )
 
 
 def consolidate(url: str | Path) -> None:
@@ -193,7 +286,7 @@ class Writer:
         self.resid = group[HOOK]
         self._written = group["written"]
         self.flags = np.asarray(self._written[...])
-        self._sums = group[CHECKSUM]   # open_group refuses a store without checksums
+        self._sums = group[CHECKSUM]  # open_group refuses a store without checksums
         self.sums = np.asarray(self._sums[...])
 
     @classmethod
@@ -206,8 +299,10 @@ class Writer:
         half_made = not is_local(url) and attrs is not None and HALF_MADE in attrs and ATTRS_KEY not in attrs
         if exists and not half_made:
             if attrs is None:
-                raise StoreError(f"{url} already holds data that is not a factrecall store; choose an empty location "
-                                 "for --out (or delete what is there)")
+                raise StoreError(
+                    f"{url} already holds data that is not a factrecall store; choose an empty location "
+                    "for --out (or delete what is there)"
+                )
             group = open_group(url)  # refuses foreign, newer and truncated stores
             found = group.attrs[ATTRS_KEY].get("fingerprint")
             if found != layout.fingerprint():
@@ -308,9 +403,16 @@ def _exists(url: str | Path) -> bool:
 
 
 def _difference(found: dict[str, Any], layout: Layout) -> str:
-    wanted = {"models": list(layout.models), "formats": list(layout.formats), "attributes": list(layout.attributes),
-              "layers": layout.layers, "hidden": layout.hidden, "dtype": layout.dtype,
-              "compressor": layout.compressor, "chunk_people": layout.block}
+    wanted = {
+        "models": list(layout.models),
+        "formats": list(layout.formats),
+        "attributes": list(layout.attributes),
+        "layers": layout.layers,
+        "hidden": layout.hidden,
+        "dtype": layout.dtype,
+        "compressor": layout.compressor,
+        "chunk_people": layout.block,
+    }
     for key, value in wanted.items():
         if found.get(key) != value:
             return f"{key} {found.get(key)!r}, not {value!r}"
@@ -335,24 +437,34 @@ def open_checked(url: str | Path, mode: str = "r+") -> tuple[zarr.Group, validat
     if is_local(url):
         path = local_path(url)
         if not path.exists():
-            hint = f" (a dump in progress left {path.name}.partial)" if path.with_name(path.name + ".partial").exists() else ""
+            hint = (
+                f" (a dump in progress left {path.name}.partial)"
+                if path.with_name(path.name + ".partial").exists()
+                else ""
+            )
             raise StoreError(f"no activation store at {path}{hint}; `factrecall-jobs dump RUN` makes one")
         if not (path / "zarr.json").exists():
             raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); give a run folder or an activations.zarr")
         validate.check_files(path)
     root = validate.read_json(url, "zarr.json")
     if root is None or root.get("zarr_format") != 3 or root.get("node_type") != "group":
-        raise StoreError(f"cannot open a Zarr group at {url}: its zarr.json is not a Zarr v3 group's; give a run "
-                         "folder or an activations.zarr")
+        raise StoreError(
+            f"cannot open a Zarr group at {url}: its zarr.json is not a Zarr v3 group's; give a run "
+            "folder or an activations.zarr"
+        )
     attrs = root.get("attributes", {})
     meta = attrs.get(ATTRS_KEY) if isinstance(attrs, dict) else None
     if meta is None and isinstance(attrs, dict) and HALF_MADE in attrs:
         raise StoreError(f"{url} is a store whose making a kill interrupted; dump again (it is made anew)")
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise StoreError(f"{url} is a Zarr group but not a factrecall activation store (no {SCHEMA!r} schema in its attributes)")
+        raise StoreError(
+            f"{url} is a Zarr group but not a factrecall activation store (no {SCHEMA!r} schema in its attributes)"
+        )
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
-        raise StoreError(f"{url} has store schema version {meta.get('version')}, newer than this factrecall reads "
-                         f"({VERSION}); upgrade factrecall")
+        raise StoreError(
+            f"{url} has store schema version {meta.get('version')}, newer than this factrecall reads "
+            f"({VERSION}); upgrade factrecall"
+        )
     declared, people, limits = validate.check_arrays(url, meta)
     validate.check_consolidated(url, root, declared, people)
     try:
@@ -363,11 +475,25 @@ def open_checked(url: str | Path, mode: str = "r+") -> tuple[zarr.Group, validat
         raise StoreError(f"cannot open a Zarr group at {url}: {first_line(err)}") from None
     coords = validate.check_coordinates(url, group, declared, meta)
     # The fingerprint again, from the arrays as read: a split swapped or a label edited does not match.
-    found = Layout(models=declared.models, formats=declared.formats, attributes=declared.attributes,
-                   layers=declared.layers, hidden=declared.hidden, people=coords.people, split=coords.split,
-                   label=coords.label, label_text=coords.label_text, answer=coords.answer, dtype=declared.dtype,
-                   compressor=declared.compressor, chunk_people=declared.block, source=meta.get("source")).fingerprint()
+    found = Layout(
+        models=declared.models,
+        formats=declared.formats,
+        attributes=declared.attributes,
+        layers=declared.layers,
+        hidden=declared.hidden,
+        people=coords.people,
+        split=coords.split,
+        label=coords.label,
+        label_text=coords.label_text,
+        answer=coords.answer,
+        dtype=declared.dtype,
+        compressor=declared.compressor,
+        chunk_people=declared.block,
+        source=meta.get("source"),
+    ).fingerprint()
     if found != meta["fingerprint"]:
-        raise StoreError(f"{url} is damaged (its people, splits, labels or settings are not the ones it was dumped "
-                         f"with: they hash to {found}, it records {meta['fingerprint']}); delete the store and dump again")
+        raise StoreError(
+            f"{url} is damaged (its people, splits, labels or settings are not the ones it was dumped "
+            f"with: they hash to {found}, it records {meta['fingerprint']}); delete the store and dump again"
+        )
     return group, coords

@@ -2,30 +2,37 @@
 them on their first frame): file names, the schema, the hook point, and the prompt formats and
 people splits the probes compare."""
 
-STORE_NAME = "activations.zarr"        # RUN/activations.zarr: every trained model at the end of training
-TRAJECTORY_NAME = "trajectory.zarr"    # RUN/trajectory.zarr: the snapshots kept along training
+STORE_NAME = "activations.zarr"  # RUN/activations.zarr: every trained model at the end of training
+TRAJECTORY_NAME = "trajectory.zarr"  # RUN/trajectory.zarr: the snapshots kept along training
 SCHEMA = "factrecall.activations"
 VERSION = 1
-ATTRS_KEY = "factrecall"               # the group attribute that holds the schema, layout and source
+ATTRS_KEY = "factrecall"  # the group attribute that holds the schema, layout and source
 HALF_MADE = "factrecall_skeleton_unfinished"  # set while a skeleton is made in place (a remote store)
 HOOK = "resid_mid"
-CHECKSUM = "checksum"                  # a CRC-32 per resid_mid chunk (a store without it is refused: dump it again)
+CHECKSUM = "checksum"  # a CRC-32 per resid_mid chunk (a store without it is refused: dump it again)
 CHECKSUM_DIMS = ("model", "format", "layer", "attribute", "person_block")
-DIMS = ("model", "format", "layer", "attribute", "person", "hidden")   # resid_mid's dimensions
-DTYPES = ("float16", "float32")        # what a dump stores vectors as (--dtype)
-COMPRESSORS = ("none", "zstd")         # and compresses their chunks with (--compressor)
+DIMS = ("model", "format", "layer", "attribute", "person", "hidden")  # resid_mid's dimensions
+DTYPES = ("float16", "float32")  # what a dump stores vectors as (--dtype)
+COMPRESSORS = ("none", "zstd")  # and compresses their chunks with (--compressor)
 
-FORMATS = ("bio_long", "bio_short", "qa")   # prompt formats: (s, r'), (s, r), (r, s)
-BIO_FORMATS = FORMATS[:2]                   # the BIO side of a probe comparison
-SPLITS = ("qa_in", "qa_out")                # people whose QA pairs were trained on, and the held-out ones
-PROBE_SPLITS = (*SPLITS, "all")             # what a probe may train or test on
+FORMATS = ("bio_long", "bio_short", "qa")  # prompt formats: (s, r'), (s, r), (r, s)
+BIO_FORMATS = FORMATS[:2]  # the BIO side of a probe comparison
+SPLITS = ("qa_in", "qa_out")  # people whose QA pairs were trained on, and the held-out ones
+PROBE_SPLITS = (*SPLITS, "all")  # what a probe may train or test on
 
 # A probe sweep's numbers per layer (store.probes), and how tables and figures head them.
 PROBE_ACCURACIES = ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio")
 PROBE_COLUMNS = (*PROBE_ACCURACIES, "delta_rep", "delta_mech", "cosine", "cka")
-PROBE_LABELS = {"acc_qa_wqa": "Acc(hQA·WQA)", "acc_bio_wqa": "Acc(hBIO·WQA)", "acc_qa_wbio": "Acc(hQA·WBIO)",
-                "acc_bio_wbio": "Acc(hBIO·WBIO)", "delta_rep": "Δrep", "delta_mech": "Δmech",
-                "cosine": "cos(hBIO, hQA)", "cka": "CKA"}
+PROBE_LABELS = {
+    "acc_qa_wqa": "Acc(hQA·WQA)",
+    "acc_bio_wqa": "Acc(hBIO·WQA)",
+    "acc_qa_wbio": "Acc(hQA·WBIO)",
+    "acc_bio_wbio": "Acc(hBIO·WBIO)",
+    "delta_rep": "Δrep",
+    "delta_mech": "Δmech",
+    "cosine": "cos(hBIO, hQA)",
+    "cka": "CKA",
+}
 # Beside each accuracy, a control task's (Hewitt & Liang 2019): the same people's vectors with the
 # attribute re-drawn at random from its values, fitted and scored alike; selectivity = accuracy - control.
 PROBE_CONTROLS = tuple(k.replace("acc_", "ctl_") for k in PROBE_ACCURACIES)

@@ -44,10 +44,18 @@ import zarr
 from store import bootstrap
 from store.bootstrap import LEVEL, RESAMPLES
 from store.errors import StoreError
-from store.names import (BIO_FORMATS, PROBE_ACCURACIES, PROBE_COLUMNS, PROBE_CONTROLS, PROBE_INTERVALS,
-                         PROBE_SELECTIVITY, PROBE_SPLITS)
+from store.names import (
+    BIO_FORMATS,
+    PROBE_ACCURACIES,
+    PROBE_COLUMNS,
+    PROBE_CONTROLS,
+    PROBE_INTERVALS,
+    PROBE_SELECTIVITY,
+    PROBE_SPLITS,
+)
 from store.reader import ActivationStore
 from store.validate import digest, digest_ok, rate
+
 
 def code_key(source: str) -> str:
     """What of this module's source decides a result: its code as Python parses it, without comments
@@ -55,16 +63,22 @@ def code_key(source: str) -> str:
     tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:12]
 
 
 # The cache key includes this module's code and the libraries that compute a probe: a result from other
 # code is never served.
-_CODE = hashlib.sha256((code_key(inspect.getsource(sys.modules[__name__])) + torch.__version__ + np.__version__).encode()).hexdigest()[:12]
+_CODE = hashlib.sha256(
+    (code_key(inspect.getsource(sys.modules[__name__])) + torch.__version__ + np.__version__).encode()
+).hexdigest()[:12]
 MAX_PARAMETERS = 1 << 26  # weights of one probe (hidden x classes); --classes vocab of a large model passes it
 BACKENDS = ("lbfgs", "ridge", "sklearn")
 
@@ -77,12 +91,12 @@ class ProbeSettings:
     bio: str = "bio_long"
     train_split: str = "qa_in"
     test_split: str = "qa_out"
-    classes: str = "observed"   # observed: the attribute's first tokens that occur; vocab: every token
+    classes: str = "observed"  # observed: the attribute's first tokens that occur; vocab: every token
     backend: str = "lbfgs"
-    l2: float = 1e-3            # penalty on mean cross-entropy: l2/2 * |W|^2 (sklearn's C = 1 / (l2 * n))
+    l2: float = 1e-3  # penalty on mean cross-entropy: l2/2 * |W|^2 (sklearn's C = 1 / (l2 * n))
     max_iter: int = 200
     layers: tuple[int, ...] | None = None  # None: every layer
-    controls: bool = True       # also the control task's probes (twice the fits): selectivity beside each accuracy
+    controls: bool = True  # also the control task's probes (twice the fits): selectivity beside each accuracy
 
     def __post_init__(self) -> None:
         if self.bio not in BIO_FORMATS:
@@ -103,23 +117,26 @@ class ProbeSettings:
 class Probe:
     mean: torch.Tensor
     scale: torch.Tensor
-    weight: torch.Tensor   # (hidden, classes)
-    bias: torch.Tensor     # (classes,)
+    weight: torch.Tensor  # (hidden, classes)
+    bias: torch.Tensor  # (classes,)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return (((x - self.mean) / self.scale) @ self.weight + self.bias).argmax(1)
 
 
-def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs", l2: float = 1e-3,
-        max_iter: int = 200) -> Probe:
+def fit(
+    x: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs", l2: float = 1e-3, max_iter: int = 200
+) -> Probe:
     """A probe from features x (n, hidden) to classes y (n,) in [0, n_classes)."""
     mean = x.mean(0)
     scale = x.std(0).clamp_min(1e-6)
     z = (x - mean) / scale
     n, d = z.shape
     if d * n_classes > MAX_PARAMETERS:
-        raise StoreError(f"a probe of {d} x {n_classes} classes has {d * n_classes:,} weights, more than "
-                         f"{MAX_PARAMETERS:,}; use classes=observed (--classes observed)")
+        raise StoreError(
+            f"a probe of {d} x {n_classes} classes has {d * n_classes:,} weights, more than "
+            f"{MAX_PARAMETERS:,}; use classes=observed (--classes observed)"
+        )
     if backend == "ridge":
         onehot = F.one_hot(y, n_classes).to(z.dtype)
         target_mean = onehot.mean(0)
@@ -131,8 +148,15 @@ def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs"
     # no autograd graph per step.
     params = torch.zeros((d + 1) * n_classes, dtype=z.dtype)
     onehot = F.one_hot(y, n_classes).to(z.dtype)
-    opt = torch.optim.LBFGS([params], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-5,
-                            tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [params],
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         weight, bias = params.view(d + 1, n_classes)[:d], params.view(d + 1, n_classes)[d]
@@ -148,7 +172,9 @@ def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, backend: str = "lbfgs"
     return Probe(mean, scale, weight.clone(), bias.clone())
 
 
-def _sklearn(z: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _sklearn(
+    z: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.linear_model import LogisticRegression  # the reference backend only: sklearn loads slowly
 
     present = np.unique(y.numpy())
@@ -213,8 +239,14 @@ def cache_key(s: ActivationStore, model: str, settings: ProbeSettings) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: bool = True,
-          progress: Callable[[int, int], None] | None = None) -> list[dict]:
+def sweep(
+    s: ActivationStore,
+    model: str,
+    settings: ProbeSettings,
+    *,
+    cache: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
     """One row per layer: the four accuracies, delta_rep, delta_mech, cosine, cka, and the counts."""
     layers = list(range(s.layers)) if settings.layers is None else [int(k) for k in settings.layers]
     wrong = [k for k in layers if not -s.layers <= k < s.layers]
@@ -228,15 +260,22 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
     classes, n_classes = _classes(s, settings)
     train, test = _rows(s, settings.train_split), _rows(s, settings.test_split)
     if len(train) < 2:  # a probe's features are standardised over its training people
-        raise StoreError(f"probes need at least 2 people to train on; {s.meta.get('run', s.url)} has {len(train)} in "
-                         f"{settings.train_split} (make a run with more people, or --train-split all)")
-    y_train, y_test = torch.as_tensor(classes[train], dtype=torch.long), torch.as_tensor(classes[test], dtype=torch.long)
+        raise StoreError(
+            f"probes need at least 2 people to train on; {s.meta.get('run', s.url)} has {len(train)} in "
+            f"{settings.train_split} (make a run with more people, or --train-split all)"
+        )
+    y_train, y_test = (
+        torch.as_tensor(classes[train], dtype=torch.long),
+        torch.as_tensor(classes[test], dtype=torch.long),
+    )
     control = torch.as_tensor(control_labels(classes, settings.attribute), dtype=torch.long)
     c_train, c_test = control[train], control[test]
     out = []
     for i, layer in enumerate(layers):  # one layer in memory at a time
-        qa, bio = (torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
-                   for fmt in ("qa", settings.bio))
+        qa, bio = (
+            torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
+            for fmt in ("qa", settings.bio)
+        )
         w_qa = fit(qa[train], y_train, n_classes, settings.backend, settings.l2, settings.max_iter)
         w_bio = fit(bio[train], y_train, n_classes, settings.backend, settings.l2, settings.max_iter)
         row = {
@@ -250,13 +289,21 @@ def sweep(s: ActivationStore, model: str, settings: ProbeSettings, *, cache: boo
         row["delta_mech"] = abs(row["acc_qa_wbio"] - row["acc_qa_wqa"])
         row["cosine"], row["cka"] = alignment(bio, qa)
         # Each test person's outcome under each probe: what the intervals resample.
-        correct = {"acc_qa_wqa": w_qa.predict(qa[test]) == y_test, "acc_bio_wqa": w_qa.predict(bio[test]) == y_test,
-                   "acc_qa_wbio": w_bio.predict(qa[test]) == y_test, "acc_bio_wbio": w_bio.predict(bio[test]) == y_test}
+        correct = {
+            "acc_qa_wqa": w_qa.predict(qa[test]) == y_test,
+            "acc_bio_wqa": w_qa.predict(bio[test]) == y_test,
+            "acc_qa_wbio": w_bio.predict(qa[test]) == y_test,
+            "acc_bio_wbio": w_bio.predict(bio[test]) == y_test,
+        }
         if settings.controls:
             c_qa = fit(qa[train], c_train, n_classes, settings.backend, settings.l2, settings.max_iter)
             c_bio = fit(bio[train], c_train, n_classes, settings.backend, settings.l2, settings.max_iter)
-            correct.update(ctl_qa_wqa=c_qa.predict(qa[test]) == c_test, ctl_bio_wqa=c_qa.predict(bio[test]) == c_test,
-                           ctl_qa_wbio=c_bio.predict(qa[test]) == c_test, ctl_bio_wbio=c_bio.predict(bio[test]) == c_test)
+            correct.update(
+                ctl_qa_wqa=c_qa.predict(qa[test]) == c_test,
+                ctl_bio_wqa=c_qa.predict(bio[test]) == c_test,
+                ctl_qa_wbio=c_bio.predict(qa[test]) == c_test,
+                ctl_bio_wbio=c_bio.predict(bio[test]) == c_test,
+            )
         for ctl, sel, acc in zip(PROBE_CONTROLS, PROBE_SELECTIVITY, PROBE_ACCURACIES):
             row[ctl] = 100.0 * float(correct[ctl].double().mean()) if ctl in correct and len(test) else float("nan")
             row[sel] = row[acc] - row[ctl]
@@ -280,11 +327,14 @@ def default_models(stores: Sequence[ActivationStore]) -> list[str]:
     """The models to probe when none are named: stage and mix where every store has them dumped,
     else every trained model all of them have (empty when they share none)."""
     dumped = [set(s.dumped_models()) for s in stores]
-    return [m for m in ("stage", "mix") if all(m in d for d in dumped)] or \
-        [m for m in stores[0].models if m != "untrained" and all(m in d for d in dumped)]
+    return [m for m in ("stage", "mix") if all(m in d for d in dumped)] or [
+        m for m in stores[0].models if m != "untrained" and all(m in d for d in dumped)
+    ]
 
 
-def check_request(stores: Sequence[ActivationStore], models: Sequence[str] | None, settings: ProbeSettings) -> list[str]:
+def check_request(
+    stores: Sequence[ActivationStore], models: Sequence[str] | None, settings: ProbeSettings
+) -> list[str]:
     """The models a table of `stores` probes (`models`, or `default_models`), after checking that every
     store has the attribute and every model dumped: one StoreError line saying what to do otherwise."""
     for s in stores:
@@ -312,8 +362,15 @@ class Sweep:
     cached: bool
 
 
-def sweeps(stores: Sequence[ActivationStore], models: Sequence[str], settings: ProbeSettings, *, cache: bool = True,
-           cached_only: bool = False, progress: Callable[[int, int, str], None] | None = None) -> Iterator[Sweep]:
+def sweeps(
+    stores: Sequence[ActivationStore],
+    models: Sequence[str],
+    settings: ProbeSettings,
+    *,
+    cache: bool = True,
+    cached_only: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Iterator[Sweep]:
     """Every (store, model) sweep of a table, in table order (the CLI, the app and the report all
     assemble tables from these). `progress(layers done, layers in all, what)` after each layer fitted
     and each sweep found in the cache; it may raise to stop. With `cached_only`, nothing is fitted:
@@ -330,8 +387,17 @@ def sweeps(stores: Sequence[ActivationStore], models: Sequence[str], settings: P
                 if cached_only:
                     return
                 base = done
-                rows = sweep(s, model, settings, cache=cache, progress=None if progress is None else
-                             lambda k, n, base=base, what=f"{run} {model}": progress(base + k, total, f"{what}: layer {k}/{n}"))
+                rows = sweep(
+                    s,
+                    model,
+                    settings,
+                    cache=cache,
+                    progress=None
+                    if progress is None
+                    else lambda k, n, base=base, what=f"{run} {model}": progress(
+                        base + k, total, f"{what}: layer {k}/{n}"
+                    ),
+                )
             done += layers
             if hit and progress is not None:
                 progress(done, total, f"{run} {model}: from the cache")
@@ -343,8 +409,9 @@ def frame(found: Iterable[Sweep]):
     import pandas as pd  # with the table, as `labels` does: a sweep alone needs no pandas
 
     frames = [pd.DataFrame(one.rows).assign(run=one.run, model=one.model) for one in found]
-    return pd.concat(frames, ignore_index=True)[["run", "model", "layer", *PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY,
-                                                 "n_train", "n_test", "n_classes"]]
+    return pd.concat(frames, ignore_index=True)[
+        ["run", "model", "layer", *PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY, "n_train", "n_test", "n_classes"]
+    ]
 
 
 def counts(df, column: str) -> str:
@@ -410,8 +477,11 @@ def _valid(s: ActivationStore, rows: object) -> bool:
         return False
     for r in rows:
         correct, n = r.get("correct"), r["n_test"]
-        if not (isinstance(correct, dict) and set(correct) <= {*PROBE_ACCURACIES, *PROBE_CONTROLS}
-                and set(PROBE_ACCURACIES) <= set(correct)):
+        if not (
+            isinstance(correct, dict)
+            and set(correct) <= {*PROBE_ACCURACIES, *PROBE_CONTROLS}
+            and set(PROBE_ACCURACIES) <= set(correct)
+        ):
             return False
         for column in (*PROBE_ACCURACIES, *PROBE_CONTROLS):
             value = r.get(column)
@@ -419,8 +489,11 @@ def _valid(s: ActivationStore, rows: object) -> bool:
                 return False
             if column not in correct and not (isinstance(value, float) and np.isnan(value)):
                 return False
-        derived = {"delta_rep": abs(r["acc_qa_wqa"] - r["acc_bio_wqa"]), "delta_mech": abs(r["acc_qa_wbio"] - r["acc_qa_wqa"]),
-                   **{sel: r[acc] - r[ctl] for sel, acc, ctl in zip(PROBE_SELECTIVITY, PROBE_ACCURACIES, PROBE_CONTROLS)}}
+        derived = {
+            "delta_rep": abs(r["acc_qa_wqa"] - r["acc_bio_wqa"]),
+            "delta_mech": abs(r["acc_qa_wbio"] - r["acc_qa_wqa"]),
+            **{sel: r[acc] - r[ctl] for sel, acc, ctl in zip(PROBE_SELECTIVITY, PROBE_ACCURACIES, PROBE_CONTROLS)},
+        }
         for column, want in derived.items():
             value = r.get(column)
             if not (isinstance(value, float) and (value == want or (math.isnan(value) and math.isnan(want)))):
@@ -432,22 +505,35 @@ def _valid(s: ActivationStore, rows: object) -> bool:
     return True
 
 
-def _store_cached(s: ActivationStore, key: str, model: str, settings: ProbeSettings, rows: list[dict],
-                  seconds: float) -> None:
+def _store_cached(
+    s: ActivationStore, key: str, model: str, settings: ProbeSettings, rows: list[dict], seconds: float
+) -> None:
     """One group per result; its attributes (one JSON document, written whole) hold the parameters
     and the rows. A store the user cannot write to still answers; it just does not remember."""
     try:
         # "w": the entry is replaced whole, also one a kill or a hand left unreadable (opening it to add to it fails)
         group = zarr.open_group(s.url, mode="w", path=f"probes/{key}", zarr_format=3, use_consolidated=False)
-        entry = {"key": key, "model": model, "settings": asdict(settings), "code": _CODE,
-                 "seconds": round(seconds, 3), "rows": rows}
+        entry = {
+            "key": key,
+            "model": model,
+            "settings": asdict(settings),
+            "code": _CODE,
+            "seconds": round(seconds, 3),
+            "rows": rows,
+        }
         group.attrs.put({**entry, "digest": digest(entry)})
     except Exception:  # noqa: BLE001 - read-only or damaged: the result stands, it is just not remembered
         pass
 
 
-def table(stores: Sequence[ActivationStore], models: Sequence[str], settings: ProbeSettings, *,
-          cache: bool = True, progress: Callable[[int, int, str], None] | None = None):
+def table(
+    stores: Sequence[ActivationStore],
+    models: Sequence[str],
+    settings: ProbeSettings,
+    *,
+    cache: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+):
     """A tidy pandas DataFrame: one row per (run, model, layer) with every column of `sweep`."""
     return frame(sweeps(stores, models, settings, cache=cache, progress=progress))
 
@@ -455,7 +541,9 @@ def table(stores: Sequence[ActivationStore], models: Sequence[str], settings: Pr
 def summary(df, found: Sequence[Sweep] | None = None):
     """Mean and sample standard deviation over runs (seeds) per (model, layer); given the sweeps the
     table came from, also each interval column's 95% bootstrap interval (`intervals`) as _lo and _hi."""
-    columns = [c for c in (*PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY) if c in df.columns]  # a report's rows may lack controls
+    columns = [
+        c for c in (*PROBE_COLUMNS, *PROBE_CONTROLS, *PROBE_SELECTIVITY) if c in df.columns
+    ]  # a report's rows may lack controls
     grouped = df.groupby(["model", "layer"], sort=False)[columns]
     out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).reset_index()  # sample std; NaN for one run
     out["runs"] = df.groupby(["model", "layer"], sort=False).size().to_numpy()
@@ -467,8 +555,9 @@ def summary(df, found: Sequence[Sweep] | None = None):
     return out
 
 
-def replicates(found: Sequence[Sweep], model: str, layers: Sequence[int], *, resamples: int = RESAMPLES,
-               seed: int = 0) -> dict[str, np.ndarray]:
+def replicates(
+    found: Sequence[Sweep], model: str, layers: Sequence[int], *, resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Bootstrap replicates (`store.bootstrap`) of every interval column for `model`, averaged over
     `layers` and over runs. Returns column -> (resamples,) values."""
     runs = []
@@ -478,8 +567,12 @@ def replicates(found: Sequence[Sweep], model: str, layers: Sequence[int], *, res
         if missing:
             raise StoreError(f"{one.run} {model} has no probe row for layer {missing[0]}")
         n = by_layer[layers[0]]["n_test"]
-        runs.append({c: np.array([by_layer[k]["correct"].get(c, [np.nan] * n) for k in layers], dtype=np.float64)
-                     for c in (*PROBE_ACCURACIES, *PROBE_CONTROLS)})
+        runs.append(
+            {
+                c: np.array([by_layer[k]["correct"].get(c, [np.nan] * n) for k in layers], dtype=np.float64)
+                for c in (*PROBE_ACCURACIES, *PROBE_CONTROLS)
+            }
+        )
     if not runs:
         raise StoreError(f"no probe sweeps of model {model!r} to bootstrap")
 
@@ -492,7 +585,17 @@ def replicates(found: Sequence[Sweep], model: str, layers: Sequence[int], *, res
     return bootstrap.replicates(runs, derive, resamples=resamples, seed=seed)
 
 
-def intervals(found: Sequence[Sweep], model: str, layers: Sequence[int], *, level: float = LEVEL,
-              resamples: int = RESAMPLES, seed: int = 0) -> dict[str, tuple[float, float]]:
+def intervals(
+    found: Sequence[Sweep],
+    model: str,
+    layers: Sequence[int],
+    *,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
     """The `level` percentile interval of every interval column (see `replicates`)."""
-    return {k: bootstrap.interval(v, level) for k, v in replicates(found, model, layers, resamples=resamples, seed=seed).items()}
+    return {
+        k: bootstrap.interval(v, level)
+        for k, v in replicates(found, model, layers, resamples=resamples, seed=seed).items()
+    }

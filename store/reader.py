@@ -1,10 +1,10 @@
 """Opening a store: `store.open(path)` (`open_store`) -> `ActivationStore`.
 
-    import store
-    s = store.open("workspace/runs/cpu-stage+mix-s0")    # a run folder, a .zarr folder, or a URL
-    h = s.acts("qa", layer=3, attribute="job", model="mix")   # (people, hidden) float16
-    y = s.labels("job")                                   # pandas: person, split, label, label_text, answer
-    ds = s.to_xarray()                                    # the labelled Dataset, lazily
+import store
+s = store.open("workspace/runs/cpu-stage+mix-s0")    # a run folder, a .zarr folder, or a URL
+h = s.acts("qa", layer=3, attribute="job", model="mix")   # (people, hidden) float16
+y = s.labels("job")                                   # pandas: person, split, label, label_text, answer
+ds = s.to_xarray()                                    # the labelled Dataset, lazily
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from zarr.storage import LocalStore
 from store.errors import StoreError, first_line
 from store.fileio import RECORD, Unreadable, read_regular
 from store.layout import chunk_crc, open_checked
-from store.validate import is_local, local_path
 from store.names import ATTRS_KEY, CHECKSUM, HOOK, SPLITS, STORE_NAME, TRAJECTORY_NAME
+from store.validate import is_local, local_path
 
 
 def store_url(path: str | Path) -> str:
@@ -63,8 +63,8 @@ class ActivationStore:
         self._check_run()
         self._raw_root = self._raw_chunk_root()
         self._complete: set[tuple[int, int]] = set()
-        self._verified: set[tuple[int, int, int, int, int]] = set()   # chunks whose checksum matched
-        self._sums_of: dict[tuple[int, int], np.ndarray] = {}           # (model, format) -> its checksums
+        self._verified: set[tuple[int, int, int, int, int]] = set()  # chunks whose checksum matched
+        self._sums_of: dict[tuple[int, int], np.ndarray] = {}  # (model, format) -> its checksums
 
     def _check_run(self) -> None:
         """Opened through a run folder: the store must be the one that run dumped (its done marker
@@ -72,8 +72,13 @@ class ActivationStore:
         if not is_local(self.url):
             return
         run = local_path(self.url).parent
-        step = "dump" if local_path(self.url).name == STORE_NAME else "dump-trajectory" if \
-            local_path(self.url).name == TRAJECTORY_NAME else None
+        step = (
+            "dump"
+            if local_path(self.url).name == STORE_NAME
+            else "dump-trajectory"
+            if local_path(self.url).name == TRAJECTORY_NAME
+            else None
+        )
         if step is None or not (run / "spec.json").is_file():
             return
         marker = run / "done" / f"{step}.json"
@@ -82,20 +87,25 @@ class ActivationStore:
         except Unreadable as err:
             if err.missing:
                 return  # not dumped (yet)
-            raise StoreError(f"{marker} {err.why}; delete it, and `factrecall-jobs dump {run.name}` checks the store "
-                             "again") from None
+            raise StoreError(
+                f"{marker} {err.why}; delete it, and `factrecall-jobs dump {run.name}` checks the store again"
+            ) from None
         except (ValueError, AttributeError):
             return  # damaged, or a marker from before markers held the fingerprint: the run's resume says so
         if recorded is not None and recorded != self.meta.get("fingerprint"):
-            raise StoreError(f"{self.url} is not the store run {run.name} dumped (its fingerprint is "
-                             f"{self.meta.get('fingerprint')}, the run's {recorded}: another run's?); delete it and "
-                             f"`factrecall-jobs dump {run.name}`")
+            raise StoreError(
+                f"{self.url} is not the store run {run.name} dumped (its fingerprint is "
+                f"{self.meta.get('fingerprint')}, the run's {recorded}: another run's?); delete it and "
+                f"`factrecall-jobs dump {run.name}`"
+            )
 
     def __repr__(self) -> str:
         done = self.written()
-        return (f"ActivationStore({self.url!r}: models {list(self.models)}, {self.layers} layers x "
-                f"{len(self.people)} people x {self.hidden} hidden, {self.dtype}, "
-                f"{int(done.sum())}/{done.size} blocks written)")
+        return (
+            f"ActivationStore({self.url!r}: models {list(self.models)}, {self.layers} layers x "
+            f"{len(self.people)} people x {self.hidden} hidden, {self.dtype}, "
+            f"{int(done.sum())}/{done.size} blocks written)"
+        )
 
     # -- completeness --------------------------------------------------------------------------
     def written(self) -> np.ndarray:
@@ -107,8 +117,10 @@ class ActivationStore:
         try:
             return np.asarray(self.group[name][selection])
         except (ValueError, RuntimeError, OSError, KeyError, zarr.errors.BaseZarrError) as err:
-            raise StoreError(f"{self.url} is damaged: its {name!r} array cannot be read ({first_line(err)}); delete "
-                             "the store and dump again") from None
+            raise StoreError(
+                f"{self.url} is damaged: its {name!r} array cannot be read ({first_line(err)}); delete "
+                "the store and dump again"
+            ) from None
 
     def _flags(self, m: int, f: int) -> np.ndarray:
         """The (model, format)'s block flags. A flag, once set, stays set, so a complete pair is
@@ -143,8 +155,9 @@ class ActivationStore:
             raise StoreError(f"unknown split {split!r}: use {' or '.join(SPLITS)}")
         return np.flatnonzero(self.split == split)
 
-    def acts(self, fmt: str, layer: int, attribute: str, *, model: str | None = None,
-             split: str | None = None) -> np.ndarray:
+    def acts(
+        self, fmt: str, layer: int, attribute: str, *, model: str | None = None, split: str | None = None
+    ) -> np.ndarray:
         """(people, hidden) vectors of one format, layer and attribute, in the store's dtype; people
         in the order of `.people` (or of `labels(attribute, split)` when `split` is given)."""
         m = self._index("model", self._model(model))
@@ -155,8 +168,10 @@ class ActivationStore:
         layer = int(layer) % self.layers
         flags = self._flags(m, f)
         if not flags.all():
-            raise StoreError(f"model {self.models[m]} format {fmt} is not completely dumped yet "
-                             f"({int(flags.sum())} of {flags.size} blocks); run `factrecall-jobs dump RUN` to finish it")
+            raise StoreError(
+                f"model {self.models[m]} format {fmt} is not completely dumped yet "
+                f"({int(flags.sum())} of {flags.size} blocks); run `factrecall-jobs dump RUN` to finish it"
+            )
         out = self._read_raw(m, f, layer, a) if self._raw_root is not None else None
         if out is None:
             out = self._read((m, f, layer, a))
@@ -171,11 +186,15 @@ class ActivationStore:
         try:
             out = np.asarray(self.resid[selection])
         except (ValueError, RuntimeError, OSError) as err:
-            raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk is damaged ({first_line(err)}); "
-                             "delete the store and dump again") from None
+            raise StoreError(
+                f"cannot read {HOOK} from {self.url}: a chunk is damaged ({first_line(err)}); "
+                "delete the store and dump again"
+            ) from None
         if np.isnan(out).any():
-            raise StoreError(f"cannot read {HOOK} from {self.url}: a chunk of a block marked written is missing; "
-                             "the store is damaged; delete the store and dump again")
+            raise StoreError(
+                f"cannot read {HOOK} from {self.url}: a chunk of a block marked written is missing; "
+                "the store is damaged; delete the store and dump again"
+            )
         return out
 
     def read_block(self, model: int, fmt: int, block: int) -> np.ndarray:
@@ -201,13 +220,16 @@ class ActivationStore:
                 self._sums_of[(m, f)] = np.asarray(self._sums[m, f])
             expected = int(self._sums_of[(m, f)][layer, a, b])
         except (ValueError, RuntimeError, OSError, zarr.errors.BaseZarrError) as err:
-            raise StoreError(f"{self.url}'s checksums cannot be read ({first_line(err)}); delete the store and dump "
-                             "again") from None
+            raise StoreError(
+                f"{self.url}'s checksums cannot be read ({first_line(err)}); delete the store and dump again"
+            ) from None
         found = chunk_crc(self.models[m], self.formats[f], layer, self.attributes[a], b, vectors)
         if found != expected:
-            raise StoreError(f"{self.url}: the {HOOK} chunk of model {self.models[m]}, format {self.formats[f]}, "
-                             f"layer {layer}, attribute {self.attributes[a]}, block {b} is not the one the dump wrote "
-                             "(moved from another layer, model or store, or damaged); delete the store and dump again")
+            raise StoreError(
+                f"{self.url}: the {HOOK} chunk of model {self.models[m]}, format {self.formats[f]}, "
+                f"layer {layer}, attribute {self.attributes[a]}, block {b} is not the one the dump wrote "
+                "(moved from another layer, model or store, or damaged); delete the store and dump again"
+            )
         self._verified.add((m, f, layer, a, b))
 
     def _model(self, model: str | None) -> str:
@@ -224,13 +246,15 @@ class ActivationStore:
         import pandas as pd  # on first use: `store.open` stays quick to import for the CLI and the app
 
         a = self._index("attribute", attribute)
-        table = pd.DataFrame({  # as read and checked at open
-            "person": self.people,
-            "split": self.split,
-            "label": self._coords.label[a],
-            "label_text": self._coords.label_text[a],
-            "answer": self._coords.answer[a],
-        })
+        table = pd.DataFrame(
+            {  # as read and checked at open
+                "person": self.people,
+                "split": self.split,
+                "label": self._coords.label[a],
+                "label_text": self._coords.label_text[a],
+                "answer": self._coords.answer[a],
+            }
+        )
         rows = self._people(split)
         return table if rows is None else table.iloc[rows].reset_index(drop=True)
 
@@ -250,8 +274,12 @@ class ActivationStore:
         meta = self.resid.metadata
         codecs = getattr(meta, "codecs", ())
         local = getattr(self.group.store, "_store", self.group.store)  # under the CheckedStore
-        if not (isinstance(local, LocalStore) and len(codecs) == 1 and isinstance(codecs[0], BytesCodec)
-                and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder)):
+        if not (
+            isinstance(local, LocalStore)
+            and len(codecs) == 1
+            and isinstance(codecs[0], BytesCodec)
+            and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder)
+        ):
             return None
         return Path(local.root) / self.resid.path
 
@@ -269,20 +297,27 @@ class ActivationStore:
                 with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)), "rb") as fh:
                     kind = os.fstat(fh.fileno()).st_mode
                     if not stat.S_ISREG(kind):
-                        raise StoreError(f"chunk {path} is not a regular file: the store is damaged; delete the "
-                                         "store and dump again")
+                        raise StoreError(
+                            f"chunk {path} is not a regular file: the store is damaged; delete the store and dump again"
+                        )
                     size = fh.seek(0, 2)
                     fh.seek(0)
                     if size != expected:
-                        raise StoreError(f"chunk {path} has {size} bytes, expected {expected}: the store is "
-                                         "damaged; delete the store and dump again")
+                        raise StoreError(
+                            f"chunk {path} has {size} bytes, expected {expected}: the store is "
+                            "damaged; delete the store and dump again"
+                        )
                     fh.readinto(rows.reshape(-1).view(np.uint8))
             except FileNotFoundError:
-                raise StoreError(f"chunk {path} is missing though its block is marked written: the store is "
-                                 "damaged; delete the store and dump again") from None
+                raise StoreError(
+                    f"chunk {path} is missing though its block is marked written: the store is "
+                    "damaged; delete the store and dump again"
+                ) from None
             except OSError as err:  # a folder where the chunk should be, unreadable, ...
-                raise StoreError(f"chunk {path} cannot be read ({err.strerror}): the store is damaged; delete the "
-                                 "store and dump again") from None
+                raise StoreError(
+                    f"chunk {path} cannot be read ({err.strerror}): the store is damaged; delete the "
+                    "store and dump again"
+                ) from None
         return out
 
 

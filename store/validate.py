@@ -48,24 +48,32 @@ from store.names import CHECKSUM, CHECKSUM_DIMS, COMPRESSORS, DIMS, DTYPES, HOOK
 # arrays, the checksums, one `acts` slice, one chunk) fits in memory. The writer refuses a layout
 # beyond them (`store.layout.Layout`) and every reader a store, so a crafted number is one line
 # before anything is allocated.
-MAX_NAMES = 4096            # models, formats or attributes
+MAX_NAMES = 4096  # models, formats or attributes
 MAX_LAYERS = 4096
 MAX_HIDDEN = 1 << 16
 MAX_PEOPLE = 1 << 24
-MAX_CELLS = 1 << 24         # attributes x people (the labels), and resid_mid's chunks (the checksums)
-MAX_SLICE = 1 << 30         # people x hidden: the vectors of one `acts` read
+MAX_CELLS = 1 << 24  # attributes x people (the labels), and resid_mid's chunks (the checksums)
+MAX_SLICE = 1 << 30  # people x hidden: the vectors of one `acts` read
 MAX_CHUNK_BYTES = 16 << 20  # one resid_mid chunk: 4 x the most a dump makes by default (store.layout.CHUNK_BYTES);
-                            # --chunk-people may ask for more
-MAX_META_BYTES = 16 << 20     # one zarr.json (the root's holds the run's spec and the consolidated metadata)
-MAX_NAME_CHARS = 256          # a model, format, attribute or run name (they are shown in one-line messages)
-MAX_STRING_BYTES = 1024       # one label text or answer: what bounds a string chunk's decoded size ...
+# --chunk-people may ask for more
+MAX_META_BYTES = 16 << 20  # one zarr.json (the root's holds the run's spec and the consolidated metadata)
+MAX_NAME_CHARS = 256  # a model, format, attribute or run name (they are shown in one-line messages)
+MAX_STRING_BYTES = 1024  # one label text or answer: what bounds a string chunk's decoded size ...
 MAX_STRING_CHUNK = 256 << 20  # ... and at most this, however many strings it holds
-MAX_COORD_CHUNKS = 1 << 16    # chunks of one array besides resid_mid (the writer makes one, zarr a few)
+MAX_COORD_CHUNKS = 1 << 16  # chunks of one array besides resid_mid (the writer makes one, zarr a few)
 MAX_VOCAB = 1 << 24
 # What opening or reading an array may raise besides StoreError: zarr has no one error type for a
 # damaged store (a group that is not there, bad JSON, a chunk that does not decode).
-READ_ERRORS = (FileNotFoundError, KeyError, ValueError, RuntimeError, OSError, TypeError, IndexError,
-               zarr.errors.BaseZarrError)
+READ_ERRORS = (
+    FileNotFoundError,
+    KeyError,
+    ValueError,
+    RuntimeError,
+    OSError,
+    TypeError,
+    IndexError,
+    zarr.errors.BaseZarrError,
+)
 
 
 def damaged(url: str | Path, what: str) -> StoreError:
@@ -83,12 +91,18 @@ def local_path(url: str | Path) -> Path:
     return Path(str(url).removeprefix("file://"))
 
 
-def bounds_problem(models: int, formats: int, attributes: int, layers: int, hidden: int, people: int, block: int,
-                   itemsize: int) -> str | None:
+def bounds_problem(
+    models: int, formats: int, attributes: int, layers: int, hidden: int, people: int, block: int, itemsize: int
+) -> str | None:
     """What of a store's dimensions is beyond the bounds above, in words; None when all are within."""
-    for what, n, low, most in (("models", models, 1, MAX_NAMES), ("formats", formats, 1, MAX_NAMES),
-                               ("attributes", attributes, 1, MAX_NAMES), ("layers", layers, 1, MAX_LAYERS),
-                               ("hidden", hidden, 1, MAX_HIDDEN), ("people", people, 1, MAX_PEOPLE)):
+    for what, n, low, most in (
+        ("models", models, 1, MAX_NAMES),
+        ("formats", formats, 1, MAX_NAMES),
+        ("attributes", attributes, 1, MAX_NAMES),
+        ("layers", layers, 1, MAX_LAYERS),
+        ("hidden", hidden, 1, MAX_HIDDEN),
+        ("people", people, 1, MAX_PEOPLE),
+    ):
         if not low <= n <= most:
             return f"{n:,} {what}, not {low} to {most:,}"
     if attributes * people > MAX_CELLS:
@@ -99,8 +113,10 @@ def bounds_problem(models: int, formats: int, attributes: int, layers: int, hidd
     if people * hidden > MAX_SLICE:
         return f"{people:,} people x {hidden:,} hidden, more than {MAX_SLICE:,} numbers per layer and attribute"
     if block * hidden * itemsize > MAX_CHUNK_BYTES:
-        return (f"chunks of {block:,} people x {hidden:,} hidden ({block * hidden * itemsize / 2**20:,.1f} MiB), "
-                f"more than {MAX_CHUNK_BYTES >> 20} MiB")
+        return (
+            f"chunks of {block:,} people x {hidden:,} hidden ({block * hidden * itemsize / 2**20:,.1f} MiB), "
+            f"more than {MAX_CHUNK_BYTES >> 20} MiB"
+        )
     return None
 
 
@@ -190,6 +206,7 @@ class Attributes:
 def check_attributes(url: str | Path, meta: dict) -> Attributes:
     """The factrecall attributes of a store, each of the type and within the bounds the writer
     gives it (a `layers` of 10**9 would make every reader build a list of that length)."""
+
     def bad(key: str, why: str) -> StoreError:
         shown = repr(meta.get(key))
         return damaged(url, f"its attribute {key} is {shown[:80] + '…' if len(shown) > 80 else shown}: {why}")
@@ -218,10 +235,20 @@ def check_attributes(url: str | Path, meta: dict) -> Attributes:
         raise bad("source", "not a mapping")
     if "run" in meta and not _name_ok(meta["run"]):
         raise bad("run", "not a run's name")
-    if meta.get("vocab_size") is not None and not (_is_int(meta["vocab_size"]) and 1 <= meta["vocab_size"] <= MAX_VOCAB):
+    if meta.get("vocab_size") is not None and not (
+        _is_int(meta["vocab_size"]) and 1 <= meta["vocab_size"] <= MAX_VOCAB
+    ):
         raise bad("vocab_size", f"not a whole number from 1 to {MAX_VOCAB:,}")
-    return Attributes(names["models"], names["formats"], names["attributes"], numbers["layers"], numbers["hidden"],
-                      numbers["chunk_people"], meta["dtype"], meta["compressor"])
+    return Attributes(
+        names["models"],
+        names["formats"],
+        names["attributes"],
+        numbers["layers"],
+        numbers["hidden"],
+        numbers["chunk_people"],
+        meta["dtype"],
+        meta["compressor"],
+    )
 
 
 # Each array the writer makes: its dimensions and data type (resid_mid's is the attributes' dtype).
@@ -243,8 +270,19 @@ SCHEMA = {
 # The fill value the writer gives each data type, as zarr.json spells it (an allowlist of one: a
 # crafted one reaches numpy's casts, and resid_mid's NaN is how a missing chunk is told from a written one).
 FILL = {"float16": "NaN", "float32": "NaN", "bool": False, "uint32": 0, "int32": 0, "int64": 0, "string": ""}
-KEYS = {"zarr_format", "node_type", "shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs",
-        "dimension_names", "storage_transformers", "attributes"}
+KEYS = {
+    "zarr_format",
+    "node_type",
+    "shape",
+    "data_type",
+    "chunk_grid",
+    "chunk_key_encoding",
+    "fill_value",
+    "codecs",
+    "dimension_names",
+    "storage_transformers",
+    "attributes",
+}
 KEY_ENCODING = {"name": "default", "configuration": {"separator": "/"}}
 
 
@@ -268,16 +306,29 @@ def _codecs_ok(codecs: Any, dtype: str, zstd: bool | None) -> bool:
         return False
     first, rest = codecs[0], codecs[1:]
     if dtype == "string":
-        if first.get("name") != "vlen-utf8" or first.get("configuration", {}) != {} or set(first) - {"name", "configuration"}:
+        if (
+            first.get("name") != "vlen-utf8"
+            or first.get("configuration", {}) != {}
+            or set(first) - {"name", "configuration"}
+        ):
             return False
-    elif (first.get("name") != "bytes" or set(first) - {"name", "configuration"}
-          or first.get("configuration", {}) not in ({}, {"endian": "little"}, {"endian": "big"})):
+    elif (
+        first.get("name") != "bytes"
+        or set(first) - {"name", "configuration"}
+        or first.get("configuration", {}) not in ({}, {"endian": "little"}, {"endian": "big"})
+    ):
         return False
     if rest:
         config = rest[0].get("configuration")
-        if not (rest[0].get("name") == "zstd" and set(rest[0]) <= {"name", "configuration"} and isinstance(config, dict)
-                and set(config) == {"level", "checksum"} and _is_int(config["level"]) and -131072 <= config["level"] <= 22
-                and isinstance(config["checksum"], bool)):
+        if not (
+            rest[0].get("name") == "zstd"
+            and set(rest[0]) <= {"name", "configuration"}
+            and isinstance(config, dict)
+            and set(config) == {"level", "checksum"}
+            and _is_int(config["level"])
+            and -131072 <= config["level"] <= 22
+            and isinstance(config["checksum"], bool)
+        ):
             return False
     return zstd is None or bool(rest) == zstd
 
@@ -288,10 +339,18 @@ def _codec_names(codecs: Any) -> str:
     return repr(codecs)[:120]
 
 
-def check_array(url: str | Path, name: str, meta: dict, shape: tuple[int, ...], dtype: str,
-                chunks: tuple[int, ...] | None, zstd: bool | None) -> ChunkLimit:
+def check_array(
+    url: str | Path,
+    name: str,
+    meta: dict,
+    shape: tuple[int, ...],
+    dtype: str,
+    chunks: tuple[int, ...] | None,
+    zstd: bool | None,
+) -> ChunkLimit:
     """One array's zarr.json against the schema: `shape`, `dtype`, and `chunks` where the schema
     fixes them (resid_mid's); returns what one of its chunks may be."""
+
     def bad(what: str) -> StoreError:
         return damaged(url, f"its {name} array {what}")
 
@@ -307,8 +366,14 @@ def check_array(url: str | Path, name: str, meta: dict, shape: tuple[int, ...], 
     if meta.get("data_type") != dtype:
         raise bad(f"has data type {str(meta.get('data_type'))[:40]!r}, not {dtype!r}")
     grid = meta.get("chunk_grid")
-    chunk = grid.get("configuration", {}).get("chunk_shape") if isinstance(grid, dict) and grid.get("name") == "regular" \
-        and isinstance(grid.get("configuration"), dict) and set(grid) == {"name", "configuration"} else None
+    chunk = (
+        grid.get("configuration", {}).get("chunk_shape")
+        if isinstance(grid, dict)
+        and grid.get("name") == "regular"
+        and isinstance(grid.get("configuration"), dict)
+        and set(grid) == {"name", "configuration"}
+        else None
+    )
     if not (isinstance(chunk, list) and len(chunk) == len(shape) and all(_is_int(c) and c >= 1 for c in chunk)):
         raise bad(f"has chunk grid {str(grid)[:80]}: its chunk shape must be {len(shape)} positive whole numbers")
     if chunks is not None and chunk != list(chunks):
@@ -324,9 +389,11 @@ def check_array(url: str | Path, name: str, meta: dict, shape: tuple[int, ...], 
     if type(fill) is not type(want) or fill != want:
         raise bad(f"has fill value {str(fill)[:40]!r}, not {want!r}")
     if not _codecs_ok(meta.get("codecs"), dtype, zstd):
-        raise bad(f"has codecs {_codec_names(meta.get('codecs'))}, not the ones a dump writes (bytes, then zstd"
-                  f"{'; vlen-utf8 for strings' if dtype == 'string' else ''}"
-                  f"{'; zstd as its attributes say' if zstd is not None else ''})")
+        raise bad(
+            f"has codecs {_codec_names(meta.get('codecs'))}, not the ones a dump writes (bytes, then zstd"
+            f"{'; vlen-utf8 for strings' if dtype == 'string' else ''}"
+            f"{'; zstd as its attributes say' if zstd is not None else ''})"
+        )
     if meta.get("dimension_names") != list(dims):
         raise bad(f"has dimensions {str(meta.get('dimension_names'))[:80]}, not {list(dims)}")
     if meta.get("storage_transformers", []) != []:
@@ -354,30 +421,54 @@ def check_arrays(url: str | Path, meta: dict) -> tuple[Attributes, int, dict[str
         found = read_json(url, f"{name}/zarr.json")
         if found is None:
             if name == CHECKSUM:
-                raise StoreError(f"{url} has no {CHECKSUM} array, so its chunks cannot be checked; delete it and "
-                                 "`factrecall-jobs dump RUN` to dump it again")
+                raise StoreError(
+                    f"{url} has no {CHECKSUM} array, so its chunks cannot be checked; delete it and "
+                    "`factrecall-jobs dump RUN` to dump it again"
+                )
             raise StoreError(f"{url} is truncated: array {name!r} is missing; delete the store and dump again")
         metas[name] = found
     shape = metas["person"].get("shape")
     if not (isinstance(shape, list) and len(shape) == 1 and _is_int(shape[0]) and 1 <= shape[0] <= MAX_PEOPLE):
-        raise damaged(url, f"its person array has shape {str(shape)[:80]}: more than {MAX_PEOPLE:,} people, or not "
-                           "a count of people")
+        raise damaged(
+            url,
+            f"its person array has shape {str(shape)[:80]}: more than {MAX_PEOPLE:,} people, or not a count of people",
+        )
     people = shape[0]
     if attrs.block > people:
         raise damaged(url, f"its attribute chunk_people is {attrs.block:,}, more than its {people:,} people")
-    problem = bounds_problem(len(attrs.models), len(attrs.formats), len(attrs.attributes), attrs.layers, attrs.hidden,
-                             people, attrs.block, np.dtype(attrs.dtype).itemsize)
+    problem = bounds_problem(
+        len(attrs.models),
+        len(attrs.formats),
+        len(attrs.attributes),
+        attrs.layers,
+        attrs.hidden,
+        people,
+        attrs.block,
+        np.dtype(attrs.dtype).itemsize,
+    )
     if problem:
         raise damaged(url, f"it declares {problem}")
-    sizes = {"model": len(attrs.models), "format": len(attrs.formats), "layer": attrs.layers,
-             "attribute": len(attrs.attributes), "person": people, "hidden": attrs.hidden,
-             "person_block": -(-people // attrs.block)}
+    sizes = {
+        "model": len(attrs.models),
+        "format": len(attrs.formats),
+        "layer": attrs.layers,
+        "attribute": len(attrs.attributes),
+        "person": people,
+        "hidden": attrs.hidden,
+        "person_block": -(-people // attrs.block),
+    }
     limits = {}
     for name, (dims, dtype) in SCHEMA.items():
         hook = name == HOOK
-        limits[name] = check_array(url, name, metas[name], tuple(sizes[d] for d in dims), dtype or attrs.dtype,
-                                   (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
-                                   attrs.compressor == "zstd" if hook else None)
+        limits[name] = check_array(
+            url,
+            name,
+            metas[name],
+            tuple(sizes[d] for d in dims),
+            dtype or attrs.dtype,
+            (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
+            attrs.compressor == "zstd" if hook else None,
+        )
     return attrs, people, limits
 
 
@@ -390,17 +481,29 @@ def check_consolidated(url: str | Path, root: dict, attrs: Attributes, people: i
     entries = listed.get("metadata") if isinstance(listed, dict) else None
     if not isinstance(entries, dict):
         raise damaged(url, "its consolidated metadata is not a mapping")
-    sizes = {"model": len(attrs.models), "format": len(attrs.formats), "layer": attrs.layers,
-             "attribute": len(attrs.attributes), "person": people, "hidden": attrs.hidden,
-             "person_block": -(-people // attrs.block)}
+    sizes = {
+        "model": len(attrs.models),
+        "format": len(attrs.formats),
+        "layer": attrs.layers,
+        "attribute": len(attrs.attributes),
+        "person": people,
+        "hidden": attrs.hidden,
+        "person_block": -(-people // attrs.block),
+    }
     for name, (dims, dtype) in SCHEMA.items():
         if name in entries:
             if not isinstance(entries[name], dict):
                 raise damaged(url, f"its consolidated metadata of {name} is not a mapping")
             hook = name == HOOK
-            check_array(url, name, entries[name], tuple(sizes[d] for d in dims), dtype or attrs.dtype,
-                        (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
-                        attrs.compressor == "zstd" if hook else None)
+            check_array(
+                url,
+                name,
+                entries[name],
+                tuple(sizes[d] for d in dims),
+                dtype or attrs.dtype,
+                (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
+                attrs.compressor == "zstd" if hook else None,
+            )
 
 
 # -- 4. chunks, bounded before they are decoded ---------------------------------------------------
@@ -427,7 +530,7 @@ def zstd_content_size(data: memoryview) -> int | None:
         single, size_flag = (descriptor >> 5) & 1, descriptor >> 6
         if descriptor & 0x08:  # the reserved bit
             return None
-        pos += (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]   # window descriptor, dictionary id
+        pos += (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]  # window descriptor, dictionary id
         width = ((1 if single else 0), 2, 4, 8)[size_flag]
         if width == 0 or pos + width > n:
             return None
@@ -443,7 +546,7 @@ def zstd_content_size(data: memoryview) -> int | None:
             pos += 3 + (1 if kind == 1 else size)
             if header & 1:
                 break
-        pos += 4 if descriptor & 0x04 else 0   # the content checksum
+        pos += 4 if descriptor & 0x04 else 0  # the content checksum
     return total if pos == n else None
 
 
@@ -478,11 +581,17 @@ class CheckedStore(WrapperStore):
             if size is None:
                 raise damaged(self.url, f"its chunk {key} is not zstd frames that declare their size")
             if limit.exact and size != limit.decoded:
-                raise damaged(self.url, f"its chunk {key} would decode to {size:,} bytes, not the "
-                                        f"{limit.decoded:,} a chunk of {name} holds")
+                raise damaged(
+                    self.url,
+                    f"its chunk {key} would decode to {size:,} bytes, not the "
+                    f"{limit.decoded:,} a chunk of {name} holds",
+                )
             if size > limit.decoded:
-                raise damaged(self.url, f"its chunk {key} would decode to {size:,} bytes, more than the "
-                                        f"{limit.decoded:,} a chunk of {name} may hold")
+                raise damaged(
+                    self.url,
+                    f"its chunk {key} would decode to {size:,} bytes, more than the "
+                    f"{limit.decoded:,} a chunk of {name} may hold",
+                )
         if limit is not None and limit.strings is not None:
             data = buf.to_bytes()
             if limit.zstd:
@@ -492,8 +601,10 @@ class CheckedStore(WrapperStore):
                     raise damaged(self.url, f"its chunk {key} does not decode: {first_line(err)}") from None
             count = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
             if count != limit.strings:
-                raise damaged(self.url, f"its chunk {key} says it holds {count} strings, not the {limit.strings:,} "
-                                        f"a chunk of {name} holds")
+                raise damaged(
+                    self.url,
+                    f"its chunk {key} says it holds {count} strings, not the {limit.strings:,} a chunk of {name} holds",
+                )
         return buf
 
 
@@ -511,11 +622,11 @@ def inner_store(url: str | Path, read_only: bool) -> Any:
 class Coordinates:
     """The per-person arrays, as read once at open (the reader keeps them)."""
 
-    people: np.ndarray       # int64 (person,)
-    split: np.ndarray        # str (person,)
-    label: np.ndarray        # int32 (attribute, person)
-    label_text: np.ndarray   # str (attribute, person)
-    answer: np.ndarray       # str (attribute, person)
+    people: np.ndarray  # int64 (person,)
+    split: np.ndarray  # str (person,)
+    label: np.ndarray  # int32 (attribute, person)
+    label_text: np.ndarray  # str (attribute, person)
+    answer: np.ndarray  # str (attribute, person)
 
 
 def as_str(values: Any) -> np.ndarray:
@@ -529,6 +640,7 @@ def check_coordinates(url: str | Path, group: zarr.Group, attrs: Attributes, met
     """The coordinate and label arrays (read through the checked group, so bounded), against the
     attributes: the names the attributes list, layers 0..n-1, distinct people, splits that are
     qa_in or qa_out, labels that are token ids."""
+
     def read(name: str) -> np.ndarray:
         try:
             return np.asarray(group[name][...])
@@ -552,8 +664,11 @@ def check_coordinates(url: str | Path, group: zarr.Group, attrs: Attributes, met
     label = read("label")
     vocab = meta.get("vocab_size")
     if (label < 0).any() or (vocab is not None and (label >= vocab).any()):
-        raise damaged(url, f"its label array holds {int(label.min() if (label < 0).any() else label.max())}, not a "
-                           f"token id{f' below its vocabulary size {vocab}' if vocab is not None else ''}")
+        raise damaged(
+            url,
+            f"its label array holds {int(label.min() if (label < 0).any() else label.max())}, not a "
+            f"token id{f' below its vocabulary size {vocab}' if vocab is not None else ''}",
+        )
     return Coordinates(people, split, label, as_str(read("label_text")), as_str(read("answer")))
 
 
@@ -576,7 +691,9 @@ def rate(value: Any, outcomes: Any, n: int, ndigits: int | None = None) -> bool:
     """Whether `value` is the percentage of 1s among `outcomes` (a list of n 0/1 ints), as a probe or
     a patch computes it (rounded to `ndigits`): finite, within 0..100, the mean of its own outcomes,
     so within any interval resampled from them."""
-    if not (isinstance(outcomes, list) and len(outcomes) == n and all(type(o) is int and o in (0, 1) for o in outcomes)):
+    if not (
+        isinstance(outcomes, list) and len(outcomes) == n and all(type(o) is int and o in (0, 1) for o in outcomes)
+    ):
         return False
     if n == 0:  # no one to score: the percentage is NaN
         return isinstance(value, float) and math.isnan(value)

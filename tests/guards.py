@@ -27,6 +27,7 @@ def bounded(what: str, seconds: int = 120, memory: int | None = 4 << 30):
     system call) and, with `memory`, at most that much more address space than the process has now (a
     read that never ends is a MemoryError, not a machine brought down). Generous: a verb that refuses
     does so in well under a second, and a loaded machine is not a blocked one."""
+
     def alarm(*_):
         raise Blocked(f"{what}: still running after {seconds} s (blocked on a special file?)")
 

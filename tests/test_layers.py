@@ -19,8 +19,13 @@ def lint(where: Path) -> subprocess.CompletedProcess:
     command = Path(sys.executable).with_name("lint-imports")
     if not command.exists():
         pytest.skip("import-linter is not installed (pip install -e '.[test]')")
-    return subprocess.run([str(command), "--config", str(where / "pyproject.toml"), "--no-cache"], cwd=where,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(where), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [str(command), "--config", str(where / "pyproject.toml"), "--no-cache"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(where), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_the_contracts_hold():
@@ -29,13 +34,16 @@ def test_the_contracts_hold():
     assert "0 broken" in result.stdout
 
 
-@pytest.mark.parametrize(("file", "line", "broken"), [
-    ("store/names.py", "import jobs.words", "store is headless"),
-    ("jobs/run/checkpoints.py", "from jobs.run import pipeline", "no import loops"),   # pipeline -> checkpoints
-    ("jobs/run/folder.py", "from jobs.launch import procs", "jobs is layered"),        # run below launch
-    ("factrecall_tui/runs.py", "from jobs.run import train", "the app runs no model"),
-    ("jobs/launch/procs.py", "def later():\n    from factrecall_tui import app", "jobs never imports the app"),
-])
+@pytest.mark.parametrize(
+    ("file", "line", "broken"),
+    [
+        ("store/names.py", "import jobs.words", "store is headless"),
+        ("jobs/run/checkpoints.py", "from jobs.run import pipeline", "no import loops"),  # pipeline -> checkpoints
+        ("jobs/run/folder.py", "from jobs.launch import procs", "jobs is layered"),  # run below launch
+        ("factrecall_tui/runs.py", "from jobs.run import train", "the app runs no model"),
+        ("jobs/launch/procs.py", "def later():\n    from factrecall_tui import app", "jobs never imports the app"),
+    ],
+)
 def test_a_forbidden_import_or_a_loop_breaks_a_contract(tmp_path, file, line, broken):
     """Even hidden in a function body, as the loops this replaced were."""
     for package in PACKAGES:

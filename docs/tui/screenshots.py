@@ -69,7 +69,9 @@ async def main(workspace: Path, runs: list[str]) -> None:
         await settle(pilot, lambda: probes.results is not None and probes.idle.is_set())
         app.save_screenshot("probes.svg", str(HERE))
         app.open_run("store", runs[0])
-        await settle(pilot, lambda: app.query_one("#store-tree").root.children and app.query_one("#store-preview").row_count)
+        await settle(
+            pilot, lambda: app.query_one("#store-tree").root.children and app.query_one("#store-preview").row_count
+        )
         app.save_screenshot("store.svg", str(HERE))
         if (workspace / "reproduce").is_dir():  # a study's report (`factrecall-jobs reproduce`), and its figures
             app.action_tab("report")

@@ -17,7 +17,7 @@ from jobs.words import DEFAULT_STRATEGIES
 
 class PlannedRun(NamedTuple):
     spec: ExperimentSpec
-    name: str   # the run folder's name under WORKSPACE/runs
+    name: str  # the run folder's name under WORKSPACE/runs
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,15 @@ class RunRequest:
     run per seed, or in a run per seed and strategy (`per_strategy`). Checked as it is made."""
 
     preset: str = DEFAULT_PRESET
-    strategies: tuple[str, ...] | None = None   # None: the preset's (stage, mix)
+    strategies: tuple[str, ...] | None = None  # None: the preset's (stage, mix)
     seeds: tuple[int, ...] = (0,)
-    config: Path | None = None                  # a TOML file laid out like jobs/presets/*.toml
-    overrides: tuple[str, ...] = ()             # KEY=VALUE
+    config: Path | None = None  # a TOML file laid out like jobs/presets/*.toml
+    overrides: tuple[str, ...] = ()  # KEY=VALUE
     people: int | None = None
     qa_in_fraction: float | None = None
-    model: str | None = None                    # a local Hugging Face checkpoint folder
+    model: str | None = None  # a local Hugging Face checkpoint folder
     device: str | None = None
-    name: str | None = None                     # run name; with several runs, the prefix of each
+    name: str | None = None  # run name; with several runs, the prefix of each
     per_strategy: bool = False
 
     def __post_init__(self) -> None:
@@ -67,19 +67,34 @@ def plan_runs(request: RunRequest, workspace: Path | None = None, *, models_in: 
     models_in = models_in if models_in is not None else workspace
     loaded = load_config_file(request.config) if request.config else None
     checkpoint = {"path": str(Path(request.model).expanduser().resolve())} if request.model else None
-    groups = [(s,) for s in (request.strategies or DEFAULT_STRATEGIES)] if request.per_strategy else [request.strategies]
+    groups = (
+        [(s,) for s in (request.strategies or DEFAULT_STRATEGIES)] if request.per_strategy else [request.strategies]
+    )
     out = []
     for strategies in groups:
         prefix = f"{request.name}-{strategies[0]}" if request.name and len(groups) > 1 else request.name
         for seed in request.seeds:
-            spec = build_spec(request.preset, strategies=strategies, seed=seed, config=loaded,
-                              overrides=request.settings(), device=request.device, model=checkpoint)
+            spec = build_spec(
+                request.preset,
+                strategies=strategies,
+                seed=seed,
+                config=loaded,
+                overrides=request.settings(),
+                device=request.device,
+                model=checkpoint,
+            )
             if spec.model.path is not None and not request.model and models_in is not None:
                 folder = resolve_model(spec.model.path, models_in, flag=f"model.path (preset {request.preset})")
                 if folder != spec.model.path:
-                    spec = build_spec(request.preset, strategies=strategies, seed=seed, config=loaded,
-                                      overrides=request.settings(), device=request.device,
-                                      model={"path": str(Path(folder).expanduser().resolve())})
+                    spec = build_spec(
+                        request.preset,
+                        strategies=strategies,
+                        seed=seed,
+                        config=loaded,
+                        overrides=request.settings(),
+                        device=request.device,
+                        model={"path": str(Path(folder).expanduser().resolve())},
+                    )
             if spec.model.path is not None:
                 # before any folder is made for it
                 check_model_path(spec.model.path, spec.train.row_len if spec.train.packing else None)

@@ -25,7 +25,7 @@ def alive(pid: int | None) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return True  # no /proc (macOS), or it went between the two looks
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 def is_job(pid: int | None) -> bool:
@@ -41,8 +41,9 @@ def is_job(pid: int | None) -> bool:
     return b"jobs.cli" in cmdline or b"factrecall-jobs" in cmdline
 
 
-def resume_command(workspace: Path, run: str, device: str | None = None, dump: bool = True,
-                   reuse: bool = True) -> list[str]:
+def resume_command(
+    workspace: Path, run: str, device: str | None = None, dump: bool = True, reuse: bool = True
+) -> list[str]:
     """`factrecall-jobs resume RUN` as this Python runs it: what every background job is (the local
     worker's child, a Slurm task's child), so a job takes the CLI's own code path."""
     cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), "resume", run]

@@ -30,12 +30,12 @@ from pathlib import Path
 from jobs.errors import FactrecallError, RunFolderError
 from jobs.launch import slurm
 from jobs.launch.procs import alive, is_job, resume_command, take_request
-from jobs.run.files import atomic_write_json, hold_lock, open_append, read_bytes, read_record, take_lock
-from jobs.run.workspace import ARCHIVE, QUEUE, RUNS, run_path, study_path
-from jobs.run.workspace import folder as workspace_folder
 from jobs.run.events import Event, latest, record_end
+from jobs.run.files import atomic_write_json, hold_lock, open_append, read_bytes, read_record, take_lock
 from jobs.run.folder import RunFolder, live_pid, request_stop
 from jobs.run.spec import ExperimentSpec, check_run_name
+from jobs.run.workspace import ARCHIVE, QUEUE, RUNS, run_path, study_path
+from jobs.run.workspace import folder as workspace_folder
 from jobs.words import ENDED, RunStatus
 
 POLL_S = 0.5
@@ -101,7 +101,9 @@ def queued_runs(workspace: Path) -> dict[str, str]:
     return out
 
 
-def run_status(folder: Path, queued: dict[str, str], dropped: dict[str, str] | None = None) -> tuple[RunStatus, Event, Event, int | None]:
+def run_status(
+    folder: Path, queued: dict[str, str], dropped: dict[str, str] | None = None
+) -> tuple[RunStatus, Event, Event, int | None]:
     """How a run stands, from its folder, the queue (`queued_runs`) and the scheduler's dropped jobs
     (`slurm.dropped`): (status, its last job's `run` event, the running job's latest progress, the pid
     holding the folder). Reads only.
@@ -146,27 +148,66 @@ def job_table(workspace: Path) -> list[dict]:
     on_scheduler = slurm.active(workspace)
     for name, state in queued_runs(workspace).items():
         if name.startswith(STUDY):  # a whole study (`reproduce`) run by the queue
-            pid = next((info.get("pid") for e in _entries(queue_dir(workspace) / "started") if _run_of(e) == name
-                        for info in [_read(e)] if is_job(info.get("pid"))), None)
-            rows.append({"run": name, "status": "running" if pid else state, "executor": "local", "job": None,
-                         "pid": pid, "log": str(study_folder(workspace, name.removeprefix(STUDY)) / "job.out")})
+            pid = next(
+                (
+                    info.get("pid")
+                    for e in _entries(queue_dir(workspace) / "started")
+                    if _run_of(e) == name
+                    for info in [_read(e)]
+                    if is_job(info.get("pid"))
+                ),
+                None,
+            )
+            rows.append(
+                {
+                    "run": name,
+                    "status": "running" if pid else state,
+                    "executor": "local",
+                    "job": None,
+                    "pid": pid,
+                    "log": str(study_folder(workspace, name.removeprefix(STUDY)) / "job.out"),
+                }
+            )
             continue
         folder = run_path(workspace, name)
         job = slurm.job_of(workspace, name) if name in on_scheduler else None
         if job is not None:
-            rows.append({"run": name, "status": "running" if state == "starting" else "queued",
-                         "executor": slurm.executor_name(job),
-                         "job": job["job_id"], "pid": None, "log": str(folder / "job.out")})
+            rows.append(
+                {
+                    "run": name,
+                    "status": "running" if state == "starting" else "queued",
+                    "executor": slurm.executor_name(job),
+                    "job": job["job_id"],
+                    "pid": None,
+                    "log": str(folder / "job.out"),
+                }
+            )
             continue
         pid = live_pid(folder) if state == "starting" else None
-        rows.append({"run": name, "status": "running" if pid else state, "executor": "local", "job": None,
-                     "pid": pid if pid and pid > 0 else None, "log": str(folder / "job.out")})
+        rows.append(
+            {
+                "run": name,
+                "status": "running" if pid else state,
+                "executor": "local",
+                "job": None,
+                "pid": pid if pid and pid > 0 else None,
+                "log": str(folder / "job.out"),
+            }
+        )
     listed = {r["run"] for r in rows}
     runs = workspace_folder(workspace, RUNS)
     for folder in sorted(runs.glob("*")) if runs.is_dir() else []:
         if folder.name not in listed and not folder.is_symlink() and (pid := live_pid(folder)) is not None:
-            rows.append({"run": folder.name, "status": "running", "executor": "shell", "job": None,
-                         "pid": pid if pid > 0 else None, "log": None})
+            rows.append(
+                {
+                    "run": folder.name,
+                    "status": "running",
+                    "executor": "shell",
+                    "job": None,
+                    "pid": pid if pid > 0 else None,
+                    "log": None,
+                }
+            )
     for row in rows:
         if row["run"].startswith(STUDY):
             row["progress"] = study_progress_text(study_folder(workspace, row["run"].removeprefix(STUDY)))
@@ -224,15 +265,15 @@ def prepare(workspace: Path, spec: ExperimentSpec, name: str) -> Path:
     return path
 
 
-def submit(workspace: Path, name: str, device: str | None = None, dump: bool = True, reuse: bool = True,
-           start: bool = True) -> Path:
+def submit(
+    workspace: Path, name: str, device: str | None = None, dump: bool = True, reuse: bool = True, start: bool = True
+) -> Path:
     """Queue `factrecall-jobs resume NAME` (the run folder exists) and make sure a worker runs."""
     qdir = queue_dir(workspace, make=True)
     if check_run_name(name) in queued_runs(workspace):
         raise FactrecallError(f"run {name} is queued already")
     entry = qdir / f"{time.time_ns()}-{name}.json"
-    atomic_write_json(entry, {"run": name, "device": device, "dump": dump, "reuse": reuse,
-                                "time": time.time()})
+    atomic_write_json(entry, {"run": name, "device": device, "dump": dump, "reuse": reuse, "time": time.time()})
     (slurm.slurm_dir(workspace) / f"{name}.json").unlink(missing_ok=True)  # this machine's to run now
     if start:
         start_worker(workspace)
@@ -257,8 +298,13 @@ def start_worker(workspace: Path) -> None:
     """A detached worker process (it exits at once if one is running already)."""
     qdir = queue_dir(workspace, make=True)
     with open_append(qdir / "worker.log") as log:
-        subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(workspace.resolve()), "worker"],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "--workspace", str(workspace.resolve()), "worker"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def cancel(workspace: Path, name: str) -> str:
@@ -275,8 +321,9 @@ def cancel(workspace: Path, name: str) -> str:
     owned = [_read(e) for e in _entries(qdir / "started") if _run_of(e) == name]
     if any("pid" not in info or is_job(info["pid"]) for info in owned) and alive(_worker_pid(workspace)):
         # The worker owns it (starting, or running): it interrupts its own child, with no pid race.
-        atomic_write_json(workspace_folder(workspace, QUEUE, "cancel", make=True) / f"{name}.json",
-                          {"run": name, "time": time.time()})
+        atomic_write_json(
+            workspace_folder(workspace, QUEUE, "cancel", make=True) / f"{name}.json", {"run": name, "time": time.time()}
+        )
         return f"{name}: stopping; what it finished is kept, `resume` continues it"
     pid = live_pid(run_path(workspace, name))
     if pid and pid > 0 and is_job(pid):
@@ -298,7 +345,9 @@ def remove_run(workspace: Path, name: str, delete: bool = False) -> str:
         raise RunFolderError(f"no run {name!r} in {runs}: `factrecall-jobs queue` lists them")
     status, *_ = run_status(folder, queued_runs(workspace))
     if status in ("queued", "running"):
-        raise RunFolderError(f"run {name} is {status}: cancel it first (`factrecall-jobs cancel {name}`, or c in the app)")
+        raise RunFolderError(
+            f"run {name} is {status}: cancel it first (`factrecall-jobs cancel {name}`, or c in the app)"
+        )
     archive = workspace_folder(workspace, ARCHIVE)
     target = archive / (f".deleting-{name}-{time.time_ns()}" if delete else name)
     if target.exists() or target.is_symlink():
@@ -355,8 +404,18 @@ class Worker:
         `reproduce` typed in a shell, a `resume` of a cancelled job): they take a slot as much as ours."""
         runs = workspace_folder(self.workspace, RUNS)
         ours = {proc.pid for proc, _, _ in self.children.values()}  # a study of ours holds its runs itself
-        return [folder.name for folder in sorted(runs.iterdir()) if folder.name not in self.children and not folder.is_symlink()
-                and (pid := live_pid(folder)) is not None and pid not in ours] if runs.is_dir() else []
+        return (
+            [
+                folder.name
+                for folder in sorted(runs.iterdir())
+                if folder.name not in self.children
+                and not folder.is_symlink()
+                and (pid := live_pid(folder)) is not None
+                and pid not in ours
+            ]
+            if runs.is_dir()
+            else []
+        )
 
     def _cancelled(self, name: str) -> bool:
         return take_request(queue_dir(self.workspace) / "cancel" / f"{name}.json")
@@ -365,8 +424,11 @@ class Worker:
         for flag in _entries(queue_dir(self.workspace) / "cancel", stamped=False):
             name = flag.stem
             if name in self.children:
-                folder = study_folder(self.workspace, name.removeprefix(STUDY)) if name.startswith(STUDY) \
+                folder = (
+                    study_folder(self.workspace, name.removeprefix(STUDY))
+                    if name.startswith(STUDY)
                     else run_path(self.workspace, name)
+                )
                 request_stop(folder, self.children[name][0].pid)
                 _log(f"{name}: interrupted on request")
             flag.unlink(missing_ok=True)
@@ -403,8 +465,9 @@ class Worker:
         if device in ("auto", "cuda") and self.gpus:
             device = f"cuda:{slot % self.gpus}"  # one job per GPU
         cmd = resume_command(self.workspace, name, device, info.get("dump", True), info.get("reuse", True))
-        self._spawn(name, cmd, folder / "job.out", info, started, slot,
-                    f" on {device}" if device and device != "auto" else "")
+        self._spawn(
+            name, cmd, folder / "job.out", info, started, slot, f" on {device}" if device and device != "auto" else ""
+        )
 
     def _start_study(self, key: str, info: dict, started: Path) -> None:
         if self._cancelled(key):
@@ -415,15 +478,22 @@ class Worker:
         cmd = [sys.executable, "-m", "jobs.cli", "--workspace", str(self.workspace), "reproduce", *info.get("argv", [])]
         self._spawn(key, cmd, folder / "job.out", info, started, self._free_slot())
 
-    def _spawn(self, key: str, cmd: list[str], console: Path, info: dict, started: Path, slot: int,
-               where: str = "") -> None:
+    def _spawn(
+        self, key: str, cmd: list[str], console: Path, info: dict, started: Path, slot: int, where: str = ""
+    ) -> None:
         """Start a job's process (its command line, then its output, appended to `console`) and record
         it as started: its pid in the claimed entry, and in this worker's children."""
         with open_append(console) as out:
             out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}\n".encode())
             out.flush()
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         atomic_write_json(started, {**info, "pid": proc.pid, "started": time.time(), "slot": slot})
         self.children[key] = (proc, started, slot)
         _log(f"{key}: started pid {proc.pid}{where}")

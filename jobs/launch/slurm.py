@@ -39,16 +39,28 @@ from pathlib import Path
 
 from jobs.errors import FactrecallError
 from jobs.launch.procs import TERM_STOPS, alive, resume_command, take_request
+from jobs.run.events import INTERRUPTED_CODES, latest, record_end
 from jobs.run.files import atomic_write_json, open_append, read_record
+from jobs.run.folder import request_stop
 from jobs.run.spec import check_run_name
 from jobs.run.workspace import QUEUE, run_path
 from jobs.run.workspace import folder as workspace_folder
-from jobs.run.events import INTERRUPTED_CODES, latest, record_end
-from jobs.run.folder import request_stop
 
 # sacct's states of a job that will not run (again)
-GONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
-        "PREEMPTED", "FINISHED", "GONE", "INTERRUPTED"}
+GONE = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+    "FINISHED",
+    "GONE",
+    "INTERRUPTED",
+}
 STATE_TTL_S = 30.0  # how long a scheduler answer is reused (squeue and sacct are not for polling every second)
 _states: dict[str, tuple[float, str]] = {}
 REQUEUES = 20  # time limits a run may meet, each saved and requeued, before submitit gives up on it
@@ -101,23 +113,42 @@ class SlurmOptions:
         """For submitit's AutoExecutor.update_parameters (slurm_* keys apply on Slurm only)."""
         # Each option becomes an `#SBATCH` line (each setup line a line of the script): a newline or any
         # other control character would end the directive and run the rest as a shell command.
-        for flag, value in (("partition", self.partition), ("account", self.account), ("qos", self.qos),
-                            ("constraint", self.constraint), ("mem", self.mem), ("time", self.time),
-                            *(("setup", line) for line in self.setup)):
+        for flag, value in (
+            ("partition", self.partition),
+            ("account", self.account),
+            ("qos", self.qos),
+            ("constraint", self.constraint),
+            ("mem", self.mem),
+            ("time", self.time),
+            *(("setup", line) for line in self.setup),
+        ):
             if value is not None and re.search(r"[\x00-\x1f\x7f]", value):
-                raise FactrecallError(f"--{flag} {value!r} holds a control character (a newline?); give one line of "
-                                      "plain text")
+                raise FactrecallError(
+                    f"--{flag} {value!r} holds a control character (a newline?); give one line of plain text"
+                )
             if flag in ("partition", "account", "qos", "mem", "time") and value is not None and re.search(r"\s", value):
                 raise FactrecallError(f"--{flag} {value!r}: Slurm names hold no spaces")
         if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?", self.mem):
             raise FactrecallError(f"--mem {self.mem!r}: give Slurm's form, e.g. 64G or 500M")
-        params = {"name": "factrecall", "timeout_min": minutes(self.time), "gpus_per_node": 1 if self.gpus is None else self.gpus,
-                  "tasks_per_node": 1, "nodes": 1, "slurm_signal_delay_s": 120}
+        params = {
+            "name": "factrecall",
+            "timeout_min": minutes(self.time),
+            "gpus_per_node": 1 if self.gpus is None else self.gpus,
+            "tasks_per_node": 1,
+            "nodes": 1,
+            "slurm_signal_delay_s": 120,
+        }
         if self.cpus:
             params["cpus_per_task"] = self.cpus
-        extra = {"slurm_partition": self.partition, "slurm_mem": self.mem, "slurm_account": self.account,
-                 "slurm_qos": self.qos, "slurm_constraint": self.constraint,
-                 "slurm_array_parallelism": self.parallelism, "slurm_setup": self.setup or None}
+        extra = {
+            "slurm_partition": self.partition,
+            "slurm_mem": self.mem,
+            "slurm_account": self.account,
+            "slurm_qos": self.qos,
+            "slurm_constraint": self.constraint,
+            "slurm_array_parallelism": self.parallelism,
+            "slurm_setup": self.setup or None,
+        }
         params.update({k: v for k, v in extra.items() if v is not None})
         return params
 
@@ -155,13 +186,20 @@ class ResumeJob:
             record_end(folder, 130, started, f"cancelled before it started ({job})")
             return "interrupted"
         with open_append(folder / "job.out") as out:
-            out.write(f"\n$ factrecall-jobs {' '.join(cmd[3:])}   # submitit job {job} on {os.uname().nodename}\n".encode())
+            out.write(
+                f"\n$ factrecall-jobs {' '.join(cmd[3:])}   # submitit job {job} on {os.uname().nodename}\n".encode()
+            )
             out.flush()
             # Slurm's warning (USR2) goes to every process of the step: the child ignores it (an ignored
             # signal stays ignored across exec), so that it lives until `checkpoint` asks it to save.
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          preexec_fn=_ignore_usr2,
-                                          env={**os.environ, "PYTHONUNBUFFERED": "1", TERM_STOPS: "1"})
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_ignore_usr2,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", TERM_STOPS: "1"},
+            )
         while self._proc.poll() is None:
             if _take_cancel(workspace, self.run):
                 request_stop(folder, self._proc.pid)
@@ -172,7 +210,9 @@ class ResumeJob:
             return "interrupted"
         if code != 0:
             record_end(folder, code, started, f"the job process exited with code {code}; see job.out")
-            raise FactrecallError(f"factrecall-jobs resume {self.run} exited with code {code}; see {folder / 'job.out'}")
+            raise FactrecallError(
+                f"factrecall-jobs resume {self.run} exited with code {code}; see {folder / 'job.out'}"
+            )
         return "done"
 
     def checkpoint(self, *args, **kwargs):
@@ -183,7 +223,9 @@ class ResumeJob:
             request_stop(run_path(Path(self.workspace), self.run), self._proc.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=90)
-        return submitit.helpers.DelayedSubmission(ResumeJob(self.workspace, self.run, self.device, self.dump, self.reuse))
+        return submitit.helpers.DelayedSubmission(
+            ResumeJob(self.workspace, self.run, self.device, self.dump, self.reuse)
+        )
 
 
 def _ignore_usr2() -> None:
@@ -214,7 +256,9 @@ def partitions() -> dict[str, dict] | None:
         gpus = [int(n) for n in re.findall(r"gpu(?::[^:(,]+)?:(\d+)", gres)]
         part["gpus"] = max(part["gpus"], *gpus) if gpus else part["gpus"]
         count = re.match(r"\d+", cpus.strip())
-        part["cpus"] = None if part["cpus"] is None or not count or "+" in cpus else max(part["cpus"], int(count.group()))
+        part["cpus"] = (
+            None if part["cpus"] is None or not count or "+" in cpus else max(part["cpus"], int(count.group()))
+        )
     return found
 
 
@@ -234,19 +278,31 @@ def fit_to_cluster(options: SlurmOptions) -> list[str]:
         options.gpus = 1 if options.gpus is None else options.gpus
         return []
     if name not in found:
-        raise FactrecallError(f"--partition {name}: no such partition on this cluster (sinfo lists {', '.join(found) or 'none'})")
+        raise FactrecallError(
+            f"--partition {name}: no such partition on this cluster (sinfo lists {', '.join(found) or 'none'})"
+        )
     part, notes = found[name], []
     if options.gpus is None:
         options.gpus = 1 if part["gpus"] else 0
-        notes.append(f"partition {name} has {'GPUs' if part['gpus'] else 'no GPUs'}: each job asks for "
-                     f"{options.gpus} (--gpus N to ask for others)")
+        notes.append(
+            f"partition {name} has {'GPUs' if part['gpus'] else 'no GPUs'}: each job asks for "
+            f"{options.gpus} (--gpus N to ask for others)"
+        )
     elif options.gpus > part["gpus"]:
-        raise FactrecallError(f"--gpus {options.gpus}: " + (f"partition {name} has no GPUs (sinfo); give --gpus 0, or a "
-                              "partition with GPUs" if not part["gpus"] else f"no node of partition {name} has more than "
-                              f"{part['gpus']} (sinfo); Slurm would hold the jobs for ever"))
+        raise FactrecallError(
+            f"--gpus {options.gpus}: "
+            + (
+                f"partition {name} has no GPUs (sinfo); give --gpus 0, or a partition with GPUs"
+                if not part["gpus"]
+                else f"no node of partition {name} has more than "
+                f"{part['gpus']} (sinfo); Slurm would hold the jobs for ever"
+            )
+        )
     if options.cpus and part["cpus"] and options.cpus > part["cpus"]:
-        raise FactrecallError(f"--cpus {options.cpus}: no node of partition {name} has more than {part['cpus']} CPUs "
-                              "(sinfo); Slurm would hold the jobs for ever: ask for at most that")
+        raise FactrecallError(
+            f"--cpus {options.cpus}: no node of partition {name} has more than {part['cpus']} CPUs "
+            "(sinfo); Slurm would hold the jobs for ever: ask for at most that"
+        )
     return notes
 
 
@@ -259,12 +315,18 @@ def make_executor(workspace: Path, options: SlurmOptions):
     notes = fit_to_cluster(options) if cluster() == "slurm" else []
     params = options.parameters()
     try:
-        executor = submitit.AutoExecutor(folder=workspace_folder(workspace.resolve(), QUEUE, "slurm", "submitit") / "%j", cluster=cluster(),
-                                         slurm_max_num_timeout=REQUEUES, local_max_num_timeout=REQUEUES)
+        executor = submitit.AutoExecutor(
+            folder=workspace_folder(workspace.resolve(), QUEUE, "slurm", "submitit") / "%j",
+            cluster=cluster(),
+            slurm_max_num_timeout=REQUEUES,
+            local_max_num_timeout=REQUEUES,
+        )
         executor.update_parameters(**params)
     except Exception as err:  # noqa: BLE001 - submitit's RuntimeError/ValueError say it in a line
-        raise FactrecallError(f"cannot submit to Slurm from here: {_last_line(err)} (run on a login node of the "
-                              "cluster, with sbatch and srun on PATH)") from None
+        raise FactrecallError(
+            f"cannot submit to Slurm from here: {_last_line(err)} (run on a login node of the "
+            "cluster, with sbatch and srun on PATH)"
+        ) from None
     return executor, notes
 
 
@@ -273,8 +335,9 @@ def _last_line(err: BaseException) -> str:
     return lines[-1].strip() if lines else type(err).__name__
 
 
-def submit(executor, workspace: Path, names: list[str], device: str | None = None, dump: bool = True,
-           reuse: bool = True) -> list[dict]:
+def submit(
+    executor, workspace: Path, names: list[str], device: str | None = None, dump: bool = True, reuse: bool = True
+) -> list[dict]:
     """One array job through `executor` (from `make_executor`), a task per run (their folders made
     already); returns the registry entries."""
     workspace = workspace.resolve()
@@ -294,9 +357,17 @@ def submit(executor, workspace: Path, names: list[str], device: str | None = Non
         raise FactrecallError(f"the Slurm submission failed: {_last_line(err)}") from None
     entries = []
     for name, job in zip(names, handles):
-        entry = {"run": name, "job_id": str(job.job_id), "cluster": where, "folder": str(job.paths.folder),
-                 "log": str(job.paths.stdout), "submitted": time.time(),
-                 "options": {k: v for k, v in executor._executor.parameters.items() if isinstance(v, (str, int, float, list))}}
+        entry = {
+            "run": name,
+            "job_id": str(job.job_id),
+            "cluster": where,
+            "folder": str(job.paths.folder),
+            "log": str(job.paths.stdout),
+            "submitted": time.time(),
+            "options": {
+                k: v for k, v in executor._executor.parameters.items() if isinstance(v, (str, int, float, list))
+            },
+        }
         atomic_write_json(slurm_dir(workspace, make=True) / f"{name}.json", entry)
         entries.append(entry)
     return entries
@@ -307,8 +378,12 @@ def _entry(path: Path) -> dict | None:
     write, a job id that is not Slurm's) is not an entry, so it never reaches scancel or a terminal."""
     info = read_record(path)
     try:
-        ok = (check_run_name(str(info.get("run"))) == path.stem and re.fullmatch(r"\d+(_\d+)?", str(info.get("job_id")))
-              and info.get("cluster") in ("slurm", "local") and isinstance(info.get("submitted"), (int, float)))
+        ok = (
+            check_run_name(str(info.get("run"))) == path.stem
+            and re.fullmatch(r"\d+(_\d+)?", str(info.get("job_id")))
+            and info.get("cluster") in ("slurm", "local")
+            and isinstance(info.get("submitted"), (int, float))
+        )
     except FactrecallError:
         ok = False
     return info if ok else None
@@ -385,7 +460,10 @@ def states(workspace: Path) -> dict[str, tuple[str, str]]:
         state = scheduler_state(info)
         if state in GONE:
             if last is None or last == "running":
-                out[info["run"]] = ("gone", f"{info['cluster']} job {info['job_id']} ended as {state}; see {info['log']}")
+                out[info["run"]] = (
+                    "gone",
+                    f"{info['cluster']} job {info['job_id']} ended as {state}; see {info['log']}",
+                )
             continue
         # Slurm runs it: running (progress from the run folder), unless it was just interrupted for a
         # requeue; PENDING (waiting, or held after a requeue) and the rest: queued.

@@ -22,7 +22,7 @@ from store.fileio import TEXT, read_regular
 # eighteen prompts and their answers) and on disk as JSON Lines.
 DATA_BYTES_IN_MEMORY = 4_000
 DATA_BYTES_ON_DISK = 2_000
-FORMATS, ATTRIBUTES, STORE_BYTES = 3, 6, 2   # a store holds float16 vectors of 3 formats x 6 attributes
+FORMATS, ATTRIBUTES, STORE_BYTES = 3, 6, 2  # a store holds float16 vectors of 3 formats x 6 attributes
 
 
 def _model_shape(spec: ExperimentSpec) -> tuple[int, int, int]:
@@ -49,8 +49,11 @@ def needs(spec: ExperimentSpec) -> dict[str, int]:
     checkpoints = (1 + phases * (1 + snapshots)) * 4 * params + 8 * params
     models = 1 + phases + phases * snapshots
     stores = models * FORMATS * layers * ATTRIBUTES * people * hidden * STORE_BYTES
-    return {"memory": max(people * DATA_BYTES_IN_MEMORY, 16 * params),
-            "disk": people * DATA_BYTES_ON_DISK + checkpoints + stores, "parameters": params}
+    return {
+        "memory": max(people * DATA_BYTES_IN_MEMORY, 16 * params),
+        "disk": people * DATA_BYTES_ON_DISK + checkpoints + stores,
+        "parameters": params,
+    }
 
 
 def memory_limit() -> int | None:
@@ -93,14 +96,18 @@ def check_fits(spec: ExperimentSpec, workspace: Path) -> None:
     gpu = bool(glob.glob("/dev/nvidia[0-9]*")) and spec.device != "cpu"
     wanted = need["memory"] if not gpu else spec.data.people * DATA_BYTES_IN_MEMORY
     if memory is not None and wanted > memory:
-        raise SpecError(f"this run needs at least {_gb(wanted)} of memory ({what}), more than this machine's "
-                        f"{_gb(memory)}; use fewer people or a smaller model (`factrecall-jobs reproduce --dry-run` "
-                        "prints the plan)")
+        raise SpecError(
+            f"this run needs at least {_gb(wanted)} of memory ({what}), more than this machine's "
+            f"{_gb(memory)}; use fewer people or a smaller model (`factrecall-jobs reproduce --dry-run` "
+            "prints the plan)"
+        )
     disk = free_disk(workspace)
     if disk is not None and need["disk"] > disk:
-        raise SpecError(f"this run needs at least {_gb(need['disk'])} of disk ({what}, its checkpoints and "
-                        f"activation stores), more than the {_gb(disk)} free under {workspace}; free space, or "
-                        "use fewer people or a smaller model")
+        raise SpecError(
+            f"this run needs at least {_gb(need['disk'])} of disk ({what}, its checkpoints and "
+            f"activation stores), more than the {_gb(disk)} free under {workspace}; free space, or "
+            "use fewer people or a smaller model"
+        )
 
 
 def check_store_fits(people: int, layers: int, hidden: int, models: int, dtype_bytes: int, where: Path) -> None:
@@ -108,5 +115,7 @@ def check_store_fits(people: int, layers: int, hidden: int, models: int, dtype_b
     size = models * FORMATS * layers * ATTRIBUTES * people * hidden * dtype_bytes
     disk = free_disk(where)
     if disk is not None and size > disk:
-        raise SpecError(f"this store needs {_gb(size)} of disk, more than the {_gb(disk)} free under {where}; "
-                        "free space, or dump elsewhere with --out")
+        raise SpecError(
+            f"this store needs {_gb(size)} of disk, more than the {_gb(disk)} free under {where}; "
+            "free space, or dump elsewhere with --out"
+        )

@@ -46,8 +46,8 @@ def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:
 class ResidMid:
     """Hooks that record h at `positions` (one per row) in every block during a forward pass.
 
-        with ResidMid(model) as capture:
-            h = capture.run(input_ids, attention_mask, positions)   # (layers, batch, hidden)
+    with ResidMid(model) as capture:
+        h = capture.run(input_ids, attention_mask, positions)   # (layers, batch, hidden)
     """
 
     def __init__(self, model: PreTrainedModel):

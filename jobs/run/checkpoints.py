@@ -37,8 +37,13 @@ UNTRAINED = "untrained"
 
 
 # Model types whose resid_mid `jobs.run.capture` knows how to read (its FAMILIES), in words for errors.
-SUPPORTED_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "gpt_neox": "GPT-NeoX/Pythia",
-                      "gpt2": "GPT-2"}
+SUPPORTED_FAMILIES = {
+    "llama": "Llama",
+    "mistral": "Mistral",
+    "qwen2": "Qwen2",
+    "gpt_neox": "GPT-NeoX/Pythia",
+    "gpt2": "GPT-2",
+}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -58,8 +63,9 @@ def check_model_path(path: str, row_len: int | None = None) -> None:
     except FactrecallError as err:
         raise SpecError(f"--model {path}: {err}") from None
     except (Unreadable, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SpecError(f"--model {path}: config.json cannot be read ({getattr(err, 'why', err)}); the checkpoint is "
-                        "damaged") from None
+        raise SpecError(
+            f"--model {path}: config.json cannot be read ({getattr(err, 'why', err)}); the checkpoint is damaged"
+        ) from None
     kind = config.get("model_type") if isinstance(config, dict) else None
     if kind not in SUPPORTED_FAMILIES:
         raise SpecError(
@@ -81,18 +87,26 @@ def check_model_path(path: str, row_len: int | None = None) -> None:
         try:
             json.loads(read_regular(p / "tokenizer.json", TOKENIZER_BYTES).decode("utf-8"))
         except (Unreadable, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise SpecError(f"--model {path}: tokenizer.json is damaged ({first_line(err)}); save the tokenizer "
-                            "again") from None
+            raise SpecError(
+                f"--model {path}: tokenizer.json is damaged ({first_line(err)}); save the tokenizer again"
+            ) from None
     _check_weights(p, config)
     positions = config.get("max_position_embeddings") or config.get("n_positions")
     if row_len and isinstance(positions, int) and row_len > positions:
-        raise SpecError(f"--model {path} has {positions} positions, fewer than train.row_len={row_len} (a packed "
-                        f"row); use --set train.row_len={positions}")
+        raise SpecError(
+            f"--model {path} has {positions} positions, fewer than train.row_len={row_len} (a packed "
+            f"row); use --set train.row_len={positions}"
+        )
 
 
 # The input embedding's name in each family's weights, and how its blocks are numbered.
-_EMBEDDING = {"llama": "model.embed_tokens.weight", "mistral": "model.embed_tokens.weight",
-              "qwen2": "model.embed_tokens.weight", "gpt2": "wte.weight", "gpt_neox": "gpt_neox.embed_in.weight"}
+_EMBEDDING = {
+    "llama": "model.embed_tokens.weight",
+    "mistral": "model.embed_tokens.weight",
+    "qwen2": "model.embed_tokens.weight",
+    "gpt2": "wte.weight",
+    "gpt_neox": "gpt_neox.embed_in.weight",
+}
 _BLOCK = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
 
 
@@ -114,8 +128,10 @@ def _safetensors_header(file: Path) -> dict:
             raise SpecError(f"--model: {file} has a damaged header; save the model again") from None
     end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
     if file.stat().st_size < 8 + size + end:
-        raise SpecError(f"--model: {file} is truncated ({file.stat().st_size:,} bytes of {8 + size + end:,}); "
-                        "copy or save the model again")
+        raise SpecError(
+            f"--model: {file} is truncated ({file.stat().st_size:,} bytes of {8 + size + end:,}); "
+            "copy or save the model again"
+        )
     return {k: t for k, t in header.items() if k != "__metadata__"}
 
 
@@ -125,9 +141,15 @@ def _check_weights(p: Path, config: dict) -> None:
     files = sorted(p.glob("*.safetensors"))
     if not files:
         pickles = sorted(f.name for f in p.glob("*.bin"))
-        raise SpecError(f"--model {p}: " + (f"its weights are pickles ({pickles[0]}), which factrecall never loads; save "
-                        "them as safetensors (save_pretrained does by default)" if pickles else
-                        "no weights there (model.safetensors); save the model with save_pretrained"))
+        raise SpecError(
+            f"--model {p}: "
+            + (
+                f"its weights are pickles ({pickles[0]}), which factrecall never loads; save "
+                "them as safetensors (save_pretrained does by default)"
+                if pickles
+                else "no weights there (model.safetensors); save the model with save_pretrained"
+            )
+        )
     tensors: dict = {}
     for file in files:
         tensors.update(_safetensors_header(file))
@@ -136,13 +158,17 @@ def _check_weights(p: Path, config: dict) -> None:
     layers = config.get("num_hidden_layers") or config.get("n_layer")
     embedding = next((k for k in tensors if k.endswith(_EMBEDDING.get(kind, "\0"))), None)
     if embedding is not None and vocab and hidden and tuple(tensors[embedding]["shape"]) != (vocab, hidden):
-        raise SpecError(f"--model {p}: its weights do not fit its config.json ({embedding} is "
-                        f"{tuple(tensors[embedding]['shape'])}, the config says {vocab} x {hidden}); save the model "
-                        "and its config together")
+        raise SpecError(
+            f"--model {p}: its weights do not fit its config.json ({embedding} is "
+            f"{tuple(tensors[embedding]['shape'])}, the config says {vocab} x {hidden}); save the model "
+            "and its config together"
+        )
     blocks = {int(m.group(1)) for k in tensors if (m := _BLOCK.search(k))}
     if layers and blocks and len(blocks) != layers:
-        raise SpecError(f"--model {p}: its weights hold {len(blocks)} blocks, its config.json says {layers}; save the "
-                        "model and its config together")
+        raise SpecError(
+            f"--model {p}: its weights hold {len(blocks)} blocks, its config.json says {layers}; save the "
+            "model and its config together"
+        )
 
 
 def snapshot_steps(total: int, snapshots: int) -> list[int]:
@@ -182,8 +208,12 @@ def run_models(run: RunFolder) -> list[str]:
 def snapshot_models(run: RunFolder) -> list[str]:
     """The snapshots the run's finished phases kept (`train.snapshots`), in training order."""
     trained = run.metrics().get("train", {})
-    return [snapshot_name(p.name, step) for p in run.spec.phases() if run.is_done(f"train-{p.name}")
-            for step in snapshot_steps(trained[p.name]["steps"], run.spec.train.snapshots)]
+    return [
+        snapshot_name(p.name, step)
+        for p in run.spec.phases()
+        if run.is_done(f"train-{p.name}")
+        for step in snapshot_steps(trained[p.name]["steps"], run.spec.train.snapshots)
+    ]
 
 
 def store_models(run: RunFolder, trajectory: bool = False) -> list[str]:
@@ -207,8 +237,13 @@ def imported(workspace: Path) -> list[dict[str, Any]]:
     out = []
     root = models_dir(workspace)
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
-        if folder.is_symlink() or not folder.is_dir() or folder.name.startswith(".") or not is_name(folder.name) \
-                or not (folder / MANIFEST).exists():
+        if (
+            folder.is_symlink()
+            or not folder.is_dir()
+            or folder.name.startswith(".")
+            or not is_name(folder.name)
+            or not (folder / MANIFEST).exists()
+        ):
             continue
         m = read_manifest(folder)
         out.append({"name": folder.name, "path": folder, **(m if m is not None else {"damaged": True})})
@@ -227,8 +262,10 @@ def resolve_model(given: str, workspace: Path, flag: str = "--model") -> str:
     if not bare or Path(given).exists():
         return given
     names = ", ".join(m["name"] for m in imported(workspace)) or "none yet"
-    raise SpecError(f"{flag} {given}: no such folder, and no model imported into {workspace} under that name "
-                    f"(imported: {names}); `factrecall-jobs models import FILE.gguf` imports one ({SMOL_HINT})")
+    raise SpecError(
+        f"{flag} {given}: no such folder, and no model imported into {workspace} under that name "
+        f"(imported: {names}); `factrecall-jobs models import FILE.gguf` imports one ({SMOL_HINT})"
+    )
 
 
 class _Source(BaseModel):
@@ -253,6 +290,7 @@ class _Config(BaseModel):
 
 class _Manifest(BaseModel):
     """What `factrecall-import.json` must hold to be read: every field a reader uses, typed."""
+
     model_config = ConfigDict(extra="allow")
     source: _Source
     parameters: int = Field(ge=0)

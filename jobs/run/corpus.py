@@ -122,8 +122,9 @@ def bio_entries(people: list[Person], spec: DataSpec, seed: int) -> list[BioEntr
                     person=person.index,
                     order=order,
                     templates=templates,
-                    relations={a: _fill(templates[a], person, named=k == 0 or spec.full_name)
-                               for k, a in enumerate(order)},
+                    relations={
+                        a: _fill(templates[a], person, named=k == 0 or spec.full_name) for k, a in enumerate(order)
+                    },
                     values={a: person.attribute(a) for a in order},
                 )
             )

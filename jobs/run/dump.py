@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
+from jobs.errors import FactrecallError
 from jobs.run import model as models
 from jobs.run.capture import ResidMid, decoder_blocks
 from jobs.run.checkpoints import UNTRAINED, checkpoint_path, run_models, store_models
 from jobs.run.corpus import Prompt
-from jobs.errors import FactrecallError
 from jobs.run.files import digest
 from jobs.run.folder import RunFolder
-from jobs.words import ATTRIBUTES, FORMATS
 from jobs.run.tokenizer import Target
+from jobs.words import ATTRIBUTES, FORMATS
 from store import Layout, Writer
 from store.layout import existing_settings
 from store.names import STORE_NAME, TRAJECTORY_NAME
@@ -40,9 +40,9 @@ class DumpOptions:
     Settings left at None are the existing store's (a resume needs no flags repeated), else the
     defaults: float16, uncompressed, chunks of up to 4 MiB, train.eval_batch_size prompts a batch."""
 
-    models: tuple[str, ...] | None = None   # None: every model of the store
-    url: str | None = None                  # None: RUN/activations.zarr (RUN/trajectory.zarr with `trajectory`)
-    trajectory: bool = False                # the snapshots kept along training instead of the final models
+    models: tuple[str, ...] | None = None  # None: every model of the store
+    url: str | None = None  # None: RUN/activations.zarr (RUN/trajectory.zarr with `trajectory`)
+    trajectory: bool = False  # the snapshots kept along training instead of the final models
     dtype: str | None = None
     compressor: str | None = None
     chunk_people: int | None = None
@@ -65,7 +65,9 @@ def source(run: RunFolder, names: list[str]) -> dict:
     precision (`train.precision`, where the device has bf16 units)."""
     weights = {}
     for name in names:
-        files = sorted(checkpoint_path(run, name).glob("*.safetensors")) + sorted(checkpoint_path(run, name).glob("*.bin"))
+        files = sorted(checkpoint_path(run, name).glob("*.safetensors")) + sorted(
+            checkpoint_path(run, name).glob("*.bin")
+        )
         weights[name] = [[f.name, digest(f)["sha256"]] for f in files]
     computed = models.computes_in(models.pick_device(run.spec.device), run.spec.train.precision)
     compute = {"bf16": "bfloat16", "fp32": "float32"}[computed]
@@ -77,25 +79,45 @@ def model_config(run: RunFolder):
     return AutoConfig.from_pretrained(str(checkpoint_path(run, UNTRAINED)), local_files_only=True)
 
 
-def layout_for(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
-               dtype: str = "float16", compressor: str = "none", chunk_people: int | None = None,
-               config=None, names: list[str] | None = None) -> Layout:
+def layout_for(
+    run: RunFolder,
+    tok: PreTrainedTokenizerBase,
+    all_prompts: list[Prompt],
+    targets: list[Target],
+    dtype: str = "float16",
+    compressor: str = "none",
+    chunk_people: int | None = None,
+    config=None,
+    names: list[str] | None = None,
+) -> Layout:
     n_attr = len(ATTRIBUTES)
-    if len(all_prompts) % n_attr or any(p.attribute != ATTRIBUTES[i % n_attr] or p.person != all_prompts[i - i % n_attr].person
-                                        for i, p in enumerate(all_prompts)):
-        raise FactrecallError(f"{run.path}/data/prompts.jsonl is not person-major in attribute order; "
-                              "delete data/ and done/data.json and run again")
+    if len(all_prompts) % n_attr or any(
+        p.attribute != ATTRIBUTES[i % n_attr] or p.person != all_prompts[i - i % n_attr].person
+        for i, p in enumerate(all_prompts)
+    ):
+        raise FactrecallError(
+            f"{run.path}/data/prompts.jsonl is not person-major in attribute order; "
+            "delete data/ and done/data.json and run again"
+        )
     config = config or model_config(run)
     first = np.array([t.first_token_id for t in targets]).reshape(-1, n_attr).T  # (attribute, person)
     answers = np.array([p.answer for p in all_prompts]).reshape(-1, n_attr).T
     names = names or run_models(run)
     return Layout(
-        models=tuple(names), formats=FORMATS, attributes=ATTRIBUTES,
-        layers=config.num_hidden_layers, hidden=config.hidden_size,
+        models=tuple(names),
+        formats=FORMATS,
+        attributes=ATTRIBUTES,
+        layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
         people=np.array([p.person for p in all_prompts[::n_attr]]),
         split=np.array([p.split for p in all_prompts[::n_attr]]),
-        label=first, label_text=_token_texts(tok, first), answer=answers,
-        dtype=dtype, compressor=compressor, chunk_people=chunk_people, source=source(run, names),
+        label=first,
+        label_text=_token_texts(tok, first),
+        answer=answers,
+        dtype=dtype,
+        compressor=compressor,
+        chunk_people=chunk_people,
+        source=source(run, names),
     )
 
 
@@ -105,7 +127,9 @@ def _token_texts(tok: PreTrainedTokenizerBase, ids: np.ndarray) -> np.ndarray:
     return np.vectorize(text.__getitem__, otypes=[object])(ids).astype(str)
 
 
-def batches(encoded: list[list[int]], rows: np.ndarray, batch_size: int, pad: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def batches(
+    encoded: list[list[int]], rows: np.ndarray, batch_size: int, pad: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Right-padded batches of the prompts `rows`, shortest first: (rows, input_ids, mask, last positions)."""
     order = rows[np.argsort([len(encoded[i]) for i in rows], kind="stable")]
     for start in range(0, len(order), batch_size):
@@ -124,14 +148,24 @@ def encode_formats(tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]) -> d
     return {fmt: tok([p.text(fmt) for p in all_prompts], add_special_tokens=True)["input_ids"] for fmt in FORMATS}
 
 
-def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[int]]], batch_size: int, pad: int,
-               progress: Callable[[int], None] | None = None, precision: str = "fp32") -> int:
+def dump_model(
+    model,
+    name: str,
+    writer: Writer,
+    encoded: dict[str, list[list[int]]],
+    batch_size: int,
+    pad: int,
+    progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
+) -> int:
     """Write every unwritten block of model `name`; returns how many prompts it forwarded."""
     layout, n_attr = writer.layout, len(writer.layout.attributes)
     device = next(model.parameters()).device
     if len(decoder_blocks(model)) != layout.layers:
-        raise FactrecallError(f"model {name} has {len(decoder_blocks(model))} layers, the store {layout.layers}; "
-                              "its checkpoint changed since the store was made: delete the store and dump again")
+        raise FactrecallError(
+            f"model {name} has {len(decoder_blocks(model))} layers, the store {layout.layers}; "
+            "its checkpoint changed since the store was made: delete the store and dump again"
+        )
     forwarded = 0
     limit = FLOAT16_MAX if layout.dtype == "float16" else float(torch.finfo(torch.float32).max)
     with ResidMid(model) as capture, models.autocast(device, precision):
@@ -148,11 +182,14 @@ def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[in
                     # pass over h (NaN and inf fail the comparison); which problem it is, only on failure.
                     if not bool((h.abs() <= limit).all()):
                         if not bool(torch.isfinite(h).all()):
-                            raise FactrecallError(f"model {name} produces NaN or infinite activations in format {fmt}; "
-                                                  "its checkpoint is broken (check its training loss)")
+                            raise FactrecallError(
+                                f"model {name} produces NaN or infinite activations in format {fmt}; "
+                                "its checkpoint is broken (check its training loss)"
+                            )
                         raise FactrecallError(
                             f"model {name} has activations beyond float16's range in format {fmt}; delete "
-                            f"{writer.group.store} and dump again with --dtype float32")
+                            f"{writer.group.store} and dump again with --dtype float32"
+                        )
                     local = chosen - people.start * n_attr
                     vectors[:, local % n_attr, local // n_attr, :] = h.cpu().numpy()
                     forwarded += len(chosen)
@@ -162,9 +199,16 @@ def dump_model(model, name: str, writer: Writer, encoded: dict[str, list[list[in
     return forwarded
 
 
-def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
-         options: DumpOptions = DumpOptions(), *, progress: Callable[[int], None] | None = None,
-         on_start: Callable[[int], None] | None = None) -> dict:
+def dump(
+    run: RunFolder,
+    tok: PreTrainedTokenizerBase,
+    all_prompts: list[Prompt],
+    targets: list[Target],
+    options: DumpOptions = DumpOptions(),
+    *,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> dict:
     """Dump `options.models` (default: every model of the store: the untrained one and each phase's,
     or with `options.trajectory` the snapshots kept along training) into the store at `options.url`
     (default: RUN/activations.zarr, or RUN/trajectory.zarr). Finished blocks are never recomputed.
@@ -172,19 +216,25 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
     trajectory = options.trajectory
     everything = store_models(run, trajectory)
     if trajectory and not everything:
-        raise FactrecallError(f"run {run.path.name} kept no snapshots along training; run it with "
-                              "--set train.snapshots=4 (or `factrecall-jobs reproduce`)")
+        raise FactrecallError(
+            f"run {run.path.name} kept no snapshots along training; run it with "
+            "--set train.snapshots=4 (or `factrecall-jobs reproduce`)"
+        )
     wanted = list(options.models or everything)
     for name in wanted:
         if name not in everything:
             raise FactrecallError(f"run {run.path.name} has no model {name!r}: it has {', '.join(everything)}")
         if name != UNTRAINED and not trajectory and not run.is_done(f"train-{name}"):
-            raise FactrecallError(f"model {name} is not trained yet; finish the run (`factrecall-jobs resume "
-                                  f"{run.path.name}`) or pass --models with trained ones")
+            raise FactrecallError(
+                f"model {name} is not trained yet; finish the run (`factrecall-jobs resume "
+                f"{run.path.name}`) or pass --models with trained ones"
+            )
     for name in wanted:  # before the store is made: a missing model leaves nothing behind
         if not (checkpoint_path(run, name) / "config.json").is_file():
-            raise FactrecallError(f"model {name}'s checkpoint {checkpoint_path(run, name)} is missing; "
-                                  f"`factrecall-jobs resume {run.path.name}` makes it again")
+            raise FactrecallError(
+                f"model {name}'s checkpoint {checkpoint_path(run, name)} is missing; "
+                f"`factrecall-jobs resume {run.path.name}` makes it again"
+            )
     url = options.url or default_url(run, trajectory)
     found = existing_settings(url)
     dtype = options.dtype or found.get("dtype", "float16")
@@ -192,14 +242,27 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
     chunk_people = options.chunk_people or found.get("chunk_people")
     config = model_config(run)
     layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people, config, everything)
-    meta = {"run": run.path.name, "spec": run.spec.identity(), "factrecall": version("factrecall"),
-            "model_type": config.model_type, "vocab_size": config.vocab_size,
-            "checkpoints": {m: str(checkpoint_path(run, m)) for m in everything}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    meta = {
+        "run": run.path.name,
+        "spec": run.spec.identity(),
+        "factrecall": version("factrecall"),
+        "model_type": config.model_type,
+        "vocab_size": config.vocab_size,
+        "checkpoints": {m: str(checkpoint_path(run, m)) for m in everything},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     writer = Writer.open_or_create(url, layout, meta)  # a StoreError is the user's to read, as it is
     todo = [m for m in wanted if not writer.complete(m)]
     if on_start is not None:  # prompts still to forward
-        on_start(sum(writer.size(b) * len(layout.attributes)
-                     for m in todo for f in layout.formats for b in range(layout.blocks) if not writer.done(m, f, b)))
+        on_start(
+            sum(
+                writer.size(b) * len(layout.attributes)
+                for m in todo
+                for f in layout.formats
+                for b in range(layout.blocks)
+                if not writer.done(m, f, b)
+            )
+        )
     device = models.pick_device(run.spec.device)
     encoded = encode_formats(tok, all_prompts) if todo else {}
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -207,11 +270,27 @@ def dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]
     for name in todo:
         model = models.load_model(checkpoint_path(run, name), device)
         model.eval()
-        forwarded += dump_model(model, name, writer, encoded, options.batch_size or run.spec.train.eval_batch_size, pad,
-                                progress, run.spec.train.precision)
+        forwarded += dump_model(
+            model,
+            name,
+            writer,
+            encoded,
+            options.batch_size or run.spec.train.eval_batch_size,
+            pad,
+            progress,
+            run.spec.train.precision,
+        )
         del model
     seconds = time.perf_counter() - t0
-    return {"url": url, "models": [m for m in wanted if writer.complete(m)], "dumped_now": todo,
-            "prompts": forwarded, "seconds": round(seconds, 2),
-            "prompts_per_s": round(forwarded / seconds, 1) if forwarded else None, "dtype": layout.dtype,
-            "layers": layout.layers, "hidden": layout.hidden, "fingerprint": layout.fingerprint()}
+    return {
+        "url": url,
+        "models": [m for m in wanted if writer.complete(m)],
+        "dumped_now": todo,
+        "prompts": forwarded,
+        "seconds": round(seconds, 2),
+        "prompts_per_s": round(forwarded / seconds, 1) if forwarded else None,
+        "dtype": layout.dtype,
+        "layers": layout.layers,
+        "hidden": layout.hidden,
+        "fingerprint": layout.fingerprint(),
+    }

@@ -18,8 +18,8 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from jobs.run.corpus import Prompt
 from jobs.run.model import autocast
-from jobs.words import ATTRIBUTES, EVAL_SETS
 from jobs.run.tokenizer import Target
+from jobs.words import ATTRIBUTES, EVAL_SETS
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,12 @@ class EvalSet:
         if n >= len(self.prompts):
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self.prompts), n, replace=False))
-        return EvalSet(self.name, [self.prompts[i] for i in keep], [self.targets[i] for i in keep],
-                       [self.attributes[i] for i in keep])
+        return EvalSet(
+            self.name,
+            [self.prompts[i] for i in keep],
+            [self.targets[i] for i in keep],
+            [self.attributes[i] for i in keep],
+        )
 
 
 def eval_sets(prompts: list[Prompt], targets: list[Target]) -> dict[str, EvalSet]:
@@ -43,8 +47,12 @@ def eval_sets(prompts: list[Prompt], targets: list[Target]) -> dict[str, EvalSet
     for name in EVAL_SETS:
         fmt = "bio_long" if name == "bio" else "qa"
         chosen = [i for i, p in enumerate(prompts) if name == "bio" or p.split == name]
-        out[name] = EvalSet(name, [prompts[i].text(fmt) for i in chosen], [targets[i].ids for i in chosen],
-                            [prompts[i].attribute for i in chosen])
+        out[name] = EvalSet(
+            name,
+            [prompts[i].text(fmt) for i in chosen],
+            [targets[i].ids for i in chosen],
+            [prompts[i].attribute for i in chosen],
+        )
     return out
 
 
@@ -125,8 +133,15 @@ def evaluate(
     model.eval()
     # Every set in one decoding pass: batches are sorted by length across sets, and a set smaller
     # than a batch (a tiny run's, or a curve sample's) no longer pays a `generate` call of its own.
-    correct = greedy_match(model, tok, [p for s in sets.values() for p in s.prompts],
-                           [t for s in sets.values() for t in s.targets], batch_size, progress, precision)
+    correct = greedy_match(
+        model,
+        tok,
+        [p for s in sets.values() for p in s.prompts],
+        [t for s in sets.values() for t in s.targets],
+        batch_size,
+        progress,
+        precision,
+    )
     model.train(was_training)
     out, at = {}, 0
     for name, s in sets.items():

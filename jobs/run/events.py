@@ -28,8 +28,12 @@ def _parse(line: bytes) -> Event | None:
         event = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(event, dict) or not isinstance(event.get("kind"), str) \
-            or not isinstance(event.get("time", 0), (int, float)) or isinstance(event.get("time"), bool):
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("kind"), str)
+        or not isinstance(event.get("time", 0), (int, float))
+        or isinstance(event.get("time"), bool)
+    ):
         return None
     if event["kind"] == "run" and event.get("status") not in ("running", *ENDED):
         return None
@@ -94,4 +98,8 @@ def record_end(folder: Path, code: int, since: float, error: str) -> None:
         return
     status = "interrupted" if code in INTERRUPTED_CODES else "failed"
     with contextlib.suppress(OSError, RunFolderError), open_append(folder / "events.jsonl") as f:
-        f.write((json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status, "error": error}) + "\n").encode())
+        f.write(
+            (
+                json.dumps({"time": round(time.time(), 3), "kind": "run", "status": status, "error": error}) + "\n"
+            ).encode()
+        )

@@ -37,8 +37,10 @@ SAMPLE_BYTES = 1 << 20
 
 
 def link_message(path: Path) -> str:
-    return (f"{path} is a symbolic link (to {os.readlink(path)}): factrecall never writes through one; "
-            "replace it with the file or folder it points to")
+    return (
+        f"{path} is a symbolic link (to {os.readlink(path)}): factrecall never writes through one; "
+        "replace it with the file or folder it points to"
+    )
 
 
 def _open_own(path: Path, flags: int) -> int:
@@ -84,8 +86,9 @@ def take_lock(path: Path, what: str) -> int:
                 time.sleep(0.05)
     holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
     os.close(fd)
-    raise RunFolderError(f"{what} is in use by pid {holder if holder.isdigit() else 'of another process'}; "
-                         "wait for it, or stop it first")
+    raise RunFolderError(
+        f"{what} is in use by pid {holder if holder.isdigit() else 'of another process'}; wait for it, or stop it first"
+    )
 
 
 def hold_lock(fd: int) -> None:
@@ -129,8 +132,10 @@ def check_no_links(folder: Path, links: bool = False) -> None:
         for path, kind in odd_entries(folder, follow_links=links):
             if kind == "a symbolic link":
                 raise RunFolderError(link_message(path))
-            raise RunFolderError(f"{path} is {kind}, not a file: factrecall never reads or replaces one; remove it "
-                                 "(what factrecall wrote there is made again)")
+            raise RunFolderError(
+                f"{path} is {kind}, not a file: factrecall never reads or replaces one; remove it "
+                "(what factrecall wrote there is made again)"
+            )
     except OSError:  # a folder that cannot be listed: what is read from it says so
         pass
 
@@ -262,8 +267,9 @@ def read_record(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def read_jsonl(path: Path, repair: str = "delete the run's data/ and done/ folders to make its data again",
-               limit: int = DATA) -> list[dict[str, Any]]:
+def read_jsonl(
+    path: Path, repair: str = "delete the run's data/ and done/ folders to make its data again", limit: int = DATA
+) -> list[dict[str, Any]]:
     """Every row of a JSON Lines file factrecall wrote (each an object), or one line saying which file
     is damaged and what to do."""
     data = read_bytes(path, repair, limit)
@@ -317,8 +323,11 @@ def matches(path: Path, recorded: dict[str, Any]) -> bool | None:
 
 # How a file factrecall writes begins: an existing file at an output path that does not begin so is
 # someone else's (or one of the inputs) and is never replaced without --force.
-OUTPUT_KINDS = {"hdf5": (b"\x89HDF\r\n\x1a\n",), "csv": (b"run,model,layer,",),
-                "figure": (b"\x89PNG\r\n\x1a\n", b"%PDF", b"<?xml", b"<svg")}
+OUTPUT_KINDS = {
+    "hdf5": (b"\x89HDF\r\n\x1a\n",),
+    "csv": (b"run,model,layer,",),
+    "figure": (b"\x89PNG\r\n\x1a\n", b"%PDF", b"<?xml", b"<svg"),
+}
 _EXAMPLE = {"hdf5": "activations.h5", "csv": "probes.csv", "figure": "figure.png"}
 
 
@@ -346,8 +355,10 @@ def check_output(path: Path, kind: str, reads: Iterable[str | Path] = (), force:
     if mode is not None and stat.S_ISDIR(mode):
         raise RunFolderError(f"{path} is a folder; give a file name, e.g. {path / _EXAMPLE[kind]}")
     if mode is not None and not stat.S_ISREG(mode):  # a link, a FIFO, a device (/dev/null): --force or not
-        raise RunFolderError(f"{path} is {kind_of(mode)}, not a file: factrecall replaces only a regular file, even "
-                             "with --force; choose another name")
+        raise RunFolderError(
+            f"{path} is {kind_of(mode)}, not a file: factrecall replaces only a regular file, even "
+            "with --force; choose another name"
+        )
     if mode is not None and not force:
         try:
             with open_regular(path) as f:
@@ -355,8 +366,10 @@ def check_output(path: Path, kind: str, reads: Iterable[str | Path] = (), force:
         except Unreadable as err:
             raise RunFolderError(f"{path} {err.why}; choose another name") from None
         if not head.startswith(OUTPUT_KINDS[kind]):
-            raise RunFolderError(f"{path} exists and is not a{'n HDF5' if kind == 'hdf5' else ' ' + kind.upper() if kind == 'csv' else ' figure'} "
-                                 "file factrecall wrote; choose another name, or pass --force to replace it")
+            raise RunFolderError(
+                f"{path} exists and is not a{'n HDF5' if kind == 'hdf5' else ' ' + kind.upper() if kind == 'csv' else ' figure'} "
+                "file factrecall wrote; choose another name, or pass --force to replace it"
+            )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

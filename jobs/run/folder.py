@@ -32,8 +32,21 @@ from typing import Any
 
 from jobs.errors import RunFolderError
 from jobs.run.events import Event
-from jobs.run.files import (atomic_write_json, check_no_links, digest, folder_message, hold_lock, link_message,
-                            lock_holder, matches, open_append, read_bytes, read_json, read_record, take_lock)
+from jobs.run.files import (
+    atomic_write_json,
+    check_no_links,
+    digest,
+    folder_message,
+    hold_lock,
+    link_message,
+    lock_holder,
+    matches,
+    open_append,
+    read_bytes,
+    read_json,
+    read_record,
+    take_lock,
+)
 from jobs.run.spec import NEWCOMERS, ExperimentSpec, is_name, spec_from_json
 from jobs.run.workspace import RUNS
 from jobs.run.workspace import folder as workspace_folder
@@ -109,10 +122,10 @@ class RunFolder:
         self.spec = spec
         self.listeners: list[Callable[[Event], None]] = []
         self._lock_fd: int | None = None
-        self._checked: set[str] = set()            # steps verified done in this process
-        self._shas: dict[str, tuple[tuple, str]] = {}   # file -> ((size, mtime_ns), sha256) seen in this process
+        self._checked: set[str] = set()  # steps verified done in this process
+        self._shas: dict[str, tuple[tuple, str]] = {}  # file -> ((size, mtime_ns), sha256) seen in this process
         self._logged_progress = 0.0
-        self._stopping = False                     # a stop request was honoured: the job is ending
+        self._stopping = False  # a stop request was honoured: the job is ending
         self.log = logging.getLogger(f"factrecall.run.{path.name}")
 
     # -- opening -------------------------------------------------------------------------------
@@ -129,7 +142,8 @@ class RunFolder:
                     raise RunFolderError(
                         f"run folder {path} was made by an earlier {spec.preset} preset ({diff}); "
                         f"`factrecall-jobs resume {path.name}` continues it as it was made, or pass --name "
-                        "to start a run of today's preset beside it")
+                        "to start a run of today's preset beside it"
+                    )
                 raise RunFolderError(
                     f"run folder {path} holds a different experiment ({diff}); pass --name to start "
                     f"a new run, or `factrecall-jobs resume {path.name}` to continue that one"
@@ -165,8 +179,9 @@ class RunFolder:
         hold_lock(fd)
         self._lock_fd = fd
         forget_stop(self.path, stale=True)  # a request for a job that has ended; one for this job stands
-        handler = logging.StreamHandler(io.TextIOWrapper(open_append(self.path / "log.txt"), encoding="utf-8",
-                                                         line_buffering=True))
+        handler = logging.StreamHandler(
+            io.TextIOWrapper(open_append(self.path / "log.txt"), encoding="utf-8", line_buffering=True)
+        )
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.log.handlers[:] = [handler]
         self.log.setLevel(logging.INFO)
@@ -179,8 +194,10 @@ class RunFolder:
         made_for = (self._record("data", repair=False) or {}).get("identity")
         if made_for is not None and made_for != self.spec.identity():
             diff = "; ".join(_differences(made_for, self.spec.identity())[:3])
-            raise RunFolderError(f"{self.path / 'spec.json'} was changed after the run began ({diff}); put it back, "
-                                 "or start a new run with --name")
+            raise RunFolderError(
+                f"{self.path / 'spec.json'} was changed after the run began ({diff}); put it back, "
+                "or start a new run with --name"
+            )
 
     def close(self) -> None:
         for handler in self.log.handlers:
@@ -243,14 +260,19 @@ class RunFolder:
         """Why a marked step is not done any more (None when it is)."""
         outputs = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
         for rel in [*outputs, *(r for r in implied_outputs(step) if r not in outputs)]:
-            found = matches(self.path / rel, outputs[rel]) if rel in outputs else \
-                (True if (self.path / rel).exists() else None)
+            found = (
+                matches(self.path / rel, outputs[rel])
+                if rel in outputs
+                else (True if (self.path / rel).exists() else None)
+            )
             if found is None:
                 return f"{rel} is missing"
             if found is False:
-                raise RunFolderError(f"{self.path / rel} is not the file {step} wrote (its content differs: "
-                                     f"copied from elsewhere, or damaged); delete it, and `factrecall-jobs resume "
-                                     f"{self.path.name}` makes it again")
+                raise RunFolderError(
+                    f"{self.path / rel} is not the file {step} wrote (its content differs: "
+                    f"copied from elsewhere, or damaged); delete it, and `factrecall-jobs resume "
+                    f"{self.path.name}` makes it again"
+                )
         inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
         for rel, sha in inputs.items():
             if not (self.path / rel).exists():
@@ -295,9 +317,16 @@ class RunFolder:
         self._shas[rel] = (stamp, sha)
         return sha
 
-    def mark_done(self, step: str, *, outputs: Iterable[Path] = (), inputs: Iterable[Path] = (),
-                  metrics: tuple[tuple[str, ...], Any] | None = None, keep: dict[str, Any] | None = None,
-                  **info: Any) -> None:
+    def mark_done(
+        self,
+        step: str,
+        *,
+        outputs: Iterable[Path] = (),
+        inputs: Iterable[Path] = (),
+        metrics: tuple[tuple[str, ...], Any] | None = None,
+        keep: dict[str, Any] | None = None,
+        **info: Any,
+    ) -> None:
         """Record `step` as finished: `info` (shown in events and the console), the digest of each file
         it wrote (`outputs`) and read (`inputs`, files of this run only), its results (`metrics`:
         where they go in metrics.json, and what), which metrics.json is rebuilt from if it is lost,
@@ -449,8 +478,9 @@ def read_metrics(path: Path) -> dict[str, Any]:
     """A run's metrics.json ({} before the first result); damaged, it is one line saying how to rebuild it."""
     metrics = read_json(path / "metrics.json", REBUILD.replace("RUN", path.name), default={})
     if not isinstance(metrics, dict):
-        raise RunFolderError(f"{path / 'metrics.json'} is damaged (not a JSON object); "
-                             + REBUILD.replace("RUN", path.name))
+        raise RunFolderError(
+            f"{path / 'metrics.json'} is damaged (not a JSON object); " + REBUILD.replace("RUN", path.name)
+        )
     return metrics
 
 
@@ -460,7 +490,11 @@ def resolve_run(workspace: Path, run: str) -> Path:
     for candidate in (runs / run, Path(run)):
         if (candidate / "spec.json").exists():
             return candidate
-    known = sorted(p.name for p in runs.glob("*") if is_name(p.name) and (p / "spec.json").exists()) if runs.is_dir() else []
+    known = (
+        sorted(p.name for p in runs.glob("*") if is_name(p.name) and (p / "spec.json").exists())
+        if runs.is_dir()
+        else []
+    )
     shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
     hint = f"; runs in {runs}: {shown}" if known else f"; {runs} has none"
     raise RunFolderError(f"no run {run!r}{hint}")

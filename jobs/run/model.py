@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from jobs.errors import FactrecallError, first_line
 from jobs.run.spec import ModelSpec
@@ -61,8 +61,10 @@ def computes_in(device: torch.device, precision: str) -> str:
 
 def precision_note(device: torch.device, precision: str) -> str | None:
     if computes_in(device, precision) != precision:
-        return (f"train.precision is {precision}, but this {device.type.upper()} has no bf16 units "
-                f"(none of {', '.join(BF16_CPU_FLAGS)} in /proc/cpuinfo): computing in fp32")
+        return (
+            f"train.precision is {precision}, but this {device.type.upper()} has no bf16 units "
+            f"(none of {', '.join(BF16_CPU_FLAGS)} in /proc/cpuinfo): computing in fp32"
+        )
     return None
 
 
@@ -100,8 +102,10 @@ def use_cores() -> int:
     asked = os.environ.get("OMP_NUM_THREADS", "").strip()
     if asked:
         if not asked.isdigit() or int(asked) < 1:
-            raise FactrecallError(f"OMP_NUM_THREADS={asked!r} is not a whole number of threads from 1; "
-                                  "set it to one (or unset it: every CPU this process may use)")
+            raise FactrecallError(
+                f"OMP_NUM_THREADS={asked!r} is not a whole number of threads from 1; "
+                "set it to one (or unset it: every CPU this process may use)"
+            )
         threads = int(asked)
     else:
         threads = max(1, len(os.sched_getaffinity(0)))
@@ -132,13 +136,17 @@ def load_model(path: str | Path, device: torch.device) -> PreTrainedModel:
     """A local checkpoint on `device` in fp32 (see `autocast` for bf16 on a GPU), with SDPA attention.
     A folder that is missing or damaged is one line naming it (never a hub lookup)."""
     if not (Path(path) / "config.json").is_file():
-        raise FactrecallError(f"the checkpoint {path} is missing (no config.json there); if it is a phase of a run, "
-                              "`factrecall-jobs resume RUN` trains it again")
+        raise FactrecallError(
+            f"the checkpoint {path} is missing (no config.json there); if it is a phase of a run, "
+            "`factrecall-jobs resume RUN` trains it again"
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), local_files_only=True, dtype=torch.float32, attn_implementation="sdpa"
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-        raise FactrecallError(f"cannot load a causal LM from {path} ({first_line(err)}): the checkpoint is damaged; "
-                              "delete it, and `factrecall-jobs resume RUN` makes it again") from None
+        raise FactrecallError(
+            f"cannot load a causal LM from {path} ({first_line(err)}): the checkpoint is damaged; "
+            "delete it, and `factrecall-jobs resume RUN` makes it again"
+        ) from None
     return model.to(device)

@@ -42,8 +42,13 @@ from store.probes import code_key
 from store.reader import ActivationStore
 
 # The module whose output is the attention's contribution to resid_mid, per family.
-ATTENTION = {"llama": "self_attn", "mistral": "self_attn", "qwen2": "self_attn", "gpt2": "attn",
-             "gpt_neox": "post_attention_dropout"}
+ATTENTION = {
+    "llama": "self_attn",
+    "mistral": "self_attn",
+    "qwen2": "self_attn",
+    "gpt2": "attn",
+    "gpt_neox": "post_attention_dropout",
+}
 assert set(ATTENTION) == set(FAMILIES), "every family capture reads can be patched"
 
 # A result computed by other code is never served: the key holds this module's code.
@@ -67,8 +72,10 @@ class LastToken:
         self._handles: list = []
 
     def __enter__(self) -> LastToken:
-        self._handles = [self.block.register_forward_pre_hook(self._input, with_kwargs=True),
-                         self.attention.register_forward_hook(self._output)]
+        self._handles = [
+            self.block.register_forward_pre_hook(self._input, with_kwargs=True),
+            self.attention.register_forward_hook(self._output),
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -101,7 +108,9 @@ def load_run_inputs(path: Path):
 
     run = RunFolder(path, load_spec(path))
     if not run.is_done("tokenizer"):
-        raise FactrecallError(f"run {path.name} has no data and tokenizer yet; `factrecall-jobs resume {path.name}` first")
+        raise FactrecallError(
+            f"run {path.name} has no data and tokenizer yet; `factrecall-jobs resume {path.name}` first"
+        )
     prompts = load_prompts(path)
     targets = _rows(path / "data" / "targets.jsonl", lambda first_token_id, ids: Target(first_token_id, tuple(ids)))
     return run, load_tokenizer(tokenizer_dir(run)), prompts, targets
@@ -111,7 +120,9 @@ def chosen_people(s: ActivationStore, settings: PatchSettings) -> np.ndarray:
     """The store rows patched: the split's people, or a fixed sample of `settings.people` of them."""
     rows = np.flatnonzero(s.split == settings.split)
     if len(rows) < 2:
-        raise FactrecallError(f"patching needs at least 2 {settings.split} people; {s.meta.get('run', s.url)} has {len(rows)}")
+        raise FactrecallError(
+            f"patching needs at least 2 {settings.split} people; {s.meta.get('run', s.url)} has {len(rows)}"
+        )
     if settings.people is not None and settings.people < len(rows):
         rows = np.sort(np.random.default_rng(settings.seed).choice(rows, settings.people, replace=False))
     return rows
@@ -146,9 +157,19 @@ def _project_out(h: torch.Tensor, centre: torch.Tensor, q: torch.Tensor) -> torc
     return (h - ((h - centre) @ q) @ q.T).float()
 
 
-def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: PatchSettings, tok, prompts, targets, *,
-                device: torch.device, batch_size: int = 256,
-                progress: Callable[[int, str], None] | None = None) -> dict:
+def patch_model(
+    run: RunFolder,
+    s: ActivationStore,
+    model_name: str,
+    settings: PatchSettings,
+    tok,
+    prompts,
+    targets,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    progress: Callable[[int, str], None] | None = None,
+) -> dict:
     """Every column of `store.interventions` for one model, at each layer of `settings.layers`."""
     if settings.attribute not in s.attributes:
         raise FactrecallError(f"unknown attribute {settings.attribute!r}: choose one of {', '.join(s.attributes)}")
@@ -156,7 +177,7 @@ def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: P
     n_attr, a = len(ATTRIBUTES), ATTRIBUTES.index(settings.attribute)
     layers = list(range(s.layers)) if settings.layers is None else sorted({k % s.layers for k in settings.layers})
     rows = chosen_people(s, settings)
-    index = rows * n_attr + a                      # their prompts (person-major, attribute order)
+    index = rows * n_attr + a  # their prompts (person-major, attribute order)
     own = [list(targets[i].ids) for i in index]
     answers = np.array([prompts[i].answer for i in index])
     donors = donors_for(answers, settings.seed)
@@ -170,13 +191,16 @@ def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: P
     model.eval()
     blocks = len(decoder_blocks(model))
     if blocks != s.layers:
-        raise FactrecallError(f"model {model_name} has {blocks} layers, its store {s.layers}: the checkpoint changed "
-                              "since the store was dumped; dump it again")
+        raise FactrecallError(
+            f"model {model_name} has {blocks} layers, its store {s.layers}: the checkpoint changed "
+            "since the store was dumped; dump it again"
+        )
 
     def decode(texts: list[str], what: str, patch: LastToken | None = None, edit=None) -> list[list[int]]:
         def before(idx: np.ndarray) -> None:
             if patch is not None:
                 patch.edit = lambda h, idx=idx: edit(h, torch.as_tensor(idx))
+
         out = greedy_decode(model, tok, texts, longest, batch_size, precision=precision, before=before)
         if progress is not None:
             progress(len(texts), what)
@@ -190,17 +214,25 @@ def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: P
     gen = torch.Generator().manual_seed(settings.seed)
     out_rows, outcomes = [], []
     for layer in layers:
-        h = {fmt: torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model_name), dtype=torch.float32)
-             for fmt in ("bio_long", "bio_short", "qa")}
+        h = {
+            fmt: torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model_name), dtype=torch.float32)
+            for fmt in ("bio_long", "bio_short", "qa")
+        }
         noise = torch.randn(len(rows), s.hidden, generator=gen)
         random = noise / noise.norm(dim=1, keepdim=True) * h["bio_long"][rows].norm(dim=1, keepdim=True)
         result: dict[str, np.ndarray] = {"qa": base_qa, "bio": base_bio}
         rank: dict[str, int] = {}
         with LastToken(model, layer) as patch:
+
             def put(vectors: torch.Tensor):
                 return lambda h_now, idx: vectors[idx]
-            result["bio_long_qa"] = score(decode(qa, f"layer {layer}: hBIO_long→QA", patch, put(h["bio_long"][rows])), own)
-            result["bio_short_qa"] = score(decode(qa, f"layer {layer}: hBIO_short→QA", patch, put(h["bio_short"][rows])), own)
+
+            result["bio_long_qa"] = score(
+                decode(qa, f"layer {layer}: hBIO_long→QA", patch, put(h["bio_long"][rows])), own
+            )
+            result["bio_short_qa"] = score(
+                decode(qa, f"layer {layer}: hBIO_short→QA", patch, put(h["bio_short"][rows])), own
+            )
             result["identity_qa"] = score(decode(qa, f"layer {layer}: hQA→QA", patch, put(h["qa"][rows])), own)
             transplanted = decode(qa, f"layer {layer}: donor", patch, put(h["bio_long"][rows[donors]]))
             result["donor_own"], result["donor_rate"] = score(transplanted, own), score(transplanted, theirs)
@@ -209,24 +241,52 @@ def patch_model(run: RunFolder, s: ActivationStore, model_name: str, settings: P
             if settings.erase:
                 for fmt, texts, column in (("qa", qa, "erase_qa"), ("bio_long", bio, "erase_bio")):
                     eraser = leace(h[fmt][train_rows], labels[train_rows])
-                    result[column] = score(decode(texts, f"layer {layer}: erased {fmt}", patch,
-                                                  lambda h_now, idx, e=eraser: e(h_now.cpu().double()).float()), own)
-                    rank[fmt] = int(torch.linalg.matrix_rank(eraser.proj_right))  # directions removed: classes - 1 at most
+                    result[column] = score(
+                        decode(
+                            texts,
+                            f"layer {layer}: erased {fmt}",
+                            patch,
+                            lambda h_now, idx, e=eraser: e(h_now.cpu().double()).float(),
+                        ),
+                        own,
+                    )
+                    rank[fmt] = int(
+                        torch.linalg.matrix_rank(eraser.proj_right)
+                    )  # directions removed: classes - 1 at most
                 # The control: as many random directions removed (an orthogonal projection about the
                 # QA-in people's mean): LEACE with many classes removes many dimensions, and a drop
                 # that random ones of the same number cause too is not the attribute's.
                 q, _ = torch.linalg.qr(torch.randn(s.hidden, rank["qa"], generator=gen, dtype=torch.float64))
                 centre = h["qa"][train_rows].double().mean(0)
-                result["erase_random_qa"] = score(decode(qa, f"layer {layer}: random subspace erased", patch,
-                                                         lambda h_now, idx: _project_out(h_now, centre, q)), own)
-        row = {"layer": layer, **{c: round(100 * float(result[c].mean()), 2) if c in result else float("nan")
-                                  for c in COLUMNS}, "n_people": len(rows), "n_donor": int((answers[donors] != answers).sum()),
-               "erase_rank": rank.get("qa", 0)}
+                result["erase_random_qa"] = score(
+                    decode(
+                        qa,
+                        f"layer {layer}: random subspace erased",
+                        patch,
+                        lambda h_now, idx: _project_out(h_now, centre, q),
+                    ),
+                    own,
+                )
+        row = {
+            "layer": layer,
+            **{c: round(100 * float(result[c].mean()), 2) if c in result else float("nan") for c in COLUMNS},
+            "n_people": len(rows),
+            "n_donor": int((answers[donors] != answers).sum()),
+            "erase_rank": rank.get("qa", 0),
+        }
         out_rows.append(row)
         outcomes.append({c: result[c].astype(int).tolist() for c in COLUMNS if c in result})
-    return {"model": model_name, "settings": _settings_json(settings), "code": CODE, "people": rows.tolist(),
-            "donors": rows[donors].tolist(), "rows": out_rows, "outcomes": outcomes,
-            "seconds": round(time.perf_counter() - t0, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "model": model_name,
+        "settings": _settings_json(settings),
+        "code": CODE,
+        "people": rows.tolist(),
+        "donors": rows[donors].tolist(),
+        "rows": out_rows,
+        "outcomes": outcomes,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _settings_json(settings: PatchSettings) -> dict:
@@ -237,9 +297,17 @@ def _settings_json(settings: PatchSettings) -> dict:
     return d
 
 
-def patch(run_path: Path, s: ActivationStore, model_names: list[str], settings: PatchSettings, *, device: str | None = None,
-          batch_size: int | None = None, cache: bool = True,
-          progress: Callable[[int, int, str], None] | None = None) -> list[tuple[dict, bool]]:
+def patch(
+    run_path: Path,
+    s: ActivationStore,
+    model_names: list[str],
+    settings: PatchSettings,
+    *,
+    device: str | None = None,
+    batch_size: int | None = None,
+    cache: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[tuple[dict, bool]]:
     """Each model's patching result for one run, from the store's cache where it has it, else
     computed and kept there: (result, whether it came from the cache) per model."""
     run, tok, prompts, targets = load_run_inputs(run_path)
@@ -266,8 +334,19 @@ def patch(run_path: Path, s: ActivationStore, model_names: list[str], settings: 
             done += k
             if progress is not None:
                 progress(done, total, f"{run_path.name} {name}: {what}")
-        result = patch_model(run, s, name, settings, tok, prompts, targets, device=dev,
-                             batch_size=batch_size or run.spec.train.eval_batch_size, progress=step)
+
+        result = patch_model(
+            run,
+            s,
+            name,
+            settings,
+            tok,
+            prompts,
+            targets,
+            device=dev,
+            batch_size=batch_size or run.spec.train.eval_batch_size,
+            progress=step,
+        )
         if cache:
             store_cached(s, key, result)
         out.append((result, False))

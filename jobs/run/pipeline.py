@@ -20,18 +20,18 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from jobs.errors import FactrecallError, RunFolderError, SpecError
 from jobs.run import model as models
+from jobs.run.checkpoints import check_model_path, checkpoint_path, snapshot_models, store_models
 from jobs.run.corpus import Prompt, bio_entries, prompts
 from jobs.run.curves import curves
-from jobs.errors import FactrecallError, RunFolderError, SpecError
+from jobs.run.dump import DumpOptions, dump
 from jobs.run.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
-from jobs.run.people import generate_people
 from jobs.run.files import atomic_write_json, check_no_links, read_json, read_jsonl, write_jsonl
 from jobs.run.folder import RunFolder, load_spec, read_done, read_metrics
+from jobs.run.people import generate_people
 from jobs.run.spec import Phase, is_name
 from jobs.run.tokenizer import Target, check_vocabulary, encode_targets, load_tokenizer, train_word_tokenizer
-from jobs.run.checkpoints import check_model_path, checkpoint_path, snapshot_models, store_models
-from jobs.run.dump import DumpOptions, dump
 from jobs.run.train import PLAN_VERSION, Example, plan_batches, train_phase
 
 # How often (seconds) progress lines go to events.jsonl; the console listener sees every step.
@@ -58,8 +58,14 @@ class _Throttle:
             since, at = self.first
             rate = (done - since) / (now - at) if done > since and now > at else None
             eta = (self.total - done) / rate if rate else None
-            self.run.emit("progress", step=self.step, done=done, total=self.total,
-                          eta_s=None if eta is None else round(eta, 1), **fields)
+            self.run.emit(
+                "progress",
+                step=self.step,
+                done=done,
+                total=self.total,
+                eta_s=None if eta is None else round(eta, 1),
+                **fields,
+            )
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -75,9 +81,15 @@ def make_data(run: RunFolder) -> None:
     write_jsonl(data / "bio.jsonl", [{"person": e.person, "text": e.text} for e in entries])
     write_jsonl(data / "prompts.jsonl", [vars(p) for p in prompts(people, entries)])
     n_in = sum(p.split == "qa_in" for p in people)
-    run.mark_done("data", outputs=[data / "people.jsonl", data / "bio.jsonl", data / "prompts.jsonl"],
-                  keep={"identity": spec.identity()}, people=len(people), qa_in=n_in, qa_out=len(people) - n_in,
-                  bio_entries=len(entries))
+    run.mark_done(
+        "data",
+        outputs=[data / "people.jsonl", data / "bio.jsonl", data / "prompts.jsonl"],
+        keep={"identity": spec.identity()},
+        people=len(people),
+        qa_in=n_in,
+        qa_out=len(people) - n_in,
+        bio_entries=len(entries),
+    )
 
 
 def _rows(path: Path, make):
@@ -87,8 +99,10 @@ def _rows(path: Path, make):
     try:
         return [make(**row) for row in rows]
     except TypeError as err:
-        raise RunFolderError(f"{path} is damaged (a row does not fit: {err}); delete the run's data/ folder and "
-                             "done/data.json, and resume to make its data again") from None
+        raise RunFolderError(
+            f"{path} is damaged (a row does not fit: {err}); delete the run's data/ folder and "
+            "done/data.json, and resume to make its data again"
+        ) from None
 
 
 def load_prompts(run_path: Path) -> list[Prompt]:
@@ -120,13 +134,18 @@ def make_tokenizer(run: RunFolder, all_prompts: list[Prompt]) -> tuple[PreTraine
     _check_row_len(run, tok, all_prompts, targets)
     write_jsonl(targets_file, [{"first_token_id": t.first_token_id, "ids": list(t.ids)} for t in targets])
     made = [run.path / "tokenizer" / "tokenizer.json"] if run.spec.model.path is None else []
-    run.mark_done("tokenizer", outputs=[targets_file, *made], inputs=[run.path / "data" / "prompts.jsonl",
-                                                                      run.path / "data" / "bio.jsonl"], vocab=len(tok))
+    run.mark_done(
+        "tokenizer",
+        outputs=[targets_file, *made],
+        inputs=[run.path / "data" / "prompts.jsonl", run.path / "data" / "bio.jsonl"],
+        vocab=len(tok),
+    )
     return tok, targets
 
 
-def _check_row_len(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt],
-                   targets: list[Target]) -> None:
+def _check_row_len(
+    run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target]
+) -> None:
     """Refuse, before any training, examples that cannot fit a packed row."""
     if not run.spec.train.packing:
         return
@@ -149,20 +168,26 @@ def make_init(run: RunFolder, tok: PreTrainedTokenizerBase) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
-    run.mark_done("init", outputs=[folder / "model.safetensors"], inputs=[run.path / "data" / "targets.jsonl"],
-                  parameters=sum(p.numel() for p in model.parameters()))
+    run.mark_done(
+        "init",
+        outputs=[folder / "model.safetensors"],
+        inputs=[run.path / "data" / "targets.jsonl"],
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
 
 
 # -- training and evaluation ---------------------------------------------------------------------
-def training_examples(phase: Phase, tok: PreTrainedTokenizerBase, run: RunFolder,
-                      all_prompts: list[Prompt], targets: list[Target]) -> list[Example]:
+def training_examples(
+    phase: Phase, tok: PreTrainedTokenizerBase, run: RunFolder, all_prompts: list[Prompt], targets: list[Target]
+) -> list[Example]:
     """BIO entries (loss on every token) and/or QA-in pairs (loss on the answer and its period)."""
     texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")] if "bio" in phase.sets else []
     return examples_of(phase, tok, texts, all_prompts, targets)
 
 
-def examples_of(phase: Phase, tok: PreTrainedTokenizerBase, bio_texts: list[str], all_prompts: list[Prompt],
-                targets: list[Target]) -> list[Example]:
+def examples_of(
+    phase: Phase, tok: PreTrainedTokenizerBase, bio_texts: list[str], all_prompts: list[Prompt], targets: list[Target]
+) -> list[Example]:
     """`training_examples` from data in memory (what `reproduce --dry-run` plans with)."""
     examples: list[Example] = []
     if "bio" in phase.sets:
@@ -197,8 +222,13 @@ def find_reusable_phase(run: RunFolder, phase: Phase) -> Path | None:
         if phase.name not in {p.name for p in spec.phases()} or spec.phase_key(phase.name) != key:
             continue
         inputs = [f for f in _SAME_INPUTS if (run.path / f).exists() or (other / f).exists()]
-        if all((run.path / f).exists() and (other / f).exists() and filecmp.cmp(run.path / f, other / f, shallow=False)
-               for f in inputs) and (other / "checkpoints" / phase.name / "final" / "model.safetensors").exists():
+        if (
+            all(
+                (run.path / f).exists() and (other / f).exists() and filecmp.cmp(run.path / f, other / f, shallow=False)
+                for f in inputs
+            )
+            and (other / "checkpoints" / phase.name / "final" / "model.safetensors").exists()
+        ):
             try:
                 check_no_links(other)  # what is taken (hard links to its files) is that run's own, inside the workspace
             except FactrecallError:
@@ -228,12 +258,17 @@ def reuse_phase(run: RunFolder, phase: Phase, source: Path) -> None:
     if (source / "checkpoints" / phase.name / "snapshots").is_dir():
         shutil.rmtree(folder / "snapshots", ignore_errors=True)
         _link_tree(source / "checkpoints" / phase.name / "snapshots", folder / "snapshots")
-    held = read_done(source, f"train-{phase.name}").get("metrics", {}).get("value") or \
-        read_metrics(source).get("train", {}).get(phase.name, {})
+    held = read_done(source, f"train-{phase.name}").get("metrics", {}).get("value") or read_metrics(source).get(
+        "train", {}
+    ).get(phase.name, {})
     summary = {"reused_from": source.name, **{k: v for k, v in held.items() if k != "reused_from"}}
-    run.mark_done(f"train-{phase.name}", outputs=_trained_files(folder), inputs=_training_inputs(run, phase),
-                  metrics=(("train", phase.name), summary),
-                  **{k: v for k, v in summary.items() if k != "curve"})
+    run.mark_done(
+        f"train-{phase.name}",
+        outputs=_trained_files(folder),
+        inputs=_training_inputs(run, phase),
+        metrics=(("train", phase.name), summary),
+        **{k: v for k, v in summary.items() if k != "curve"},
+    )
     shutil.rmtree(folder / "last", ignore_errors=True)
 
 
@@ -246,12 +281,23 @@ def _trained_files(folder: Path) -> list[Path]:
 def _training_inputs(run: RunFolder, phase: Phase) -> list[Path]:
     """What a phase trains from: the data, the targets, and the checkpoint it starts from."""
     start = checkpoint_path(run, phase.start) / "model.safetensors"
-    return [run.path / "data" / "bio.jsonl", run.path / "data" / "prompts.jsonl", run.path / "data" / "targets.jsonl",
-            *([start] if start.is_relative_to(run.path) else [])]
+    return [
+        run.path / "data" / "bio.jsonl",
+        run.path / "data" / "prompts.jsonl",
+        run.path / "data" / "targets.jsonl",
+        *([start] if start.is_relative_to(run.path) else []),
+    ]
 
 
-def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt],
-              targets: list[Target], sets: dict, reuse: bool = True) -> None:
+def run_phase(
+    run: RunFolder,
+    phase: Phase,
+    tok: PreTrainedTokenizerBase,
+    all_prompts: list[Prompt],
+    targets: list[Target],
+    sets: dict,
+    reuse: bool = True,
+) -> None:
     step = f"train-{phase.name}"
     if run.is_done(step):
         return
@@ -266,29 +312,50 @@ def run_phase(run: RunFolder, phase: Phase, tok: PreTrainedTokenizerBase, all_pr
     curve_sets = {name: s.subset(spec.train.curve_questions, spec.seed) for name, s in sets.items()}
 
     def curve(m) -> dict:
-        return {name: r["avg"] for name, r in evaluate(m, tok, curve_sets, spec.train.eval_batch_size,
-                                                         precision=spec.train.precision).items()}
+        return {
+            name: r["avg"]
+            for name, r in evaluate(
+                m, tok, curve_sets, spec.train.eval_batch_size, precision=spec.train.precision
+            ).items()
+        }
 
     # Each phase shuffles with its own stream, so adding a strategy to a run changes no other phase.
-    plan = plan_batches(np.array([len(e.ids) for e in examples]), phase.settings, spec.train,
-                        seed=[spec.seed, PHASE_STREAM[phase.name]])
+    plan = plan_batches(
+        np.array([len(e.ids) for e in examples]), phase.settings, spec.train, seed=[spec.seed, PHASE_STREAM[phase.name]]
+    )
     throttle = _Throttle(run, step, len(plan))
-    summary = train_phase(model, tok, examples, plan, phase.settings, spec.train, folder=folder,
-                          progress=lambda info: throttle(info.pop("step"), **info), curve=curve)
+    summary = train_phase(
+        model,
+        tok,
+        examples,
+        plan,
+        phase.settings,
+        spec.train,
+        folder=folder,
+        progress=lambda info: throttle(info.pop("step"), **info),
+        curve=curve,
+    )
     final, partial = folder / "final", folder / "final.partial"
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tok.save_pretrained(partial)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    run.mark_done(step, outputs=_trained_files(folder), inputs=_training_inputs(run, phase),
-                  metrics=(("train", phase.name), summary), **{k: v for k, v in summary.items() if k != "curve"})
+    run.mark_done(
+        step,
+        outputs=_trained_files(folder),
+        inputs=_training_inputs(run, phase),
+        metrics=(("train", phase.name), summary),
+        **{k: v for k, v in summary.items() if k != "curve"},
+    )
     # The optimizer state is twice the model; once the phase is marked done it is dead weight.
     # (Killed before this line, a re-run finds the phase done and only this folder left over.)
     shutil.rmtree(folder / "last", ignore_errors=True)
 
 
-def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict, checkpoint: str | None = None) -> None:
+def run_eval(
+    run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict, checkpoint: str | None = None
+) -> None:
     """Score the model `checkpoint` (default: the phase `name`, or a snapshot `stage@120`) on every
     set into metrics[name] (metrics["snapshots"][name] for a snapshot)."""
     step = f"eval-{name}"
@@ -299,30 +366,54 @@ def run_eval(run: RunFolder, name: str, tok: PreTrainedTokenizerBase, sets: dict
     model = models.load_model(weights, device)
     throttle = _Throttle(run, step, sum(len(s.prompts) for s in sets.values()))
     t0 = time.perf_counter()
-    result = evaluate(model, tok, sets, run.spec.train.eval_batch_size,
-                      progress=lambda n: throttle(throttle.done + n), precision=run.spec.train.precision)
+    result = evaluate(
+        model,
+        tok,
+        sets,
+        run.spec.train.eval_batch_size,
+        progress=lambda n: throttle(throttle.done + n),
+        precision=run.spec.train.precision,
+    )
     seconds = time.perf_counter() - t0
     result["questions_per_s"] = round(throttle.total / seconds, 1)
     inside = [weights / "model.safetensors"] if weights.is_relative_to(run.path) else []
-    run.mark_done(step, inputs=inside, metrics=(("snapshots", name) if "@" in name else (name,), result),
-                  **{s: result[s]["avg"] for s in EVAL_SETS})
+    run.mark_done(
+        step,
+        inputs=inside,
+        metrics=(("snapshots", name) if "@" in name else (name,), result),
+        **{s: result[s]["avg"] for s in EVAL_SETS},
+    )
 
 
-def run_dump(run: RunFolder, tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], targets: list[Target],
-             options: DumpOptions = DumpOptions()) -> dict:
+def run_dump(
+    run: RunFolder,
+    tok: PreTrainedTokenizerBase,
+    all_prompts: list[Prompt],
+    targets: list[Target],
+    options: DumpOptions = DumpOptions(),
+) -> dict:
     """The dump step: the activation store (see jobs/run/dump.py); with `options.trajectory`, the
     `dump-trajectory` step: the snapshots' store. Marked done once the run's own store holds every
     model; a dump elsewhere (`url`) or of some models only is never marked."""
     step = "dump-trajectory" if options.trajectory else "dump"
     throttle: list[_Throttle] = []
-    info = dump(run, tok, all_prompts, targets, options,
-                on_start=lambda total: throttle.append(_Throttle(run, step, total)),
-                progress=lambda n: throttle[0](throttle[0].done + n))
+    info = dump(
+        run,
+        tok,
+        all_prompts,
+        targets,
+        options,
+        on_start=lambda total: throttle.append(_Throttle(run, step, total)),
+        progress=lambda n: throttle[0](throttle[0].done + n),
+    )
     if options.url is None and info["models"] == store_models(run, options.trajectory):
         weights = [checkpoint_path(run, m) / "model.safetensors" for m in info["models"]]
-        run.mark_done(step, inputs=[w for w in weights if w.is_relative_to(run.path)],
-                      keep={"fingerprint": info["fingerprint"]},
-                      **{k: v for k, v in info.items() if k not in ("url", "models", "fingerprint")})
+        run.mark_done(
+            step,
+            inputs=[w for w in weights if w.is_relative_to(run.path)],
+            keep={"fingerprint": info["fingerprint"]},
+            **{k: v for k, v in info.items() if k not in ("url", "models", "fingerprint")},
+        )
     return info
 
 
@@ -336,14 +427,18 @@ def record_environment(run: RunFolder, device) -> None:
         sessions = []
     if not isinstance(sessions, list):
         sessions = []
-    sessions.append({
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": platform.python_version(),
-        **{lib: version(lib) for lib in ("torch", "transformers", "tokenizers", "faker", "numpy")},
-        "machine": platform.machine(), "threads": torch.get_num_threads(), "device": str(device),
-        "precision": models.computes_in(device, run.spec.train.precision),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-    })
+    sessions.append(
+        {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "python": platform.python_version(),
+            **{lib: version(lib) for lib in ("torch", "transformers", "tokenizers", "faker", "numpy")},
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "precision": models.computes_in(device, run.spec.train.precision),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        }
+    )
     atomic_write_json(file, sessions)
 
 

@@ -27,8 +27,12 @@ from store.fileio import Unreadable, read_regular
 
 DEFAULT_PRESET = "cpu"
 # phase -> (the checkpoint it starts from, the example sets it trains on)
-PHASES = {"bio": ("init", ("bio",)), "stage": ("bio", ("qa_in",)), "mix": ("init", ("bio", "qa_in")),
-          "qa": ("init", ("qa_in",))}
+PHASES = {
+    "bio": ("init", ("bio",)),
+    "stage": ("bio", ("qa_in",)),
+    "mix": ("init", ("bio", "qa_in")),
+    "qa": ("init", ("qa_in",)),
+}
 # What people.py asks of faker; a locale lacking one cannot make the data.
 FAKER_METHODS = ("first_name_female", "first_name_male", "last_name", "city", "state_abbr", "company", "job")
 
@@ -72,16 +76,24 @@ class _Spec(BaseModel):
 class DataSpec(_Spec):
     people: int = Field(1000, ge=2, description="number of synthetic people")
     qa_in_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of people whose QA is trained on")
-    pool_size: int = Field(100, ge=2, le=100_000, description="distinct values per attribute (blood type always "
-                           "has 8); faker makes a few hundred jobs and tens of thousands of dates, not millions")
+    pool_size: int = Field(
+        100,
+        ge=2,
+        le=100_000,
+        description="distinct values per attribute (blood type always "
+        "has 8); faker makes a few hundred jobs and tens of thousands of dates, not millions",
+    )
     bio_templates: Literal["fixed", "multi"] = Field(
         "fixed", description="fixed: one template per attribute (the paper); multi: sample among paraphrases"
     )
     bio_entries: int = Field(1, ge=1, description="BIO entries per person (augmentation when > 1)")
     permute: bool = Field(False, description="shuffle sentence order in each BIO entry")
-    full_name: bool = Field(False, description="the full name as the subject of every sentence of a BIO entry "
-                            "(Allen-Zhu & Li's fullname augmentation); else only the first sentence names the "
-                            "person and the others say He/She, as the paper")
+    full_name: bool = Field(
+        False,
+        description="the full name as the subject of every sentence of a BIO entry "
+        "(Allen-Zhu & Li's fullname augmentation); else only the first sentence names the "
+        "person and the others say He/She, as the paper",
+    )
     locale: str = "en_US"
 
     @field_validator("locale")
@@ -131,24 +143,44 @@ class TrainSpec(_Spec):
     row_len: int = Field(128, ge=16, description="tokens per packed row")
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints")
-    eval_every: int = Field(0, ge=0, description="steps between accuracy samples during training, at most: "
-                            "a phase shorter than 10 samples is sampled 10 times (0: off)")
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="steps between accuracy samples during training, at most: "
+        "a phase shorter than 10 samples is sampled 10 times (0: off)",
+    )
     curve_questions: int = Field(300, ge=1, description="QA-out questions scored at each eval_every sample")
-    snapshots: int = Field(0, ge=0, le=64, description="checkpoints kept along each phase, evenly spaced, the "
-                           "last at its end: each is evaluated and dumped into trajectory.zarr (0: none)")
+    snapshots: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="checkpoints kept along each phase, evenly spaced, the "
+        "last at its end: each is evaluated and dumped into trajectory.zarr (0: none)",
+    )
     eval_batch_size: int = Field(256, ge=1)
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="compute precision of training, evaluation "
-                                               "and dump: bf16 autocast over fp32 weights and AdamW state, on a "
-                                               "GPU or a CPU with bf16 units (else fp32, said at start-up)")
-    gradient_checkpointing: bool = Field(False, description="recompute each block's activations in the backward "
-                                         "pass: far less memory for about a third more compute (not part of "
-                                         "the run's identity)")
-    compile: bool = Field(False, description="torch.compile the training step (not part of the run's identity; "
-                          "see benchmarks/RESULTS.md for where it pays)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="compute precision of training, evaluation "
+        "and dump: bf16 autocast over fp32 weights and AdamW state, on a "
+        "GPU or a CPU with bf16 units (else fp32, said at start-up)",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each block's activations in the backward "
+        "pass: far less memory for about a third more compute (not part of "
+        "the run's identity)",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the training step (not part of the run's identity; "
+        "see benchmarks/RESULTS.md for where it pays)",
+    )
     attention: Literal["auto", "sdpa", "eager"] = Field(
-        "auto", description="attention kernel of the training step: auto is eager for a small model (hidden "
+        "auto",
+        description="attention kernel of the training step: auto is eager for a small model (hidden "
         "size up to 256) on a CPU computing in bf16, where the packed rows' mask sends SDPA to a slow kernel, "
-        "and SDPA elsewhere (not part of the run's identity)")
+        "and SDPA elsewhere (not part of the run's identity)",
+    )
 
 
 # How a phase is computed, not what it learns: left out of a run's identity and of phase keys, so
@@ -181,8 +213,10 @@ class ExperimentSpec(_Spec):
     @classmethod
     def _preset_is_a_name(cls, value: str) -> str:
         if not is_name(value):  # read back from a spec.json: a name, as when it was written
-            raise ValueError("a preset is named with letters, digits and . _ + = - (a spec.json that says otherwise "
-                             "was not written by factrecall)")
+            raise ValueError(
+                "a preset is named with letters, digits and . _ + = - (a spec.json that says otherwise "
+                "was not written by factrecall)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -195,7 +229,9 @@ class ExperimentSpec(_Spec):
 
     def phases(self) -> list[Phase]:
         """Training phases in order, each once: `stage` after `bio`, which it starts from."""
-        return [Phase(name, *PHASES[name], getattr(self.train, PHASE_SETTINGS[name])) for name in phases_of(self.strategies)]
+        return [
+            Phase(name, *PHASES[name], getattr(self.train, PHASE_SETTINGS[name])) for name in phases_of(self.strategies)
+        ]
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same experiment: everything but the device and RUNTIME_SETTINGS."""
@@ -217,17 +253,25 @@ class ExperimentSpec(_Spec):
         by_name = {p.name: p for p in self.phases()}
         chain, phase = [], by_name[name]
         while True:
-            chain.append({"name": phase.name, "sets": list(phase.sets), "settings": phase.settings.model_dump(mode="json")})
+            chain.append(
+                {"name": phase.name, "sets": list(phase.sets), "settings": phase.settings.model_dump(mode="json")}
+            )
             if phase.start == "init":
                 break
             phase = by_name[phase.start]
-        shared = self.train.model_dump(mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size",
-                                                               *RUNTIME_SETTINGS})
+        shared = self.train.model_dump(
+            mode="json", exclude={"bio", "qa", "mix", "checkpoint_every", "eval_batch_size", *RUNTIME_SETTINGS}
+        )
         _drop_unset_newcomers(shared, "train")
         data = self.data.model_dump(mode="json")
         _drop_unset_newcomers(data, "data")
-        ident = {"seed": self.seed, "data": data,
-                 "model": self.model.model_dump(mode="json"), "train": shared, "chain": chain[::-1]}
+        ident = {
+            "seed": self.seed,
+            "data": data,
+            "model": self.model.model_dump(mode="json"),
+            "train": shared,
+            "chain": chain[::-1],
+        }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def default_name(self) -> str:
@@ -253,7 +297,9 @@ class Phase:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("jobs.presets").iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in resources.files("jobs.presets").iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -361,8 +407,10 @@ def check_run_name(name: str) -> str:
     """A run's folder name: letters, digits and . _ + = -, starting with a letter or digit, never
     `..`: a name cannot reach outside WORKSPACE/runs."""
     if not is_name(name):
-        raise SpecError(f"run name {name!r}: use letters, digits and . _ + = - (starting with a letter or digit, "
-                        "at most 128, no '..'), e.g. --name my-sweep")
+        raise SpecError(
+            f"run name {name!r}: use letters, digits and . _ + = - (starting with a letter or digit, "
+            "at most 128, no '..'), e.g. --name my-sweep"
+        )
     return name
 
 

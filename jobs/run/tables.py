@@ -20,6 +20,7 @@ from jobs.run.folder import load_spec, read_metrics
 from jobs.run.spec import ExperimentSpec
 from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, CHAINS, MODEL_LABELS, PHASE_SETTINGS, SET_LABELS
 
+
 @dataclass
 class Group:
     """Runs that differ only in their seed."""
@@ -28,7 +29,7 @@ class Group:
     seeds: list[int]
     metrics: list[dict]
     spec: ExperimentSpec  # the first run's; the others differ only in the seed
-    paths: list[Path]     # the run folders, in the order of `seeds`
+    paths: list[Path]  # the run folders, in the order of `seeds`
 
     def values(self, model: str, eval_set: str, column: str) -> list[float]:
         return [m[model][eval_set][column] for m in self.metrics if model in m and eval_set in m[model]]
@@ -52,8 +53,9 @@ def load_groups(paths: list[Path], specs: dict[Path, ExperimentSpec] | None = No
     for runs in members.values():
         path, spec = runs[0]
         label = path.name if len(runs) == 1 else path.name.replace(f"-s{spec.seed}", "-s*", 1)
-        groups.append(Group(label, [s.seed for _, s in runs], [read_metrics(p) for p, _ in runs], spec,
-                            [p for p, _ in runs]))
+        groups.append(
+            Group(label, [s.seed for _, s in runs], [read_metrics(p) for p, _ in runs], spec, [p for p, _ in runs])
+        )
     return groups
 
 
@@ -108,15 +110,22 @@ def figure5(groups: list[Group]) -> Table:
     for group in groups:
         for model in _models_present(group):
             n = len(group.metrics)
-            table.add_row(*_row(groups, group, MODEL_LABELS[model], *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS)))
+            table.add_row(
+                *_row(groups, group, MODEL_LABELS[model], *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS))
+            )
         table.add_section()
     return table
 
 
 def training_table(groups: list[Group]) -> Table:
     table = _table("Training", groups)
-    for name, justify in (("Phase", "left"), ("Steps", "right"), ("Tokens/s", "right"),
-                          ("Train s", "right"), ("Final loss", "right")):
+    for name, justify in (
+        ("Phase", "left"),
+        ("Steps", "right"),
+        ("Tokens/s", "right"),
+        ("Train s", "right"),
+        ("Final loss", "right"),
+    ):
         table.add_column(name, justify=justify)
     for group in groups:
         phases = [p for p in MODEL_LABELS if any(p in m.get("train", {}) for m in group.metrics)]
@@ -124,10 +133,17 @@ def training_table(groups: list[Group]) -> Table:
             rows = [m["train"][phase] for m in group.metrics if phase in m.get("train", {})]
             reused = sorted({r["reused_from"] for r in rows if "reused_from" in r})
             label = phase + (f" (from {', '.join(reused)})" if reused else "")
-            table.add_row(*_row(groups, group, label, str(rows[0]["steps"]),
-                          f"{np.mean([r['tokens_per_s'] for r in rows]):,.0f}",
-                          f"{np.mean([r['train_seconds'] for r in rows]):.0f}",
-                          f"{np.mean([r['final_loss'] for r in rows]):.3f}"))
+            table.add_row(
+                *_row(
+                    groups,
+                    group,
+                    label,
+                    str(rows[0]["steps"]),
+                    f"{np.mean([r['tokens_per_s'] for r in rows]):,.0f}",
+                    f"{np.mean([r['train_seconds'] for r in rows]):.0f}",
+                    f"{np.mean([r['final_loss'] for r in rows]):.3f}",
+                )
+            )
     return table
 
 
@@ -177,18 +193,35 @@ def comparison(paths: list[Path], models: tuple[str, ...] = tuple(CHAINS)) -> tu
         flat.append(_flatten(ident))
     keys = sorted({k for f in flat for k in f}, key=lambda k: (k.split(".")[0] != "data", k))
     differing = [k for k in keys if len({_setting(f[k]) for f in flat if k in f}) > 1]
-    header = ["Run", *(k.removeprefix("train.") for k in differing), "Model", *SET_LABELS.values(),
-              *(f"out {ATTRIBUTE_LABELS[a]}" for a in ATTRIBUTES), "Train s", "Seeds"]
+    header = [
+        "Run",
+        *(k.removeprefix("train.") for k in differing),
+        "Model",
+        *SET_LABELS.values(),
+        *(f"out {ATTRIBUTE_LABELS[a]}" for a in ATTRIBUTES),
+        "Train s",
+        "Seeds",
+    ]
     rows = []
     for group, settings in zip(groups, flat):
         for model in (m for m in models if any(m in metrics for metrics in group.metrics)):
             n = len(group.metrics)
-            seconds = [sum(m["train"][p]["train_seconds"] for p in CHAINS[model]) for m in group.metrics
-                       if all(p in m.get("train", {}) for p in CHAINS[model])]
-            rows.append([group.label, *(_setting(settings[k]) if k in settings else "·" for k in differing), MODEL_LABELS[model],
-                         *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS),
-                         *(cell(group.values(model, "qa_out", a), n) for a in ATTRIBUTES),
-                         _seconds(seconds, n), str(n)])
+            seconds = [
+                sum(m["train"][p]["train_seconds"] for p in CHAINS[model])
+                for m in group.metrics
+                if all(p in m.get("train", {}) for p in CHAINS[model])
+            ]
+            rows.append(
+                [
+                    group.label,
+                    *(_setting(settings[k]) if k in settings else "·" for k in differing),
+                    MODEL_LABELS[model],
+                    *(cell(group.values(model, s, "avg"), n) for s in SET_LABELS),
+                    *(cell(group.values(model, "qa_out", a), n) for a in ATTRIBUTES),
+                    _seconds(seconds, n),
+                    str(n),
+                ]
+            )
     return header, rows
 
 
@@ -224,6 +257,8 @@ def tables(paths: list[Path]) -> list[Table]:
     if any(m.get("train") for g in groups for m in g.metrics):
         out.append(training_table(groups))
     return out
+
+
 def strategy_curve(metrics: dict, strategy: str) -> tuple[np.ndarray, dict[str, np.ndarray], int | None] | None:
     """(steps, {set: accuracy}, step where the last phase starts or None) for one run, starting at
     step 0 from the untrained model; None when the run did not train that strategy or logged no curve."""
@@ -254,8 +289,9 @@ def group_curves(metrics: list[dict]) -> dict[str, tuple[np.ndarray, dict[str, n
         if not runs or (strategy == "bio" and any(strategy_curve(m, "stage") for m in metrics)):
             continue
         length = min(len(r[0]) for r in runs)
-        out[strategy] = (runs[0][0][:length], {s: np.array([r[1][s][:length] for r in runs]) for s in SET_LABELS},
-                         runs[0][2])
+        out[strategy] = (
+            runs[0][0][:length],
+            {s: np.array([r[1][s][:length] for r in runs]) for s in SET_LABELS},
+            runs[0][2],
+        )
     return out
-
-

@@ -14,8 +14,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from jobs.run.corpus import Prompt
 from jobs.errors import FactrecallError, TokenizerTemplateError, first_line
+from jobs.run.corpus import Prompt
 from jobs.words import FORMATS
 from store.fileio import TEXT, read_regular
 
@@ -41,8 +41,10 @@ def train_word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved beside a local checkpoint (never fetched from a hub)."""
     if not Path(path).is_dir():
-        raise FactrecallError(f"the tokenizer folder {path} is missing; if it is a run's, delete the run's "
-                              "done/tokenizer.json and resume to make it again")
+        raise FactrecallError(
+            f"the tokenizer folder {path} is missing; if it is a run's, delete the run's "
+            "done/tokenizer.json and resume to make it again"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as err:  # noqa: BLE001 - tokenizers and transformers raise their own types for a damaged file

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model as load_weights
 from safetensors.torch import save_file
-import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from jobs.errors import FactrecallError, first_line
@@ -52,7 +52,9 @@ class Example:
     loss_from: int
 
 
-def plan_batches(lengths: np.ndarray, phase: PhaseSpec, train: TrainSpec, seed: int | list[int]) -> list[list[np.ndarray]]:
+def plan_batches(
+    lengths: np.ndarray, phase: PhaseSpec, train: TrainSpec, seed: int | list[int]
+) -> list[list[np.ndarray]]:
     """The phase's whole data order: a list of batches, each a list of rows, each an array of
     example indices. Each epoch is a fresh shuffle; a fractional epoch takes a prefix of one."""
     rng = np.random.default_rng(seed)
@@ -128,7 +130,11 @@ def collate(rows: list[np.ndarray], examples: list[Example], pad_id: int) -> dic
             pos[r, at : at + n] = np.arange(n)
             at += n
         pos[r, at:] = np.arange(width - at)
-    return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels), "position_ids": torch.from_numpy(pos)}
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "labels": torch.from_numpy(labels),
+        "position_ids": torch.from_numpy(pos),
+    }
 
 
 def packed_forward(model: PreTrainedModel, batch: dict[str, torch.Tensor]):
@@ -145,8 +151,10 @@ def loss_function(model: PreTrainedModel, train: TrainSpec) -> Callable[[dict[st
     dynamic shapes, since packed batches vary in width). Neither changes what is computed."""
     if train.gradient_checkpointing:
         if not model.supports_gradient_checkpointing:
-            raise FactrecallError(f"a {model.config.model_type!r} model does not support gradient checkpointing; "
-                                  "leave train.gradient_checkpointing off")
+            raise FactrecallError(
+                f"a {model.config.model_type!r} model does not support gradient checkpointing; "
+                "leave train.gradient_checkpointing off"
+            )
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -174,7 +182,9 @@ def check_packing(model: PreTrainedModel, examples: list[Example], pad_id: int) 
         at, worst = 0, 0.0
         for ex in chosen:
             alone = model(input_ids=torch.from_numpy(ex.ids)[None].to(device), use_cache=False).logits[0].float()
-            worst = max(worst, ((packed[at : at + len(ex.ids)] - alone).abs().max() / alone.abs().max().clamp_min(1e-6)).item())
+            worst = max(
+                worst, ((packed[at : at + len(ex.ids)] - alone).abs().max() / alone.abs().max().clamp_min(1e-6)).item()
+            )
             at += len(ex.ids)
     finally:
         model.train(was_training)
@@ -233,12 +243,18 @@ def _checked_state(folder: Path, total: int) -> dict:
         raise FactrecallError(f"{missing[0]} is missing")
     state = read_json(folder / "state.json", "")
     numbers = ("step", "total", "tokens")
-    if not isinstance(state, dict) or any(not isinstance(state.get(k), int) for k in numbers) \
-            or not isinstance(state.get("curve"), list) or not isinstance(state.get("train_seconds"), (int, float)):
+    if (
+        not isinstance(state, dict)
+        or any(not isinstance(state.get(k), int) for k in numbers)
+        or not isinstance(state.get("curve"), list)
+        or not isinstance(state.get("train_seconds"), (int, float))
+    ):
         raise FactrecallError("state.json is not a checkpoint's state")
     if state["total"] != total or state.get("plan", 1) != PLAN_VERSION:
-        raise FactrecallError(f"it was made for another data plan ({state['total']} steps, plan version "
-                              f"{state.get('plan', 1)}; this code makes {total} steps, version {PLAN_VERSION})")
+        raise FactrecallError(
+            f"it was made for another data plan ({state['total']} steps, plan version "
+            f"{state.get('plan', 1)}; this code makes {total} steps, version {PLAN_VERSION})"
+        )
     if not 0 <= state["step"] <= total:
         raise FactrecallError(f"state.json says step {state['step']} of {total}")
     for name, recorded in (state.pop("files", None) or {}).items():
@@ -247,8 +263,9 @@ def _checked_state(folder: Path, total: int) -> dict:
     return state
 
 
-def _resume(last: Path, model: PreTrainedModel, opt: torch.optim.Optimizer, device: torch.device,
-            total: int) -> dict | None:
+def _resume(
+    last: Path, model: PreTrainedModel, opt: torch.optim.Optimizer, device: torch.device, total: int
+) -> dict | None:
     """Load the phase's checkpoint: `last`, or `last.old` where a swap was cut short or `last` is
     damaged; returns its state, None when there is none. One that exists but cannot be resumed from
     (damaged, foreign, of another plan) is one line naming it and what to do."""
@@ -264,8 +281,10 @@ def _resume(last: Path, model: PreTrainedModel, opt: torch.optim.Optimizer, devi
         except (FactrecallError, OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
             problems.append(f"{candidate.name}: {first_line(err)}")
     if problems:
-        raise FactrecallError(f"the phase's checkpoint {last} cannot be resumed from ({'; '.join(problems)}); delete "
-                              f"{last} to train the phase from its start")
+        raise FactrecallError(
+            f"the phase's checkpoint {last} cannot be resumed from ({'; '.join(problems)}); delete "
+            f"{last} to train the phase from its start"
+        )
     return None
 
 
@@ -338,15 +357,24 @@ def train_phase(
     keep = set(snapshot_steps(total, train.snapshots))
     opt = make_optimizer(model, phase)
     last = folder / "last"
-    state = {"step": 0, "total": total, "plan": PLAN_VERSION, "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []}
+    state = {
+        "step": 0,
+        "total": total,
+        "plan": PLAN_VERSION,
+        "tokens": 0,
+        "train_seconds": 0.0,
+        "loss": None,
+        "curve": [],
+    }
     state = _resume(last, model, opt, device, total) or state
     own_attention = model.config._attn_implementation
     step = saved_step = state["step"]
     consistent = True  # weights, optimizer and `state` describe the same step
     with _deferred_sigint() as interrupted:
         try:
-            model.set_attn_implementation(training_attention(device, train.attention, train.precision,
-                                                             model.config.hidden_size))
+            model.set_attn_implementation(
+                training_attention(device, train.attention, train.precision, model.config.hidden_size)
+            )
             if train.packing and step == 0:
                 check_packing(model, examples, tok.pad_token_id)
             model.train()
@@ -378,9 +406,19 @@ def train_phase(
                     model.train()
                 if step in keep:  # before the checkpoint: a checkpoint at or past it implies it exists
                     save_snapshot(folder, model, step)
-                progress({"step": step, "loss": state["loss"], "lr": lr,
-                          "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
-                          **({"curve": state["curve"][-1]} if state["curve"] and state["curve"][-1]["step"] == step else {})})
+                progress(
+                    {
+                        "step": step,
+                        "loss": state["loss"],
+                        "lr": lr,
+                        "tokens_per_s": state["tokens"] / max(state["train_seconds"], 1e-9),
+                        **(
+                            {"curve": state["curve"][-1]}
+                            if state["curve"] and state["curve"][-1]["step"] == step
+                            else {}
+                        ),
+                    }
+                )
                 if step % train.checkpoint_every == 0 or step == total:
                     save_checkpoint(last, model, opt, state)
                     saved_step = step

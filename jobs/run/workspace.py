@@ -41,8 +41,9 @@ def folder(workspace: Path, *parts: str, make: bool = False) -> Path:
     except OSError:
         mode = None  # missing (made below when `make`), or said by the first look below
     if mode is not None and not stat.S_ISDIR(mode):
-        raise RunFolderError(f"the workspace {workspace} is {kind_of(mode) or 'a file'}, not a folder; choose a writable "
-                             "--workspace")
+        raise RunFolderError(
+            f"the workspace {workspace} is {kind_of(mode) or 'a file'}, not a folder; choose a writable --workspace"
+        )
     return safe_folder(workspace, *parts, make=make)
 
 

@@ -29,30 +29,30 @@ PAPER_FIGURE5 = {
     "stage": (97.2, 100.0, 35.9),
     "mix": (97.4, 98.4, 74.7),
 }
-PAPER_BIO_FLOOR, PAPER_QA_IN_FLOOR = 97.2, 98.4   # "BIO >= 97.2%, QA in-dist >= 98.4%"
-PAPER_STAGE_DELTA_MECH = 20.0                      # Stage's Δmech "≈ 20%" at Llama's layer 24 of 28 (BIO_long)
-PAPER_SHORT_DELTA_REP = 10.0                       # BIO_short: "a much smaller Δrep (< 10%)"
+PAPER_BIO_FLOOR, PAPER_QA_IN_FLOOR = 97.2, 98.4  # "BIO >= 97.2%, QA in-dist >= 98.4%"
+PAPER_STAGE_DELTA_MECH = 20.0  # Stage's Δmech "≈ 20%" at Llama's layer 24 of 28 (BIO_long)
+PAPER_SHORT_DELTA_REP = 10.0  # BIO_short: "a much smaller Δrep (< 10%)"
 
 # Rules.
-GAP_SHARE = 0.5          # (1) a wide margin: at least half the paper's Mix - Stage gap, Mix ahead in every seed
-FLOOR_SLACK = 2.0        # (2) within 2 points of the paper's floors; PARTLY_FLOOR below that
+GAP_SHARE = 0.5  # (1) a wide margin: at least half the paper's Mix - Stage gap, Mix ahead in every seed
+FLOOR_SLACK = 2.0  # (2) within 2 points of the paper's floors; PARTLY_FLOOR below that
 PARTLY_FLOOR = 90.0
-DISTAL = 3               # (3) the last three attributes are the distal ones
-DECAYS = 0.5             # (3) Stage decays: it keeps at most half its first attribute's accuracy distally
-MUCH_LESS = 1.5          # (3) Mix keeps at least 1.5x Stage's share
-ATTRIBUTES_NEEDED = 5    # (4) Stage's Δrep above Mix's for `job` beyond seed noise, and for 5 of 6 attributes
-SMALL_MECH = 5.0         # (5) Δmech "near zero": below 5 points
-AT_FLOOR = 20.0          # (5) a probe that reads at most 20% of held-out people says little: small Δs there are empty
+DISTAL = 3  # (3) the last three attributes are the distal ones
+DECAYS = 0.5  # (3) Stage decays: it keeps at most half its first attribute's accuracy distally
+MUCH_LESS = 1.5  # (3) Mix keeps at least 1.5x Stage's share
+ATTRIBUTES_NEEDED = 5  # (4) Stage's Δrep above Mix's for `job` beyond seed noise, and for 5 of 6 attributes
+SMALL_MECH = 5.0  # (5) Δmech "near zero": below 5 points
+AT_FLOOR = 20.0  # (5) a probe that reads at most 20% of held-out people says little: small Δs there are empty
 
 
 @dataclass
 class Claim:
     id: int
-    short: str           # the claim, in a line
-    paper: str           # the paper's evidence
-    measured: str        # ours, in a line
+    short: str  # the claim, in a line
+    paper: str  # the paper's evidence
+    measured: str  # ours, in a line
     verdict: str
-    rule: str            # how the verdict was computed
+    rule: str  # how the verdict was computed
     notes: list[str] = field(default_factory=list)
     numbers: dict = field(default_factory=dict)
 
@@ -89,13 +89,18 @@ def claim1(stage_out: list[float], mix_out: list[float]) -> Claim:
     else:
         verdict = FAILS
     notes = [] if every else [f"Mix is not ahead in every seed (gaps {', '.join(f'{g:+.1f}' for g in gaps)})"]
-    return Claim(1, "Mix beats Stage on QA out-of-distribution by a wide margin",
-                 f"Mix {PAPER_FIGURE1['mix'][0]} vs Stage {PAPER_FIGURE1['stage'][0]}: +{paper_gap:.1f} points",
-                 f"Mix {_pm(mix_out)} vs Stage {_pm(stage_out)}: {gap:+.1f} points "
-                 f"({gap / paper_gap:.0%} of the paper's gap), Mix ahead in {sum(g > 0 for g in gaps)} of {len(gaps)} seeds",
-                 verdict, f"reproduces if the mean gap is at least {GAP_SHARE:.0%} of the paper's "
-                 f"({GAP_SHARE * paper_gap:.1f} points) and Mix is ahead in every seed; partly if the mean gap is positive",
-                 notes, {"gap": gap, "paper_gap": paper_gap, "gaps": gaps})
+    return Claim(
+        1,
+        "Mix beats Stage on QA out-of-distribution by a wide margin",
+        f"Mix {PAPER_FIGURE1['mix'][0]} vs Stage {PAPER_FIGURE1['stage'][0]}: +{paper_gap:.1f} points",
+        f"Mix {_pm(mix_out)} vs Stage {_pm(stage_out)}: {gap:+.1f} points "
+        f"({gap / paper_gap:.0%} of the paper's gap), Mix ahead in {sum(g > 0 for g in gaps)} of {len(gaps)} seeds",
+        verdict,
+        f"reproduces if the mean gap is at least {GAP_SHARE:.0%} of the paper's "
+        f"({GAP_SHARE * paper_gap:.1f} points) and Mix is ahead in every seed; partly if the mean gap is positive",
+        notes,
+        {"gap": gap, "paper_gap": paper_gap, "gaps": gaps},
+    )
 
 
 def claim2(acc: dict[str, dict[str, list[float]]]) -> Claim:
@@ -111,13 +116,26 @@ def claim2(acc: dict[str, dict[str, list[float]]]) -> Claim:
         verdict = PARTLY
     else:
         verdict = FAILS
-    measured = "; ".join(f"{m.capitalize()} BIO {_pm(acc[m]['bio'])}, QA in {_pm(acc[m]['qa_in'])}" for m in ("stage", "mix"))
-    notes = [f"{m.capitalize()} {s.replace('_', ' ')} {means[m][s]:.1f} is below the paper's floor of {floors[s]}"
-             for m in means for s in floors if means[m][s] < floors[s]]
-    return Claim(2, "Both Stage and Mix store the BIO facts and fit QA in-distribution",
-                 f"BIO ≥ {PAPER_BIO_FLOOR}, QA in ≥ {PAPER_QA_IN_FLOOR} for both", measured, verdict,
-                 f"reproduces if every mean is within {FLOOR_SLACK:g} points of the paper's floors (or above); "
-                 f"partly if every one is at least {PARTLY_FLOOR:g}", notes, {"means": means})
+    measured = "; ".join(
+        f"{m.capitalize()} BIO {_pm(acc[m]['bio'])}, QA in {_pm(acc[m]['qa_in'])}" for m in ("stage", "mix")
+    )
+    notes = [
+        f"{m.capitalize()} {s.replace('_', ' ')} {means[m][s]:.1f} is below the paper's floor of {floors[s]}"
+        for m in means
+        for s in floors
+        if means[m][s] < floors[s]
+    ]
+    return Claim(
+        2,
+        "Both Stage and Mix store the BIO facts and fit QA in-distribution",
+        f"BIO ≥ {PAPER_BIO_FLOOR}, QA in ≥ {PAPER_QA_IN_FLOOR} for both",
+        measured,
+        verdict,
+        f"reproduces if every mean is within {FLOOR_SLACK:g} points of the paper's floors (or above); "
+        f"partly if every one is at least {PARTLY_FLOOR:g}",
+        notes,
+        {"means": means},
+    )
 
 
 def retention(per_attribute: list[float]) -> float:
@@ -147,14 +165,19 @@ def claim3(stage: list[float], mix: list[float]) -> Claim:
     else:
         verdict = FAILS
     distal = ", ".join(ATTRIBUTES[-DISTAL:])
-    return Claim(3, "Stage's recall decays with the attribute's position in the BIO; Mix's much less",
-                 f"distal ({distal}) accuracy as a share of birth date's: Stage {paper['stage']:.2f}, Mix {paper['mix']:.2f}",
-                 f"Stage {r_stage:.2f} ({stage[0]:.1f} → {_mean(stage[-DISTAL:]):.1f}), Mix {r_mix:.2f} "
-                 f"({mix[0]:.1f} → {_mean(mix[-DISTAL:]):.1f}); rank correlation with position: Stage "
-                 f"{_spearman(stage):+.2f}, Mix {_spearman(mix):+.2f}",
-                 verdict, f"reproduces if Stage keeps at most {DECAYS:.0%} of its first attribute's accuracy on the "
-                 f"last {DISTAL} attributes and Mix keeps at least {MUCH_LESS:g}x Stage's share; partly if Mix keeps more",
-                 [], {"retention_stage": r_stage, "retention_mix": r_mix, "paper": paper})
+    return Claim(
+        3,
+        "Stage's recall decays with the attribute's position in the BIO; Mix's much less",
+        f"distal ({distal}) accuracy as a share of birth date's: Stage {paper['stage']:.2f}, Mix {paper['mix']:.2f}",
+        f"Stage {r_stage:.2f} ({stage[0]:.1f} → {_mean(stage[-DISTAL:]):.1f}), Mix {r_mix:.2f} "
+        f"({mix[0]:.1f} → {_mean(mix[-DISTAL:]):.1f}); rank correlation with position: Stage "
+        f"{_spearman(stage):+.2f}, Mix {_spearman(mix):+.2f}",
+        verdict,
+        f"reproduces if Stage keeps at most {DECAYS:.0%} of its first attribute's accuracy on the "
+        f"last {DISTAL} attributes and Mix keeps at least {MUCH_LESS:g}x Stage's share; partly if Mix keeps more",
+        [],
+        {"retention_stage": r_stage, "retention_mix": r_mix, "paper": paper},
+    )
 
 
 def top_layers(layers: int) -> list[int]:
@@ -171,8 +194,12 @@ def _ci(interval: tuple[float, float]) -> str:
     return f"[{interval[0]:.1f}, {interval[1]:.1f}]"
 
 
-def claim4(delta_rep: dict[str, dict[str, list[float]]], stage_mech_max: tuple[float, int] | None = None,
-           layers: int | None = None, job_intervals: dict[str, tuple[float, float]] | None = None) -> Claim:
+def claim4(
+    delta_rep: dict[str, dict[str, list[float]]],
+    stage_mech_max: tuple[float, int] | None = None,
+    layers: int | None = None,
+    job_intervals: dict[str, tuple[float, float]] | None = None,
+) -> Claim:
     """With BIO_long, Stage's Δrep exceeds Mix's in the top layers. delta_rep[attribute][model]: per-seed
     Δrep averaged over the top layers. `stage_mech_max`: Stage's largest Δmech (mean over seeds) and its layer.
     `job_intervals[model]`: the 95% bootstrap interval (people, and seeds) of job's top-layer Δrep; where
@@ -195,7 +222,9 @@ def claim4(delta_rep: dict[str, dict[str, list[float]]], stage_mech_max: tuple[f
     if stage_mech_max is not None:
         value, layer = stage_mech_max
         where = f"layer {layer}" + (f" of {layers}" if layers else "")
-        notes.append(f"Stage's largest Δmech is {value:.1f} at {where} (paper: ≈ {PAPER_STAGE_DELTA_MECH:g} at layer 24 of 28)")
+        notes.append(
+            f"Stage's largest Δmech is {value:.1f} at {where} (paper: ≈ {PAPER_STAGE_DELTA_MECH:g} at layer 24 of 28)"
+        )
     behind = [a for a, d in diffs.items() if d <= 0]
     if behind:
         notes.append(f"Stage's Δrep is not above Mix's for {', '.join(behind)}")
@@ -207,23 +236,33 @@ def claim4(delta_rep: dict[str, dict[str, list[float]]], stage_mech_max: tuple[f
         exceeds = "Stage's Δrep interval lies wholly above Mix's for job (95% bootstrap over people and seeds)"
     else:
         exceeds = "Stage's Δrep exceeds Mix's for job by more than the seeds' spread (√(sd²+sd²))"
-    return Claim(4, "With BIO_long, Stage's Δrep exceeds Mix's in the top layers",
-                 "Figure 3 (job): Stage's Δrep significantly larger than Mix's",
-                 f"{measured}; Stage above Mix for {ahead} of {len(diffs)} attributes", verdict,
-                 f"reproduces if, averaged over the top layers, {exceeds} and Stage's is above Mix's for at least "
-                 f"{ATTRIBUTES_NEEDED} of 6 attributes; partly if for job or most attributes",
-                 notes, {"differences": diffs, "noise": noise,
-                         "job_intervals": {m: list(v) for m, v in (job_intervals or {}).items()}})
+    return Claim(
+        4,
+        "With BIO_long, Stage's Δrep exceeds Mix's in the top layers",
+        "Figure 3 (job): Stage's Δrep significantly larger than Mix's",
+        f"{measured}; Stage above Mix for {ahead} of {len(diffs)} attributes",
+        verdict,
+        f"reproduces if, averaged over the top layers, {exceeds} and Stage's is above Mix's for at least "
+        f"{ATTRIBUTES_NEEDED} of 6 attributes; partly if for job or most attributes",
+        notes,
+        {"differences": diffs, "noise": noise, "job_intervals": {m: list(v) for m, v in (job_intervals or {}).items()}},
+    )
 
 
-def claim5(short: dict[str, dict[str, float]], intervals: dict[str, dict[str, tuple[float, float]]] | None = None) -> Claim:
+def claim5(
+    short: dict[str, dict[str, float]], intervals: dict[str, dict[str, tuple[float, float]]] | None = None
+) -> Claim:
     """With BIO_short, both models' Δrep are small and Δmech near zero. short[model] holds, for `job`
     over the top layers and seeds: delta_rep, delta_mech and the four probe accuracies. Where
     `intervals[model]` gives their 95% bootstrap intervals, "small" and "near zero" mean the whole
     interval lies below the threshold, not only its middle."""
+
     def small(m: str) -> bool:
-        rep, mech = ((intervals[m]["delta_rep"][1], intervals[m]["delta_mech"][1]) if intervals is not None
-                     else (short[m]["delta_rep"], short[m]["delta_mech"]))
+        rep, mech = (
+            (intervals[m]["delta_rep"][1], intervals[m]["delta_mech"][1])
+            if intervals is not None
+            else (short[m]["delta_rep"], short[m]["delta_mech"])
+        )
         return rep < PAPER_SHORT_DELTA_REP and mech < SMALL_MECH
 
     def floor(m: str) -> bool:
@@ -239,34 +278,49 @@ def claim5(short: dict[str, dict[str, float]], intervals: dict[str, dict[str, tu
     notes = []
     for m in ("stage", "mix"):
         if floor(m):
-            notes.append(f"{m.capitalize()}'s probes are at the floor with BIO_short (every accuracy ≤ {AT_FLOOR:g}%: "
-                         f"Acc(hBIO·WBIO) {short[m]['acc_bio_wbio']:.1f}, Acc(hQA·WQA) {short[m]['acc_qa_wqa']:.1f}), "
-                         "so its small Δs say nothing about consistency")
+            notes.append(
+                f"{m.capitalize()}'s probes are at the floor with BIO_short (every accuracy ≤ {AT_FLOOR:g}%: "
+                f"Acc(hBIO·WBIO) {short[m]['acc_bio_wbio']:.1f}, Acc(hQA·WQA) {short[m]['acc_qa_wqa']:.1f}), "
+                "so its small Δs say nothing about consistency"
+            )
         elif not small(m):
-            notes.append(f"{m.capitalize()}'s Δrep {short[m]['delta_rep']:.1f} / Δmech {short[m]['delta_mech']:.1f} are not small"
-                         + (" (or their intervals reach past the thresholds)" if intervals is not None else ""))
+            notes.append(
+                f"{m.capitalize()}'s Δrep {short[m]['delta_rep']:.1f} / Δmech {short[m]['delta_mech']:.1f} are not small"
+                + (" (or their intervals reach past the thresholds)" if intervals is not None else "")
+            )
 
-    notes.append("docs/claim5.md measures this claim under data augmentations that name the person before more relations "
-                 "in training (the full name in every sentence, shuffled sentences, several entries per person)")
+    notes.append(
+        "docs/claim5.md measures this claim under data augmentations that name the person before more relations "
+        "in training (the full name in every sentence, shuffled sentences, several entries per person)"
+    )
 
     def shown(m: str) -> str:
         text = f"{m.capitalize()} Δrep {short[m]['delta_rep']:.1f}"
         text += f" {_ci(intervals[m]['delta_rep'])}" if intervals is not None else ""
         text += f", Δmech {short[m]['delta_mech']:.1f}"
         return text + (f" {_ci(intervals[m]['delta_mech'])}" if intervals is not None else "")
-    condition = (f"Δrep's whole 95% interval below {PAPER_SHORT_DELTA_REP:g} and Δmech's below {SMALL_MECH:g}"
-                 if intervals is not None else f"Δrep < {PAPER_SHORT_DELTA_REP:g} and Δmech < {SMALL_MECH:g}")
-    return Claim(5, "With BIO_short, both models' Δrep are small and Δmech near zero",
-                 f"Figure 4 (job): Δrep < {PAPER_SHORT_DELTA_REP:g}, Δmech ≈ 0 for both",
-                 "; ".join(shown(m) for m in ("stage", "mix")), verdict,
-                 f"reproduces if, for job over the top layers, both models have {condition}, with some probe "
-                 f"reading more than {AT_FLOOR:g}% of people; partly if one does, "
-                 "or both only at the floor", notes,
-                 {"short": short, "intervals": {m: {k: list(v) for k, v in i.items()} for m, i in (intervals or {}).items()}})
+
+    condition = (
+        f"Δrep's whole 95% interval below {PAPER_SHORT_DELTA_REP:g} and Δmech's below {SMALL_MECH:g}"
+        if intervals is not None
+        else f"Δrep < {PAPER_SHORT_DELTA_REP:g} and Δmech < {SMALL_MECH:g}"
+    )
+    return Claim(
+        5,
+        "With BIO_short, both models' Δrep are small and Δmech near zero",
+        f"Figure 4 (job): Δrep < {PAPER_SHORT_DELTA_REP:g}, Δmech ≈ 0 for both",
+        "; ".join(shown(m) for m in ("stage", "mix")),
+        verdict,
+        f"reproduces if, for job over the top layers, both models have {condition}, with some probe "
+        f"reading more than {AT_FLOOR:g}% of people; partly if one does, "
+        "or both only at the floor",
+        notes,
+        {"short": short, "intervals": {m: {k: list(v) for k, v in i.items()} for m, i in (intervals or {}).items()}},
+    )
 
 
 # -- the causal twins of claims 4 and 5 (interventions, `factrecall-jobs patch`; not the paper's) -------
-SMALL_PATCH = 5.0   # a patch that "changes little": its whole 95% interval of gain within ±5 points
+SMALL_PATCH = 5.0  # a patch that "changes little": its whole 95% interval of gain within ±5 points
 
 
 def causal4(gain: dict[str, dict], controls: dict[str, dict]) -> Claim:
@@ -283,20 +337,29 @@ def causal4(gain: dict[str, dict], controls: dict[str, dict]) -> Claim:
         verdict = FAILS
     notes = _control_notes(controls)
     if stage["ci"][0] > 0 and not separated(stage["ci"], mix["ci"]):
-        notes.append(f"Mix gains as much or more ({mix['mean']:+.1f}): its QA pass also reads less than its BIO "
-                     "vector holds, so the gap is not Stage's alone")
-    return Claim(4, "Patching Stage's own hBIO_long into its QA pass restores QA-out recall, more than Mix's changes",
-                 "(not in the paper: the causal test of the representation-consistency account behind claim 4)",
-                 f"gain over unpatched QA: Stage {stage['mean']:+.1f} {_ci(stage['ci'])}, Mix {mix['mean']:+.1f} "
-                 f"{_ci(mix['ci'])}", verdict,
-                 "reproduces if Stage's gain interval (95% bootstrap over people and seeds, top layers) lies above 0 and "
-                 "wholly above Mix's; partly if only above 0", notes, {"gain": gain, "controls": controls})
+        notes.append(
+            f"Mix gains as much or more ({mix['mean']:+.1f}): its QA pass also reads less than its BIO "
+            "vector holds, so the gap is not Stage's alone"
+        )
+    return Claim(
+        4,
+        "Patching Stage's own hBIO_long into its QA pass restores QA-out recall, more than Mix's changes",
+        "(not in the paper: the causal test of the representation-consistency account behind claim 4)",
+        f"gain over unpatched QA: Stage {stage['mean']:+.1f} {_ci(stage['ci'])}, Mix {mix['mean']:+.1f} "
+        f"{_ci(mix['ci'])}",
+        verdict,
+        "reproduces if Stage's gain interval (95% bootstrap over people and seeds, top layers) lies above 0 and "
+        "wholly above Mix's; partly if only above 0",
+        notes,
+        {"gain": gain, "controls": controls},
+    )
 
 
 def causal5(gain: dict[str, dict], controls: dict[str, dict]) -> Claim:
     """Claim 5's causal twin: with BIO_short, hBIO_short and hQA are alike for both models, so the
     same person's hBIO_short put into the QA pass changes little. gain[model]: {"mean", "ci"} of
     hBIO_short→QA minus unpatched QA."""
+
     def little(m: str) -> bool:
         return -SMALL_PATCH < gain[m]["ci"][0] and gain[m]["ci"][1] < SMALL_PATCH
 
@@ -306,16 +369,26 @@ def causal5(gain: dict[str, dict], controls: dict[str, dict]) -> Claim:
     for m in ("stage", "mix"):
         lo, hi = gain[m]["ci"]
         if lo >= SMALL_PATCH or hi <= -SMALL_PATCH:
-            notes.append(f"{m.capitalize()}'s recall moves by {gain[m]['mean']:+.1f} {_ci(gain[m]['ci'])} when its "
-                         "hBIO_short replaces hQA: the two vectors are not interchangeable for it")
+            notes.append(
+                f"{m.capitalize()}'s recall moves by {gain[m]['mean']:+.1f} {_ci(gain[m]['ci'])} when its "
+                "hBIO_short replaces hQA: the two vectors are not interchangeable for it"
+            )
         elif not little(m):
-            notes.append(f"{m.capitalize()}'s change {gain[m]['mean']:+.1f} {_ci(gain[m]['ci'])} is too uncertain to call "
-                         "small or not (more people or seeds narrow the interval)")
-    return Claim(5, "Patching hBIO_short into the QA pass changes little, for both models",
-                 "(not in the paper: the causal test behind claim 5)",
-                 "; ".join(f"{m.capitalize()} {gain[m]['mean']:+.1f} {_ci(gain[m]['ci'])}" for m in ("stage", "mix")),
-                 verdict, f"reproduces if, for both models, the gain's whole 95% interval lies within ±{SMALL_PATCH:g} "
-                 "points; partly if for one", notes, {"gain": gain, "controls": controls})
+            notes.append(
+                f"{m.capitalize()}'s change {gain[m]['mean']:+.1f} {_ci(gain[m]['ci'])} is too uncertain to call "
+                "small or not (more people or seeds narrow the interval)"
+            )
+    return Claim(
+        5,
+        "Patching hBIO_short into the QA pass changes little, for both models",
+        "(not in the paper: the causal test behind claim 5)",
+        "; ".join(f"{m.capitalize()} {gain[m]['mean']:+.1f} {_ci(gain[m]['ci'])}" for m in ("stage", "mix")),
+        verdict,
+        f"reproduces if, for both models, the gain's whole 95% interval lies within ±{SMALL_PATCH:g} "
+        "points; partly if for one",
+        notes,
+        {"gain": gain, "controls": controls},
+    )
 
 
 def _control_notes(controls: dict[str, dict]) -> list[str]:
@@ -324,9 +397,13 @@ def _control_notes(controls: dict[str, dict]) -> list[str]:
     notes = []
     for m, c in controls.items():
         if abs(c["identity_qa"] - c["qa"]) > 0.5:
-            notes.append(f"{m.capitalize()}'s identity patch moved QA recall from {c['qa']:.1f} to {c['identity_qa']:.1f}: "
-                         "the patch itself perturbs; read the gains with that in mind")
+            notes.append(
+                f"{m.capitalize()}'s identity patch moved QA recall from {c['qa']:.1f} to {c['identity_qa']:.1f}: "
+                "the patch itself perturbs; read the gains with that in mind"
+            )
         if c["random_qa"] >= c["qa"] - 0.5 and c["qa"] > 5:
-            notes.append(f"{m.capitalize()} answers as well with a random vector ({c['random_qa']:.1f}): the layer's "
-                         "last-token vector is not what it recalls from")
+            notes.append(
+                f"{m.capitalize()} answers as well with a random vector ({c['random_qa']:.1f}): the layer's "
+                "last-token vector is not what it recalls from"
+            )
     return notes

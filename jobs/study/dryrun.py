@@ -42,8 +42,8 @@ from jobs.run.people import generate_people
 from jobs.run.pipeline import PHASE_STREAM
 from jobs.run.spec import Phase
 from jobs.run.tokenizer import ANSWER_END, encode_targets, load_tokenizer, train_word_tokenizer
-from jobs.shown import markup
 from jobs.run.train import curve_interval, plan_batches
+from jobs.shown import markup
 from jobs.study.plan import PAPER_MODELS, Study
 from jobs.study.rate import gemm_rate
 from jobs.words import ATTRIBUTES, BIO_FORMATS, FORMATS
@@ -64,10 +64,10 @@ DEFAULT_TFLOPS = 100.0
 # The share depends on the host, not only the shape: an earlier host of the same name had twice
 # the bf16 GEMM rate (810 GFLOP/s against 399 at the cpu preset's shapes) but trained only 1.27x
 # faster (19% of its peak); there the plan is about 1.5x long (benchmarks/RESULTS.md, "Precision").
-MFU = {"fp32": {128: {"train": 0.76, "eval": 0.68, "forward": 0.70},
-                576: {"train": 0.61, "eval": 0.50, "forward": 0.55}},
-       "bf16": {128: {"train": 0.30, "eval": 0.22, "forward": 0.45},
-                576: {"train": 0.46, "eval": 0.43, "forward": 0.58}}}
+MFU = {
+    "fp32": {128: {"train": 0.76, "eval": 0.68, "forward": 0.70}, 576: {"train": 0.61, "eval": 0.50, "forward": 0.55}},
+    "bf16": {128: {"train": 0.30, "eval": 0.22, "forward": 0.45}, 576: {"train": 0.46, "eval": 0.43, "forward": 0.58}},
+}
 # Seconds a probe sweep spends per layer, by hidden size: the cpu preset's study (194 s for 270
 # sweeps of 4 layers, 1,000 people) and the smol study (321 s for 36 sweeps of 30 layers, 150
 # people). L-BFGS's iterations over hidden x classes weights dominate a fit, not the people.
@@ -88,7 +88,10 @@ def _by_hidden(hidden: int, points: dict[int, float]) -> float:
 def shares(computes: str, hidden: int) -> dict[str, float]:
     """MFU of training, evaluation and the forward pass (dump) for a model of this hidden size."""
     points = MFU[computes]
-    return {work: _by_hidden(hidden, {h: share[work] for h, share in points.items()}) for work in next(iter(points.values()))}
+    return {
+        work: _by_hidden(hidden, {h: share[work] for h, share in points.items()})
+        for work in next(iter(points.values()))
+    }
 
 
 def sweep_seconds(hidden: int, layers: int) -> float:
@@ -139,7 +142,9 @@ def boundary_sample(all_prompts, seed: int, size: int = BOUNDARY_SAMPLE) -> list
         chosen.setdefault(("answer", p.attribute, p.answer), i)
         for fmt in ("bio_long", "bio_short", "qa"):
             # The template's end: the last three words that are not capitalised (a name never is).
-            chosen.setdefault((fmt, p.attribute, tuple([w for w in p.text(fmt).split() if not w[:1].isupper()][-3:])), i)
+            chosen.setdefault(
+                (fmt, p.attribute, tuple([w for w in p.text(fmt).split() if not w[:1].isupper()][-3:])), i
+            )
     picked = set(chosen.values())
     rest = np.random.default_rng(seed).permutation(len(all_prompts))
     picked.update(int(i) for i in rest[:size])
@@ -166,8 +171,9 @@ def example_lengths(phase: Phase, tok, bio_texts: list[str], all_prompts) -> np.
     return np.concatenate(lengths)
 
 
-def training_memory(total: int, peak_tokens: int, layers: int, hidden: int, vocab: int, bytes_act: int,
-                    checkpointing: bool) -> dict[str, int]:
+def training_memory(
+    total: int, peak_tokens: int, layers: int, hidden: int, vocab: int, bytes_act: int, checkpointing: bool
+) -> dict[str, int]:
     """Bytes while training (see the module's docstring for where each term comes from)."""
     block = peak_tokens * hidden * 17 * bytes_act
     kept = peak_tokens * layers * hidden * bytes_act + block if checkpointing else layers * block
@@ -185,13 +191,19 @@ def fit_verdict(memory: dict, memory_checkpointed: dict, gpu_bytes: float | None
     if memory["total"] <= usable:
         return f"fits a {_gb(gpu_bytes)} GPU ({_gb(usable - memory['total'])} to spare)"
     if not checkpointing and memory_checkpointed["total"] <= usable:
-        return (f"does not fit a {_gb(gpu_bytes)} GPU; with --set train.gradient_checkpointing=true it needs "
-                f"{_gb(memory_checkpointed['total'])} and fits")
+        return (
+            f"does not fit a {_gb(gpu_bytes)} GPU; with --set train.gradient_checkpointing=true it needs "
+            f"{_gb(memory_checkpointed['total'])} and fits"
+        )
     if memory["weights_optimizer"] > usable:
-        return (f"does not fit a {_gb(gpu_bytes)} GPU: the fp32 weights and AdamW state alone take "
-                f"{_gb(memory['weights_optimizer'])}; use a GPU of at least {_gb(memory_checkpointed['total'] / 0.9)}")
-    return (f"does not fit a {_gb(gpu_bytes)} GPU even with gradient checkpointing; lower the batch size "
-            "(--set train.mix.batch_size=..., likewise bio and qa) or train.row_len")
+        return (
+            f"does not fit a {_gb(gpu_bytes)} GPU: the fp32 weights and AdamW state alone take "
+            f"{_gb(memory['weights_optimizer'])}; use a GPU of at least {_gb(memory_checkpointed['total'] / 0.9)}"
+        )
+    return (
+        f"does not fit a {_gb(gpu_bytes)} GPU even with gradient checkpointing; lower the batch size "
+        "(--set train.mix.batch_size=..., likewise bio and qa) or train.row_len"
+    )
 
 
 def batch_tokens(batches: list[list[np.ndarray]], lengths: np.ndarray, row_len: int | None) -> tuple[int, int, int]:
@@ -239,13 +251,24 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
         lengths = example_lengths(phase, tok, bio_texts, all_prompts)
         longest = max(longest, int(lengths.max()))
         if spec.train.packing and lengths.max() > spec.train.row_len:
-            raise FactrecallError(f"an example has {lengths.max()} tokens with this tokenizer, more than "
-                                  f"train.row_len={spec.train.row_len}; raise it with --set train.row_len=...")
+            raise FactrecallError(
+                f"an example has {lengths.max()} tokens with this tokenizer, more than "
+                f"train.row_len={spec.train.row_len}; raise it with --set train.row_len=..."
+            )
         batches = plan_batches(lengths, phase.settings, spec.train, seed=[spec.seed, PHASE_STREAM[phase.name]])
         real, computed, widest = batch_tokens(batches, lengths, spec.train.row_len if spec.train.packing else None)
-        phases.append({"phase": phase.name, "steps": len(batches), "examples": len(lengths), "tokens": real,
-                       "computed_tokens": computed, "batch_tokens": widest, "flops": 6 * n * computed,
-                       "snapshots": len(snapshot_steps(len(batches), spec.train.snapshots))})
+        phases.append(
+            {
+                "phase": phase.name,
+                "steps": len(batches),
+                "examples": len(lengths),
+                "tokens": real,
+                "computed_tokens": computed,
+                "batch_tokens": widest,
+                "flops": 6 * n * computed,
+                "snapshots": len(snapshot_steps(len(batches), spec.train.snapshots)),
+            }
+        )
     bytes_act = 2 if device.type == "cuda" or gpu_memory else 4
     peak_tokens = max(p["batch_tokens"] for p in phases)
     shape = (total, peak_tokens, config.num_hidden_layers, config.hidden_size, config.vocab_size, bytes_act)
@@ -267,10 +290,13 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     answer_tokens = float(np.mean([len(t.ids) for t in targets]))
     dump_flops = 2 * n * len(all_prompts) * sum(prompt_tokens.values())
     per_model_store = len(FORMATS) * config.num_hidden_layers * len(ATTRIBUTES) * n_people * config.hidden_size * 2
-    disk = {"checkpoints": 4 * total * (1 + len(phases)) if spec.model.path is None else 4 * total * len(phases),
-            "snapshots": 4 * total * snapshot_models,
-            "activations": per_model_store * models_main, "trajectory": per_model_store * snapshot_models,
-            "optimizer_while_training": 12 * total}
+    disk = {
+        "checkpoints": 4 * total * (1 + len(phases)) if spec.model.path is None else 4 * total * len(phases),
+        "snapshots": 4 * total * snapshot_models,
+        "activations": per_model_store * models_main,
+        "trajectory": per_model_store * snapshot_models,
+        "optimizer_while_training": 12 * total,
+    }
     disk["total"] = sum(v for k, v in disk.items() if k != "optimizer_while_training")
     # Stage, Mix and the untrained baseline with both BIO formats; then the trajectory's: bio, and each snapshot.
     sweeps = (len(PAPER_MODELS) + 1) * len(ATTRIBUTES) * len(BIO_FORMATS) + (1 + snapshot_models) * len(ATTRIBUTES)
@@ -280,24 +306,35 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     patch_decodes = len(PAPER_MODELS) * n_out * (2 + config.num_hidden_layers * 9)
 
     eval_tokens = (prompt_tokens["bio_long"] + prompt_tokens["qa"]) / 2 + answer_tokens  # half BIO, half QA
-    split_sizes = [6 * n_people, sum(p.split == "qa_in" for p in all_prompts), sum(p.split == "qa_out" for p in all_prompts)]
-    curve_samples = sum(-(-p["steps"] // every) if (every := curve_interval(p["steps"], spec.train.eval_every)) else 0
-                        for p in phases)
-    questions = (eval_prompts * (models_main + snapshot_models)
-                 + curve_samples * sum(min(spec.train.curve_questions, size) for size in split_sizes))
+    split_sizes = [
+        6 * n_people,
+        sum(p.split == "qa_in" for p in all_prompts),
+        sum(p.split == "qa_out" for p in all_prompts),
+    ]
+    curve_samples = sum(
+        -(-p["steps"] // every) if (every := curve_interval(p["steps"], spec.train.eval_every)) else 0 for p in phases
+    )
+    questions = eval_prompts * (models_main + snapshot_models) + curve_samples * sum(
+        min(spec.train.curve_questions, size) for size in split_sizes
+    )
     computes = models.computes_in(device, spec.train.precision)
     probe = None
     if device.type == "cuda" or gpu_bytes or tflops:  # a GPU, here or elsewhere, or a rate given
         flat = (tflops or DEFAULT_TFLOPS) * 1e12
-        rates, rate_from = {"train": flat, "eval": flat, "forward": flat}, f"{(tflops or DEFAULT_TFLOPS):g} TFLOP/s (--tflops)"
+        rates, rate_from = (
+            {"train": flat, "eval": flat, "forward": flat},
+            f"{(tflops or DEFAULT_TFLOPS):g} TFLOP/s (--tflops)",
+        )
     else:
         probe = gemm_rate(config, computes, peak_tokens)
         share = shares(computes, config.hidden_size)
         rates = {work: probe["flops_per_s"] * share[work] for work in share}
-        rate_from = (f"{rates['train'] / 1e9:,.3g} GFLOP/s training: this CPU's {computes} matrix products at the "
-                     f"model's shapes run at {probe['flops_per_s'] / 1e9:,.3g} GFLOP/s ({probe['threads']} threads, "
-                     f"the best measured on this machine; load now {os.getloadavg()[0]:.1f}), of which training reaches "
-                     f"{share['train']:.0%} at hidden {config.hidden_size} (benchmarks/RESULTS.md)")
+        rate_from = (
+            f"{rates['train'] / 1e9:,.3g} GFLOP/s training: this CPU's {computes} matrix products at the "
+            f"model's shapes run at {probe['flops_per_s'] / 1e9:,.3g} GFLOP/s ({probe['threads']} threads, "
+            f"the best measured on this machine; load now {os.getloadavg()[0]:.1f}), of which training reaches "
+            f"{share['train']:.0%} at hidden {config.hidden_size} (benchmarks/RESULTS.md)"
+        )
     for p in phases:
         p["seconds"] = p["flops"] / rates["train"]
     seeds = len(study.runs)
@@ -307,60 +344,124 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     probes_s = sweeps * sweep_seconds(config.hidden_size, config.num_hidden_layers)
     patch_s = 2 * n * patch_decodes * eval_tokens / rates["eval"]
     rate = rates["train"]
-    return {"study": study.name, "folder": str(study.folder), "runs": [p.name for p in study.paths], "device": str(device),
-            "model": spec.model.path or f"built-in Llama {spec.model.layers}x{spec.model.hidden}",
-            "parameters": total, "compute_parameters": n, "layers": config.num_hidden_layers, "hidden": config.hidden_size,
-            "vocab": config.vocab_size, "people": n_people, "prompts": len(all_prompts), "boundary_checked": len(checked), "longest_example": longest,
-            "phases": phases, "memory": memory, "gradient_checkpointing": checkpointing, "gpu_memory": gpu_bytes,
-            "fits": verdict, "disk": disk, "eval_prompts": eval_prompts,
-            "models_per_run": models_main, "snapshot_models": snapshot_models, "sweeps": sweeps,
-            "rate": rate, "rate_from": rate_from, "precision": computes, "probe": probe, "questions_per_run": questions,
-            "patch_decodes": patch_decodes,
-            "seconds_per_run": {"train": train_s, "eval": eval_s, "dump": dump_s, "probes": probes_s, "interventions": patch_s},
-            "seconds": (train_s + eval_s + dump_s + probes_s + patch_s) * seeds, "seeds": seeds, "preset": spec.preset}
+    return {
+        "study": study.name,
+        "folder": str(study.folder),
+        "runs": [p.name for p in study.paths],
+        "device": str(device),
+        "model": spec.model.path or f"built-in Llama {spec.model.layers}x{spec.model.hidden}",
+        "parameters": total,
+        "compute_parameters": n,
+        "layers": config.num_hidden_layers,
+        "hidden": config.hidden_size,
+        "vocab": config.vocab_size,
+        "people": n_people,
+        "prompts": len(all_prompts),
+        "boundary_checked": len(checked),
+        "longest_example": longest,
+        "phases": phases,
+        "memory": memory,
+        "gradient_checkpointing": checkpointing,
+        "gpu_memory": gpu_bytes,
+        "fits": verdict,
+        "disk": disk,
+        "eval_prompts": eval_prompts,
+        "models_per_run": models_main,
+        "snapshot_models": snapshot_models,
+        "sweeps": sweeps,
+        "rate": rate,
+        "rate_from": rate_from,
+        "precision": computes,
+        "probe": probe,
+        "questions_per_run": questions,
+        "patch_decodes": patch_decodes,
+        "seconds_per_run": {
+            "train": train_s,
+            "eval": eval_s,
+            "dump": dump_s,
+            "probes": probes_s,
+            "interventions": patch_s,
+        },
+        "seconds": (train_s + eval_s + dump_s + probes_s + patch_s) * seeds,
+        "seeds": seeds,
+        "preset": spec.preset,
+    }
 
 
 def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
     with console.status("validating: data, tokenizer, model, device"):
         info = plan(study, tflops, gpu_memory)
-    console.print(f"[bold]reproduce {markup(info['study'])}[/bold] (dry run: nothing written) → {markup(info['folder'])}", soft_wrap=True)
+    console.print(
+        f"[bold]reproduce {markup(info['study'])}[/bold] (dry run: nothing written) → {markup(info['folder'])}",
+        soft_wrap=True,
+    )
     for note in (info["probe"] or {}).get("notes", []):  # the GEMM record is advice: what was dropped from it
         console.print(f"[yellow]note:[/yellow] {markup(note)}", soft_wrap=True, highlight=False)
-    console.print(f"runs: {', '.join(info['runs'])}; device {info['device']}; model {info['model']}: "
-                  f"{info['parameters']:,} parameters, {info['layers']} layers, hidden {info['hidden']}, "
-                  f"vocabulary {info['vocab']:,}", soft_wrap=True)
-    console.print(f"validated: settings, checkpoint, device, {info['people']:,} people's data (seed 0), the answer "
-                  f"boundary of {info['boundary_checked']:,} of its {info['prompts']:,} prompts (every template and answer "
-                  f"value; the run checks all), longest training example {info['longest_example']} tokens", soft_wrap=True)
+    console.print(
+        f"runs: {', '.join(info['runs'])}; device {info['device']}; model {info['model']}: "
+        f"{info['parameters']:,} parameters, {info['layers']} layers, hidden {info['hidden']}, "
+        f"vocabulary {info['vocab']:,}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"validated: settings, checkpoint, device, {info['people']:,} people's data (seed 0), the answer "
+        f"boundary of {info['boundary_checked']:,} of its {info['prompts']:,} prompts (every template and answer "
+        f"value; the run checks all), longest training example {info['longest_example']} tokens",
+        soft_wrap=True,
+    )
     t = Table(title="Training, per run (seed 0's data plan)", title_justify="left")
     for col in ("phase", "steps", "examples", "tokens", "computed", "FLOPs", "time", "snapshots"):
         t.add_column(col, justify="left" if col == "phase" else "right")
     for p in info["phases"]:
-        row = [p["phase"], f"{p['steps']:,}", f"{p['examples']:,}", _n(p["tokens"]), _n(p["computed_tokens"]),
-               _n(p["flops"]), _hours(p["seconds"]) if p["seconds"] else "–", str(p["snapshots"])]
+        row = [
+            p["phase"],
+            f"{p['steps']:,}",
+            f"{p['examples']:,}",
+            _n(p["tokens"]),
+            _n(p["computed_tokens"]),
+            _n(p["flops"]),
+            _hours(p["seconds"]) if p["seconds"] else "–",
+            str(p["snapshots"]),
+        ]
         t.add_row(*row)
     console.print(t)
     if info["preset"] == "paper":
-        console.print("the paper's Table 1 (Llama-3.2-3B on an A100 40GB, one run): "
-                      + ", ".join(f"{phase} {hours} h" for phase, hours in PAPER_HOURS.items()))
+        console.print(
+            "the paper's Table 1 (Llama-3.2-3B on an A100 40GB, one run): "
+            + ", ".join(f"{phase} {hours} h" for phase, hours in PAPER_HOURS.items())
+        )
     mem, disk = info["memory"], info["disk"]
-    console.print(f"memory while training: about {_gb(mem['total'])} ({_gb(mem['weights_optimizer'])} fp32 weights, "
-                  f"gradients and AdamW state; {_gb(mem['activations'])} activations and logits of the widest batch"
-                  + (", gradient checkpointing" if info["gradient_checkpointing"] else "") + ")", soft_wrap=True)
+    console.print(
+        f"memory while training: about {_gb(mem['total'])} ({_gb(mem['weights_optimizer'])} fp32 weights, "
+        f"gradients and AdamW state; {_gb(mem['activations'])} activations and logits of the widest batch"
+        + (", gradient checkpointing" if info["gradient_checkpointing"] else "")
+        + ")",
+        soft_wrap=True,
+    )
     if info["fits"]:
         color = "green" if info["fits"].startswith("fits") else "yellow"
         console.print(f"[{color}]{info['fits']}[/{color}]", highlight=False)
-    console.print(f"disk per run: about {_gb(disk['total'])} ({_gb(disk['checkpoints'])} checkpoints, "
-                  f"{_gb(disk['snapshots'])} snapshots, {_gb(disk['activations'])} activations.zarr, "
-                  f"{_gb(disk['trajectory'])} trajectory.zarr; {_gb(disk['optimizer_while_training'])} more while a "
-                  "phase trains)", soft_wrap=True)
-    console.print(f"evaluation: {info['eval_prompts']:,} questions for each of {info['models_per_run']} models and "
-                  f"{info['snapshot_models']} snapshots a run; probes: {info['sweeps']} sweeps a run (with their "
-                  f"control task's); interventions: {info['patch_decodes']:,} patched decodes a run", soft_wrap=True)
+    console.print(
+        f"disk per run: about {_gb(disk['total'])} ({_gb(disk['checkpoints'])} checkpoints, "
+        f"{_gb(disk['snapshots'])} snapshots, {_gb(disk['activations'])} activations.zarr, "
+        f"{_gb(disk['trajectory'])} trajectory.zarr; {_gb(disk['optimizer_while_training'])} more while a "
+        "phase trains)",
+        soft_wrap=True,
+    )
+    console.print(
+        f"evaluation: {info['eval_prompts']:,} questions for each of {info['models_per_run']} models and "
+        f"{info['snapshot_models']} snapshots a run; probes: {info['sweeps']} sweeps a run (with their "
+        f"control task's); interventions: {info['patch_decodes']:,} patched decodes a run",
+        soft_wrap=True,
+    )
     each = info["seconds_per_run"]
-    console.print(f"time: about {_hours(info['seconds'])} for {info['seeds']} run{'s' * (info['seeds'] > 1)}, each "
-                  f"{_hours(each['train'])} training, {_hours(each['eval'])} evaluation ({info['questions_per_run']:,} "
-                  f"questions), {_hours(each['dump'])} dump, {_hours(each['probes'])} probes and "
-                  f"{_hours(each['interventions'])} interventions; in {info['precision']} at "
-                  f"{info['rate_from']}", highlight=False, soft_wrap=True)
+    console.print(
+        f"time: about {_hours(info['seconds'])} for {info['seeds']} run{'s' * (info['seeds'] > 1)}, each "
+        f"{_hours(each['train'])} training, {_hours(each['eval'])} evaluation ({info['questions_per_run']:,} "
+        f"questions), {_hours(each['dump'])} dump, {_hours(each['probes'])} probes and "
+        f"{_hours(each['interventions'])} interventions; in {info['precision']} at "
+        f"{info['rate_from']}",
+        highlight=False,
+        soft_wrap=True,
+    )
     return info

@@ -10,20 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import store
-from jobs.run.workspace import run_path, study_path
 from jobs.errors import FactrecallError
 from jobs.launch.plan import RunRequest, plan_runs
 from jobs.run.spec import ExperimentSpec
+from jobs.run.workspace import run_path, study_path
 from jobs.words import ATTRIBUTES, BIO_FORMATS
 from store.names import STORE_NAME, TRAJECTORY_NAME
 
-STUDY_STRATEGIES = ("bio", "stage", "mix")   # the paper's BIO-tuned, Stage ("QA-tuned") and Mix-tuned models
-PAPER_MODELS = ("stage", "mix")              # the models of Figures 3 and 4
-TRAJECTORY_FORMAT = "bio_long"               # the format the paper's gap is about
-PATCH_ATTRIBUTE = "job"                      # the interventions the report reads: job (as the paper's figures), QA-out people
+STUDY_STRATEGIES = ("bio", "stage", "mix")  # the paper's BIO-tuned, Stage ("QA-tuned") and Mix-tuned models
+PAPER_MODELS = ("stage", "mix")  # the models of Figures 3 and 4
+TRAJECTORY_FORMAT = "bio_long"  # the format the paper's gap is about
+PATCH_ATTRIBUTE = "job"  # the interventions the report reads: job (as the paper's figures), QA-out people
 DEFAULT_SNAPSHOTS = 4
-REPORT_MODELS = ("majority", "untrained", "bio", "stage", "mix")   # the rows of the report's Figure 5
-ACCURACY_COLUMNS = ("avg", *ATTRIBUTES)                             # exact match: the mean, then each attribute
+REPORT_MODELS = ("majority", "untrained", "bio", "stage", "mix")  # the rows of the report's Figure 5
+ACCURACY_COLUMNS = ("avg", *ATTRIBUTES)  # exact match: the mean, then each attribute
 
 
 @dataclass
@@ -58,10 +58,15 @@ def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SN
     name = request.name or request.preset
     study = Study(name, study_path(workspace, name), snapshots=snapshots)
     for seed in request.seeds:
-        one = dataclasses.replace(request, strategies=STUDY_STRATEGIES, seeds=(seed,), per_strategy=False,
-                                  overrides=(*request.overrides, f"train.snapshots={snapshots}"),
-                                  name=f"reproduce-{name}-s{seed}")
-        (spec, run_name), = plan_runs(one, workspace if fits else None, models_in=workspace)
+        one = dataclasses.replace(
+            request,
+            strategies=STUDY_STRATEGIES,
+            seeds=(seed,),
+            per_strategy=False,
+            overrides=(*request.overrides, f"train.snapshots={snapshots}"),
+            name=f"reproduce-{name}-s{seed}",
+        )
+        ((spec, run_name),) = plan_runs(one, workspace if fits else None, models_in=workspace)
         study.runs.append((spec, run_path(workspace, run_name)))
     return study
 
@@ -91,5 +96,7 @@ def check_complete(study: Study) -> None:
     for spec, path in study.runs:
         for step in ("dump", "dump-trajectory") if spec.train.snapshots else ("dump",):
             if not (path / "done" / f"{step}.json").exists():
-                raise FactrecallError(f"run {path.name} has not finished ({step} is not done); "
-                                      "run the same reproduce command again to continue it")
+                raise FactrecallError(
+                    f"run {path.name} has not finished ({step} is not done); "
+                    "run the same reproduce command again to continue it"
+                )

@@ -57,10 +57,17 @@ def products(config) -> list[tuple[int, int, int]]:
     """(times per token, k, n) of every matrix product a token's forward pass makes."""
     hidden, layers = config.hidden_size, config.num_hidden_layers
     heads = config.num_attention_heads
-    kv = (getattr(config, "num_key_value_heads", None) or heads) * (getattr(config, "head_dim", None) or hidden // heads)
+    kv = (getattr(config, "num_key_value_heads", None) or heads) * (
+        getattr(config, "head_dim", None) or hidden // heads
+    )
     inter = getattr(config, "intermediate_size", None) or 4 * hidden
-    return [(2 * layers, hidden, hidden), (2 * layers, hidden, kv), (2 * layers, hidden, inter), (layers, inter, hidden),
-            (1, hidden, config.vocab_size)]
+    return [
+        (2 * layers, hidden, hidden),
+        (2 * layers, hidden, kv),
+        (2 * layers, hidden, inter),
+        (layers, inter, hidden),
+        (1, hidden, config.vocab_size),
+    ]
 
 
 def _seconds(m: int, k: int, n: int, dtype: torch.dtype) -> float:
@@ -76,8 +83,12 @@ def _seconds(m: int, k: int, n: int, dtype: torch.dtype) -> float:
 
 def plausible(rate: object, threads: int) -> bool:
     """Whether `rate` (FLOP/s) is one a CPU running `threads` threads could have measured."""
-    return (isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate)
-            and MIN_FLOPS_PER_THREAD <= rate / max(threads, 1) <= MAX_FLOPS_PER_THREAD)
+    return (
+        isinstance(rate, (int, float))
+        and not isinstance(rate, bool)
+        and math.isfinite(rate)
+        and MIN_FLOPS_PER_THREAD <= rate / max(threads, 1) <= MAX_FLOPS_PER_THREAD
+    )
 
 
 def _read_cache(file: Path | None, notes: list[str] | None = None) -> dict:
@@ -91,20 +102,31 @@ def _read_cache(file: Path | None, notes: list[str] | None = None) -> dict:
         if notes is not None:
             notes.append(str(err))
         return {}
-    if not isinstance(data, dict) or data.get("version", CACHE_VERSION) != CACHE_VERSION or \
-            not isinstance(data.get("rates", {}), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("version", CACHE_VERSION) != CACHE_VERSION
+        or not isinstance(data.get("rates", {}), dict)
+    ):
         if notes is not None:
             notes.append(f"{file} is not a GEMM record this factrecall wrote; it is measured again and rewritten")
         return {}
     rates, kept = data.get("rates", {}), {}
     for key, value in rates.items():
-        threads = next((int(part.split()[0]) for part in str(key).split("|") if part.endswith(" threads")
-                        and part.split()[0].isdigit()), 1)
+        threads = next(
+            (
+                int(part.split()[0])
+                for part in str(key).split("|")
+                if part.endswith(" threads") and part.split()[0].isdigit()
+            ),
+            1,
+        )
         if plausible(value, threads):
             kept[key] = value
     if len(kept) < len(rates) and notes is not None:
-        notes.append(f"{len(rates) - len(kept)} recorded GEMM rate(s) in {file} are not ones any CPU could measure "
-                     "(outside 10 MFLOP/s to 5 TFLOP/s a thread): dropped, measured again")
+        notes.append(
+            f"{len(rates) - len(kept)} recorded GEMM rate(s) in {file} are not ones any CPU could measure "
+            "(outside 10 MFLOP/s to 5 TFLOP/s a thread): dropped, measured again"
+        )
     return kept
 
 
@@ -143,6 +165,14 @@ def gemm_rate(config, precision: str, rows: int, cache: bool = True) -> dict:
             atomic_write_json(file, {"version": CACHE_VERSION, "rates": {**_read_cache(file), **rates}})
         except (OSError, FactrecallError):  # a read-only home: the plan stands, the next one measures again
             pass
-    return {"flops_per_s": flops / seconds, "products": shown, "rows": rows, "threads": threads,
-            "precision": precision, "cached": cached == len(shown), "cpu": cpu_name(), "file": str(file),
-            "notes": notes}
+    return {
+        "flops_per_s": flops / seconds,
+        "products": shown,
+        "rows": rows,
+        "threads": threads,
+        "precision": precision,
+        "cached": cached == len(shown),
+        "cpu": cpu_name(),
+        "file": str(file),
+        "notes": notes,
+    }

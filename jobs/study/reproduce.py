@@ -25,14 +25,14 @@ from jobs.errors import FactrecallError
 from jobs.launch.queue import queued_runs
 from jobs.run.files import atomic_write_json, hold_lock, take_lock
 from jobs.run.folder import watch_stop
-from jobs.run.workspace import study_path
 from jobs.run.spec import ExperimentSpec
+from jobs.run.workspace import study_path
 from jobs.study.plan import PAPER_MODELS, PATCH_ATTRIBUTE, Study, probe_jobs
 from jobs.study.report import TIMING_FILE, read_timing, write_report
 from store.probes import ProbeSettings, cached, sweep
 
 LOCK_FILE = "study.lock"
-ProbeProgress = Callable[[int, int, str], None]   # (sweeps done, sweeps in all, the sweep in words)
+ProbeProgress = Callable[[int, int, str], None]  # (sweeps done, sweeps in all, the sweep in words)
 
 
 def check_idle(study: Study) -> None:
@@ -40,12 +40,20 @@ def check_idle(study: Study) -> None:
     busy = queued_runs(study.workspace)
     waiting = [p.name for p in study.paths if p.name in busy]
     if waiting:
-        raise FactrecallError(f"{', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} queued or running "
-                              "(`factrecall-jobs status`); run reproduce again once they are done")
+        raise FactrecallError(
+            f"{', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} queued or running "
+            "(`factrecall-jobs status`); run reproduce again once they are done"
+        )
 
 
-def run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, probe_progress: ProbeProgress | None = None,
-              patch_progress: ProbeProgress | None = None, argv: list[str] | None = None) -> tuple[dict, int]:
+def run_study(
+    study: Study,
+    run_one: Callable[[ExperimentSpec, Path], None],
+    *,
+    probe_progress: ProbeProgress | None = None,
+    patch_progress: ProbeProgress | None = None,
+    argv: list[str] | None = None,
+) -> tuple[dict, int]:
     """Run every step of the study that is not done: each run through `run_one(spec, folder)` (the
     CLI's, with its progress bars), every probe sweep, the interventions, and the report. Returns report.json's content
     and how many sweeps were fitted now (the rest came from the stores' caches)."""
@@ -69,12 +77,25 @@ def study_lock(study: Study) -> Iterator[None]:
         os.close(fd)
 
 
-def _run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *, probe_progress: ProbeProgress | None,
-               patch_progress: ProbeProgress | None, argv: list[str] | None) -> tuple[dict, int]:
-    atomic_write_json(study.folder / "plan.json", {
-        "name": study.name, "preset": study.preset, "seeds": [spec.seed for spec, _ in study.runs],
-        "snapshots": study.snapshots, "runs": [str(p.relative_to(study.workspace)) for p in study.paths],
-        "argv": argv or []})
+def _run_study(
+    study: Study,
+    run_one: Callable[[ExperimentSpec, Path], None],
+    *,
+    probe_progress: ProbeProgress | None,
+    patch_progress: ProbeProgress | None,
+    argv: list[str] | None,
+) -> tuple[dict, int]:
+    atomic_write_json(
+        study.folder / "plan.json",
+        {
+            "name": study.name,
+            "preset": study.preset,
+            "seeds": [spec.seed for spec, _ in study.runs],
+            "snapshots": study.snapshots,
+            "runs": [str(p.relative_to(study.workspace)) for p in study.paths],
+            "argv": argv or [],
+        },
+    )
     runs = len(study.runs)
     for i, (spec, path) in enumerate(study.runs):
         _progress(study, step="runs", runs_done=i, runs_total=runs, current=path.name)
@@ -91,6 +112,7 @@ def _run_study(study: Study, run_one: Callable[[ExperimentSpec, Path], None], *,
         fitted = fit_probes(study.paths, probes)
     _progress(study, step="interventions", runs_done=runs, runs_total=runs)
     with timed(study.folder, "interventions"):
+
         def patched(done: int, total: int, what: str) -> None:
             _progress(study, step="interventions", runs_done=runs, runs_total=runs, patched=done, patch_total=total)
             if patch_progress is not None:
@@ -156,7 +178,8 @@ def patch_runs(paths: list[Path], progress: Callable[[int, int, str], None] | No
 
     computed = 0
     for path in paths:
-        for _, hit in patch(path, store.open(path), list(PAPER_MODELS), PatchSettings(attribute=PATCH_ATTRIBUTE),
-                            progress=progress):
+        for _, hit in patch(
+            path, store.open(path), list(PAPER_MODELS), PatchSettings(attribute=PATCH_ATTRIBUTE), progress=progress
+        ):
             computed += not hit
     return computed

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
+from jobs.run.checkpoints import snapshot_steps
 from jobs.study import claims as C
 from jobs.study.report import first_reach, onset
-from jobs.run.checkpoints import snapshot_steps
 
 
 def test_the_papers_own_numbers_reproduce_its_accuracy_claims():
@@ -21,15 +21,18 @@ def test_the_papers_own_numbers_reproduce_its_accuracy_claims():
 
 
 def test_claim1_needs_a_wide_gap_in_every_seed():
-    assert C.claim1([30, 30, 30], [45, 45, 45]).verdict == C.PARTLY        # +15 < half of 38.8
-    mixed = C.claim1([30, 30, 60], [70, 70, 50])                           # +33 on average, one seed behind
+    assert C.claim1([30, 30, 30], [45, 45, 45]).verdict == C.PARTLY  # +15 < half of 38.8
+    mixed = C.claim1([30, 30, 60], [70, 70, 50])  # +33 on average, one seed behind
     assert mixed.verdict == C.PARTLY and "not ahead in every seed" in mixed.notes[0]
     assert C.claim1([50, 50], [40, 45]).verdict == C.FAILS
     assert "Mix 42.5 ± 2.5 vs Stage 50.0 ± 0.0" in C.claim1([50, 50], [40, 45]).measured  # population std, as `show`
 
 
 def test_claim2_floors():
-    acc = {"stage": {"bio": [96.0, 95.0], "qa_in": [99.0, 99.0]}, "mix": {"bio": [100.0, 100.0], "qa_in": [100.0, 100.0]}}
+    acc = {
+        "stage": {"bio": [96.0, 95.0], "qa_in": [99.0, 99.0]},
+        "mix": {"bio": [100.0, 100.0], "qa_in": [100.0, 100.0]},
+    }
     assert C.claim2(acc).verdict == C.REPRODUCES  # 95.5 is within 2 points of 97.2
     acc["stage"]["bio"] = [92.0, 93.0]
     partly = C.claim2(acc)
@@ -54,7 +57,7 @@ def _reps(stage_job, mix_job, others=(60.0, 40.0)):
 
 def test_claim4_is_judged_against_seed_noise():
     assert C.claim4(_reps([80, 82, 84], [55, 57, 59]), (20.2, 0), 4).verdict == C.REPRODUCES
-    noisy = C.claim4(_reps([60, 90, 75], [60, 70, 80]))      # +5 on average, seeds spread by 15 and 10
+    noisy = C.claim4(_reps([60, 90, 75], [60, 70, 80]))  # +5 on average, seeds spread by 15 and 10
     assert noisy.verdict == C.PARTLY
     behind = C.claim4(_reps([50, 50, 50], [60, 60, 60], others=(40.0, 60.0)))
     assert behind.verdict == C.FAILS and "not above Mix's for birth_date" in behind.notes[0]
@@ -91,27 +94,40 @@ def test_claim5_points_to_the_augmentation_study_and_a_report_names_augmented_da
     # report.md says when its study's data is not the paper's, in words, and is silent when it is.
     data = json.loads((root / "docs" / "reproduce" / "cpu-bf16" / "report.json").read_text())
     figures = defaultdict(lambda: "figure.png")
-    for overrides, said in (([], None), (["data.full_name=true", "data.bio_entries=4", "data.bio_templates=multi"],
-                            "4 BIO entries per person; each sentence's template drawn among paraphrases; "
-                            "the full name in every sentence")):
+    for overrides, said in (
+        ([], None),
+        (
+            ["data.full_name=true", "data.bio_entries=4", "data.bio_templates=multi"],
+            "4 BIO entries per person; each sentence's template drawn among paraphrases; "
+            "the full name in every sentence",
+        ),
+    ):
         data["setup"]["data"] = build_spec("cpu", overrides=overrides).data.model_dump(mode="json")
         lines = [line for line in render(data, figures).splitlines() if line.startswith("**Data augmented")]
-        assert lines == ([] if said is None else [f"**Data augmented beyond the paper's:** {said} (the paper: one "
-                         "entry per person, the name only in its first sentence, fixed templates and order). "
-                         "docs/claim5.md compares such studies with the default."])
+        assert lines == (
+            []
+            if said is None
+            else [
+                f"**Data augmented beyond the paper's:** {said} (the paper: one "
+                "entry per person, the name only in its first sentence, fixed templates and order). "
+                "docs/claim5.md compares such studies with the default."
+            ]
+        )
 
 
 def test_claim4_and_claim5_with_intervals_need_them_separated_or_wholly_below():
     """Given bootstrap intervals, "exceeds" means Stage's interval lies wholly above Mix's, and
     "small"/"near zero" that the whole interval lies below the threshold: a mean alone does not do."""
-    reps = _reps([80, 82, 84], [55, 57, 59])   # beyond the seeds' spread: reproduces on means
+    reps = _reps([80, 82, 84], [55, 57, 59])  # beyond the seeds' spread: reproduces on means
     assert C.claim4(reps, job_intervals={"stage": (70.0, 90.0), "mix": (50.0, 65.0)}).verdict == C.REPRODUCES
     overlapping = C.claim4(reps, job_intervals={"stage": (60.0, 95.0), "mix": (45.0, 70.0)})
     assert overlapping.verdict == C.PARTLY and "intervals overlap" in " ".join(overlapping.notes)
     assert "[60.0, 95.0] vs [45.0, 70.0]" in overlapping.measured and "wholly above" in overlapping.rule
     high = (90.0, 85.0, 89.0, 95.0)
     short = {"stage": _short(5, 1, high), "mix": _short(3, 0.5, high)}
-    tight = {m: {"delta_rep": (v["delta_rep"] - 2, v["delta_rep"] + 2), "delta_mech": (0.0, 3.0)} for m, v in short.items()}
+    tight = {
+        m: {"delta_rep": (v["delta_rep"] - 2, v["delta_rep"] + 2), "delta_mech": (0.0, 3.0)} for m, v in short.items()
+    }
     assert C.claim5(short, tight).verdict == C.REPRODUCES
     wide = {**tight, "mix": {"delta_rep": (0.0, 12.0), "delta_mech": (0.0, 3.0)}}  # Mix's Δrep may be 12
     judged = C.claim5(short, wide)
@@ -127,7 +143,7 @@ def test_top_layers_are_the_top_quarter():
 def test_onset_is_where_half_the_change_is_made():
     assert onset([0, 0.5, 1], [0, 10, 20]) == pytest.approx(0.5)
     assert onset([0, 0.25, 0.5, 1], [0, 40, 50, 50]) == pytest.approx(0.15625)  # 25 of 50, between 0 and 0.25
-    assert onset([0, 0.5, 1], [1.0, 0.2, 0.0]) == pytest.approx(0.3125)          # falling
+    assert onset([0, 0.5, 1], [1.0, 0.2, 0.0]) == pytest.approx(0.3125)  # falling
     assert onset([0, 1], [3, 3]) is None
 
 

@@ -26,9 +26,15 @@ def _cli(*argv, cwd):
         (["run", "--preset", "tiny", "--set", "train.mix.speed=3"], "invalid setting train.mix.speed=3"),
         (["run", "--preset", "tiny", "--qa-in-fraction", "1.5"], "argument --qa-in-fraction: 1.5 is out of range"),
         (["run", "--preset", "tiny", "--config", "missing.toml"], "config file missing.toml does not exist"),
-        (["run", "--preset", "tiny", "--set", "train.bio.epochs=inf"], "train.bio.epochs=inf: Input should be a finite"),
+        (
+            ["run", "--preset", "tiny", "--set", "train.bio.epochs=inf"],
+            "train.bio.epochs=inf: Input should be a finite",
+        ),
         (["run", "--preset", "tiny", "--set", 'data.locale="xx_XX"'], "faker has no locale 'xx_XX'"),
-        (["run", "--preset", "tiny", "--set", 'data.locale="de_DE"', "--strategy", "bio"], "de_DE locale cannot make state_abbr"),
+        (
+            ["run", "--preset", "tiny", "--set", 'data.locale="de_DE"', "--strategy", "bio"],
+            "de_DE locale cannot make state_abbr",
+        ),
         (["--workspace", "/etc/passwd", "run", "--preset", "tiny"], "choose a writable --workspace"),
         (["show", "nope"], "no run 'nope'"),
         (["resume", "nope"], "no run 'nope'"),
@@ -70,8 +76,10 @@ def test_a_run_made_by_an_earlier_preset_is_named_so_and_left_intact(tiny_run, c
     monkeypatch.setattr(jobs.run.spec, "load_preset", later)
     assert run_cli("--workspace", workspace, "run", "--preset", "tiny") == 2
     err = capsys.readouterr().err
-    assert (f"run folder {tiny_run} was made by an earlier tiny preset (train.precision: 'fp32' -> 'bf16'); "
-            f"`factrecall-jobs resume {tiny_run.name}` continues it as it was made") in err
+    assert (
+        f"run folder {tiny_run} was made by an earlier tiny preset (train.precision: 'fp32' -> 'bf16'); "
+        f"`factrecall-jobs resume {tiny_run.name}` continues it as it was made"
+    ) in err
     assert len(err.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in tiny_run.rglob("*.json")} == before
     assert run_cli("--workspace", workspace, "resume", tiny_run.name) == 0

@@ -48,7 +48,7 @@ READERS: dict[str, tuple[str, ...]] = {
     "checkpoints/mix/final/config.json": ("resume", "dump"),
     "activations.zarr/zarr.json": ("probe", "export", "scan"),
     "activations.zarr/resid_mid/zarr.json": ("probe", "export"),
-    "activations.zarr/resid_mid/c/3/2/1/3/0/0": ("probe", "export"),   # mix, qa, layer 1, job
+    "activations.zarr/resid_mid/c/3/2/1/3/0/0": ("probe", "export"),  # mix, qa, layer 1, job
     "activations.zarr/written/c/0/0/0": ("probe", "export"),
     "activations.zarr/label/c/0/0": ("probe", "export"),
     "activations.zarr/checksum/c/0/0/0/0/0": ("probe", "export"),
@@ -93,8 +93,11 @@ def damage(path: Path, how: str, outside: Path) -> None:
 
 
 def _tree(root: Path, skip: tuple[Path, ...]) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")
-            if not any(p == s or s in p.parents for s in skip)}
+    return {
+        str(p): (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in root.rglob("*")
+        if not any(p == s or s in p.parents for s in skip)
+    }
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,12 @@ from tests.jobs.test_damaged_files import DAMAGES, OUTSIDE, damage
 
 RUN = "tiny-stage+mix-s0"
 PLAN = {"name": "tiny", "preset": "tiny", "seeds": [0], "snapshots": 0, "runs": [f"runs/{RUN}"], "argv": []}
-MANIFEST = {"source": {"file": "m.gguf", "bytes": 10, "sha256": "0" * 64, "quantization": "Q8_0"},
-            "parameters": 1000, "config": {"num_hidden_layers": 2}, "check": {"gap": 50.0, "passed": True}}
+MANIFEST = {
+    "source": {"file": "m.gguf", "bytes": 10, "sha256": "0" * 64, "quantization": "Q8_0"},
+    "parameters": 1000,
+    "config": {"num_hidden_layers": 2},
+    "check": {"gap": 50.0, "passed": True},
+}
 
 
 def _json(obj) -> bytes:
@@ -36,8 +40,9 @@ FILES: dict[str, bytes] = {
     "queue/started/2-" + RUN + ".json": _json({"run": RUN, "pid": 2**22 + 7, "started": 1.0, "slot": 0}),
     "queue/worker.lock": b"4194311",
     "queue/cancel/" + RUN + ".json": _json({"run": RUN, "time": 1.0}),
-    "queue/slurm/" + RUN + ".json": _json({"run": RUN, "job_id": "4194311", "cluster": "local", "folder": "x",
-                                           "log": "x/log.out", "submitted": 1.0}),
+    "queue/slurm/" + RUN + ".json": _json(
+        {"run": RUN, "job_id": "4194311", "cluster": "local", "folder": "x", "log": "x/log.out", "submitted": 1.0}
+    ),
     "reproduce/tiny/progress.json": _json({"step": "probes", "runs_done": 1, "runs_total": 1}),
     "reproduce/tiny/plan.json": _json(PLAN),
     "reproduce/tiny/timing.json": _json({"run x": 1.5}),

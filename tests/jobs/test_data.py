@@ -67,8 +67,11 @@ def test_full_name_names_the_person_in_every_sentence_and_bio_short_is_then_in_t
 
 
 def test_prompts_end_right_before_the_attribute_in_every_format():
-    for options in ({}, {"bio_templates": "multi", "permute": True, "bio_entries": 2},
-                    {"full_name": True, "bio_templates": "multi"}):
+    for options in (
+        {},
+        {"bio_templates": "multi", "permute": True, "bio_entries": 2},
+        {"full_name": True, "bio_templates": "multi"},
+    ):
         _, people, entries, all_prompts = _data(**options)
         assert len(all_prompts) == 6 * len(people)
         first = {}

@@ -24,14 +24,17 @@ def test_a_phase_s_tokens_are_counted_as_its_batches_hold_them():
     rng = np.random.default_rng(0)
     for _ in range(100):
         lengths = rng.integers(1, 300, size=200)
-        batches = [[rng.choice(200, size=rng.integers(1, 5)) for _ in range(rng.integers(1, 6))]
-                   for _ in range(rng.integers(1, 30))]
+        batches = [
+            [rng.choice(200, size=rng.integers(1, 5)) for _ in range(rng.integers(1, 6))]
+            for _ in range(rng.integers(1, 30))
+        ]
         for row_len in (None, 512):
             width = [row_len or max(int(lengths[row].max()) for row in batch) for batch in batches]
             assert batch_tokens(batches, lengths, row_len) == (
                 sum(int(lengths[row].sum()) for batch in batches for row in batch),
                 sum(len(batch) * w for batch, w in zip(batches, width)),
-                max(len(batch) * w for batch, w in zip(batches, width)))
+                max(len(batch) * w for batch, w in zip(batches, width)),
+            )
 
 
 def test_the_boundary_sample_holds_every_template_and_answer_value_and_is_a_sample():
@@ -43,8 +46,9 @@ def test_the_boundary_sample_holds_every_template_and_answer_value_and_is_a_samp
     assert {(p.attribute, p.answer) for p in sample} == {(p.attribute, p.answer) for p in everything}
     ends = lambda ps, fmt: {(p.attribute, p.text(fmt).split()[-1]) for p in ps}  # noqa: E731
     for fmt in ("bio_long", "bio_short", "qa"):
-        assert ends(sample, fmt) >= ends(everything, fmt) - {(p.attribute, p.text(fmt).split()[-1]) for p in everything
-                                                                if p.text(fmt).split()[-1][:1].isupper()}
+        assert ends(sample, fmt) >= ends(everything, fmt) - {
+            (p.attribute, p.text(fmt).split()[-1]) for p in everything if p.text(fmt).split()[-1][:1].isupper()
+        }
 
 
 def test_the_plan_s_shares_of_the_gemm_rate_follow_the_model_s_size():
@@ -67,8 +71,9 @@ def test_the_plan_s_shares_of_the_gemm_rate_follow_the_model_s_size():
 
 
 def test_the_gemm_probe_keeps_the_best_rate_a_machine_showed(monkeypatch):
-    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4)
+    config = LlamaConfig(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4
+    )
     # The products' times are the test's own (1 GFLOP/s, then 50x slower): a real clock on a shared
     # machine may be more than 50x slower at one moment than at another, and the rule is what is tested.
     slow = {"factor": 1.0}

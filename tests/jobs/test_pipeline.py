@@ -13,15 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 from jobs.run.evaluate import eval_sets, evaluate, greedy_match, score
+from jobs.run.events import read_events
+from jobs.run.files import read_jsonl
+from jobs.run.folder import RunFolder, load_spec
 from jobs.run.model import load_model
 from jobs.run.pipeline import execute, load_prompts
-from jobs.run.tables import strategy_curve
-from jobs.run.files import read_jsonl
-from jobs.run.events import read_events
-from jobs.run.folder import RunFolder, load_spec
 from jobs.run.spec import build_spec
-from jobs.words import ATTRIBUTES, steps_of
+from jobs.run.tables import strategy_curve
 from jobs.run.tokenizer import Target, load_tokenizer
+from jobs.words import ATTRIBUTES, steps_of
 from tests.conftest import metrics, run_cli, wait_until
 
 
@@ -60,8 +60,10 @@ def steps_taken(run: Path, first_session: bool = False) -> tuple[list[str], list
         end = next(i for i, e in enumerate(events) if e["kind"] == "run" and e.get("status") == "done")
         events = events[: end + 1]
     events = [e for e in events if "@" not in e.get("step", "@")]
-    return ([e["step"] for e in events if e["kind"] == "start"],
-            [e["step"] for e in events if e["kind"] == "step" and e.get("status") == "done"])
+    return (
+        [e["step"] for e in events if e["kind"] == "start"],
+        [e["step"] for e in events if e["kind"] == "step" and e.get("status") == "done"],
+    )
 
 
 def test_a_run_takes_its_steps_in_the_order_the_vocabulary_names_them(tiny_run):
@@ -69,7 +71,9 @@ def test_a_run_takes_its_steps_in_the_order_the_vocabulary_names_them(tiny_run):
     and every step announces its start before it is done."""
     spec = load_spec(tiny_run)
     started, done = steps_taken(tiny_run, first_session=True)
-    assert done == steps_of(spec.strategies, builtin_model=spec.model.path is None, snapshots=bool(spec.train.snapshots))
+    assert done == steps_of(
+        spec.strategies, builtin_model=spec.model.path is None, snapshots=bool(spec.train.snapshots)
+    )
     assert started == done
 
 
@@ -121,8 +125,10 @@ def test_batched_decoding_matches_one_question_at_a_time(tiny_run):
     assert score(batched, s.attributes) == metrics(tiny_run)["stage"]["qa_out"]
     # Every set in one decoding pass, as `evaluate` scores them: each scores as it does alone.
     together = evaluate(model, tok, sets, batch_size=64)
-    assert together == {name: score(greedy_match(model, tok, x.prompts, x.targets, batch_size=1), x.attributes)
-                        for name, x in sets.items()}
+    assert together == {
+        name: score(greedy_match(model, tok, x.prompts, x.targets, batch_size=1), x.attributes)
+        for name, x in sets.items()
+    }
     assert together == {name: metrics(tiny_run)["stage"][name] for name in sets}
 
 
@@ -175,7 +181,9 @@ def test_a_qa_phase_sweep_trains_the_shared_bio_phase_once(tiny_run, tmp_path, c
     assert run_cli("--workspace", workspace, "compare", "--markdown", "--models", "stage") == 0
     header, rows = _markdown_rows(capsys.readouterr().out)
     assert sorted((r["Run"], r["Seeds"]) for r in rows) == [("fresh", "1"), ("hot-qa", "1"), (first.name, "1")]
-    assert {r["QA out"] for r in rows if r["Run"] in ("fresh", "hot-qa")} == {f"{metrics(swept)['stage']['qa_out']['avg']:.1f}"}
+    assert {r["QA out"] for r in rows if r["Run"] in ("fresh", "hot-qa")} == {
+        f"{metrics(swept)['stage']['qa_out']['avg']:.1f}"
+    }
 
 
 def _markdown_rows(out: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -192,8 +200,22 @@ def test_a_phase_trained_by_an_older_data_plan_is_trained_again_not_reused(tiny_
     info = json.loads(done.read_text())
     assert info.pop("plan") == 2
     done.write_text(json.dumps(info))  # as the packer before first fit wrote it: no plan version
-    assert run_cli("--workspace", workspace, "run", "--preset", "tiny", "--strategy", "stage",
-                   "--set", "train.qa.lr=3e-3", "--name", "new") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            workspace,
+            "run",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "stage",
+            "--set",
+            "train.qa.lr=3e-3",
+            "--name",
+            "new",
+        )
+        == 0
+    )
     new = workspace / "runs" / "new"
     assert "reused_from" not in metrics(new)["train"]["bio"]
     assert metrics(new)["train"]["bio"]["plan"] == 2
@@ -237,12 +259,28 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_metrics(tmp_path):
     assert ma == mb
 
     # The same with a real Ctrl-C (SIGINT) sent to a real process mid-training.
-    argv = [sys.executable, "-m", "jobs.cli", "--workspace", tmp_path, "run", "--preset", "tiny",
-            "--strategy", "mix", "--set", "train.checkpoint_every=40", "--name", "sig"]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "--workspace",
+        tmp_path,
+        "run",
+        "--preset",
+        "tiny",
+        "--strategy",
+        "mix",
+        "--set",
+        "train.checkpoint_every=40",
+        "--name",
+        "sig",
+    ]
     proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     events = tmp_path / "runs" / "sig" / "events.jsonl"
-    wait_until(lambda: (events.exists() and '"step": "train-mix", "done"' in events.read_text()) or proc.poll() is not None,
-               "training to start")
+    wait_until(
+        lambda: (events.exists() and '"step": "train-mix", "done"' in events.read_text()) or proc.poll() is not None,
+        "training to start",
+    )
     proc.send_signal(signal.SIGINT)
     assert proc.wait() == 130
     assert "interrupted" in proc.stderr.read()
@@ -253,8 +291,23 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_metrics(tmp_path):
 
 
 def test_several_seeds_report_mean_and_std(tmp_path, capsys):
-    assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio",
-                   "--seeds", "0", "1", "--set", "train.bio.epochs=20") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            tmp_path,
+            "run",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "bio",
+            "--seeds",
+            "0",
+            "1",
+            "--set",
+            "train.bio.epochs=20",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(runs) == 2 and runs[0].endswith(runs[1][-6:])  # one config hash, two seeds
@@ -270,8 +323,22 @@ def test_several_seeds_report_mean_and_std(tmp_path, capsys):
 
 
 def test_qa_only_training_fits_its_questions_but_not_the_biographies(tmp_path):
-    assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "qa",
-                   "--set", "train.qa.epochs=60", "--name", "qa") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            tmp_path,
+            "run",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "qa",
+            "--set",
+            "train.qa.epochs=60",
+            "--name",
+            "qa",
+        )
+        == 0
+    )
     m = metrics(tmp_path / "runs" / "qa")
     assert set(m) >= {"majority", "untrained", "qa"} and "bio" not in m
     # QA-in answers are memorised; BIO prompts were never trained on.

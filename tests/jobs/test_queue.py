@@ -61,8 +61,10 @@ def test_a_queued_run_can_be_taken_off_the_queue(tmp_path):
 
 def test_cancelling_or_killing_a_running_job_keeps_its_work(tmp_path):
     ws = tmp_path / "ws"
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--name", "long",
-                   "--set", "train.bio.epochs=2000") == 0
+    assert (
+        run_cli("--workspace", ws, "submit", "--preset", "tiny", "--name", "long", "--set", "train.bio.epochs=2000")
+        == 0
+    )
     run = ws / "runs" / "long"
     wait_until(lambda: (run / "checkpoints" / "bio" / "last").exists(), "a training checkpoint")
     assert "stopping" in cancel(ws, "long")
@@ -74,8 +76,10 @@ def test_cancelling_or_killing_a_running_job_keeps_its_work(tmp_path):
 
     # Resumed, then killed without a chance to say so: the worker records it for the job.
     submit(ws, "long")
-    pid = wait_until(lambda: next((r.pid for r in scan(ws) if r.status == "running" and r.pid and r.progress), None),
-                     "the resumed job to train")
+    pid = wait_until(
+        lambda: next((r.pid for r in scan(ws) if r.status == "running" and r.pid and r.progress), None),
+        "the resumed job to train",
+    )
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: statuses(ws)["long"] == "interrupted", "the worker to record the kill")
     assert "exited with code -9" in run_events(run)[-1]["error"]
@@ -121,13 +125,19 @@ def test_archive_and_delete_move_a_finished_run_out_of_every_list_and_refuse_a_l
     assert not (ws / "runs" / done).exists() and list((ws / "archive").iterdir()) == []
 
 
-@pytest.mark.parametrize("progress, says", [
-    ({"step": "runs", "runs_done": 2, "runs_total": 6, "current": "reproduce-cpu-s2"}, "runs 2/6 (reproduce-cpu-s2)"),
-    ({"step": "probes", "probes_done": 40, "probes_total": 270}, "probes 40/270"),
-    ({"step": "interventions", "patched": 1200, "patch_total": 7600}, "interventions 1,200/7,600"),
-    ({"step": "interventions"}, "interventions"),
-    ({"step": "report"}, "report"),
-])
+@pytest.mark.parametrize(
+    "progress, says",
+    [
+        (
+            {"step": "runs", "runs_done": 2, "runs_total": 6, "current": "reproduce-cpu-s2"},
+            "runs 2/6 (reproduce-cpu-s2)",
+        ),
+        ({"step": "probes", "probes_done": 40, "probes_total": 270}, "probes 40/270"),
+        ({"step": "interventions", "patched": 1200, "patch_total": 7600}, "interventions 1,200/7,600"),
+        ({"step": "interventions"}, "interventions"),
+        ({"step": "report"}, "report"),
+    ],
+)
 def test_a_studys_progress_in_words(tmp_path, progress, says):
     from jobs.launch.queue import study_progress_text
 

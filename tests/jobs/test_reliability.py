@@ -43,7 +43,11 @@ def refused(capsys, *argv) -> str:
 
 
 def evaluations(m: dict) -> dict:
-    return {k: {s: v[s] for s in ("bio", "qa_in", "qa_out")} for k, v in m.items() if k in ("untrained", "bio", "stage", "mix")}
+    return {
+        k: {s: v[s] for s in ("bio", "qa_in", "qa_out")}
+        for k, v in m.items()
+        if k in ("untrained", "bio", "stage", "mix")
+    }
 
 
 # -- F1: no symbolic link is followed out of a run folder ---------------------------------------------
@@ -106,12 +110,34 @@ def test_f3_cancel_stops_a_job_started_with_sigint_ignored(tmp_path, capsys):
     """`submit ... &` in a script: the worker and its job inherit SIGINT ignored; cancel must still
     stop the job (it did not: the job ran to the end)."""
     ws = tmp_path / "ws"
-    subprocess.run([sys.executable, "-m", "jobs.cli", "--workspace", str(ws), "submit", "--preset", "tiny",
-                    "--people", "1500", "--strategy", "bio", "--no-dump", "--name", "ignored"], check=True,
-                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN), capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "--workspace",
+            str(ws),
+            "submit",
+            "--preset",
+            "tiny",
+            "--people",
+            "1500",
+            "--strategy",
+            "bio",
+            "--no-dump",
+            "--name",
+            "ignored",
+        ],
+        check=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        capture_output=True,
+    )
     run = ws / "runs" / "ignored"
-    wait_until(lambda: any(e["kind"] == "start" and e["step"] == "tokenizer" for e in read_events(run)),
-               "the job to reach its tokenizer step (seconds at 1,500 people)", every=0.01)
+    wait_until(
+        lambda: any(e["kind"] == "start" and e["step"] == "tokenizer" for e in read_events(run)),
+        "the job to reach its tokenizer step (seconds at 1,500 people)",
+        every=0.01,
+    )
     assert run_cli("--workspace", ws, "cancel", "ignored") == 0
     wait_until(lambda: read_run(run).status in ("interrupted", "done"), "the job to end")
     assert read_run(run).status == "interrupted"
@@ -121,8 +147,10 @@ def test_f3_cancel_stops_a_job_started_with_sigint_ignored(tmp_path, capsys):
 # -- F8, F9: a file from elsewhere is found by its content ------------------------------------------
 def test_f8_weights_from_another_phase_are_refused_where_they_are_read(ws, capsys):
     run = ws / "runs" / RUN
-    shutil.copy(run / "checkpoints" / "stage" / "final" / "model.safetensors",
-                run / "checkpoints" / "mix" / "final" / "model.safetensors")
+    shutil.copy(
+        run / "checkpoints" / "stage" / "final" / "model.safetensors",
+        run / "checkpoints" / "mix" / "final" / "model.safetensors",
+    )
     for argv in (["resume", RUN], ["dump", RUN, "--out", ws / "x.zarr"]):
         err = refused(capsys, "--workspace", ws, *argv)
         assert "checkpoints/mix/final/model.safetensors is not the file train-mix wrote" in err
@@ -144,8 +172,23 @@ def _interrupted_mix(tmp_path, monkeypatch) -> tuple[Path, Path]:
 
     monkeypatch.setattr(train, "save_checkpoint", stop_after_60)
     ws = tmp_path / "ws"
-    assert run_cli("--workspace", ws, "run", "--preset", "tiny", "--strategy", "mix", "--no-dump", "--name", "cut",
-                   "--set", "train.checkpoint_every=20") == 130
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "run",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "mix",
+            "--no-dump",
+            "--name",
+            "cut",
+            "--set",
+            "train.checkpoint_every=20",
+        )
+        == 130
+    )
     monkeypatch.setattr(train, "save_checkpoint", real)
     return ws, ws / "runs" / "cut" / "checkpoints" / "mix" / "last"
 
@@ -207,7 +250,9 @@ def test_f8_a_spec_edited_after_the_run_began_is_refused(ws, capsys):
     spec["data"]["people"] = 12
     (ws / "runs" / RUN / "spec.json").write_text(json.dumps(spec))
     for argv in (["resume", RUN], ["dump", RUN, "--out", ws / "x.zarr"]):
-        assert "spec.json was changed after the run began (data.people: 16 -> 12)" in refused(capsys, "--workspace", ws, *argv)
+        assert "spec.json was changed after the run began (data.people: 16 -> 12)" in refused(
+            capsys, "--workspace", ws, *argv
+        )
 
 
 # -- F13, F24: odd lines in events.jsonl hide nothing -----------------------------------------------
@@ -263,12 +308,27 @@ def test_f21_a_figure_is_written_where_it_says(ws, tmp_path, capsys):
 
 # -- F16: a probe on too few people ------------------------------------------------------------------
 def test_f16_a_probe_with_one_person_to_learn_from_is_one_line(tmp_path, capsys):
-    assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--people", "2", "--strategy", "mix",
-                   "--set", "train.mix.epochs=2") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            tmp_path,
+            "run",
+            "--preset",
+            "tiny",
+            "--people",
+            "2",
+            "--strategy",
+            "mix",
+            "--set",
+            "train.mix.epochs=2",
+        )
+        == 0
+    )
     run = next((tmp_path / "runs").iterdir()).name
     for backend in ("lbfgs", "sklearn"):
-        assert "probes need at least 2 people to train on" in refused(capsys, "--workspace", tmp_path, "probe", run,
-                                                                       "--models", "mix", "--backend", backend)
+        assert "probes need at least 2 people to train on" in refused(
+            capsys, "--workspace", tmp_path, "probe", run, "--models", "mix", "--backend", backend
+        )
 
 
 # -- F20: a missing checkpoint or tokenizer ------------------------------------------------------------
@@ -283,14 +343,17 @@ def test_f20_a_missing_checkpoint_is_one_line_and_leaves_no_store(ws, capsys):
 def test_f20_a_lost_tokenizer_is_made_again_on_resume(ws, tiny_run):
     shutil.rmtree(ws / "runs" / RUN / "tokenizer")
     assert run_cli("--workspace", ws, "resume", RUN) == 0
-    assert (ws / "runs" / RUN / "tokenizer" / "tokenizer.json").read_bytes() == \
-        (tiny_run / "tokenizer" / "tokenizer.json").read_bytes()
+    assert (ws / "runs" / RUN / "tokenizer" / "tokenizer.json").read_bytes() == (
+        tiny_run / "tokenizer" / "tokenizer.json"
+    ).read_bytes()
 
 
 # -- F25: a bad setting is refused before torch is imported -------------------------------------------
 def test_f25_a_bad_setting_is_refused_without_importing_torch(tmp_path):
-    code = ("import sys; from jobs.cli import main; "
-            f"rc = main(['--workspace', {str(tmp_path)!r}, 'run', '--preset', 'tiny', '--set', 'train.mix.speed=3']); "
-            "print(rc, 'torch' in sys.modules)")
+    code = (
+        "import sys; from jobs.cli import main; "
+        f"rc = main(['--workspace', {str(tmp_path)!r}, 'run', '--preset', 'tiny', '--set', 'train.mix.speed=3']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["2", "False"]

@@ -12,16 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.run.corpus import bio_entries, prompts
-from jobs.study.dryrun import plan
-from jobs.run.people import generate_people
 from jobs.launch.plan import RunRequest
+from jobs.run.corpus import bio_entries, prompts
+from jobs.run.people import generate_people
+from jobs.study.dryrun import plan
 from jobs.study.plan import plan_study
 from jobs.study.report import judge
 from jobs.words import steps_of
 from tests.conftest import metrics, run_cli
-from tests.jobs.test_pipeline import steps_taken
 from tests.jobs.test_hf_checkpoint import _save_checkpoint
+from tests.jobs.test_pipeline import steps_taken
 
 SEEDS = ("0", "1")
 # No accuracy samples while training (train.eval_every=0): the report reads none of them, and they
@@ -57,8 +57,23 @@ def test_the_report_is_built_from_the_runs(study):
     assert data["claims"][0]["numbers"]["gap"] == pytest.approx(gap)
     # The probe numbers are the CLI's: `factrecall-jobs probe` on the same runs prints the same sweep.
     csv = study / "job.csv"
-    assert run_cli("--workspace", study, "probe", *(r.name for r in runs), "--attribute", "job", "--bio", "long",
-                   "--csv", csv, "--out", study / "job.png") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            study,
+            "probe",
+            *(r.name for r in runs),
+            "--attribute",
+            "job",
+            "--bio",
+            "long",
+            "--csv",
+            csv,
+            "--out",
+            study / "job.png",
+        )
+        == 0
+    )
     df = pd.read_csv(csv)
     for model in ("stage", "mix"):
         for row in data["probes"]["bio_long"]["job"][model]:
@@ -161,11 +176,19 @@ def test_reproduce_again_recomputes_nothing(study, capsys):
 
 def test_the_dry_run_plans_what_the_study_trained(study, capsys):
     made = sorted(p.name for p in study.rglob("*"))
-    info = plan(plan_study(study, RunRequest(preset="tiny", seeds=(0, 1), overrides=("train.eval_every=0",)), snapshots=2))
+    info = plan(
+        plan_study(study, RunRequest(preset="tiny", seeds=(0, 1), overrides=("train.eval_every=0",)), snapshots=2)
+    )
     trained = metrics(_runs(study)[0])["train"]
-    assert {p["phase"]: p["steps"] for p in info["phases"]} == {ph: trained[ph]["steps"] for ph in ("bio", "stage", "mix")}
-    assert {p["phase"]: p["tokens"] for p in info["phases"]} == {ph: trained[ph]["tokens"] for ph in ("bio", "stage", "mix")}
-    resid = sum(f.stat().st_size for f in (_runs(study)[0] / "activations.zarr" / "resid_mid").rglob("*") if f.is_file())
+    assert {p["phase"]: p["steps"] for p in info["phases"]} == {
+        ph: trained[ph]["steps"] for ph in ("bio", "stage", "mix")
+    }
+    assert {p["phase"]: p["tokens"] for p in info["phases"]} == {
+        ph: trained[ph]["tokens"] for ph in ("bio", "stage", "mix")
+    }
+    resid = sum(
+        f.stat().st_size for f in (_runs(study)[0] / "activations.zarr" / "resid_mid").rglob("*") if f.is_file()
+    )
     assert info["disk"]["activations"] == pytest.approx(resid, rel=0.02)  # float16, uncompressed: the chunks' bytes
     assert info["rate"] > 0 and info["seconds"] > 0
     assert sorted(p.name for p in study.rglob("*")) == made  # nothing written
@@ -179,15 +202,37 @@ def test_the_paper_preset_dry_run_validates_a_local_checkpoint(tmp_path, capsys)
     spec = build_spec("tiny")
     people = generate_people(spec.data, seed=0)
     entries = bio_entries(people, spec.data, seed=0)
-    _save_checkpoint(tmp_path / "llama", ([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]) * 3)
+    _save_checkpoint(
+        tmp_path / "llama", ([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]) * 3
+    )
     workspace = tmp_path / "ws"
-    assert run_cli("--workspace", workspace, "reproduce", "--preset", "paper", "--model", tmp_path / "llama",
-                   "--people", "200", "--dry-run", "--tflops", "100") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            workspace,
+            "reproduce",
+            "--preset",
+            "paper",
+            "--model",
+            tmp_path / "llama",
+            "--people",
+            "200",
+            "--dry-run",
+            "--tflops",
+            "100",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for text in ("6,820", "10,571", "10.37 h", "22.16 h", "memory while training", "disk per run", "100 TFLOP/s"):
         assert text in out
     assert not workspace.exists()
-    assert run_cli("--workspace", workspace, "reproduce", "--preset", "paper", "--model", tmp_path / "nowhere", "--dry-run") == 2
+    assert (
+        run_cli(
+            "--workspace", workspace, "reproduce", "--preset", "paper", "--model", tmp_path / "nowhere", "--dry-run"
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no Hugging Face checkpoint there" in err and len(err.strip().splitlines()) == 1
     assert run_cli("--workspace", workspace, "reproduce", "--seeds", "0", "0") == 2
@@ -198,8 +243,10 @@ def _sparse_weights(file: Path, vocab: int, hidden: int, layers: int) -> None:
     """A safetensors file whose header lists the embedding and a tensor per block at their real shapes,
     its data a hole in a sparse file: what the checkpoint check reads, at no disk cost."""
     tensors, offset = {}, 0
-    for name, shape in [("model.embed_tokens.weight", [vocab, hidden]),
-                        *((f"model.layers.{i}.input_layernorm.weight", [hidden]) for i in range(layers))]:
+    for name, shape in [
+        ("model.embed_tokens.weight", [vocab, hidden]),
+        *((f"model.layers.{i}.input_layernorm.weight", [hidden]) for i in range(layers)),
+    ]:
         size = 4 * int(np.prod(shape))
         tensors[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
@@ -220,12 +267,32 @@ def test_the_dry_run_says_whether_llama_3b_training_fits_a_gpu(tmp_path, capsys)
     spec = build_spec("tiny")
     people = generate_people(spec.data, seed=0)
     entries = bio_entries(people, spec.data, seed=0)
-    _save_checkpoint(tmp_path / "m", ([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]) * 3)
-    LlamaConfig(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                num_key_value_heads=8, tie_word_embeddings=True, bos_token_id=0, eos_token_id=1).save_pretrained(tmp_path / "m")
+    _save_checkpoint(
+        tmp_path / "m", ([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)]) * 3
+    )
+    LlamaConfig(
+        vocab_size=128256,
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=1,
+    ).save_pretrained(tmp_path / "m")
     _sparse_weights(tmp_path / "m" / "model.safetensors", vocab=128256, hidden=3072, layers=28)
-    study = lambda *sets: plan_study(tmp_path / "ws", RunRequest(preset="paper", people=200, model=str(tmp_path / "m"),  # noqa: E731
-                                                                 overrides=sets), snapshots=0, fits=False)
+    study = lambda *sets: plan_study(
+        tmp_path / "ws",
+        RunRequest(
+            preset="paper",
+            people=200,
+            model=str(tmp_path / "m"),  # noqa: E731
+            overrides=sets,
+        ),
+        snapshots=0,
+        fits=False,
+    )
     info = plan(study(), tflops=100, gpu_memory=141)  # an H200
     assert info["parameters"] == pytest.approx(3.21e9, rel=0.01)
     assert info["memory"]["weights_optimizer"] == 16 * info["parameters"]  # 51 GB before any activation
@@ -237,9 +304,29 @@ def test_the_dry_run_says_whether_llama_3b_training_fits_a_gpu(tmp_path, capsys)
     assert checkpointed["fits"].startswith("fits a 80.0 GB GPU")
     assert checkpointed["memory"]["activations"] < a100["memory"]["activations"] / 2
     assert checkpointed["phases"][0]["flops"] == a100["phases"][0]["flops"] * 8 // 6
-    assert "does not fit a 40.0 GB GPU: the fp32 weights and AdamW state alone" in plan(study(), tflops=100, gpu_memory=40)["fits"]
-    assert run_cli("--workspace", tmp_path / "ws", "reproduce", "--preset", "paper", "--model", tmp_path / "m",
-                   "--people", "200", "--snapshots", "0", "--dry-run", "--gpu-memory", "40") == 0
+    assert (
+        "does not fit a 40.0 GB GPU: the fp32 weights and AdamW state alone"
+        in plan(study(), tflops=100, gpu_memory=40)["fits"]
+    )
+    assert (
+        run_cli(
+            "--workspace",
+            tmp_path / "ws",
+            "reproduce",
+            "--preset",
+            "paper",
+            "--model",
+            tmp_path / "m",
+            "--people",
+            "200",
+            "--snapshots",
+            "0",
+            "--dry-run",
+            "--gpu-memory",
+            "40",
+        )
+        == 0
+    )
     assert "does not fit a 40.0 GB GPU" in capsys.readouterr().out
 
 
@@ -253,8 +340,11 @@ def test_the_app_shows_the_report(study):
         app = FactrecallApp(study, scan_every=0)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("5")
-            await settle(pilot, until=lambda: app.query_one("#report-studies", OptionList).option_count,
-                         what="the study in the Report tab")
+            await settle(
+                pilot,
+                until=lambda: app.query_one("#report-studies", OptionList).option_count,
+                what="the study in the Report tab",
+            )
             await settle(pilot, until=lambda: app.query_one("#report-doc", Markdown).source, what="its report")
             options = app.query_one("#report-studies", OptionList)
             label = str(options.get_option_at_index(0).prompt)
@@ -284,7 +374,9 @@ def test_the_app_browses_a_run_s_snapshot_store_beside_its_activation_store(stud
         async with app.run_test(size=(140, 40)) as pilot:
             pane = app.query_one(StorePane)
             await pilot.press("4")
-            await settle(pilot, until=lambda: run.name + SNAPSHOTS in pane.store_runs, what="the snapshot store offered")
+            await settle(
+                pilot, until=lambda: run.name + SNAPSHOTS in pane.store_runs, what="the snapshot store offered"
+            )
             assert run.name in pane.store_runs  # its activation store too
             pane.focus_run(run.name + SNAPSHOTS)
             opened = f"{run.name}/trajectory.zarr · "
@@ -320,7 +412,9 @@ def test_the_app_draws_the_report_s_figures(study):
             await pilot.press("g")
             await settle(pilot, until=lambda: isinstance(app.screen, FiguresScreen), what="the figures")
             screen = app.screen
-            names = [str(screen.query_one(OptionList).get_option_at_index(i).prompt) for i in range(len(screen.figures))]
+            names = [
+                str(screen.query_one(OptionList).get_option_at_index(i).prompt) for i in range(len(screen.figures))
+            ]
             first = screen.shown
             await settle(pilot)
             drawn = screen.query_one("#figures-image", Image).image

@@ -26,9 +26,12 @@ def test_no_pickle_no_remote_code_no_shell(path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-            assert not {"pickle", "cPickle", "dill", "cloudpickle", "joblib"} & {n.split(".")[0] for n in names}, \
+            names = [a.name for a in node.names] + (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            )
+            assert not {"pickle", "cPickle", "dill", "cloudpickle", "joblib"} & {n.split(".")[0] for n in names}, (
                 f"{path}:{node.lineno} imports a pickler"
+            )
     for call, name in _calls(tree):
         where = f"{path.relative_to(ROOT)}:{call.lineno}"
         assert name not in ("torch.load", "pickle.load", "pickle.loads", "os.system", "os.popen", "eval", "exec"), where
@@ -38,14 +41,20 @@ def test_no_pickle_no_remote_code_no_shell(path):
             if kw.arg == "shell":
                 assert isinstance(kw.value, ast.Constant) and kw.value.value is False, f"{where}: shell=True"
         if name.startswith("subprocess.") and call.args:
-            assert not isinstance(call.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)), \
+            assert not isinstance(call.args[0], (ast.Constant, ast.JoinedStr, ast.BinOp)), (
                 f"{where}: a command line as a string; give an argument list"
+            )
 
 
 def test_the_checks_above_can_fail(tmp_path):
     """The checker is not vacuous: it catches each thing it looks for."""
-    for bad in ("import pickle", "import torch\ntorch.load('x')", "f(trust_remote_code=True)",
-                "import subprocess\nsubprocess.run('ls ' + x, shell=True)", "import subprocess\nsubprocess.run(f'ls {x}')"):
+    for bad in (
+        "import pickle",
+        "import torch\ntorch.load('x')",
+        "f(trust_remote_code=True)",
+        "import subprocess\nsubprocess.run('ls ' + x, shell=True)",
+        "import subprocess\nsubprocess.run(f'ls {x}')",
+    ):
         path = tmp_path / "bad.py"
         path.write_text(bad)
         with pytest.raises(AssertionError):
@@ -61,8 +70,23 @@ def _check(path: Path) -> None:
         ROOT = saved
 
 
-@pytest.mark.parametrize("name", ["../escaped", "a/b", "/abs", ".hidden", "", "a..b", "x" * 200, "tab\there",
-                                  "new\nline", "-flag", "runs/../../x", "ok name"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../escaped",
+        "a/b",
+        "/abs",
+        ".hidden",
+        "",
+        "a..b",
+        "x" * 200,
+        "tab\there",
+        "new\nline",
+        "-flag",
+        "runs/../../x",
+        "ok name",
+    ],
+)
 def test_a_run_name_cannot_leave_the_workspace(name):
     with pytest.raises(SpecError, match="use letters, digits"):
         check_run_name(name)
@@ -89,19 +113,38 @@ def _problems(path: Path) -> list[str]:
     where = str(path.relative_to(ROOT))
     out = []
     for call, name in _calls(tree):
-        reads = name.endswith((".read_text", ".read_bytes")) or name == "json.load" or (
-            (name == "open" or name.endswith(".open") and name not in OTHER_OPENS) and not any(isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) & set("wax+")
-                                       for a in [*call.args[1:2], *(k.value for k in call.keywords if k.arg == "mode")]))
+        reads = (
+            name.endswith((".read_text", ".read_bytes"))
+            or name == "json.load"
+            or (
+                (name == "open" or name.endswith(".open") and name not in OTHER_OPENS)
+                and not any(
+                    isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) & set("wax+")
+                    for a in [*call.args[1:2], *(k.value for k in call.keywords if k.arg == "mode")]
+                )
+            )
+        )
         if reads and where != "store/fileio.py" and not name.startswith(READS_ALLOWED):
-            out.append(f"{where}:{call.lineno}: {name}(...) reads a file past store/fileio.py (a FIFO blocks it, a "
-                       "device never ends): use jobs.run.files.read_bytes/read_json or store.fileio.read_regular")
+            out.append(
+                f"{where}:{call.lineno}: {name}(...) reads a file past store/fileio.py (a FIFO blocks it, a "
+                "device never ends): use jobs.run.files.read_bytes/read_json or store.fileio.read_regular"
+            )
         if name in ("Console", "rich.console.Console") and where != "jobs/shown.py":
-            out.append(f"{where}:{call.lineno}: a Rich Console that prints control characters raw: use jobs.shown.SafeConsole")
+            out.append(
+                f"{where}:{call.lineno}: a Rich Console that prints control characters raw: use jobs.shown.SafeConsole"
+            )
     for node in ast.walk(tree):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant) \
-                and node.right.value in WORKSPACE_FOLDERS and where != "jobs/run/workspace.py":
-            out.append(f"{where}:{node.lineno}: {ast.unparse(node)} names a workspace folder past jobs/run/workspace.py "
-                       "(which refuses a link there)")
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and isinstance(node.right, ast.Constant)
+            and node.right.value in WORKSPACE_FOLDERS
+            and where != "jobs/run/workspace.py"
+        ):
+            out.append(
+                f"{where}:{node.lineno}: {ast.unparse(node)} names a workspace folder past jobs/run/workspace.py "
+                "(which refuses a link there)"
+            )
     return out
 
 
@@ -114,8 +157,16 @@ def test_the_one_home_checks_can_fail(tmp_path):
     global ROOT
     saved, ROOT = ROOT, tmp_path
     try:
-        for bad in ("p.read_text()", "json.load(f)", "open(p)", "open(p, 'rb')", "p.open('rb')", "Console()", "ws / 'runs'",
-                    "workspace / 'reproduce' / name"):
+        for bad in (
+            "p.read_text()",
+            "json.load(f)",
+            "open(p)",
+            "open(p, 'rb')",
+            "p.open('rb')",
+            "Console()",
+            "ws / 'runs'",
+            "workspace / 'reproduce' / name",
+        ):
             path = tmp_path / "bad.py"
             path.write_text(bad)
             assert _problems(path), bad

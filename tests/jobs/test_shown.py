@@ -13,16 +13,19 @@ from rich.text import Text
 from jobs.shown import SafeConsole, markup, visible
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("plain text, ünïcode, 漢字 and a tab\t", "plain text, ünïcode, 漢字 and a tab\t"),
-    ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
-    ("\x1b[2J", "\\x1b[2J"),
-    ("\x9b2J", "\\x9b2J"),            # C1 CSI
-    ("a\x7fb", "a\\x7fb"),            # DEL
-    ("a\u202eb", "a\\u202eb"),        # right-to-left override
-    ("a\ud800b", "a\\ud800b"),        # a lone surrogate (cannot even be encoded)
-    ("two\nlines", "two\\x0alines"),  # one line stays one line
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("plain text, ünïcode, 漢字 and a tab\t", "plain text, ünïcode, 漢字 and a tab\t"),
+        ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
+        ("\x1b[2J", "\\x1b[2J"),
+        ("\x9b2J", "\\x9b2J"),  # C1 CSI
+        ("a\x7fb", "a\\x7fb"),  # DEL
+        ("a\u202eb", "a\\u202eb"),  # right-to-left override
+        ("a\ud800b", "a\\ud800b"),  # a lone surrogate (cannot even be encoded)
+        ("two\nlines", "two\\x0alines"),  # one line stays one line
+    ],
+)
 def test_visible_writes_every_control_character_out(raw, shown):
     assert visible(raw) == shown
     shown.encode("utf-8")  # always printable

@@ -20,18 +20,18 @@ pytest.importorskip("submitit")
 
 FAKE = {
     "sbatch": 'if [ -f "$FAKE_SLURM/refuse" ]; then echo "sbatch: error: Batch job submission failed: Invalid account '
-              'or account/partition combination specified" >&2; exit 1; fi; '
-              'echo "$@" >> "$FAKE_SLURM/sbatch.args"; for last; do :; done; cp "$last" "$FAKE_SLURM/script.sh"; '
-              'echo "Submitted batch job 4242"',
+    'or account/partition combination specified" >&2; exit 1; fi; '
+    'echo "$@" >> "$FAKE_SLURM/sbatch.args"; for last; do :; done; cp "$last" "$FAKE_SLURM/script.sh"; '
+    'echo "Submitted batch job 4242"',
     "srun": 'echo "srun $@"',
     "sacct": 'if [ -f "$FAKE_SLURM/noacct" ]; then echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1; fi; '
-             'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null || echo "JobID|State|NodeList"',
+    'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null || echo "JobID|State|NodeList"',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.args"; echo "$1|CANCELLED by 0|" >> "$FAKE_SLURM/sacct.txt"',
     "sinfo": 'printf "cpu*|(null)|2\\ngpu|gpu:a100:4(S:0-1)|16\\n"',  # a CPU partition (the default) and a GPU one
     # the controller lists a job while sacct.txt (the test's word) says it waits or runs, and every job before
     "squeue": 'while [ $# -gt 0 ]; do [ "$1" = -j ] && id=$2; shift; done; '
-              'if [ -f "$FAKE_SLURM/sacct.txt" ]; then grep "^$id|" "$FAKE_SLURM/sacct.txt" | tail -1 | cut -d"|" -f1,2 | '
-              'grep -E "PENDING|RUNNING"; else echo "$id|PENDING"; fi; exit 0',
+    'if [ -f "$FAKE_SLURM/sacct.txt" ]; then grep "^$id|" "$FAKE_SLURM/sacct.txt" | tail -1 | cut -d"|" -f1,2 | '
+    'grep -E "PENDING|RUNNING"; else echo "$id|PENDING"; fi; exit 0',
 }
 
 
@@ -60,15 +60,56 @@ def _status(workspace: Path, capsys) -> list[dict]:
 
 def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path, capsys):
     ws = tmp_path / "ws"
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--seeds", "0", "1", "2", "--per-strategy",
-                   "--executor", "slurm", "--partition", "gpu", "--gpus", "2", "--time", "2-00:00:00", "--mem", "64G",
-                   "--cpus", "8", "--account", "lab", "--array-parallelism", "4", "--setup", "module load cuda",
-                   "--setup", "source /opt/venv/bin/activate") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "submit",
+            "--preset",
+            "tiny",
+            "--seeds",
+            "0",
+            "1",
+            "2",
+            "--per-strategy",
+            "--executor",
+            "slurm",
+            "--partition",
+            "gpu",
+            "--gpus",
+            "2",
+            "--time",
+            "2-00:00:00",
+            "--mem",
+            "64G",
+            "--cpus",
+            "8",
+            "--account",
+            "lab",
+            "--array-parallelism",
+            "4",
+            "--setup",
+            "module load cuda",
+            "--setup",
+            "source /opt/venv/bin/activate",
+        )
+        == 0
+    )
     script = (fake_slurm / "script.sh").read_text()
     assert (fake_slurm / "sbatch.args").read_text().count("\n") == 1  # one submission for all six runs
-    for line in ("#SBATCH --array=0-5%4", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --time=2880",
-                 "#SBATCH --mem=64G", "#SBATCH --cpus-per-task=8", "#SBATCH --account=lab", "#SBATCH --job-name=factrecall",
-                 "#SBATCH --signal=USR2@120", "module load cuda\nsource /opt/venv/bin/activate", "-m submitit.core._submit"):
+    for line in (
+        "#SBATCH --array=0-5%4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --time=2880",
+        "#SBATCH --mem=64G",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --account=lab",
+        "#SBATCH --job-name=factrecall",
+        "#SBATCH --signal=USR2@120",
+        "module load cuda\nsource /opt/venv/bin/activate",
+        "-m submitit.core._submit",
+    ):
         assert line in script, line
     runs = [f"tiny-{s}-s{seed}" for s in ("stage", "mix") for seed in (0, 1, 2)]
     assert sorted(queued_runs(ws)) == sorted(runs) and set(queued_runs(ws).values()) == {"queued"}
@@ -85,8 +126,11 @@ def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path,
     # reading (a status read never writes); one still pending stays queued; a cancel of a pending
     # one is an scancel.
     mix_s1 = rows["tiny-mix-s1"]["job"]
-    (fake_slurm / "sacct.txt").write_text("JobID|State|NodeList\n" + "\n".join(
-        f"4242_{i}|{'FAILED' if f'4242_{i}' == mix_s1 else 'PENDING'}|" for i in range(6)) + "\n")
+    (fake_slurm / "sacct.txt").write_text(
+        "JobID|State|NodeList\n"
+        + "\n".join(f"4242_{i}|{'FAILED' if f'4242_{i}' == mix_s1 else 'PENDING'}|" for i in range(6))
+        + "\n"
+    )
     import jobs.launch.slurm
 
     jobs.launch.slurm._states.clear()
@@ -101,15 +145,36 @@ def test_seeds_and_strategies_go_to_slurm_as_one_array_job(fake_slurm, tmp_path,
     assert "cancelled before it started" in capsys.readouterr().out
     assert "tiny-stage-s0" not in queued_runs(ws)
     # Submitting a run that is on the scheduler's queue already is refused.
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--seed", "2", "--strategy", "mix", "--executor",
-                   "slurm") == 2
+    assert (
+        run_cli(
+            "--workspace", ws, "submit", "--preset", "tiny", "--seed", "2", "--strategy", "mix", "--executor", "slurm"
+        )
+        == 2
+    )
     assert "queued already" in capsys.readouterr().err
 
 
 def test_the_study_goes_to_slurm_and_reproduce_waits_for_it(fake_slurm, tmp_path, capsys):
     ws = tmp_path / "ws"
-    assert run_cli("--workspace", ws, "reproduce", "--preset", "tiny", "--seeds", "0", "1", "--snapshots", "2",
-                   "--executor", "slurm", "--partition", "gpu") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "reproduce",
+            "--preset",
+            "tiny",
+            "--seeds",
+            "0",
+            "1",
+            "--snapshots",
+            "2",
+            "--executor",
+            "slurm",
+            "--partition",
+            "gpu",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "submitted reproduce-tiny-s0 as slurm job 4242_0" in out and "fits the probes" in out
     assert "#SBATCH --array=0-1" in (fake_slurm / "script.sh").read_text()
@@ -135,25 +200,31 @@ def _jobs_tab_says(ws: Path, run: str, text: str) -> None:
         async with app.run_test(size=(120, 36)) as pilot:
             await settle(pilot, until=lambda: app.query_one(JobsPane).runs, what="the first scan")
             app.query_one(JobsPane).focus_run(run)
-            await settle(pilot, until=lambda: text in str(app.query_one("#job-detail", Static).render()),
-                         what=f"the Jobs tab to say {text!r}")
+            await settle(
+                pilot,
+                until=lambda: text in str(app.query_one("#job-detail", Static).render()),
+                what=f"the Jobs tab to say {text!r}",
+            )
 
     asyncio.run(session())
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--time", "soon"], "--time 'soon': give minutes (90), HH:MM:SS"),
-    (["--mem", "lots"], "--mem 'lots': give Slurm's form, e.g. 64G"),
-    (["--gpus", "-1"], "argument --gpus: -1 is out of range: give 0 or more"),
-    (["--partition", "gpu\ntouch PWNED #"], "--partition 'gpu\\ntouch PWNED #' holds a control character"),
-    (["--setup", "module load cuda\nrm -rf ~"], "holds a control character (a newline?)"),
-    (["--account", "lab one"], "--account 'lab one': Slurm names hold no spaces"),
-    # against what sinfo says (the fake's default partition `cpu` has no GPUs and 2 CPUs a node)
-    (["--gpus", "1"], "--gpus 1: partition cpu has no GPUs (sinfo); give --gpus 0, or a partition with GPUs"),
-    (["--partition", "gpu", "--gpus", "8"], "--gpus 8: no node of partition gpu has more than 4 (sinfo)"),
-    (["--cpus", "8"], "--cpus 8: no node of partition cpu has more than 2 CPUs (sinfo); Slurm would hold"),
-    (["--partition", "nosuch"], "--partition nosuch: no such partition on this cluster (sinfo lists cpu, gpu)"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--time", "soon"], "--time 'soon': give minutes (90), HH:MM:SS"),
+        (["--mem", "lots"], "--mem 'lots': give Slurm's form, e.g. 64G"),
+        (["--gpus", "-1"], "argument --gpus: -1 is out of range: give 0 or more"),
+        (["--partition", "gpu\ntouch PWNED #"], "--partition 'gpu\\ntouch PWNED #' holds a control character"),
+        (["--setup", "module load cuda\nrm -rf ~"], "holds a control character (a newline?)"),
+        (["--account", "lab one"], "--account 'lab one': Slurm names hold no spaces"),
+        # against what sinfo says (the fake's default partition `cpu` has no GPUs and 2 CPUs a node)
+        (["--gpus", "1"], "--gpus 1: partition cpu has no GPUs (sinfo); give --gpus 0, or a partition with GPUs"),
+        (["--partition", "gpu", "--gpus", "8"], "--gpus 8: no node of partition gpu has more than 4 (sinfo)"),
+        (["--cpus", "8"], "--cpus 8: no node of partition cpu has more than 2 CPUs (sinfo); Slurm would hold"),
+        (["--partition", "nosuch"], "--partition nosuch: no such partition on this cluster (sinfo lists cpu, gpu)"),
+    ],
+)
 def test_bad_slurm_options_are_refused_before_anything_is_written(fake_slurm, tmp_path, capsys, args, says):
     assert run_cli("--workspace", tmp_path / "ws", "submit", "--preset", "tiny", "--executor", "slurm", *args) == 2
     err = capsys.readouterr().err
@@ -166,8 +237,22 @@ def test_the_gpus_asked_for_follow_the_partition_and_a_refusal_by_sbatch_leaves_
     assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm") == 0
     assert "partition cpu has no GPUs: each job asks for 0" in capsys.readouterr().out
     assert "#SBATCH --gpus-per-node=0" in (fake_slurm / "script.sh").read_text()
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "mix", "--executor", "slurm",
-                   "--partition", "gpu") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "submit",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "mix",
+            "--executor",
+            "slurm",
+            "--partition",
+            "gpu",
+        )
+        == 0
+    )
     assert "partition gpu has GPUs: each job asks for 1" in capsys.readouterr().out
     assert "#SBATCH --gpus-per-node=1" in (fake_slurm / "script.sh").read_text()
     assert run_cli("--workspace", ws, "cancel", "tiny-bio-s0", "tiny-mix-s0") == 0
@@ -179,8 +264,25 @@ def test_the_gpus_asked_for_follow_the_partition_and_a_refusal_by_sbatch_leaves_
     before = {p.name: p.read_bytes() for p in kept.rglob("*") if p.is_file() and p.name != "run.lock"}
     own = sorted((ws / "queue" / "slurm" / "submitit").iterdir())
     capsys.readouterr()
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--seeds", "0", "1", "--strategy", "bio",
-                   "--executor", "slurm", "--account", "nobody") == 2
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "submit",
+            "--preset",
+            "tiny",
+            "--seeds",
+            "0",
+            "1",
+            "--strategy",
+            "bio",
+            "--executor",
+            "slurm",
+            "--account",
+            "nobody",
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "the Slurm submission failed: sbatch: error: Batch job submission failed: Invalid account" in err
     assert len(err.strip().splitlines()) == 1
@@ -197,8 +299,23 @@ def test_status_follows_the_scheduler_through_a_requeue_and_without_accounting(f
     import jobs.launch.slurm
 
     ws = tmp_path / "ws"
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--seeds", "0", "1",
-                   "--executor", "slurm") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "submit",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "bio",
+            "--seeds",
+            "0",
+            "1",
+            "--executor",
+            "slurm",
+        )
+        == 0
+    )
     held, dropped = ws / "runs" / "tiny-bio-s0", ws / "runs" / "tiny-bio-s1"
     with (held / "events.jsonl").open("a") as f:  # what the run wrote: it ran, then saved at the warning
         for status in ("running", "interrupted"):
@@ -266,12 +383,38 @@ def submitit_local(tmp_path, monkeypatch):
 
 def test_a_job_through_submitits_local_executor_runs_and_is_followed(submitit_local, capsys):
     ws = submitit_local
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm",
-                   "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=40", "--name", "local") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "submit",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "bio",
+            "--executor",
+            "slurm",
+            "--gpus",
+            "0",
+            "--time",
+            "10",
+            "--set",
+            "train.bio.epochs=40",
+            "--name",
+            "local",
+        )
+        == 0
+    )
     assert "submitted local as local job" in capsys.readouterr().out
     run = ws / "runs" / "local"
     rows = wait_until(lambda: [r for r in job_table(ws) if r["status"] == "running" and r["progress"]], "progress")
-    assert rows[0]["executor"] == "submitit-local" and rows[0]["progress"].split()[0] in ("data", "tokenizer", "init", "eval-untrained", "train-bio")
+    assert rows[0]["executor"] == "submitit-local" and rows[0]["progress"].split()[0] in (
+        "data",
+        "tokenizer",
+        "init",
+        "eval-untrained",
+        "train-bio",
+    )
     wait_until(lambda: not job_table(ws), "the job to end")
     assert _run_events(run)[-1]["status"] == "done"
     assert metrics(run)["bio"]["bio"]["avg"] > 0
@@ -282,9 +425,30 @@ def test_a_job_through_submitits_local_executor_runs_and_is_followed(submitit_lo
 
 def test_cancel_stops_a_submitit_job_and_keeps_its_checkpoint(submitit_local, capsys):
     ws = submitit_local
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm",
-                   "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=4000", "--set", "train.checkpoint_every=20",
-                   "--name", "long") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "submit",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "bio",
+            "--executor",
+            "slurm",
+            "--gpus",
+            "0",
+            "--time",
+            "10",
+            "--set",
+            "train.bio.epochs=4000",
+            "--set",
+            "train.checkpoint_every=20",
+            "--name",
+            "long",
+        )
+        == 0
+    )
     run = ws / "runs" / "long"
     wait_until(lambda: any(r["progress"].startswith("train-bio") for r in job_table(ws)), "training to start")
     assert run_cli("--workspace", ws, "cancel", "long") == 0
@@ -308,12 +472,38 @@ def test_a_job_warned_of_its_time_limit_saves_requeues_and_finishes(submitit_loc
     if not Path("/proc/self/task").exists():
         pytest.skip("needs /proc to find the task process")
     ws = submitit_local
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--strategy", "bio", "--executor", "slurm",
-                   "--gpus", "0", "--time", "10", "--set", "train.bio.epochs=150", "--set", "train.checkpoint_every=20",
-                   "--name", "warned") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "submit",
+            "--preset",
+            "tiny",
+            "--strategy",
+            "bio",
+            "--executor",
+            "slurm",
+            "--gpus",
+            "0",
+            "--time",
+            "10",
+            "--set",
+            "train.bio.epochs=150",
+            "--set",
+            "train.checkpoint_every=20",
+            "--name",
+            "warned",
+        )
+        == 0
+    )
     run = ws / "runs" / "warned"
-    wait_until(lambda: any(r["progress"].startswith("train-bio") and int(r["progress"].split()[1].split("/")[0]) >= 40
-                           for r in job_table(ws)), "40 training steps")
+    wait_until(
+        lambda: any(
+            r["progress"].startswith("train-bio") and int(r["progress"].split()[1].split("/")[0]) >= 40
+            for r in job_table(ws)
+        ),
+        "40 training steps",
+    )
     controller = int(json.loads((ws / "queue" / "slurm" / "warned.json").read_text())["job_id"])
     task = _children(controller)[0]
     # Slurm's warning goes to every process of the job step, the task's child `resume` first here (it

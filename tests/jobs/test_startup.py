@@ -7,8 +7,10 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
-WATCH = ("import atexit, gc, sys; "
-         "atexit.register(lambda: print('frozen', gc.get_freeze_count(), 'threshold', gc.get_threshold()[0]))")
+WATCH = (
+    "import atexit, gc, sys; "
+    "atexit.register(lambda: print('frozen', gc.get_freeze_count(), 'threshold', gc.get_threshold()[0]))"
+)
 
 
 def _exits(code: str, *argv: str) -> tuple[int, int, int]:
@@ -22,8 +24,16 @@ def test_the_command_line_sets_the_collector_aside_before_it_exits(tmp_path):
     (script,) = entry_points(group="console_scripts", name="factrecall-jobs")
     assert script.value == "jobs.cli:entry"
     # What `python -m jobs.cli` runs (a command refused), and what the console script calls.
-    frozen, threshold, rc = _exits("import runpy; runpy.run_module('jobs.cli', run_name='__main__')",
-                                   "--workspace", str(tmp_path), "run", "--preset", "tiny", "--people", "-5")
+    frozen, threshold, rc = _exits(
+        "import runpy; runpy.run_module('jobs.cli', run_name='__main__')",
+        "--workspace",
+        str(tmp_path),
+        "run",
+        "--preset",
+        "tiny",
+        "--people",
+        "-5",
+    )
     assert rc == 2 and frozen > 0 and threshold == 10_000
     frozen, threshold, rc = _exits("from jobs.cli import entry; sys.argv[1:] = ['presets']; entry()")
     assert rc == 0 and frozen > 10_000 and threshold == 10_000

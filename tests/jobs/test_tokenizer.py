@@ -4,8 +4,8 @@ import pytest
 from tokenizers import Tokenizer, models, trainers
 from transformers import PreTrainedTokenizerFast
 
-from jobs.run.corpus import bio_entries, prompts
 from jobs.errors import TokenizerTemplateError
+from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
 from jobs.run.spec import build_spec
 from jobs.run.tokenizer import encode_targets, train_word_tokenizer
@@ -35,8 +35,9 @@ def test_a_tokenizer_that_merges_across_the_space_is_refused():
     entries, all_prompts = _prompts()
     # BPE with no pre-tokenizer learns merges across spaces ("a c" in "as a chartered").
     raw = Tokenizer(models.BPE(unk_token="[UNK]"))
-    raw.train_from_iterator([e.text for e in entries] * 5,
-                            trainers.BpeTrainer(vocab_size=600, special_tokens=["[UNK]", "[PAD]"]))
+    raw.train_from_iterator(
+        [e.text for e in entries] * 5, trainers.BpeTrainer(vocab_size=600, special_tokens=["[UNK]", "[PAD]"])
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]")
     with pytest.raises(TokenizerTemplateError, match="merges the .* prompt with its answer"):
         encode_targets(tok, all_prompts)

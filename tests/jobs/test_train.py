@@ -5,10 +5,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from jobs.errors import FactrecallError
 from jobs.run.model import build_model, cpu_has_bf16
 from jobs.run.spec import build_spec
 from jobs.run.tokenizer import train_word_tokenizer
-from jobs.errors import FactrecallError
 from jobs.run.train import (
     Example,
     _pack,
@@ -103,8 +103,12 @@ def test_a_checkpoint_from_another_data_plan_is_refused_not_continued(tmp_path):
     packed_forward(model, collate(plan[0], examples, tok.pad_token_id)).loss.backward()
     opt.step()
     # A mid-phase checkpoint as the packer before first fit wrote it: no plan version in its state.
-    save_checkpoint(tmp_path / "last", model, opt, {"step": 1, "total": len(plan), "tokens": 0,
-                                                    "train_seconds": 0.0, "loss": None, "curve": []})
+    save_checkpoint(
+        tmp_path / "last",
+        model,
+        opt,
+        {"step": 1, "total": len(plan), "tokens": 0, "train_seconds": 0.0, "loss": None, "curve": []},
+    )
     with pytest.raises(FactrecallError, match=r"another data plan .* delete .*last"):
         train_phase(model, tok, examples, plan, spec.train.mix, spec.train, tmp_path, progress=lambda _: None)
 
@@ -118,19 +122,27 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
 
 
 def _train_briefly(tmp_path, *sets):
-    texts = ["Ada Byron took birth in London, UK.", "What is the job of Ada Byron? poet.",
-             "Ada Byron has a blood type of O-.", "Ada Byron worked for Morales LLC."]
+    texts = [
+        "Ada Byron took birth in London, UK.",
+        "What is the job of Ada Byron? poet.",
+        "Ada Byron has a blood type of O-.",
+        "Ada Byron worked for Morales LLC.",
+    ]
     tok = train_word_tokenizer(texts)
     spec = build_spec("tiny", overrides=["train.mix.steps=6", "train.mix.batch_size=2", "train.row_len=32", *sets])
     model = build_model(spec.model, tok, seed=0)
     examples = [Example(np.array(ids), 0) for ids in tok(texts * 3)["input_ids"]]
     plan = plan_batches(np.array([len(e.ids) for e in examples]), spec.train.mix, spec.train, seed=0)
     losses = []
-    train_phase(model, tok, examples, plan, spec.train.mix, spec.train, tmp_path, progress=lambda i: losses.append(i["loss"]))
+    train_phase(
+        model, tok, examples, plan, spec.train.mix, spec.train, tmp_path, progress=lambda i: losses.append(i["loss"])
+    )
     return model, losses
 
 
-@pytest.mark.parametrize("setting", ["train.gradient_checkpointing=true", "train.compile=true", "train.attention=eager"])
+@pytest.mark.parametrize(
+    "setting", ["train.gradient_checkpointing=true", "train.compile=true", "train.attention=eager"]
+)
 def test_runtime_settings_train_the_same_weights(tmp_path, setting):
     """Gradient checkpointing, torch.compile and the attention kernel (eager, packing checked with it) change how a step is computed, not what it computes: the same losses
     and weights as the plain step (to float32 rounding), and the model is left as it was (no
@@ -138,7 +150,11 @@ def test_runtime_settings_train_the_same_weights(tmp_path, setting):
     from jobs.run.model import training_attention
 
     cpu = torch.device("cpu")
-    assert training_attention(cpu, "auto", "fp32", 128) == training_attention(torch.device("cuda"), "auto", "bf16", 128) == "sdpa"
+    assert (
+        training_attention(cpu, "auto", "fp32", 128)
+        == training_attention(torch.device("cuda"), "auto", "bf16", 128)
+        == "sdpa"
+    )
     assert training_attention(cpu, "auto", "bf16", 128) == ("eager" if cpu_has_bf16() else "sdpa")
     assert training_attention(cpu, "auto", "bf16", 576) == "sdpa"  # SmolLM2-135M's width: SDPA is faster there
     plain, plain_losses = _train_briefly(tmp_path / "plain")
@@ -163,9 +179,14 @@ def test_a_model_that_lets_packed_examples_see_each_other_is_refused(monkeypatch
     model = build_model(build_spec("tiny").model, tok, seed=0)
     examples = [Example(np.array(ids), 0) for ids in tok(texts)["input_ids"]]
     jobs.run.train.check_packing(model, examples, tok.pad_token_id)  # isolated: passes
-    monkeypatch.setattr(jobs.run.train, "packed_forward", lambda m, batch: m(input_ids=batch["input_ids"], use_cache=False))
-    with pytest.raises(FactrecallError, match=r"packed examples attend to each other in this 'llama' model .* "
-                                               r"--set train.packing=false"):
+    monkeypatch.setattr(
+        jobs.run.train, "packed_forward", lambda m, batch: m(input_ids=batch["input_ids"], use_cache=False)
+    )
+    with pytest.raises(
+        FactrecallError,
+        match=r"packed examples attend to each other in this 'llama' model .* "
+        r"--set train.packing=false",
+    ):
         jobs.run.train.check_packing(model, examples, tok.pad_token_id)
     assert model.training  # left as it was found
 

@@ -16,24 +16,42 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from jobs.models import ENGLISH, PROMPTS
 
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # unk, bos, eos (= pad), as SmolLM2's
-TEXTS = (*ENGLISH, *PROMPTS, "Ada Byron was born on December 10, 1815. She worked as a mathematician in London.",
-         "What is the job of Ada Byron? mathematician. Where was Ada Byron born? London, UK.")
+TEXTS = (
+    *ENGLISH,
+    *PROMPTS,
+    "Ada Byron was born on December 10, 1815. She worked as a mathematician in London.",
+    "What is the job of Ada Byron? mathematician. Where was Ada Byron born? London, UK.",
+)
 
 
 def byte_level_bpe(texts=TEXTS, vocab_size: int = 400) -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL),
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=list(SPECIAL), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     return tok
 
 
 def tiny_llama(vocab: int, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -42,13 +60,22 @@ def _permute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-         "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-         "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
 
 
-def write_gguf(path: Path, model: LlamaForCausalLM, tok: Tokenizer, basename: str = "tinytest",
-               size_label: str = "100K") -> Path:
+def write_gguf(
+    path: Path, model: LlamaForCausalLM, tok: Tokenizer, basename: str = "tinytest", size_label: str = "100K"
+) -> Path:
     import gguf
 
     c = model.config
@@ -72,8 +99,12 @@ def write_gguf(path: Path, model: LlamaForCausalLM, tok: Tokenizer, basename: st
     w.add_tokenizer_pre("gpt2")
     w.add_token_list([t for t, _ in vocab])
     w.add_token_types([gguf.TokenType.CONTROL if t in SPECIAL else gguf.TokenType.NORMAL for t, _ in vocab])
-    w.add_token_merges([" ".join(m) if isinstance(m, (list, tuple)) else m
-                        for m in __import__("json").loads(tok.to_str())["model"]["merges"]])
+    w.add_token_merges(
+        [
+            " ".join(m) if isinstance(m, (list, tuple)) else m
+            for m in __import__("json").loads(tok.to_str())["model"]["merges"]
+        ]
+    )
     w.add_unk_token_id(0)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)

@@ -139,7 +139,8 @@ def _pause(folder: Path, training: str | None = None) -> int:
         last = [e for e in read_events(folder) if e.get("kind") == "progress" and e.get("step") == training][-1]
         assert last["done"] < last["total"], (
             f"{folder.name} had finished {training} ({last['done']} of {last['total']} steps) before this "
-            "test, slowed by a loaded machine, could pause it")
+            "test, slowed by a loaded machine, could pause it"
+        )
     return pid
 
 
@@ -169,8 +170,10 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
     # The running one, past 70 progress events and 64 KB of events: paused there, so that it is still
     # running whatever this machine's speed.
     folder = ws / "runs" / first
-    wait_until(lambda: _progress_events(folder) > 70 and (folder / "events.jsonl").stat().st_size > 65536,
-               "70 progress events and 64 KB of them")
+    wait_until(
+        lambda: _progress_events(folder) > 70 and (folder / "events.jsonl").stat().st_size > 65536,
+        "70 progress events and 64 KB of them",
+    )
     child = _pause(folder, "train-bio")
     row = _row(ws, first)
     assert row["status"] == "running" and row["executor"] == "slurm" and row["progress"].startswith("train-bio ")
@@ -196,8 +199,13 @@ def test_an_array_is_followed_cancelled_while_pending_and_while_running_and_resu
     state = json.loads((folder / "checkpoints" / "bio" / "last" / "state.json").read_text())
     assert state["step"] >= stopped_at > 0  # saved where it stopped (no periodic checkpoint this far)
     stopped_at = state["step"]
-    assert wait_until(lambda: (state := _sacct(jobs[first])) not in ("", "PENDING", "RUNNING", "COMPLETING") and state,
-                      "the Slurm job to end") == "COMPLETED"
+    assert (
+        wait_until(
+            lambda: (state := _sacct(jobs[first])) not in ("", "PENDING", "RUNNING", "COMPLETING") and state,
+            "the Slurm job to end",
+        )
+        == "COMPLETED"
+    )
     wait_until(lambda: _row(ws, first) is None, f"{first} to leave `status`")
 
     # The third, held so far: queued, then (let go) running, paused there to be seen so, then done.
@@ -269,13 +277,20 @@ def test_a_run_past_its_time_limit_is_saved_requeued_resumed_and_ends_as_the_sam
 
     # Meanwhile, the same run here, start to end.
     assert _cli(ws, "run", *settings, "--name", "here") == 0
-    ended = wait_until(lambda: _runs(folder)[-1] == "done" or _sacct(job) in FAILED_STATES, "the requeued run to finish")
+    ended = wait_until(
+        lambda: _runs(folder)[-1] == "done" or _sacct(job) in FAILED_STATES, "the requeued run to finish"
+    )
     assert _runs(folder)[-1] == "done", f"Slurm ended job {job} as {_sacct(job)} (`sacct -j {job}`), not done: {ended}"
-    timeline["resumed"] = next(e["time"] for e in read_events(folder) if e.get("kind") == "run" and e["time"] > at["time"])
+    timeline["resumed"] = next(
+        e["time"] for e in read_events(folder) if e.get("kind") == "run" and e["time"] > at["time"]
+    )
     timeline["finished"] = [e for e in read_events(folder) if e.get("kind") == "run"][-1]["time"]
     assert _runs(folder) == ["running", "interrupted", "running", "done"]
-    resumed = [e["done"] for e in read_events(folder) if e.get("kind") == "progress"
-               and e.get("step") == "train-bio" and e["time"] > at["time"]]
+    resumed = [
+        e["done"]
+        for e in read_events(folder)
+        if e.get("kind") == "progress" and e.get("step") == "train-bio" and e["time"] > at["time"]
+    ]
     assert resumed and resumed[0] > saved  # resumed from the step it saved (a resumed phase reports at once)
     assert "Requeued job" in _log_of(ws, run)
     here = ws / "runs" / "here"
@@ -286,14 +301,23 @@ def test_a_run_past_its_time_limit_is_saved_requeued_resumed_and_ends_as_the_sam
     assert all(np.array_equal(ta[k].float().numpy(), tb[k].float().numpy()) for k in ta)
     ma, mb = metrics(folder), metrics(here)
     for model in ("untrained", "bio"):  # every score (its speed aside)
-        assert {k: v for k, v in ma[model].items() if not k.endswith("_per_s")} == \
-               {k: v for k, v in mb[model].items() if not k.endswith("_per_s")}, model
+        assert {k: v for k, v in ma[model].items() if not k.endswith("_per_s")} == {
+            k: v for k, v in mb[model].items() if not k.endswith("_per_s")
+        }, model
     assert ma["train"]["bio"]["curve"] == mb["train"]["bio"]["curve"]
     assert ma["train"]["bio"]["steps"] == mb["train"]["bio"]["steps"]
-    assert wait_until(lambda: (state := _sacct(job)) not in ("", "PENDING", "RUNNING", "COMPLETING", "REQUEUED") and state,
-                      "the Slurm job to end") == "COMPLETED"
+    assert (
+        wait_until(
+            lambda: (state := _sacct(job)) not in ("", "PENDING", "RUNNING", "COMPLETING", "REQUEUED") and state,
+            "the Slurm job to end",
+        )
+        == "COMPLETED"
+    )
     t0 = timeline["submitted"]
-    print("requeue timeline (s from submit): " + ", ".join(f"{k} {v - t0:.1f}" for k, v in sorted(timeline.items(), key=lambda kv: kv[1])))
+    print(
+        "requeue timeline (s from submit): "
+        + ", ".join(f"{k} {v - t0:.1f}" for k, v in sorted(timeline.items(), key=lambda kv: kv[1]))
+    )
 
 
 def _elapsed(job: str) -> int | None:
@@ -303,7 +327,7 @@ def _elapsed(job: str) -> int | None:
         return None
     days, _, clock = out.rpartition("-")
     parts = [int(p) for p in clock.split(":")]
-    seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
     return seconds + int(days or 0) * 86400 or 1
 
 
@@ -312,8 +336,21 @@ def test_reproduce_goes_to_slurm_and_a_second_reproduce_writes_the_report(cluste
     or running, reproduce here refuses to train them beside them; once they are done, the same
     command fits the probes and writes the report."""
     ws = cluster
-    study = ("reproduce", "--preset", "tiny", "--seeds", "0", "--snapshots", "0", "--set", "train.bio.epochs=20",
-             "--set", "train.mix.epochs=20", "--set", "train.qa.epochs=5")
+    study = (
+        "reproduce",
+        "--preset",
+        "tiny",
+        "--seeds",
+        "0",
+        "--snapshots",
+        "0",
+        "--set",
+        "train.bio.epochs=20",
+        "--set",
+        "train.mix.epochs=20",
+        "--set",
+        "train.qa.epochs=5",
+    )
     assert _cli(ws, *study, "--executor", "slurm") == 0
     out = capsys.readouterr().out
     assert "submitted reproduce-tiny-s0" in out and "fits the probes" in out

@@ -20,14 +20,15 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from jobs.errors import FactrecallError
 from jobs.run.capture import ResidMid, decoder_blocks
 from jobs.run.dump import batches
-from jobs.errors import FactrecallError
 from jobs.run.model import load_model
 
 V, H, L = 96, 32, 3
-LLAMA_LIKE = dict(vocab_size=V, hidden_size=H, intermediate_size=64, num_hidden_layers=L, num_attention_heads=4,
-                  num_key_value_heads=2)
+LLAMA_LIKE = dict(
+    vocab_size=V, hidden_size=H, intermediate_size=64, num_hidden_layers=L, num_attention_heads=4, num_key_value_heads=2
+)
 # family -> (model, attention module, post-attention norm, does the MLP read h (else the block input))
 FAMILIES = {
     "llama": (lambda: LlamaForCausalLM(LlamaConfig(**LLAMA_LIKE)), "self_attn", "post_attention_layernorm", True),
@@ -35,13 +36,35 @@ FAMILIES = {
     "qwen2": (lambda: Qwen2ForCausalLM(Qwen2Config(**LLAMA_LIKE)), "self_attn", "post_attention_layernorm", True),
     "gpt2": (lambda: GPT2LMHeadModel(GPT2Config(vocab_size=V, n_embd=H, n_layer=L, n_head=4)), "attn", "ln_2", True),
     "pythia (parallel residual)": (
-        lambda: GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
-                                                 intermediate_size=64, use_parallel_residual=True)),
-        "attention", "post_attention_layernorm", False),
+        lambda: GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                vocab_size=V,
+                hidden_size=H,
+                num_hidden_layers=L,
+                num_attention_heads=4,
+                intermediate_size=64,
+                use_parallel_residual=True,
+            )
+        ),
+        "attention",
+        "post_attention_layernorm",
+        False,
+    ),
     "gpt-neox (sequential residual)": (
-        lambda: GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=4,
-                                                 intermediate_size=64, use_parallel_residual=False)),
-        "attention", "post_attention_layernorm", True),
+        lambda: GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                vocab_size=V,
+                hidden_size=H,
+                num_hidden_layers=L,
+                num_attention_heads=4,
+                intermediate_size=64,
+                use_parallel_residual=False,
+            )
+        ),
+        "attention",
+        "post_attention_layernorm",
+        True,
+    ),
 }
 
 
@@ -52,12 +75,19 @@ def _by_hand(model, ids: list[int], attention: str, norm: str, mlp_reads_h: bool
     inputs, attn_out, outputs = {}, {}, {}
     handles = []
     for i, block in enumerate(decoder_blocks(model)):
-        handles.append(block.register_forward_pre_hook(
-            lambda m, a, k, i=i: inputs.__setitem__(i, (a[0] if a else k["hidden_states"])[0, -1]), with_kwargs=True))
-        handles.append(getattr(block, attention).register_forward_hook(
-            lambda m, a, o, i=i: attn_out.__setitem__(i, o[0][0, -1])))
-        handles.append(block.register_forward_hook(
-            lambda m, a, o, i=i: outputs.__setitem__(i, (o[0] if isinstance(o, tuple) else o)[0, -1])))
+        handles.append(
+            block.register_forward_pre_hook(
+                lambda m, a, k, i=i: inputs.__setitem__(i, (a[0] if a else k["hidden_states"])[0, -1]), with_kwargs=True
+            )
+        )
+        handles.append(
+            getattr(block, attention).register_forward_hook(lambda m, a, o, i=i: attn_out.__setitem__(i, o[0][0, -1]))
+        )
+        handles.append(
+            block.register_forward_hook(
+                lambda m, a, o, i=i: outputs.__setitem__(i, (o[0] if isinstance(o, tuple) else o)[0, -1])
+            )
+        )
     with torch.inference_mode():
         model(torch.tensor([ids]))
     for handle in handles:
@@ -65,8 +95,9 @@ def _by_hand(model, ids: list[int], attention: str, norm: str, mlp_reads_h: bool
     blocks = decoder_blocks(model)
     h = torch.stack([inputs[i] + attn_out[i] for i in range(len(blocks))])
     with torch.inference_mode():
-        mlp = torch.stack([blocks[i].mlp(getattr(blocks[i], norm)(h[i] if mlp_reads_h else inputs[i]))
-                           for i in range(len(blocks))])
+        mlp = torch.stack(
+            [blocks[i].mlp(getattr(blocks[i], norm)(h[i] if mlp_reads_h else inputs[i])) for i in range(len(blocks))]
+        )
     out = torch.stack([outputs[i] for i in range(len(blocks))])
     return h, (out - h - mlp).abs().max()
 
@@ -78,7 +109,9 @@ def test_captured_resid_mid_equals_h_rebuilt_by_hand(family, tmp_path):
     make().save_pretrained(tmp_path / "ckpt")
     model = load_model(tmp_path / "ckpt", torch.device("cpu")).eval()  # as a user's checkpoint comes in
     rng = torch.Generator().manual_seed(1)
-    prompts = [torch.randint(2, V, (int(n),), generator=rng).tolist() for n in torch.randint(3, 20, (13,), generator=rng)]
+    prompts = [
+        torch.randint(2, V, (int(n),), generator=rng).tolist() for n in torch.randint(3, 20, (13,), generator=rng)
+    ]
     got = {}
     with ResidMid(model) as capture:
         for rows, ids, mask, last in batches(prompts, torch.arange(len(prompts)).numpy(), 5, pad=0):
@@ -96,9 +129,14 @@ def test_captured_resid_mid_equals_h_rebuilt_by_hand(family, tmp_path):
 
 def _block_io(model, ids):
     io = {}
-    handles = [b.register_forward_hook(lambda m, a, o, i=i: io.__setitem__(i, (a[0][0, -1] if a else None,
-                                                                               (o[0] if isinstance(o, tuple) else o)[0, -1])),
-                                       ) for i, b in enumerate(decoder_blocks(model))]
+    handles = [
+        b.register_forward_hook(
+            lambda m, a, o, i=i: io.__setitem__(
+                i, (a[0][0, -1] if a else None, (o[0] if isinstance(o, tuple) else o)[0, -1])
+            ),
+        )
+        for i, b in enumerate(decoder_blocks(model))
+    ]
     with torch.inference_mode():
         model(torch.tensor([ids]))
     for handle in handles:
@@ -107,9 +145,14 @@ def _block_io(model, ids):
 
 
 def test_an_unsupported_family_gets_one_clear_line():
-    model = OPTForCausalLM(OPTConfig(vocab_size=V, hidden_size=H, num_hidden_layers=1, ffn_dim=64, num_attention_heads=4,
-                                     word_embed_proj_dim=H))
-    with pytest.raises(FactrecallError, match=r"cannot capture resid_mid in a 'opt' model: supported are gpt2, gpt_neox, llama"):
+    model = OPTForCausalLM(
+        OPTConfig(
+            vocab_size=V, hidden_size=H, num_hidden_layers=1, ffn_dim=64, num_attention_heads=4, word_embed_proj_dim=H
+        )
+    )
+    with pytest.raises(
+        FactrecallError, match=r"cannot capture resid_mid in a 'opt' model: supported are gpt2, gpt_neox, llama"
+    ):
         ResidMid(model)
 
 

@@ -47,10 +47,10 @@ from tests.guards import bounded
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE = "activations.zarr"
-CHUNK = "resid_mid/c/3/2/1/3/0/0"          # mix, qa, layer 1, job: read by both verbs
-OTHER_LAYER = "resid_mid/c/3/2/0/3/0/0"    # mix, qa, layer 0, job
-SECONDS = 300                              # the safety net's time limit for one verb (a working one takes seconds)
-MEMORY = 4 << 30                           # ... and how much more address space it may take
+CHUNK = "resid_mid/c/3/2/1/3/0/0"  # mix, qa, layer 1, job: read by both verbs
+OTHER_LAYER = "resid_mid/c/3/2/0/3/0/0"  # mix, qa, layer 0, job
+SECONDS = 300  # the safety net's time limit for one verb (a working one takes seconds)
+MEMORY = 4 << 30  # ... and how much more address space it may take
 
 
 # -- running a verb -------------------------------------------------------------------------------
@@ -74,16 +74,24 @@ def _cap_child() -> None:
 
 
 CLI_CHILD = "import sys\nfrom jobs.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-API_CHILD = ("import sys, store\ntry:\n    store.open(sys.argv[1]).acts('qa', 1, 'job', model='mix')\n"
-             "except store.StoreError as err:\n    print(err, file=sys.stderr)\n    sys.exit(2)\n")
+API_CHILD = (
+    "import sys, store\ntry:\n    store.open(sys.argv[1]).acts('qa', 1, 'job', model='mix')\n"
+    "except store.StoreError as err:\n    print(err, file=sys.stderr)\n    sys.exit(2)\n"
+)
 
 
 def _child(code: str, *argv, seconds: int = 120) -> tuple[int, str, str]:
     """A script run in a child process of this checkout (never this process: it may block for good
     where the fix is missing), killed after `seconds`."""
     try:
-        proc = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True,
-                              timeout=seconds, cwd=ROOT, preexec_fn=_cap_child)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *map(str, argv)],
+            capture_output=True,
+            text=True,
+            timeout=seconds,
+            cwd=ROOT,
+            preexec_fn=_cap_child,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"{' '.join(map(str, argv))}: still blocked after {seconds} s")
     return proc.returncode, proc.stdout, proc.stderr
@@ -92,9 +100,21 @@ def _child(code: str, *argv, seconds: int = 120) -> tuple[int, str, str]:
 def _verbs(ws: Path, run: Path) -> dict[str, list]:
     out = ws / "OUT"
     out.mkdir(exist_ok=True)
-    return {"probe": ["--workspace", ws, "probe", run.name, "--attribute", "job", "--out", out / "p.png",
-                      "--csv", out / "p.csv"],
-            "export": ["--workspace", ws, "export", run.name, "--hdf5", out / "x.h5"]}
+    return {
+        "probe": [
+            "--workspace",
+            ws,
+            "probe",
+            run.name,
+            "--attribute",
+            "job",
+            "--out",
+            out / "p.png",
+            "--csv",
+            out / "p.csv",
+        ],
+        "export": ["--workspace", ws, "export", run.name, "--hdf5", out / "x.h5"],
+    }
 
 
 def _refused(code: int, err: str, message: str) -> None:
@@ -138,13 +158,21 @@ def _chunk_shape(shape):
 
 def _rewrite(name: str, values: np.ndarray, chunks=None):
     """Make `name` anew, as plain zarr writes it: a well-formed array holding `values`."""
+
     def craft(run: Path, ws: Path) -> None:
         group = zarr.open_group(str(run / STORE), mode="r+", zarr_format=3, use_consolidated=False)
         old = group[name]
-        new = group.create_array(name, shape=values.shape, dtype=old.dtype, chunks=chunks or values.shape,
-                                 dimension_names=old.metadata.dimension_names, fill_value=old.fill_value,
-                                 overwrite=True)
+        new = group.create_array(
+            name,
+            shape=values.shape,
+            dtype=old.dtype,
+            chunks=chunks or values.shape,
+            dimension_names=old.metadata.dimension_names,
+            fill_value=old.fill_value,
+            overwrite=True,
+        )
         new[...] = values
+
     return craft
 
 
@@ -166,11 +194,22 @@ def _swap_split_and_forge(run: Path, ws: Path) -> None:
     _swap_split(run, ws)
     meta = json.loads((run / STORE / "zarr.json").read_text())["attributes"]["factrecall"]
     strings = lambda name: np.asarray(_read(run, name).tolist())  # noqa: E731
-    forged = Layout(models=tuple(meta["models"]), formats=tuple(meta["formats"]), attributes=tuple(meta["attributes"]),
-                    layers=meta["layers"], hidden=meta["hidden"], people=_read(run, "person"), split=strings("split"),
-                    label=_read(run, "label"), label_text=strings("label_text"), answer=strings("answer"),
-                    dtype=meta["dtype"], compressor=meta["compressor"], chunk_people=meta["chunk_people"],
-                    source=meta["source"]).fingerprint()
+    forged = Layout(
+        models=tuple(meta["models"]),
+        formats=tuple(meta["formats"]),
+        attributes=tuple(meta["attributes"]),
+        layers=meta["layers"],
+        hidden=meta["hidden"],
+        people=_read(run, "person"),
+        split=strings("split"),
+        label=_read(run, "label"),
+        label_text=strings("label_text"),
+        answer=strings("answer"),
+        dtype=meta["dtype"],
+        compressor=meta["compressor"],
+        chunk_people=meta["chunk_people"],
+        source=meta["source"],
+    ).fingerprint()
     _attrs(_set("fingerprint", forged))(run, ws)
 
 
@@ -221,65 +260,113 @@ def _string_count(key: str, count: int):
         raw = bytes(Zstd().decode((run / STORE / key).read_bytes()))
         crafted = count.to_bytes(4, "little") + raw[4:]
         (run / STORE / key).write_bytes(bytes(Zstd(level=0).encode(np.frombuffer(crafted, dtype=np.uint8))))
+
     return craft
 
 
 def _compressed_then_bomb(size: int):
     """The run dumped again with zstd (as `dump --compressor zstd` writes it), then one of its chunks
     replaced by a bomb."""
+
     def craft(run: Path, ws: Path) -> None:
         shutil.rmtree(run / STORE)
         assert run_cli("--workspace", ws, "dump", run.name, "--compressor", "zstd") == 0
         _bomb(CHUNK, size)(run, ws)
+
     return craft
 
 
 BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
 
 TRACEBACKS = [
-    pytest.param(_array_meta("resid_mid", _set("codecs", [BYTES, {"name": "numcodecs.zlib", "configuration": {"level": 1}}])),
-                 r"its resid_mid array has codecs 'bytes', 'numcodecs.zlib', not the ones a dump writes", id="foreign codec"),
-    pytest.param(_array_meta("person", _set("shape", [10**12])),
-                 r"its person array has shape \[1000000000000\]: more than 16,777,216 people", id="person shape 1e12"),
-    pytest.param(_array_meta("person", _chunk_shape([0])),
-                 r"its person array has chunk grid .*chunk shape must be 1 positive whole numbers", id="chunk shape 0"),
-    pytest.param(_array_meta("label", _set("fill_value", "forty-two")),
-                 r"its label array has fill value 'forty-two', not 0", id="fill value not a number"),
-    pytest.param(_array_meta("label", _set("fill_value", 1e30)),
-                 r"its label array has fill value '1e\+30', not 0", id="fill value 1e30 on int32"),
-    pytest.param(lambda run, ws: _rewrite("label", _read(run, "label")[:, :15])(run, ws),
-                 r"its label array has shape \[6, 15\], not \[6, 16\]", id="label of the wrong length"),
-    pytest.param(_rewrite("written", np.ones((4, 3, 2), dtype=bool)),
-                 r"its written array has shape \[4, 3, 2\], not \[4, 3, 1\]", id="written of the wrong shape"),
+    pytest.param(
+        _array_meta("resid_mid", _set("codecs", [BYTES, {"name": "numcodecs.zlib", "configuration": {"level": 1}}])),
+        r"its resid_mid array has codecs 'bytes', 'numcodecs.zlib', not the ones a dump writes",
+        id="foreign codec",
+    ),
+    pytest.param(
+        _array_meta("person", _set("shape", [10**12])),
+        r"its person array has shape \[1000000000000\]: more than 16,777,216 people",
+        id="person shape 1e12",
+    ),
+    pytest.param(
+        _array_meta("person", _chunk_shape([0])),
+        r"its person array has chunk grid .*chunk shape must be 1 positive whole numbers",
+        id="chunk shape 0",
+    ),
+    pytest.param(
+        _array_meta("label", _set("fill_value", "forty-two")),
+        r"its label array has fill value 'forty-two', not 0",
+        id="fill value not a number",
+    ),
+    pytest.param(
+        _array_meta("label", _set("fill_value", 1e30)),
+        r"its label array has fill value '1e\+30', not 0",
+        id="fill value 1e30 on int32",
+    ),
+    pytest.param(
+        lambda run, ws: _rewrite("label", _read(run, "label")[:, :15])(run, ws),
+        r"its label array has shape \[6, 15\], not \[6, 16\]",
+        id="label of the wrong length",
+    ),
+    pytest.param(
+        _rewrite("written", np.ones((4, 3, 2), dtype=bool)),
+        r"its written array has shape \[4, 3, 2\], not \[4, 3, 1\]",
+        id="written of the wrong shape",
+    ),
     pytest.param(_layers, r"its attribute layers is 1000000000: not a whole number from 1 to 4,096", id="layers 1e9"),
 ]
 UNBOUNDED = [
-    pytest.param(_array_meta("person", _set("shape", [10**8])),
-                 r"its person array has shape \[100000000\]: more than 16,777,216 people", id="person shape 1e8"),
+    pytest.param(
+        _array_meta("person", _set("shape", [10**8])),
+        r"its person array has shape \[100000000\]: more than 16,777,216 people",
+        id="person shape 1e8",
+    ),
     # 1 GiB in 32 KiB: more bytes than a zstd chunk of 384 can take, refused by its size alone ...
-    pytest.param(_bomb("label/c/0/0", 1 << 30), r"its file label/c/0/0 has more than the 1,411 bytes it may have",
-                 id="zstd bomb of 1 GiB in a label chunk"),
+    pytest.param(
+        _bomb("label/c/0/0", 1 << 30),
+        r"its file label/c/0/0 has more than the 1,411 bytes it may have",
+        id="zstd bomb of 1 GiB in a label chunk",
+    ),
     # ... and one that fits (32 MiB in 1 KiB; in a store of 4 MiB chunks, 1 GiB would fit): by its header.
-    pytest.param(_bomb("label/c/0/0", 32 << 20),
-                 r"its chunk label/c/0/0 would decode to 33,554,432 bytes, not the 384 a chunk of label holds",
-                 id="zstd bomb of 32 MiB in a label chunk"),
-    pytest.param(_string_count("split/c/0", 1 << 30),
-                 r"its chunk split/c/0 says it holds 1073741824 strings, not the 16 a chunk of split holds",
-                 id="a string chunk that says it holds 2**30 strings"),
-    pytest.param(_compressed_then_bomb(32 << 20),
-                 rf"its chunk {CHUNK} would decode to 33,554,432 bytes, not the 2,048 a chunk of resid_mid holds",
-                 id="zstd bomb of 32 MiB in a resid_mid chunk"),
+    pytest.param(
+        _bomb("label/c/0/0", 32 << 20),
+        r"its chunk label/c/0/0 would decode to 33,554,432 bytes, not the 384 a chunk of label holds",
+        id="zstd bomb of 32 MiB in a label chunk",
+    ),
+    pytest.param(
+        _string_count("split/c/0", 1 << 30),
+        r"its chunk split/c/0 says it holds 1073741824 strings, not the 16 a chunk of split holds",
+        id="a string chunk that says it holds 2**30 strings",
+    ),
+    pytest.param(
+        _compressed_then_bomb(32 << 20),
+        rf"its chunk {CHUNK} would decode to 33,554,432 bytes, not the 2,048 a chunk of resid_mid holds",
+        id="zstd bomb of 32 MiB in a resid_mid chunk",
+    ),
 ]
 SILENT = [
-    pytest.param(_no_checksums_and_layers_swapped,
-                 r"has no checksum array, so its chunks cannot be checked; delete it and `factrecall-jobs dump RUN` "
-                 r"to dump it again", id="checksum removed, two layers swapped"),
-    pytest.param(_swap_split, r"is damaged \(its people, splits, labels or settings are not the ones it was dumped "
-                              r"with: .*\); delete the store and dump again", id="split swapped"),
-    pytest.param(_swap_split_and_forge, r"is not the store run tiny-stage\+mix-s0 dumped \(its fingerprint is \w+, "
-                                        r"the run's \w+", id="split swapped, fingerprint forged"),
-    pytest.param(_edit_label, r"its people, splits, labels or settings are not the ones it was dumped with",
-                 id="label edited"),
+    pytest.param(
+        _no_checksums_and_layers_swapped,
+        r"has no checksum array, so its chunks cannot be checked; delete it and `factrecall-jobs dump RUN` "
+        r"to dump it again",
+        id="checksum removed, two layers swapped",
+    ),
+    pytest.param(
+        _swap_split,
+        r"is damaged \(its people, splits, labels or settings are not the ones it was dumped "
+        r"with: .*\); delete the store and dump again",
+        id="split swapped",
+    ),
+    pytest.param(
+        _swap_split_and_forge,
+        r"is not the store run tiny-stage\+mix-s0 dumped \(its fingerprint is \w+, "
+        r"the run's \w+",
+        id="split swapped, fingerprint forged",
+    ),
+    pytest.param(
+        _edit_label, r"its people, splits, labels or settings are not the ones it was dumped with", id="label edited"
+    ),
 ]
 
 
@@ -323,6 +410,7 @@ def _fifo(key: str):
     def craft(run: Path) -> None:
         (run / STORE / key).unlink()
         os.mkfifo(run / STORE / key)
+
     return craft
 
 
@@ -333,6 +421,7 @@ def _device(key: str):
             os.mknod(run / STORE / key, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # what /dev/zero is
         except PermissionError:
             pytest.skip("making a device node needs root")
+
     return craft
 
 
@@ -342,6 +431,7 @@ def _link(key: str):
         outside.write_bytes((run / STORE / key).read_bytes())
         (run / STORE / key).unlink()
         (run / STORE / key).symlink_to(outside)
+
     return craft
 
 
@@ -355,19 +445,35 @@ def _socket(key: str):
             pytest.skip(f"cannot bind a socket there: {err}")
         finally:
             sock.close()
+
     return craft
 
 
-@pytest.mark.parametrize("craft, message", [
-    pytest.param(_fifo(CHUNK), rf"{CHUNK} is a FIFO \(named pipe\), not a file a dump writes", id="FIFO for a chunk"),
-    pytest.param(_fifo("person/zarr.json"), r"person/zarr.json is a FIFO \(named pipe\), not a file a dump writes",
-                 id="FIFO for person/zarr.json"),
-    pytest.param(_device(CHUNK), rf"{CHUNK} is a character device, not a file a dump writes", id="device for a chunk"),
-    pytest.param(_device("person/zarr.json"), r"person/zarr.json is a character device, not a file a dump writes",
-                 id="device for person/zarr.json"),
-    pytest.param(_link(CHUNK), rf"{CHUNK} is a symbolic link, not a file a dump writes", id="link for a chunk"),
-    pytest.param(_socket("label/c/0/0"), r"label/c/0/0 is a socket, not a file a dump writes", id="socket for a chunk"),
-])
+@pytest.mark.parametrize(
+    "craft, message",
+    [
+        pytest.param(
+            _fifo(CHUNK), rf"{CHUNK} is a FIFO \(named pipe\), not a file a dump writes", id="FIFO for a chunk"
+        ),
+        pytest.param(
+            _fifo("person/zarr.json"),
+            r"person/zarr.json is a FIFO \(named pipe\), not a file a dump writes",
+            id="FIFO for person/zarr.json",
+        ),
+        pytest.param(
+            _device(CHUNK), rf"{CHUNK} is a character device, not a file a dump writes", id="device for a chunk"
+        ),
+        pytest.param(
+            _device("person/zarr.json"),
+            r"person/zarr.json is a character device, not a file a dump writes",
+            id="device for person/zarr.json",
+        ),
+        pytest.param(_link(CHUNK), rf"{CHUNK} is a symbolic link, not a file a dump writes", id="link for a chunk"),
+        pytest.param(
+            _socket("label/c/0/0"), r"label/c/0/0 is a socket, not a file a dump writes", id="socket for a chunk"
+        ),
+    ],
+)
 def test_a_special_file_in_the_store_is_refused_without_opening_it(tiny_run, tmp_path, craft, message):
     # A short workspace path: a socket's address holds about 100 characters.
     ws, run = _copy(tiny_run, Path(os.environ.get("TMPDIR", "/tmp")) / f"fr-{os.getpid()}-{tmp_path.name[-12:]}")
@@ -392,10 +498,41 @@ def _digest(entry: dict) -> str:
 
 def _cache_verbs(ws: Path, run: Path, out: Path) -> dict[str, list]:
     out.mkdir(parents=True, exist_ok=True)
-    return {"probes": ["--workspace", ws, "probe", run.name, "--attribute", "job", "--models", "mix", "--no-baseline",
-                       "--layers", "1", "--out", out / "p.png", "--csv", out / "probes.csv"],
-            "interventions": ["--workspace", ws, "patch", run.name, "--attribute", "job", "--models", "mix",
-                              "--layers", "1", "--out", out / "i.png", "--csv", out / "interventions.csv"]}
+    return {
+        "probes": [
+            "--workspace",
+            ws,
+            "probe",
+            run.name,
+            "--attribute",
+            "job",
+            "--models",
+            "mix",
+            "--no-baseline",
+            "--layers",
+            "1",
+            "--out",
+            out / "p.png",
+            "--csv",
+            out / "probes.csv",
+        ],
+        "interventions": [
+            "--workspace",
+            ws,
+            "patch",
+            run.name,
+            "--attribute",
+            "job",
+            "--models",
+            "mix",
+            "--layers",
+            "1",
+            "--out",
+            out / "i.png",
+            "--csv",
+            out / "interventions.csv",
+        ],
+    }
 
 
 def _tables(out: str) -> list[str]:
@@ -425,12 +562,15 @@ def _entries(run: Path, group: str) -> list[Path]:
 def _edit(change, redigest: bool = False):
     """Edit every cached entry's attributes; with `redigest`, as a forger would, with a digest that
     matches the edit."""
+
     def craft(path: Path) -> None:
         def edit(meta: dict) -> None:
             change(meta["attributes"])
             if redigest:
                 meta["attributes"]["digest"] = _digest(meta["attributes"])
+
         _edit_json(path, edit)
+
     return craft
 
 
@@ -460,23 +600,35 @@ def _outcome_flipped(attrs: dict) -> None:
     outcome[0] = 1 - outcome[0]
 
 
-@pytest.mark.parametrize("group, craft", [
-    pytest.param("interventions", _edit(_drop("outcomes")), id="interventions: outcomes removed"),
-    pytest.param("interventions", _edit(_cut), id="interventions: outcomes cut"),
-    pytest.param("interventions", _edit(_row("qa", 99.0)), id="interventions: qa 99.0"),
-    pytest.param("interventions", _edit(_row("qa", 1e308)), id="interventions: qa 1e308"),
-    pytest.param("interventions", _edit(_drop("digest")), id="interventions: from before digests"),
-    pytest.param("interventions", _edit(_row("qa", 99.0), redigest=True), id="interventions: qa 99.0, digest forged"),
-    pytest.param("interventions", _edit(_cut, redigest=True), id="interventions: outcomes cut, digest forged"),
-    pytest.param("interventions", _edit(_outcome_flipped, redigest=True),
-                 id="interventions: an outcome flipped, digest forged"),
-    pytest.param("probes", _edit(_drop("rows")), id="probes: rows removed"),
-    pytest.param("probes", _edit(_row("acc_qa_wqa", 99.0)), id="probes: accuracy 99.0"),
-    pytest.param("probes", _edit(_drop("digest")), id="probes: from before digests"),
-    pytest.param("probes", _edit(_row("acc_qa_wqa", 1e308), redigest=True), id="probes: accuracy 1e308, digest forged"),
-    pytest.param("probes", _edit(_moved("delta_rep", 25.0), redigest=True), id="probes: delta_rep moved, digest forged"),
-    pytest.param("probes", _edit(_cut_correct, redigest=True), id="probes: outcomes cut, digest forged"),
-])
+@pytest.mark.parametrize(
+    "group, craft",
+    [
+        pytest.param("interventions", _edit(_drop("outcomes")), id="interventions: outcomes removed"),
+        pytest.param("interventions", _edit(_cut), id="interventions: outcomes cut"),
+        pytest.param("interventions", _edit(_row("qa", 99.0)), id="interventions: qa 99.0"),
+        pytest.param("interventions", _edit(_row("qa", 1e308)), id="interventions: qa 1e308"),
+        pytest.param("interventions", _edit(_drop("digest")), id="interventions: from before digests"),
+        pytest.param(
+            "interventions", _edit(_row("qa", 99.0), redigest=True), id="interventions: qa 99.0, digest forged"
+        ),
+        pytest.param("interventions", _edit(_cut, redigest=True), id="interventions: outcomes cut, digest forged"),
+        pytest.param(
+            "interventions",
+            _edit(_outcome_flipped, redigest=True),
+            id="interventions: an outcome flipped, digest forged",
+        ),
+        pytest.param("probes", _edit(_drop("rows")), id="probes: rows removed"),
+        pytest.param("probes", _edit(_row("acc_qa_wqa", 99.0)), id="probes: accuracy 99.0"),
+        pytest.param("probes", _edit(_drop("digest")), id="probes: from before digests"),
+        pytest.param(
+            "probes", _edit(_row("acc_qa_wqa", 1e308), redigest=True), id="probes: accuracy 1e308, digest forged"
+        ),
+        pytest.param(
+            "probes", _edit(_moved("delta_rep", 25.0), redigest=True), id="probes: delta_rep moved, digest forged"
+        ),
+        pytest.param("probes", _edit(_cut_correct, redigest=True), id="probes: outcomes cut, digest forged"),
+    ],
+)
 def test_a_cached_result_that_is_not_as_written_is_computed_again(cached_run, tmp_path, group, craft):
     source, reference = cached_run
     ws = tmp_path / "ws"
@@ -490,7 +642,7 @@ def test_a_cached_result_that_is_not_as_written_is_computed_again(cached_run, tm
     code, out, err = _cli(*argv, memory=False)
     assert code == 0 and "Traceback" not in err, err[-3000:]
     tables, csv = reference[group]
-    assert _tables(out) == tables          # printed: the numbers of the store as dumped, computed again
+    assert _tables(out) == tables  # printed: the numbers of the store as dumped, computed again
     assert (tmp_path / "out" / f"{group}.csv").read_bytes() == csv
     assert "from the store's cache" not in out
     # ... and written back whole, with a digest that matches: the next request is served from it.

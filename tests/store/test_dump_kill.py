@@ -40,10 +40,24 @@ def test_a_dump_killed_with_sigkill_resumes_without_recomputing_finished_blocks(
     run = workspace / "runs" / tiny_run.name
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("activations.zarr", "dump.json", "run.lock"))
     out = workspace / "killed.zarr"
-    argv = [sys.executable, "-m", "jobs.cli", "--workspace", str(workspace), "dump", run.name, *SMALL_BLOCKS, "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "--workspace",
+        str(workspace),
+        "dump",
+        run.name,
+        *SMALL_BLOCKS,
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_until(lambda: proc.poll() is not None or ((flags := _flags(out)) is not None and flags.sum() >= 10),
-               "ten blocks written", every=0.01)
+    wait_until(
+        lambda: proc.poll() is not None or ((flags := _flags(out)) is not None and flags.sum() >= 10),
+        "ten blocks written",
+        every=0.01,
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]

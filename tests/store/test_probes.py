@@ -79,7 +79,10 @@ def test_a_sweep_reports_the_papers_accuracies_and_deltas(tiny_run, tmp_path):
     train, test = np.flatnonzero(s.split == "qa_in"), np.flatnonzero(s.split == "qa_out")
     for row in rows:
         # by hand: fit W_QA on QA vectors and W_BIO on BIO_long vectors of QA-in people, score QA-out people
-        h = {f: torch.tensor(s.acts(f, row["layer"], "birth_date", model="mix"), dtype=torch.float32) for f in ("qa", "bio_long")}
+        h = {
+            f: torch.tensor(s.acts(f, row["layer"], "birth_date", model="mix"), dtype=torch.float32)
+            for f in ("qa", "bio_long")
+        }
         y = torch.tensor(classes)
         w_qa = fit(h["qa"][train], y[train], int(classes.max()) + 1)
         w_bio = fit(h["bio_long"][train], y[train], int(classes.max()) + 1)
@@ -140,11 +143,27 @@ def test_the_probe_command_prints_and_draws_what_the_api_returns(tiny_run, tmp_p
     monkeypatch.setattr(cli.console, "width", 160)  # a wide terminal: cells unwrapped
     out = tmp_path / "fig.png"
     ws = tiny_run.parent.parent
-    assert run_cli("--workspace", ws, "probe", tiny_run.name, "--attribute", "birth_date", "--bio", "short",
-                   "--out", out, "--csv", tmp_path / "t.csv") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "probe",
+            tiny_run.name,
+            "--attribute",
+            "birth_date",
+            "--bio",
+            "short",
+            "--out",
+            out,
+            "--csv",
+            tmp_path / "t.csv",
+        )
+        == 0
+    )
     printed = capsys.readouterr().out.replace("\n", " ")
-    df = table([store.open(tiny_run)], ["stage", "mix"], ProbeSettings(attribute="birth_date", bio="bio_short"),
-               cache=False)  # computed here, not read back from what the command cached
+    df = table(
+        [store.open(tiny_run)], ["stage", "mix"], ProbeSettings(attribute="birth_date", bio="bio_short"), cache=False
+    )  # computed here, not read back from what the command cached
     written = pd.read_csv(tmp_path / "t.csv")
     assert list(dict.fromkeys(written["model"])) == ["stage", "mix", "untrained"]  # the baseline, last
     pd.testing.assert_frame_equal(written[written.model != "untrained"][df.columns], df, check_dtype=False)
@@ -156,17 +175,36 @@ def test_the_probe_command_prints_and_draws_what_the_api_returns(tiny_run, tmp_p
     image = plt.imread(out)
     assert image.shape[0] > 400 and image.shape[1] > 800
     # two runs are seeds: mean ± std
-    assert run_cli("--workspace", ws, "probe", tiny_run.name, tiny_run.name, "--attribute", "birth_date",
-                   "--bio", "short", "--out", out) == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "probe",
+            tiny_run.name,
+            tiny_run.name,
+            "--attribute",
+            "birth_date",
+            "--bio",
+            "short",
+            "--out",
+            out,
+        )
+        == 0
+    )
     assert "±0.0" in capsys.readouterr().out
-    agg = summary(table([store.open(tiny_run)] * 2, ["mix"], ProbeSettings(attribute="birth_date", bio="bio_short"), cache=False))
+    agg = summary(
+        table([store.open(tiny_run)] * 2, ["mix"], ProbeSettings(attribute="birth_date", bio="bio_short"), cache=False)
+    )
     assert (agg["runs"] == 2).all() and (agg["acc_qa_wqa_std"] == 0).all()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--attribute", "age"], "unknown attribute 'age'"),
-    (["--models", "qa"], "has no dumped model 'qa'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--attribute", "age"], "unknown attribute 'age'"),
+        (["--models", "qa"], "has no dumped model 'qa'"),
+    ],
+)
 def test_bad_probe_requests_get_one_line(tiny_run, capsys, argv, message):
     assert run_cli("--workspace", tiny_run.parent.parent, "probe", tiny_run.name, *argv) == 2
     err = capsys.readouterr().err
@@ -206,7 +244,7 @@ def test_the_control_task_is_near_chance_and_selectivity_is_what_is_left(tiny_ru
     s = store.open(tiny_run)
     classes, _ = probes._classes(s, ProbeSettings())
     control = probes.control_labels(classes, "job")
-    assert np.array_equal(control, probes.control_labels(classes, "job"))       # fixed per person
+    assert np.array_equal(control, probes.control_labels(classes, "job"))  # fixed per person
     assert set(control) <= set(classes) and not np.array_equal(control, classes)
     test = np.flatnonzero(s.split == "qa_out")
     chance = 100 * np.bincount(control[test]).max() / len(test)  # always saying the commonest control label
@@ -218,7 +256,9 @@ def test_the_control_task_is_near_chance_and_selectivity_is_what_is_left(tiny_ru
     controls = [row[c] for row in rows for c in PROBE_CONTROLS]
     assert np.mean(controls) <= chance + 10, (controls, chance)
     assert rows[-1]["acc_bio_wbio"] >= 75 and rows[-1]["sel_bio_wbio"] >= 40
-    assert all(np.isnan(r["ctl_qa_wqa"]) for r in sweep(s, "mix", ProbeSettings(attribute="job", controls=False), cache=False))
+    assert all(
+        np.isnan(r["ctl_qa_wqa"]) for r in sweep(s, "mix", ProbeSettings(attribute="job", controls=False), cache=False)
+    )
 
 
 def _simulated(run: str, p: float, n: int, rng) -> Sweep:
@@ -252,11 +292,33 @@ def test_bootstrap_intervals_cover_the_truth_and_the_spread_between_seeds():
     per_seed = [100 * np.mean(one.rows[0]["correct"]["acc_qa_wqa"]) for one in seeds]
     lo, hi = probes.intervals(seeds, "mix", [0])["acc_qa_wqa"]
     assert lo < np.mean(per_seed) < hi and hi - lo > (max(per_seed) - min(per_seed)) / 2
-    pooled = Sweep("all", "mix", [{"layer": 0, "n_test": 600, "correct": {
-        k: sum((one.rows[0]["correct"][k] for one in seeds), []) for k in seeds[0].rows[0]["correct"]}}], False)
+    pooled = Sweep(
+        "all",
+        "mix",
+        [
+            {
+                "layer": 0,
+                "n_test": 600,
+                "correct": {
+                    k: sum((one.rows[0]["correct"][k] for one in seeds), []) for k in seeds[0].rows[0]["correct"]
+                },
+            }
+        ],
+        False,
+    )
     p_lo, p_hi = probes.intervals([pooled], "mix", [0])["acc_qa_wqa"]
     assert hi - lo > 2 * (p_hi - p_lo)
     # Δs are resampled with their pairing: identical probes give a Δ interval of exactly zero.
-    twin = Sweep("same", "mix", [{"layer": 0, "n_test": 50, "correct": {k: seeds[0].rows[0]["correct"]["acc_qa_wqa"][:50]
-                                                                       for k in seeds[0].rows[0]["correct"]}}], False)
+    twin = Sweep(
+        "same",
+        "mix",
+        [
+            {
+                "layer": 0,
+                "n_test": 50,
+                "correct": {k: seeds[0].rows[0]["correct"]["acc_qa_wqa"][:50] for k in seeds[0].rows[0]["correct"]},
+            }
+        ],
+        False,
+    )
     assert probes.intervals([twin], "mix", [0])["delta_rep"] == (0.0, 0.0)

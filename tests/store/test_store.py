@@ -15,13 +15,13 @@ import xarray as xr
 import zarr
 
 import store
-from jobs.run.model import load_model
 from jobs.run.dump import DumpOptions
-from jobs.run.pipeline import load_prompts, make_tokenizer, run_dump
 from jobs.run.files import read_jsonl
 from jobs.run.folder import RunFolder
-from jobs.words import ATTRIBUTES, FORMATS
+from jobs.run.model import load_model
+from jobs.run.pipeline import load_prompts, make_tokenizer, run_dump
 from jobs.run.tokenizer import load_tokenizer
+from jobs.words import ATTRIBUTES, FORMATS
 from tests.conftest import run_cli
 from tests.store.test_capture import _by_hand
 
@@ -37,7 +37,7 @@ def test_a_run_dumps_a_store_that_opens_three_ways(tiny_run):
     assert s.split.tolist() == [p["split"] for p in people]
     targets = read_jsonl(tiny_run / "data" / "targets.jsonl")
     labels = s.labels("employer")
-    assert labels["label"].tolist() == [t["first_token_id"] for t in targets[ATTRIBUTES.index("employer")::6]]
+    assert labels["label"].tolist() == [t["first_token_id"] for t in targets[ATTRIBUTES.index("employer") :: 6]]
     tok = load_tokenizer(tiny_run / "tokenizer")
     assert labels["label_text"].tolist() == tok.convert_ids_to_tokens(labels["label"].tolist())
     assert all(a.startswith(t) for a, t in zip(labels["answer"], labels["label_text"]))
@@ -59,8 +59,9 @@ def test_a_run_dumps_a_store_that_opens_three_ways(tiny_run):
     # xarray carries the labels along with a selection, with no project code
     sel = ds.resid_mid.sel(model="mix", format="qa", layer=1, attribute="job")
     assert sel.label.values.tolist() == labels_of(s, "job") and sel.split.values.tolist() == s.split.tolist()
-    np.testing.assert_array_equal(s.acts("qa", 1, "job", model="mix", split="qa_in"),
-                                  s.acts("qa", 1, "job", model="mix")[s.split == "qa_in"])
+    np.testing.assert_array_equal(
+        s.acts("qa", 1, "job", model="mix", split="qa_in"), s.acts("qa", 1, "job", model="mix")[s.split == "qa_in"]
+    )
     # a trained model's formats are different vectors; the untrained model's too
     assert not np.array_equal(s.acts("qa", 1, "job", model="mix"), s.acts("bio_long", 1, "job", model="mix"))
     assert not np.array_equal(s.acts("qa", 1, "job", model="mix"), s.acts("qa", 1, "job", model="untrained"))
@@ -77,8 +78,24 @@ def _rebuild(model, ids: list[int]) -> np.ndarray:
 
 def test_stored_vectors_equal_the_models_hidden_states_recomputed_one_prompt_at_a_time(tiny_run, tmp_path):
     f32 = tmp_path / "f32.zarr"
-    assert run_cli("--workspace", tiny_run.parent.parent, "dump", tiny_run.name, "--dtype", "float32",
-                   "--out", f32, "--models", "stage", "mix", "--batch-size", "7") == 0
+    assert (
+        run_cli(
+            "--workspace",
+            tiny_run.parent.parent,
+            "dump",
+            tiny_run.name,
+            "--dtype",
+            "float32",
+            "--out",
+            f32,
+            "--models",
+            "stage",
+            "mix",
+            "--batch-size",
+            "7",
+        )
+        == 0
+    )
     exact, half = store.open(f32), store.open(tiny_run)
     assert exact.dtype == np.float32 and exact.dumped_models() == ["stage", "mix"]
     prompts = load_prompts(tiny_run)
@@ -86,7 +103,9 @@ def test_stored_vectors_equal_the_models_hidden_states_recomputed_one_prompt_at_
     for name in ("stage", "mix"):
         model = load_model(tiny_run / "checkpoints" / name / "final", torch.device("cpu")).eval()
         for fmt in FORMATS:
-            want = np.stack([_rebuild(model, tok(p.text(fmt))["input_ids"]) for p in prompts])  # (prompt, layer, hidden)
+            want = np.stack(
+                [_rebuild(model, tok(p.text(fmt))["input_ids"]) for p in prompts]
+            )  # (prompt, layer, hidden)
             want = want.reshape(len(exact.people), len(ATTRIBUTES), exact.layers, exact.hidden)
             for layer in range(exact.layers):
                 for a, attribute in enumerate(ATTRIBUTES):
@@ -108,8 +127,9 @@ def test_a_store_at_an_fsspec_url_reads_the_same(tiny_run, tmp_path):
     remote, local = store.open(url), store.open(tiny_run)
     assert remote._raw_root is None  # read through zarr, not the local fast path
     for fmt in FORMATS:
-        np.testing.assert_array_equal(remote.acts(fmt, 1, "university", model="mix"),
-                                      local.acts(fmt, 1, "university", model="mix"))
+        np.testing.assert_array_equal(
+            remote.acts(fmt, 1, "university", model="mix"), local.acts(fmt, 1, "university", model="mix")
+        )
     with pytest.raises(store.StoreError, match="model stage format bio_long is not completely dumped yet"):
         remote.acts("bio_long", 0, "job", model="stage")
     assert remote.to_xarray().resid_mid.sel(model="mix").notnull().all()
@@ -146,14 +166,17 @@ def _edit_attrs(path: Path, change) -> None:
     (path / "zarr.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("missing", r"no activation store at .*missing\.zarr; `factrecall-jobs dump RUN` makes one"),
-    ("not zarr", r"is not a Zarr v3 store \(no zarr.json\)"),
-    ("foreign", r"is a Zarr group but not a factrecall activation store"),
-    ("newer", r"has store schema version 2, newer than this factrecall reads \(1\); upgrade factrecall"),
-    ("truncated", r"is truncated: array 'label' is missing; delete the store and dump again"),
-    ("chunk cut short", r"chunk.* damaged.*; delete the store and dump again"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing", r"no activation store at .*missing\.zarr; `factrecall-jobs dump RUN` makes one"),
+        ("not zarr", r"is not a Zarr v3 store \(no zarr.json\)"),
+        ("foreign", r"is a Zarr group but not a factrecall activation store"),
+        ("newer", r"has store schema version 2, newer than this factrecall reads \(1\); upgrade factrecall"),
+        ("truncated", r"is truncated: array 'label' is missing; delete the store and dump again"),
+        ("chunk cut short", r"chunk.* damaged.*; delete the store and dump again"),
+    ],
+)
 def test_a_store_that_is_not_right_gets_one_clear_line(tiny_run, tmp_path, capsys, damage, message):
     path = _copy(tiny_run, tmp_path)
     if damage == "missing":
@@ -208,8 +231,25 @@ def test_a_dump_with_other_settings_never_touches_the_store(tiny_run, capsys):
 def test_resuming_a_dump_takes_the_stores_own_settings(tiny_run, tmp_path):
     out = tmp_path / "f32.zarr"
     ws = tiny_run.parent.parent
-    assert run_cli("--workspace", ws, "dump", tiny_run.name, "--models", "stage", "--dtype", "float32",
-                   "--chunk-people", "5", "--compressor", "zstd", "--out", out) == 0
+    assert (
+        run_cli(
+            "--workspace",
+            ws,
+            "dump",
+            tiny_run.name,
+            "--models",
+            "stage",
+            "--dtype",
+            "float32",
+            "--chunk-people",
+            "5",
+            "--compressor",
+            "zstd",
+            "--out",
+            out,
+        )
+        == 0
+    )
     before = {p: p.stat().st_mtime_ns for p in (out / "resid_mid").rglob("*") if p.is_file()}
     # no flags repeated: the store's float32, zstd and blocks of 5 are kept; only mix is added
     assert run_cli("--workspace", ws, "dump", tiny_run.name, "--models", "stage", "mix", "--out", out) == 0
@@ -225,8 +265,7 @@ def test_the_readme_example_runs(tiny_run, capsys):
     exec(code.replace('"workspace/runs/cpu-stage+mix-s0"', repr(str(tiny_run))), {})
     s = store.open(tiny_run)
     classes = s.labels("job")["label"].nunique()
-    assert capsys.readouterr().out.splitlines() == [f"(16, 64) float16 {classes} classes",
-                                                   str(s.split[:3])]
+    assert capsys.readouterr().out.splitlines() == [f"(16, 64) float16 {classes} classes", str(s.split[:3])]
 
 
 def test_what_a_killed_dump_leaves_behind_is_cleaned_up_or_made_anew(tiny_run, tmp_path):
@@ -254,14 +293,29 @@ def test_what_a_killed_dump_leaves_behind_is_cleaned_up_or_made_anew(tiny_run, t
         store.open(out).acts("qa", 1, "birth_date", model="mix")
     assert run_cli("--workspace", ws, "dump", run.name, "--models", "mix", "--out", out) == 0
     assert not stray.exists()
-    np.testing.assert_array_equal(store.open(out).acts("qa", 1, "birth_date", model="mix"),
-                                  store.open(tiny_run).acts("qa", 1, "birth_date", model="mix"))
+    np.testing.assert_array_equal(
+        store.open(out).acts("qa", 1, "birth_date", model="mix"),
+        store.open(tiny_run).acts("qa", 1, "birth_date", model="mix"),
+    )
 
 
 def test_a_last_partial_block_reads_the_same_through_both_paths(tiny_run, tmp_path):
     out = tmp_path / "blocks.zarr"
-    assert run_cli("--workspace", tiny_run.parent.parent, "dump", tiny_run.name, "--models", "stage",
-                   "--chunk-people", "5", "--out", out) == 0  # 16 people: blocks of 5, 5, 5 and 1
+    assert (
+        run_cli(
+            "--workspace",
+            tiny_run.parent.parent,
+            "dump",
+            tiny_run.name,
+            "--models",
+            "stage",
+            "--chunk-people",
+            "5",
+            "--out",
+            out,
+        )
+        == 0
+    )  # 16 people: blocks of 5, 5, 5 and 1
     s = store.open(out)
     assert s.block == 5 and s.written().shape[2] == 4 and s._raw_root is not None
     for layer in range(s.layers):
@@ -300,11 +354,26 @@ def test_a_dump_never_mixes_two_runs_or_writes_over_someone_elses_data(tiny_run,
 
 def test_a_missing_chunk_of_a_compressed_store_is_an_error_not_nan(tiny_run, tmp_path):
     out = tmp_path / "z.zarr"
-    assert run_cli("--workspace", tiny_run.parent.parent, "dump", tiny_run.name, "--models", "mix",
-                   "--compressor", "zstd", "--out", out) == 0
+    assert (
+        run_cli(
+            "--workspace",
+            tiny_run.parent.parent,
+            "dump",
+            tiny_run.name,
+            "--models",
+            "mix",
+            "--compressor",
+            "zstd",
+            "--out",
+            out,
+        )
+        == 0
+    )
     s = store.open(out)
     assert s._raw_root is None  # compressed: read through zarr
-    np.testing.assert_array_equal(s.acts("qa", 0, "job", model="mix"), store.open(tiny_run).acts("qa", 0, "job", model="mix"))
+    np.testing.assert_array_equal(
+        s.acts("qa", 0, "job", model="mix"), store.open(tiny_run).acts("qa", 0, "job", model="mix")
+    )
     (out / "resid_mid" / "c" / "3" / "2" / "0" / "3" / "0" / "0").unlink()
     with pytest.raises(store.StoreError, match="a chunk of a block marked written is missing"):
         store.open(out).acts("qa", 0, "job", model="mix")

@@ -29,8 +29,12 @@ async def _finished(workers: list[Worker]) -> None:
             raise outcome
 
 
-async def settle(pilot: Pilot, until: Callable[[], T | Awaitable[T]] | None = None, what: str = "the app to settle",
-                 patience: float | None = None) -> T | None:
+async def settle(
+    pilot: Pilot,
+    until: Callable[[], T | Awaitable[T]] | None = None,
+    what: str = "the app to settle",
+    patience: float | None = None,
+) -> T | None:
     """Wait, and return what `until` last returned.
 
     - Without `until`: until the app is quiet, every worker finished (those started meanwhile too)

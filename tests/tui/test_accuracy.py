@@ -17,7 +17,7 @@ import factrecall_tui
 from factrecall_tui.accuracy import AccuracyPane, row_key
 from factrecall_tui.runs import scan
 from jobs.run.tables import cell, load_groups, strategy_curve
-from jobs.words import ATTRIBUTES, ATTRIBUTE_LABELS, MODEL_LABELS
+from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, MODEL_LABELS
 from tests.conftest import metrics
 from tests.tui.conftest import settle
 
@@ -97,13 +97,19 @@ def test_figures_fold_seeds_like_the_cli_and_the_chart_follows_the_cursor(tiny_r
                     assert row[col] == cell(group.values(model, "qa_out", attr), 2)
                     assert row[col] == f"{np.mean(values):.1f} ± {np.std(values):.1f}"
             stage_job = [m0["stage"]["qa_out"]["job"], 5.0]
-            assert _cells(fig1, row_key(label, "stage"))[2 + 1 + ATTRIBUTES.index("job")] == \
-                f"{np.mean(stage_job):.1f} ± {np.std(stage_job):.1f}"
+            assert (
+                _cells(fig1, row_key(label, "stage"))[2 + 1 + ATTRIBUTES.index("job")]
+                == f"{np.mean(stage_job):.1f} ± {np.std(stage_job):.1f}"
+            )
             # Figure 5 likewise.
             for model in ("majority", "bio", "stage", "mix"):
-                assert _cells(fig5, row_key(label, model))[2:5] == [cell(group.values(model, s, "avg"), 2) for s in SETS]
-            assert _cells(fig5, row_key(label, "mix"))[2] == f"{np.mean([m0['mix']['bio']['avg'], 91.5]):.1f} ± " \
+                assert _cells(fig5, row_key(label, model))[2:5] == [
+                    cell(group.values(model, s, "avg"), 2) for s in SETS
+                ]
+            assert (
+                _cells(fig5, row_key(label, "mix"))[2] == f"{np.mean([m0['mix']['bio']['avg'], 91.5]):.1f} ± "
                 f"{np.std([m0['mix']['bio']['avg'], 91.5]):.1f}"
+            )
 
             # The researcher walks down to Stage-tuned: the chart shows that group's trained models,
             # per attribute, with the table's numbers.
@@ -182,8 +188,10 @@ def test_focus_run_and_a_tall_terminal(tiny_run, tmp_path):
 
 
 def test_the_panes_never_import_torch_or_zarr_at_import():
-    code = ("import sys, factrecall_tui.accuracy, factrecall_tui.store_view; "
-            "print('torch' in sys.modules, 'zarr' in sys.modules)")
+    code = (
+        "import sys, factrecall_tui.accuracy, factrecall_tui.store_view; "
+        "print('torch' in sys.modules, 'zarr' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -193,7 +201,9 @@ def test_t_draws_each_model_s_accuracy_over_training_as_plot_does(tiny_run, tmp_
     model, the mean over seeds of what each logged (`factrecall-jobs plot`'s numbers); t again, the bars."""
     ws, seeds = _workspace(tiny_run, tmp_path)
     spec, m0 = json.loads((tiny_run / "spec.json").read_text()), metrics(tiny_run)
-    _run(ws, "tiny-mix-s0", {**spec, "strategies": ["mix"]}, {k: m0[k] for k in ("majority", "untrained", "mix")}, age=0)
+    _run(
+        ws, "tiny-mix-s0", {**spec, "strategies": ["mix"]}, {k: m0[k] for k in ("majority", "untrained", "mix")}, age=0
+    )
     logged = [json.loads((p / "metrics.json").read_text()) for p in seeds]
 
     async def session():
@@ -253,11 +263,14 @@ def test_the_tables_of_many_runs_cost_one_spec_read_and_one_hash_a_run(tmp_path,
         def call(*a, **k):
             counts[name] += 1
             return real(*a, **k)
+
         return call
 
     monkeypatch.setattr("factrecall_tui.accuracy.load_spec", counted("load_spec", folder.load_spec))
     monkeypatch.setattr("jobs.run.tables.load_spec", counted("load_spec", folder.load_spec))
-    monkeypatch.setattr(spec_module.ExperimentSpec, "config_hash", counted("config_hash", spec_module.ExperimentSpec.config_hash))
+    monkeypatch.setattr(
+        spec_module.ExperimentSpec, "config_hash", counted("config_hash", spec_module.ExperimentSpec.config_hash)
+    )
     monkeypatch.setattr(faker, "Faker", counted("Faker", faker.Faker))
     spec_module._locale_problem.cache_clear()
     tables = build_tables(paths)

@@ -13,14 +13,13 @@ from textual.widgets import DataTable, Input, Log, ProgressBar, Static
 
 import factrecall_tui.accuracy
 import factrecall_tui.probes
-
 from factrecall_tui.accuracy import AccuracyPane, row_key
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.launch import LaunchScreen
-from factrecall_tui.remembered import Remembered
 from factrecall_tui.probe_chart import ProbeChart
 from factrecall_tui.probes import ProbesPane
+from factrecall_tui.remembered import Remembered
 from factrecall_tui.store_view import StorePane
 from jobs.run.spec import preset_names
 from jobs.run.tables import cell
@@ -51,10 +50,16 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
             await pilot.pause()
             assert name in str(app.screen.query_one("#plan").render())
             await pilot.click("#launch-button")
-            await settle(pilot, until=lambda: status_of(app, name) in ("queued", "running"), what="the job to be listed")
+            await settle(
+                pilot, until=lambda: status_of(app, name) in ("queued", "running"), what="the job to be listed"
+            )
             assert app.query_one(JobsPane).selected.name == name
             # The form's values are remembered for the next one (not the name: factrecall_tui/remembered.py).
-            assert {"preset": "tiny", "people": "8", "strategies": ["stage", "mix"]}.items() <= Remembered().launch().items()
+            assert {
+                "preset": "tiny",
+                "people": "8",
+                "strategies": ["stage", "mix"],
+            }.items() <= Remembered().launch().items()
             await settle(pilot, until=lambda: status_of(app, name) == "done", what="the job to finish")
             assert "all steps done" in str(app.query_one("#jobs-table", DataTable).get_cell(name, "progress"))
             m = metrics(ws / "runs" / name)
@@ -81,8 +86,22 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
             await pilot.press("f")
             await settle(pilot, until=lambda: probes.results is not None and probes.idle.is_set(), what="the probes")
             csv = tmp_path / "cli.csv"
-            assert run_cli("--workspace", ws, "probe", name, "--attribute", probes.request.attribute,
-                           "--bio", probes.request.bio.removeprefix("bio_"), "--no-cache", "--csv", csv) == 0
+            assert (
+                run_cli(
+                    "--workspace",
+                    ws,
+                    "probe",
+                    name,
+                    "--attribute",
+                    probes.request.attribute,
+                    "--bio",
+                    probes.request.bio.removeprefix("bio_"),
+                    "--no-cache",
+                    "--csv",
+                    csv,
+                )
+                == 0
+            )
             cli = pd.read_csv(csv)
             charts = {chart.model: chart for chart in probes.query(ProbeChart)}
             for model, chart in charts.items():
@@ -95,8 +114,12 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
             top = cli[(cli["model"] == "mix")].sort_values("layer").iloc[-1]
             rows = [[str(c) for c in shown.get_row_at(i)] for i in range(shown.row_count)]
             numbers = lambda r: [c.split(" [")[0] for c in r]  # noqa: E731 - a cell: the number, then its interval
-            assert any(r[0].lower().startswith("mix") and f"{top['delta_rep']:.1f}" in numbers(r)
-                       and f"{top['cka']:.3f}" in numbers(r) for r in rows), rows
+            assert any(
+                r[0].lower().startswith("mix")
+                and f"{top['delta_rep']:.1f}" in numbers(r)
+                and f"{top['cka']:.3f}" in numbers(r)
+                for r in rows
+            ), rows
             assert set(PROBE_COLUMNS) <= set(probes.results.columns)
             # e: the same numbers as CSV, in WORKSPACE/exports and on the clipboard.
             await pilot.press("e")
@@ -116,15 +139,20 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
             import store
 
             s = store.open(ws / "runs" / name)
-            shape = "×".join(map(str, s.to_xarray()["resid_mid"].shape))  # (model, format, layer, attribute, person, hidden)
+            shape = "×".join(
+                map(str, s.to_xarray()["resid_mid"].shape)
+            )  # (model, format, layer, attribute, person, hidden)
             assert f"resid_mid {shape} float16" in _labels(app)
 
             # The log of the finished job.
             await pilot.press("1")
             app.query_one(JobsPane).focus_run(name)
             await pilot.press("l")
-            await settle(pilot, until=lambda: any("eval-mix: done" in line for line in app.screen.query_one("#job-out", Log).lines),
-                         what="the job's console in the log screen")
+            await settle(
+                pilot,
+                until=lambda: any("eval-mix: done" in line for line in app.screen.query_one("#job-out", Log).lines),
+                what="the job's console in the log screen",
+            )
             await pilot.press("escape")
             await pilot.press("q")
 
@@ -170,13 +198,19 @@ def test_an_unexpected_failure_in_a_pane_is_one_notification_and_the_pane_stays_
 
         app.notify = notify
         async with app.run_test(size=(110, 32)) as pilot:
-            await settle(pilot, until=lambda: ("error", "accuracy-load: RuntimeError: boom") in app.notes,
-                         what="the Accuracy pane's failure as a notification")
+            await settle(
+                pilot,
+                until=lambda: ("error", "accuracy-load: RuntimeError: boom") in app.notes,
+                what="the Accuracy pane's failure as a notification",
+            )
             app.open_run("probes", "cpu-stage+mix-s0")
             await settle(pilot)
             await pilot.press("f")
-            await settle(pilot, until=lambda: ("error", "probes: RuntimeError: boom") in app.notes,
-                         what="the fit's failure as a notification")
+            await settle(
+                pilot,
+                until=lambda: ("error", "probes: RuntimeError: boom") in app.notes,
+                what="the fit's failure as a notification",
+            )
             pane = app.query_one(ProbesPane)
             await settle(pilot, until=lambda: pane._fitting is None, what="the Probes pane to be free")
             assert not pane.query_one("#probe-progress", ProgressBar).display

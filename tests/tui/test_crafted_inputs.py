@@ -47,10 +47,10 @@ from tests.tui.workspace import T0, _done, _events, _metrics
 
 # What the collaborator's files hold.
 EVIL = "\x1b]0;PWNED\x07\x1b]52;c;cHduZWQ=\x07\x1b[2JPWNED"
-EVIL_SHOWN = "\\x1b]0;PWNED\\x07\\x1b]52;c;cHduZWQ=\\x07\\x1b[2JPWNED"   # as the app must show it
+EVIL_SHOWN = "\\x1b]0;PWNED\\x07\\x1b]52;c;cHduZWQ=\\x07\\x1b[2JPWNED"  # as the app must show it
 MARKUP_ERROR = "RuntimeError: index [/] out of range"
 PYDANTIC_ERROR = "1 validation error for Spec\n  Input should be a valid integer [type=int_parsing, input_value='x']"
-INJECTED = (b"\x1b]0;PWNED", b"\x1b]52;", b"\x1b[2JPWNED")        # never in the bytes sent to a terminal
+INJECTED = (b"\x1b]0;PWNED", b"\x1b]52;", b"\x1b[2JPWNED")  # never in the bytes sent to a terminal
 LIMIT_S = min(300.0, PATIENCE_S)  # a session that takes longer is stuck (a FIFO read blocking the UI thread)
 
 
@@ -68,8 +68,11 @@ def _write_run(ws: Path, name: str, spec: dict, age: float) -> Path:
 
 def _failed(ws: Path, name: str, error: object, age: float) -> Path:
     run = _write_run(ws, name, _spec(strategies=("mix",)), age)
-    _events(run, {"kind": "run", "status": "running", "phases": ["mix"]},
-            {"kind": "run", "status": "failed", "error": error})
+    _events(
+        run,
+        {"kind": "run", "status": "running", "phases": ["mix"]},
+        {"kind": "run", "status": "failed", "error": error},
+    )
     _done(run, "data")
     return run
 
@@ -85,9 +88,20 @@ def _crafted_store(run: Path) -> None:
     label_text = np.vectorize(lambda i: texts[i % len(texts)])(label)
     answer = np.vectorize(lambda i: f"{EVIL} [/] {i}")(label)
     models = ("untrained", "stage", "mix")
-    layout = Layout(models=models, formats=FORMATS, attributes=ATTRIBUTES, layers=layers, hidden=hidden,
-                    people=np.arange(people), split=split, label=label + 10, label_text=label_text, answer=answer,
-                    dtype="float32", source={"fixture": "tests/tui/test_crafted_inputs.py", "note": EVIL + "\x9b2J"})
+    layout = Layout(
+        models=models,
+        formats=FORMATS,
+        attributes=ATTRIBUTES,
+        layers=layers,
+        hidden=hidden,
+        people=np.arange(people),
+        split=split,
+        label=label + 10,
+        label_text=label_text,
+        answer=answer,
+        dtype="float32",
+        source={"fixture": "tests/tui/test_crafted_inputs.py", "note": EVIL + "\x9b2J"},
+    )
     meta = {"run": run.name, "created": "2026-11-25T00:00:00+0000", "model_type": "llama", "vocab_size": 64}
     writer = Writer.open_or_create(run / "activations.zarr", layout, meta)
     rng = np.random.default_rng(0)
@@ -98,12 +112,18 @@ def _crafted_store(run: Path) -> None:
                 writer.write(model, fmt, block, v[:, :, writer.people(block)])
 
 
-def _study(ws: Path, name: str, report_json: object | bytes | None = None, report_md: str | bytes | None = None,
-           plan: object | None = None) -> Path:
+def _study(
+    ws: Path,
+    name: str,
+    report_json: object | bytes | None = None,
+    report_md: str | bytes | None = None,
+    plan: object | None = None,
+) -> Path:
     folder = ws / "reproduce" / name
     folder.mkdir(parents=True)
-    (folder / "plan.json").write_text(json.dumps(plan if plan is not None else
-                                                 {"name": name, "runs": ["runs/plain-s0"], "seeds": [0]}))
+    (folder / "plan.json").write_text(
+        json.dumps(plan if plan is not None else {"name": name, "runs": ["runs/plain-s0"], "seeds": [0]})
+    )
     for file, value in (("report.json", report_json), ("report.md", report_md)):
         if isinstance(value, bytes):
             (folder / file).write_bytes(value)
@@ -133,20 +153,39 @@ def crafted_workspace(ws: Path) -> Path:
     atomic_write_json(plain / "metrics.json", _metrics(0))
     _events(plain, {"kind": "run", "status": "done"})
     _crafted_store(plain)
-    _write_run(ws, "wrong-types", {"preset": 3, "strategies": "mix[/]", "seed": [EVIL], "model": "x",
-                                   "data": {"people": EVIL, "qa_in_fraction": "half"}, "train": []}, age=40)
+    _write_run(
+        ws,
+        "wrong-types",
+        {
+            "preset": 3,
+            "strategies": "mix[/]",
+            "seed": [EVIL],
+            "model": "x",
+            "data": {"people": EVIL, "qa_in_fraction": "half"},
+            "train": [],
+        },
+        age=40,
+    )
     _write_run(ws, "unknown-strategy", {**_spec(), "strategies": ["nope", 7]}, age=35)
     # A folder whose name factrecall could not have written: not listed at all.
     _write_run(ws, f"bad{EVIL}", _spec(), age=30)
     # Studies.
     _study(ws, "study-list", report_json=[], report_md="# a report\n")
-    _study(ws, "study-no-verdict", report_json={"claims": [{"id": 1}, "not a claim", {"id": [EVIL], "verdict": 3}]},
-           report_md="# claims without verdicts\n")
+    _study(
+        ws,
+        "study-no-verdict",
+        report_json={"claims": [{"id": 1}, "not a claim", {"id": [EVIL], "verdict": 3}]},
+        report_md="# claims without verdicts\n",
+    )
     _study(ws, "study-claims-not-list", report_json={"claims": {"id": 1}}, report_md="# claims not a list\n")
     _study(ws, "study-bad-json", report_json=b"{not json", report_md="# report.json not JSON\n")
     _study(ws, "study-not-utf8", report_json={"claims": []}, report_md=b"# \xff\xfe not UTF-8\n")
-    _study(ws, "study-evil", report_json={"claims": [{"id": EVIL, "verdict": "reproduces"}]},
-           report_md=f"# {EVIL}\n\nindex [/] out of range, [type=int_parsing, input_value='x'] ![{EVIL}](fig.png)\n")
+    _study(
+        ws,
+        "study-evil",
+        report_json={"claims": [{"id": EVIL, "verdict": "reproduces"}]},
+        report_md=f"# {EVIL}\n\nindex [/] out of range, [type=int_parsing, input_value='x'] ![{EVIL}](fig.png)\n",
+    )
     _study(ws, "study-plan-damaged", plan={"runs": "not a list"})
     _study(ws, f"bad{EVIL}", report_json={"claims": []}, report_md="# not listed\n")
     return ws
@@ -221,8 +260,13 @@ async def visit_everything(app: FactrecallApp, pilot, ws: Path) -> dict[str, str
         jobs.focus_run("evil-model")
         app.query_one("#jobs-table").focus()
         await pilot.press("m")  # Compare: the runs shown
-        await settle(pilot, until=lambda: isinstance(app.screen, CompareScreen)
-                     and "reading" not in plain(app.screen.query_one("#compare-title")), what="Compare")
+        await settle(
+            pilot,
+            until=lambda: (
+                isinstance(app.screen, CompareScreen) and "reading" not in plain(app.screen.query_one("#compare-title"))
+            ),
+            what="Compare",
+        )
         await settle(pilot)
         seen[what] = check_screen(app, what) + "\n" + plain(app.screen.query_one("#compare-title"))
         await pilot.press("escape")
@@ -253,8 +297,17 @@ def test_crafted_files_are_shown_with_their_escapes_visible_and_never_crash_the_
     everything = "\n".join(seen.values())
     # The runs factrecall could have written are listed, the others not; each crafted one was shown.
     jobs_names = {k.split(" ", 1)[1] for k in seen if k.startswith("jobs ")}
-    assert {"markup-error", "pydantic-error", "escape-error", "error-not-text", "evil-preset", "evil-model",
-            "plain-s0", "wrong-types", "unknown-strategy"} == jobs_names
+    assert {
+        "markup-error",
+        "pydantic-error",
+        "escape-error",
+        "error-not-text",
+        "evil-preset",
+        "evil-model",
+        "plain-s0",
+        "wrong-types",
+        "unknown-strategy",
+    } == jobs_names
     # [/] and pydantic's brackets are text, not markup.
     assert "index [/] out of range" in seen["jobs markup-error"]
     assert "[type=int_parsing, input_value='x']" in seen["jobs pydantic-error"]
@@ -272,8 +325,15 @@ def test_crafted_files_are_shown_with_their_escapes_visible_and_never_crash_the_
     assert "model.path" in seen["compare"] and "\\x1b]0;PWNED" in seen["compare"] and "[/]" in seen["compare"]
     # Report: every damaged study is listed and says what is wrong; the good parts are shown.
     studies = {k.split(" ", 1)[1] for k in seen if k.startswith("report ")}
-    assert studies == {"study-list", "study-no-verdict", "study-claims-not-list", "study-bad-json", "study-not-utf8",
-                       "study-evil", "study-plan-damaged"}, studies  # the folders with another name: skipped
+    assert studies == {
+        "study-list",
+        "study-no-verdict",
+        "study-claims-not-list",
+        "study-bad-json",
+        "study-not-utf8",
+        "study-evil",
+        "study-plan-damaged",
+    }, studies  # the folders with another name: skipped
     assert "plan.json is damaged" in seen["report study-plan-damaged"]
     assert "report.json is damaged" in seen["report study-list"]
     assert "report.json is damaged" in seen["report study-no-verdict"]
@@ -473,8 +533,13 @@ def test_runs_and_studies_reached_through_a_link_are_not_read_and_that_is_said_o
                 await settle(pilot)
             await pilot.press("5")
             await settle(pilot)
-            return (list(app.query_one(JobsPane).runs), list(app.query_one(ReportPane).studies),
-                    plain(app.query_one("#report-status")), [n.message for n in app._notifications], app.is_running)
+            return (
+                list(app.query_one(JobsPane).runs),
+                list(app.query_one(ReportPane).studies),
+                plain(app.query_one("#report-status")),
+                [n.message for n in app._notifications],
+                app.is_running,
+            )
 
     runs, studies, _, notes, running = asyncio.run(asyncio.wait_for(session(runs_linked), LIMIT_S))
     assert running and runs == [] and studies == []

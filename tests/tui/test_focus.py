@@ -27,8 +27,12 @@ def test_the_focus_never_rests_on_a_hidden_widget(tmp_path):
             await settle(pilot)
             seen.append((f"tab {tab}", app.focused, _visible(app)))
         app.query_one(JobsPane).focus_run("cpu-stage+mix-s0")
-        for opener, screen, closer in (("n", LaunchScreen, "escape"), ("question_mark", HelpScreen, "escape"),
-                                       ("m", CompareScreen, "escape"), ("l", LogScreen, "escape")):
+        for opener, screen, closer in (
+            ("n", LaunchScreen, "escape"),
+            ("question_mark", HelpScreen, "escape"),
+            ("m", CompareScreen, "escape"),
+            ("l", LogScreen, "escape"),
+        ):
             await pilot.press("1", opener)
             await settle(pilot, until=lambda screen=screen: isinstance(app.screen, screen), what=screen.__name__)
             await pilot.pause(0.2)

@@ -113,8 +113,15 @@ def test_settings_are_remembered_across_sessions_and_a_damaged_file_is_moved_asi
 
 def test_remembered_values_of_the_wrong_type_are_ignored_and_an_unwritable_folder_only_costs_the_remembering(tmp_path):
     path = tmp_path / "tui.json"
-    path.write_text(json.dumps({"theme": 3, "launch": {"preset": "tiny", "seeds": ["x"], "people": 8},
-                                "probes": {str(tmp_path.resolve()): "run-a"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "theme": 3,
+                "launch": {"preset": "tiny", "seeds": ["x"], "people": 8},
+                "probes": {str(tmp_path.resolve()): "run-a"},
+            }
+        )
+    )
     told = []
     remembered = Remembered(path)
     remembered.tell(told.append)
@@ -130,8 +137,18 @@ def test_remembered_values_of_the_wrong_type_are_ignored_and_an_unwritable_folde
 
 def test_the_launch_form_starts_from_the_values_last_launched_but_never_the_name(tmp_path):
     remembered = Remembered(tmp_path / "tui.json")
-    remembered.set_launch({"preset": "tiny", "strategies": ["mix", "qa"], "seeds": "3 4", "people": "8",
-                           "model": "", "device": "cpu", "executor": "no-such", "settings": "train.mix.epochs=2"})
+    remembered.set_launch(
+        {
+            "preset": "tiny",
+            "strategies": ["mix", "qa"],
+            "seeds": "3 4",
+            "people": "8",
+            "model": "",
+            "device": "cpu",
+            "executor": "no-such",
+            "settings": "train.mix.epochs=2",
+        }
+    )
 
     async def script(app, pilot):
         app.push_screen(LaunchScreen(app.workspace, remembered))
@@ -139,11 +156,20 @@ def test_the_launch_form_starts_from_the_values_last_launched_but_never_the_name
         await settle(pilot)
         form = app.screen
         values = form.values()
-        assert values == {"preset": "tiny", "strategies": ["mix", "qa"], "seeds": "3 4", "people": "8", "model": "",
-                          "device": "cpu", "executor": "local",  # an executor no longer offered: the default
-                          "settings": "train.mix.epochs=2"}
+        assert values == {
+            "preset": "tiny",
+            "strategies": ["mix", "qa"],
+            "seeds": "3 4",
+            "people": "8",
+            "model": "",
+            "device": "cpu",
+            "executor": "local",  # an executor no longer offered: the default
+            "settings": "train.mix.epochs=2",
+        }
         assert form.query_one("#name", Input).value == ""
-        assert [name for _, name in form.planned] == ["tiny-mix+qa-s3-" + form.planned[0][1].rsplit("-", 1)[1],
-                                                      "tiny-mix+qa-s4-" + form.planned[1][1].rsplit("-", 1)[1]]
+        assert [name for _, name in form.planned] == [
+            "tiny-mix+qa-s3-" + form.planned[0][1].rsplit("-", 1)[1],
+            "tiny-mix+qa-s4-" + form.planned[1][1].rsplit("-", 1)[1],
+        ]
 
     drive(fixed_workspace(tmp_path / "ws"), (120, 36), script)

@@ -93,20 +93,30 @@ def last_run_event(run) -> str | None:
 def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path):
     ws = tmp_path / "ws"
     name = "long"
-    assert run_cli("--workspace", ws, "submit", "--preset", "tiny", "--name", name, "--set", "train.bio.epochs=2000") == 0
+    assert (
+        run_cli("--workspace", ws, "submit", "--preset", "tiny", "--name", name, "--set", "train.bio.epochs=2000") == 0
+    )
 
     async def first():
         app = FactrecallApp(ws, scan_every=0.3)
         async with app.run_test(size=(110, 30)) as pilot:
-            await settle(pilot, until=lambda: status_of(app, name) == "running"
-                         and app.query_one(JobsPane).runs[name].progress.get("eta_s") is not None
-                         and app.query_one(JobsPane).runs[name].progress.get("step") == "train-bio",
-                         what="the job to train")
+            await settle(
+                pilot,
+                until=lambda: (
+                    status_of(app, name) == "running"
+                    and app.query_one(JobsPane).runs[name].progress.get("eta_s") is not None
+                    and app.query_one(JobsPane).runs[name].progress.get("step") == "train-bio"
+                ),
+                what="the job to train",
+            )
             cell = str(app.query_one(DataTable).get_cell(name, "progress"))
             assert "train-bio 5/11" in cell and "ETA" in cell
             await pilot.press("l")  # its live log
-            await settle(pilot, until=lambda: any("resume long" in line for line in app.screen.query_one("#job-out", Log).lines),
-                         what="the job's console in the log screen")
+            await settle(
+                pilot,
+                until=lambda: any("resume long" in line for line in app.screen.query_one("#job-out", Log).lines),
+                what="the job's console in the log screen",
+            )
             await pilot.press("escape")
         # The app is closed; the job is not.
 
@@ -117,14 +127,19 @@ def test_jobs_outlive_the_app_and_a_reopened_app_follows_and_stops_them(tmp_path
     async def second():
         app = FactrecallApp(ws, scan_every=0.3)
         async with app.run_test(size=(110, 30)) as pilot:
-            await settle(pilot, until=lambda: status_of(app, name) == "running", what="the reopened app to find the job")
+            await settle(
+                pilot, until=lambda: status_of(app, name) == "running", what="the reopened app to find the job"
+            )
             assert app.query_one(JobsPane).selected.pid == pid
             await pilot.press("c", "y")  # stop it, and yes to the question that asks first
             await settle(pilot, until=lambda: status_of(app, name) == "interrupted", what="the job to stop")
             assert "interrupted" in str(app.query_one("#job-detail", Static).render())
             await pilot.press("r")  # resume: queued, then running from its last checkpoint
-            await settle(pilot, until=lambda: status_of(app, name) == "running"
-                         and last_run_event(ws / "runs" / name) == "running", what="the resumed job to report itself running")
+            await settle(
+                pilot,
+                until=lambda: status_of(app, name) == "running" and last_run_event(ws / "runs" / name) == "running",
+                what="the resumed job to report itself running",
+            )
             await pilot.press("c", "y")
             await settle(pilot, until=lambda: status_of(app, name) == "interrupted", what="the job to stop again")
 
@@ -150,9 +165,16 @@ def test_every_status_shows_and_a_broken_run_is_a_message_not_a_crash(tmp_path):
             await settle(pilot, until=lambda: app.query_one(JobsPane).runs, what="the scan")
             pane = app.query_one(JobsPane)
             assert {n: r.status for n, r in pane.runs.items()} == {
-                "garbled": "broken", "tiny-stage+mix-s1": "running", "tiny-qa-s0": "new", "tiny-bio-s0": "queued",
-                "tiny-stage-s0": "stopped", "tiny-mix-s0": "failed", "cpu-stage+mix-s0": "done",
-                "cpu-stage+mix-s1": "done", "cpu-stage+mix-s2": "done"}
+                "garbled": "broken",
+                "tiny-stage+mix-s1": "running",
+                "tiny-qa-s0": "new",
+                "tiny-bio-s0": "queued",
+                "tiny-stage-s0": "stopped",
+                "tiny-mix-s0": "failed",
+                "cpu-stage+mix-s0": "done",
+                "cpu-stage+mix-s1": "done",
+                "cpu-stage+mix-s2": "done",
+            }
             table = app.query_one(DataTable)
             assert "50% train-mix 9/11 · ETA 3m12s" in str(table.get_cell("tiny-stage+mix-s1", "progress"))
             pane.focus_run("garbled")
@@ -183,9 +205,11 @@ def test_hundreds_of_runs_scan_fast_and_the_first_frame_needs_no_torch(tmp_path)
         dst.mkdir()
         for f in ("spec.json", "metrics.json", "events.jsonl"):
             (dst / f).write_bytes((src / f).read_bytes())
-    code = ("import sys; from factrecall_tui.app import FactrecallApp; "
-            "from factrecall_tui.runs import Scanner; s = Scanner(__import__('pathlib').Path(sys.argv[1])); "
-            "runs = s.scan(); again = s.scan(); print(len(runs), len(again), 'torch' in sys.modules)")
+    code = (
+        "import sys; from factrecall_tui.app import FactrecallApp; "
+        "from factrecall_tui.runs import Scanner; s = Scanner(__import__('pathlib').Path(sys.argv[1])); "
+        "runs = s.scan(); again = s.scan(); print(len(runs), len(again), 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(ws)], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["308", "308", "False"]
 

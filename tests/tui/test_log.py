@@ -47,9 +47,18 @@ def test_the_log_shows_each_phase_s_loss_and_searches(tmp_path):
         log = screen.query_one("#log-txt", Log)
         await settle(pilot, until=lambda: log.line_count >= 60, what="log.txt")
         await pilot.press("slash", *"EVAL", "enter")  # case does not matter
-        await settle(pilot, until=lambda: screen.matches or (screen.query_text, app.focused, screen.query_one("#log-search").value), what="the matches")
+        await settle(
+            pilot,
+            until=lambda: screen.matches or (screen.query_text, app.focused, screen.query_one("#log-search").value),
+            what="the matches",
+        )
         want = [i for i, line in enumerate(log.lines) if "eval" in line]
-        assert screen.matches == want and len(want) == 9, (screen.query_text, app.focused, screen._log_searched, len(screen._log_searched.lines) if screen._log_searched else None)
+        assert screen.matches == want and len(want) == 9, (
+            screen.query_text,
+            app.focused,
+            screen._log_searched,
+            len(screen._log_searched.lines) if screen._log_searched else None,
+        )
         assert str(screen.query_one("#log-matches").render()).startswith(f"match 1 of 9 · line {want[0] + 1}")
         await pilot.press("n", "n")
         assert screen.match == 2 and not log.auto_scroll  # reading back: it stopped following

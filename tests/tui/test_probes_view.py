@@ -58,8 +58,26 @@ def _workspace(tiny_run: Path, tmp_path: Path, *names: str) -> Path:
 def _cli(ws: Path, runs: list[str], attribute: str, bio: str, out: Path) -> pd.DataFrame:
     """What `factrecall-jobs probe` computes (fitted anew: --no-cache), as its CSV."""
     csv = out / f"cli-{attribute}-{bio}.csv"
-    assert main(["--workspace", str(ws), "probe", *runs, "--attribute", attribute, "--bio", bio, "--csv", str(csv),
-                 "--out", str(out / "probe.png"), "--no-cache"]) == 0
+    assert (
+        main(
+            [
+                "--workspace",
+                str(ws),
+                "probe",
+                *runs,
+                "--attribute",
+                attribute,
+                "--bio",
+                bio,
+                "--csv",
+                str(csv),
+                "--out",
+                str(out / "probe.png"),
+                "--no-cache",
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(csv)
     df.attrs.update(workspace=ws, runs=runs, attribute=attribute, bio=f"bio_{bio}")  # for _cli_cells
     return df
@@ -77,8 +95,11 @@ def _cli_cells(df: pd.DataFrame, several: bool = False) -> list[list[str]]:
     found = list(sweeps([store.open(ws / "runs" / r) for r in runs], models, settings, cached_only=True))
     assert frame(found)[df.columns].round(6).equals(df.round(6))  # the very numbers the CLI wrote
     agg = summary(df, found)
-    return [[model, str(int(r["layer"])), *row_cells(r, several)]
-            for model in models for _, r in agg[agg["model"] == model].iterrows()]
+    return [
+        [model, str(int(r["layer"])), *row_cells(r, several)]
+        for model in models
+        for _, r in agg[agg["model"] == model].iterrows()
+    ]
 
 
 def _cells(table: DataTable) -> list[list[str]]:
@@ -134,8 +155,14 @@ def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny
             for model, chart in _charts(pane).items():
                 rows = cli[cli["model"] == model]
                 assert chart.chart_layers == rows["layer"].tolist()
-                assert list(chart.chart_series) == ["acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio",
-                                                    "delta_rep", "delta_mech"]
+                assert list(chart.chart_series) == [
+                    "acc_qa_wqa",
+                    "acc_bio_wqa",
+                    "acc_qa_wbio",
+                    "acc_bio_wbio",
+                    "delta_rep",
+                    "delta_mech",
+                ]
                 for key, values in chart.chart_series.items():
                     assert values == pytest.approx(rows[key].tolist())
             assert pane.results["acc_qa_wqa"].tolist() == pytest.approx(cli["acc_qa_wqa"].tolist())
@@ -299,10 +326,9 @@ def test_i_shows_the_interventions_the_stores_hold_as_the_patch_command_prints_t
     """`i` turns the Probes screen to the interventions: the stores' cached `factrecall-jobs patch`
     results, cell for cell the CLI's (from the same cache), and for a run without them the command that
     computes them; `i` again brings the probes back."""
+    import store
     from store.interventions import COLUMNS, frame, latest, summary
     from store.probes import format_cell
-
-    import store
 
     ws = tmp_path / "ws"
     shutil.copytree(tiny_run, ws / "runs" / tiny_run.name, ignore=shutil.ignore_patterns("run.lock"))
@@ -311,8 +337,11 @@ def test_i_shows_the_interventions_the_stores_hold_as_the_patch_command_prints_t
     s = store.open(ws / "runs" / tiny_run.name)
     found = [(tiny_run.name, latest(s, "job", m)) for m in ("stage", "mix")]
     agg = summary(frame(found), [r for _, r in found])
-    expected = [[m, str(int(r["layer"])), *(format_cell(r, c, False) for c in COLUMNS)]
-                for m in ("stage", "mix") for _, r in agg[agg["model"] == m].iterrows()]
+    expected = [
+        [m, str(int(r["layer"])), *(format_cell(r, c, False) for c in COLUMNS)]
+        for m in ("stage", "mix")
+        for _, r in agg[agg["model"] == m].iterrows()
+    ]
 
     async def session():
         app = Host(ws)
@@ -338,20 +367,29 @@ def test_i_shows_the_interventions_the_stores_hold_as_the_patch_command_prints_t
             box.select("other")
             await settle(pilot, until=lambda: view.table is not None and not view.table.rows, what="the other run's")
             assert "p computes them (`factrecall-jobs patch other --attribute job`" in str(
-                pane.query_one("#patch-caption", Static).render())
+                pane.query_one("#patch-caption", Static).render()
+            )
             # ... and p does, as a process; "other" has no checkpoints here: the caption says why in one line.
             await pilot.press("p")
-            await settle(pilot, until=lambda: "failed" in str(pane.query_one("#patch-caption", Static).render()),
-                         what="the patch process to fail")
+            await settle(
+                pilot,
+                until=lambda: "failed" in str(pane.query_one("#patch-caption", Static).render()),
+                what="the patch process to fail",
+            )
             assert "checkpoints/stage/final is missing" in str(pane.query_one("#patch-caption", Static).render())
             # The run with checkpoints, another attribute: p computes it, and the view shows it.
             box.deselect_all()
             box.select(tiny_run.name)
             pane.query_one("#probe-attribute", Select).value = "blood_type"
-            await settle(pilot, until=lambda: view.table is not None and not view.table.rows and "blood_type" in
-                         view.table.caption, what="blood_type's absence")
+            await settle(
+                pilot,
+                until=lambda: view.table is not None and not view.table.rows and "blood_type" in view.table.caption,
+                what="blood_type's absence",
+            )
             await pilot.press("p")
-            await settle(pilot, until=lambda: view.table is not None and bool(view.table.rows), what="the computed interventions")
+            await settle(
+                pilot, until=lambda: view.table is not None and bool(view.table.rows), what="the computed interventions"
+            )
             assert latest(store.open(ws / "runs" / tiny_run.name), "blood_type", "mix") is not None
             await pilot.press("i")
             assert not view.display and pane.query_one("#probe-table").display

@@ -71,7 +71,7 @@ def test_the_footer_follows_the_focus_and_a_click_presses_a_key():
             assert "f3 Right thing" in text and "f4 Off thing" in text and "Left thing" not in text
             # A disabled key is drawn dim, an enabled one not.
             spans = app.query_one(Footer).render()
-            dim = {spans.plain[s.start:s.end].strip() for s in spans.spans if s.style.dim}
+            dim = {spans.plain[s.start : s.end].strip() for s in spans.spans if s.style.dim}
             assert "f4" in dim and "f3" not in dim
             # A click on a key presses it.
             x = text.index("f3")
@@ -92,8 +92,10 @@ def test_the_footer_and_a_line_redraw_only_when_what_they_show_changes():
             refreshed: list[str] = []
             for widget in (footer, line):
                 real = widget.refresh
-                widget.refresh = lambda *a, _w=widget, _real=real, **k: (refreshed.append(_w.id or "footer"),
-                                                                        _real(*a, **k))[1]
+                widget.refresh = lambda *a, _w=widget, _real=real, **k: (
+                    refreshed.append(_w.id or "footer"),
+                    _real(*a, **k),
+                )[1]
             app.query_one("#right").focus()  # other keys
             await settle(pilot)
             assert refreshed.count("footer") >= 1
@@ -101,7 +103,7 @@ def test_the_footer_and_a_line_redraw_only_when_what_they_show_changes():
             await settle(pilot)
             refreshed.clear()
             app.query_one("#left2").focus()  # another field with the same keys: nothing to draw
-            line.update("one")               # the same text
+            line.update("one")  # the same text
             await settle(pilot)
             assert refreshed == []
             line.update("two")
@@ -177,13 +179,12 @@ def test_the_app_collects_less_and_freezes_once_shown(tmp_path, monkeypatch):
 def test_the_store_pane_still_sees_a_probe_cache_written_while_no_run_changed(tmp_path):
     """The rescans that find every run unchanged skip Jobs, Accuracy and Probes, not Store: a probe
     cache written from a shell (`factrecall-jobs probe`) changes no file of the run's own."""
-    import zarr
-
-    from factrecall_tui.store_view import StorePane
-
     import shutil
 
+    import zarr
+
     from factrecall_tui.runs import scan
+    from factrecall_tui.store_view import StorePane
 
     ws = fixed_workspace(tmp_path / "ws")
     for run in scan(ws):  # a queued or running run is read again every scan: none here
@@ -199,10 +200,12 @@ def test_the_store_pane_still_sees_a_probe_cache_written_while_no_run_changed(tm
             pane = app.query_one(StorePane)
             await settle(pilot, until=lambda: pane.nodes, what="the store's tree")
             runs = app.runs
-            zarr.open_group(str(store), mode="a", path="probes/0123456789abcdef0123", zarr_format=3,
-                            use_consolidated=False).attrs.put({"model": "mix", "settings": {}})
-            await settle(pilot, until=lambda: "probes/0123456789abcdef0123" in pane.nodes,
-                         what="the new probe cache in the tree")
+            zarr.open_group(
+                str(store), mode="a", path="probes/0123456789abcdef0123", zarr_format=3, use_consolidated=False
+            ).attrs.put({"model": "mix", "settings": {}})
+            await settle(
+                pilot, until=lambda: "probes/0123456789abcdef0123" in pane.nodes, what="the new probe cache in the tree"
+            )
             assert all(a is b for a, b in zip(app.runs, runs))  # found while no run changed
 
     asyncio.run(session())

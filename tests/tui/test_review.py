@@ -119,9 +119,8 @@ def test_b6_r_on_a_finished_run_says_there_is_nothing_to_resume(tmp_path):
 
 
 def test_b7_a_stopped_job_says_it_was_stopped_on_request(tmp_path):
-    from tests.conftest import run_cli
-
     import jobs.run.train as train
+    from tests.conftest import run_cli
 
     real = train.save_checkpoint
 
@@ -134,7 +133,10 @@ def test_b7_a_stopped_job_says_it_was_stopped_on_request(tmp_path):
         assert run_cli("--workspace", tmp_path, "run", "--preset", "tiny", "--strategy", "bio", "--no-dump") == 130
     finally:
         train.save_checkpoint = real
-    events = [json.loads(line) for line in next((tmp_path / "runs").iterdir()).joinpath("events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line)
+        for line in next((tmp_path / "runs").iterdir()).joinpath("events.jsonl").read_text().splitlines()
+    ]
     end = [e for e in events if e["kind"] == "run"][-1]
     assert end["status"] == "interrupted" and end["error"].startswith("stopped on request")
 
@@ -230,8 +232,13 @@ def test_b16_a_run_started_from_a_shell_explains_its_empty_console(tmp_path):
     async def script(app, pilot):
         app.query_one(JobsPane).focus_run("cpu-stage+mix-s0")
         await pilot.press("l")
-        await settle(pilot, until=lambda: app.screen.query("#job-out") and
-                     "no job.out" in "\n".join(app.screen.query_one("#job-out", Log).lines), what="the note")
+        await settle(
+            pilot,
+            until=lambda: (
+                app.screen.query("#job-out") and "no job.out" in "\n".join(app.screen.query_one("#job-out", Log).lines)
+            ),
+            what="the note",
+        )
 
     drive(ws, (120, 36), script)
 
@@ -243,7 +250,10 @@ def test_b17_piped_tables_are_not_cut(tmp_path):
     from tests.tui.workspace import fixed_workspace as _ws
 
     ws = _ws(tmp_path / "ws")
-    out = subprocess.run([sys.executable, "-m", "jobs.cli", "--workspace", str(ws), "show", "cpu-stage+mix-s0",
-                          "cpu-stage+mix-s1"], capture_output=True, text=True,
-                         env={k: v for k, v in os.environ.items() if k != "COLUMNS"}).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "--workspace", str(ws), "show", "cpu-stage+mix-s0", "cpu-stage+mix-s1"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "COLUMNS"},
+    ).stdout
     assert "…" not in out and max(len(line) for line in out.splitlines()) > 80  # a pipe: the width it needs

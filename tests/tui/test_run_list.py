@@ -16,15 +16,23 @@ from factrecall_tui.confirm import Confirm
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.run_view import FilterError, visible
 from factrecall_tui.runs import scan
-from tests.tui.conftest import settle
-from tests.tui.test_review import drive
 from jobs.run.files import atomic_write_json
 from jobs.run.tables import comparison
+from tests.tui.conftest import settle
+from tests.tui.test_review import drive
 from tests.tui.workspace import _metrics, _run, fixed_workspace
 
 # The fixed workspace, newest first: its runs' statuses (tests/tui/workspace.py).
-ALL = ["tiny-stage+mix-s1", "tiny-qa-s0", "tiny-bio-s0", "tiny-stage-s0", "tiny-mix-s0",
-       "cpu-stage+mix-s0", "cpu-stage+mix-s1", "cpu-stage+mix-s2"]
+ALL = [
+    "tiny-stage+mix-s1",
+    "tiny-qa-s0",
+    "tiny-bio-s0",
+    "tiny-stage-s0",
+    "tiny-mix-s0",
+    "cpu-stage+mix-s0",
+    "cpu-stage+mix-s1",
+    "cpu-stage+mix-s2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +46,13 @@ def names(runs, *args, **kwargs) -> list[str]:
 
 def test_the_filter_matches_words_and_fields_and_negations(runs):
     assert names(runs) == ALL  # no filter: every run, newest first
-    assert names(runs, "MIX") == ["tiny-stage+mix-s1", "tiny-mix-s0", "cpu-stage+mix-s0", "cpu-stage+mix-s1", "cpu-stage+mix-s2"]
+    assert names(runs, "MIX") == [
+        "tiny-stage+mix-s1",
+        "tiny-mix-s0",
+        "cpu-stage+mix-s0",
+        "cpu-stage+mix-s1",
+        "cpu-stage+mix-s2",
+    ]
     assert names(runs, "status:failed") == ["tiny-mix-s0"]
     assert names(runs, "strategy:mix seed:1") == ["tiny-stage+mix-s1", "cpu-stage+mix-s1"]
     assert names(runs, "seed:1") == ["tiny-stage+mix-s1", "cpu-stage+mix-s1"]  # exactly: not 10, 11
@@ -51,8 +65,9 @@ def test_the_filter_matches_words_and_fields_and_negations(runs):
 
 def test_the_sorts_order_by_what_needs_a_look_first_and_by_numbers_as_numbers(runs):
     by_status = [r.status for r in visible(runs, sort="status")]
-    assert by_status == sorted(by_status, key=["running", "queued", "failed", "broken", "stopped", "interrupted",
-                                               "new", "done"].index)
+    assert by_status == sorted(
+        by_status, key=["running", "queued", "failed", "broken", "stopped", "interrupted", "new", "done"].index
+    )
     assert by_status[0] == "queued" and by_status[-1] == "done"
     assert names(runs, sort="run") == sorted(ALL)
     assert names(runs, sort="run", reverse=True) == sorted(ALL, reverse=True)
@@ -81,8 +96,11 @@ def test_filter_sort_export_and_archive_from_the_jobs_table(tmp_path):
         await pilot.press("slash")
         assert app.focused is app.query_one("#jobs-filter", Input)
         await pilot.press(*"status:done")
-        await settle(pilot, until=lambda: shown(app) == ["cpu-stage+mix-s0", "cpu-stage+mix-s1", "cpu-stage+mix-s2"],
-                     what="the filtered rows")
+        await settle(
+            pilot,
+            until=lambda: shown(app) == ["cpu-stage+mix-s0", "cpu-stage+mix-s1", "cpu-stage+mix-s2"],
+            what="the filtered rows",
+        )
         assert str(app.query_one("#jobs-shown").render()) == "3 of 8 runs"
         await pilot.press("enter")  # keeps the filter, back to the runs: keys act on them again
         assert app.focused is app.query_one("#jobs-table")
@@ -108,8 +126,11 @@ def test_filter_sort_export_and_archive_from_the_jobs_table(tmp_path):
 
         # A bad field is said, and hides nothing.
         await pilot.press("slash", "ctrl+u", *"colour:red")
-        await settle(pilot, until=lambda: "is not a field" in str(app.query_one("#jobs-shown").render()),
-                     what="the filter's complaint")
+        await settle(
+            pilot,
+            until=lambda: "is not a field" in str(app.query_one("#jobs-shown").render()),
+            what="the filter's complaint",
+        )
         assert len(shown(app)) == 8
         await pilot.press("escape")  # no filter; the sort stays
         assert app.query_one("#jobs-filter", Input).value == "" and len(shown(app)) == 8
@@ -167,23 +188,32 @@ def test_compare_shows_the_cli_s_table_for_the_runs_the_filter_keeps(tmp_path):
 
     def table(app) -> tuple[list[str], list[list[str]]]:
         t = app.screen.query_one("#compare-table", DataTable)
-        return [str(c.label) for c in t.columns.values()], [[str(c) for c in t.get_row_at(i)] for i in range(t.row_count)]
+        return [str(c.label) for c in t.columns.values()], [
+            [str(c) for c in t.get_row_at(i)] for i in range(t.row_count)
+        ]
 
     async def script(app, pilot):
         await pilot.press("m")  # every run with results: the two configurations
-        await settle(pilot, until=lambda: isinstance(app.screen, CompareScreen) and app.screen.rows, what="the comparison")
+        await settle(
+            pilot, until=lambda: isinstance(app.screen, CompareScreen) and app.screen.rows, what="the comparison"
+        )
         assert table(app) == comparison([other, *cpu])  # the CLI's own table, row for row
         header, rows = table(app)
         assert "data.people" in header and {r[0] for r in rows} == {"tiny-stage+mix-s0", "cpu-stage+mix-s*"}
         assert "differing: data.people, data.pool_size" in str(app.screen.query_one("#compare-title").render())
         await pilot.press("e")
         await settle(pilot, until=lambda: list((ws / "exports").glob("compare-*.csv")), what="the export")
-        assert list(csv.reader(io.StringIO(next((ws / "exports").glob("compare-*.csv")).read_text()))) == [header, *rows]
+        assert list(csv.reader(io.StringIO(next((ws / "exports").glob("compare-*.csv")).read_text()))) == [
+            header,
+            *rows,
+        ]
         await pilot.press("escape")
         await settle(pilot, until=lambda: not isinstance(app.screen, CompareScreen), what="back to Jobs")
 
         await pilot.press("slash", *"preset:cpu", "enter", "m")  # only the filter's runs: seeds of one configuration
-        await settle(pilot, until=lambda: isinstance(app.screen, CompareScreen) and app.screen.rows, what="the comparison")
+        await settle(
+            pilot, until=lambda: isinstance(app.screen, CompareScreen) and app.screen.rows, what="the comparison"
+        )
         assert table(app) == comparison(cpu)
         assert "3 runs matching 'preset:cpu'" in str(app.screen.query_one("#compare-title").render())
         assert "differing: nothing but the seed" in str(app.screen.query_one("#compare-title").render())

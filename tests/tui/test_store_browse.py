@@ -11,8 +11,19 @@ import numpy as np
 import pytest
 import zarr
 
-from factrecall_tui.store_browse import (MAX_COLS, MAX_ROWS, BadIndex, cap, clip, default_index, index_text,
-                                         parse_index, read_preview, store_signature, walk_store)
+from factrecall_tui.store_browse import (
+    MAX_COLS,
+    MAX_ROWS,
+    BadIndex,
+    cap,
+    clip,
+    default_index,
+    index_text,
+    parse_index,
+    read_preview,
+    store_signature,
+    walk_store,
+)
 from store.errors import StoreError
 
 SHAPE, DIMS = (4, 3, 2, 6, 16, 64), ("model", "format", "layer", "attribute", "person", "hidden")
@@ -30,18 +41,21 @@ def test_good_indexes_pick_what_numpy_would():
     np.testing.assert_array_equal(values[3, 2, 1, 3][np.ix_(list(rows), list(cols))], values[3, 2, 1, 3, 2:12:3, -4:])
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("__import__('os')", "is not an integer"),
-    ("1e3", "is not an integer"),
-    ("0.5", "is not an integer"),
-    ("0, 0, 0, 0, 0, 0, 0", "7 entries for an array of 6 dimensions"),
-    ("..., ...", "at most one ..."),
-    ("1:2:3:4", "is not a slice"),
-    ("0, 0, 9", "out of bounds for layer (size 2)"),
-    ("0, :, :, :", "give an integer for all but two"),
-    ("1:2:0", "step cannot be zero"),
-    ("0,,1", "an empty entry between commas"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("__import__('os')", "is not an integer"),
+        ("1e3", "is not an integer"),
+        ("0.5", "is not an integer"),
+        ("0, 0, 0, 0, 0, 0, 0", "7 entries for an array of 6 dimensions"),
+        ("..., ...", "at most one ..."),
+        ("1:2:3:4", "is not a slice"),
+        ("0, 0, 9", "out of bounds for layer (size 2)"),
+        ("0, :, :, :", "give an integer for all but two"),
+        ("1:2:0", "step cannot be zero"),
+        ("0,,1", "an empty entry between commas"),
+    ],
+)
 def test_bad_indexes_say_why_in_one_line(text, says):
     with pytest.raises(BadIndex) as err:
         parse_index(text, SHAPE, DIMS)
@@ -76,8 +90,9 @@ def _small_store(root: Path) -> Path:
     array whose metadata is damaged."""
     group = zarr.open_group(str(root), mode="w", zarr_format=3)
     group.attrs.put({"factrecall": {"schema": "test"}})
-    vectors = group.create_array("vectors", shape=(2, 5, 3), dtype="float32", chunks=(1, 5, 3),
-                                 dimension_names=("layer", "person", "hidden"))
+    vectors = group.create_array(
+        "vectors", shape=(2, 5, 3), dtype="float32", chunks=(1, 5, 3), dimension_names=("layer", "person", "hidden")
+    )
     vectors[...] = np.arange(30, dtype="float32").reshape(2, 5, 3)
     vectors.attrs.put({"coordinates": "split label_text"})
     person = group.create_array("person", shape=(5,), dtype="int64", dimension_names=("person",))
@@ -98,12 +113,24 @@ def test_walking_a_small_store(tmp_path):
     by_path = {n.path: n for n in nodes}
     assert nodes[0].path == "" and nodes[0].kind == "group" and nodes[0].attrs == {"factrecall": {"schema": "test"}}
     # The damaged node first, then arrays (the larger first), then groups; a group's members after it.
-    assert [n.path for n in nodes[1:]] == ["damaged", "vectors", "label_text", "person", "split", "probes",
-                                           "probes/abc"]
+    assert [n.path for n in nodes[1:]] == [
+        "damaged",
+        "vectors",
+        "label_text",
+        "person",
+        "split",
+        "probes",
+        "probes/abc",
+    ]
     assert by_path["damaged"].kind == "broken" and problems == [f"damaged: {by_path['damaged'].error}"]
     vectors = by_path["vectors"]
-    assert (vectors.shape, vectors.dims, vectors.dtype, vectors.chunks, vectors.nchunks) == \
-        ((2, 5, 3), ("layer", "person", "hidden"), "float32", (1, 5, 3), 2)
+    assert (vectors.shape, vectors.dims, vectors.dtype, vectors.chunks, vectors.nchunks) == (
+        (2, 5, 3),
+        ("layer", "person", "hidden"),
+        "float32",
+        (1, 5, 3),
+        2,
+    )
     assert by_path["split"].dtype == "string" and by_path["probes"].children == 1
     assert by_path["probes/abc"].attrs["model"] == "mix"
     signature = store_signature(root)

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from rich.cells import cell_len
 import zarr
+from rich.cells import cell_len
 from textual.app import App
 from textual.widgets import DataTable, Footer, Input, Select, Tree
 
@@ -54,6 +54,7 @@ def _tree_labels(tree: Tree) -> dict[str, str]:
         out[node.data] = str(node.label)
         for child in node.children:
             walk(child)
+
     walk(tree.root)
     return out
 
@@ -113,12 +114,20 @@ def test_browsing_a_store_and_previewing_slices(tiny_run, tmp_path):
             for (label, *cells), person, values in zip(rows, range(2, 12, 3), expected):
                 assert label == f"{people[person]} · {split[person]} · {label_text[3][person]}"
                 assert [np.float16(c) for c in cells] == list(values)
-            assert [str(c.label) for c in app.query_one("#store-preview", DataTable).columns.values()][1:] == \
-                ["60", "61", "62", "63"]
+            assert [str(c.label) for c in app.query_one("#store-preview", DataTable).columns.values()][1:] == [
+                "60",
+                "61",
+                "62",
+                "63",
+            ]
 
             # Bad indexes: one line under the input, the preview kept.
-            for text, says in (("0, x", "'x' is not an integer"), ("0, 0, 9", "out of bounds for layer (size 2)"),
-                               ("0, :, :, :", "give an integer for all but two"), ("1:2:0", "step cannot be zero")):
+            for text, says in (
+                ("0, x", "'x' is not an integer"),
+                ("0, 0, 9", "out of bounds for layer (size 2)"),
+                ("0, :, :, :", "give an integer for all but two"),
+                ("1:2:0", "step cannot be zero"),
+            ):
                 await _type_index(app, pilot, text)
                 assert pane.index_message.startswith("bad index") and says in pane.index_message
                 assert pane.preview is not None and pane.preview.data.shape == (4, 4)
@@ -148,8 +157,13 @@ def test_browsing_a_store_and_previewing_slices(tiny_run, tmp_path):
             pane.show(scan(ws))
             await settle(pilot)
             assert pane.selected == f"probes/{key}"
-            zarr.open_group(str(good / "activations.zarr"), mode="a", path="probes/fedcba9876543210fedc",
-                            zarr_format=3, use_consolidated=False).attrs.put({"model": "stage", "settings": {}})
+            zarr.open_group(
+                str(good / "activations.zarr"),
+                mode="a",
+                path="probes/fedcba9876543210fedc",
+                zarr_format=3,
+                use_consolidated=False,
+            ).attrs.put({"model": "stage", "settings": {}})
             pane.show(scan(ws))
             await settle(pilot)
             assert "probes/fedcba9876543210fedc" in pane.nodes and pane.selected == f"probes/{key}"

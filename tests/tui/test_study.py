@@ -23,8 +23,20 @@ from tests.tui.conftest import settle
 
 
 def test_the_form_s_fields_become_reproduce_s_options_or_one_line():
-    assert study_argv("tiny", "0-2", "0", "8", "", "") == ["--preset", "tiny", "--seeds", "0", "1", "2", "--name", "tiny",
-                                                           "--snapshots", "0", "--people", "8"]
+    assert study_argv("tiny", "0-2", "0", "8", "", "") == [
+        "--preset",
+        "tiny",
+        "--seeds",
+        "0",
+        "1",
+        "2",
+        "--name",
+        "tiny",
+        "--snapshots",
+        "0",
+        "--people",
+        "8",
+    ]
     assert study_argv("cpu", "1", "", "", "models/m", "mine")[-4:] == ["--name", "mine", "--model", "models/m"]
     with pytest.raises(FactrecallError, match="at least one"):
         study_argv("tiny", " ", "", "", "", "")
@@ -65,7 +77,10 @@ def test_the_study_from_the_app_plans_queues_runs_and_reports(tmp_path):
             assert app.screen is form and not (ws / "queue").exists()
             want = ["--preset", "tiny", "--seeds", "0", "--name", "tiny", "--snapshots", "0", "--people", "8"]
             await settle(pilot, until=lambda: form.planned == want, what="the dry run's plan")
-            assert "reproduce tiny (dry run: nothing written)" in form.plan_text and "runs: reproduce-tiny-s0" in form.plan_text
+            assert (
+                "reproduce tiny (dry run: nothing written)" in form.plan_text
+                and "runs: reproduce-tiny-s0" in form.plan_text
+            )
             assert not (ws / "runs").exists()  # a dry run writes nothing
 
             form.query_one("#study-seeds", Input).value = "0 0"  # the CLI's own refusal, as one line
@@ -78,7 +93,9 @@ def test_the_study_from_the_app_plans_queues_runs_and_reports(tmp_path):
             await settle(pilot, until=lambda: isinstance(app.screen, Confirm), what="the question")
             assert "Queue the study tiny: 1 run (seeds 0)" in str(app.screen.query_one("#confirm-question").render())
             await pilot.press("y")
-            await settle(pilot, until=lambda: not isinstance(app.screen, (Confirm, StudyScreen)), what="the form to close")
+            await settle(
+                pilot, until=lambda: not isinstance(app.screen, (Confirm, StudyScreen)), what="the form to close"
+            )
             assert app.query_one(Tabs).active == "report"
             report = app.query_one(ReportPane)
             seen = set()
@@ -97,7 +114,9 @@ def test_the_study_from_the_app_plans_queues_runs_and_reports(tmp_path):
             app.query_one(JobsPane).focus_run("reproduce-tiny-s0")
             await pilot.press("x")
             await settle(pilot, until=lambda: isinstance(app.screen, Confirm), what="the question")
-            assert "It is a run of the study tiny: the report stays" in str(app.screen.query_one("#confirm-question").render())
+            assert "It is a run of the study tiny: the report stays" in str(
+                app.screen.query_one("#confirm-question").render()
+            )
             await pilot.press("n")
             await settle(pilot, until=lambda: not isinstance(app.screen, Confirm), what="the answer")
             assert (ws / "runs" / "reproduce-tiny-s0").is_dir()

@@ -17,8 +17,13 @@ pexpect = pytest.importorskip("pexpect")
 pyte = pytest.importorskip("pyte")
 
 # What only each tab shows, as the terminal draws it.
-SIGNS = {"jobs": "Strategy", "accuracy": "Figure 1 ·", "probes": "Runs (space", "store": "index ",
-         "report": "no study in this workspace yet"}
+SIGNS = {
+    "jobs": "Strategy",
+    "accuracy": "Figure 1 ·",
+    "probes": "Runs (space",
+    "store": "index ",
+    "report": "no study in this workspace yet",
+}
 KEYS = {"1": "jobs", "2": "accuracy", "3": "probes", "4": "store", "5": "report"}
 
 
@@ -28,8 +33,12 @@ class Terminal:
     def __init__(self, workspace: Path, columns: int = 120, lines: int = 36):
         self.screen = pyte.Screen(columns, lines)
         self.stream = pyte.ByteStream(self.screen)
-        self.proc = pexpect.spawn(sys.executable, ["-c", "from factrecall_tui.app import main; main()", str(workspace)],
-                                  dimensions=(lines, columns), env={**_env(), "TERM": "xterm-256color"})
+        self.proc = pexpect.spawn(
+            sys.executable,
+            ["-c", "from factrecall_tui.app import main; main()", str(workspace)],
+            dimensions=(lines, columns),
+            env={**_env(), "TERM": "xterm-256color"},
+        )
 
     def read(self) -> str:
         """Everything the app has drawn so far, as the screen now shows it."""

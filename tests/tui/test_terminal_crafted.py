@@ -32,8 +32,9 @@ class Recorder:
         self.raw = bytearray()
         tui = shutil.which("factrecall-tui", path=str(Path(sys.executable).parent)) or "factrecall-tui"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}
-        self.proc = pexpect.spawn(tui, ["--workspace", str(workspace)], dimensions=(lines, columns),
-                                  env={**env, "TERM": "xterm-256color"})
+        self.proc = pexpect.spawn(
+            tui, ["--workspace", str(workspace)], dimensions=(lines, columns), env={**env, "TERM": "xterm-256color"}
+        )
 
     def pump(self, seconds: float = 0.0) -> str:
         """Read what the app writes for `seconds` (at least what is there now); the screen as shown."""
@@ -118,7 +119,7 @@ def test_no_injected_sequence_reaches_the_terminal_and_q_ends_the_app(recorder):
     raw = bytes(recorder.raw)
     for sequence in INJECTED:
         at = raw.find(sequence)
-        assert at < 0, f"{sequence!r} reached the terminal: {raw[max(0, at - 80):at + 80]!r}"
+        assert at < 0, f"{sequence!r} reached the terminal: {raw[max(0, at - 80) : at + 80]!r}"
     assert "PWNED" not in (recorder.screen.title or "") and "PWNED" not in (recorder.screen.icon_name or "")
     everything = "\n".join(shown)
     assert "\\x1b]0;PWNED" in everything  # the crafted text was shown, written out

@@ -25,8 +25,22 @@ def test_the_app_follows_a_store_being_written_and_never_reads_half_a_state(tiny
         f.write('{"time": 1700000000.0, "kind": "progr')  # a torn last line
     name = "written-now"
     # Long enough (about 20 s) that the app sees it at work whatever the machine's load.
-    argv = [sys.executable, "-m", "jobs.cli", "--workspace", str(ws), "run", "--preset", "tiny", "--name", name,
-            "--set", "train.bio.epochs=150", "--set", "train.mix.epochs=150"]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "--workspace",
+        str(ws),
+        "run",
+        "--preset",
+        "tiny",
+        "--name",
+        name,
+        "--set",
+        "train.bio.epochs=150",
+        "--set",
+        "train.mix.epochs=150",
+    ]
 
     async def session():
         app = FactrecallApp(ws, scan_every=0.2)
@@ -56,15 +70,21 @@ def test_the_app_follows_a_store_being_written_and_never_reads_half_a_state(tiny
                     proc.kill()
             assert proc.wait() == 0, proc.stderr.read().decode()
             assert len(states - {None}) >= 2, states  # the app followed the job through its steps
-            run_seen = await settle(pilot, until=lambda: (r := app.query_one(JobsPane).runs.get(name)) is not None
-                                    and r.status == "done" and r, what="the app to show the run done")
+            run_seen = await settle(
+                pilot,
+                until=lambda: (r := app.query_one(JobsPane).runs.get(name)) is not None and r.status == "done" and r,
+                what="the app to show the run done",
+            )
             assert "dump" in run_seen.steps_done
             assert app.query_one(JobsPane).runs["torn"].status == "done"  # read past its torn line
             app.query_one(JobsPane).focus_run(name)
             await pilot.press("s")  # this run's store
             pane = app.query_one(StorePane)
-            await settle(pilot, until=lambda: pane.chunks_written.get("resid_mid") and "of" in pane.info_text,
-                         what="the run's store, with its chunks written")  # its reads run in workers
+            await settle(
+                pilot,
+                until=lambda: pane.chunks_written.get("resid_mid") and "of" in pane.info_text,
+                what="the run's store, with its chunks written",
+            )  # its reads run in workers
             assert written == sorted(written)  # what it showed only grew
             assert "written" in pane.info_text
 

@@ -23,8 +23,12 @@ from jobs.words import ATTRIBUTES, FORMATS
 
 T0 = 1_795_000_000.0  # every time in the workspace counts from here
 QA_OUT = {  # (stage, mix) QA-out exact match per attribute, seed 0; other seeds move by a little
-    "birth_date": (84.0, 97.0), "birth_city": (36.0, 72.0), "university": (17.0, 64.0),
-    "job": (10.0, 50.0), "employer": (5.0, 45.0), "blood_type": (20.0, 33.0),
+    "birth_date": (84.0, 97.0),
+    "birth_city": (36.0, 72.0),
+    "university": (17.0, 64.0),
+    "job": (10.0, 50.0),
+    "employer": (5.0, 45.0),
+    "blood_type": (20.0, 33.0),
 }
 
 
@@ -40,9 +44,16 @@ def _metrics(seed: int) -> dict:
     return {
         "majority": {s: _table({a: 12.5 for a in ATTRIBUTES}) for s in ("bio", "qa_in", "qa_out")},
         "untrained": {s: _table({a: 0.0 for a in ATTRIBUTES}) for s in ("bio", "qa_in", "qa_out")},
-        "bio": {"bio": _table(full), "qa_in": _table({a: 1.0 for a in ATTRIBUTES}),
-                "qa_out": _table({a: 1.0 for a in ATTRIBUTES})},
-        "stage": {"bio": _table({a: 98.0 - seed for a in ATTRIBUTES}), "qa_in": _table(full), "qa_out": _table(stage_out)},
+        "bio": {
+            "bio": _table(full),
+            "qa_in": _table({a: 1.0 for a in ATTRIBUTES}),
+            "qa_out": _table({a: 1.0 for a in ATTRIBUTES}),
+        },
+        "stage": {
+            "bio": _table({a: 98.0 - seed for a in ATTRIBUTES}),
+            "qa_in": _table(full),
+            "qa_out": _table(stage_out),
+        },
         "mix": {"bio": _table(full), "qa_in": _table(full), "qa_out": _table(mix_out)},
     }
 
@@ -76,10 +87,20 @@ def _store(run: Path, people: int = 40, layers: int = 3, hidden: int = 16) -> No
     label = np.stack([(np.arange(people) + a) % classes for a in range(len(ATTRIBUTES))])  # (attribute, person)
     prototypes = rng.normal(size=(len(ATTRIBUTES), classes, hidden)) * 10
     models = ("untrained", "bio", "stage", "mix")
-    layout = Layout(models=models, formats=FORMATS, attributes=ATTRIBUTES, layers=layers, hidden=hidden,
-                    people=np.arange(people), split=split, label=label + 10,
-                    label_text=np.vectorize(lambda i: f"tok{i}")(label), answer=np.vectorize(lambda i: f"answer {i}")(label),
-                    dtype="float32", source={"fixture": "tests/tui/workspace.py"})
+    layout = Layout(
+        models=models,
+        formats=FORMATS,
+        attributes=ATTRIBUTES,
+        layers=layers,
+        hidden=hidden,
+        people=np.arange(people),
+        split=split,
+        label=label + 10,
+        label_text=np.vectorize(lambda i: f"tok{i}")(label),
+        answer=np.vectorize(lambda i: f"answer {i}")(label),
+        dtype="float32",
+        source={"fixture": "tests/tui/workspace.py"},
+    )
     meta = {"run": run.name, "created": "2026-11-25T00:00:00+0000", "model_type": "llama", "vocab_size": 64}
     writer = Writer.open_or_create(run / "activations.zarr", layout, meta)
     out_people = np.flatnonzero(split == "qa_out")
@@ -102,28 +123,54 @@ def fixed_workspace(ws: Path) -> Path:
     for seed in (0, 1, 2):
         run = _run(ws, f"cpu-stage+mix-s{seed}", ("stage", "mix"), seed, age=100 + seed)
         atomic_write_json(run / "metrics.json", _metrics(seed))
-        _events(run, {"kind": "run", "status": "running", "phases": ["bio", "stage", "mix"]},
-                {"kind": "run", "status": "done"})
-        _done(run, "data", "tokenizer", "init", "eval-untrained", "train-bio", "eval-bio", "train-stage",
-              "eval-stage", "train-mix", "eval-mix", "dump")
+        _events(
+            run,
+            {"kind": "run", "status": "running", "phases": ["bio", "stage", "mix"]},
+            {"kind": "run", "status": "done"},
+        )
+        _done(
+            run,
+            "data",
+            "tokenizer",
+            "init",
+            "eval-untrained",
+            "train-bio",
+            "eval-bio",
+            "train-stage",
+            "eval-stage",
+            "train-mix",
+            "eval-mix",
+            "dump",
+        )
     _store(ws / "runs" / "cpu-stage+mix-s0")
     failed = _run(ws, "tiny-mix-s0", ("mix",), 0, age=50, preset="tiny")
-    _events(failed, {"kind": "run", "status": "running", "phases": ["mix"]},
-            {"kind": "run", "status": "failed", "error": "an example has 301 tokens, more than train.row_len=288"})
+    _events(
+        failed,
+        {"kind": "run", "status": "running", "phases": ["mix"]},
+        {"kind": "run", "status": "failed", "error": "an example has 301 tokens, more than train.row_len=288"},
+    )
     _done(failed, "data")
     stopped = _run(ws, "tiny-stage-s0", ("stage",), 0, age=40, preset="tiny")
-    _events(stopped, {"kind": "run", "status": "running", "phases": ["bio", "stage"]},
-            {"kind": "start", "step": "train-bio", "total": 400},
-            {"kind": "progress", "step": "train-bio", "done": 120, "total": 400, "eta_s": 84.0})
+    _events(
+        stopped,
+        {"kind": "run", "status": "running", "phases": ["bio", "stage"]},
+        {"kind": "start", "step": "train-bio", "total": 400},
+        {"kind": "progress", "step": "train-bio", "done": 120, "total": 400, "eta_s": 84.0},
+    )
     _done(stopped, "data", "tokenizer", "init", "eval-untrained")
     _run(ws, "tiny-bio-s0", ("bio",), 0, age=30, preset="tiny")
-    atomic_write_json(ws / "queue" / "1795000000000000000-tiny-bio-s0.json",
-                      {"run": "tiny-bio-s0", "device": None, "dump": True, "reuse": True, "time": T0})
+    atomic_write_json(
+        ws / "queue" / "1795000000000000000-tiny-bio-s0.json",
+        {"run": "tiny-bio-s0", "device": None, "dump": True, "reuse": True, "time": T0},
+    )
     _run(ws, "tiny-qa-s0", ("qa",), 0, age=20, preset="tiny")
     running = _run(ws, "tiny-stage+mix-s1", ("stage", "mix"), 1, age=10, preset="tiny")
-    _events(running, {"kind": "run", "status": "running", "phases": ["bio", "stage", "mix"]},
-            {"kind": "start", "step": "train-mix", "total": 300},
-            {"kind": "progress", "step": "train-mix", "done": 150, "total": 300, "eta_s": 192.0})
+    _events(
+        running,
+        {"kind": "run", "status": "running", "phases": ["bio", "stage", "mix"]},
+        {"kind": "start", "step": "train-mix", "total": 300},
+        {"kind": "progress", "step": "train-mix", "done": 150, "total": 300, "eta_s": 192.0},
+    )
     _done(running, "data", "tokenizer", "init", "eval-untrained", "train-bio", "eval-bio", "train-stage", "eval-stage")
     return ws
 
