@@ -34,15 +34,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import zarr
 
 from store import bootstrap
 from store.errors import StoreError
-from store.names import SPLITS
 from store.reader import ActivationStore
+from store.settings import PatchSettings
 from store.validate import digest, digest_ok, rate
 
 GROUP = "interventions"
@@ -76,24 +76,6 @@ LABELS = {
 }
 # The columns that are the same at every layer (the unpatched passes).
 UNPATCHED = ("qa", "bio")
-
-
-@dataclass(frozen=True)
-class PatchSettings:
-    """Everything besides the store and model that shapes a patching sweep's numbers."""
-
-    attribute: str = "job"
-    split: str = "qa_out"  # the people patched
-    layers: tuple[int, ...] | None = None  # None: every layer
-    people: int | None = None  # at most this many of them (the same ones every time), None: all
-    seed: int = 0  # donors, random vectors and the people sample
-    erase: bool = True  # also the LEACE erasure columns
-
-    def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise StoreError(f"split {self.split!r}: use {' or '.join(SPLITS)}")
-        if self.people is not None and self.people < 2:
-            raise StoreError(f"--people {self.people}: patching needs at least 2 people (a donor is another one)")
 
 
 def cache_key(s: ActivationStore, model: str, settings: PatchSettings, code: str) -> str:

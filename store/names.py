@@ -1,6 +1,9 @@
 """The store's names, defined once and importable without zarr or numpy (the CLI and the TUI read
 them on their first frame): file names, the schema, the hook point, and the prompt formats and
-people splits the probes compare."""
+people splits the probes compare. A choice is declared once, as a `Literal` (the settings' fields
+in store/settings.py are typed by it); its tuple of values is read from it."""
+
+from typing import Literal, get_args
 
 STORE_NAME = "activations.zarr"  # RUN/activations.zarr: every trained model at the end of training
 TRAJECTORY_NAME = "trajectory.zarr"  # RUN/trajectory.zarr: the snapshots kept along training
@@ -12,13 +15,23 @@ HOOK = "resid_mid"
 CHECKSUM = "checksum"  # a CRC-32 per resid_mid chunk (a store without it is refused: dump it again)
 CHECKSUM_DIMS = ("model", "format", "layer", "attribute", "person_block")
 DIMS = ("model", "format", "layer", "attribute", "person", "hidden")  # resid_mid's dimensions
-DTYPES = ("float16", "float32")  # what a dump stores vectors as (--dtype)
-COMPRESSORS = ("none", "zstd")  # and compresses their chunks with (--compressor)
+Dtype = Literal["float16", "float32"]  # what a dump stores vectors as (--dtype)
+DTYPES = get_args(Dtype)
+Compressor = Literal["none", "zstd"]  # and compresses their chunks with (--compressor)
+COMPRESSORS = get_args(Compressor)
 
 FORMATS = ("bio_long", "bio_short", "qa")  # prompt formats: (s, r'), (s, r), (r, s)
-BIO_FORMATS = FORMATS[:2]  # the BIO side of a probe comparison
-SPLITS = ("qa_in", "qa_out")  # people whose QA pairs were trained on, and the held-out ones
-PROBE_SPLITS = (*SPLITS, "all")  # what a probe may train or test on
+BioFormat = Literal["bio_long", "bio_short"]  # the BIO side of a probe comparison
+BIO_FORMATS = get_args(BioFormat)
+assert BIO_FORMATS == FORMATS[:2]
+PatchSplit = Literal["qa_out", "qa_in"]  # people whose QA pairs were held out, and those trained on
+SPLITS = ("qa_in", "qa_out")
+ProbeSplit = Literal["qa_in", "qa_out", "all"]  # what a probe may train or test on
+PROBE_SPLITS = get_args(ProbeSplit)
+ProbeBackend = Literal["lbfgs", "ridge", "sklearn"]  # how a probe is fitted (store.probes.fit)
+BACKENDS = get_args(ProbeBackend)
+Classes = Literal["observed", "vocab"]  # a probe's classes: the first tokens that occur, or every token
+CLASSES = get_args(Classes)
 
 # A probe sweep's numbers per layer (store.probes), and how tables and figures head them.
 PROBE_ACCURACIES = ("acc_qa_wqa", "acc_bio_wqa", "acc_qa_wbio", "acc_bio_wbio")

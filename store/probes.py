@@ -45,15 +45,14 @@ from store import bootstrap
 from store.bootstrap import LEVEL, RESAMPLES
 from store.errors import StoreError
 from store.names import (
-    BIO_FORMATS,
     PROBE_ACCURACIES,
     PROBE_COLUMNS,
     PROBE_CONTROLS,
     PROBE_INTERVALS,
     PROBE_SELECTIVITY,
-    PROBE_SPLITS,
 )
 from store.reader import ActivationStore
+from store.settings import ProbeSettings
 from store.validate import digest, digest_ok, rate
 
 
@@ -80,36 +79,6 @@ _CODE = hashlib.sha256(
     (code_key(inspect.getsource(sys.modules[__name__])) + torch.__version__ + np.__version__).encode()
 ).hexdigest()[:12]
 MAX_PARAMETERS = 1 << 26  # weights of one probe (hidden x classes); --classes vocab of a large model passes it
-BACKENDS = ("lbfgs", "ridge", "sklearn")
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """Everything besides the store and model that shapes a sweep's numbers."""
-
-    attribute: str = "job"
-    bio: str = "bio_long"
-    train_split: str = "qa_in"
-    test_split: str = "qa_out"
-    classes: str = "observed"  # observed: the attribute's first tokens that occur; vocab: every token
-    backend: str = "lbfgs"
-    l2: float = 1e-3  # penalty on mean cross-entropy: l2/2 * |W|^2 (sklearn's C = 1 / (l2 * n))
-    max_iter: int = 200
-    layers: tuple[int, ...] | None = None  # None: every layer
-    controls: bool = True  # also the control task's probes (twice the fits): selectivity beside each accuracy
-
-    def __post_init__(self) -> None:
-        if self.bio not in BIO_FORMATS:
-            raise StoreError(f"bio format {self.bio!r}: use bio_long or bio_short (--bio long|short)")
-        for split in (self.train_split, self.test_split):
-            if split not in PROBE_SPLITS:
-                raise StoreError(f"split {split!r}: use {', '.join(PROBE_SPLITS)}")
-        if self.classes not in ("observed", "vocab"):
-            raise StoreError(f"classes {self.classes!r}: use observed or vocab")
-        if self.backend not in BACKENDS:
-            raise StoreError(f"probe backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
-        if not self.l2 > 0 or self.max_iter < 1:
-            raise StoreError("l2 must be positive and max_iter at least 1")
 
 
 # -- one probe ------------------------------------------------------------------------------------

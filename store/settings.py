@@ -1,0 +1,183 @@
+"""Settings, each declared once: a frozen dataclass whose fields carry their type (a `Literal` for a
+choice), default, bounds and help text. Everything else reads them from here: the CLI's flags
+(jobs/flags.py makes each verb's from these fields), the app's forms (factrecall_tui/settings_form.py),
+the validation below, and the cache keys (store/cache.py hashes a settings object as a whole).
+
+Adding an option to `probe` is one field in `ProbeSettings`: it is a `--flag` with its help, a field
+of the Probes pane's form, validated, and part of every cached sweep's key.
+
+Light on purpose (no numpy, torch or zarr): `--help` and the app's first frame import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from store.errors import StoreError
+from store.names import BioFormat, Classes, PatchSplit, ProbeBackend, ProbeSplit
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    prefix: str = "",
+    form: bool = True,
+) -> Any:
+    """A settings field. `low`/`high`: inclusive bounds, `above`: an exclusive lower bound (each also
+    checked on construction). `flag`: the CLI's name when it is not `--field-name` (a True boolean is
+    `--no-field-name`). `prefix`: a choice's flag value leaves it out (`--bio long` for "bio_long").
+    `form=False`: not shown in the app's forms (an expert's setting: the CLI and config only)."""
+    meta = {"help": help, "low": low, "high": high, "above": above, "flag": flag, "metavar": metavar}
+    meta |= {"prefix": prefix, "form": form}
+    return dataclasses.field(default=default, metadata={"setting": meta})
+
+
+def info(field: dataclasses.Field) -> dict:
+    """What `setting` declared of a field ({} for a plain field)."""
+    return field.metadata.get("setting", {})
+
+
+def resolved(cls: type) -> dict[str, Any]:
+    """Each field's type, resolved (this module's `from __future__ import annotations` makes them text)."""
+    return typing.get_type_hints(cls)
+
+
+def kind(hint: Any) -> tuple[Any, bool, bool]:
+    """(base type, optional, many) of a field's type: `int | None` -> (int, True, False); `tuple[int,
+    ...] | None` -> (int, True, True); a Literal stays a Literal."""
+    optional, many = False, False
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        optional = True
+        (hint,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        many, hint = True, typing.get_args(hint)[0]
+    return hint, optional, many
+
+
+def choices(hint: Any) -> tuple | None:
+    """A Literal's values, else None."""
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    """The field's CLI flag: declared, else `--name` (`--no-name` for a boolean that defaults to True)."""
+    declared = info(field).get("flag")
+    if declared:
+        return declared
+    name = field.name.replace("_", "-")
+    return f"--no-{name}" if field.default is True else f"--{name}"
+
+
+def problem(field: dataclasses.Field, hint: Any, value: Any) -> str | None:
+    """Why `value` is not a valid value of `field`, else None."""
+    base, optional, many = kind(hint)
+    if value is None:
+        return None if optional else "must be given"
+    values = value if many else (value,)
+    if many and not isinstance(value, tuple):
+        return "must be a tuple"
+    meta = info(field)
+    for v in values:
+        allowed = choices(base)
+        if allowed is not None:
+            if v not in allowed:
+                prefix = meta.get("prefix", "")
+                return f"{v!r}: use one of {', '.join(a.removeprefix(prefix) for a in allowed)}"
+            continue
+        if base is bool:
+            if not isinstance(v, bool):
+                return f"{v!r}: use true or false"
+            continue
+        if base in (int, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (base is int and not isinstance(v, int)):
+                return f"{v!r}: give a {'whole ' if base is int else ''}number"
+            if not math.isfinite(v):
+                return f"{v}: give a finite number"
+            low, high, above = meta.get("low"), meta.get("high"), meta.get("above")
+            if (low is not None and v < low) or (high is not None and v > high) or (above is not None and v <= above):
+                return f"{v} is out of range: " + bounds(meta)
+        elif base is str and not isinstance(v, str):
+            return f"{v!r}: give text"
+    return None
+
+
+def bounds(meta: dict) -> str:
+    """A field's range in words: 'give 1 or more', 'give 0 to 64', 'give a number above 0'."""
+    low, high, above = meta.get("low"), meta.get("high"), meta.get("above")
+    if above is not None:
+        return f"give a number above {above:g}"
+    if low is not None and high is not None:
+        return f"give {low:g} to {high:g}"
+    return f"give {low:g} or more" if low is not None else f"give {high:g} or less"
+
+
+def check(settings: Any, error: type[Exception] = StoreError) -> None:
+    """Validate every field of a settings object against its declaration: one `error` naming the
+    flag, the value and what to give instead."""
+    hints = resolved(type(settings))
+    for field in dataclasses.fields(settings):
+        if "setting" not in field.metadata:
+            continue
+        why = problem(field, hints[field.name], getattr(settings, field.name))
+        if why:
+            raise error(f"{flag_name(field).replace('--no-', '--')} {why}")
+
+
+# -- the settings a probe sweep and a patching sweep are made with ------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Everything besides the store and model that shapes a probe sweep's numbers (store.probes)."""
+
+    attribute: str = setting("job", "attribute to probe (default: job, as the paper's figures)")
+    bio: BioFormat = setting("bio_long", "BIO_long (Figure 3) or BIO_short (Figure 4)", prefix="bio_")
+    train_split: ProbeSplit = setting("qa_in", "people the probes learn from")
+    test_split: ProbeSplit = setting("qa_out", "people they are scored on")
+    classes: Classes = setting(
+        "observed", "observed: the attribute's first tokens that occur (default); vocab: every token"
+    )
+    backend: ProbeBackend = setting(
+        "lbfgs", "lbfgs: logistic regression in torch (default); ridge: closed form; sklearn: the reference"
+    )
+    # A penalty on mean cross-entropy: l2/2 * |W|^2 (sklearn's C = 1 / (l2 * n)).
+    l2: float = setting(1e-3, "L2 penalty on the mean loss (default 1e-3)", above=0)
+    max_iter: int = setting(200, "L-BFGS iterations at most (default 200)", low=1, form=False)
+    layers: tuple[int, ...] | None = setting(
+        None, "probe these layers only (default: all; -1 is the last)", metavar="LAYER"
+    )
+    controls: bool = setting(True, "skip the control task's probes (half the fits; no selectivity)")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """Everything besides the store and model that shapes a patching sweep's numbers (store.interventions)."""
+
+    attribute: str = setting("job", "attribute whose answer is decoded (default: job)")
+    split: PatchSplit = setting("qa_out", "people patched (default: qa_out)")
+    layers: tuple[int, ...] | None = setting(
+        None, "patch these layers only (default: all; -1 is the last)", metavar="LAYER"
+    )
+    people: int | None = setting(
+        None, "at most this many of them, the same sample each time (default: all; a donor is another one)", low=2
+    )
+    seed: int = setting(0, "for the donors, the random vectors and the sample", low=0)
+    erase: bool = setting(True, "skip the LEACE erasure columns")
+
+    def __post_init__(self) -> None:
+        check(self)
