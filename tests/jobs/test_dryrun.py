@@ -14,7 +14,7 @@ from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
 from jobs.run.spec import build_spec
 from jobs.study.dryrun import MFU, SWEEP_LAYER_S, batch_tokens, boundary_sample, shares, sweep_seconds
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_a_phase_s_tokens_are_counted_as_its_batches_hold_them():

@@ -30,7 +30,7 @@ import store
 from jobs.run.events import read_events
 from jobs.run.folder import read_metrics
 from tests import forked
-from tests.conftest import metrics, run_cli, wait_until
+from tests.helpers import metrics, run_cli, wait_until
 
 ARGS = ["run", "--preset", "tiny", "--strategy", "stage", "mix", "--no-reuse", "--set", "train.checkpoint_every=25"]
 

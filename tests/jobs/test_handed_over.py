@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from factrecall_tui.runs import read_run
-from tests.conftest import run_cli, wait_until
 from tests.guards import bounded
+from tests.helpers import run_cli, wait_until
 
 RUN = "tiny-stage+mix-s0"
 # What a crafted file puts where a name or a message is printed: rewrite the window's title (OSC 0),

@@ -11,7 +11,7 @@ from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
 from jobs.run.spec import build_spec
 from jobs.run.tokenizer import load_tokenizer
-from tests.conftest import metrics, run_cli
+from tests.helpers import metrics, run_cli
 
 
 def _save_checkpoint(folder, texts, model=None):

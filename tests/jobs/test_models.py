@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import torch
 
-from tests.conftest import metrics, run_cli
+from tests.helpers import metrics, run_cli
 
 pytest.importorskip("gguf", reason="the import needs the gguf package: pip install -e '.[test]'")
 

@@ -20,7 +20,7 @@ from jobs.run.patch import LastToken, load_run_inputs, patch
 from jobs.words import ATTRIBUTES
 from store import interventions
 from store.interventions import COLUMNS, PatchSettings
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 @pytest.fixture

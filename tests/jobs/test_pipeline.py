@@ -22,7 +22,7 @@ from jobs.run.spec import build_spec
 from jobs.run.tables import strategy_curve
 from jobs.run.tokenizer import Target, load_tokenizer
 from jobs.words import ATTRIBUTES, steps_of
-from tests.conftest import metrics, run_cli, wait_until
+from tests.helpers import metrics, run_cli, wait_until
 
 
 def test_tiny_run_learns_its_bio_facts_and_writes_a_complete_run_folder(tiny_run):

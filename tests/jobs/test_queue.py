@@ -13,7 +13,7 @@ import pytest
 from factrecall_tui.runs import scan
 from jobs.errors import RunFolderError
 from jobs.launch.queue import cancel, queued_runs, remove_run, submit
-from tests.conftest import run_cli, wait_until
+from tests.helpers import run_cli, wait_until
 from tests.tui.workspace import fixed_workspace, hold
 
 

@@ -21,7 +21,7 @@ import store
 from factrecall_tui.runs import Scanner, read_run
 from jobs.run.events import read_events
 from jobs.run.folder import read_metrics
-from tests.conftest import metrics, run_cli, wait_until
+from tests.helpers import metrics, run_cli, wait_until
 
 RUN = "tiny-stage+mix-s0"
 

@@ -19,7 +19,7 @@ from jobs.study.dryrun import plan
 from jobs.study.plan import plan_study
 from jobs.study.report import judge
 from jobs.words import steps_of
-from tests.conftest import metrics, run_cli
+from tests.helpers import metrics, run_cli
 from tests.jobs.test_hf_checkpoint import _save_checkpoint
 from tests.jobs.test_pipeline import steps_taken
 
@@ -334,7 +334,7 @@ def test_the_app_shows_the_report(study):
     from textual.widgets import Markdown, OptionList
 
     from factrecall_tui.app import FactrecallApp
-    from tests.tui.conftest import settle
+    from tests.tui.helpers import settle
 
     async def drive():
         app = FactrecallApp(study, scan_every=0)
@@ -364,7 +364,7 @@ def test_the_app_browses_a_run_s_snapshot_store_beside_its_activation_store(stud
     import store
     from factrecall_tui.app import FactrecallApp
     from factrecall_tui.store_view import SNAPSHOTS, StorePane
-    from tests.tui.conftest import settle
+    from tests.tui.helpers import settle
 
     run = _runs(study)[0]
     traj = store.open(str(run / "trajectory.zarr")).to_xarray()["resid_mid"]
@@ -398,7 +398,7 @@ def test_the_app_draws_the_report_s_figures(study):
 
     from factrecall_tui.app import FactrecallApp
     from factrecall_tui.figures_view import FiguresScreen
-    from tests.tui.conftest import settle
+    from tests.tui.helpers import settle
 
     folder = study / "reproduce" / "tiny"
     linked = re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", (folder / "report.md").read_text())

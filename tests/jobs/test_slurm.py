@@ -14,7 +14,7 @@ import pytest
 from factrecall_tui.runs import Scanner, read_run
 from jobs.launch.queue import job_table, queued_runs
 from jobs.run.events import read_events
-from tests.conftest import metrics, run_cli, wait_until
+from tests.helpers import metrics, run_cli, wait_until
 
 pytest.importorskip("submitit")
 
@@ -193,7 +193,7 @@ def _jobs_tab_says(ws: Path, run: str, text: str) -> None:
 
     from factrecall_tui.app import FactrecallApp
     from factrecall_tui.jobs_pane import JobsPane
-    from tests.tui.conftest import settle
+    from tests.tui.helpers import settle
 
     async def session():
         app = FactrecallApp(ws, scan_every=0)

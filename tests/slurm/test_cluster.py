@@ -31,7 +31,7 @@ import jobs.launch.slurm as slurm
 from jobs.launch.queue import job_table
 from jobs.run.events import read_events
 from jobs.run.folder import live_pid
-from tests.conftest import metrics, run_cli, wait_until
+from tests.helpers import metrics, run_cli, wait_until
 
 pytest.importorskip("submitit")
 pytestmark = pytest.mark.slurm

@@ -42,8 +42,8 @@ import zarr
 import store
 from jobs.cli import main
 from store import interventions, probes
-from tests.conftest import run_cli
 from tests.guards import bounded
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE = "activations.zarr"

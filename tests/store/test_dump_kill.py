@@ -11,7 +11,7 @@ import pytest
 import zarr
 
 import store
-from tests.conftest import run_cli, wait_until
+from tests.helpers import run_cli, wait_until
 
 SMALL_BLOCKS = ("--chunk-people", "1", "--batch-size", "2")  # 192 blocks: a kill lands mid-dump
 

@@ -13,7 +13,7 @@ import store
 from store import probes
 from store.names import PROBE_ACCURACIES, PROBE_CONTROLS, PROBE_SELECTIVITY
 from store.probes import ProbeSettings, Sweep, accuracy, alignment, fit, summary, sweep, table
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def _gaussian_classes(n_classes=12, dim=48, per_class=40, seed=0, spread=0.8):

@@ -12,7 +12,7 @@ import xarray as xr
 import zarr
 
 import store
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from jobs.run.model import load_model
 from jobs.run.pipeline import load_prompts, make_tokenizer, run_dump
 from jobs.run.tokenizer import load_tokenizer
 from jobs.words import ATTRIBUTES, FORMATS
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.store.test_capture import _by_hand
 
 MODELS = ["untrained", "bio", "stage", "mix"]

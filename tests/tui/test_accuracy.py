@@ -18,8 +18,8 @@ from factrecall_tui.accuracy import AccuracyPane, row_key
 from factrecall_tui.runs import scan
 from jobs.run.tables import cell, load_groups, strategy_curve
 from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, MODEL_LABELS
-from tests.conftest import metrics
-from tests.tui.conftest import settle
+from tests.helpers import metrics
+from tests.tui.helpers import settle
 
 SETS = ("bio", "qa_in", "qa_out")
 # Seed 1's numbers: real, different ones, so mean and std are not trivial.

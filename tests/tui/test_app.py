@@ -25,8 +25,8 @@ from jobs.run.spec import preset_names
 from jobs.run.tables import cell
 from jobs.words import ATTRIBUTES, MODEL_LABELS
 from store.names import PROBE_COLUMNS
-from tests.conftest import metrics, run_cli
-from tests.tui.conftest import settle
+from tests.helpers import metrics, run_cli
+from tests.tui.helpers import settle
 from tests.tui.test_jobs import status_of
 from tests.tui.workspace import fixed_workspace
 

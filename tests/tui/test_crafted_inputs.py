@@ -41,8 +41,8 @@ from factrecall_tui.store_view import StorePane
 from jobs.run.files import atomic_write_json
 from jobs.run.spec import build_spec
 from jobs.words import ATTRIBUTES, FORMATS
-from tests.conftest import PATIENCE_S
-from tests.tui.conftest import settle
+from tests.helpers import PATIENCE_S
+from tests.tui.helpers import settle
 from tests.tui.workspace import T0, _done, _events, _metrics
 
 # What the collaborator's files hold.

@@ -12,7 +12,7 @@ from factrecall_tui.help import HelpScreen
 from factrecall_tui.launch import LaunchScreen
 from factrecall_tui.probes import ProbesPane
 from factrecall_tui.remembered import Remembered, default_path
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 from tests.tui.test_review import drive
 from tests.tui.workspace import _store, fixed_workspace
 

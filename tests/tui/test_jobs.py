@@ -18,8 +18,8 @@ from factrecall_tui.launch import LaunchScreen
 from jobs.launch.queue import queued_runs
 from jobs.run.folder import live_pid
 from jobs.words import RUN_STATUSES
-from tests.conftest import run_cli
-from tests.tui.conftest import settle
+from tests.helpers import run_cli
+from tests.tui.helpers import settle
 from tests.tui.workspace import fixed_workspace, hold
 
 

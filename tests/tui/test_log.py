@@ -10,7 +10,7 @@ from textual.widgets import Input, Log, Sparkline
 
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.log_view import LogScreen
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 from tests.tui.test_review import drive
 from tests.tui.workspace import fixed_workspace
 

@@ -14,7 +14,7 @@ from textual.widgets import Input
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.quiet import DataTable, Footer, Line
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 from tests.tui.test_review import drive
 from tests.tui.test_run_list import shown
 from tests.tui.workspace import fixed_workspace

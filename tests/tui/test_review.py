@@ -14,7 +14,7 @@ from factrecall_tui.app import FactrecallApp
 from factrecall_tui.confirm import Confirm
 from factrecall_tui.jobs_pane import COLUMNS, JobsPane
 from factrecall_tui.launch import LaunchScreen
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 from tests.tui.workspace import fixed_workspace, hold
 
 
@@ -120,7 +120,7 @@ def test_b6_r_on_a_finished_run_says_there_is_nothing_to_resume(tmp_path):
 
 def test_b7_a_stopped_job_says_it_was_stopped_on_request(tmp_path):
     import jobs.run.train as train
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     real = train.save_checkpoint
 

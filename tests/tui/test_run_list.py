@@ -18,7 +18,7 @@ from factrecall_tui.run_view import FilterError, visible
 from factrecall_tui.runs import scan
 from jobs.run.files import atomic_write_json
 from jobs.run.tables import comparison
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 from tests.tui.test_review import drive
 from tests.tui.workspace import _metrics, _run, fixed_workspace
 

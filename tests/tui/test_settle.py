@@ -12,7 +12,7 @@ from textual.app import App
 from textual.widgets import Static
 from textual.worker import WorkerFailed
 
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 
 
 class Planner(App):

@@ -13,7 +13,7 @@ from textual.widgets import Input, Tree
 
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 from tests.tui.workspace import fixed_workspace, hold
 
 SIZE = (110, 32)

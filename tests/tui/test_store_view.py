@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Input, Select, Tree
 import factrecall_tui
 from factrecall_tui.runs import scan
 from factrecall_tui.store_view import StorePane
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 
 
 class Host(App):

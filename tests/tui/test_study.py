@@ -18,8 +18,8 @@ from factrecall_tui.study_form import StudyScreen, study_argv
 from factrecall_tui.tabs import Tabs
 from jobs.errors import FactrecallError
 from jobs.launch.queue import cancel, job_table, queued_studies, study_key, submit_study
-from tests.conftest import PATIENCE_S, run_cli
-from tests.tui.conftest import settle
+from tests.helpers import PATIENCE_S, run_cli
+from tests.tui.helpers import settle
 
 
 def test_the_form_s_fields_become_reproduce_s_options_or_one_line():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PATIENCE_S
+from tests.helpers import PATIENCE_S
 
 pexpect = pytest.importorskip("pexpect")
 pyte = pytest.importorskip("pyte")

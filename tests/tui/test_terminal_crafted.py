@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PATIENCE_S
+from tests.helpers import PATIENCE_S
 from tests.tui.test_crafted_inputs import INJECTED, crafted_workspace
 
 pexpect = pytest.importorskip("pexpect")

@@ -14,7 +14,7 @@ import sys
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.store_view import StorePane
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 
 
 def test_the_app_follows_a_store_being_written_and_never_reads_half_a_state(tiny_run, tmp_path):
