@@ -1,6 +1,6 @@
 """The TUI tests' one way to wait: `settle(pilot)` until the app has done what it was asked, or
 `settle(pilot, until=...)` until something is true. Nothing here measures speed: the only clock is
-tests/conftest.py's PATIENCE_S, the point at which a test is stuck for good."""
+tests/helpers.py's PATIENCE_S, the point at which a test is stuck for good."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TypeVar
 from textual.pilot import Pilot
 from textual.worker import Worker, WorkerCancelled
 
-from tests.conftest import PATIENCE_S
+from tests.helpers import PATIENCE_S
 
 T = TypeVar("T")
 POLL_S = 0.05
