@@ -1,7 +1,7 @@
-"""The reliability review's cases that need a real run folder (F-numbers of its findings; those that
-are bad input alone are rows of tests/jobs/test_bad_input.py, and every damaged file under every verb
-is tests/jobs/test_damaged_files.py). Each case is set up as the reviewer did, and ends in one line
-and exit 2, or in a repair that gives back the very run."""
+"""Mishaps that need a real run folder: a planted link, a lost or foreign file, an edited spec, an odd
+events line, a full disk, a job that ignores SIGINT, a probe with too few people. Each ends in one
+line and exit 2, or in a repair that gives back the very run. (Bad input alone is a row of
+tests/jobs/test_bad_input.py; every damaged file under every verb is tests/jobs/test_damaged_files.py.)"""
 
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def evaluations(m: dict) -> dict:
     }
 
 
-# -- F1: no symbolic link is followed out of a run folder ---------------------------------------------
+# -- no symbolic link is followed out of a run folder ----------------------------------------------
 @pytest.mark.parametrize("name", ["run.lock", "events.jsonl", "log.txt", "data", "checkpoints/mix"])
-def test_f1_a_planted_link_never_leads_a_write_out_of_the_run(ws, tmp_path, capsys, name):
+def test_a_planted_link_never_leads_a_write_out_of_the_run(ws, tmp_path, capsys, name):
     victim = tmp_path / "precious"
     if name in ("data", "checkpoints/mix"):
         shutil.copytree(ws / "runs" / RUN / name, victim)
@@ -68,8 +68,8 @@ def test_f1_a_planted_link_never_leads_a_write_out_of_the_run(ws, tmp_path, caps
     assert {p: p.read_bytes() for p in before} == before
 
 
-# -- F2: a lost metrics.json, or a lost checkpoint, is rebuilt on resume ----------------------------
-def test_f2_a_lost_metrics_json_is_rebuilt_from_the_done_markers(ws, tiny_run):
+# -- a lost metrics.json, or a lost checkpoint, is rebuilt on resume -------------------------------
+def test_a_lost_metrics_json_is_rebuilt_from_the_done_markers(ws, tiny_run):
     run = ws / "runs" / RUN
     (run / "metrics.json").unlink()
     assert run_cli("--workspace", ws, "resume", RUN) == 0
@@ -78,7 +78,7 @@ def test_f2_a_lost_metrics_json_is_rebuilt_from_the_done_markers(ws, tiny_run):
     assert run_cli("--workspace", ws, "show", RUN) == 0
 
 
-def test_f2_an_evaluation_missing_from_metrics_of_an_older_run_is_evaluated_again(ws, tiny_run):
+def test_an_evaluation_missing_from_metrics_of_an_older_run_is_evaluated_again(ws, tiny_run):
     """A run made before done markers held their results: its marker says eval-mix is done, but
     metrics.json lost Mix's numbers; resume evaluates Mix again (and only that)."""
     run = ws / "runs" / RUN
@@ -94,7 +94,7 @@ def test_f2_an_evaluation_missing_from_metrics_of_an_older_run_is_evaluated_agai
     assert redone == ["eval-mix"]
 
 
-def test_f2_a_lost_final_checkpoint_is_trained_again_to_the_same_weights(ws, tiny_run):
+def test_a_lost_final_checkpoint_is_trained_again_to_the_same_weights(ws, tiny_run):
     run = ws / "runs" / RUN
     shutil.rmtree(run / "checkpoints" / "mix" / "final")
     assert run_cli("--workspace", ws, "resume", RUN) == 0
@@ -105,8 +105,8 @@ def test_f2_a_lost_final_checkpoint_is_trained_again_to_the_same_weights(ws, tin
     assert [e["step"] for e in read_events(run) if e.get("status") == "redo"] == ["train-mix"]
 
 
-# -- F3: cancel stops a job that inherited SIGINT ignored -------------------------------------------
-def test_f3_cancel_stops_a_job_started_with_sigint_ignored(tmp_path, capsys):
+# -- cancel stops a job that inherited SIGINT ignored ----------------------------------------------
+def test_cancel_stops_a_job_started_with_sigint_ignored(tmp_path, capsys):
     """`submit ... &` in a script: the worker and its job inherit SIGINT ignored; cancel must still
     stop the job (it did not: the job ran to the end)."""
     ws = tmp_path / "ws"
@@ -144,8 +144,8 @@ def test_f3_cancel_stops_a_job_started_with_sigint_ignored(tmp_path, capsys):
     assert "train-bio" not in read_run(run).steps_done
 
 
-# -- F8, F9: a file from elsewhere is found by its content ------------------------------------------
-def test_f8_weights_from_another_phase_are_refused_where_they_are_read(ws, capsys):
+# -- a file from elsewhere is found by its content -------------------------------------------------
+def test_weights_from_another_phase_are_refused_where_they_are_read(ws, capsys):
     run = ws / "runs" / RUN
     shutil.copy(
         run / "checkpoints" / "stage" / "final" / "model.safetensors",
@@ -193,7 +193,7 @@ def _interrupted_mix(tmp_path, monkeypatch) -> tuple[Path, Path]:
     return ws, ws / "runs" / "cut" / "checkpoints" / "mix" / "last"
 
 
-def test_f8_a_resumable_checkpoint_with_foreign_weights_is_refused(tmp_path, monkeypatch, capsys):
+def test_a_resumable_checkpoint_with_foreign_weights_is_refused(tmp_path, monkeypatch, capsys):
     ws, last = _interrupted_mix(tmp_path, monkeypatch)
     weights = load_file(last / "model.safetensors")
     save_file({k: v + 0.01 for k, v in weights.items()}, last / "model.safetensors")  # another model's weights
@@ -201,7 +201,7 @@ def test_f8_a_resumable_checkpoint_with_foreign_weights_is_refused(tmp_path, mon
     assert "model.safetensors is not the file this checkpoint wrote" in err and f"delete {last}" in err
 
 
-def test_f9_a_checkpoint_past_its_end_is_refused_not_marked_done(tmp_path, monkeypatch, capsys):
+def test_a_checkpoint_past_its_end_is_refused_not_marked_done(tmp_path, monkeypatch, capsys):
     ws, last = _interrupted_mix(tmp_path, monkeypatch)
     state = json.loads((last / "state.json").read_text())
     (last / "state.json").write_text(json.dumps({**state, "step": state["total"] + 5}))
@@ -212,7 +212,7 @@ def test_f9_a_checkpoint_past_its_end_is_refused_not_marked_done(tmp_path, monke
     assert run_cli("--workspace", ws, "resume", "cut") == 0
 
 
-def test_f9_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, monkeypatch):
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, monkeypatch):
     """A swap of checkpoints cut short leaves last.old; a damaged last then resumes from it."""
     ws, last = _interrupted_mix(tmp_path, monkeypatch)
     shutil.copytree(last, last.with_name("last.old"))
@@ -222,7 +222,7 @@ def test_f9_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("edit", ["chunk of another layer", "models reordered", "another run's store"])
-def test_f8_a_store_that_is_not_the_runs_is_refused_by_every_reader(ws, tiny_run, tmp_path, capsys, edit):
+def test_a_store_that_is_not_the_runs_is_refused_by_every_reader(ws, tiny_run, tmp_path, capsys, edit):
     s = ws / "runs" / RUN / "activations.zarr"
     if edit == "chunk of another layer":
         shutil.copy(s / "resid_mid/c/3/2/0/3/0/0", s / "resid_mid/c/3/2/1/3/0/0")
@@ -245,7 +245,7 @@ def test_f8_a_store_that_is_not_the_runs_is_refused_by_every_reader(ws, tiny_run
         store.open(ws / "runs" / RUN).acts("qa", 1, "job", model="mix")
 
 
-def test_f8_a_spec_edited_after_the_run_began_is_refused(ws, capsys):
+def test_a_spec_edited_after_the_run_began_is_refused(ws, capsys):
     spec = json.loads((ws / "runs" / RUN / "spec.json").read_text())
     spec["data"]["people"] = 12
     (ws / "runs" / RUN / "spec.json").write_text(json.dumps(spec))
@@ -255,16 +255,16 @@ def test_f8_a_spec_edited_after_the_run_began_is_refused(ws, capsys):
         )
 
 
-# -- F13, F24: odd lines in events.jsonl hide nothing -----------------------------------------------
+# -- odd lines in events.jsonl hide nothing --------------------------------------------------------
 @pytest.mark.parametrize("line", ["[]", '{"kind": "run", "status": 5}', '"text"', '{"kind": 3}', "{"])
-def test_f13_f24_an_odd_events_line_hides_no_run_and_no_status(ws, line):
+def test_an_odd_events_line_hides_no_run_and_no_status(ws, line):
     with (ws / "runs" / RUN / "events.jsonl").open("a") as f:
         f.write(line + "\n")
     (seen,) = Scanner(ws).scan()
     assert seen.name == RUN and seen.status == "done"
 
 
-def test_f24_the_store_preview_says_a_flagged_chunk_is_missing(ws):
+def test_the_store_preview_says_a_chunk_is_missing(ws):
     from factrecall_tui.store_browse import read_preview, walk_store
 
     s = ws / "runs" / RUN / "activations.zarr"
@@ -275,8 +275,8 @@ def test_f24_the_store_preview_says_a_flagged_chunk_is_missing(ws):
     assert "a chunk missing or damaged" in preview.note
 
 
-# -- F15, F19, F21: outputs ------------------------------------------------------------------------
-def test_f15_an_export_that_cannot_fit_the_disk_is_refused_before_writing(ws, tmp_path, monkeypatch, capsys):
+# -- outputs: refused before they cannot fit, a full disk named, written where the line says ---------
+def test_an_export_that_cannot_fit_the_disk_is_refused_before_writing(ws, tmp_path, monkeypatch, capsys):
     import jobs.run.budget
 
     monkeypatch.setattr(jobs.run.budget, "free_disk", lambda where: 1000)
@@ -284,7 +284,7 @@ def test_f15_an_export_that_cannot_fit_the_disk_is_refused_before_writing(ws, tm
     assert not list(tmp_path.glob("*x.h5*"))
 
 
-def test_f19_a_full_disk_names_the_file_being_written(ws, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_names_the_file_being_written(ws, tmp_path, monkeypatch, capsys):
     import errno
 
     import store.hdf5
@@ -298,7 +298,7 @@ def test_f19_a_full_disk_names_the_file_being_written(ws, tmp_path, monkeypatch,
     assert f"disk full writing {tmp_path / 'x.h5'}" in capsys.readouterr().err
 
 
-def test_f21_a_figure_is_written_where_it_says(ws, tmp_path, capsys):
+def test_a_figure_is_written_where_it_says_and_a_csv_s_folders_are_made(ws, tmp_path, capsys):
     assert run_cli("--workspace", ws, "probe", RUN, "--out", tmp_path / "fig") == 0
     assert f"wrote {tmp_path / 'fig.png'}" in capsys.readouterr().out
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
@@ -306,8 +306,8 @@ def test_f21_a_figure_is_written_where_it_says(ws, tmp_path, capsys):
     assert (tmp_path / "new" / "folder" / "t.csv").read_text().startswith("run,model,layer,")
 
 
-# -- F16: a probe on too few people ------------------------------------------------------------------
-def test_f16_a_probe_with_one_person_to_learn_from_is_one_line(tmp_path, capsys):
+# -- a probe on too few people ---------------------------------------------------------------------
+def test_a_probe_with_one_person_to_learn_from_is_one_line(tmp_path, capsys):
     assert (
         run_cli(
             "--workspace",
@@ -331,8 +331,8 @@ def test_f16_a_probe_with_one_person_to_learn_from_is_one_line(tmp_path, capsys)
         )
 
 
-# -- F20: a missing checkpoint or tokenizer ------------------------------------------------------------
-def test_f20_a_missing_checkpoint_is_one_line_and_leaves_no_store(ws, capsys):
+# -- a missing checkpoint or tokenizer -------------------------------------------------------------
+def test_a_missing_checkpoint_is_one_line_and_leaves_no_store(ws, capsys):
     shutil.rmtree(ws / "runs" / RUN / "checkpoints" / "mix" / "final")
     (ws / "runs" / RUN / "done" / "train-mix.json").unlink()  # as a run whose mix phase never finished
     err = refused(capsys, "--workspace", ws, "dump", RUN, "--out", ws / "x.zarr")
@@ -340,7 +340,7 @@ def test_f20_a_missing_checkpoint_is_one_line_and_leaves_no_store(ws, capsys):
     assert not (ws / "x.zarr").exists() and not (ws / "x.zarr.partial").exists()
 
 
-def test_f20_a_lost_tokenizer_is_made_again_on_resume(ws, tiny_run):
+def test_a_lost_tokenizer_is_made_again_on_resume(ws, tiny_run):
     shutil.rmtree(ws / "runs" / RUN / "tokenizer")
     assert run_cli("--workspace", ws, "resume", RUN) == 0
     assert (ws / "runs" / RUN / "tokenizer" / "tokenizer.json").read_bytes() == (
@@ -348,8 +348,8 @@ def test_f20_a_lost_tokenizer_is_made_again_on_resume(ws, tiny_run):
     ).read_bytes()
 
 
-# -- F25: a bad setting is refused before torch is imported -------------------------------------------
-def test_f25_a_bad_setting_is_refused_without_importing_torch(tmp_path):
+# -- a bad setting is refused before torch is imported ---------------------------------------------
+def test_a_bad_setting_is_refused_without_importing_torch(tmp_path):
     code = (
         "import sys; from jobs.cli import main; "
         f"rc = main(['--workspace', {str(tmp_path)!r}, 'run', '--preset', 'tiny', '--set', 'train.mix.speed=3']); "
