@@ -82,11 +82,13 @@ def cpu_preset(args, precisions) -> list[str]:
         fwd = bare_forward(model, tok, s.prompts, spec.train.eval_batch_size, precision)
         evaluation = 2 * n * (prompt_tokens + answer_tokens) * qps
         lines += [
-            f"| cpu preset, {precision}: GEMM peak at its shapes ({rows:,} rows → {min(rows, 2048):,}) | {peak / 1e9:,.0f} GFLOP/s | | |",
+            f"| cpu preset, {precision}: GEMM peak at its shapes ({rows:,} rows → {min(rows, 2048):,}) | "
+            f"{peak / 1e9:,.0f} GFLOP/s | | |",
             f"| cpu preset, {precision}: training, {args.steps} Mix steps | {tokens_per_s:,.0f} tokens/s = "
             f"{train / 1e9:,.1f} GFLOP/s | MFU {train / peak:.1%} | |",
             f"| cpu preset, {precision}: evaluation, {len(s.prompts)} QA-out questions (vs a bare batched forward "
-            f"of the same prompts) | {qps:,.0f} questions/s = {evaluation / 1e9:,.1f} GFLOP/s | MFU {evaluation / peak:.1%} "
+            f"of the same prompts) | {qps:,.0f} questions/s = {evaluation / 1e9:,.1f} GFLOP/s | "
+            f"MFU {evaluation / peak:.1%} "
             f"| {qps / fwd:.2f}x of {fwd:,.0f} prompts/s |",
         ]
     return lines

@@ -8,8 +8,9 @@ weights by default; the attention kernel `train.attention=auto` picks) measured 
     python benchmarks/bench_gpu.py --device cpu --cases cpu:14 --variants plain sdpa --rounds 5  # eager vs SDPA
 
 A case is SIZE:ROWS: a random Llama of that size (`cpu`: the cpu preset's model; `smol`: SmolLM2-135M's
-shape, vocabulary 49,152; `1b`, `3b`: the shapes of Llama-3.2-1B and -3B, vocabulary 128,256) trained on batches of ROWS packed rows (of 288
-tokens for `cpu`, as its preset; of 128, the paper preset's, for the others) of real Mix data (BIO statements and QA pairs of the cpu preset's people), exactly as
+shape, vocabulary 49,152; `1b`, `3b`: the shapes of Llama-3.2-1B and -3B, vocabulary 128,256) trained on
+batches of ROWS packed rows (of 288 tokens for `cpu`, as its preset; of 128, the paper preset's, for the
+others) of real Mix data (BIO statements and QA pairs of the cpu preset's people), exactly as
 `jobs.run.train.train_phase` steps: `jobs.run.train.loss_function`, backward, clipping, AdamW. Each variant
 starts from the same weights and sees the same batches; the table gives the last loss too, so that a
 variant that computes something else would show. Peak memory is measured on a CUDA GPU only.
@@ -232,11 +233,12 @@ def main() -> None:
                     torch._dynamo.reset()
                 rounds[variant].append(r)
                 print(json.dumps(r), flush=True)
-        for variant, runs in rounds.items():  # the round with the median tokens/s
+        for runs in rounds.values():  # the round with the median tokens/s
             ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["tokens_per_s"])
             results.append(ok[len(ok) // 2] if ok else runs[0])
     print(
-        "\n| model | batch (rows x tokens) | variant | tokens/s | vs plain | first step | peak memory | estimate | last loss |"
+        "\n| model | batch (rows x tokens) | variant | tokens/s | vs plain | first step | peak memory | estimate "
+        "| last loss |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -247,7 +249,8 @@ def main() -> None:
             p for p in results if p["size"] == r["size"] and p["rows"] == r["rows"] and p["variant"] == "plain"
         )
         print(
-            f"| {r['size']} ({r['parameters'] / 1e6:,.0f}M) | {r['rows']} x {r['row_len']} | {r['variant']} | {r['tokens_per_s']:,.0f} | "
+            f"| {r['size']} ({r['parameters'] / 1e6:,.0f}M) | {r['rows']} x {r['row_len']} | {r['variant']} | "
+            f"{r['tokens_per_s']:,.0f} | "
             f"{r['tokens_per_s'] / plain['tokens_per_s']:.2f} | {r['first_step_s']:.1f} s | {_gb(r['peak_gb'])} | "
             f"{_gb(r['estimate_gb'])} | {r['last_loss']:.4f} |"
         )

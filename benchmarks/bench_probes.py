@@ -70,7 +70,8 @@ def main() -> None:
             print(f"| layer {layer}, `{backend}` fit: seconds | {t:.4f} | {t_ref:.4f} | {t_ref / t:.1f}x faster |")
             print(
                 f"| layer {layer}, `{backend}` against scikit-learn's defaults (tol 1e-4): accuracy, seconds | "
-                f"{acc:.1f}, {t:.4f} | {acc_def:.1f}, {t_def:.4f} | {acc - acc_def:+.1f} points, {t_def / t:.1f}x faster |"
+                f"{acc:.1f}, {t:.4f} | {acc_def:.1f}, {t_def:.4f} | {acc - acc_def:+.1f} points, "
+                f"{t_def / t:.1f}x faster |"
             )
     sweeps = {}
     for backend in ("lbfgs", "ridge", "sklearn"):
@@ -116,10 +117,12 @@ def main() -> None:
                 total += t_full
             print(
                 f"| whole sweep, {model}, {bio}, with the control task and 95% intervals (the default) against "
-                f"without (`--no-controls`), uncached: seconds | {t_full:.2f} | {t_plain:.2f} | {t_full / t_plain:.1f}x slower |"
+                f"without (`--no-controls`), uncached: seconds | {t_full:.2f} | {t_plain:.2f} | "
+                f"{t_full / t_plain:.1f}x slower |"
             )
     print(
-        f"| a table's sweeps ({args.model} and untrained, bio_long) with controls and intervals: seconds | {total:.2f} | | |"
+        f"| a table's sweeps ({args.model} and untrained, bio_long) with controls and intervals: seconds | "
+        f"{total:.2f} | | |"
     )
 
     if not args.skip_paper:

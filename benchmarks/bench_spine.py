@@ -103,7 +103,8 @@ def packing(spec, tok, examples, steps: int) -> list[str]:
         t_ours = ours_train(ours, tok, data, steps, plans["ours"])
         t_base = ours_train(middle, tok, data, steps, plans["base"])
         rows.append(
-            f"| {name}: training tokens/s, first {steps} steps | {t_ours:,.0f} | {t_base:,.0f} | {t_ours / t_base:.2f}x |"
+            f"| {name}: training tokens/s, first {steps} steps | {t_ours:,.0f} | {t_base:,.0f} | "
+            f"{t_ours / t_base:.2f}x |"
         )
     return rows
 
@@ -212,11 +213,13 @@ def main() -> None:
     spec, tok, examples, sets = mix_examples(args.people)
     mean_len = np.mean([len(e.ids) for e in examples])
     print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
     )
     print(
         f"data: {args.people} people, {len(examples)} Mix examples (mean {mean_len:.1f} tokens); model "
-        f"{spec.model.layers}x{spec.model.hidden}; rows of {spec.train.row_len} tokens, {spec.train.mix.batch_size} a step\n"
+        f"{spec.model.layers}x{spec.model.hidden}; rows of {spec.train.row_len} tokens, "
+        f"{spec.train.mix.batch_size} a step\n"
     )
     print("| measure | factrecall | baseline | ratio |")
     print("|---|---|---|---|")

@@ -208,7 +208,8 @@ def main() -> None:
         f"{t_dump / t_bare:.2f}x the time |"
     )
     print(
-        f"| the same dump with --compressor zstd: seconds | {t_zdump:.3f} | {t_bare:.3f} | {t_zdump / t_bare:.2f}x the time |"
+        f"| the same dump with --compressor zstd: seconds | {t_zdump:.3f} | {t_bare:.3f} | "
+        f"{t_zdump / t_bare:.2f}x the time |"
     )
     print(
         f"| open the store, run shape: store.open (validated), ms (baseline: zarr.open_group and its coordinate "

@@ -57,14 +57,16 @@ def main() -> None:
         for k, accs in curve(run, args.model, args.attribute, args.layer, args.sizes, args.orders).items():
             rows.setdefault(k, []).extend(accs)
     print(
-        f"{args.model}, {args.attribute}, layer {args.layer}: probes trained on K QA-in people, scored on every QA-out person\n"
+        f"{args.model}, {args.attribute}, layer {args.layer}: probes trained on K QA-in people, "
+        "scored on every QA-out person\n"
     )
     print("| K | Acc(hBIO·WBIO) | Acc(hQA·WQA) | fits |")
     print("|---|---|---|---|")
     for k in sorted(rows):
         a = np.array(rows[k])
         print(
-            f"| {k} | {a[:, 0].mean():.1f} ± {a[:, 0].std():.1f} | {a[:, 1].mean():.1f} ± {a[:, 1].std():.1f} | {len(a)} |"
+            f"| {k} | {a[:, 0].mean():.1f} ± {a[:, 0].std():.1f} | "
+            f"{a[:, 1].mean():.1f} ± {a[:, 1].std():.1f} | {len(a)} |"
         )
 
 

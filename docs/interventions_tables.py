@@ -68,8 +68,10 @@ def main(paths: list[Path]) -> None:
                     attribute,
                     model,
                     *(f"{mean[c]:.1f}" for c in SHOWN),
-                    f"{mean['gain_bio_long_qa']:+.1f} [{ci['gain_bio_long_qa'][0]:.1f}, {ci['gain_bio_long_qa'][1]:.1f}]",
-                    f"{mean['gain_bio_short_qa']:+.1f} [{ci['gain_bio_short_qa'][0]:.1f}, {ci['gain_bio_short_qa'][1]:.1f}]",
+                    f"{mean['gain_bio_long_qa']:+.1f} "
+                    f"[{ci['gain_bio_long_qa'][0]:.1f}, {ci['gain_bio_long_qa'][1]:.1f}]",
+                    f"{mean['gain_bio_short_qa']:+.1f} "
+                    f"[{ci['gain_bio_short_qa'][0]:.1f}, {ci['gain_bio_short_qa'][1]:.1f}]",
                 ]
             )
         if attribute == "job":
@@ -165,7 +167,8 @@ def coverage(found: list[Sweep], top: list[int]) -> None:
                         total += 1
                         if not ok:
                             worst.append(
-                                f"{model} L{layer} {c}: seed {j}'s {row[c]:.1f} outside seed {i}'s [{ci[c][0]:.1f}, {ci[c][1]:.1f}]"
+                                f"{model} L{layer} {c}: seed {j}'s {row[c]:.1f} outside seed {i}'s "
+                                f"[{ci[c][0]:.1f}, {ci[c][1]:.1f}]"
                             )
     print(
         f"Seed-to-seed coverage (job, BIO_long): one seed's 95% interval holds another seed's value in {held} of "

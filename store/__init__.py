@@ -18,7 +18,7 @@ from store.names import SCHEMA, STORE_NAME, TRAJECTORY_NAME, VERSION
 # The rest loads on first use, so `import store` (the CLI, the TUI) does not pull in zarr and numpy.
 _LAZY = {
     "Layout": "store.layout",
-    "Writer": "store.layout",
+    "Writer": "store.writer",
     "ActivationStore": "store.reader",
     "store_url": "store.reader",
     "open": "store.reader",

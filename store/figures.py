@@ -49,7 +49,8 @@ def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None =
             if (band := _band(rows, key)) is not None:
                 top.fill_between(layers, *band, color=color, alpha=0.15, lw=0)
         top.set_title(
-            f"{(labels or {}).get(model, model)} ({int(rows['runs'].iloc[0])} run{'s' if rows['runs'].iloc[0] > 1 else ''})"
+            f"{(labels or {}).get(model, model)} "
+            f"({int(rows['runs'].iloc[0])} run{'s' if rows['runs'].iloc[0] > 1 else ''})"
         )
         top.set_ylim(-2, 102)
         top.grid(alpha=0.3)

@@ -17,8 +17,7 @@ import h5py
 import numpy as np
 
 from store.errors import StoreError
-from store.layout import DIMS
-from store.names import ATTRS_KEY, HOOK
+from store.names import ATTRS_KEY, DIMS, HOOK
 from store.reader import ActivationStore
 
 COORDS = ("model", "format", "layer", "attribute", "person")

@@ -9,12 +9,12 @@ whatever it is (a FIFO blocks forever, a device never ends). So, in this order:
 1. `check_files`: one walk of a local store's folder refuses anything but folders and regular files
    (a symbolic link, FIFO, device or socket), before any file of it is opened;
 2. `read_json`: every zarr.json is read here, capped in size, as plain JSON, before zarr parses it;
-3. `check_attributes` and `check_arrays`: the group's attributes against the bounds below (which
-   the writer keeps to as well), and every array's metadata against the schema: its shape (from the
-   attributes and the number of people), chunk shape, data type, fill value and codecs, each from an
-   allowlist of what the writer writes;
-4. `CheckedStore`: zarr reads every chunk through it; it refuses a chunk larger than its array's
-   chunks can be, and a zstd chunk whose frames declare more bytes than a chunk holds, before
+3. `check_attributes`: the group's attributes against the bounds below (which the writer keeps to
+   as well); then `store.arrays.check_arrays`: every array's metadata against the schema: its shape
+   (from the attributes and the number of people), chunk shape, data type, fill value and codecs,
+   each from an allowlist of what the writer writes;
+4. `store.chunks.CheckedStore`: zarr reads every chunk through it; it refuses a chunk larger than its
+   array's chunks can be, and a zstd chunk whose frames declare more bytes than a chunk holds, before
    anything is decoded;
 5. `check_coordinates`: the coordinate and label arrays, read once (they are small), against the
    attributes; the caller recomputes the fingerprint from them, so a swapped split or an edited
@@ -35,13 +35,10 @@ from typing import Any
 
 import numpy as np
 import zarr
-from numcodecs.zstd import Zstd
-from zarr.abc.store import RangeByteRequest
-from zarr.storage import WrapperStore
 
 from store.errors import StoreError, first_line
 from store.fileio import Unreadable, odd_entries, read_regular
-from store.names import CHECKSUM, CHECKSUM_DIMS, COMPRESSORS, DIMS, DTYPES, HOOK, SPLITS
+from store.names import COMPRESSORS, DTYPES, SPLITS
 
 # What a store may declare: far beyond any run this project makes (the paper's: 10,000 people, 6
 # attributes, a few dozen layers), and small enough that what follows from them (the coordinate
@@ -180,8 +177,8 @@ def read_json(url: str | Path, key: str, cap: int = MAX_META_BYTES) -> dict | No
     return value
 
 
-# -- 3. attributes and array metadata -------------------------------------------------------------
-def _is_int(value: Any) -> bool:
+# -- 3. attributes (the arrays' metadata: store.arrays; 4. chunks: store.chunks) -------------------
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -222,7 +219,7 @@ def check_attributes(url: str | Path, meta: dict) -> Attributes:
     numbers = {}
     for key, most in (("layers", MAX_LAYERS), ("hidden", MAX_HIDDEN), ("chunk_people", MAX_PEOPLE)):
         value = meta.get(key)
-        if not (_is_int(value) and 1 <= value <= most):
+        if not (is_int(value) and 1 <= value <= most):
             raise bad(key, f"not a whole number from 1 to {most:,}")
         numbers[key] = value
     if meta.get("dtype") not in DTYPES:
@@ -235,9 +232,7 @@ def check_attributes(url: str | Path, meta: dict) -> Attributes:
         raise bad("source", "not a mapping")
     if "run" in meta and not _name_ok(meta["run"]):
         raise bad("run", "not a run's name")
-    if meta.get("vocab_size") is not None and not (
-        _is_int(meta["vocab_size"]) and 1 <= meta["vocab_size"] <= MAX_VOCAB
-    ):
+    if meta.get("vocab_size") is not None and not (is_int(meta["vocab_size"]) and 1 <= meta["vocab_size"] <= MAX_VOCAB):
         raise bad("vocab_size", f"not a whole number from 1 to {MAX_VOCAB:,}")
     return Attributes(
         names["models"],
@@ -249,372 +244,6 @@ def check_attributes(url: str | Path, meta: dict) -> Attributes:
         meta["dtype"],
         meta["compressor"],
     )
-
-
-# Each array the writer makes: its dimensions and data type (resid_mid's is the attributes' dtype).
-SCHEMA = {
-    HOOK: (DIMS, None),
-    "written": (("model", "format", "person_block"), "bool"),
-    CHECKSUM: (CHECKSUM_DIMS, "uint32"),
-    "model": (("model",), "string"),
-    "format": (("format",), "string"),
-    "layer": (("layer",), "int32"),
-    "attribute": (("attribute",), "string"),
-    "attribute_index": (("attribute",), "int32"),
-    "person": (("person",), "int64"),
-    "split": (("person",), "string"),
-    "label": (("attribute", "person"), "int32"),
-    "label_text": (("attribute", "person"), "string"),
-    "answer": (("attribute", "person"), "string"),
-}
-# The fill value the writer gives each data type, as zarr.json spells it (an allowlist of one: a
-# crafted one reaches numpy's casts, and resid_mid's NaN is how a missing chunk is told from a written one).
-FILL = {"float16": "NaN", "float32": "NaN", "bool": False, "uint32": 0, "int32": 0, "int64": 0, "string": ""}
-KEYS = {
-    "zarr_format",
-    "node_type",
-    "shape",
-    "data_type",
-    "chunk_grid",
-    "chunk_key_encoding",
-    "fill_value",
-    "codecs",
-    "dimension_names",
-    "storage_transformers",
-    "attributes",
-}
-KEY_ENCODING = {"name": "default", "configuration": {"separator": "/"}}
-
-
-@dataclass(frozen=True)
-class ChunkLimit:
-    """What one chunk of an array may be: its stored bytes at most, and its decoded bytes (exactly
-    for a fixed-size data type, at most for strings), checked before zarr decodes it; for strings,
-    how many it holds (numcodecs' vlen-utf8 allocates the count its chunk's header says)."""
-
-    stored: int
-    decoded: int
-    exact: bool
-    zstd: bool
-    strings: int | None = None
-
-
-def _codecs_ok(codecs: Any, dtype: str, zstd: bool | None) -> bool:
-    """The codec chains a dump writes: raw little-endian bytes (or vlen-utf8 for strings), then
-    optionally zstd (for resid_mid exactly when the attributes say so)."""
-    if not isinstance(codecs, list) or not 1 <= len(codecs) <= 2 or not all(isinstance(c, dict) for c in codecs):
-        return False
-    first, rest = codecs[0], codecs[1:]
-    if dtype == "string":
-        if (
-            first.get("name") != "vlen-utf8"
-            or first.get("configuration", {}) != {}
-            or set(first) - {"name", "configuration"}
-        ):
-            return False
-    elif (
-        first.get("name") != "bytes"
-        or set(first) - {"name", "configuration"}
-        or first.get("configuration", {}) not in ({}, {"endian": "little"}, {"endian": "big"})
-    ):
-        return False
-    if rest:
-        config = rest[0].get("configuration")
-        if not (
-            rest[0].get("name") == "zstd"
-            and set(rest[0]) <= {"name", "configuration"}
-            and isinstance(config, dict)
-            and set(config) == {"level", "checksum"}
-            and _is_int(config["level"])
-            and -131072 <= config["level"] <= 22
-            and isinstance(config["checksum"], bool)
-        ):
-            return False
-    return zstd is None or bool(rest) == zstd
-
-
-def _codec_names(codecs: Any) -> str:
-    if isinstance(codecs, list):
-        return ", ".join(repr(c.get("name")) if isinstance(c, dict) else repr(c) for c in codecs)[:120]
-    return repr(codecs)[:120]
-
-
-def check_array(
-    url: str | Path,
-    name: str,
-    meta: dict,
-    shape: tuple[int, ...],
-    dtype: str,
-    chunks: tuple[int, ...] | None,
-    zstd: bool | None,
-) -> ChunkLimit:
-    """One array's zarr.json against the schema: `shape`, `dtype`, and `chunks` where the schema
-    fixes them (resid_mid's); returns what one of its chunks may be."""
-
-    def bad(what: str) -> StoreError:
-        return damaged(url, f"its {name} array {what}")
-
-    dims = SCHEMA[name][0]
-    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
-        raise bad("is not a Zarr v3 array")
-    extra = sorted(set(meta) - KEYS)
-    if extra:
-        raise bad(f"has metadata {extra[0]!r}, which a dump never writes")
-    found = meta.get("shape")
-    if found != list(shape) or not all(_is_int(n) for n in found):
-        raise bad(f"has shape {str(found)[:80]}, not {list(shape)} as its attributes and person array say")
-    if meta.get("data_type") != dtype:
-        raise bad(f"has data type {str(meta.get('data_type'))[:40]!r}, not {dtype!r}")
-    grid = meta.get("chunk_grid")
-    chunk = (
-        grid.get("configuration", {}).get("chunk_shape")
-        if isinstance(grid, dict)
-        and grid.get("name") == "regular"
-        and isinstance(grid.get("configuration"), dict)
-        and set(grid) == {"name", "configuration"}
-        else None
-    )
-    if not (isinstance(chunk, list) and len(chunk) == len(shape) and all(_is_int(c) and c >= 1 for c in chunk)):
-        raise bad(f"has chunk grid {str(grid)[:80]}: its chunk shape must be {len(shape)} positive whole numbers")
-    if chunks is not None and chunk != list(chunks):
-        raise bad(f"has chunk shape {chunk}, not {list(chunks)} as its attributes say")
-    if chunks is None:
-        if any(c > max(n, 1) for c, n in zip(chunk, shape)):
-            raise bad(f"has chunk shape {chunk}, larger than its shape {list(shape)}")
-        if math.prod(-(-n // c) for c, n in zip(chunk, shape)) > MAX_COORD_CHUNKS:
-            raise bad(f"has chunk shape {chunk}: more than {MAX_COORD_CHUNKS:,} chunks")
-    if meta.get("chunk_key_encoding") != KEY_ENCODING:
-        raise bad(f"has chunk key encoding {str(meta.get('chunk_key_encoding'))[:80]}, not {KEY_ENCODING}")
-    fill, want = meta.get("fill_value"), FILL[dtype]
-    if type(fill) is not type(want) or fill != want:
-        raise bad(f"has fill value {str(fill)[:40]!r}, not {want!r}")
-    if not _codecs_ok(meta.get("codecs"), dtype, zstd):
-        raise bad(
-            f"has codecs {_codec_names(meta.get('codecs'))}, not the ones a dump writes (bytes, then zstd"
-            f"{'; vlen-utf8 for strings' if dtype == 'string' else ''}"
-            f"{'; zstd as its attributes say' if zstd is not None else ''})"
-        )
-    if meta.get("dimension_names") != list(dims):
-        raise bad(f"has dimensions {str(meta.get('dimension_names'))[:80]}, not {list(dims)}")
-    if meta.get("storage_transformers", []) != []:
-        raise bad("has storage transformers, which a dump never writes")
-    if not isinstance(meta.get("attributes", {}), dict):
-        raise bad("has attributes that are not a mapping")
-    elements = math.prod(chunk)
-    compressed = len(meta["codecs"]) == 2
-    if dtype == "string":
-        decoded, exact = min(4 + elements * (4 + MAX_STRING_BYTES), MAX_STRING_CHUNK), False
-    else:
-        decoded, exact = elements * np.dtype(dtype).itemsize, True
-    # zstd's worst case (incompressible data) is a little more than its input: ZSTD_compressBound.
-    stored = decoded + decoded // 128 + 1024 if compressed else decoded
-    return ChunkLimit(stored, decoded, exact, compressed, elements if dtype == "string" else None)
-
-
-def check_arrays(url: str | Path, meta: dict) -> tuple[Attributes, int, dict[str, ChunkLimit]]:
-    """Every array of the schema, its zarr.json read here and checked before zarr sees it: the
-    attributes, the number of people (the person array's length, which the others must agree with)
-    and each array's chunk limits."""
-    attrs = check_attributes(url, meta)
-    metas = {}
-    for name in SCHEMA:
-        found = read_json(url, f"{name}/zarr.json")
-        if found is None:
-            if name == CHECKSUM:
-                raise StoreError(
-                    f"{url} has no {CHECKSUM} array, so its chunks cannot be checked; delete it and "
-                    "`factrecall-jobs dump RUN` to dump it again"
-                )
-            raise StoreError(f"{url} is truncated: array {name!r} is missing; delete the store and dump again")
-        metas[name] = found
-    shape = metas["person"].get("shape")
-    if not (isinstance(shape, list) and len(shape) == 1 and _is_int(shape[0]) and 1 <= shape[0] <= MAX_PEOPLE):
-        raise damaged(
-            url,
-            f"its person array has shape {str(shape)[:80]}: more than {MAX_PEOPLE:,} people, or not a count of people",
-        )
-    people = shape[0]
-    if attrs.block > people:
-        raise damaged(url, f"its attribute chunk_people is {attrs.block:,}, more than its {people:,} people")
-    problem = bounds_problem(
-        len(attrs.models),
-        len(attrs.formats),
-        len(attrs.attributes),
-        attrs.layers,
-        attrs.hidden,
-        people,
-        attrs.block,
-        np.dtype(attrs.dtype).itemsize,
-    )
-    if problem:
-        raise damaged(url, f"it declares {problem}")
-    sizes = {
-        "model": len(attrs.models),
-        "format": len(attrs.formats),
-        "layer": attrs.layers,
-        "attribute": len(attrs.attributes),
-        "person": people,
-        "hidden": attrs.hidden,
-        "person_block": -(-people // attrs.block),
-    }
-    limits = {}
-    for name, (dims, dtype) in SCHEMA.items():
-        hook = name == HOOK
-        limits[name] = check_array(
-            url,
-            name,
-            metas[name],
-            tuple(sizes[d] for d in dims),
-            dtype or attrs.dtype,
-            (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
-            attrs.compressor == "zstd" if hook else None,
-        )
-    return attrs, people, limits
-
-
-def check_consolidated(url: str | Path, root: dict, attrs: Attributes, people: int) -> None:
-    """The root's consolidated metadata (what xarray reads instead of each zarr.json) holds the same
-    checks where it lists a schema array."""
-    listed = root.get("consolidated_metadata")
-    if listed is None:
-        return
-    entries = listed.get("metadata") if isinstance(listed, dict) else None
-    if not isinstance(entries, dict):
-        raise damaged(url, "its consolidated metadata is not a mapping")
-    sizes = {
-        "model": len(attrs.models),
-        "format": len(attrs.formats),
-        "layer": attrs.layers,
-        "attribute": len(attrs.attributes),
-        "person": people,
-        "hidden": attrs.hidden,
-        "person_block": -(-people // attrs.block),
-    }
-    for name, (dims, dtype) in SCHEMA.items():
-        if name in entries:
-            if not isinstance(entries[name], dict):
-                raise damaged(url, f"its consolidated metadata of {name} is not a mapping")
-            hook = name == HOOK
-            check_array(
-                url,
-                name,
-                entries[name],
-                tuple(sizes[d] for d in dims),
-                dtype or attrs.dtype,
-                (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
-                attrs.compressor == "zstd" if hook else None,
-            )
-
-
-# -- 4. chunks, bounded before they are decoded ---------------------------------------------------
-_ZSTD_MAGIC = 0xFD2FB528
-
-
-def zstd_content_size(data: memoryview) -> int | None:
-    """The decoded size zstd frames declare (the sum over the frames, as numcodecs allocates it);
-    None where the data is not whole zstd frames or a frame does not declare its size. Reads the
-    frame and block headers only (RFC 8878), so a chunk that would inflate to gigabytes is refused
-    having been read, never decoded."""
-    pos, total, n = 0, 0, len(data)
-    while pos < n:
-        if n - pos < 8:
-            return None
-        magic = int.from_bytes(data[pos : pos + 4], "little")
-        if magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame: its length, then that many bytes
-            pos += 8 + int.from_bytes(data[pos + 4 : pos + 8], "little")
-            continue
-        if magic != _ZSTD_MAGIC:
-            return None
-        descriptor = data[pos + 4]
-        pos += 5
-        single, size_flag = (descriptor >> 5) & 1, descriptor >> 6
-        if descriptor & 0x08:  # the reserved bit
-            return None
-        pos += (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]  # window descriptor, dictionary id
-        width = ((1 if single else 0), 2, 4, 8)[size_flag]
-        if width == 0 or pos + width > n:
-            return None
-        total += int.from_bytes(data[pos : pos + width], "little") + (256 if width == 2 else 0)
-        pos += width
-        while True:  # the blocks: a 3-byte header each (last flag, type, size)
-            if pos + 3 > n:
-                return None
-            header = int.from_bytes(data[pos : pos + 3], "little")
-            kind, size = (header >> 1) & 3, header >> 3
-            if kind == 3:
-                return None
-            pos += 3 + (1 if kind == 1 else size)
-            if header & 1:
-                break
-        pos += 4 if descriptor & 0x04 else 0  # the content checksum
-    return total if pos == n else None
-
-
-class CheckedStore(WrapperStore):
-    """The store zarr reads a checked group through: every chunk of a schema array is read with a
-    bound (at most what a chunk of it can hold, plus one byte to tell more), and a zstd chunk's
-    declared decoded size is checked against its array's chunk size before zarr decodes it; a string
-    chunk's count of strings against its chunk shape (decoded here, within that bound: numcodecs
-    allocates whatever count the chunk says). Metadata files are capped like `read_json`. Anything
-    else is passed through as it is."""
-
-    def __init__(self, store: Any, limits: dict[str, ChunkLimit], url: str):
-        super().__init__(store)
-        self.limits, self.url = limits, url
-
-    def _with_store(self, store: Any) -> CheckedStore:
-        return type(self)(store, self.limits, self.url)
-
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        if byte_range is not None:
-            return await self._store.get(key, prototype, byte_range)
-        name, _, rest = key.partition("/")
-        limit = self.limits.get(name) if rest.startswith("c/") else None
-        cap = limit.stored if limit is not None else MAX_META_BYTES
-        buf = await self._store.get(key, prototype, RangeByteRequest(0, cap + 1))
-        if buf is None:
-            return None
-        if len(buf) > cap:
-            raise damaged(self.url, f"its file {key} has more than the {cap:,} bytes it may have")
-        if limit is not None and limit.zstd:
-            size = zstd_content_size(memoryview(buf.as_numpy_array()))
-            if size is None:
-                raise damaged(self.url, f"its chunk {key} is not zstd frames that declare their size")
-            if limit.exact and size != limit.decoded:
-                raise damaged(
-                    self.url,
-                    f"its chunk {key} would decode to {size:,} bytes, not the "
-                    f"{limit.decoded:,} a chunk of {name} holds",
-                )
-            if size > limit.decoded:
-                raise damaged(
-                    self.url,
-                    f"its chunk {key} would decode to {size:,} bytes, more than the "
-                    f"{limit.decoded:,} a chunk of {name} may hold",
-                )
-        if limit is not None and limit.strings is not None:
-            data = buf.to_bytes()
-            if limit.zstd:
-                try:
-                    data = bytes(Zstd().decode(data))
-                except (RuntimeError, ValueError) as err:
-                    raise damaged(self.url, f"its chunk {key} does not decode: {first_line(err)}") from None
-            count = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
-            if count != limit.strings:
-                raise damaged(
-                    self.url,
-                    f"its chunk {key} says it holds {count} strings, not the {limit.strings:,} a chunk of {name} holds",
-                )
-        return buf
-
-
-def inner_store(url: str | Path, read_only: bool) -> Any:
-    """The zarr store at `url`, as `zarr.open_group(url)` would make it."""
-    from zarr.storage import FsspecStore, LocalStore
-
-    if is_local(url):
-        return LocalStore(local_path(url), read_only=read_only)
-    return FsspecStore.from_url(str(url), read_only=read_only)
 
 
 # -- 5. coordinates and labels --------------------------------------------------------------------

@@ -6,8 +6,8 @@ script (Textual's own screenshots: what the terminal showed, cell for cell).
 RUN are the runs to show in the Accuracy and Probes screens (several seeds of one configuration);
 the first one's store is the Store screen's; the Report screen shows the workspace's first study
 (`factrecall-jobs reproduce`), if it has one, and its figures. Also drawn: Compare (the runs the Jobs
-table shows), the Accuracy curves over training, and the help of the Jobs screen. The probes come from the stores' caches when they were
-fitted before (`factrecall-jobs probe RUN ...`), else they are fitted now.
+table shows), the Accuracy curves over training, and the help of the Jobs screen. The probes come from the
+stores' caches when they were fitted before (`factrecall-jobs probe RUN ...`), else they are fitted now.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ from jobs.run.folder import RunFolder
 from jobs.run.tokenizer import Target
 from jobs.words import ATTRIBUTES, FORMATS
 from store import Layout, Writer
-from store.layout import existing_settings
 from store.names import STORE_NAME, TRAJECTORY_NAME
+from store.writer import existing_settings
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 

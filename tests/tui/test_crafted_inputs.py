@@ -79,7 +79,8 @@ def _failed(ws: Path, name: str, error: object, age: float) -> Path:
 
 def _crafted_store(run: Path) -> None:
     """A small activation store whose label texts and answers are the collaborator's strings."""
-    from store.layout import Layout, Writer
+    from store.layout import Layout
+    from store.writer import Writer
 
     people, layers, hidden = 6, 2, 8
     split = np.array(["qa_in"] * 4 + ["qa_out"] * 2)

@@ -78,7 +78,8 @@ def _done(run: Path, *steps: str) -> None:
 
 
 def _store(run: Path, people: int = 40, layers: int = 3, hidden: int = 16) -> None:
-    from store.layout import Layout, Writer
+    from store.layout import Layout
+    from store.writer import Writer
 
     rng = np.random.default_rng(0)
     n_in = people * 4 // 5
