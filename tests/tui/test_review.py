@@ -1,5 +1,7 @@
-"""The app review's bugs (B2–B17 of ../shared/findings/tui.md), each as the reviewer met it; B1, the
-tab that switched back by itself, needs a real terminal: tests/tui/test_terminal.py."""
+"""The app's keys, forms and messages where they once went wrong, each set up as a user met it: a
+resumed phase's ETA, the launch form on a small screen and with many seeds, stopping a job, resuming a
+finished run, screenshots, a narrow terminal, a run started from a shell, a piped table. A tab that
+switched back by itself needs a real terminal: tests/tui/test_terminal.py."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def drive(ws, size, script):
     return asyncio.run(session())
 
 
-def test_b2_a_resumed_phase_s_eta_counts_only_its_own_steps(monkeypatch):
+def test_a_resumed_phase_s_eta_counts_only_its_own_steps(monkeypatch):
     import jobs.run.pipeline as pipeline
 
     events, clock = [], [100.0]
@@ -46,7 +48,7 @@ def test_b2_a_resumed_phase_s_eta_counts_only_its_own_steps(monkeypatch):
     assert events[-1]["eta_s"] == pytest.approx(24.0)
 
 
-def test_b3_the_launch_form_keeps_its_check_and_buttons_on_an_80x24_screen(tmp_path):
+def test_the_launch_form_keeps_its_check_and_buttons_on_an_80x24_screen(tmp_path):
     async def script(app, pilot):
         await pilot.press("n")
         await settle(pilot, until=lambda: isinstance(app.screen, LaunchScreen), what="the form")
@@ -58,7 +60,7 @@ def test_b3_the_launch_form_keeps_its_check_and_buttons_on_an_80x24_screen(tmp_p
     drive(fixed_workspace(tmp_path / "ws"), (80, 24), script)
 
 
-def test_b4_a_name_of_another_experiment_is_refused_in_the_form(tmp_path):
+def test_a_name_of_another_experiment_is_refused_in_the_form(tmp_path):
     async def script(app, pilot):
         await pilot.press("n")
         await settle(pilot, until=lambda: isinstance(app.screen, LaunchScreen), what="the form")
@@ -73,7 +75,7 @@ def test_b4_a_name_of_another_experiment_is_refused_in_the_form(tmp_path):
     drive(fixed_workspace(tmp_path / "ws"), (120, 36), script)
 
 
-def test_b5_b7_stopping_a_running_job_is_asked_first_and_the_palette_names_its_run(tmp_path):
+def test_stopping_a_running_job_is_asked_first_and_the_palette_names_its_run(tmp_path):
     ws = fixed_workspace(tmp_path / "ws")
     fd = hold(ws / "runs" / "tiny-stage+mix-s1", pid=999_999)  # running, by a pid that is no job
 
@@ -104,7 +106,7 @@ def test_b5_b7_stopping_a_running_job_is_asked_first_and_the_palette_names_its_r
         os.close(fd)
 
 
-def test_b6_r_on_a_finished_run_says_there_is_nothing_to_resume(tmp_path):
+def test_r_on_a_finished_run_says_there_is_nothing_to_resume(tmp_path):
     ws = fixed_workspace(tmp_path / "ws")
 
     async def script(app, pilot):
@@ -118,7 +120,7 @@ def test_b6_r_on_a_finished_run_says_there_is_nothing_to_resume(tmp_path):
     assert any("cpu-stage+mix-s0 is done: nothing to resume" in str(m) for m in said)
 
 
-def test_b7_a_stopped_job_says_it_was_stopped_on_request(tmp_path):
+def test_a_stopped_job_says_it_was_stopped_on_request(tmp_path):
     import jobs.run.train as train
     from tests.helpers import run_cli
 
@@ -141,7 +143,7 @@ def test_b7_a_stopped_job_says_it_was_stopped_on_request(tmp_path):
     assert end["status"] == "interrupted" and end["error"].startswith("stopped on request")
 
 
-def test_b8_the_worker_counts_a_run_a_shell_works_on(tmp_path):
+def test_the_worker_counts_a_run_a_shell_works_on(tmp_path):
     from jobs.launch.queue import Worker
 
     ws = fixed_workspace(tmp_path / "ws")
@@ -154,7 +156,7 @@ def test_b8_the_worker_counts_a_run_a_shell_works_on(tmp_path):
         os.close(fd)
 
 
-def test_b9_the_class_count_of_several_runs_is_their_range():
+def test_the_class_count_of_several_runs_is_their_range():
     import pandas as pd
 
     from store.probes import counts
@@ -163,14 +165,14 @@ def test_b9_the_class_count_of_several_runs_is_their_range():
     assert counts(pd.DataFrame({"n_classes": [6, 6]}), "n_classes") == "6"
 
 
-def test_b10_the_index_error_starts_with_what_to_do():
+def test_the_index_error_starts_with_what_to_do():
     from factrecall_tui.store_browse import BadIndex, parse_index
 
     with pytest.raises(BadIndex, match=r"^give an integer for all but two dimensions, e.g. 0, 0, 0, 0, :8, :6"):
         parse_index("", (4, 3, 2, 6, 16, 64), ("model", "format", "layer", "attribute", "person", "hidden"))
 
 
-def test_b11_a_screenshot_goes_into_the_workspace_and_says_where(tmp_path):
+def test_a_screenshot_goes_into_the_workspace_and_says_where(tmp_path):
     ws = fixed_workspace(tmp_path / "ws")
 
     async def script(app, pilot):
@@ -183,7 +185,7 @@ def test_b11_a_screenshot_goes_into_the_workspace_and_says_where(tmp_path):
     assert any(saved in m for m in said)
 
 
-def test_b13_enter_moves_on_and_many_runs_are_asked_first(tmp_path):
+def test_enter_in_the_launch_form_moves_on_and_many_runs_are_asked_first(tmp_path):
     ws = tmp_path / "ws"
 
     async def script(app, pilot):
@@ -214,7 +216,7 @@ def test_b13_enter_moves_on_and_many_runs_are_asked_first(tmp_path):
     asyncio.run(session())
 
 
-def test_b14_a_short_narrow_terminal_still_shows_runs_and_their_status(tmp_path):
+def test_a_short_narrow_terminal_still_shows_runs_and_their_status(tmp_path):
     async def script(app, pilot):
         table = app.query_one("#jobs-table", DataTable)
         await settle(pilot, until=lambda: table.row_count, what="rows")
@@ -224,7 +226,7 @@ def test_b14_a_short_narrow_terminal_still_shows_runs_and_their_status(tmp_path)
     drive(fixed_workspace(tmp_path / "ws"), (40, 12), script)
 
 
-def test_b16_a_run_started_from_a_shell_explains_its_empty_console(tmp_path):
+def test_a_run_started_from_a_shell_explains_its_empty_console(tmp_path):
     from textual.widgets import Log
 
     ws = fixed_workspace(tmp_path / "ws")
@@ -243,13 +245,11 @@ def test_b16_a_run_started_from_a_shell_explains_its_empty_console(tmp_path):
     drive(ws, (120, 36), script)
 
 
-def test_b17_piped_tables_are_not_cut(tmp_path):
+def test_a_piped_show_table_is_not_cut_to_a_terminal_s_width(tmp_path):
     import subprocess
     import sys
 
-    from tests.tui.workspace import fixed_workspace as _ws
-
-    ws = _ws(tmp_path / "ws")
+    ws = fixed_workspace(tmp_path / "ws")
     out = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "--workspace", str(ws), "show", "cpu-stage+mix-s0", "cpu-stage+mix-s1"],
         capture_output=True,
