@@ -2,8 +2,8 @@
 run folder or study folder whose files carry terminal escapes, caches and manifests with impossible
 values, archives that lie about their size, two `reproduce` of one study, an ASCII-only terminal, an
 account without a home, and a `cancel` that lands while a job cannot hear it. Each test is one class
-of the reliability review's third round and drives the CLI as a user would; each case is one example
-of its class (docs/reliability.md lists the promises beside these tests)."""
+of mishap and drives the CLI as a user would; each case is one example of its class
+(docs/reliability.md lists the promises beside these tests)."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ def test_ordinary_run_names_pass(name):
     assert check_run_name(name) == name
 
 
-# -- one home for what the reliability review found scattered --------------------------------------------
+# -- one home each for reading a file, printing its text and naming a workspace folder -------------------
 # Reading a file: only through store/fileio.py (regular files only, never blocking, capped). What else
 # may read: the kernel's own files and the package's presets, which no one hands over.
 READS_ALLOWED = ("Path('/proc", "Path(f'/proc", "Path('/sys", "resources.files(")

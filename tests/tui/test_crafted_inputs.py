@@ -1,6 +1,5 @@
-"""A hostile collaborator's handed-over files, opened in the app (reliability round three: one output
-sanitizer for the terminal, nothing from a file parsed as markup, every file read through
-jobs.run.files' readers).
+"""A hostile collaborator's handed-over files, opened in the app: one output sanitizer for the
+terminal, nothing from a file parsed as markup, every file read through jobs.run.files' readers.
 
 The workspace holds, each where the app shows it:
 - terminal escapes (OSC 0 window title, OSC 52 clipboard, CSI 2J clear screen) in a run's recorded

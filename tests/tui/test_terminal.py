@@ -103,7 +103,7 @@ def terminal(tiny_run, tmp_path):
 
 
 def test_a_tab_stays_where_the_keys_put_it(terminal):
-    """5 1 3 1 2 1 4 1, as the reviewer typed them: each key shows its tab, and the tab stays while
+    """5 1 3 1 2 1 4 1, as a user typed them: each key shows its tab, and the tab stays while
     nothing is typed (it used to switch back by itself, or keep switching)."""
     for key in "51312141":
         terminal.proc.send(key)
