@@ -1,8 +1,8 @@
 """Every file of a finished run folder and its store, damaged every way a collaborator's tarball, a
 full disk or a careless edit damages it (truncated, deleted, garbage, a folder where the file should
-be, a symbolic link out of the workspace, a FIFO, a device node), under every verb that reads it. Each cell must end as one
-line and exit 2, or as a clean repair (exit 0 and the run as it was); never a traceback, and never a
-byte changed outside the run folder (the link's target least of all)."""
+be, a symbolic link out of the workspace, a FIFO, a device node), under every verb that reads it.
+Each cell must end as one line and exit 2, or as a clean repair (exit 0 and the run as it was); never
+a traceback, and never a byte changed outside the run folder (the link's target least of all)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,22 @@ from jobs.run.tokenizer import load_tokenizer
 from tests.helpers import metrics, run_cli
 
 
+def _tiny_llama(vocab_size: int, bos: int, eos: int) -> LlamaForCausalLM:
+    """A random 2-layer Llama, 64 wide."""
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            bos_token_id=bos,
+            eos_token_id=eos,
+        )
+    )
+
+
 def _save_checkpoint(folder, texts, model=None):
     """A byte-level BPE tokenizer trained on `texts` and a random model for it (default: a 2-layer
     Llama; `model(vocab_size, bos_id, eos_id)` makes another), saved as a checkpoint folder."""
@@ -29,18 +45,7 @@ def _save_checkpoint(folder, texts, model=None):
     raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>").save_pretrained(folder)
     if model is None:
-        model = lambda v, bos, eos: LlamaForCausalLM(
-            LlamaConfig(  # noqa: E731
-                vocab_size=v,
-                hidden_size=64,
-                intermediate_size=128,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=4,
-                bos_token_id=bos,
-                eos_token_id=eos,
-            )
-        )
+        model = _tiny_llama
     # The tokenizer as it loads beside a model of this type (whose tokenizer class can add special
     # tokens, such as Qwen2's pad): the embedding gets a row for every id, as in a real checkpoint.
     model(len(raw.get_vocab()), 0, 1).config.save_pretrained(folder)

@@ -282,17 +282,15 @@ def test_the_dry_run_says_whether_llama_3b_training_fits_a_gpu(tmp_path, capsys)
         eos_token_id=1,
     ).save_pretrained(tmp_path / "m")
     _sparse_weights(tmp_path / "m" / "model.safetensors", vocab=128256, hidden=3072, layers=28)
-    study = lambda *sets: plan_study(
-        tmp_path / "ws",
-        RunRequest(
-            preset="paper",
-            people=200,
-            model=str(tmp_path / "m"),  # noqa: E731
-            overrides=sets,
-        ),
-        snapshots=0,
-        fits=False,
-    )
+
+    def study(*sets):
+        return plan_study(
+            tmp_path / "ws",
+            RunRequest(preset="paper", people=200, model=str(tmp_path / "m"), overrides=sets),
+            snapshots=0,
+            fits=False,
+        )
+
     info = plan(study(), tflops=100, gpu_memory=141)  # an H200
     assert info["parameters"] == pytest.approx(3.21e9, rel=0.01)
     assert info["memory"]["weights_optimizer"] == 16 * info["parameters"]  # 51 GB before any activation

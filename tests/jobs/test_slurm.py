@@ -24,7 +24,8 @@ FAKE = {
     'echo "$@" >> "$FAKE_SLURM/sbatch.args"; for last; do :; done; cp "$last" "$FAKE_SLURM/script.sh"; '
     'echo "Submitted batch job 4242"',
     "srun": 'echo "srun $@"',
-    "sacct": 'if [ -f "$FAKE_SLURM/noacct" ]; then echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1; fi; '
+    "sacct": 'if [ -f "$FAKE_SLURM/noacct" ]; then '
+    'echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1; fi; '
     'cat "$FAKE_SLURM/sacct.txt" 2>/dev/null || echo "JobID|State|NodeList"',
     "scancel": 'echo "$@" >> "$FAKE_SLURM/scancel.args"; echo "$1|CANCELLED by 0|" >> "$FAKE_SLURM/sacct.txt"',
     "sinfo": 'printf "cpu*|(null)|2\\ngpu|gpu:a100:4(S:0-1)|16\\n"',  # a CPU partition (the default) and a GPU one

@@ -144,9 +144,10 @@ def _train_briefly(tmp_path, *sets):
     "setting", ["train.gradient_checkpointing=true", "train.compile=true", "train.attention=eager"]
 )
 def test_runtime_settings_train_the_same_weights(tmp_path, setting):
-    """Gradient checkpointing, torch.compile and the attention kernel (eager, packing checked with it) change how a step is computed, not what it computes: the same losses
-    and weights as the plain step (to float32 rounding), and the model is left as it was (no
-    recomputation switched on for evaluation, its own attention kernel back)."""
+    """Gradient checkpointing, torch.compile and the attention kernel (eager, packing checked with it)
+    change how a step is computed, not what it computes: the same losses and weights as the plain step
+    (to float32 rounding), and the model is left as it was (no recomputation switched on for
+    evaluation, its own attention kernel back)."""
     from jobs.run.model import training_attention
 
     cpu = torch.device("cpu")

@@ -117,12 +117,12 @@ def _verbs(ws: Path, run: Path) -> dict[str, list]:
     }
 
 
-def _refused(code: int, err: str, message: str) -> None:
+def _refused(code: int, err: str, message: str, verb: str = "the API") -> None:
     said = err.strip()
-    assert "Traceback" not in said, said[-3000:]
-    assert code == 2, said[-3000:]
-    assert len(said.splitlines()) == 1, said
-    assert re.search(message, said), said
+    assert "Traceback" not in said, (verb, said[-3000:])
+    assert code == 2, (verb, said[-3000:])
+    assert len(said.splitlines()) == 1, (verb, said)
+    assert re.search(message, said), (verb, said)
 
 
 def _copy(tiny_run: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -382,7 +382,7 @@ def _refused_everywhere(tiny_run, tmp_path, craft, message) -> None:
     craft(run, ws)
     for verb, argv in _verbs(ws, run).items():
         code, _, err = _cli(*argv)
-        _refused(code, err, message)
+        _refused(code, err, message, verb)
     assert not (ws / "OUT" / "x.h5").exists() and not (ws / "OUT" / "p.csv").exists()
     with _bounded(), pytest.raises(store.StoreError, match=message):
         _api(run)
@@ -481,7 +481,7 @@ def test_a_special_file_in_the_store_is_refused_without_opening_it(tiny_run, tmp
         craft(run)
         for verb, argv in _verbs(ws, run).items():
             code, _, err = _child(CLI_CHILD, *argv)
-            _refused(code, err, message)
+            _refused(code, err, message, verb)
         code, _, err = _child(API_CHILD, run)
         _refused(code, err, message)
     finally:
