@@ -320,7 +320,7 @@ def test_a_last_partial_block_reads_the_same_through_both_paths(tiny_run, tmp_pa
     assert s.block == 5 and s.written().shape[2] == 4 and s._raw_root is not None
     for layer in range(s.layers):
         fast = s.acts("bio_short", layer, "university", model="stage")
-        np.testing.assert_array_equal(fast, s._read((s.models.index("stage"), 1, layer, 2)))
+        np.testing.assert_array_equal(fast, s.read_array("resid_mid", (s.models.index("stage"), 1, layer, 2)))
         np.testing.assert_array_equal(fast, store.open(tiny_run).acts("bio_short", layer, "university", model="stage"))
 
 
