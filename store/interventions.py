@@ -22,24 +22,24 @@ QA out-of-distribution ones), the exact match of:
                   LEACE removes up to one dimension per class, and with many classes that is much)
 
 Results live in the store's group `interventions/<key>`, one JSON document each (the group's
-attributes): the settings, the code that computed them, and per layer the percentages and each
-patched person's outcome (for intervals over people). The key covers every setting, the model and
-the store's fingerprint (which covers the checkpoints' weights); `results(s)` lists what a store holds
-without computing anything, which is how the TUI shows them. A result carries a digest of what is
-stored and is served only when the digest and every number check out (`_valid`); one edited, cut or
-written before digests existed is treated as absent: computed again and rewritten.
+attributes): the settings, the version of the computation (`PATCH_VERSION`), and per layer the
+percentages and each patched person's outcome (for intervals over people). The key
+(`store.cache.result_key`) covers that version, every setting, the model and the store's fingerprint
+(which covers the checkpoints' weights), not the source code: a result kept under another key
+(another version, or the source-code hash keys of earlier versions) is never served, but computed
+once more when asked for. `results(s)` lists the current ones without computing anything, which is
+how the TUI shows them. A result carries a digest of what is stored and is served only when the
+digest and every number check out (`_valid`); one edited, cut or written before digests existed is
+treated as absent: computed again and rewritten.
 """
 
 from __future__ import annotations
-
-import hashlib
-import json
-from dataclasses import asdict
 
 import numpy as np
 import zarr
 
 from store import bootstrap
+from store.cache import result_key
 from store.errors import StoreError
 from store.reader import ActivationStore
 from store.settings import PatchSettings
@@ -78,9 +78,33 @@ LABELS = {
 UNPATCHED = ("qa", "bio")
 
 
-def cache_key(s: ActivationStore, model: str, settings: PatchSettings, code: str) -> str:
-    ident = {"code": code, "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+# The version of the computation a patching result's numbers come from: jobs/run/patch.py (the hooks,
+# the patched and erased vectors, the donors, the scoring) and what it runs through (the model's
+# forward pass as jobs.run.capture reads it, jobs.run.evaluate's greedy decoding, the store's vectors).
+# Part of every cached result's key (`cache_key`); declared here, not in jobs, because the store tells
+# a current result from a stale one without loading any model code (`results`, which the app reads).
+# Bump it when a change alters the numbers; tests/test_golden_results.py pins a tiny patch's rows and
+# this key, so a change of the numbers without a bump fails there.
+PATCH_VERSION = 1
+
+
+def cache_key(s: ActivationStore, model: str, settings: PatchSettings) -> str:
+    """The key of `model`'s patching result on `s` with `settings` (`store.cache.result_key`): the
+    version, every setting, the store's fingerprint and the model; not the source code."""
+    return result_key("patch", PATCH_VERSION, settings, s.meta.get("fingerprint"), model=model)
+
+
+def _current(s: ActivationStore, key: str, result: dict) -> bool:
+    """Whether `result`, stored under `key`, is one this code would serve: its key is the one `cache_key`
+    gives its own model and settings (not one of another version, nor of the source-code hash keys
+    results were stored under before versions)."""
+    settings = dict(result["settings"])
+    if isinstance(settings.get("layers"), list):
+        settings["layers"] = tuple(settings["layers"])
+    try:
+        return cache_key(s, result["model"], PatchSettings(**settings)) == key
+    except (TypeError, ValueError, StoreError):  # settings this code does not have, or out of its bounds
+        return False
 
 
 def _valid(attrs: dict, key: str | None = None, layers: int | None = None) -> bool:
@@ -131,7 +155,7 @@ def _valid(attrs: dict, key: str | None = None, layers: int | None = None) -> bo
 
 
 def cached(s: ActivationStore, key: str) -> dict | None:
-    """The result stored under `key` (settings, model, code, seconds, rows, outcomes), or None when
+    """The result stored under `key` (settings, model, version, seconds, rows, outcomes), or None when
     absent, damaged or not as written (then computed again and rewritten)."""
     try:
         group = zarr.open_group(s.url, mode="r", path=f"{GROUP}/{key}", zarr_format=3, use_consolidated=False)
@@ -154,8 +178,9 @@ def store_cached(s: ActivationStore, key: str, result: dict) -> bool:
 
 
 def results(s: ActivationStore, attribute: str | None = None) -> list[dict]:
-    """Every patching result the store holds (optionally for one attribute), newest first: what has
-    been computed, looked at without computing anything."""
+    """Every current patching result the store holds (optionally for one attribute), newest first: what
+    has been computed, looked at without computing anything. One kept under another key than this code
+    gives it (another `PATCH_VERSION`, or from before versions) is left out, as `patch` would not serve it."""
     try:
         root = zarr.open_group(s.url, mode="r", path=GROUP, zarr_format=3, use_consolidated=False)
         keys = sorted(root.group_keys())
@@ -163,7 +188,12 @@ def results(s: ActivationStore, attribute: str | None = None) -> list[dict]:
         return []
     found = []
     for key in keys:
-        if (hit := cached(s, key)) is not None and (attribute is None or hit["settings"].get("attribute") == attribute):
+        hit = cached(s, key)
+        if (
+            hit is not None
+            and _current(s, key, hit)
+            and (attribute is None or hit["settings"].get("attribute") == attribute)
+        ):
             found.append(hit)
     return sorted(found, key=lambda r: r.get("created", ""), reverse=True)
 

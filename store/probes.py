@@ -18,20 +18,19 @@ then multiplied by W. Backends:
 - `ridge`: a closed-form ridge classifier on one-hot targets, one linear solve;
 - `sklearn`: scikit-learn's LogisticRegression with the same penalty, the reference the others are tested against.
 
-Results are cached in the store (group `probes`), keyed by every parameter that shaped them and by
-the store's own fingerprint, so a second request is instant and a changed one is computed anew. An
+Results are cached in the store (group `probes`), keyed (`store.cache.result_key`) by the version of
+the computation (`PROBE_VERSION`, bumped when a change alters the numbers), every setting, the model,
+the store's own fingerprint and the libraries' versions, so a second request is instant and a changed
+one is computed anew; a sweep cached under another key (another version, or the source-code hash
+keys of earlier versions) is never served, but computed once more and kept under its new key. An
 entry carries a digest of what it stores and is served only when the digest and every number check
 out (`_valid`): one edited, cut or written before digests existed is computed anew and rewritten.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import inspect
-import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -43,6 +42,7 @@ import zarr
 
 from store import bootstrap
 from store.bootstrap import LEVEL, RESAMPLES
+from store.cache import result_key
 from store.errors import StoreError
 from store.names import (
     PROBE_ACCURACIES,
@@ -55,29 +55,13 @@ from store.reader import ActivationStore
 from store.settings import ProbeSettings
 from store.validate import digest, digest_ok, rate
 
-
-def code_key(source: str) -> str:
-    """What of this module's source decides a result: its code as Python parses it, without comments
-    and docstrings (editing those serves the cached results still; changing a line of code does not)."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:12]
-
-
-# The cache key includes this module's code and the libraries that compute a probe: a result from other
-# code is never served.
-_CODE = hashlib.sha256(
-    (code_key(inspect.getsource(sys.modules[__name__])) + torch.__version__ + np.__version__).encode()
-).hexdigest()[:12]
+# The version of the computation a sweep's numbers come from (the probes' fit and scoring here, and the
+# reading of the store's vectors and labels it goes through): part of every cached sweep's key
+# (`cache_key`). Bump it when a change alters the numbers; tests/test_golden_results.py pins a tiny
+# sweep's rows and this key, so a change of the numbers without a bump fails there.
+PROBE_VERSION = 1
+# What computes a probe besides this code: their major.minor versions are part of the key too.
+LIBRARIES = ("torch", "numpy")
 MAX_PARAMETERS = 1 << 26  # weights of one probe (hidden x classes); --classes vocab of a large model passes it
 
 
@@ -202,10 +186,9 @@ def control_labels(classes: np.ndarray, attribute: str) -> np.ndarray:
 
 
 def cache_key(s: ActivationStore, model: str, settings: ProbeSettings) -> str:
-    ident = {"code": _CODE, "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
-    if settings.layers is None:  # absent, as before the setting existed: cached sweeps keep their keys
-        ident.pop("layers")
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    """The key of `model`'s sweep of `s` with `settings` (`store.cache.result_key`): the probes' version,
+    every setting, the store's fingerprint, the model and the libraries' versions; not the source code."""
+    return result_key("probe", PROBE_VERSION, settings, s.meta.get("fingerprint"), model=model, libraries=LIBRARIES)
 
 
 def sweep(
@@ -486,7 +469,7 @@ def _store_cached(
             "key": key,
             "model": model,
             "settings": asdict(settings),
-            "code": _CODE,
+            "version": PROBE_VERSION,
             "seconds": round(seconds, 3),
             "rows": rows,
         }

@@ -13,10 +13,13 @@ the code computes on the session's tiny run (seed 0, Stage and Mix, 2 layers, 16
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 import store
 from jobs.run.patch import patch
+from store import cache, interventions, probes
 from store.interventions import PatchSettings
 from store.probes import ProbeSettings, sweep
 
@@ -24,6 +27,10 @@ TOLERANCE = 1e-4  # floats are pinned to 4 decimals
 # The tiny run the rows were computed on (its store's fingerprint covers its models' weights): where
 # the tiny run itself changes (its preset, its training), the rows below are of another store.
 TINY_STORE = "8e083df1ade938a5"
+# The libraries' versions the probe key was pinned with (the key holds their major.minor versions).
+LIBRARIES = {"torch": "2.13", "numpy": "2.4"}
+PROBE_KEY = "fe6efd3e57ecf8b2ad39"  # probes.cache_key(TINY_STORE, "mix", PROBE_SETTINGS), PROBE_VERSION 1
+PATCH_KEY = "b4bd69e8d637b0e3319c"  # interventions.cache_key(TINY_STORE, "mix", PATCH_SETTINGS), PATCH_VERSION 1
 
 PROBE_SETTINGS = ProbeSettings(attribute="birth_date")  # BIO_long, QA-in -> QA-out, L-BFGS, controls
 PROBE_ROWS = [  # store.probes.sweep(tiny run, "mix", PROBE_SETTINGS)
@@ -133,3 +140,15 @@ def test_a_tiny_patch_computes_the_golden_rows(tiny_run):
         assert result["outcomes"] == PATCH_OUTCOMES
     except AssertionError as err:
         raise AssertionError(f"{err}\n{_golden_message(s, 'patch')}") from None
+
+
+def test_the_golden_results_are_kept_under_pinned_keys(monkeypatch):
+    """The keys the golden rows' results are cached under, for the tiny store's fingerprint: they change
+    only with what they name (the version, a setting, the model, the store, the libraries' major.minor),
+    never with the source code. A bump of PROBE_VERSION or PATCH_VERSION fails here: pin the new key
+    with the new rows."""
+    monkeypatch.setattr(cache, "library_version", LIBRARIES.__getitem__)
+    tiny = SimpleNamespace(meta={"fingerprint": TINY_STORE})  # all a key reads of a store
+    assert probes.PROBE_VERSION == 1 and interventions.PATCH_VERSION == 1
+    assert probes.cache_key(tiny, "mix", PROBE_SETTINGS) == PROBE_KEY
+    assert interventions.cache_key(tiny, "mix", PATCH_SETTINGS) == PATCH_KEY

@@ -19,8 +19,6 @@ linear probe anything to read there.
 
 from __future__ import annotations
 
-import inspect
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +35,7 @@ from jobs.run.evaluate import greedy_decode
 from jobs.run.folder import RunFolder
 from jobs.run.tokenizer import Target
 from jobs.words import ATTRIBUTES
-from store.interventions import COLUMNS, PatchSettings, cache_key, cached, store_cached
-from store.probes import code_key
+from store.interventions import COLUMNS, PATCH_VERSION, PatchSettings, cache_key, cached, store_cached
 from store.reader import ActivationStore
 
 # The module whose output is the attention's contribution to resid_mid, per family.
@@ -51,8 +48,8 @@ ATTENTION = {
 }
 assert set(ATTENTION) == set(FAMILIES), "every family capture reads can be patched"
 
-# A result computed by other code is never served: the key holds this module's code.
-CODE = code_key(inspect.getsource(sys.modules[__name__]))
+# A change here that alters the numbers (the hooks, the vectors put in, the donors, the scoring) is a
+# bump of store.interventions.PATCH_VERSION: cached results are keyed by that version, not by this code.
 
 
 class LastToken:
@@ -279,7 +276,7 @@ def patch_model(
     return {
         "model": model_name,
         "settings": _settings_json(settings),
-        "code": CODE,
+        "version": PATCH_VERSION,
         "people": rows.tolist(),
         "donors": rows[donors].tolist(),
         "rows": out_rows,
@@ -314,7 +311,7 @@ def patch(
     dev = models.pick_device(device or run.spec.device)
     found, todo = [], []
     for name in model_names:
-        key = cache_key(s, name, settings, CODE)
+        key = cache_key(s, name, settings)
         hit = cached(s, key) if cache else None
         found.append((key, hit))
         if hit is None:

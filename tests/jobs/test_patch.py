@@ -130,6 +130,32 @@ def test_erasure_and_its_random_control_remove_the_same_number_of_directions(run
     assert last["erase_qa"] <= last["qa"] - 50 and last["erase_random_qa"] == last["qa"]
 
 
+def test_a_result_cached_under_the_old_code_hash_key_is_computed_once_more_not_served(run):
+    """A store whose interventions today's code cached (keys hashing jobs/run/patch.py's source): no
+    such result can be proved to be what this code computes, so none is served, nor listed for the app
+    (`results`, `latest`); each is computed once more, kept under its new key, and served from there."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    s = store.open(run)
+    settings = PatchSettings(split="qa_in", layers=(-1,), erase=False)
+    [(fresh, hit)] = patch(run, s, ["mix"], settings, cache=False)
+    assert not hit and fresh["version"] == interventions.PATCH_VERSION and "code" not in fresh
+    ident = {"code": "5e1f0ffee0a1", "store": s.meta.get("fingerprint"), "model": "mix", **asdict(settings)}
+    old_key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    old = {k: v for k, v in fresh.items() if k != "version"} | {"code": "5e1f0ffee0a1"}
+    assert interventions.store_cached(s, old_key, old) and interventions.cached(s, old_key) is not None
+    assert interventions.results(s) == [] and interventions.latest(s, "job", "mix", "qa_in") is None
+
+    [(result, hit)] = patch(run, s, ["mix"], settings)
+    assert not hit and result["outcomes"] == fresh["outcomes"]  # computed once more
+    [(again, hit)] = patch(run, s, ["mix"], settings)
+    assert hit and again["outcomes"] == fresh["outcomes"]  # then served
+    assert [r["key"] for r in interventions.results(s)] == [interventions.cache_key(s, "mix", settings)]
+    assert interventions.cached(s, old_key) is not None  # the old entry, left as it was
+
+
 @pytest.mark.parametrize(
     "argv, says",
     [

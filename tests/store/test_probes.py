@@ -2,6 +2,8 @@
 the paper's formulas, the torch backends agree with scikit-learn, results are cached and never stale,
 and `factrecall-jobs probe` prints and draws the same numbers as the Python API."""
 
+from dataclasses import asdict
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -221,20 +223,80 @@ def test_the_whole_vocabulary_as_classes(tiny_run):
     assert abs(full[-1]["acc_bio_wbio"] - observed[-1]["acc_bio_wbio"]) <= 12.5  # one test person of 8
 
 
-def test_the_cache_key_follows_the_code_not_its_comments():
-    """Editing a comment or a docstring of store/probes.py keeps every cached sweep; a change of code
-    computes them anew."""
+def test_the_cache_key_follows_the_version_not_the_code(monkeypatch):
+    """A cached sweep is kept under the probes' version, not their source: store/probes.py loaded again
+    with a comment reworded and a line of code changed keys every sweep as before (that a change of
+    the numbers comes with a version bump is tests/test_golden_results.py's to see); a bump changes it."""
+    import importlib.util
     import inspect
-
-    import store.probes as probes
-    from store.probes import code_key
+    import sys
+    from types import SimpleNamespace
 
     source = inspect.getsource(probes)
-    commented = source.replace('"""Linear probes over the store', '"""Linear probes (reworded) over the store', 1)
-    commented = commented.replace("def accuracy(", "# a new comment\ndef accuracy(", 1)
-    assert commented != source and code_key(commented) == code_key(source)
-    changed = source.replace("return 100.0 * float(", "return 99.0 * float(", 1)
-    assert changed != source and code_key(changed) != code_key(source)
+    edited = source.replace('"""Linear probes over the store', '"""Linear probes (reworded) over the store', 1)
+    edited = edited.replace("def accuracy(", "# a new comment\ndef accuracy(", 1)
+    edited = edited.replace("return 100.0 * float(", "return 99.0 * float(", 1)
+    assert edited.count("99.0 * float(") == 1 and "(reworded)" in edited and "# a new comment" in edited
+    spec = importlib.util.spec_from_loader("edited_probes", loader=None)
+    copy = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "edited_probes", copy)  # where its dataclasses look their names up
+    exec(compile(edited, "edited_probes.py", "exec"), copy.__dict__)
+    s = SimpleNamespace(meta={"fingerprint": "8e083df1ade938a5"})  # all a key reads of a store
+    settings = ProbeSettings(attribute="job", layers=(1,))
+    assert copy.accuracy is not probes.accuracy and copy.cache_key(s, "mix", settings) == probes.cache_key(
+        s, "mix", settings
+    )
+    before = probes.cache_key(s, "mix", settings)
+    monkeypatch.setattr(probes, "PROBE_VERSION", probes.PROBE_VERSION + 1)
+    assert probes.cache_key(s, "mix", settings) != before
+
+
+def _old_scheme_key(s, model: str, settings: ProbeSettings) -> str:
+    """A sweep's key as factrecall made it before versions: a hash of store/probes.py's code (here one
+    such hash) and of the libraries, beside the settings, the store and the model."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    ident = {"code": "3f1c0ffee0a1", "store": s.meta.get("fingerprint"), "model": model, **asdict(settings)}
+    if settings.layers is None:
+        ident.pop("layers")
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def test_a_sweep_cached_under_the_old_code_hash_key_is_computed_once_more_not_served(tiny_run, tmp_path, monkeypatch):
+    """A store whose cache today's code (keys hashing store/probes.py's source) filled: its sweeps
+    cannot be proved to be what this code computes (the code they came from is not known), so none is
+    served; each is fitted once more, kept under its new key, and served from there. The old entry is
+    left as it was (a store the user cannot write to still answers)."""
+    import shutil
+
+    import zarr
+
+    from store.validate import digest
+
+    copy = tmp_path / "acts.zarr"
+    shutil.copytree(tiny_run / "activations.zarr", copy)
+    s = store.open(copy)
+    settings = ProbeSettings(attribute="job", layers=(-1,))
+    rows = sweep(s, "mix", settings, cache=False)
+    old_key = _old_scheme_key(s, "mix", settings)
+    assert old_key != probes.cache_key(s, "mix", settings)
+    wrong = [{**rows[0], "cosine": 0.5}]  # a valid entry, and one that could not pass for a new fit
+    entry = {"key": old_key, "model": "mix", "settings": asdict(settings), "code": "3f1c0ffee0a1"}
+    entry |= {"seconds": 1.0, "rows": wrong}
+    group = zarr.open_group(str(copy), mode="w", path=f"probes/{old_key}", zarr_format=3, use_consolidated=False)
+    group.attrs.put({**entry, "digest": digest(entry)})
+    assert probes._cached(s, old_key) == wrong  # as today's code would serve it
+
+    calls = []
+    real_fit = probes.fit
+    monkeypatch.setattr(probes, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    assert probes.cached(s, "mix", settings) is None  # what the app looks at: nothing yet
+    assert sweep(s, "mix", settings) == rows and len(calls) == 4  # fitted once more: W_QA, W_BIO, their controls'
+    assert sweep(store.open(copy), "mix", settings) == rows and len(calls) == 4  # then served
+    assert probes.cached(s, "mix", settings) == rows
+    assert probes._cached(s, old_key) == wrong  # the old entry, untouched and never read
 
 
 def test_the_control_task_is_near_chance_and_selectivity_is_what_is_left(tiny_run):
