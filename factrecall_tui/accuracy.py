@@ -9,6 +9,8 @@ prints. One row per (group, model present); only runs with at least one trained 
 chart below the table shows the group under the cursor: grouped bars, one colour per trained model
 (Stage and Mix side by side), per attribute (Figure 1) or per evaluation set (Figure 5).
 
+The tables themselves are built without Textual, beside this module: factrecall_tui/accuracy_tables.py.
+
 Keys: ↑/↓ choose a row, f switch between Figure 1 and Figure 5 (the table in a short terminal, and
 the chart).
 """
@@ -16,11 +18,9 @@ the chart).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -33,124 +33,33 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
+from factrecall_tui.accuracy_tables import (
+    FIG1_COLUMNS,
+    FIG1_LABELS,
+    FIG5_LABELS,
+    FIGURES,
+    TRAINED,
+    Curve,
+    GroupRows,
+    Row,
+    Tables,
+    build_tables,
+    runs_signature,
+    seeds_said,
+    table_rows,
+)
 from factrecall_tui.escape import escaped
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.quiet import DataTable, Line
 from factrecall_tui.run_view import to_csv
 from factrecall_tui.runs import RunSummary
-from jobs.errors import USER_ERRORS, first_line
-from jobs.run.folder import load_spec
-from jobs.run.tables import cell, group_curves, load_groups
 from jobs.shown import visible
-from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, CHAINS, MODEL_LABELS, SET_LABELS
+from jobs.words import MODEL_LABELS, SET_LABELS
 
-if TYPE_CHECKING:
-    from jobs.run.spec import ExperimentSpec
-
-FIGURES = {"fig1": "Figure 1 · QA out-of-distribution exact match (%)", "fig5": "Figure 5 · exact match (%)"}
-TRAINED = tuple(CHAINS)  # bio, stage, mix, qa: a run shows when it has one of these
-FIG1_COLUMNS = ("avg", *ATTRIBUTES)
-FIG1_LABELS = ["Ave", *(ATTRIBUTE_LABELS[a] for a in ATTRIBUTES)]
-FIG5_LABELS = list(SET_LABELS.values())
-# Bar colours per model: Stage and Mix are told apart at a glance.
-COLORS = {"bio": (140, 140, 140), "stage": (235, 140, 50), "mix": (70, 140, 240), "qa": (200, 90, 200)}
 FILL_CHUNK = 100  # rows added to the tables at a time (see `_fill`)
 FILL_PAUSE_S = 0.005
 TALL = 40  # pane height from which both tables are shown at once
-
-
-@dataclass
-class GroupRows:
-    """One configuration's rows of both tables, and what its chart plots."""
-
-    label: str
-    seeds: list[int]
-    runs: list[str]  # run folder names, for focus_run
-    models: list[str]  # metrics keys present, in the paper's order
-    fig1: dict[str, list[str]] = field(default_factory=dict)  # model -> cells (Ave, Date, ...)
-    fig5: dict[str, list[str]] = field(default_factory=dict)  # model -> cells (BIO, QA in, QA out)
-    chart1: dict[str, list[float]] = field(default_factory=dict)  # trained model label -> means
-    chart5: dict[str, list[float]] = field(default_factory=dict)
-    colors: list[tuple[int, int, int]] = field(default_factory=list)  # one per trained model, in chart order
-    seeds_of: dict[str, list[int]] = field(default_factory=dict)  # model -> the seeds whose runs have its results
-    curves: dict[str, Curve] = field(default_factory=dict)  # trained model label -> its curve over training
-
-
-@dataclass
-class Curve:
-    """One trained model's exact match over training (`factrecall-jobs plot`'s line): the mean over the
-    seeds that logged it, per set, at each optimizer step (Stage: its BIO phase, then from `switch` on
-    its QA phase)."""
-
-    steps: list[int]
-    means: dict[str, list[float]]  # set (bio, qa_in, qa_out) -> mean exact match (%) at each step
-    switch: int | None
-    seeds: int
-    color: tuple[int, int, int]
-
-
-@dataclass
-class Tables:
-    groups: list[GroupRows]
-    notes: list[str]  # one per run or group that could not be shown, and why
-
-
-def _mean(values: list[float]) -> float:
-    """What a bar shows: the mean over seeds (0 where no seed has the number, a cell of `–`)."""
-    return float(np.mean(values)) if values else 0.0  # np.mean, as jobs.run.tables.cell: the same float
-
-
-def build_tables(paths: list[Path]) -> Tables:
-    """Both figures' rows for the run folders `paths` (blocking file reads: call it off the UI
-    thread). A run whose spec cannot be read or is invalid, or a group whose metrics.json is not JSON
-    or has another shape, is left out with a note."""
-    notes: list[str] = []
-    specs: dict[Path, ExperimentSpec] = {}
-    for path in paths:
-        try:
-            specs[path] = load_spec(path)
-        except (OSError, *USER_ERRORS) as err:  # an unreadable or invalid spec is one note
-            notes.append(f"{path.name}: {first_line(err, with_type=True)}")
-    good = [p for p in paths if p in specs]
-    try:
-        groups = load_groups(good, specs)
-    except (OSError, ValueError, *USER_ERRORS) as err:  # e.g. a metrics.json that is not JSON
-        return Tables([], [*notes, f"cannot group the runs: {first_line(err, with_type=True)}"])
-    out: list[GroupRows] = []
-    for group in groups:
-        runs = group.paths
-        try:
-            n = len(group.metrics)
-            models = [m for m in MODEL_LABELS if any(m in metrics for metrics in group.metrics)]
-            rows = GroupRows(group.label, list(group.seeds), [p.name for p in runs], models)
-            for model in models:
-                rows.seeds_of[model] = sorted(seed for seed, m in zip(group.seeds, group.metrics) if model in m)
-                rows.fig1[model] = [cell(group.values(model, "qa_out", c), n) for c in FIG1_COLUMNS]
-                rows.fig5[model] = [cell(group.values(model, s, "avg"), n) for s in SET_LABELS]
-                if model in TRAINED:
-                    rows.chart1[MODEL_LABELS[model]] = [_mean(group.values(model, "qa_out", c)) for c in FIG1_COLUMNS]
-                    rows.chart5[MODEL_LABELS[model]] = [_mean(group.values(model, s, "avg")) for s in SET_LABELS]
-                    rows.colors.append(COLORS[model])
-            for model, (steps, per_set, switch) in group_curves(group.metrics).items():
-                rows.curves[MODEL_LABELS[model]] = Curve(
-                    [int(x) for x in steps],
-                    {k: [float(v) for v in a.mean(0)] for k, a in per_set.items()},
-                    switch,
-                    len(per_set["qa_out"]),
-                    COLORS[model],
-                )
-        except (KeyError, TypeError, ValueError) as err:  # a metrics.json of another shape
-            notes.append(f"{group.label}: metrics.json unreadable ({first_line(err, with_type=True)})")
-            continue
-        out.append(rows)
-    return Tables(out, notes)
-
-
-def _signature(runs: list[RunSummary]) -> tuple:
-    """What the tables depend on, cheaply (no file reads): each shown run's folder, spec time and
-    result numbers."""
-    return tuple((str(r.path), r.mtime, repr([r.metrics.get(m) for m in MODEL_LABELS])) for r in runs)
 
 
 class AccuracyPane(HandsFailuresUp, Vertical):
@@ -219,7 +128,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         """Every scan: re-read the results of runs with a trained model, in a worker; nothing is
         touched (cursor included) when they did not change."""
         shown = [r for r in runs if isinstance(r.metrics, dict) and any(m in r.metrics for m in TRAINED)]
-        signature = _signature(shown)
+        signature = runs_signature(shown)
         if signature == self._signature:
             return
         self._signature = signature
@@ -253,20 +162,20 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         tables = message.tables
         self.loaded = True
         keep = self._cursor_key()
-        old_rows = _rows(self.groups)
+        old_rows = table_rows(self.groups)
         self.groups, self.notes = tables.groups, tables.notes
-        new_rows = _rows(self.groups)
-        self._row_group = {row[0]: i for row, i in new_rows}
-        self._keys = {(i, row[2]): row[0] for row, i in new_rows}
-        if [row for row, _ in new_rows] != [row for row, _ in old_rows]:
-            self._fill([row for row, _ in new_rows], keep)
+        new_rows = table_rows(self.groups)
+        self._row_group = {row.key: row.group for row in new_rows}
+        self._keys = {(row.group, row.model): row.key for row in new_rows}
+        if new_rows != old_rows:
+            self._fill(new_rows, keep)
         self._set_message("")
         if self._pending_focus is not None:
             name, self._pending_focus = self._pending_focus, None
             self.focus_run(name)
         self._draw_chart()
 
-    def _fill(self, rows: list[tuple], keep: str | None) -> None:
+    def _fill(self, rows: list[Row], keep: str | None) -> None:
         """Both tables anew; the cursor stays on the row it was on (same run label and model), once
         `_add_rows` has added it."""
         for figure in FIGURES:
@@ -275,7 +184,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         self._add_rows(rows)
 
     @work(exclusive=True, group="accuracy-fill")
-    async def _add_rows(self, rows: list[tuple]) -> None:
+    async def _add_rows(self, rows: list[Row]) -> None:
         """FILL_CHUNK rows at a time: a DataTable measures every cell of the rows added to it before
         it draws, and 300 runs make 1,500 rows, so the first screenful is drawn, and keys are
         answered, while the rest are added. A pane unmounted between chunks (the app closing while a
@@ -285,18 +194,18 @@ class AccuracyPane(HandsFailuresUp, Vertical):
         except NoMatches:  # the tables this pane composed are gone: it is being removed
             return
 
-    async def _add_chunks(self, rows: list[tuple]) -> None:
+    async def _add_chunks(self, rows: list[Row]) -> None:
         fig1, fig5 = self._table("fig1"), self._table("fig5")
         for start in range(0, len(rows), FILL_CHUNK):
             chunk = rows[start : start + FILL_CHUNK]
-            for key, run, model, cells1, cells5, seeds in chunk:
+            for row in chunk:
                 # Text, not str: a str cell is parsed as markup, a third of the cost of a row.
-                label, seeds_cell = Text(MODEL_LABELS[model]), Text(seeds)
-                run_cell = Text(visible(run))  # a run folder's name: text, its control characters written out
-                fig1.add_row(run_cell, label, *map(Text, cells1), seeds_cell, key=key)
-                fig5.add_row(run_cell, label, *map(Text, cells5), seeds_cell, key=key)
+                label, seeds_cell = Text(MODEL_LABELS[row.model]), Text(row.seeds)
+                run_cell = Text(visible(row.run))  # a run folder's name: text, its control characters written out
+                fig1.add_row(run_cell, label, *map(Text, row.fig1), seeds_cell, key=row.key)
+                fig5.add_row(run_cell, label, *map(Text, row.fig5), seeds_cell, key=row.key)
             wanted = self._cursor_wanted
-            if wanted is not None and any(row[0] == wanted for row in chunk):
+            if wanted is not None and any(row.key == wanted for row in chunk):
                 self._cursor_wanted = None
                 self._move_cursor(wanted)
             await asyncio.sleep(FILL_PAUSE_S)  # a frame, and any key waiting, before the next rows
@@ -387,7 +296,7 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             data = group.chart1 if self.figure == "fig1" else group.chart5
             self.chart_labels = FIG1_LABELS if self.figure == "fig1" else FIG5_LABELS
             self.chart_data = {model: list(values) for model, values in data.items()}
-            seeds = _seeds_said(group)
+            seeds = seeds_said(group)
             what = "QA out exact match per attribute" if self.figure == "fig1" else "exact match per set"
             self.chart_title = (
                 f"{'Figure 1' if self.figure == 'fig1' else 'Figure 5'} · {group.label}{seeds} · {what} (%)"
@@ -449,36 +358,3 @@ class AccuracyPane(HandsFailuresUp, Vertical):
             text += f"\n[b red]skipped[/] {escaped(self.notes[0])}{more}"
         self.message = text
         self.query_one("#acc-message", Static).update(text)
-
-
-def _seeds_said(group: GroupRows) -> str:
-    """How many seeds the chart's bars are the mean of: each trained model's own count where a seed has
-    not got its results yet (`mean of 2 seeds`, or `Stage-tuned 1, Mix-tuned 2 of 2 seeds`)."""
-    trained = [m for m in group.models if m in TRAINED]
-    counts = {m: len(group.seeds_of.get(m, group.seeds)) for m in trained}
-    if len(set(counts.values())) <= 1:
-        n = next(iter(counts.values()), len(group.seeds))
-        return f", mean of {n} seeds" if n > 1 else ""
-    return (
-        ", mean of " + ", ".join(f"{MODEL_LABELS[m]} {k}" for m, k in counts.items()) + f" of {len(group.seeds)} seeds"
-    )
-
-
-def row_key(label: str, model: str) -> str:
-    """A table row's key: the group's label and the model's metrics key (`tiny-stage+mix-s*|mix`)."""
-    return f"{label}|{model}"
-
-
-def _rows(groups: list[GroupRows]) -> list[tuple[tuple, int]]:
-    """((key, Run cell, model, Figure 1 cells, Figure 5 cells, Seeds cell), group index) per row:
-    a group's label only on its first row."""
-    out, seen = [], set()
-    for i, g in enumerate(groups):
-        for j, model in enumerate(g.models):
-            seeds = ", ".join(map(str, g.seeds_of.get(model, sorted(g.seeds))))  # a seed still running: not yet
-            key = row_key(g.label, model)
-            if key in seen:  # two configurations under one label: rare, but keys must be unique
-                key = f"{key}|{i}"
-            seen.add(key)
-            out.append(((key, g.label if j == 0 else "", model, g.fig1[model], g.fig5[model], seeds), i))
-    return out

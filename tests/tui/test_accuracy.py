@@ -14,7 +14,8 @@ from textual.app import App
 from textual.widgets import DataTable, Footer
 
 import factrecall_tui
-from factrecall_tui.accuracy import AccuracyPane, row_key
+from factrecall_tui.accuracy import AccuracyPane
+from factrecall_tui.accuracy_tables import row_key
 from factrecall_tui.runs import scan
 from jobs.run.tables import cell, load_groups, strategy_curve
 from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, MODEL_LABELS
@@ -246,7 +247,7 @@ def test_the_tables_of_many_runs_cost_one_spec_read_and_one_hash_a_run(tmp_path,
 
     import jobs.run.folder as folder
     import jobs.run.spec as spec_module
-    from factrecall_tui.accuracy import build_tables
+    from factrecall_tui.accuracy_tables import build_tables
     from tests.tui.workspace import fixed_workspace
 
     ws = fixed_workspace(tmp_path / "ws")
@@ -266,7 +267,7 @@ def test_the_tables_of_many_runs_cost_one_spec_read_and_one_hash_a_run(tmp_path,
 
         return call
 
-    monkeypatch.setattr("factrecall_tui.accuracy.load_spec", counted("load_spec", folder.load_spec))
+    monkeypatch.setattr("factrecall_tui.accuracy_tables.load_spec", counted("load_spec", folder.load_spec))
     monkeypatch.setattr("jobs.run.tables.load_spec", counted("load_spec", folder.load_spec))
     monkeypatch.setattr(
         spec_module.ExperimentSpec, "config_hash", counted("config_hash", spec_module.ExperimentSpec.config_hash)

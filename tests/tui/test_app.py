@@ -13,7 +13,8 @@ from textual.widgets import DataTable, Input, Log, ProgressBar, Static
 
 import factrecall_tui.accuracy
 import factrecall_tui.probes
-from factrecall_tui.accuracy import AccuracyPane, row_key
+from factrecall_tui.accuracy import AccuracyPane
+from factrecall_tui.accuracy_tables import row_key
 from factrecall_tui.app import FactrecallApp
 from factrecall_tui.jobs_pane import JobsPane
 from factrecall_tui.launch import LaunchScreen
