@@ -8,23 +8,20 @@ names, chunks written, attributes) and preview a slice of an array: type a numpy
 columns are labelled with the store's coordinate arrays (`person`, `model`, ... and, for a person
 axis, `split` and `label_text`).
 
-The reading itself is factrecall_tui/store_browse.py (no Textual there). Every read of the store
-happens in a worker thread, which posts what it found as a message; zarr is imported there, never at
-import time. A store that cannot be opened, or a node that cannot be read, is one line in the pane.
-Everything a store says (node names, attributes, labels, strings in arrays, errors quoting them) is
-shown as text, never markup, with its control characters written out (`jobs.shown.visible`).
+The reading itself is factrecall_tui/store_browse.py, and how a node is worded
+factrecall_tui/store_text.py (no Textual in either). Every read of the store happens in a worker
+thread, which posts what it found as a message; zarr is imported there, never at import time. A
+store that cannot be opened, or a node that cannot be read, is one line in the pane. Everything a
+store says (node names, attributes, labels, strings in arrays, errors quoting them) is shown as
+text, never markup, with its control characters written out (`jobs.shown.visible`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.cells import cell_len
-from rich.console import Group
-from rich.highlighter import JSONHighlighter
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -43,7 +40,6 @@ from factrecall_tui.store_browse import (
     Preview,
     Selection,
     Signature,
-    clip,
     default_index,
     format_value,
     index_text,
@@ -52,6 +48,7 @@ from factrecall_tui.store_browse import (
     store_signature,
     walk_store,
 )
+from factrecall_tui.store_text import node_info, node_label
 from jobs.shown import visible
 from store.errors import StoreError
 from store.names import STORE_NAME, TRAJECTORY_NAME
@@ -271,9 +268,9 @@ class StorePane(HandsFailuresUp, Vertical):
             if parent is None:
                 continue
             if node.kind == "group" and node.children:
-                made[node.path] = parent.add(_label(node), data=node.path, expand=node.children <= 50)
+                made[node.path] = parent.add(node_label(node), data=node.path, expand=node.children <= 50)
             else:
-                made[node.path] = parent.add_leaf(_label(node), data=node.path)
+                made[node.path] = parent.add_leaf(node_label(node), data=node.path)
         tree.root.expand()
         arrays = sum(n.kind == "array" for n in nodes)
         groups = sum(n.kind == "group" for n in nodes) - 1
@@ -388,43 +385,14 @@ class StorePane(HandsFailuresUp, Vertical):
 
     # -- text ----------------------------------------------------------------------------------
     def _show_info(self, node: NodeInfo | None) -> None:
+        """The node's metadata and attributes (factrecall_tui/store_text.py), or nothing."""
         widget = self.query_one("#store-info", Static)
         if node is None:
             self.info_text = ""
             widget.update("")
             return
-        lines: list[tuple[str, str]] = [("path", "/" + node.path), ("kind", node.kind)]  # made visible below
-        if node.kind == "array":
-            written = self.chunks_written.get(node.path)
-            lines += [
-                ("shape", str(node.shape)),
-                ("dims", " × ".join(node.dims) if node.dims else "(none)"),
-                ("dtype", node.dtype),
-                (
-                    "chunks",
-                    f"{node.chunks} · "
-                    + (
-                        f"{written} of {node.nchunks} written" if written is not None else f"{node.nchunks} in the grid"
-                    ),
-                ),
-                ("fill value", node.fill_value),
-                ("codecs", node.codecs or "(none)"),
-            ]
-        elif node.kind == "group":
-            lines.append(("members", str(node.children)))
-        else:
-            lines.append(("error", node.error))
-        lines = [(key, visible(value)) for key, value in lines]
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="bold", no_wrap=True)
-        grid.add_column()
-        for key, value in lines:
-            grid.add_row(key, Text(value, style="red" if key == "error" else ""))
-        # JSON escapes C0 controls in strings, not C1 ones nor bidirectional overrides: written out too.
-        attrs = json.dumps(clip(node.attrs), indent=2, ensure_ascii=False, default=str) if node.attrs else "{}"
-        attrs = visible(attrs, lines=True)
-        self.info_text = "\n".join(f"{k}: {v}" for k, v in lines) + "\nattributes\n" + attrs
-        widget.update(Group(grid, Text("attributes", style="bold"), JSONHighlighter()(Text(attrs))))
+        self.info_text, shown = node_info(node, self.chunks_written.get(node.path))
+        widget.update(shown)
         self.query_one("#store-info-scroll", VerticalScroll).scroll_home(animate=False)
 
     def _set_message(self, text: str, error: bool = False) -> None:
@@ -434,21 +402,3 @@ class StorePane(HandsFailuresUp, Vertical):
     def _set_index_message(self, text: str, error: bool = False) -> None:
         self.index_message = visible(text)
         self.query_one("#store-index-message", Static).update(Text(self.index_message, style="red" if error else "dim"))
-
-
-def _label(node: NodeInfo) -> Text:
-    """A node's line in the tree: the store's words as text (a str label would be parsed as markup)."""
-    name = visible(node.name)
-    if node.kind == "broken":
-        return Text(f"⚠ {name}", style="red")
-    if node.kind == "group":
-        settings = node.attrs.get("settings")
-        if isinstance(settings, dict) and "model" in node.attrs:  # a cached probe result (store.probes)
-            label = Text(
-                visible(f"{node.attrs['model']} · {settings.get('attribute', '?')} · {settings.get('bio', '?')} ")
-            )
-            return label.append(name, style="dim")
-        return Text(f"{name}/", style="bold")
-    label = Text(name)
-    label.append(visible(f" {'×'.join(map(str, node.shape)) or 'scalar'} {node.dtype}"), style="dim")
-    return label
