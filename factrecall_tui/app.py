@@ -1,9 +1,9 @@
 """`factrecall-tui [WORKSPACE]`: launch and follow jobs, browse accuracies, fit probes, read stores.
 
-Five screens, one per tab (keys 1-5, as the tabs say): Jobs, Accuracy, Probes, Store, Report. The workspace is scanned in a
-thread worker once a second (only changed and active runs are re-read); jobs run as separate
-`factrecall-jobs` processes through the workspace queue, so closing the app stops nothing and
-reopening it finds them again. ctrl+p opens the command palette.
+Five screens, one per tab (keys 1-5, as the tabs say): Jobs, Accuracy, Probes, Store, Report. The
+workspace is scanned in a thread worker once a second (only changed and active runs are re-read);
+jobs run as separate `factrecall-jobs` processes through the workspace queue, so closing the app
+stops nothing and reopening it finds them again. ctrl+p opens the command palette.
 """
 
 from __future__ import annotations

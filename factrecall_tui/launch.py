@@ -257,10 +257,9 @@ class LaunchScreen(ModalScreen[list[str]]):
                     )
                     plan.set_class(True, "-error")
                     return False
+        one = len(existing) == 1
         note = (
-            f" ({len(existing)} of them exist{'s' if len(existing) == 1 else ''} and resume{'s' if len(existing) == 1 else ''})"
-            if existing
-            else ""
+            f" ({len(existing)} of them exist{'s' if one else ''} and resume{'s' if one else ''})" if existing else ""
         )
         shown = ", ".join(names[:3]) + (f" … and {len(names) - 3} more" if len(names) > 3 else "")
         plan.update(f"[green]✓[/] queues {len(names)} run{'s' if len(names) > 1 else ''}{note}: {escaped(shown)}")

@@ -109,7 +109,8 @@ class PatchView(Vertical):
         self.query_one("#patch-caption", Line).update(
             Content(
                 visible(
-                    f"computing: factrecall-jobs patch {' '.join(names)} --attribute {attribute} (about 20 s a run on 2 cores)…"
+                    f"computing: factrecall-jobs patch {' '.join(names)} --attribute {attribute} "
+                    "(about 20 s a run on 2 cores)…"
                 )
             )
         )

@@ -73,7 +73,7 @@ class Footer(Widget):
         if not self.is_attached or screen is not self.screen:
             return
         shown: dict[str, tuple] = {}
-        for key, (_, binding, enabled, tooltip) in screen.active_bindings.items():
+        for key, (_, binding, enabled, _tooltip) in screen.active_bindings.items():
             if binding.show and binding.action not in shown:  # an action bound to several keys: its first
                 shown[binding.action] = (key, self.app.get_key_display(binding), binding.description, enabled)
         palette = screen.active_bindings.get(self.app.COMMAND_PALETTE_BINDING)

@@ -92,7 +92,8 @@ class Remembered:
             os.replace(self.path, bad)
         except OSError as err:
             self._tell(
-                f"remembered settings {self.path} are damaged and cannot be moved aside ({err.strerror or err}); starting from defaults"
+                f"remembered settings {self.path} are damaged and cannot be moved aside ({err.strerror or err}); "
+                "starting from defaults"
             )
         else:
             self._tell(f"remembered settings {self.path} were damaged: moved to {bad.name}; starting from defaults")

@@ -185,7 +185,8 @@ class StudyScreen(HandsFailuresUp, ModalScreen[str | None]):
             proc.kill()
             proc.communicate()
             text, ok = (
-                f"the dry run took over {PLAN_TIMEOUT_S} s; plan it in a shell: factrecall-jobs reproduce {' '.join(argv)} --dry-run",
+                f"the dry run took over {PLAN_TIMEOUT_S} s; plan it in a shell: "
+                f"factrecall-jobs reproduce {' '.join(argv)} --dry-run",
                 False,
             )
         else:
