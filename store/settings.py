@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from store.errors import StoreError
-from store.names import BioFormat, Classes, PatchSplit, ProbeBackend, ProbeSplit
+from store.names import BioFormat, Classes, Compressor, Dtype, PatchSplit, ProbeBackend, ProbeSplit
 
 
 def setting(
@@ -29,17 +29,23 @@ def setting(
     low: float | None = None,
     high: float | None = None,
     above: float | None = None,
+    below: float | None = None,
     flag: str | None = None,
     metavar: str | None = None,
     prefix: str = "",
     form: bool = True,
+    alias: str | None = None,
+    repeat: bool = False,
+    empty: bool = False,
 ) -> Any:
-    """A settings field. `low`/`high`: inclusive bounds, `above`: an exclusive lower bound (each also
+    """A settings field. `low`/`high`: inclusive bounds, `above`/`below`: exclusive bounds (each also
     checked on construction). `flag`: the CLI's name when it is not `--field-name` (a True boolean is
     `--no-field-name`). `prefix`: a choice's flag value leaves it out (`--bio long` for "bio_long").
-    `form=False`: not shown in the app's forms (an expert's setting: the CLI and config only)."""
-    meta = {"help": help, "low": low, "high": high, "above": above, "flag": flag, "metavar": metavar}
-    meta |= {"prefix": prefix, "form": form}
+    `form=False`: not shown in the app's forms (an expert's setting: the CLI and config only).
+    `alias`: a second name of the flag; `repeat`: a tuple given one value per flag (`--set A --set B`);
+    `empty`: a positional tuple that may be left out (the verb then picks)."""
+    meta = {"help": help, "low": low, "high": high, "above": above, "below": below, "flag": flag, "metavar": metavar}
+    meta |= {"prefix": prefix, "form": form, "alias": alias, "repeat": repeat, "empty": empty}
     return dataclasses.field(default=default, metadata={"setting": meta})
 
 
@@ -86,7 +92,7 @@ def problem(field: dataclasses.Field, hint: Any, value: Any) -> str | None:
     if value is None:
         return None if optional else "must be given"
     values = value if many else (value,)
-    if many and not isinstance(value, tuple):
+    if many and not isinstance(value, (tuple, list)):
         return "must be a tuple"
     meta = info(field)
     for v in values:
@@ -104,10 +110,15 @@ def problem(field: dataclasses.Field, hint: Any, value: Any) -> str | None:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (base is int and not isinstance(v, int)):
                 return f"{v!r}: give a {'whole ' if base is int else ''}number"
             if not math.isfinite(v):
-                return f"{v}: give a finite number"
-            low, high, above = meta.get("low"), meta.get("high"), meta.get("above")
-            if (low is not None and v < low) or (high is not None and v > high) or (above is not None and v <= above):
-                return f"{v} is out of range: " + bounds(meta)
+                return f"{v} is out of range: give a finite number"
+            low, high, above, below = (meta.get(k) for k in ("low", "high", "above", "below"))
+            if (
+                (low is not None and v < low)
+                or (high is not None and v > high)
+                or (above is not None and v <= above)
+                or (below is not None and v >= below)
+            ):
+                return f"{_number(v)} is out of range: " + bounds(meta)
         elif base is str and not isinstance(v, str):
             return f"{v!r}: give text"
     return None
@@ -115,12 +126,18 @@ def problem(field: dataclasses.Field, hint: Any, value: Any) -> str | None:
 
 def bounds(meta: dict) -> str:
     """A field's range in words: 'give 1 or more', 'give 0 to 64', 'give a number above 0'."""
-    low, high, above = meta.get("low"), meta.get("high"), meta.get("above")
+    low, high, above, below = (_number(meta.get(k)) for k in ("low", "high", "above", "below"))
+    if above is not None and below is not None:
+        return f"give a number between {above} and {below}"
     if above is not None:
-        return f"give a number above {above:g}"
+        return f"give a number above {above}"
     if low is not None and high is not None:
-        return f"give {low:g} to {high:g}"
-    return f"give {low:g} or more" if low is not None else f"give {high:g} or less"
+        return f"give {low} to {high}"
+    return f"give {low} or more" if low is not None else f"give {high} or less"
+
+
+def _number(x: float | None) -> str | None:
+    return None if x is None else str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def check(settings: Any, error: type[Exception] = StoreError) -> None:
@@ -178,6 +195,35 @@ class PatchSettings:
     )
     seed: int = setting(0, "for the donors, the random vectors and the sample", low=0)
     erase: bool = setting(True, "skip the LEACE erasure columns")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    """What a dump writes and how (jobs.run.dump), from `dump`'s flags or the pipeline's defaults.
+    Settings left at None are the existing store's (a resume needs no flags repeated), else the
+    defaults: float16, uncompressed, chunks of up to 4 MiB, train.eval_batch_size prompts a batch."""
+
+    models: tuple[str, ...] | None = setting(None, "models to dump (default: untrained and every trained phase)")
+    url: str | None = setting(None, "store path or fsspec URL (default: RUN/activations.zarr)", flag="--out")
+    trajectory: bool = setting(
+        False, "the snapshots kept along training (train.snapshots) instead, into RUN/trajectory.zarr"
+    )
+    dtype: Dtype | None = setting(
+        None,
+        "stored precision (default: the existing store's, else float16: half the disk, about 3 significant digits)",
+    )
+    compressor: Compressor | None = setting(
+        None,
+        "chunk compression (default: the existing store's, else none: see benchmarks/RESULTS.md for what zstd "
+        "saves and costs)",
+    )
+    chunk_people: int | None = setting(
+        None, "people per chunk (default: the existing store's, else as many as fit 4 MiB)", low=1
+    )
+    batch_size: int | None = setting(None, "prompts per forward pass (default: train.eval_batch_size)", low=1)
 
     def __post_init__(self) -> None:
         check(self)

@@ -11,8 +11,11 @@ from typing import NamedTuple
 from jobs.errors import SpecError
 from jobs.run.budget import check_fits
 from jobs.run.checkpoints import check_model_path, resolve_model
-from jobs.run.spec import DEFAULT_PRESET, ExperimentSpec, build_spec, check_run_name, load_config_file
-from jobs.words import DEFAULT_STRATEGIES
+from jobs.run.spec import DEFAULT_PRESET, ExperimentSpec, build_spec, check_run_name, load_config_file, preset_names
+from jobs.words import DEFAULT_STRATEGIES, Strategy
+from store.settings import check, setting
+
+MAX_SEED = 2**32 - 1  # what numpy and torch both take as a seed
 
 
 class PlannedRun(NamedTuple):
@@ -26,19 +29,34 @@ class RunRequest:
     (people, QA-in share, a checkpoint by path, the device) for each seed, with the strategies in one
     run per seed, or in a run per seed and strategy (`per_strategy`). Checked as it is made."""
 
-    preset: str = DEFAULT_PRESET
-    strategies: tuple[str, ...] | None = None  # None: the preset's (stage, mix)
-    seeds: tuple[int, ...] = (0,)
-    config: Path | None = None  # a TOML file laid out like jobs/presets/*.toml
-    overrides: tuple[str, ...] = ()  # KEY=VALUE
-    people: int | None = None
-    qa_in_fraction: float | None = None
-    model: str | None = None  # a local Hugging Face checkpoint folder
-    device: str | None = None
-    name: str | None = None  # run name; with several runs, the prefix of each
-    per_strategy: bool = False
+    preset: str = setting(DEFAULT_PRESET, f"one of: {', '.join(preset_names())}")
+    strategies: tuple[Strategy, ...] | None = setting(
+        None, "strategies to train (default: stage mix, the paper's comparison)", flag="--strategy"
+    )
+    seeds: tuple[int, ...] = setting(
+        (0,), "seeds (default 0); several: the tables show mean ± std", low=0, high=MAX_SEED, alias="--seed"
+    )
+    config: Path | None = setting(None, "TOML file of settings, laid out like the presets in jobs/presets/")
+    overrides: tuple[str, ...] = setting(
+        (), "any setting, e.g. --set train.mix.epochs=30 (repeatable)", flag="--set", metavar="KEY=VALUE", repeat=True
+    )
+    people: int | None = setting(None, "number of people (data.people)", low=2)
+    qa_in_fraction: float | None = setting(None, "share of people whose QA is trained on", above=0, below=1)
+    model: str | None = setting(
+        None,
+        "a local Hugging Face checkpoint folder, or a model imported with `models import`, instead of the "
+        "built-in model",
+    )
+    device: str | None = setting(None, "auto (default), cpu, cuda, cuda:N")
+    name: str | None = setting(None, "run folder name (default: from preset, strategies, seed)")
+    per_strategy: bool = setting(
+        False,
+        "one run per seed and strategy (run in parallel; stage and bio each train the BIO phase) instead of one "
+        "per seed",
+    )
 
     def __post_init__(self) -> None:
+        check(self, SpecError)
         if not self.seeds:
             raise SpecError("give at least one seed, e.g. 0 or 0 1 2")
         if any(not isinstance(s, int) or s < 0 for s in self.seeds):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib.metadata import version
 
 import numpy as np
@@ -29,30 +28,10 @@ from jobs.run.tokenizer import Target
 from jobs.words import ATTRIBUTES, FORMATS
 from store import Layout, Writer
 from store.names import STORE_NAME, TRAJECTORY_NAME
+from store.settings import DumpOptions
 from store.writer import existing_settings
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-@dataclass(frozen=True)
-class DumpOptions:
-    """What a dump writes and how, from `dump`'s flags (or the pipeline's defaults), checked once.
-    Settings left at None are the existing store's (a resume needs no flags repeated), else the
-    defaults: float16, uncompressed, chunks of up to 4 MiB, train.eval_batch_size prompts a batch."""
-
-    models: tuple[str, ...] | None = None  # None: every model of the store
-    url: str | None = None  # None: RUN/activations.zarr (RUN/trajectory.zarr with `trajectory`)
-    trajectory: bool = False  # the snapshots kept along training instead of the final models
-    dtype: str | None = None
-    compressor: str | None = None
-    chunk_people: int | None = None
-    batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("chunk_people", "batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise FactrecallError(f"--{name.replace('_', '-')} {value}: give a whole number of at least 1")
 
 
 def default_url(run: RunFolder, trajectory: bool = False) -> str:
@@ -204,7 +183,7 @@ def dump(
     tok: PreTrainedTokenizerBase,
     all_prompts: list[Prompt],
     targets: list[Target],
-    options: DumpOptions = DumpOptions(),
+    options: DumpOptions | None = None,
     *,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -213,6 +192,7 @@ def dump(
     or with `options.trajectory` the snapshots kept along training) into the store at `options.url`
     (default: RUN/activations.zarr, or RUN/trajectory.zarr). Finished blocks are never recomputed.
     `on_start(prompts still to forward)` once the store is open, `progress(prompts)` as they go."""
+    options = options or DumpOptions()
     trajectory = options.trajectory
     everything = store_models(run, trajectory)
     if trajectory and not everything:
