@@ -1,14 +1,16 @@
-"""What the Probes pane computes, without Textual: the request (runs and settings), the attributes a
-store holds (read without zarr), and the fit itself (`compute`): the table `factrecall-jobs probe`
-prints (`store.probes.sweeps`, the same assembly) and its summary over runs.
+"""What the Probes pane computes, without Textual: the request (runs and the whole `ProbeSettings` of
+store/settings.py), the attributes a store holds (read without zarr), and the fit itself (`compute`):
+the table `factrecall-jobs probe` prints (`store.probes.sweeps`, the same assembly) and its summary
+over runs.
 
 `store.probes` (torch) is imported by `compute`, in the pane's worker thread, never at import time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +18,9 @@ from typing import TYPE_CHECKING
 from jobs.errors import RunFolderError
 from jobs.run.files import read_json
 from jobs.run.spec import is_name
+from jobs.words import ATTRIBUTES
 from store.names import ATTRS_KEY, STORE_NAME
+from store.settings import ProbeSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,18 +28,31 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ProbeRequest:
-    """What a fit computes: the runs (seeds) and every setting besides the CLI's defaults."""
+    """What a fit computes: the runs (seeds), their folders, and the settings, as a whole."""
 
     runs: tuple[str, ...]
     paths: tuple[str, ...]
-    attribute: str
-    bio: str
-    train_split: str = "qa_in"
-    test_split: str = "qa_out"
+    settings: ProbeSettings = ProbeSettings()
 
     def describe(self) -> str:
+        """`job, bio_long, qa_in → qa_out, RUN`, and any other setting that is not its default."""
+        s = self.settings
         runs = self.runs[0] if len(self.runs) == 1 else f"{len(self.runs)} runs"
-        return f"{self.attribute}, {self.bio}, {self.train_split} → {self.test_split}, {runs}"
+        main = ("attribute", "bio", "train_split", "test_split")
+        other = [
+            f"{f.name.replace('_', ' ')} {_word(getattr(s, f.name))}"
+            for f in dataclasses.fields(s)
+            if f.name not in main and getattr(s, f.name) != f.default
+        ]
+        return ", ".join([s.attribute, s.bio, f"{s.train_split} → {s.test_split}", *other, runs])
+
+
+def _word(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)
 
 
 @dataclass
@@ -62,6 +79,32 @@ def store_attributes(run_path: Path) -> tuple[str, ...] | None:
     except (OSError, RunFolderError, KeyError, TypeError, IndexError):
         return None
     return attributes or None
+
+
+class StoreAttributes:
+    """The attributes the chosen stores all hold, each store read once a version (its zarr.json's time)."""
+
+    def __init__(self) -> None:
+        self._read: dict[tuple[str, int], tuple[str, ...] | None] = {}
+
+    def common(self, paths: Sequence[Path]) -> tuple[str, ...]:
+        """The attributes every store of `paths` has, in the first one's (BIO) order; the vocabulary's
+        where none can be read."""
+        found: list[tuple[str, ...]] = []
+        for path in paths:
+            try:
+                stamp = (path / STORE_NAME / "zarr.json").stat().st_mtime_ns
+            except OSError:
+                stamp = 0
+            key = (str(path), stamp)
+            if key not in self._read:
+                self._read[key] = store_attributes(path)
+            if self._read[key]:
+                found.append(self._read[key])
+        if not found:
+            return ATTRIBUTES
+        common = [a for a in found[0] if all(a in f for f in found[1:])]
+        return tuple(common) or found[0]
 
 
 def compute(
@@ -92,9 +135,7 @@ def compute(
     for path in request.paths:
         check()
         stores.append(store.open(path))
-    settings = probes.ProbeSettings(
-        attribute=request.attribute, bio=request.bio, train_split=request.train_split, test_split=request.test_split
-    )
+    settings = request.settings
     models = probes.baseline(stores, probes.check_request(stores, None, settings))  # as `probe` shows them
     found = list(probes.sweeps(stores, models, settings, cached_only=not fit, progress=step))
     if len(found) < len(stores) * len(models):  # cached_only: the cache lacks one

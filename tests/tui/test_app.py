@@ -94,9 +94,9 @@ def test_launch_watch_read_accuracies_fit_probes_and_browse_the_store(tmp_path):
                     "probe",
                     name,
                     "--attribute",
-                    probes.request.attribute,
+                    probes.request.settings.attribute,
                     "--bio",
-                    probes.request.bio.removeprefix("bio_"),
+                    probes.request.settings.bio.removeprefix("bio_"),
                     "--no-cache",
                     "--csv",
                     csv,
@@ -213,7 +213,7 @@ def test_an_unexpected_failure_in_a_pane_is_one_notification_and_the_pane_stays_
                 what="the fit's failure as a notification",
             )
             pane = app.query_one(ProbesPane)
-            await settle(pilot, until=lambda: pane._fitting is None, what="the Probes pane to be free")
+            await settle(pilot, until=lambda: not pane.busy, what="the Probes pane to be free")
             assert not pane.query_one("#probe-progress", ProgressBar).display
             assert "boom" in str(pane.query_one("#probe-status", Static).render())
 

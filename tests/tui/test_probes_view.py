@@ -18,7 +18,7 @@ from factrecall_tui.probe_chart import ProbeChart
 from factrecall_tui.probes import ProbesPane
 from factrecall_tui.runs import scan
 from jobs.cli import main
-from tests.tui.conftest import settle
+from tests.tui.helpers import settle
 
 CSS = str(Path(probes_view.__file__).with_name("probes.tcss"))
 
@@ -122,7 +122,7 @@ def _visible(pane: ProbesPane) -> list[str]:
 async def _fit(app: Host, pilot, pane: ProbesPane) -> None:
     """Press f as the researcher does, and wait for the worker and for the pane to show its end."""
     await pilot.press("f")
-    await settle(pilot, until=lambda: pane._fitting is None, what="the fit to end")
+    await settle(pilot, until=lambda: not pane.busy, what="the fit to end")
     await settle(pilot)
 
 
@@ -182,9 +182,9 @@ def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny
             await pilot.press("a")
             await settle(pilot, until=lambda: "f: fit" in _status(pane), what="the pane to say f fits")
             assert pane.query_one("#probe-attribute", Select).value == "blood_type"
-            assert pane.request.attribute == "employer"
+            assert pane.request.settings.attribute == "employer"
             await _fit(app, pilot, pane)
-            assert pane.request.attribute == "blood_type"
+            assert pane.request.settings.attribute == "blood_type"
 
             # From here on no probe may be fitted: what follows comes from the store's cache.
             def no_fit(*args, **kwargs):
@@ -196,7 +196,9 @@ def test_a_fit_shows_the_clis_numbers_and_a_second_one_comes_from_the_cache(tiny
             # Back to employer (blood_type -> birth_date -> ... -> employer): shown at once, without f.
             await pilot.press(*"aaaaa")
             assert pane.query_one("#probe-attribute", Select).value == "employer"
-            await settle(pilot, until=lambda: pane.request.attribute == "employer", what="employer from the cache")
+            await settle(
+                pilot, until=lambda: pane.request.settings.attribute == "employer", what="employer from the cache"
+            )
             assert _cells(pane.query_one("#probe-table", DataTable)) == _cli_cells(cli)
             # And f with the same settings: served from the cache.
             shown = pane.results
@@ -223,7 +225,7 @@ def test_several_runs_are_seeds_mean_and_std_as_the_cli(tiny_run, tmp_path):
             box = pane.query_one("#probe-runs", SelectionList)
             box.focus()
             pane.focus_run("seed-a")
-            box.highlighted = pane._names.index("seed-b")
+            box.highlighted = pane.names.index("seed-b")
             await pilot.press("space")
             await pilot.pause()
             assert sorted(pane.selected_runs()) == ["seed-a", "seed-b"]
@@ -296,7 +298,7 @@ def test_runs_without_a_store_and_broken_stores_say_so(tiny_run, tmp_path):
         async with app.run_test(size=(80, 24)) as pilot:
             pane = app.query_one(ProbesPane)
             await pilot.pause()
-            assert sorted(pane._names) == ["broken", "good", "undumped"]  # only runs with a store are offered
+            assert sorted(pane.names) == ["broken", "good", "undumped"]  # only runs with a store are offered
             assert pane.selected_runs() == ["broken"]  # focus_run before mounting took effect
             pane.focus_run("bare")
             assert "no activation store" in _status(pane)
