@@ -54,3 +54,20 @@ def test_a_forbidden_import_or_a_loop_breaks_a_contract(tmp_path, file, line, br
     result = lint(tmp_path)
     assert result.returncode != 0, result.stdout[-3000:]
     assert broken in result.stdout.split("Broken contracts", 1)[-1], result.stdout[-3000:]
+
+
+def _ruff(*args: str) -> subprocess.CompletedProcess:
+    command = Path(sys.executable).with_name("ruff")
+    if not command.exists():
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    return subprocess.run([str(command), *args, "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_ruff_finds_nothing_with_the_rules_pyproject_toml_chooses():
+    result = _ruff("check")
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_the_code_is_as_ruff_format_writes_it():
+    result = _ruff("format", "--check")
+    assert result.returncode == 0, result.stdout[-3000:]
