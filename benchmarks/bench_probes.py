@@ -23,7 +23,8 @@ import torch
 from timing import timed
 
 import store
-from store.probes import ProbeSettings, Sweep, accuracy, fit, frame, summary, sweep
+from store.probe_tables import frame, summary
+from store.probes import ProbeSettings, Sweep, accuracy, fit, sweep
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import store
 from jobs.run.patch import patch
 from jobs.words import ATTRIBUTES
 from store.interventions import DIFFERENCES, LABELS, PatchSettings, frame, intervals, summary
+from store.probe_tables import frame as probe_frame
+from store.probe_tables import intervals as probe_intervals
 from store.probes import ProbeSettings, Sweep, sweeps
-from store.probes import frame as probe_frame
-from store.probes import intervals as probe_intervals
 
 SHOWN = (
     "qa",

@@ -17,7 +17,7 @@ from jobs.study.plan import ACCURACY_COLUMNS, PAPER_MODELS, REPORT_MODELS
 from jobs.words import ATTRIBUTE_LABELS, ATTRIBUTES, BIO_FORMATS, FORMAT_LABELS, MODEL_LABELS, SET_LABELS
 from store.figures import probe_figure
 from store.names import PROBE_COLUMNS
-from store.probes import summary
+from store.probe_tables import summary
 
 
 def _figure(width: float, height: float, rows: int = 1, cols: int = 1):

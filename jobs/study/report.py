@@ -34,7 +34,8 @@ from jobs.study.plan import (
 )
 from jobs.words import ATTRIBUTES, BIO_FORMATS, SET_LABELS
 from store.names import PROBE_COLUMNS, PROBE_CONTROLS, PROBE_INTERVALS, PROBE_SELECTIVITY, TRAJECTORY_NAME
-from store.probes import ProbeSettings, frame, intervals, sweep, sweeps
+from store.probe_tables import frame, intervals
+from store.probes import ProbeSettings, sweep, sweeps
 
 TRAJECTORY_COLUMNS = ("delta_rep", "delta_mech", "cosine", "cka", "acc_qa_wqa", "acc_bio_wqa")
 PROBED = [*PAPER_MODELS, "untrained"]  # the untrained model: every probe table's baseline

@@ -14,7 +14,8 @@ from sklearn.linear_model import LogisticRegression
 import store
 from store import probes
 from store.names import PROBE_ACCURACIES, PROBE_CONTROLS, PROBE_SELECTIVITY
-from store.probes import ProbeSettings, Sweep, accuracy, alignment, fit, summary, sweep, table
+from store.probe_tables import intervals, summary
+from store.probes import ProbeSettings, Sweep, accuracy, alignment, fit, sweep, table
 from tests.helpers import run_cli
 
 
@@ -338,7 +339,7 @@ def test_bootstrap_intervals_cover_the_truth_and_the_spread_between_seeds():
     rng = np.random.default_rng(7)
     covered = 0
     for i in range(200):
-        lo, hi = probes.intervals([_simulated(f"r{i}", 0.6, 200, rng)], "mix", [0], resamples=1000)["acc_qa_wqa"]
+        lo, hi = intervals([_simulated(f"r{i}", 0.6, 200, rng)], "mix", [0], resamples=1000)["acc_qa_wqa"]
         covered += lo <= 60.0 <= hi
     assert 0.89 <= covered / 200 <= 0.99, covered
     # Seeds that differ only in their people (the spread one run's interval stands for): one seed's
@@ -346,13 +347,13 @@ def test_bootstrap_intervals_cover_the_truth_and_the_spread_between_seeds():
     # the variance of one).
     same = [_simulated(f"t{i}", 0.6, 200, rng) for i in range(30)]
     value = [100 * np.mean(one.rows[0]["correct"]["acc_qa_wqa"]) for one in same]
-    bounds = [probes.intervals([one], "mix", [0], resamples=1000)["acc_qa_wqa"] for one in same]
+    bounds = [intervals([one], "mix", [0], resamples=1000)["acc_qa_wqa"] for one in same]
     held = np.mean([lo <= value[j] <= hi for i, (lo, hi) in enumerate(bounds) for j in range(len(same)) if j != i])
     assert 0.75 <= held <= 0.92, held
     # Seeds that differ by more than their people do: the interval over seeds is the wider for it.
     seeds = [_simulated(f"s{i}", p, 200, rng) for i, p in enumerate((0.45, 0.6, 0.75))]
     per_seed = [100 * np.mean(one.rows[0]["correct"]["acc_qa_wqa"]) for one in seeds]
-    lo, hi = probes.intervals(seeds, "mix", [0])["acc_qa_wqa"]
+    lo, hi = intervals(seeds, "mix", [0])["acc_qa_wqa"]
     assert lo < np.mean(per_seed) < hi and hi - lo > (max(per_seed) - min(per_seed)) / 2
     pooled = Sweep(
         "all",
@@ -368,7 +369,7 @@ def test_bootstrap_intervals_cover_the_truth_and_the_spread_between_seeds():
         ],
         False,
     )
-    p_lo, p_hi = probes.intervals([pooled], "mix", [0])["acc_qa_wqa"]
+    p_lo, p_hi = intervals([pooled], "mix", [0])["acc_qa_wqa"]
     assert hi - lo > 2 * (p_hi - p_lo)
     # Δs are resampled with their pairing: identical probes give a Δ interval of exactly zero.
     twin = Sweep(
@@ -383,4 +384,4 @@ def test_bootstrap_intervals_cover_the_truth_and_the_spread_between_seeds():
         ],
         False,
     )
-    assert probes.intervals([twin], "mix", [0])["delta_rep"] == (0.0, 0.0)
+    assert intervals([twin], "mix", [0])["delta_rep"] == (0.0, 0.0)
