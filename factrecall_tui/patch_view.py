@@ -40,7 +40,7 @@ def read(names: tuple[str, ...], paths: tuple[str, ...], attribute: str) -> Patc
     and every QA-out person), as the CLI tabulates them; a caption saying what to run where one lacks them."""
     import store
     from store.interventions import COLUMNS, LABELS, frame, latest, summary
-    from store.probes import format_cell
+    from store.probe_tables import format_cell
 
     found, missing = [], []
     for name, path in zip(names, paths):

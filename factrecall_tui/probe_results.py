@@ -33,7 +33,7 @@ STALE = ("shown: the previous settings (f fits these) · ", "bold yellow")
 
 def caption(request: ProbeRequest, result: ProbeResult) -> Text:
     """What the shown numbers are of: the settings, the runs, the people counted and the intervals."""
-    from store.probes import counts  # loaded already, by the worker that made `result`
+    from store.probe_tables import counts
 
     s, df = request.settings, result.df
     several = len(request.runs) > 1
@@ -121,7 +121,7 @@ class ProbeResults(Vertical):
     async def show(self, request: ProbeRequest, result: ProbeResult, emphasis: str, stale: bool) -> None:
         """A result: its caption (`stale`: the controls say other settings now), its table, and a chart
         per model."""
-        from store.probes import row_cells, table_columns  # loaded already, by the worker that made `result`
+        from store.probe_tables import row_cells, table_columns
 
         self.models, self.results = result.models, result.agg
         self._caption = caption(request, result)

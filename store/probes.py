@@ -46,19 +46,7 @@ import zarr
 from store.cache import result_key
 from store.errors import StoreError
 from store.names import PROBE_ACCURACIES, PROBE_CONTROLS, PROBE_SELECTIVITY
-
-# Re-exported (F401): jobs/cli.py imports baseline, counts, format_cell, row_cells, summary and table_columns
-# from here. They live in store.probe_tables, where every other importer reads them.
-from store.probe_tables import (  # noqa: F401
-    Sweep,
-    baseline,
-    counts,
-    format_cell,
-    frame,
-    row_cells,
-    summary,
-    table_columns,
-)
+from store.probe_tables import Sweep, frame
 from store.reader import ActivationStore
 from store.settings import ProbeSettings
 from store.validate import digest, digest_ok, rate

@@ -94,16 +94,8 @@ def cmd_probe(o: ProbeCommand, workspace: Path) -> None:
     from jobs.run.files import check_output
     from store.figures import probe_figure
     from store.names import PROBE_LABELS
-    from store.probes import (
-        baseline,
-        check_request,
-        counts,
-        frame,
-        row_cells,
-        summary,
-        sweeps,
-        table_columns,
-    )
+    from store.probe_tables import baseline, counts, frame, row_cells, summary, table_columns
+    from store.probes import check_request, sweeps
 
     paths = [store_of(workspace, r) for r in o.runs]
     stores = [store.open(p) for p in paths]
@@ -170,7 +162,8 @@ def cmd_patch(o: PatchCommand, workspace: Path) -> None:
     from jobs.run.patch import patch
     from store.figures import patch_figure
     from store.interventions import COLUMNS, LABELS, frame, summary
-    from store.probes import check_request, format_cell
+    from store.probe_tables import format_cell
+    from store.probes import check_request
 
     settings = o.settings
     paths = [resolve_run(workspace, r) for r in o.runs]  # checkpoints are needed: runs, not bare stores

@@ -87,7 +87,8 @@ def _cli_cells(df: pd.DataFrame, several: bool = False) -> list[list[str]]:
     """The CLI's table rows (model, layer, its formatted cells), as cmd_probe makes them: from its CSV's
     runs, read back from the stores' caches it filled (the intervals resample each person's outcome)."""
     import store
-    from store.probes import ProbeSettings, frame, row_cells, summary, sweeps
+    from store.probe_tables import frame, row_cells, summary
+    from store.probes import ProbeSettings, sweeps
 
     ws = df.attrs["workspace"]
     runs, models = df.attrs["runs"], list(dict.fromkeys(df["model"]))
@@ -330,7 +331,7 @@ def test_i_shows_the_interventions_the_stores_hold_as_the_patch_command_prints_t
     computes them; `i` again brings the probes back."""
     import store
     from store.interventions import COLUMNS, frame, latest, summary
-    from store.probes import format_cell
+    from store.probe_tables import format_cell
 
     ws = tmp_path / "ws"
     shutil.copytree(tiny_run, ws / "runs" / tiny_run.name, ignore=shutil.ignore_patterns("run.lock"))
