@@ -22,7 +22,8 @@ squeue no longer lists `GONE`, so a job Slurm dropped is not shown queued for ev
 
 With FACTRECALL_SUBMITIT_CLUSTER=local the same submission runs through submitit's LocalExecutor on
 this machine (what the tests do); submitit itself is only imported when a job is submitted or asked
-about, so the TUI stays light.
+about, so the TUI stays light. What a job asks Slurm for, and its check against the cluster's
+partitions, is `jobs.launch.slurm_options`.
 """
 
 from __future__ import annotations
@@ -34,15 +35,15 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.errors import FactrecallError
 from jobs.launch.procs import TERM_STOPS, alive, resume_command, take_request
+from jobs.launch.slurm_options import SlurmOptions, _slurm, fit_to_cluster
 from jobs.run.events import INTERRUPTED_CODES, latest, record_end
 from jobs.run.files import atomic_write_json, open_append, read_record
-from jobs.run.folder import request_stop
 from jobs.run.spec import check_run_name
+from jobs.run.stop import request_stop
 from jobs.run.workspace import QUEUE, run_path
 from jobs.run.workspace import folder as workspace_folder
 
@@ -75,82 +76,6 @@ def cluster() -> str:
     if name not in ("slurm", "local"):
         raise FactrecallError(f"FACTRECALL_SUBMITIT_CLUSTER={name!r}: use slurm (default) or local")
     return name
-
-
-def minutes(text: str) -> int:
-    """Slurm's time formats: MINUTES, HH:MM:SS, MM:SS, D-HH[:MM[:SS]]."""
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
-    if not m:
-        raise FactrecallError(f"--time {text!r}: give minutes (90), HH:MM:SS (24:00:00) or D-HH:MM:SS (2-00:00:00)")
-    days, a, b, c = (int(g) if g else None for g in m.groups())
-    if days is None and b is None:
-        total = a  # plain minutes
-    elif days is None and c is None:
-        total = a + (b or 0) / 60  # MM:SS
-    else:
-        total = (days or 0) * 1440 + a * 60 + (b or 0) + (c or 0) / 60
-    if total < 1:
-        raise FactrecallError(f"--time {text!r} is under a minute")
-    return max(1, round(total))
-
-
-@dataclass
-class SlurmOptions:
-    """What `#SBATCH` asks for, per array task (one run each)."""
-
-    partition: str | None = None
-    gpus: int | None = None  # None: 1 where the partition has GPUs (sinfo), else 0
-    cpus: int | None = None
-    time: str = "24:00:00"
-    mem: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    parallelism: int | None = None
-    setup: list[str] = field(default_factory=list)
-
-    def parameters(self) -> dict:
-        """For submitit's AutoExecutor.update_parameters (slurm_* keys apply on Slurm only)."""
-        # Each option becomes an `#SBATCH` line (each setup line a line of the script): a newline or any
-        # other control character would end the directive and run the rest as a shell command.
-        for flag, value in (
-            ("partition", self.partition),
-            ("account", self.account),
-            ("qos", self.qos),
-            ("constraint", self.constraint),
-            ("mem", self.mem),
-            ("time", self.time),
-            *(("setup", line) for line in self.setup),
-        ):
-            if value is not None and re.search(r"[\x00-\x1f\x7f]", value):
-                raise FactrecallError(
-                    f"--{flag} {value!r} holds a control character (a newline?); give one line of plain text"
-                )
-            if flag in ("partition", "account", "qos", "mem", "time") and value is not None and re.search(r"\s", value):
-                raise FactrecallError(f"--{flag} {value!r}: Slurm names hold no spaces")
-        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?", self.mem):
-            raise FactrecallError(f"--mem {self.mem!r}: give Slurm's form, e.g. 64G or 500M")
-        params = {
-            "name": "factrecall",
-            "timeout_min": minutes(self.time),
-            "gpus_per_node": 1 if self.gpus is None else self.gpus,
-            "tasks_per_node": 1,
-            "nodes": 1,
-            "slurm_signal_delay_s": 120,
-        }
-        if self.cpus:
-            params["cpus_per_task"] = self.cpus
-        extra = {
-            "slurm_partition": self.partition,
-            "slurm_mem": self.mem,
-            "slurm_account": self.account,
-            "slurm_qos": self.qos,
-            "slurm_constraint": self.constraint,
-            "slurm_array_parallelism": self.parallelism,
-            "slurm_setup": self.setup or None,
-        }
-        params.update({k: v for k, v in extra.items() if v is not None})
-        return params
 
 
 def _import_submitit():
@@ -241,71 +166,6 @@ def _take_cancel(workspace: Path, run: str) -> bool:
     return take_request(_cancel_flag(workspace, run))
 
 
-def partitions() -> dict[str, dict] | None:
-    """What `sinfo` says of the cluster's partitions: name -> {"default", "gpus" (the most a node
-    has), "cpus" (the most a node has; None when sinfo cannot say)}; None where sinfo does not answer."""
-    out = _slurm("sinfo", "-h", "-o", "%P|%G|%c")
-    if out is None or out.returncode != 0:
-        return None
-    found: dict[str, dict] = {}
-    for line in out.stdout.splitlines():
-        name, gres, cpus = (line.split("|") + ["", ""])[:3]
-        if not name.strip():
-            continue
-        part = found.setdefault(name.strip().rstrip("*"), {"default": name.strip().endswith("*"), "gpus": 0, "cpus": 0})
-        gpus = [int(n) for n in re.findall(r"gpu(?::[^:(,]+)?:(\d+)", gres)]
-        part["gpus"] = max(part["gpus"], *gpus) if gpus else part["gpus"]
-        count = re.match(r"\d+", cpus.strip())
-        part["cpus"] = (
-            None if part["cpus"] is None or not count or "+" in cpus else max(part["cpus"], int(count.group()))
-        )
-    return found
-
-
-def fit_to_cluster(options: SlurmOptions) -> list[str]:
-    """Check `options` against what sinfo says of the partition before anything is submitted (sbatch
-    accepts a request no node can meet, and Slurm then holds the job for ever without a word): a
-    partition that does not exist, GPUs where it has none, more GPUs or CPUs than any of its nodes
-    has, each refused in one line. `--gpus` not given becomes 1 where the partition has GPUs and 0
-    where it has none. Returns what was decided, in words. Where sinfo does not answer, nothing is
-    checked and `--gpus` not given is 1."""
-    found = partitions()
-    if found is None:
-        options.gpus = 1 if options.gpus is None else options.gpus
-        return []
-    name = options.partition or next((p for p, v in found.items() if v["default"]), None)
-    if name is None:
-        options.gpus = 1 if options.gpus is None else options.gpus
-        return []
-    if name not in found:
-        raise FactrecallError(
-            f"--partition {name}: no such partition on this cluster (sinfo lists {', '.join(found) or 'none'})"
-        )
-    part, notes = found[name], []
-    if options.gpus is None:
-        options.gpus = 1 if part["gpus"] else 0
-        notes.append(
-            f"partition {name} has {'GPUs' if part['gpus'] else 'no GPUs'}: each job asks for "
-            f"{options.gpus} (--gpus N to ask for others)"
-        )
-    elif options.gpus > part["gpus"]:
-        raise FactrecallError(
-            f"--gpus {options.gpus}: "
-            + (
-                f"partition {name} has no GPUs (sinfo); give --gpus 0, or a partition with GPUs"
-                if not part["gpus"]
-                else f"no node of partition {name} has more than "
-                f"{part['gpus']} (sinfo); Slurm would hold the jobs for ever"
-            )
-        )
-    if options.cpus and part["cpus"] and options.cpus > part["cpus"]:
-        raise FactrecallError(
-            f"--cpus {options.cpus}: no node of partition {name} has more than {part['cpus']} CPUs "
-            "(sinfo); Slurm would hold the jobs for ever: ask for at most that"
-        )
-    return notes
-
-
 def make_executor(workspace: Path, options: SlurmOptions):
     """submitit's executor for `options` (checked against the cluster: `fit_to_cluster`, whose words
     it returns beside it), made before any run folder is, so that a machine with no Slurm, or a bad
@@ -393,14 +253,6 @@ def entries(workspace: Path) -> list[dict]:
     folder = slurm_dir(workspace)
     found = (_entry(path) for path in sorted(folder.glob("*.json"))) if folder.is_dir() else ()
     return [info for info in found if info is not None]
-
-
-def _slurm(*args: str) -> subprocess.CompletedProcess | None:
-    """A Slurm command's answer (its output kept from the terminal), None where it cannot run."""
-    try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _slurm_state(job_id: str) -> str:

@@ -6,8 +6,10 @@
   skipped; the marker records what the step wrote (each file's digest) and read (its inputs' digests)
   and its results: a marker whose outputs are missing, or whose inputs changed, is not done (the
   step runs again), and an output whose content is not what its step wrote is refused;
-- metrics.json is built from the markers' results, so a lost or damaged one is rebuilt on opening;
-- one process works in a run folder at a time (`run.lock`, an advisory lock that dies with its process);
+- metrics.json is built from the markers' results, so a lost or damaged one is rebuilt on opening
+  (`jobs.run.markers`: what a step's name says of its marker, and where its results go);
+- one process works in a run folder at a time (`run.lock`, an advisory lock that dies with its process),
+  and another process asks it to stop through the folder (`jobs.run.stop`);
 - `spec.json` is the run's identity: a different experiment in the same folder is refused, and so is
   a spec.json edited after the run began (the data step records the identity it was made for).
 
@@ -18,15 +20,13 @@ Layout:
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import io
 import json
 import logging
 import os
-import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,13 @@ from jobs.run.files import (
     open_append,
     read_bytes,
     read_json,
-    read_record,
     take_lock,
 )
+from jobs.run.markers import get_in, implied_outputs, metrics_key, set_in
 from jobs.run.spec import NEWCOMERS, ExperimentSpec, is_name, spec_from_json
+from jobs.run.stop import forget_stop, stop_requested
+from jobs.run.stop import request_stop as request_stop  # its old home, named by docs/architecture.md
+from jobs.run.stop import watch_stop as watch_stop  # where jobs.study.reproduce finds it
 from jobs.run.workspace import RUNS
 from jobs.run.workspace import folder as workspace_folder
 
@@ -72,46 +75,6 @@ def _spelled_out(spec: ExperimentSpec) -> dict[str, Any]:
         for key, before in settings.items():
             ident[section].setdefault(key, before)
     return ident
-
-
-def implied_outputs(step: str) -> list[str]:
-    """What a step leaves behind, by its name: checked to exist even on markers written before
-    markers recorded their outputs."""
-    if step == "data":
-        return ["data/people.jsonl", "data/bio.jsonl", "data/prompts.jsonl"]
-    if step == "tokenizer":
-        return ["data/targets.jsonl"]
-    if step == "init":
-        return ["checkpoints/init/model.safetensors"]
-    if step.startswith("train-"):
-        return [f"checkpoints/{step.removeprefix('train-')}/final/model.safetensors"]
-    if step in ("dump", "dump-trajectory"):
-        return [f"{'activations' if step == 'dump' else 'trajectory'}.zarr/zarr.json"]
-    return []
-
-
-def metrics_key(step: str) -> tuple[str, ...] | None:
-    """Where an evaluation step's results go in metrics.json (a snapshot's under `snapshots`)."""
-    if not step.startswith("eval-"):
-        return None
-    name = step.removeprefix("eval-")
-    return ("snapshots", name) if "@" in name else (name,)
-
-
-def _set(tree: dict, key: tuple[str, ...], value: Any) -> None:
-    for part in key[:-1]:
-        if not isinstance(tree.get(part), dict):
-            tree[part] = {}
-        tree = tree[part]
-    tree[key[-1]] = value
-
-
-def _get(tree: Any, key: tuple[str, ...]) -> Any:
-    for part in key:
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
 
 
 class RunFolder:
@@ -283,7 +246,7 @@ class RunFolder:
                     self._stale(made_by[0], self._record(made_by[0], repair=False) or {})
                 return f"{rel}, which it read, has changed since"
         key = metrics_key(step)
-        if key and "metrics" not in record and _get(self.metrics(), key) is None:
+        if key and "metrics" not in record and get_in(self.metrics(), key) is None:
             return "its results are not in metrics.json"
         return None
 
@@ -375,7 +338,7 @@ class RunFolder:
     def update_metrics(self, key: str | tuple[str, ...], value: Any) -> None:
         """Set metrics[key] (a tuple is a path into nested tables) and rewrite metrics.json atomically."""
         metrics = self.metrics()
-        _set(metrics, (key,) if isinstance(key, str) else tuple(key), value)
+        set_in(metrics, (key,) if isinstance(key, str) else tuple(key), value)
         atomic_write_json(self.path / "metrics.json", metrics)
 
     def _repair_metrics(self) -> None:
@@ -393,58 +356,14 @@ class RunFolder:
                 continue
             held = record.get("metrics")
             if isinstance(held, dict) and isinstance(held.get("key"), list) and held["key"]:
-                _set(rebuilt, tuple(held["key"]), held.get("value"))
-            elif marker.stem.startswith("train-") and _get(rebuilt, ("train", marker.stem[6:])) is None:
+                set_in(rebuilt, tuple(held["key"]), held.get("value"))
+            elif marker.stem.startswith("train-") and get_in(rebuilt, ("train", marker.stem[6:])) is None:
                 summary = {k: v for k, v in record.items() if k not in ("step", "time", "outputs", "inputs")}
                 if "steps" in summary:
-                    _set(rebuilt, ("train", marker.stem[6:]), summary)
+                    set_in(rebuilt, ("train", marker.stem[6:]), summary)
         if rebuilt != current:
             atomic_write_json(self.path / "metrics.json", rebuilt)
             self.emit("note", text="metrics.json rebuilt from the done markers")
-
-
-# -- stopping a job --------------------------------------------------------------------------------
-STOP_FILE = "stop.json"
-_watched: list[Path] = []  # stop files of work this process does around its runs (a study's), `watch_stop`
-
-
-def request_stop(folder: Path, pid: int) -> None:
-    """Ask the job `pid` working in `folder` (a run folder, or a study's) to stop as on Ctrl-C. The
-    request is recorded first, in `folder`/stop.json, and honoured by the job at its next event
-    (`RunFolder.emit`), whenever it arrived: while the job was still starting, or while it ignored
-    or could not yet hear a signal; then a SIGINT makes it immediate where it can be heard."""
-    atomic_write_json(folder / STOP_FILE, {"pid": pid, "time": time.time()})
-    with contextlib.suppress(OSError):
-        os.kill(pid, signal.SIGINT)
-
-
-def stop_requested(folder: Path) -> bool:
-    """Whether a stop was requested of this process, in `folder` or in a folder it watches."""
-    for where in (folder, *_watched):
-        if (where / STOP_FILE).exists() and read_record(where / STOP_FILE).get("pid") == os.getpid():
-            return True
-    return False
-
-
-def forget_stop(folder: Path, stale: bool = False) -> None:
-    """Remove `folder`'s stop request: this process's (it is honoured), or with `stale` any other
-    process's (that job has ended: the folder's lock is this process's now)."""
-    file = folder / STOP_FILE
-    if file.is_file() and not file.is_symlink():
-        if (read_record(file).get("pid") == os.getpid()) != stale:
-            file.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def watch_stop(folder: Path) -> Iterator[None]:
-    """While the block runs, a stop requested in `folder` (a study's) stops this process's runs too."""
-    forget_stop(folder, stale=True)
-    _watched.append(folder)
-    try:
-        yield
-    finally:
-        _watched.remove(folder)
-        forget_stop(folder)
 
 
 def live_pid(run_folder: Path) -> int | None:

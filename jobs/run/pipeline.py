@@ -7,9 +7,7 @@ and marks itself done last; re-running the same command skips what is done and r
 
 from __future__ import annotations
 
-import filecmp
 import math
-import os
 import platform
 import shutil
 import time
@@ -20,19 +18,20 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from jobs.errors import FactrecallError, RunFolderError, SpecError
+from jobs.errors import RunFolderError, SpecError
 from jobs.run import model as models
 from jobs.run.checkpoints import check_model_path, checkpoint_path, snapshot_models, store_models
 from jobs.run.corpus import Prompt, bio_entries, prompts
 from jobs.run.curves import curves
 from jobs.run.dump import DumpOptions, dump
 from jobs.run.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
-from jobs.run.files import atomic_write_json, check_no_links, read_json, read_jsonl, write_jsonl
-from jobs.run.folder import RunFolder, load_spec, read_done, read_metrics
+from jobs.run.files import atomic_write_json, read_json, read_jsonl, write_jsonl
+from jobs.run.folder import RunFolder
 from jobs.run.people import generate_people
-from jobs.run.spec import Phase, is_name
+from jobs.run.reuse import find_reusable_phase, reuse_phase, trained_files, training_inputs
+from jobs.run.spec import Phase
 from jobs.run.tokenizer import Target, check_vocabulary, encode_targets, load_tokenizer, train_word_tokenizer
-from jobs.run.train import PLAN_VERSION, Example, plan_batches, train_phase
+from jobs.run.train import Example, plan_batches, train_phase
 
 # How often (seconds) progress lines go to events.jsonl; the console listener sees every step.
 PROGRESS_EVERY_S = 0.5
@@ -199,96 +198,6 @@ def examples_of(
     return examples
 
 
-# Files that must be byte-equal before another run's phase counts as this run's (a different faker
-# or torch can make other people or other initial weights from the same seed).
-_SAME_INPUTS = ("data/prompts.jsonl", "data/targets.jsonl", "checkpoints/init/model.safetensors")
-
-
-def find_reusable_phase(run: RunFolder, phase: Phase) -> Path | None:
-    """A finished run in the same workspace that trained `phase` exactly as `run` would: equal
-    `phase_key`, the same data plan version (the code that orders examples into steps), and
-    byte-equal data, targets and initial weights. Returns that run's folder."""
-    key = run.spec.phase_key(phase.name)
-    for other in sorted(run.path.parent.iterdir()):
-        if other == run.path or other.is_symlink() or not is_name(other.name):  # never a folder from elsewhere
-            continue
-        record = read_done(other, f"train-{phase.name}")
-        if not record or record.get("plan", 1) != PLAN_VERSION:
-            continue
-        try:
-            spec = load_spec(other)
-        except FactrecallError:
-            continue
-        if phase.name not in {p.name for p in spec.phases()} or spec.phase_key(phase.name) != key:
-            continue
-        inputs = [f for f in _SAME_INPUTS if (run.path / f).exists() or (other / f).exists()]
-        if (
-            all(
-                (run.path / f).exists() and (other / f).exists() and filecmp.cmp(run.path / f, other / f, shallow=False)
-                for f in inputs
-            )
-            and (other / "checkpoints" / phase.name / "final" / "model.safetensors").exists()
-        ):
-            try:
-                check_no_links(other)  # what is taken (hard links to its files) is that run's own, inside the workspace
-            except FactrecallError:
-                continue
-            return other
-    return None
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Copy a checkpoint folder as hard links (no extra disk; the files are never written in place),
-    falling back to copies across file systems."""
-    try:
-        shutil.copytree(source, target, copy_function=os.link)
-    except OSError:
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target)
-
-
-def reuse_phase(run: RunFolder, phase: Phase, source: Path) -> None:
-    """Take `phase`'s final checkpoint and training summary from the finished run `source`."""
-    folder = run.path / "checkpoints" / phase.name
-    final, partial = folder / "final", folder / "final.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    _link_tree(source / "checkpoints" / phase.name / "final", partial)
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-    if (source / "checkpoints" / phase.name / "snapshots").is_dir():
-        shutil.rmtree(folder / "snapshots", ignore_errors=True)
-        _link_tree(source / "checkpoints" / phase.name / "snapshots", folder / "snapshots")
-    held = read_done(source, f"train-{phase.name}").get("metrics", {}).get("value") or read_metrics(source).get(
-        "train", {}
-    ).get(phase.name, {})
-    summary = {"reused_from": source.name, **{k: v for k, v in held.items() if k != "reused_from"}}
-    run.mark_done(
-        f"train-{phase.name}",
-        outputs=_trained_files(folder),
-        inputs=_training_inputs(run, phase),
-        metrics=(("train", phase.name), summary),
-        **{k: v for k, v in summary.items() if k != "curve"},
-    )
-    shutil.rmtree(folder / "last", ignore_errors=True)
-
-
-def _trained_files(folder: Path) -> list[Path]:
-    """What a training phase leaves (its folder RUN/checkpoints/<phase>): the final weights and those of
-    every snapshot."""
-    return [folder / "final" / "model.safetensors", *sorted(folder.glob("snapshots/step-*/model.safetensors"))]
-
-
-def _training_inputs(run: RunFolder, phase: Phase) -> list[Path]:
-    """What a phase trains from: the data, the targets, and the checkpoint it starts from."""
-    start = checkpoint_path(run, phase.start) / "model.safetensors"
-    return [
-        run.path / "data" / "bio.jsonl",
-        run.path / "data" / "prompts.jsonl",
-        run.path / "data" / "targets.jsonl",
-        *([start] if start.is_relative_to(run.path) else []),
-    ]
-
-
 def run_phase(
     run: RunFolder,
     phase: Phase,
@@ -343,8 +252,8 @@ def run_phase(
     partial.rename(final)
     run.mark_done(
         step,
-        outputs=_trained_files(folder),
-        inputs=_training_inputs(run, phase),
+        outputs=trained_files(folder),
+        inputs=training_inputs(run, phase),
         metrics=(("train", phase.name), summary),
         **{k: v for k, v in summary.items() if k != "curve"},
     )
@@ -390,11 +299,14 @@ def run_dump(
     tok: PreTrainedTokenizerBase,
     all_prompts: list[Prompt],
     targets: list[Target],
-    options: DumpOptions = DumpOptions(),
+    options: DumpOptions | None = None,
 ) -> dict:
     """The dump step: the activation store (see jobs/run/dump.py); with `options.trajectory`, the
     `dump-trajectory` step: the snapshots' store. Marked done once the run's own store holds every
-    model; a dump elsewhere (`url`) or of some models only is never marked."""
+    model; a dump elsewhere (`url`) or of some models only is never marked. No `options`: the
+    defaults (`DumpOptions()`)."""
+    if options is None:
+        options = DumpOptions()
     step = "dump-trajectory" if options.trajectory else "dump"
     throttle: list[_Throttle] = []
     info = dump(

@@ -4,16 +4,18 @@ writing nothing.
 Validation is what the run itself does before training: the spec, the checkpoint folder, the
 device, the data (seed 0's people, made in memory), the tokenizer's answer boundary (on a sample of
 the prompts that holds every template and every answer value, `boundary_sample`: the run checks all
-of them again before it trains), and the packed row length. The plan counts, per phase, the optimizer steps and the tokens
-they train on (from the real data plan, `jobs.run.train.plan_batches`), and estimates:
+of them again before it trains), and the packed row length. The plan counts, per phase, the optimizer
+steps and the tokens they train on (from the real data plan, `jobs.run.train.plan_batches`), and
+estimates (the cost model is `jobs.study.costs`):
 
 - compute: 6 x N x tokens for training and 2 x N x tokens for evaluation and the dump, N the
   parameters a token passes through (the input embedding is a lookup, the output head a matmul);
 - time: on a CPU, that compute at this CPU's matrix-product rate at the model's shapes, in the
   precision the run computes in (`jobs.study.rate`: a GEMM probe of a second or so, the best rate
-  ever measured on this machine kept), times the share of it that training, evaluation and the dump reach (MFU, measured by
-  benchmarks/bench_gemm.py and the cpu and smol studies, by hidden size: `MFU` below); plus the probe sweeps. On a GPU, at
-  --tflops (default 100 TFLOP/s, about a third of an A100's bf16 peak);
+  ever measured on this machine kept), times the share of it that training, evaluation and the dump
+  reach (MFU, measured by benchmarks/bench_gemm.py and the cpu and smol studies, by hidden size:
+  `jobs.study.costs.MFU`); plus the probe sweeps. On a GPU, at --tflops (default 100 TFLOP/s, about a
+  third of an A100's bf16 peak);
 - memory: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter: `jobs.run.model.autocast`
   keeps fp32 masters under bf16 compute) plus activations (Korthikanti et al. 2022: about 34 bytes x
   hidden a token a layer in 16-bit, twice that in fp32, and 8 bytes a token per vocabulary entry for
@@ -44,59 +46,15 @@ from jobs.run.spec import Phase
 from jobs.run.tokenizer import ANSWER_END, encode_targets, load_tokenizer, train_word_tokenizer
 from jobs.run.train import curve_interval, plan_batches
 from jobs.shown import markup
+from jobs.study.costs import batch_tokens, shares, sweep_seconds, training_memory
 from jobs.study.plan import PAPER_MODELS, Study
 from jobs.study.rate import gemm_rate
 from jobs.words import ATTRIBUTES, BIO_FORMATS, FORMATS
 
 DEFAULT_TFLOPS = 100.0
-# The share of the GEMM probe's rate that each kind of work reaches on a CPU, by precision and by the
-# model's hidden size: model FLOPs (6 x N x computed tokens training, 2 x N x tokens forward) a second
-# over the probe's FLOP/s, on a 2-core EPYC. A tiny model spends much of a step outside its matrix
-# products (norms, attention, the optimizer), the more so in bf16, whose products are fast; a larger
-# one spends more of it inside them. Measured points, interpolated in log(hidden) and held flat
-# beyond them (`shares`), all on one host by benchmarks/bench_gemm.py (training, evaluation) and the
-# studies (dump, evaluation; docs/pretrained.md):
-# - hidden 128, the cpu preset: training 76% and 30%, evaluation 68% and 22%, a bare forward 49% in bf16;
-# - hidden 576, SmolLM2-135M: training 61% and 46% (the smol study's Mix phase: 47%), evaluation and
-#   dump in bf16 from the smol study's runs; fp32 evaluation and dump there are not measured (taken
-#   as the earlier host's 50% and 55%), nor is the fp32 forward at 128 (a bare forward there ran at
-#   the probe's rate or above: the fp32 probe at these small shapes is noisy).
-# The share depends on the host, not only the shape: an earlier host of the same name had twice
-# the bf16 GEMM rate (810 GFLOP/s against 399 at the cpu preset's shapes) but trained only 1.27x
-# faster (19% of its peak); there the plan is about 1.5x long (benchmarks/RESULTS.md, "Precision").
-MFU = {
-    "fp32": {128: {"train": 0.76, "eval": 0.68, "forward": 0.70}, 576: {"train": 0.61, "eval": 0.50, "forward": 0.55}},
-    "bf16": {128: {"train": 0.30, "eval": 0.22, "forward": 0.45}, 576: {"train": 0.46, "eval": 0.43, "forward": 0.58}},
-}
-# Seconds a probe sweep spends per layer, by hidden size: the cpu preset's study (194 s for 270
-# sweeps of 4 layers, 1,000 people) and the smol study (321 s for 36 sweeps of 30 layers, 150
-# people). L-BFGS's iterations over hidden x classes weights dominate a fit, not the people.
-# With the control task's probes a sweep fits twice the probes (its cost measured on the cpu preset's
-# seed 0: stage 1.5 s -> 3.5 s a sweep, loaded machine): x2.
-SWEEP_LAYER_S = {128: 2 * 194 / 270 / 4, 576: 2 * 321 / 36 / 30}
 BOUNDARY_SAMPLE = 2000  # prompts checked at random, on top of one for every template and answer value
 # The paper's Table 1: hours for one run of Llama-3.2-3B on an A100 40GB.
 PAPER_HOURS = {"bio": 10.37, "stage": 4.36, "mix": 22.16}
-
-
-def _by_hidden(hidden: int, points: dict[int, float]) -> float:
-    """A value measured at some hidden sizes, interpolated in log(hidden), held flat beyond them."""
-    sizes = sorted(points)
-    return float(np.interp(np.log(hidden), np.log(sizes), [points[h] for h in sizes]))
-
-
-def shares(computes: str, hidden: int) -> dict[str, float]:
-    """MFU of training, evaluation and the forward pass (dump) for a model of this hidden size."""
-    points = MFU[computes]
-    return {
-        work: _by_hidden(hidden, {h: share[work] for h, share in points.items()})
-        for work in next(iter(points.values()))
-    }
-
-
-def sweep_seconds(hidden: int, layers: int) -> float:
-    """Seconds one probe sweep (every layer, WQA and WBIO) takes on the 2-core CPU."""
-    return layers * _by_hidden(hidden, SWEEP_LAYER_S)
 
 
 def _gb(n: float) -> str:
@@ -171,17 +129,6 @@ def example_lengths(phase: Phase, tok, bio_texts: list[str], all_prompts) -> np.
     return np.concatenate(lengths)
 
 
-def training_memory(
-    total: int, peak_tokens: int, layers: int, hidden: int, vocab: int, bytes_act: int, checkpointing: bool
-) -> dict[str, int]:
-    """Bytes while training (see the module's docstring for where each term comes from)."""
-    block = peak_tokens * hidden * 17 * bytes_act
-    kept = peak_tokens * layers * hidden * bytes_act + block if checkpointing else layers * block
-    memory = {"weights_optimizer": 16 * total, "activations": kept + peak_tokens * vocab * 8}
-    memory["total"] = sum(memory.values())
-    return memory
-
-
 def fit_verdict(memory: dict, memory_checkpointed: dict, gpu_bytes: float | None, checkpointing: bool) -> str | None:
     """Whether training fits `gpu_bytes` (with 10% left to the CUDA context and fragmentation), in
     words, with what to change when it does not; None with no GPU to judge against."""
@@ -204,25 +151,6 @@ def fit_verdict(memory: dict, memory_checkpointed: dict, gpu_bytes: float | None
         f"does not fit a {_gb(gpu_bytes)} GPU even with gradient checkpointing; lower the batch size "
         "(--set train.mix.batch_size=..., likewise bio and qa) or train.row_len"
     )
-
-
-def batch_tokens(batches: list[list[np.ndarray]], lengths: np.ndarray, row_len: int | None) -> tuple[int, int, int]:
-    """(real tokens, computed tokens, the widest batch's tokens) of a phase's batches, each a list of
-    rows of example indices: rows of `row_len` when packed, else padded to the batch's longest
-    example. In numpy over all rows at once: the paper preset's runs have hundreds of thousands of
-    rows, and a Python loop of numpy calls over them took most of a dry run's time."""
-    rows = [row for batch in batches for row in batch]
-    flat = lengths[np.concatenate(rows)]
-    per_batch = np.array([len(batch) for batch in batches])
-    real = int(flat.sum())
-    if row_len is not None:
-        widths = np.full(len(batches), row_len)
-    else:
-        row_starts = np.concatenate(([0], np.cumsum([len(row) for row in rows])[:-1]))
-        batch_starts = np.concatenate(([0], np.cumsum(per_batch)[:-1]))
-        widths = np.maximum.reduceat(np.maximum.reduceat(flat, row_starts), batch_starts)
-    tokens = per_batch * widths
-    return real, int(tokens.sum()), int(tokens.max())
 
 
 def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = None) -> dict:

@@ -13,7 +13,8 @@ import jobs.study.rate as rate
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
 from jobs.run.spec import build_spec
-from jobs.study.dryrun import MFU, SWEEP_LAYER_S, batch_tokens, boundary_sample, shares, sweep_seconds
+from jobs.study.costs import MFU, SWEEP_LAYER_S, batch_tokens, shares, sweep_seconds
+from jobs.study.dryrun import boundary_sample
 from tests.helpers import run_cli
 
 

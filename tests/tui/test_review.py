@@ -144,7 +144,7 @@ def test_a_stopped_job_says_it_was_stopped_on_request(tmp_path):
 
 
 def test_the_worker_counts_a_run_a_shell_works_on(tmp_path):
-    from jobs.launch.queue import Worker
+    from jobs.launch.worker import Worker
 
     ws = fixed_workspace(tmp_path / "ws")
     worker = Worker(ws, slots=1)
