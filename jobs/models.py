@@ -396,7 +396,8 @@ def _checked(model, tok, source: Path) -> dict[str, Any]:
             f"models import {source}: this does not look like a trained language model: plain English has "
             f"perplexity {min(r['perplexity'] for r in rows):,.0f}-{max(r['perplexity'] for r in rows):,.0f} and the "
             f"same words shuffled {min(r['shuffled'] for r in rows):,.0f}-{max(r['shuffled'] for r in rows):,.0f} "
-            f"(ratio {verdict['gap']:.1f}, a trained model's is {MIN_GAP:.0f} or more); pass --unchecked to import it anyway"
+            f"(ratio {verdict['gap']:.1f}, a trained model's is {MIN_GAP:.0f} or more); pass --unchecked to import "
+            "it anyway"
         )
     return verdict
 

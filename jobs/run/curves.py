@@ -44,7 +44,7 @@ def curves(paths: list[Path], out: Path, title: str | None = None) -> Path:
             drawn += 1
     if not drawn:
         raise ValueError("no training curve logged in these runs (train.eval_every is 0?)")
-    for ax, (eval_set, name) in zip(axes, SET_LABELS.items()):
+    for ax, name in zip(axes, SET_LABELS.values()):
         ax.set_title(f"{name} exact match")
         ax.set_xlabel("optimizer step")
         ax.set_ylim(-2, 102)

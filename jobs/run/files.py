@@ -366,9 +366,10 @@ def check_output(path: Path, kind: str, reads: Iterable[str | Path] = (), force:
         except Unreadable as err:
             raise RunFolderError(f"{path} {err.why}; choose another name") from None
         if not head.startswith(OUTPUT_KINDS[kind]):
+            what = "n HDF5" if kind == "hdf5" else " " + kind.upper() if kind == "csv" else " figure"
             raise RunFolderError(
-                f"{path} exists and is not a{'n HDF5' if kind == 'hdf5' else ' ' + kind.upper() if kind == 'csv' else ' figure'} "
-                "file factrecall wrote; choose another name, or pass --force to replace it"
+                f"{path} exists and is not a{what} file factrecall wrote; choose another name, or pass --force to "
+                "replace it"
             )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

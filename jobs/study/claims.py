@@ -285,8 +285,8 @@ def claim5(
             )
         elif not small(m):
             notes.append(
-                f"{m.capitalize()}'s Δrep {short[m]['delta_rep']:.1f} / Δmech {short[m]['delta_mech']:.1f} are not small"
-                + (" (or their intervals reach past the thresholds)" if intervals is not None else "")
+                f"{m.capitalize()}'s Δrep {short[m]['delta_rep']:.1f} / Δmech {short[m]['delta_mech']:.1f} "
+                "are not small" + (" (or their intervals reach past the thresholds)" if intervals is not None else "")
             )
 
     notes.append(

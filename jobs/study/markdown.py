@@ -58,7 +58,8 @@ def render(data: dict, figures: dict[str, str]) -> str:
         runs_s = sum(v for k, v in timing["parts"].items() if k.startswith("run "))
         lines += [
             f"**Time:** {_duration(timing['total_s'])} of wall clock in all ({_duration(runs_s)} training, "
-            f"evaluating and dumping {'the run' if n == 1 else f'the {n} runs'}, {_duration(timing['parts'].get('probes', 0))} fitting probes), "
+            f"evaluating and dumping {'the run' if n == 1 else f'the {n} runs'}, "
+            f"{_duration(timing['parts'].get('probes', 0))} fitting probes), "
             "summed over every invocation of the command (`timing.json`)."
             + (
                 " Some phases were reused from earlier runs, so this is less than a study from scratch: "
@@ -309,9 +310,9 @@ def _interventions(data: dict, top_text: str) -> list[str]:
         "## Beyond the paper: interventions (does the model use what the probes read?)",
         "",
         (
-            f"`factrecall-jobs patch`: for each of the {iv['n_people']} {iv['split']} people, resid_mid at one layer and "
-            f"the last prompt token of the {iv['attribute']} prompt is replaced, the pass goes on, and the answer is "
-            "decoded greedily and scored by exact match (%, mean over seeds). Columns: the unpatched QA prompt; the "
+            f"`factrecall-jobs patch`: for each of the {iv['n_people']} {iv['split']} people, resid_mid at one layer "
+            f"and the last prompt token of the {iv['attribute']} prompt is replaced, the pass goes on, and the answer "
+            "is decoded greedily and scored by exact match (%, mean over seeds). Columns: the unpatched QA prompt; the "
             "same person's hBIO_long or hBIO_short put into the QA pass; the person's own hQA (a control: it must "
             "change nothing); another person's hBIO_long (the share answering with *that* person's value); a random "
             "vector of hBIO_long's norm; the unpatched BIO_long prompt; hQA put into the BIO_long pass; LEACE erasure "
