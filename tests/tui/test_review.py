@@ -159,7 +159,7 @@ def test_the_worker_counts_a_run_a_shell_works_on(tmp_path):
 def test_the_class_count_of_several_runs_is_their_range():
     import pandas as pd
 
-    from store.probes import counts
+    from store.probe_tables import counts
 
     assert counts(pd.DataFrame({"n_classes": [6, 5, 6]}), "n_classes") == "5–6"
     assert counts(pd.DataFrame({"n_classes": [6, 6]}), "n_classes") == "6"
