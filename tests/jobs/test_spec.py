@@ -80,6 +80,37 @@ def test_settings_added_later_leave_the_runs_made_before_their_names_and_phase_k
     assert (fp32.config_hash(), fp32.phase_key("mix")) == ("ebdedc", "4313409d2094f911")
 
 
+def test_the_stock_presets_generate_the_same_people_entries_and_prompts():
+    """The data files of a run made before are made again to the letter: people, BIO entries and
+    prompts of seed 0, pinned from the code of 2026-12-07 (faker 40.63) before the house's round two
+    moved code, and equal after it. A faker release that changes its lists changes these too: then
+    the runs made before it are new runs' data no longer (their folders keep what they were made with)."""
+    import dataclasses
+    import hashlib
+    import json
+
+    import faker
+    import pytest
+
+    from jobs.run.corpus import bio_entries, prompts
+    from jobs.run.people import generate_people
+
+    def digest(items) -> str:
+        rows = [dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x for x in items]
+        return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    if faker.VERSION.split(".")[0] != "40":
+        pytest.skip(f"pinned with faker 40; this is faker {faker.VERSION}")
+    for preset, pinned in (
+        ("tiny", ("9be8c16043f8e2c8", "49e94d9dd45e6efc", "1866c8e378ab7c29")),
+        ("cpu", ("267e8c2b819f3051", "105c9a4d593eec75", "21c3df7aff6178d8")),
+    ):
+        data = build_spec(preset).data
+        people = generate_people(data, 0)
+        entries = bio_entries(people, data, 0)
+        assert (digest(people), digest(entries), digest(prompts(people, entries))) == pinned, preset
+
+
 def test_every_preset_is_valid_and_listed_by_what_reads_presets(capsys):
     """Each preset file makes a spec, and `factrecall-jobs presets` describes it, a preset that names
     its model (`smol`: an imported model) as well as those that build one."""
