@@ -451,12 +451,22 @@ def test_cancel_stops_a_submitit_job_and_keeps_its_checkpoint(submitit_local, ca
         == 0
     )
     run = ws / "runs" / "long"
-    wait_until(lambda: any(r["progress"].startswith("train-bio") for r in job_table(ws)), "training to start")
+    # At least one step trained (a job stopped before its first step has nothing to keep), however
+    # slowly a loaded machine starts it.
+    wait_until(lambda: any(_steps_done(r["progress"], "train-bio") for r in job_table(ws)), "a training step")
     assert run_cli("--workspace", ws, "cancel", "long") == 0
     assert "stopping (local job" in capsys.readouterr().out
     wait_until(lambda: _last_status(run) == "interrupted", "the job to stop")
     assert (run / "checkpoints" / "bio" / "last" / "state.json").exists()  # resumable: what it trained is kept
     wait_until(lambda: not job_table(ws), "the job to leave the table")
+
+
+def _steps_done(progress: str, step: str) -> int:
+    """The steps a job's progress (`train-bio 1,200/3,000`) says are done, 0 before its first."""
+    words = progress.split()
+    if len(words) != 2 or words[0] != step or "/" not in words[1]:
+        return 0
+    return int(words[1].split("/")[0].replace(",", ""))
 
 
 def _children(pid: int) -> list[int]:
