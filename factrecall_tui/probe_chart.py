@@ -34,7 +34,7 @@ COLORS = {
 
 
 class ProbeChart(PlotextPlot):
-    """The chart of one model's rows of a probe summary (`store.probes.summary`). It keeps what it
+    """The chart of one model's rows of a probe summary (`store.probe_tables.summary`). It keeps what it
     draws: `chart_title`, `chart_layers` and `chart_series` (probe column -> its value per layer)."""
 
     def __init__(self, model: str) -> None:

@@ -58,8 +58,8 @@ def _word(value: object) -> str:
 @dataclass
 class ProbeResult:
     models: list[str]
-    df: pd.DataFrame  # the per-run table (store.probes.frame)
-    agg: pd.DataFrame  # its summary over runs (store.probes.summary)
+    df: pd.DataFrame  # the per-run table (store.probe_tables.frame)
+    agg: pd.DataFrame  # its summary over runs (store.probe_tables.summary)
     seconds: float
     cached: int  # (run, model) sweeps the stores' caches had, of `units`
     units: int
@@ -119,7 +119,7 @@ def compute(
     total, what)` after each layer fitted. Raises `Cancelled` once `stop()` is true (checked between
     stores and layers), and `StoreError` for a request the stores cannot answer."""
     import store
-    from store import probes
+    from store import probe_tables, probes
 
     def check() -> None:
         if stop():
@@ -136,12 +136,12 @@ def compute(
         check()
         stores.append(store.open(path))
     settings = request.settings
-    models = probes.baseline(stores, probes.check_request(stores, None, settings))  # as `probe` shows them
+    models = probe_tables.baseline(stores, probes.check_request(stores, None, settings))  # as `probe` shows them
     found = list(probes.sweeps(stores, models, settings, cached_only=not fit, progress=step))
     if len(found) < len(stores) * len(models):  # cached_only: the cache lacks one
         return None
     check()
-    df = probes.frame(found)
-    agg = probes.summary(df, found)
+    df = probe_tables.frame(found)
+    agg = probe_tables.summary(df, found)
     check()
     return ProbeResult(models, df, agg, time.perf_counter() - t0, sum(one.cached for one in found), len(found))

@@ -33,7 +33,7 @@ def _band(rows, key: str, fallback=None):
 
 
 def probe_figure(summary, out: Path, title: str, labels: dict[str, str] | None = None) -> Path:
-    """summary: `store.probes.summary(table)`; writes a PNG and returns its path. `labels` names the
+    """summary: `store.probe_tables.summary(table)`; writes a PNG and returns its path. `labels` names the
     models in the panel titles (the caller's words; the store knows models only by their keys)."""
     models = list(dict.fromkeys(summary["model"]))
     fig = Figure(figsize=(4.6 * len(models), 6.4))

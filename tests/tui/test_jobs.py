@@ -57,7 +57,7 @@ def test_the_launch_form_says_what_is_wrong_before_anything_is_launched(tmp_path
             for selector, text, message in [
                 ("#seeds", "0 x", "seeds 'x'"),
                 ("#seeds", "1 1", "seeds repeat"),
-                ("#people", "1", "data.people"),
+                ("#people", "1", "--people 1 is out of range: give 2 or more"),
                 ("#model", "/no/such/checkpoint", "no Hugging Face checkpoint there"),
                 ("#model", "smollm2-135m", "no model imported into"),
                 ("#settings", "train.mix.epochs", "write KEY=VALUE"),
