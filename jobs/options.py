@@ -118,6 +118,7 @@ class ReproduceCommand:
         "A100's bf16 peak)",
         above=0,
     )
+    json: bool = json_flag("with --dry-run: print the plan as JSON (what the table and lines say, as numbers)")
     gpu_memory: float | None = setting(
         None,
         "for --dry-run: plan for a GPU of this many GB (e.g. 40 or 80 for an A100) and say whether training "

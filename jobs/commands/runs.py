@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -78,11 +79,16 @@ def cmd_reproduce(o: ReproduceCommand, workspace: Path) -> None:
     from jobs.study.plan import plan_study
     from jobs.study.reproduce import check_idle, run_study
 
+    if o.json and not o.dry_run:
+        raise FactrecallError("--json prints a dry run's plan: give --dry-run too")
     study = plan_study(workspace, resolved(o.request, workspace), snapshots=o.snapshots, fits=not o.dry_run)
     if o.dry_run:
-        from jobs.study.dryrun import print_plan
+        from jobs.study.dryrun import plan, print_plan
 
-        print_plan(study, console, tflops=o.tflops, gpu_memory=o.gpu_memory)
+        if o.json:
+            print(json.dumps(plan(study, tflops=o.tflops, gpu_memory=o.gpu_memory), indent=1))
+        else:
+            print_plan(study, console, tflops=o.tflops, gpu_memory=o.gpu_memory)
         return
     if o.executor == "slurm":
         check_idle(study)

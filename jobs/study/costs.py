@@ -32,6 +32,10 @@ MFU = {
 # With the control task's probes a sweep fits twice the probes (its cost measured on the cpu preset's
 # seed 0: stage 1.5 s -> 3.5 s a sweep, loaded machine): x2.
 SWEEP_LAYER_S = {128: 2 * 194 / 270 / 4, 576: 2 * 321 / 36 / 30}
+# Those sweeps ran on 2 threads. A fit is matrix products over every person at once, so more threads are
+# taken to cut its time in proportion (an assumption, not a measurement: the GPU check measures it on a
+# 16-core host, benchmarks/gpu/); fewer are never taken to slow it.
+SWEEP_THREADS = 2
 
 
 def _by_hidden(hidden: int, points: dict[int, float]) -> float:
@@ -49,9 +53,9 @@ def shares(computes: str, hidden: int) -> dict[str, float]:
     }
 
 
-def sweep_seconds(hidden: int, layers: int) -> float:
-    """Seconds one probe sweep (every layer, WQA and WBIO) takes on the 2-core CPU."""
-    return layers * _by_hidden(hidden, SWEEP_LAYER_S)
+def sweep_seconds(hidden: int, layers: int, threads: int = SWEEP_THREADS) -> float:
+    """Seconds one probe sweep (every layer, WQA and WBIO) takes on `threads` CPU threads."""
+    return layers * _by_hidden(hidden, SWEEP_LAYER_S) * SWEEP_THREADS / max(threads, SWEEP_THREADS)
 
 
 def training_memory(

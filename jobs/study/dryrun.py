@@ -82,7 +82,7 @@ def _model(spec, tok):
         return AutoModelForCausalLM.from_config(config)
 
 
-def _compute_params(model) -> tuple[int, int]:
+def compute_parameters(model) -> tuple[int, int]:
     """(all parameters, those a token's compute passes through)."""
     total = sum(p.numel() for p in model.parameters())
     embed = model.get_input_embeddings().weight
@@ -157,7 +157,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     """Everything `print_plan` shows, as numbers."""
     spec = study.runs[0][0]
     device = models.pick_device(spec.device)  # refuses cuda where there is none
-    models.use_cores()  # the threads the runs will have (refuses a bad $OMP_NUM_THREADS, as they would)
+    threads = models.use_cores()  # the threads the runs will have (refuses a bad $OMP_NUM_THREADS, as they would)
     if spec.model.path is not None:
         check_model_path(spec.model.path, spec.train.row_len if spec.train.packing else None)
     people = generate_people(spec.data, spec.seed)
@@ -171,7 +171,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     checked = boundary_sample(all_prompts, spec.seed)
     targets = encode_targets(tok, checked)  # the answer boundary, as the run checks it
     model = _model(spec, tok)
-    total, n = _compute_params(model)
+    total, n = compute_parameters(model)
     config = model.config
 
     phases, longest = [], 0
@@ -269,7 +269,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     train_s = sum(p["seconds"] for p in phases)
     eval_s = 2 * n * questions * eval_tokens / rates["eval"]
     dump_s = dump_flops * (models_main + snapshot_models) / rates["forward"]
-    probes_s = sweeps * sweep_seconds(config.hidden_size, config.num_hidden_layers)
+    probes_s = sweeps * sweep_seconds(config.hidden_size, config.num_hidden_layers, threads)
     patch_s = 2 * n * patch_decodes * eval_tokens / rates["eval"]
     rate = rates["train"]
     return {
@@ -311,6 +311,7 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
             "interventions": patch_s,
         },
         "seconds": (train_s + eval_s + dump_s + probes_s + patch_s) * seeds,
+        "threads": threads,
         "seeds": seeds,
         "preset": spec.preset,
     }

@@ -112,3 +112,21 @@ def test_threads_are_the_users_to_choose(tmp_path, capsys, monkeypatch, threads_
     assert "OMP_NUM_THREADS='many' is not a whole number" in err and len(err.strip().splitlines()) == 1
     assert run_cli("--threads", "0", *argv) == 2
     assert "argument --threads: 0 is out of range" in capsys.readouterr().err
+
+
+def test_the_plan_comes_as_json_for_a_script_and_a_sweep_gets_faster_with_threads(tmp_path, capsys):
+    """`reproduce --dry-run --json` prints the plan's numbers (benchmarks/gpu/check.py sizes its study with
+    them), writing nothing; --json alone is refused in one line. Probe sweeps, measured on 2 threads, are
+    planned shorter on more and never longer on fewer."""
+    argv = ["--workspace", tmp_path / "ws", "reproduce", "--preset", "tiny", "--seeds", "0", "--snapshots", "0"]
+    assert run_cli(*argv, "--dry-run", "--json", "--tflops", "1") == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["people"] == 16 and plan["seeds"] == 1
+    assert [p["phase"] for p in plan["phases"]] == ["bio", "stage", "mix"]
+    assert plan["seconds"] == pytest.approx(sum(plan["seconds_per_run"].values()))
+    assert all(p["seconds"] > 0 and p["steps"] > 0 for p in plan["phases"]) and plan["memory"]["total"] > 0
+    assert not (tmp_path / "ws").exists()
+    assert run_cli(*argv, "--json") == 2
+    assert capsys.readouterr().err.strip() == "error: --json prints a dry run's plan: give --dry-run too"
+    assert sweep_seconds(128, 4, threads=16) == pytest.approx(sweep_seconds(128, 4) / 8)
+    assert sweep_seconds(128, 4, threads=1) == sweep_seconds(128, 4)
