@@ -27,7 +27,7 @@ from bench_spine import mix_examples, ours_train  # noqa: E402 - benchmarks/ is 
 
 from jobs.run.evaluate import greedy_match  # noqa: E402
 from jobs.run.model import autocast, build_model, cpu_has_bf16, use_cores  # noqa: E402
-from jobs.study.dryrun import _compute_params  # noqa: E402
+from jobs.study.dryrun import compute_parameters  # noqa: E402
 from jobs.study.rate import cpu_name, gemm_rate  # noqa: E402
 
 SMOLLM2_135M = dict(
@@ -65,7 +65,7 @@ def bare_forward(model, tok, prompts: list[str], batch_size: int, precision: str
 def cpu_preset(args, precisions) -> list[str]:
     spec, tok, examples, sets = mix_examples(args.people)
     model = build_model(spec.model, tok, seed=0)
-    _, n = _compute_params(model)
+    _, n = compute_parameters(model)
     rows = spec.train.row_len * spec.train.mix.batch_size
     s = sets["qa_out"].subset(args.questions, seed=0)
     prompt_tokens = sum(len(ids) for ids in tok(s.prompts)["input_ids"]) / len(s.prompts)
@@ -98,7 +98,7 @@ def smollm2(args, precisions) -> list[str]:
     config = LlamaConfig(**SMOLLM2_135M)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    total, n = _compute_params(model)
+    total, n = compute_parameters(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = torch.randint(0, config.vocab_size, (args.big_rows, args.big_len))
     lines = []

@@ -7,13 +7,17 @@ weights by default; the attention kernel `train.attention=auto` picks) measured 
     python benchmarks/bench_gpu.py --device cpu --cases cpu:8 --steps 6   # the same steps on a CPU: tokens/s only
     python benchmarks/bench_gpu.py --device cpu --cases cpu:14 --variants plain sdpa --rounds 5  # eager vs SDPA
 
-A case is SIZE:ROWS: a random Llama of that size (`cpu`: the cpu preset's model; `smol`: SmolLM2-135M's
-shape, vocabulary 49,152; `1b`, `3b`: the shapes of Llama-3.2-1B and -3B, vocabulary 128,256) trained on
-batches of ROWS packed rows (of 288 tokens for `cpu`, as its preset; of 128, the paper preset's, for the
-others) of real Mix data (BIO statements and QA pairs of the cpu preset's people), exactly as
-`jobs.run.train.train_phase` steps: `jobs.run.train.loss_function`, backward, clipping, AdamW. Each variant
-starts from the same weights and sees the same batches; the table gives the last loss too, so that a
-variant that computes something else would show. Peak memory is measured on a CUDA GPU only.
+A case is SIZE:ROWS: a random Llama of that size (`cpu`, `gpu`, `tiny`: that preset's model, GPT-2 small's
+shape for `gpu`; `smol`: SmolLM2-135M's shape, vocabulary 49,152; `1b`, `3b`: the shapes of Llama-3.2-1B and
+-3B, vocabulary 128,256) trained on batches of ROWS packed rows (of 288 tokens for `cpu` and `gpu`, as their
+presets; of 128, the paper preset's, for the others) of real Mix data (BIO statements and QA pairs of the cpu
+preset's people), exactly as `jobs.run.train.train_phase` steps: `jobs.run.train.loss_function`, backward,
+clipping, AdamW. Each variant starts from the same weights and sees the same batches; the table gives the last
+loss too, so that a variant that computes something else would show. Peak memory is measured on a CUDA GPU
+only. TFLOP/s counts the model's FLOPs (6 x N x tokens, N the parameters a token's compute passes through; not
+the recomputation of gradient checkpointing), and MFU is that over --peak-tflops (the H200's bf16 matrix
+products measured about 790 TFLOP/s on random data: /work/.library/device/KINDS.md). With --json the rows are
+written as they are measured, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import time
 
 import numpy as np
@@ -34,7 +39,7 @@ from jobs.run.pipeline import PHASE_STREAM, examples_of
 from jobs.run.spec import build_spec
 from jobs.run.tokenizer import encode_targets, train_word_tokenizer
 from jobs.run.train import collate, loss_function, make_optimizer, plan_batches
-from jobs.study.dryrun import training_memory
+from jobs.study.dryrun import compute_parameters, training_memory
 
 SHAPES = {  # Llama-3.2's configurations, and SmolLM2-135M's (what `models import` brings from its wheel)
     "smol": dict(
@@ -82,8 +87,11 @@ def mix_examples(spec, tok):
     return examples_of(mix, tok, [e.text for e in entries], all_prompts, encode_targets(tok, all_prompts))
 
 
+PRESET_SIZES = ("cpu", "gpu", "tiny")  # a preset's own model
+
+
 def make_model(size: str, spec, tok):
-    if size == "cpu":
+    if size in PRESET_SIZES:
         return build_model(spec.model, tok, seed=0)
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -101,8 +109,9 @@ def _sync(device: torch.device) -> None:
 
 
 def case_spec(size: str, rows: int, *sets: str):
-    row_len = [] if size == "cpu" else ["train.row_len=128"]
-    return build_spec("cpu", overrides=[f"train.mix.batch_size={rows}", *row_len, *sets])
+    preset = size if size in PRESET_SIZES else "cpu"
+    row_len = [] if size in ("cpu", "gpu") else ["train.row_len=128"]
+    return build_spec(preset, overrides=[f"train.mix.batch_size={rows}", *row_len, *sets])
 
 
 def measure(
@@ -110,17 +119,17 @@ def measure(
     rows: int,
     variant: str,
     steps: int,
-    base,
     tok,
     examples,
     plan,
     device: torch.device,
     precision: str = "fp32",
+    peak_tflops: float | None = None,
 ) -> dict:
     spec = case_spec(size, rows, *VARIANTS[variant], f"train.precision={precision}")
-    model = make_model(size, spec, tok)
-    model.load_state_dict(base)
-    model.to(device).train()
+    with torch.device(device):  # made where it trains (a 3B model's CPU init took longer than its steps);
+        model = make_model(size, spec, tok)  # the same seed on the same device: every variant's same weights
+    model.train()
     opt = make_optimizer(model, spec.train.mix)
     model.set_attn_implementation(
         training_attention(device, spec.train.attention, spec.train.precision, model.config.hidden_size)
@@ -149,6 +158,7 @@ def measure(
             tokens += sum(len(examples[i].ids) for row in batch_rows for i in row)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
     total = sum(p.numel() for p in model.parameters())
+    _, compute = compute_parameters(model)
     c = model.config
     estimate = training_memory(
         total,
@@ -166,6 +176,8 @@ def measure(
         "variant": variant,
         "parameters": total,
         "tokens_per_s": tokens / sum(times),
+        "tflops": 6 * compute * tokens / sum(times) / 1e12,
+        "mfu": 6 * compute * tokens / sum(times) / 1e12 / peak_tflops if peak_tflops else None,
         "first_step_s": first,
         "peak_gb": peak / 1e9 if peak else None,
         "estimate_gb": estimate / 1e9,
@@ -196,6 +208,7 @@ def main() -> None:
         "and report each one's median round (for a shared, noisy machine)",
     )
     ap.add_argument("--json", help="also write the rows as JSON")
+    ap.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s in this precision, for MFU")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     ap.add_argument(
         "--precision",
@@ -212,7 +225,7 @@ def main() -> None:
     tok = train_word_tokenizer([e.text for e in entries] + [f"{p.qa} {p.answer}." for p in prompts(people, entries)])
     examples = mix_examples(spec, tok)
     lengths = np.array([len(e.ids) for e in examples])
-    results = []
+    results, measured = [], []
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{name}, torch {torch.__version__}", flush=True)
     for case in args.cases:
@@ -220,43 +233,59 @@ def main() -> None:
         rows = int(rows)
         plan_spec = case_spec(size, rows)
         plan = plan_batches(lengths, plan_spec.train.mix, plan_spec.train, seed=[0, PHASE_STREAM["mix"]])
-        base = make_model(size, plan_spec, tok).state_dict()
         rounds: dict[str, list[dict]] = {v: [] for v in args.variants}
         for _ in range(args.rounds):  # variants taken in turn, so that a machine's drift hits each alike
             for variant in args.variants:
                 try:
-                    r = measure(size, rows, variant, args.steps, base, tok, examples, plan, device, args.precision)
+                    r = measure(
+                        size, rows, variant, args.steps, tok, examples, plan, device, args.precision, args.peak_tflops
+                    )
                 except torch.OutOfMemoryError:
                     r = {"size": size, "rows": rows, "variant": variant, "error": "out of memory"}
                     gc.collect()
                     torch.cuda.empty_cache()
                     torch._dynamo.reset()
                 rounds[variant].append(r)
+                measured.append(r)
                 print(json.dumps(r), flush=True)
+                if args.json:  # as it goes: a run cut short keeps what it measured
+                    write_json(args.json, measured)
         for runs in rounds.values():  # the round with the median tokens/s
             ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["tokens_per_s"])
             results.append(ok[len(ok) // 2] if ok else runs[0])
-    print(
-        "\n| model | batch (rows x tokens) | variant | tokens/s | vs plain | first step | peak memory | estimate "
-        "| last loss |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n" + table(results))
+    if args.json:
+        write_json(args.json, results)
+
+
+def write_json(path: str, rows: list[dict]) -> None:
+    with open(path + ".part", "w") as f:
+        json.dump(rows, f, indent=1)
+    os.replace(path + ".part", path)
+
+
+def table(results: list[dict]) -> str:
+    """The rows as a Markdown table: each variant against the plain step of its case, where measured."""
+    lines = [
+        "| model | batch (rows x tokens) | variant | tokens/s | vs plain | TFLOP/s | MFU | first step | peak memory "
+        "| estimate | last loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "error" in r:
-            print(f"| {r['size']} | {r['rows']} | {r['variant']} | {r['error']} | | | | | |")
+            lines.append(f"| {r['size']} | {r['rows']} | {r['variant']} | {r['error']} | | | | | | | |")
             continue
         plain = next(
-            p for p in results if p["size"] == r["size"] and p["rows"] == r["rows"] and p["variant"] == "plain"
+            (p for p in results if (p["size"], p["rows"], p["variant"]) == (r["size"], r["rows"], "plain")), None
         )
-        print(
+        versus = f"{r['tokens_per_s'] / plain['tokens_per_s']:.2f}" if plain and "error" not in plain else "–"
+        mfu = "–" if r.get("mfu") is None else f"{r['mfu']:.1%}"
+        lines.append(
             f"| {r['size']} ({r['parameters'] / 1e6:,.0f}M) | {r['rows']} x {r['row_len']} | {r['variant']} | "
-            f"{r['tokens_per_s']:,.0f} | "
-            f"{r['tokens_per_s'] / plain['tokens_per_s']:.2f} | {r['first_step_s']:.1f} s | {_gb(r['peak_gb'])} | "
-            f"{_gb(r['estimate_gb'])} | {r['last_loss']:.4f} |"
+            f"{r['tokens_per_s']:,.0f} | {versus} | {r['tflops']:.3g} | {mfu} | {r['first_step_s']:.1f} s | "
+            f"{_gb(r['peak_gb'])} | {_gb(r['estimate_gb'])} | {r['last_loss']:.4f} |"
         )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

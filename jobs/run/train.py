@@ -367,6 +367,8 @@ def train_phase(
         "curve": [],
     }
     state = _resume(last, model, opt, device, total) or state
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     own_attention = model.config._attn_implementation
     step = saved_step = state["step"]
     consistent = True  # weights, optimizer and `state` describe the same step
@@ -440,4 +442,7 @@ def train_phase(
         "tokens_per_s": round(state["tokens"] / max(state["train_seconds"], 1e-9), 1),
         "final_loss": state["loss"],
         "curve": state["curve"],
+        # What this session of the phase held at its peak on a GPU (the dry run's memory estimate is held
+        # against it: benchmarks/gpu/check.py); None on a CPU.
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
     }
