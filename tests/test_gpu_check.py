@@ -30,18 +30,53 @@ def _names(path: Path) -> dict[str, str]:
     return out
 
 
+def _wheel_with_a_script(folder: Path) -> None:
+    """A tiny pure-Python wheel with a console script of its own, in `folder`."""
+    source = folder.parent / "tiny-wheel"
+    (source / "tiny_wheel").mkdir(parents=True)
+    (source / "tiny_wheel" / "__init__.py").write_text("def main():\n    print('tiny')\n")
+    (source / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "tiny-wheel"\nversion = "1.0"\n[project.scripts]\ntiny-wheel = "tiny_wheel:main"\n'
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+        + ["-w", str(folder), str(source)],
+        check=True,
+        capture_output=True,
+    )
+
+
 def test_the_rehearsal_runs_every_step_of_the_check_and_writes_what_comes_back(tmp_path):
-    out = tmp_path / "out"
+    """With --wheels, as on the GPU machine: the carried wheels (here one tiny wheel with a script of its
+    own) and the project go into one private folder, each with its console scripts."""
+    out, site = tmp_path / "out", tmp_path / "site"
+    _wheel_with_a_script(tmp_path / "wheels")
     env = {
         **os.environ,
         "OUT": str(out),
-        "FACTRECALL_SITE": str(tmp_path / "site"),
+        "FACTRECALL_SITE": str(site),
+        "FACTRECALL_WHEELS": str(tmp_path / "wheels"),
         "PYTHON": sys.executable,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     env.pop("OMP_NUM_THREADS", None)  # the check's steps choose their own, as on the GPU machine
-    proc = subprocess.run(["bash", str(GPU / "check.sh"), "--rehearse"], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(GPU / "check.sh"), "--rehearse", "--wheels"], env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {"factrecall-jobs", "factrecall-tui", "tiny-wheel"} <= {p.name for p in (site / "bin").iterdir()}
+    assert (site / "tiny_wheel" / "__init__.py").is_file()
+    # The install holds every module and data file of the sources (a package list that named only the
+    # top-level packages once left out jobs.run and the rest: an editable install hides that).
+    sources = {
+        str(p.relative_to(ROOT))
+        for package in ("jobs", "store", "factrecall_tui")
+        for p in (ROOT / package).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    installed = {str(p.relative_to(site)) for p in site.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert sources - installed == set()
     files = sorted(p.name for p in out.iterdir())
     assert files == ["bench.json", "check.log", "study.tar.gz", "summary.json", "summary.md", "tests.xml"]
     assert len(files) <= 8  # what a device call brings back
@@ -84,7 +119,9 @@ def test_without_a_gpu_the_check_says_so_in_one_line(tmp_path):
     )
     proc = subprocess.run(["bash", str(GPU / "check.sh"), "--fast"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "check.sh: unknown option '--fast': give --rehearse, or nothing on the GPU machine"
+    assert proc.stderr.strip() == (
+        "check.sh: unknown option '--fast': give --rehearse (and --wheels), or nothing on the GPU machine"
+    )
 
 
 def test_the_wheels_cover_every_requirement_the_gpu_machine_lacks():
