@@ -16,7 +16,7 @@ clipping, AdamW. Each variant starts from the same weights and sees the same bat
 loss too, so that a variant that computes something else would show. Peak memory is measured on a CUDA GPU
 only. TFLOP/s counts the model's FLOPs (6 x N x tokens, N the parameters a token's compute passes through; not
 the recomputation of gradient checkpointing), and MFU is that over --peak-tflops (the H200's bf16 matrix
-products measured about 790 TFLOP/s on random data: /work/.library/device/KINDS.md). With --json the rows are
+products ran at about 790 TFLOP/s on random data on the lent H200). With --json the rows are
 written as they are measured, so a run cut short keeps what it measured.
 """
 

@@ -434,7 +434,7 @@ def train_phase(
                 (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
             model.set_attn_implementation(own_attention)
     model.eval()
-    return {
+    summary = {
         "steps": total,
         "plan": PLAN_VERSION,
         "tokens": state["tokens"],
@@ -442,7 +442,7 @@ def train_phase(
         "tokens_per_s": round(state["tokens"] / max(state["train_seconds"], 1e-9), 1),
         "final_loss": state["loss"],
         "curve": state["curve"],
-        # What this session of the phase held at its peak on a GPU (the dry run's memory estimate is held
-        # against it: benchmarks/gpu/check.py); None on a CPU.
-        "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
     }
+    if device.type == "cuda":  # what this session of the phase held at its peak (benchmarks/gpu/check.py
+        summary["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(device)  # holds the dry run's estimate to it)
+    return summary

@@ -152,6 +152,8 @@ def test_a_family_trains_dumps_and_patches_on_the_device_as_on_the_cpu(family, c
     )
     run = tmp_path / "runs" / family
     assert metrics(run)["bio"]["bio"]["avg"] >= 50  # it learned its BIO facts on the device
+    trained = metrics(run)["train"]["bio"]
+    assert trained.get("peak_gpu_bytes", 0) > 0 if device.type == "cuda" else "peak_gpu_bytes" not in trained
     assert run_cli(*ws, "dump", family, "--device", "cpu", "--out", tmp_path / "cpu.zarr", "--models", "stage") == 0
     on_device, on_cpu = store.open(run), store.open(tmp_path / "cpu.zarr")
     for fmt in ("bio_long", "qa"):
