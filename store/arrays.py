@@ -15,7 +15,7 @@ import numpy as np
 
 from store.chunks import ChunkLimit
 from store.errors import StoreError
-from store.names import CHECKSUM, CHECKSUM_DIMS, DIMS, HOOK
+from store.names import CHECKSUM_DIMS, DIMS, array_name, checksum_name
 from store.validate import (
     MAX_COORD_CHUNKS,
     MAX_PEOPLE,
@@ -29,11 +29,9 @@ from store.validate import (
     read_json,
 )
 
-# Each array the writer makes: its dimensions and data type (resid_mid's is the attributes' dtype).
-SCHEMA = {
-    HOOK: (DIMS, None),
+# Each array the writer makes besides the sites': its dimensions and data type.
+COORDINATES = {
     "written": (("model", "format", "person_block"), "bool"),
-    CHECKSUM: (CHECKSUM_DIMS, "uint32"),
     "model": (("model",), "string"),
     "format": (("format",), "string"),
     "layer": (("layer",), "int32"),
@@ -45,6 +43,18 @@ SCHEMA = {
     "label_text": (("attribute", "person"), "string"),
     "answer": (("attribute", "person"), "string"),
 }
+
+
+def schema(sites: tuple[str, ...]) -> dict[str, tuple[tuple[str, ...], str | None]]:
+    """Every array of a store of these sites: each site's vectors (in the attributes' dtype: None)
+    and their checksums, then the rest."""
+    out: dict[str, tuple[tuple[str, ...], str | None]] = {}
+    for site in sites:
+        out[array_name(site)] = (DIMS, None)
+        out[checksum_name(site)] = (CHECKSUM_DIMS, "uint32")
+    return out | COORDINATES
+
+
 # The fill value the writer gives each data type, as zarr.json spells it (an allowlist of one: a
 # crafted one reaches numpy's casts, and resid_mid's NaN is how a missing chunk is told from a written one).
 FILL = {"float16": "NaN", "float32": "NaN", "bool": False, "uint32": 0, "int32": 0, "int64": 0, "string": ""}
@@ -108,6 +118,7 @@ def check_array(
     url: str | Path,
     name: str,
     meta: dict,
+    dims: tuple[str, ...],
     shape: tuple[int, ...],
     dtype: str,
     chunks: tuple[int, ...] | None,
@@ -119,7 +130,6 @@ def check_array(
     def bad(what: str) -> StoreError:
         return damaged(url, f"its {name} array {what}")
 
-    dims = SCHEMA[name][0]
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         raise bad("is not a Zarr v3 array")
     extra = sorted(set(meta) - KEYS)
@@ -181,13 +191,15 @@ def check_arrays(url: str | Path, meta: dict) -> tuple[Attributes, int, dict[str
     attributes, the number of people (the person array's length, which the others must agree with)
     and each array's chunk limits."""
     attrs = check_attributes(url, meta)
+    arrays = schema(attrs.sites)
+    checksums = {checksum_name(site) for site in attrs.sites}
     metas = {}
-    for name in SCHEMA:
+    for name in arrays:
         found = read_json(url, f"{name}/zarr.json")
         if found is None:
-            if name == CHECKSUM:
+            if name in checksums:
                 raise StoreError(
-                    f"{url} has no {CHECKSUM} array, so its chunks cannot be checked; delete it and "
+                    f"{url} has no {name} array, so its chunks cannot be checked; delete it and "
                     "`factrecall-jobs dump RUN` to dump it again"
                 )
             raise StoreError(f"{url} is truncated: array {name!r} is missing; delete the store and dump again")
@@ -223,12 +235,13 @@ def check_arrays(url: str | Path, meta: dict) -> tuple[Attributes, int, dict[str
         "person_block": -(-people // attrs.block),
     }
     limits = {}
-    for name, (dims, dtype) in SCHEMA.items():
-        hook = name == HOOK
+    for name, (dims, dtype) in arrays.items():
+        hook = dtype is None
         limits[name] = check_array(
             url,
             name,
             metas[name],
+            dims,
             tuple(sizes[d] for d in dims),
             dtype or attrs.dtype,
             (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,
@@ -255,15 +268,16 @@ def check_consolidated(url: str | Path, root: dict, attrs: Attributes, people: i
         "hidden": attrs.hidden,
         "person_block": -(-people // attrs.block),
     }
-    for name, (dims, dtype) in SCHEMA.items():
+    for name, (dims, dtype) in schema(attrs.sites).items():
         if name in entries:
             if not isinstance(entries[name], dict):
                 raise damaged(url, f"its consolidated metadata of {name} is not a mapping")
-            hook = name == HOOK
+            hook = dtype is None
             check_array(
                 url,
                 name,
                 entries[name],
+                dims,
                 tuple(sizes[d] for d in dims),
                 dtype or attrs.dtype,
                 (1, 1, 1, 1, attrs.block, attrs.hidden) if hook else None,

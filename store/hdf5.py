@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from store.errors import StoreError
-from store.names import ATTRS_KEY, DIMS, HOOK
+from store.names import ATTRS_KEY, DIMS, array_name
 from store.reader import ActivationStore
 
 COORDS = ("model", "format", "layer", "attribute", "person")
@@ -46,11 +46,15 @@ def export_hdf5(s: ActivationStore, path: str | Path, progress: Callable[[int, i
                     d.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
             for name in COORDS:
                 f[name].make_scale(name)
-            resid = f.create_dataset(HOOK, shape=s.resid.shape, dtype=s.dtype, chunks=s.resid.chunks, fillvalue=np.nan)
-            for key, value in s.resid.attrs.items():
-                resid.attrs[key] = value
+            sites = {}
+            for site, array in s.arrays.items():  # each site's vectors, under its array's name in the store
+                sites[site] = f.create_dataset(
+                    array_name(site), shape=array.shape, dtype=s.dtype, chunks=array.chunks, fillvalue=np.nan
+                )
+                for key, value in array.attrs.items():
+                    sites[site].attrs[key] = value
             for name, dims in (
-                (HOOK, DIMS),
+                *((array_name(site), DIMS) for site in s.sites),
                 ("split", ("person",)),
                 ("attribute_index", ("attribute",)),
                 ("label", ("attribute", "person")),
@@ -70,12 +74,13 @@ def export_hdf5(s: ActivationStore, path: str | Path, progress: Callable[[int, i
                 for b in range(written.shape[2])
                 if written[m, fo, b]
             ]
-            total, done = len(todo) * s.layers * len(s.attributes), 0
+            total, done = len(todo) * s.layers * len(s.attributes) * len(s.sites), 0
             n = len(s.people)
             for m, fo, b in todo:
                 rows = slice(b * s.block, min((b + 1) * s.block, n))
-                resid[m, fo, :, :, rows, :] = s.read_block(m, fo, b)
-                done += s.layers * len(s.attributes)
+                for site, out in sites.items():
+                    out[m, fo, :, :, rows, :] = s.read_block(m, fo, b, site)
+                    done += s.layers * len(s.attributes)
                 if progress is not None:
                     progress(done, total)
         os.replace(tmp, path)

@@ -36,7 +36,7 @@ import zarr
 
 from store import arrays, chunks, validate
 from store.errors import StoreError, first_line
-from store.names import ATTRS_KEY, COMPRESSORS, DTYPES, HALF_MADE, SCHEMA, VERSION
+from store.names import ATTRS_KEY, COMPRESSORS, DEFAULT_SITE, DTYPES, HALF_MADE, SCHEMA, VERSION, parse_sites
 from store.validate import MAX_CHUNK_BYTES, bounds_problem, is_local, local_path
 
 # The most bytes one chunk holds: a model with a large hidden size splits people into blocks so a
@@ -67,8 +67,15 @@ class Layout:
     # Where the vectors come from (the run, each model's weights, the compute precision): opaque to
     # the store, part of the fingerprint, so a resume never mixes two sources' vectors.
     source: dict[str, Any] | None = None
+    # The sites stored, an array each (store.names.array_name), in this order; every store made before
+    # sites holds the default one alone, and reads on as that.
+    sites: tuple[str, ...] = (DEFAULT_SITE,)
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "sites", parse_sites(self.sites))
+        except ValueError as err:
+            raise StoreError(str(err)) from None
         if self.dtype not in DTYPES:
             raise StoreError(f"dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if self.compressor not in COMPRESSORS:
@@ -125,6 +132,9 @@ class Layout:
                     self.compressor,
                     self.block,
                     self.source,
+                    # only where it is not the default: a store of resid_mid@last keeps the
+                    # fingerprint it had before sites existed (and so its cached probes and patches)
+                    *([list(self.sites)] if self.sites != (DEFAULT_SITE,) else []),
                 ],
                 sort_keys=True,
             ).encode()
@@ -134,10 +144,14 @@ class Layout:
         return h.hexdigest()[:16]
 
 
-def chunk_crc(model: str, fmt: str, layer: int, attribute: str, block: int, vectors: np.ndarray) -> int:
-    """The checksum of one resid_mid chunk: CRC-32 of its bytes (people of the block x hidden, in the
-    store's dtype), seeded with where it belongs, so a chunk of another layer, model or store fails."""
-    seed = zlib.crc32(f"{model}/{fmt}/{layer}/{attribute}/{block}".encode())
+def chunk_crc(
+    model: str, fmt: str, layer: int, attribute: str, block: int, vectors: np.ndarray, site: str = DEFAULT_SITE
+) -> int:
+    """The checksum of one chunk of a site's array: CRC-32 of its bytes (people of the block x hidden,
+    in the store's dtype), seeded with where it belongs, so a chunk of another layer, model, site or
+    store fails. (resid_mid@last's seed leaves its site out, as before sites existed.)"""
+    where = f"{model}/{fmt}/{layer}/{attribute}/{block}"
+    seed = zlib.crc32((where if site == DEFAULT_SITE else f"{site}/{where}").encode())
     return zlib.crc32(np.ascontiguousarray(vectors).view(np.uint8), seed)
 
 
@@ -209,6 +223,7 @@ def open_checked(url: str | Path, mode: str = "r+") -> tuple[zarr.Group, validat
         compressor=declared.compressor,
         chunk_people=declared.block,
         source=meta.get("source"),
+        sites=declared.sites,
     ).fingerprint()
     if found != meta["fingerprint"]:
         raise StoreError(

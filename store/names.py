@@ -10,9 +10,64 @@ TRAJECTORY_NAME = "trajectory.zarr"  # RUN/trajectory.zarr: the snapshots kept a
 SCHEMA = "factrecall.activations"
 VERSION = 1
 ATTRS_KEY = "factrecall"  # the group attribute that holds the schema, layout and source
-HALF_MADE = "factrecall_skeleton_unfinished"  # set while a skeleton is made in place (a remote store)
-HOOK = "resid_mid"
 CHECKSUM = "checksum"  # a CRC-32 per resid_mid chunk (a store without it is refused: dump it again)
+HALF_MADE = "factrecall_skeleton_unfinished"  # set while a skeleton is made in place (a remote store)
+HOOK = "resid_mid"  # the paper's h; at the last prompt token, the store's first array (docs/sites.md)
+
+# A site is where a vector is read (and patched): a hook of every block x a token position of the
+# prompt, written `hook@position` as TransformerLens names hooks (`blocks.L.hook_mlp_out`). The hooks'
+# per-family definitions are jobs/run/sites.py; the positions' (token spans from the tokenizer's
+# offsets) jobs/run/positions.py; what each means, docs/sites.md.
+Hook = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+HOOKS = get_args(Hook)
+Position = Literal["last", "subject_last", "name_last"]
+POSITIONS = get_args(Position)
+DEFAULT_POSITION = "last"  # the paper's: the last prompt token, whose next token is the answer's first
+DEFAULT_SITE = f"{HOOK}@{DEFAULT_POSITION}"
+
+
+def parse_site(text: str) -> str:
+    """A site's full name (`hook@position`) from what a user wrote: `hook@position`, or a hook alone
+    for its last-token site. Raises ValueError with one line naming what is unknown."""
+    hook, _, position = str(text).strip().partition("@")
+    position = position or DEFAULT_POSITION
+    if hook not in HOOKS:
+        raise ValueError(f"unknown hook {hook!r} in site {text!r}: hooks are {', '.join(HOOKS)}")
+    if position not in POSITIONS:
+        raise ValueError(f"unknown position {position!r} in site {text!r}: positions are {', '.join(POSITIONS)}")
+    return f"{hook}@{position}"
+
+
+def parse_sites(values) -> tuple[str, ...]:
+    """Full site names from a list of sites or comma-separated lists of them, in order; ValueError
+    for an unknown one or one named twice."""
+    out: list[str] = []
+    for value in values:
+        for part in str(value).split(","):
+            if not part.strip():
+                continue
+            site = parse_site(part)
+            if site in out:
+                raise ValueError(f"site {site} is named twice: name each site once")
+            out.append(site)
+    if not out:
+        raise ValueError("no site given: name one or more as HOOK@POSITION, e.g. resid_mid@last")
+    return tuple(out)
+
+
+def array_name(site: str) -> str:
+    """The store's array of a site: the hook's name at the last token (`resid_mid`, as every store
+    made before sites has it), else the site's (`mlp_out@subject_last`)."""
+    hook, _, position = site.partition("@")
+    return hook if position == DEFAULT_POSITION else site
+
+
+def checksum_name(site: str) -> str:
+    """The array of a site's chunk checksums: `checksum` for resid_mid at the last token (as before
+    sites), `ARRAY.checksum` for every other."""
+    return CHECKSUM if site == DEFAULT_SITE else f"{array_name(site)}.checksum"
+
+
 CHECKSUM_DIMS = ("model", "format", "layer", "attribute", "person_block")
 DIMS = ("model", "format", "layer", "attribute", "person", "hidden")  # resid_mid's dimensions
 Dtype = Literal["float16", "float32"]  # what a dump stores vectors as (--dtype)

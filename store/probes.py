@@ -221,7 +221,9 @@ def sweep(
     out = []
     for i, layer in enumerate(layers):  # one layer in memory at a time
         qa, bio = (
-            torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model), dtype=torch.float32)
+            torch.as_tensor(
+                s.acts(fmt, layer, settings.attribute, model=model, site=settings.site), dtype=torch.float32
+            )
             for fmt in ("qa", settings.bio)
         )
         w_qa = fit(qa[train], y_train, n_classes, settings.backend, settings.l2, settings.max_iter)

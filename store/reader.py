@@ -24,7 +24,16 @@ from zarr.storage import LocalStore
 from store.errors import StoreError, first_line
 from store.fileio import RECORD, Unreadable, read_regular
 from store.layout import chunk_crc, open_checked
-from store.names import ATTRS_KEY, CHECKSUM, HOOK, SPLITS, STORE_NAME, TRAJECTORY_NAME
+from store.names import (
+    ATTRS_KEY,
+    DEFAULT_SITE,
+    SPLITS,
+    STORE_NAME,
+    TRAJECTORY_NAME,
+    array_name,
+    checksum_name,
+    parse_site,
+)
 from store.validate import is_local, local_path
 
 
@@ -53,18 +62,21 @@ class ActivationStore:
         self.block: int = self.meta["chunk_people"]
         self.people: np.ndarray = coords.people
         self.split: np.ndarray = coords.split
+        # The sites it holds, an array each; a store made before sites holds resid_mid@last alone.
+        self.sites: tuple[str, ...] = tuple(self.meta.get("sites", [DEFAULT_SITE]))
         self._coords = coords
         try:
-            self.resid = self.group[HOOK]
-            self._sums = self.group[CHECKSUM]
+            self.arrays = {site: self.group[array_name(site)] for site in self.sites}
+            self._sums = {site: self.group[checksum_name(site)] for site in self.sites}
+            self.resid = self.arrays[self.sites[0]]  # the store's first site (resid_mid@last unless dumped otherwise)
             self.written()
         except (ValueError, RuntimeError, OSError, KeyError, zarr.errors.BaseZarrError) as err:
             raise StoreError(f"{self.url} is damaged ({first_line(err)}); delete the store and dump again") from None
         self._check_run()
-        self._raw_root = self._raw_chunk_root()
+        self._raw_roots = {site: self._raw_chunk_root(site) for site in self.sites}
         self._complete: set[tuple[int, int]] = set()
-        self._verified: set[tuple[int, int, int, int, int]] = set()  # chunks whose checksum matched
-        self._sums_of: dict[tuple[int, int], np.ndarray] = {}  # (model, format) -> its checksums
+        self._verified: set[tuple[str, int, int, int, int, int]] = set()  # chunks whose checksum matched
+        self._sums_of: dict[tuple[str, int, int], np.ndarray] = {}  # (site, model, format) -> its checksums
 
     def _check_run(self) -> None:
         """Opened through a run folder: the store must be the one that run dumped (its done marker
@@ -155,11 +167,38 @@ class ActivationStore:
             raise StoreError(f"unknown split {split!r}: use {' or '.join(SPLITS)}")
         return np.flatnonzero(self.split == split)
 
+    def site(self, site: str | None = None) -> str:
+        """The full name of a site this store holds: `site` (`hook@position`, or a hook alone for its
+        last-token site), or where None the store's one site, else resid_mid@last."""
+        if site is None:
+            if len(self.sites) == 1 or DEFAULT_SITE in self.sites:
+                return self.sites[0] if len(self.sites) == 1 else DEFAULT_SITE
+            raise StoreError(f"say which site: this store has {', '.join(self.sites)} (site=...)")
+        try:
+            full = parse_site(site)
+        except ValueError as err:
+            raise StoreError(str(err)) from None
+        if full not in self.sites:
+            raise StoreError(
+                f"this store has no site {full}: it has {', '.join(self.sites)}; "
+                f"`factrecall-jobs dump RUN --sites {full} --out OTHER.zarr` dumps it"
+            )
+        return full
+
     def acts(
-        self, fmt: str, layer: int, attribute: str, *, model: str | None = None, split: str | None = None
+        self,
+        fmt: str,
+        layer: int,
+        attribute: str,
+        *,
+        model: str | None = None,
+        split: str | None = None,
+        site: str | None = None,
     ) -> np.ndarray:
-        """(people, hidden) vectors of one format, layer and attribute, in the store's dtype; people
-        in the order of `.people` (or of `labels(attribute, split)` when `split` is given)."""
+        """(people, hidden) vectors of one format, layer and attribute at one site (default: the
+        store's one, or resid_mid@last), in the store's dtype; people in the order of `.people` (or of
+        `labels(attribute, split)` when `split` is given)."""
+        site = self.site(site)
         m = self._index("model", self._model(model))
         f = self._index("format", fmt)
         a = self._index("attribute", attribute)
@@ -172,65 +211,66 @@ class ActivationStore:
                 f"model {self.models[m]} format {fmt} is not completely dumped yet "
                 f"({int(flags.sum())} of {flags.size} blocks); run `factrecall-jobs dump RUN` to finish it"
             )
-        out = self._read_raw(m, f, layer, a) if self._raw_root is not None else None
+        out = self._read_raw(site, m, f, layer, a) if self._raw_roots[site] is not None else None
         if out is None:
-            out = self._read((m, f, layer, a))
-        self._verify(m, f, layer, a, out)
+            out = self._read((m, f, layer, a), site)
+        self._verify(site, m, f, layer, a, out)
         rows = self._people(split)
         return out if rows is None else out[rows]
 
-    def _read(self, selection: tuple) -> np.ndarray:
-        """resid_mid[selection] through zarr, a damaged or missing chunk reported as one line. (A
+    def _read(self, selection: tuple, site: str) -> np.ndarray:
+        """A site's array[selection] through zarr, a damaged or missing chunk reported as one line. (A
         dump never writes NaN, so NaN in a flagged block is a chunk that is not there: zarr reads a
         missing chunk as its fill value.)"""
         try:
-            out = np.asarray(self.resid[selection])
+            out = np.asarray(self.arrays[site][selection])
         except (ValueError, RuntimeError, OSError) as err:
             raise StoreError(
-                f"cannot read {HOOK} from {self.url}: a chunk is damaged ({first_line(err)}); "
+                f"cannot read {array_name(site)} from {self.url}: a chunk is damaged ({first_line(err)}); "
                 "delete the store and dump again"
             ) from None
         if np.isnan(out).any():
             raise StoreError(
-                f"cannot read {HOOK} from {self.url}: a chunk of a block marked written is missing; "
-                "the store is damaged; delete the store and dump again"
+                f"cannot read {array_name(site)} from {self.url}: a chunk of a block marked written is "
+                "missing; the store is damaged; delete the store and dump again"
             )
         return out
 
-    def read_block(self, model: int, fmt: int, block: int) -> np.ndarray:
-        """(layer, attribute, people of the block, hidden): one whole dump unit, as zarr stores it."""
+    def read_block(self, model: int, fmt: int, block: int, site: str | None = None) -> np.ndarray:
+        """(layer, attribute, people of the block, hidden): one whole dump unit of a site, as zarr stores it."""
+        site = self.site(site)
         rows = slice(block * self.block, min((block + 1) * self.block, len(self.people)))
-        out = self._read((model, fmt, slice(None), slice(None), rows, slice(None)))
+        out = self._read((model, fmt, slice(None), slice(None), rows, slice(None)), site)
         for layer in range(self.layers):
             for a in range(len(self.attributes)):
-                self._verify_chunk(model, fmt, layer, a, block, out[layer, a])
+                self._verify_chunk(site, model, fmt, layer, a, block, out[layer, a])
         return out
 
-    def _verify(self, m: int, f: int, layer: int, a: int, out: np.ndarray) -> None:
+    def _verify(self, site: str, m: int, f: int, layer: int, a: int, out: np.ndarray) -> None:
         """Check every chunk of a (people, hidden) slice against its recorded checksum (once per chunk
-        per opened store): a chunk of another layer, model or store is refused, never returned."""
+        per opened store): a chunk of another layer, model, site or store is refused, never returned."""
         for b in range(-(-len(self.people) // self.block)):
-            self._verify_chunk(m, f, layer, a, b, out[b * self.block : (b + 1) * self.block])
+            self._verify_chunk(site, m, f, layer, a, b, out[b * self.block : (b + 1) * self.block])
 
-    def _verify_chunk(self, m: int, f: int, layer: int, a: int, b: int, vectors: np.ndarray) -> None:
-        if (m, f, layer, a, b) in self._verified:
+    def _verify_chunk(self, site: str, m: int, f: int, layer: int, a: int, b: int, vectors: np.ndarray) -> None:
+        if (site, m, f, layer, a, b) in self._verified:
             return
         try:
-            if (m, f) not in self._sums_of:  # read once a (model, format) is complete: written, it never changes
-                self._sums_of[(m, f)] = np.asarray(self._sums[m, f])
-            expected = int(self._sums_of[(m, f)][layer, a, b])
+            if (site, m, f) not in self._sums_of:  # read once a (model, format) is complete: written, it never changes
+                self._sums_of[(site, m, f)] = np.asarray(self._sums[site][m, f])
+            expected = int(self._sums_of[(site, m, f)][layer, a, b])
         except (ValueError, RuntimeError, OSError, zarr.errors.BaseZarrError) as err:
             raise StoreError(
                 f"{self.url}'s checksums cannot be read ({first_line(err)}); delete the store and dump again"
             ) from None
-        found = chunk_crc(self.models[m], self.formats[f], layer, self.attributes[a], b, vectors)
+        found = chunk_crc(self.models[m], self.formats[f], layer, self.attributes[a], b, vectors, site)
         if found != expected:
             raise StoreError(
-                f"{self.url}: the {HOOK} chunk of model {self.models[m]}, format {self.formats[f]}, "
+                f"{self.url}: the {array_name(site)} chunk of model {self.models[m]}, format {self.formats[f]}, "
                 f"layer {layer}, attribute {self.attributes[a]}, block {b} is not the one the dump wrote "
-                "(moved from another layer, model or store, or damaged); delete the store and dump again"
+                "(moved from another layer, model, site or store, or damaged); delete the store and dump again"
             )
-        self._verified.add((m, f, layer, a, b))
+        self._verified.add((site, m, f, layer, a, b))
 
     def _model(self, model: str | None) -> str:
         if model is not None:
@@ -266,12 +306,13 @@ class ActivationStore:
         return xr.open_zarr(self.url, consolidated=True, zarr_format=3)
 
     # -- the fast local read -------------------------------------------------------------------
-    def _raw_chunk_root(self) -> Path | None:
+    def _raw_chunk_root(self, site: str) -> Path | None:
         """Where chunk files can be read straight into the output array: a local store whose vectors
         are raw little-endian bytes (no compressor or filter). Zarr's own read of a slice this size
         costs several times a file read (its event loop, a bytes copy, a NaN-filled output); this
         path reads each chunk file once, into place. Anything else goes through zarr."""
-        meta = self.resid.metadata
+        array = self.arrays[site]
+        meta = array.metadata
         codecs = getattr(meta, "codecs", ())
         local = getattr(self.group.store, "_store", self.group.store)  # under the CheckedStore
         if not (
@@ -281,15 +322,15 @@ class ActivationStore:
             and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder)
         ):
             return None
-        return Path(local.root) / self.resid.path
+        return Path(local.root) / array.path
 
-    def _read_raw(self, m: int, f: int, layer: int, a: int) -> np.ndarray:
+    def _read_raw(self, site: str, m: int, f: int, layer: int, a: int) -> np.ndarray:
         n, block = len(self.people), self.block
         out = np.empty((n, self.hidden), dtype=self.dtype)
         for b in range(-(-n // block)):
             rows = out[b * block : min((b + 1) * block, n)]
-            key = self.resid.metadata.encode_chunk_key((m, f, layer, a, b, 0))
-            path = self._raw_root / key
+            key = self.arrays[site].metadata.encode_chunk_key((m, f, layer, a, b, 0))
+            path = self._raw_roots[site] / key
             expected = block * self.hidden * self.dtype.itemsize
             try:
                 # Opened without blocking, and only a regular file read: the walk at open refused

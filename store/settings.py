@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from store.errors import StoreError
-from store.names import BioFormat, Classes, Compressor, Dtype, PatchSplit, ProbeBackend, ProbeSplit
+from store.names import (
+    DEFAULT_SITE,
+    BioFormat,
+    Classes,
+    Compressor,
+    Dtype,
+    PatchSplit,
+    ProbeBackend,
+    ProbeSplit,
+    parse_site,
+    parse_sites,
+)
 
 
 def setting(
@@ -176,9 +187,13 @@ class ProbeSettings:
         None, "probe these layers only (default: all; -1 is the last)", metavar="LAYER"
     )
     controls: bool = setting(True, "skip the control task's probes (half the fits; no selectivity)")
+    site: str = setting(
+        DEFAULT_SITE, "where vectors are read: HOOK@POSITION (default resid_mid@last; docs/sites.md)", metavar="SITE"
+    )
 
     def __post_init__(self) -> None:
         check(self)
+        _site_field(self)
 
 
 @dataclass(frozen=True)
@@ -195,9 +210,13 @@ class PatchSettings:
     )
     seed: int = setting(0, "for the donors, the random vectors and the sample", low=0)
     erase: bool = setting(True, "skip the LEACE erasure columns")
+    site: str = setting(
+        DEFAULT_SITE, "where vectors are put in: HOOK@POSITION (default resid_mid@last; docs/sites.md)", metavar="SITE"
+    )
 
     def __post_init__(self) -> None:
         check(self)
+        _site_field(self)
 
 
 @dataclass(frozen=True)
@@ -224,6 +243,25 @@ class DumpOptions:
         None, "people per chunk (default: the existing store's, else as many as fit 4 MiB)", low=1
     )
     batch_size: int | None = setting(None, "prompts per forward pass (default: train.eval_batch_size)", low=1)
+    sites: tuple[str, ...] | None = setting(
+        None,
+        "sites to dump in one pass, HOOK@POSITION, space- or comma-separated (default: the existing store's, "
+        "else resid_mid@last; docs/sites.md)",
+        metavar="SITE",
+    )
 
     def __post_init__(self) -> None:
         check(self)
+        if self.sites is not None:
+            try:
+                object.__setattr__(self, "sites", parse_sites(self.sites))
+            except ValueError as err:
+                raise StoreError(f"--sites: {err}") from None
+
+
+def _site_field(settings) -> None:
+    """A settings object's `site`, as its full name (`mlp_out` is `mlp_out@last`); one line if unknown."""
+    try:
+        object.__setattr__(settings, "site", parse_site(settings.site))
+    except ValueError as err:
+        raise StoreError(f"--site: {err}") from None

@@ -38,7 +38,7 @@ import zarr
 
 from store.errors import StoreError, first_line
 from store.fileio import Unreadable, odd_entries, read_regular
-from store.names import COMPRESSORS, DTYPES, SPLITS
+from store.names import COMPRESSORS, DEFAULT_SITE, DTYPES, HOOKS, POSITIONS, SPLITS, parse_sites
 
 # What a store may declare: far beyond any run this project makes (the paper's: 10,000 people, 6
 # attributes, a few dozen layers), and small enough that what follows from them (the coordinate
@@ -198,6 +198,7 @@ class Attributes:
     block: int
     dtype: str
     compressor: str
+    sites: tuple[str, ...] = (DEFAULT_SITE,)  # a store made before sites holds resid_mid@last alone
 
 
 def check_attributes(url: str | Path, meta: dict) -> Attributes:
@@ -234,6 +235,15 @@ def check_attributes(url: str | Path, meta: dict) -> Attributes:
         raise bad("run", "not a run's name")
     if meta.get("vocab_size") is not None and not (is_int(meta["vocab_size"]) and 1 <= meta["vocab_size"] <= MAX_VOCAB):
         raise bad("vocab_size", f"not a whole number from 1 to {MAX_VOCAB:,}")
+    sites = meta.get("sites", [DEFAULT_SITE])
+    if not (isinstance(sites, list) and 0 < len(sites) <= len(HOOKS) * len(POSITIONS)):
+        raise bad("sites", f"not a list of 1 to {len(HOOKS) * len(POSITIONS)} sites")
+    try:
+        parsed = parse_sites(sites)
+    except ValueError as err:
+        raise bad("sites", str(err)) from None
+    if list(parsed) != sites:
+        raise bad("sites", "not the sites' full names (HOOK@POSITION)")
     return Attributes(
         names["models"],
         names["formats"],
@@ -243,6 +253,7 @@ def check_attributes(url: str | Path, meta: dict) -> Attributes:
         numbers["chunk_people"],
         meta["dtype"],
         meta["compressor"],
+        parsed,
     )
 
 

@@ -28,15 +28,41 @@ from zarr.codecs import ZstdCodec
 from store import validate
 from store.errors import StoreError
 from store.layout import Layout, chunk_crc, open_group
-from store.names import ATTRS_KEY, CHECKSUM, CHECKSUM_DIMS, DIMS, HALF_MADE, HOOK, SCHEMA, VERSION
+from store.names import (
+    ATTRS_KEY,
+    CHECKSUM_DIMS,
+    DEFAULT_POSITION,
+    DIMS,
+    HALF_MADE,
+    HOOK,
+    SCHEMA,
+    VERSION,
+    array_name,
+    checksum_name,
+)
 from store.validate import is_local, local_path
 
-HOOK_DOC = (
-    "h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
-    "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
-    "in a GPT-NeoX block"
-)
-POSITION_DOC = "the last prompt token, whose next token is the attribute's first token"
+# What each hook and position is, in a store's attributes (the definitions: docs/sites.md, and the
+# per-family reading of each hook: jobs/run/sites.py).
+HOOK_DOCS = {
+    "resid_pre": "the residual stream entering the block (the block's input)",
+    "resid_mid": (
+        "h = residual stream + self-attention output, before the MLP (TransformerLens's resid_mid): "
+        "the input of the post-attention norm in a Llama or GPT-2 block; layer input + attention output "
+        "in a GPT-NeoX block"
+    ),
+    "resid_post": "the residual stream leaving the block (the block's output)",
+    "attn_out": "the self-attention's output, as the block adds it to the residual stream",
+    "mlp_out": "the MLP's output, as the block adds it to the residual stream",
+}
+POSITION_DOCS = {
+    "last": "the last prompt token, whose next token is the attribute's first token",
+    "subject_last": (
+        "the last token of the subject mention the relation words are about: the full name in "
+        "bio_short and qa, the name or the pronoun opening the last sentence in bio_long"
+    ),
+    "name_last": "the last token of the last occurrence of the person's full name in the prompt",
+}
 
 
 def _strings(values: Sequence[str] | np.ndarray) -> np.ndarray:
@@ -94,24 +120,40 @@ def _create_skeleton(group: zarr.Group, layout: Layout, meta: dict[str, Any]) ->
         len(layout.people),
         layout.hidden,
     )
-    resid = group.create_array(
-        HOOK,
-        shape=shape,
-        dtype=layout.dtype,
-        chunks=(1, 1, 1, 1, layout.block, layout.hidden),
-        compressors=ZstdCodec(level=1) if layout.compressor == "zstd" else None,
-        fill_value=np.nan,
-        dimension_names=DIMS,
-    )
-    # CF's `coordinates` makes xarray carry the labels along with any selection of the vectors.
-    resid.attrs.update(
-        {
-            "description": HOOK_DOC,
-            "position": POSITION_DOC,
-            "unwritten": "NaN",
-            "coordinates": "attribute_index split label label_text answer",
-        }
-    )
+    for site in layout.sites:
+        hook, _, position = site.partition("@")
+        vectors = group.create_array(
+            array_name(site),
+            shape=shape,
+            dtype=layout.dtype,
+            chunks=(1, 1, 1, 1, layout.block, layout.hidden),
+            compressors=ZstdCodec(level=1) if layout.compressor == "zstd" else None,
+            fill_value=np.nan,
+            dimension_names=DIMS,
+        )
+        # CF's `coordinates` makes xarray carry the labels along with any selection of the vectors.
+        vectors.attrs.update(
+            {
+                "description": HOOK_DOCS[hook],
+                "position": POSITION_DOCS[position],
+                "site": site,
+                "transformer_lens": f"blocks.{{layer}}.hook_{hook}",
+                "unwritten": "NaN",
+                "coordinates": "attribute_index split label label_text answer",
+            }
+        )
+        sums = group.create_array(
+            checksum_name(site),
+            shape=(len(layout.models), len(layout.formats), layout.layers, len(layout.attributes), layout.blocks),
+            dtype="uint32",
+            fill_value=0,
+            dimension_names=CHECKSUM_DIMS,
+        )
+        sums.attrs["description"] = (
+            f"CRC-32 of each {array_name(site)} chunk's bytes, seeded with its model, format, layer, "
+            "attribute and block (`store.layout.chunk_crc`): a chunk moved, swapped or "
+            "damaged does not match"
+        )
     written = group.create_array(
         "written",
         shape=(len(layout.models), len(layout.formats), layout.blocks),
@@ -123,26 +165,15 @@ def _create_skeleton(group: zarr.Group, layout: Layout, meta: dict[str, Any]) ->
         f"True once every vector of a (model, format, block of {layout.block} people) "
         "is written; a block whose flag is False may be partly written"
     )
-    sums = group.create_array(
-        CHECKSUM,
-        shape=(len(layout.models), len(layout.formats), layout.layers, len(layout.attributes), layout.blocks),
-        dtype="uint32",
-        fill_value=0,
-        dimension_names=CHECKSUM_DIMS,
-    )
-    sums.attrs["description"] = (
-        "CRC-32 of each resid_mid chunk's bytes, seeded with its model, format, layer, "
-        "attribute and block (`store.layout.chunk_crc`): a chunk moved, swapped or "
-        "damaged does not match"
-    )
     group.attrs.put(
         {
             ATTRS_KEY: {
                 "schema": SCHEMA,
                 "version": VERSION,
-                "hook": HOOK,
-                "hook_doc": HOOK_DOC,
-                "position": POSITION_DOC,
+                # the first site's (before sites, the one): the others' are on their arrays
+                "hook": layout.sites[0].partition("@")[0],
+                "hook_doc": HOOK_DOCS[layout.sites[0].partition("@")[0]],
+                "position": POSITION_DOCS[layout.sites[0].partition("@")[2]],
                 "models": list(layout.models),
                 "formats": list(layout.formats),
                 "attributes": list(layout.attributes),
@@ -152,6 +183,7 @@ def _create_skeleton(group: zarr.Group, layout: Layout, meta: dict[str, Any]) ->
                 "compressor": layout.compressor,
                 "chunk_people": layout.block,
                 "source": layout.source,
+                "sites": list(layout.sites),
                 "fingerprint": layout.fingerprint(),
                 **meta,
             }
@@ -172,11 +204,12 @@ class Writer:
 
     def __init__(self, group: zarr.Group, layout: Layout):
         self.group, self.layout = group, layout
-        self.resid = group[HOOK]
+        self.arrays = {site: group[array_name(site)] for site in layout.sites}
         self._written = group["written"]
         self.flags = np.asarray(self._written[...])
-        self._sums = group[CHECKSUM]  # open_group refuses a store without checksums
-        self.sums = np.asarray(self._sums[...])
+        # open_group refuses a store without checksums
+        self._sums = {site: group[checksum_name(site)] for site in layout.sites}
+        self.sums = {site: np.asarray(arr[...]) for site, arr in self._sums.items()}
 
     @classmethod
     def open_or_create(cls, url: str | Path, layout: Layout, meta: dict[str, Any]) -> Writer:
@@ -230,19 +263,32 @@ class Writer:
         """People in `block` (the last may hold fewer)."""
         return self.people(block).stop - self.people(block).start
 
-    def write(self, model: str, fmt: str, block: int, vectors: np.ndarray) -> None:
-        """vectors: (layer, attribute, people of the block, hidden) in the store's dtype. Every chunk
-        first, then the block's flag."""
+    def write(self, model: str, fmt: str, block: int, vectors: np.ndarray | dict[str, np.ndarray]) -> None:
+        """vectors: (layer, attribute, people of the block, hidden) in the store's dtype, for each of
+        the store's sites (a mapping site -> vectors; a store of one site takes the array alone). Every
+        site's chunks first, then their checksums, then the block's flag."""
+        if not isinstance(vectors, dict):
+            if len(self.layout.sites) != 1:
+                raise ValueError(f"this store holds {len(self.layout.sites)} sites: give a mapping site -> vectors")
+            vectors = {self.layout.sites[0]: vectors}
+        if set(vectors) != set(self.layout.sites):
+            raise ValueError(f"block has sites {sorted(vectors)}, expected {list(self.layout.sites)}")
         m, f = self.layout.models.index(model), self.layout.formats.index(fmt)
         expected = (self.layout.layers, len(self.layout.attributes), self.size(block), self.layout.hidden)
-        if vectors.shape != expected:
-            raise ValueError(f"block has shape {vectors.shape}, expected {expected}")
-        vectors = vectors.astype(self.layout.dtype, copy=False)
-        self.resid[m, f, :, :, self.people(block), :] = vectors
-        for layer in range(self.layout.layers):  # the chunks, then their checksums, then the flag
-            for a, attribute in enumerate(self.layout.attributes):
-                self.sums[m, f, layer, a, block] = chunk_crc(model, fmt, layer, attribute, block, vectors[layer, a])
-        self._sums[...] = self.sums
+        for site in self.layout.sites:
+            if vectors[site].shape != expected:
+                raise ValueError(f"block of {site} has shape {vectors[site].shape}, expected {expected}")
+        for site in self.layout.sites:
+            block_vectors = vectors[site].astype(self.layout.dtype, copy=False)
+            self.arrays[site][m, f, :, :, self.people(block), :] = block_vectors
+            sums = self.sums[site]
+            for layer in range(self.layout.layers):
+                for a, attribute in enumerate(self.layout.attributes):
+                    sums[m, f, layer, a, block] = chunk_crc(
+                        model, fmt, layer, attribute, block, block_vectors[layer, a], site
+                    )
+        for site in self.layout.sites:
+            self._sums[site][...] = self.sums[site]
         self.flags[m, f, block] = True
         self._written[...] = self.flags
 
@@ -272,7 +318,7 @@ def existing_settings(url: str | Path) -> dict[str, Any]:
     meta = (_group_attrs(url) or {}).get(ATTRS_KEY)
     if not isinstance(meta, dict):
         return {}
-    return {k: meta[k] for k in ("dtype", "compressor", "chunk_people") if k in meta}
+    return {k: meta[k] for k in ("dtype", "compressor", "chunk_people", "sites") if k in meta}
 
 
 def _exists(url: str | Path) -> bool:
@@ -295,8 +341,11 @@ def _difference(found: dict[str, Any], layout: Layout) -> str:
         "dtype": layout.dtype,
         "compressor": layout.compressor,
         "chunk_people": layout.block,
+        "sites": list(layout.sites),
     }
     for key, value in wanted.items():
+        if key == "sites" and "sites" not in found and value == [HOOK + "@" + DEFAULT_POSITION]:
+            continue
         if found.get(key) != value:
             return f"{key} {found.get(key)!r}, not {value!r}"
     for key, value in (layout.source or {}).items():

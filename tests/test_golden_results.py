@@ -29,8 +29,9 @@ TOLERANCE = 1e-4  # floats are pinned to 4 decimals
 TINY_STORE = "8e083df1ade938a5"
 # The libraries' versions the probe key was pinned with (the key holds their major.minor versions).
 LIBRARIES = {"torch": "2.13", "numpy": "2.4"}
-PROBE_KEY = "fe6efd3e57ecf8b2ad39"  # probes.cache_key(TINY_STORE, "mix", PROBE_SETTINGS), PROBE_VERSION 1
-PATCH_KEY = "b4bd69e8d637b0e3319c"  # interventions.cache_key(TINY_STORE, "mix", PATCH_SETTINGS), PATCH_VERSION 1
+PROBE_KEY = "2afc616601a805a2e35f"  # probes.cache_key(TINY_STORE, "mix", PROBE_SETTINGS), PROBE_VERSION 1
+# Both keys changed when settings gained `site` (the settings are hashed whole); the rows did not.
+PATCH_KEY = "232ab065c2532033c4b7"  # interventions.cache_key(TINY_STORE, "mix", PATCH_SETTINGS), PATCH_VERSION 1
 
 PROBE_SETTINGS = ProbeSettings(attribute="birth_date")  # BIO_long, QA-in -> QA-out, L-BFGS, controls
 PROBE_ROWS = [  # store.probes.sweep(tiny run, "mix", PROBE_SETTINGS)

@@ -77,7 +77,7 @@ def cmd_export(o: ExportCommand, workspace: Path) -> None:
     from rich.progress import Progress
 
     out = check_output(Path(o.hdf5), "hdf5", reads=[s.url], force=o.force)
-    size = int(np.prod(s.resid.shape)) * s.dtype.itemsize
+    size = sum(int(np.prod(a.shape)) for a in s.arrays.values()) * s.dtype.itemsize
     if (free := free_disk(out.parent)) is not None and size > free:  # h5py on a full disk can crash the process
         raise FactrecallError(
             f"the export needs about {size / 1e6:,.1f} MB, more than the {free / 1e6:,.1f} MB free "

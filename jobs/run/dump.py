@@ -1,10 +1,11 @@
-"""The dump step: every trained model's resid_mid at the last token of every BIO_long, BIO_short and
-QA prompt, into the run's activation store (`store/`, Zarr v3).
+"""The dump step: every trained model's vectors at each site asked for (default: resid_mid at the last
+token; `jobs.run.sites`, docs/sites.md) of every BIO_long, BIO_short and QA prompt, into the run's
+activation store (`store/`, Zarr v3).
 
 Work goes one (model, format, block of people) at a time: the block's prompts are sorted by length,
-forwarded in right-padded batches (each row's last real token is its position; no position ids to
-fix), every layer captured at once, and the block written and flagged complete. A killed dump
-resumes at the first block without its flag.
+forwarded in right-padded batches (each row's tokens keep their indices; no position ids to fix),
+every site of every layer captured in that one pass, and the block written and flagged complete. A
+killed dump resumes at the first block without its flag.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from jobs.errors import FactrecallError
 from jobs.run import model as models
-from jobs.run.capture import ResidMid, decoder_blocks
 from jobs.run.checkpoints import UNTRAINED, checkpoint_path, run_models, store_models
 from jobs.run.corpus import Prompt
 from jobs.run.files import digest
 from jobs.run.folder import RunFolder
+from jobs.run.people import load_people
+from jobs.run.positions import prompt_positions
+from jobs.run.sites import Capture, decoder_blocks
 from jobs.run.tokenizer import Target
 from jobs.words import ATTRIBUTES, FORMATS
 from store import Layout, Writer
-from store.names import STORE_NAME, TRAJECTORY_NAME
+from store.names import DEFAULT_POSITION, DEFAULT_SITE, STORE_NAME, TRAJECTORY_NAME
 from store.settings import DumpOptions
 from store.writer import existing_settings
 
@@ -68,6 +71,7 @@ def layout_for(
     chunk_people: int | None = None,
     config=None,
     names: list[str] | None = None,
+    sites: tuple[str, ...] = (DEFAULT_SITE,),
 ) -> Layout:
     n_attr = len(ATTRIBUTES)
     if len(all_prompts) % n_attr or any(
@@ -97,6 +101,7 @@ def layout_for(
         compressor=compressor,
         chunk_people=chunk_people,
         source=source(run, names),
+        sites=sites,
     )
 
 
@@ -127,6 +132,18 @@ def encode_formats(tok: PreTrainedTokenizerBase, all_prompts: list[Prompt]) -> d
     return {fmt: tok([p.text(fmt) for p in all_prompts], add_special_tokens=True)["input_ids"] for fmt in FORMATS}
 
 
+def site_positions(
+    tok: PreTrainedTokenizerBase, all_prompts: list[Prompt], people, sites: tuple[str, ...]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each format's token index per prompt of every position the sites need but `last` (which is
+    each row's length - 1): {format: {position: indices}}, checked and refused in one line where a
+    span is ambiguous (jobs.run.positions)."""
+    wanted = sorted({site.partition("@")[2] for site in sites} - {DEFAULT_POSITION})
+    if not wanted:
+        return {fmt: {} for fmt in FORMATS}
+    return {fmt: prompt_positions(tok, all_prompts, people, fmt, wanted) for fmt in FORMATS}
+
+
 def dump_model(
     model,
     name: str,
@@ -136,8 +153,11 @@ def dump_model(
     pad: int,
     progress: Callable[[int], None] | None = None,
     precision: str = "fp32",
+    positions: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> int:
-    """Write every unwritten block of model `name`; returns how many prompts it forwarded."""
+    """Write every unwritten block of model `name` (every site of the store from one pass);
+    `positions` (`site_positions`) where a site is not at the last token. Returns how many prompts
+    it forwarded."""
     layout, n_attr = writer.layout, len(writer.layout.attributes)
     device = next(model.parameters()).device
     if len(decoder_blocks(model)) != layout.layers:
@@ -147,30 +167,41 @@ def dump_model(
         )
     forwarded = 0
     limit = FLOAT16_MAX if layout.dtype == "float16" else float(torch.finfo(torch.float32).max)
-    with ResidMid(model) as capture, models.autocast(device, precision):
+    hooks: dict[str, list[str]] = {}
+    for site in layout.sites:
+        hook, _, position = site.partition("@")
+        hooks.setdefault(hook, []).append(position)
+    with Capture(model, hooks) as capture, models.autocast(device, precision):
         for fmt in layout.formats:
             for block in range(layout.blocks):
                 if writer.done(name, fmt, block):
                     continue
                 people = writer.people(block)
                 rows = np.arange(people.start * n_attr, people.stop * n_attr)
-                vectors = np.empty((layout.layers, n_attr, writer.size(block), layout.hidden), dtype=layout.dtype)
+                shape = (layout.layers, n_attr, writer.size(block), layout.hidden)
+                vectors = {site: np.empty(shape, dtype=layout.dtype) for site in layout.sites}
                 for chosen, ids, mask, last in batches(encoded[fmt], rows, batch_size, pad):
-                    h = capture.run(ids.to(device), mask.to(device), last)
-                    # NaN is how the store marks "not written": a NaN activation must never be stored. One
-                    # pass over h (NaN and inf fail the comparison); which problem it is, only on failure.
-                    if not bool((h.abs() <= limit).all()):
-                        if not bool(torch.isfinite(h).all()):
-                            raise FactrecallError(
-                                f"model {name} produces NaN or infinite activations in format {fmt}; "
-                                "its checkpoint is broken (check its training loss)"
-                            )
-                        raise FactrecallError(
-                            f"model {name} has activations beyond float16's range in format {fmt}; delete "
-                            f"{writer.group.store} and dump again with --dtype float32"
-                        )
+                    at = {DEFAULT_POSITION: last}
+                    for position, index in (positions or {}).get(fmt, {}).items():
+                        at[position] = torch.as_tensor(index[chosen])
+                    found = capture.run(ids.to(device), mask.to(device), at)
                     local = chosen - people.start * n_attr
-                    vectors[:, local % n_attr, local // n_attr, :] = h.cpu().numpy()
+                    for site in layout.sites:
+                        hook, _, position = site.partition("@")
+                        h = found[hook, position]
+                        # NaN is how the store marks "not written": a NaN activation must never be stored. One
+                        # pass over h (NaN and inf fail the comparison); which problem it is, only on failure.
+                        if not bool((h.abs() <= limit).all()):
+                            if not bool(torch.isfinite(h).all()):
+                                raise FactrecallError(
+                                    f"model {name} produces NaN or infinite activations at {site} in format "
+                                    f"{fmt}; its checkpoint is broken (check its training loss)"
+                                )
+                            raise FactrecallError(
+                                f"model {name} has activations beyond float16's range at {site} in format {fmt}; "
+                                f"delete {writer.group.store} and dump again with --dtype float32"
+                            )
+                        vectors[site][:, local % n_attr, local // n_attr, :] = h.cpu().numpy()
                     forwarded += len(chosen)
                     if progress is not None:
                         progress(len(chosen))
@@ -220,8 +251,9 @@ def dump(
     dtype = options.dtype or found.get("dtype", "float16")
     compressor = options.compressor or found.get("compressor", "none")
     chunk_people = options.chunk_people or found.get("chunk_people")
+    sites = options.sites or tuple(found.get("sites", (DEFAULT_SITE,)))
     config = model_config(run)
-    layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people, config, everything)
+    layout = layout_for(run, tok, all_prompts, targets, dtype, compressor, chunk_people, config, everything, sites)
     meta = {
         "run": run.path.name,
         "spec": run.spec.identity(),
@@ -245,6 +277,7 @@ def dump(
         )
     device = models.pick_device(run.spec.device)
     encoded = encode_formats(tok, all_prompts) if todo else {}
+    positions = site_positions(tok, all_prompts, load_people(run.path), layout.sites) if todo else {}
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     t0, forwarded = time.perf_counter(), 0
     for name in todo:
@@ -259,6 +292,7 @@ def dump(
             pad,
             progress,
             run.spec.train.precision,
+            positions,
         )
         del model
     seconds = time.perf_counter() - t0
@@ -272,5 +306,6 @@ def dump(
         "dtype": layout.dtype,
         "layers": layout.layers,
         "hidden": layout.hidden,
+        "sites": list(layout.sites),
         "fingerprint": layout.fingerprint(),
     }

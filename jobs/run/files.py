@@ -287,6 +287,19 @@ def read_jsonl(
     return rows
 
 
+def read_rows(path: Path, make):
+    """Every row of a JSON Lines file of the data step as `make(**row)`; a row of another shape is one
+    line naming the file (a file from elsewhere, or damaged)."""
+    rows = read_jsonl(path)
+    try:
+        return [make(**row) for row in rows]
+    except TypeError as err:
+        raise RunFolderError(
+            f"{path} is damaged (a row does not fit: {err}); delete the run's data/ folder and "
+            "done/data.json, and resume to make its data again"
+        ) from None
+
+
 def digest(path: Path) -> dict[str, Any]:
     """What a file is: its sha256 (of a sample of its content for a file over WHOLE_DIGEST_BYTES), its
     size, and its modification time (what lets a check skip reading it when it is untouched)."""

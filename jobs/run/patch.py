@@ -1,19 +1,21 @@
-"""Interventions on resid_mid: does the model use what the probes read? (`factrecall-jobs patch`)
+"""Interventions at a site: does the model use what the probes read? (`factrecall-jobs patch`)
 
-At one layer, at the last prompt token, resid_mid (residual stream + attention output, before the
-MLP; `jobs.run.capture`) is replaced during the prompt's forward pass, the pass goes on, and the
-answer is decoded greedily and scored by exact match, as evaluation scores it. The columns, their
-controls and the cache are described in `store.interventions`.
+At one layer, at the settings' site (default resid_mid at the last prompt token: residual stream +
+attention output, before the MLP; any hook at any position, `jobs.run.sites`, docs/sites.md), the
+vector is replaced during the prompt's forward pass, the pass goes on, and the answer is decoded
+greedily and scored by exact match, as evaluation scores it. The columns, their controls and the
+cache are described in `store.interventions`.
 
-How a vector is put in: the block's attention output at the last position is set to
-`new - x`, where x is the block's input there, so that `x + attention` -- what the MLP reads and
-what the residual stream carries on -- is `new`. Only the prompt's pass is touched: the decoded
-tokens that follow see the change through the keys and values it left in the cache, as they would
-see the model's own vector.
+How a vector is put in: `jobs.run.sites.Patch`. For resid_mid, the block's attention output at the
+position is set to `new - x`, where x is the block's input there, so that `x + attention` -- what the
+MLP reads and what the residual stream carries on -- is `new`; for attn_out and mlp_out, the module's
+output there is `new`, exactly what the rest of the block adds. Only the prompt's pass is touched: the
+decoded tokens that follow see the change through the keys and values it left in the cache, as they
+would see the model's own vector.
 
 Erasure: LEACE (`concept_erasure`, Belrose et al. 2023) fitted at the layer on the QA-in people's
 vectors of the format erased, against the attribute's first-token class (the probes' label), and
-applied to the patched people's vector at that layer and position: the least change that leaves no
+applied to the patched people's vector at that layer and site: the least change that leaves no
 linear probe anything to read there.
 """
 
@@ -29,78 +31,26 @@ import torch.nn.functional as F
 
 from jobs.errors import FactrecallError
 from jobs.run import model as models
-from jobs.run.capture import FAMILIES, decoder_blocks
 from jobs.run.checkpoints import checkpoint_path
 from jobs.run.evaluate import greedy_decode
 from jobs.run.folder import RunFolder
+from jobs.run.people import load_people
+from jobs.run.positions import prompt_positions
+from jobs.run.sites import Patch, decoder_blocks
 from jobs.run.tokenizer import Target
 from jobs.words import ATTRIBUTES
 from store.interventions import COLUMNS, PATCH_VERSION, PatchSettings, cache_key, cached, store_cached
 from store.reader import ActivationStore
 
-# The module whose output is the attention's contribution to resid_mid, per family.
-ATTENTION = {
-    "llama": "self_attn",
-    "mistral": "self_attn",
-    "qwen2": "self_attn",
-    "gpt2": "attn",
-    "gpt_neox": "post_attention_dropout",
-}
-assert set(ATTENTION) == set(FAMILIES), "every family capture reads can be patched"
-
 # A change here that alters the numbers (the hooks, the vectors put in, the donors, the scoring) is a
 # bump of store.interventions.PATCH_VERSION: cached results are keyed by that version, not by this code.
 
 
-class LastToken:
-    """Hooks on one block that, during the next prompt pass only, set resid_mid at the last position
-    of every row to `edit(h)` (h: float32 (rows, hidden), the model's own vector there).
-
-        with LastToken(model, layer) as patch:
-            patch.edit = lambda h: vectors      # before each generate call
-    """
-
-    def __init__(self, model, layer: int):
-        blocks = decoder_blocks(model)
-        self.block = blocks[layer]
-        self.attention = getattr(self.block, ATTENTION[model.config.model_type])
-        self.edit: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._x: torch.Tensor | None = None
-        self._handles: list = []
-
-    def __enter__(self) -> LastToken:
-        self._handles = [
-            self.block.register_forward_pre_hook(self._input, with_kwargs=True),
-            self.attention.register_forward_hook(self._output),
-        ]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _input(self, module, args, kwargs):
-        if self.edit is not None:
-            x = args[0] if args else kwargs["hidden_states"]
-            self._x = x[:, -1].float()
-
-    def _output(self, module, args, output):
-        if self.edit is None or self._x is None:
-            return None
-        edit, x, self._x = self.edit, self._x, None
-        self.edit = None  # the prompt's pass only; the decoded tokens' passes run as they are
-        first = output[0] if isinstance(output, tuple) else output
-        new = edit(x + first[:, -1].float())
-        first = first.clone()
-        first[:, -1] = (new.to(x.device) - x).to(first.dtype)
-        return (first, *output[1:]) if isinstance(output, tuple) else first
-
-
 def load_run_inputs(path: Path):
     """A finished run's tokenizer, prompts and targets, read without taking its lock (a patch only reads)."""
+    from jobs.run.files import read_rows
     from jobs.run.folder import load_spec
-    from jobs.run.pipeline import _rows, load_prompts, tokenizer_dir
+    from jobs.run.pipeline import load_prompts, tokenizer_dir
     from jobs.run.tokenizer import load_tokenizer
 
     run = RunFolder(path, load_spec(path))
@@ -109,7 +59,7 @@ def load_run_inputs(path: Path):
             f"run {path.name} has no data and tokenizer yet; `factrecall-jobs resume {path.name}` first"
         )
     prompts = load_prompts(path)
-    targets = _rows(path / "data" / "targets.jsonl", lambda first_token_id, ids: Target(first_token_id, tuple(ids)))
+    targets = read_rows(path / "data" / "targets.jsonl", lambda first_token_id, ids: Target(first_token_id, tuple(ids)))
     return run, load_tokenizer(tokenizer_dir(run)), prompts, targets
 
 
@@ -183,6 +133,10 @@ def patch_model(
     longest = [max(len(o), len(t)) for o, t in zip(own, theirs)]
     train_rows = np.flatnonzero(s.split == "qa_in")
     labels = s.labels(settings.attribute)["label"].to_numpy()
+    site = s.site(settings.site)  # one line where the store lacks it
+    hook, _, position = site.partition("@")
+    back = {"qa": from_end(tok, run, [prompts[i] for i in index], "qa", position), "bio": None}
+    back["bio"] = from_end(tok, run, [prompts[i] for i in index], "bio_long", position)
     precision = run.spec.train.precision
     model = models.load_model(checkpoint_path(run, model_name), device)
     model.eval()
@@ -193,10 +147,12 @@ def patch_model(
             "since the store was dumped; dump it again"
         )
 
-    def decode(texts: list[str], what: str, patch: LastToken | None = None, edit=None) -> list[list[int]]:
+    def decode(texts: list[str], what: str, patch: Patch | None = None, edit=None) -> list[list[int]]:
+        where = back["qa"] if texts is qa else back["bio"]
+
         def before(idx: np.ndarray) -> None:
             if patch is not None:
-                patch.edit = lambda h, idx=idx: edit(h, torch.as_tensor(idx))
+                patch.set(lambda h, idx=idx: edit(h, torch.as_tensor(idx)), torch.as_tensor(where[idx]))
 
         out = greedy_decode(model, tok, texts, longest, batch_size, precision=precision, before=before)
         if progress is not None:
@@ -212,14 +168,16 @@ def patch_model(
     out_rows, outcomes = [], []
     for layer in layers:
         h = {
-            fmt: torch.as_tensor(s.acts(fmt, layer, settings.attribute, model=model_name), dtype=torch.float32)
+            fmt: torch.as_tensor(
+                s.acts(fmt, layer, settings.attribute, model=model_name, site=site), dtype=torch.float32
+            )
             for fmt in ("bio_long", "bio_short", "qa")
         }
         noise = torch.randn(len(rows), s.hidden, generator=gen)
         random = noise / noise.norm(dim=1, keepdim=True) * h["bio_long"][rows].norm(dim=1, keepdim=True)
         result: dict[str, np.ndarray] = {"qa": base_qa, "bio": base_bio}
         rank: dict[str, int] = {}
-        with LastToken(model, layer) as patch:
+        with Patch(model, layer, hook) as patch:
 
             def put(vectors: torch.Tensor):
                 return lambda h_now, idx: vectors[idx]
@@ -284,6 +242,16 @@ def patch_model(
         "seconds": round(time.perf_counter() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def from_end(tok, run: RunFolder, chosen: list, fmt: str, position: str) -> np.ndarray:
+    """How many tokens before its last each prompt's `position` is (0 for `last`): the same token in
+    a left-padded generation batch as in the dump's right-padded one."""
+    if position == "last":
+        return np.zeros(len(chosen), dtype=np.int64)
+    lengths = np.array([len(ids) for ids in tok([p.text(fmt) for p in chosen], add_special_tokens=True)["input_ids"]])
+    index = prompt_positions(tok, chosen, load_people(run.path), fmt, [position])[position]
+    return lengths - 1 - index
 
 
 def _settings_json(settings: PatchSettings) -> dict:

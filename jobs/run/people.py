@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from faker import Faker
 
 from jobs.errors import SpecError
+from jobs.run.files import read_rows
 from jobs.run.spec import DataSpec
 from jobs.words import ATTRIBUTES
 
@@ -123,3 +125,8 @@ def generate_people(spec: DataSpec, seed: int) -> list[Person]:
         )
         for i in range(n)
     ]
+
+
+def load_people(run_path: Path) -> dict[int, Person]:
+    """The run's people by index, as the data step wrote them (data/people.jsonl)."""
+    return {p.index: p for p in read_rows(Path(run_path) / "data" / "people.jsonl", Person)}

@@ -25,7 +25,7 @@ from jobs.run.corpus import Prompt, bio_entries, prompts
 from jobs.run.curves import curves
 from jobs.run.dump import DumpOptions, dump
 from jobs.run.evaluate import EVAL_SETS, eval_sets, evaluate, majority_vote
-from jobs.run.files import atomic_write_json, read_json, read_jsonl, write_jsonl
+from jobs.run.files import atomic_write_json, read_json, read_jsonl, read_rows, write_jsonl
 from jobs.run.folder import RunFolder
 from jobs.run.people import generate_people
 from jobs.run.reuse import find_reusable_phase, reuse_phase, trained_files, training_inputs
@@ -91,22 +91,9 @@ def make_data(run: RunFolder) -> None:
     )
 
 
-def _rows(path: Path, make):
-    """Every row of a JSON Lines file of the data step as `make(**row)`; a row of another shape is one
-    line naming the file (a file from elsewhere, or damaged)."""
-    rows = read_jsonl(path)
-    try:
-        return [make(**row) for row in rows]
-    except TypeError as err:
-        raise RunFolderError(
-            f"{path} is damaged (a row does not fit: {err}); delete the run's data/ folder and "
-            "done/data.json, and resume to make its data again"
-        ) from None
-
-
 def load_prompts(run_path: Path) -> list[Prompt]:
     """One `Prompt` per (person, attribute), person-major, as written by the data step."""
-    return _rows(run_path / "data" / "prompts.jsonl", Prompt)
+    return read_rows(run_path / "data" / "prompts.jsonl", Prompt)
 
 
 # -- tokenizer -----------------------------------------------------------------------------------
@@ -119,7 +106,7 @@ def make_tokenizer(run: RunFolder, all_prompts: list[Prompt]) -> tuple[PreTraine
     targets_file = run.path / "data" / "targets.jsonl"
     if run.is_done("tokenizer"):
         tok = load_tokenizer(tokenizer_dir(run))
-        return tok, _rows(targets_file, lambda first_token_id, ids: Target(first_token_id, tuple(ids)))
+        return tok, read_rows(targets_file, lambda first_token_id, ids: Target(first_token_id, tuple(ids)))
     run.emit("start", step="tokenizer", total=None)
     if run.spec.model.path is None:
         texts = [r["text"] for r in read_jsonl(run.path / "data" / "bio.jsonl")]

@@ -1,4 +1,4 @@
-"""Interventions on resid_mid (`factrecall-jobs patch`, jobs.run.patch): putting a model's own vector
+"""Interventions at a site (`factrecall-jobs patch`, jobs.run.patch): putting a model's own vector
 back changes no decoded token, another person's vector moves the answer to theirs, the controls are
 controls, the numbers are the per-person outcomes', and results are cached in the store and never stale."""
 
@@ -16,10 +16,12 @@ import store
 from jobs.run import model as models
 from jobs.run.checkpoints import checkpoint_path
 from jobs.run.evaluate import greedy_decode
-from jobs.run.patch import LastToken, load_run_inputs, patch
+from jobs.run.patch import from_end, load_run_inputs, patch
+from jobs.run.sites import Patch
 from jobs.words import ATTRIBUTES
 from store import interventions
 from store.interventions import COLUMNS, PatchSettings
+from store.names import HOOKS
 from tests.helpers import run_cli
 
 
@@ -48,21 +50,76 @@ def test_putting_back_a_models_own_vector_changes_no_decoded_token(tiny_run):
             for layer in range(s.layers):
                 own = torch.as_tensor(s.acts(fmt, layer, "job", model=name), dtype=torch.float32)
                 seen = []
-                with LastToken(model, layer) as hook:
+                with Patch(model, layer, "resid_mid") as hook:
 
                     def before(idx):
-                        hook.edit = lambda h, idx=idx: (seen.append((h - own[idx]).abs().max().item()), own[idx])[1]
+                        hook.set(lambda h, idx=idx: (seen.append((h - own[idx]).abs().max().item()), own[idx])[1])
 
                     patched = greedy_decode(model, tok, texts, lengths, before=before)
                 assert patched == plain, (name, fmt, layer)
                 assert seen and max(seen) < 0.05  # the hook saw the very vector the store holds (to float16)
         if name == "mix":  # and a vector that is not its own does change them (the hook is live)
-            with LastToken(model, s.layers - 1) as hook:
+            with Patch(model, s.layers - 1, "resid_mid") as hook:
 
                 def swap(idx):
-                    hook.edit = lambda h, idx=idx: torch.flip(own[idx], [0])
+                    hook.set(lambda h, idx=idx: torch.flip(own[idx], [0]))
 
                 assert greedy_decode(model, tok, texts, lengths, before=swap) != plain
+
+
+def test_every_sites_own_vector_put_back_changes_no_decoded_token(run, tmp_path):
+    """The identity patch at every hook, at the last token and at the subject's last token: a store of
+    ten sites dumped in one pass (right padded), each vector put back into its own prompt's pass (left
+    padded, at a position counted from the end) leaves every decoded token as it was; the hook saw the
+    store's vector. It checks each site's hook, its position and its array in the store at once."""
+    sites = [f"{hook}@{position}" for hook in HOOKS for position in ("last", "subject_last")]
+    url = tmp_path / "sites.zarr"
+    assert (
+        run_cli(
+            "--workspace",
+            run.parent.parent,
+            "dump",
+            run.name,
+            "--models",
+            "mix",
+            "--out",
+            url,
+            "--sites",
+            ",".join(sites),
+        )
+        == 0
+    )
+    s = store.open(url)
+    assert s.sites == tuple(sites) and s.dumped_models() == ["mix"]
+    folder, tok, prompts, targets = load_run_inputs(run)
+    a = ATTRIBUTES.index("job")
+    index = np.arange(len(s.people)) * len(ATTRIBUTES) + a
+    chosen = [prompts[i] for i in index]
+    lengths = [len(targets[i].ids) + 2 for i in index]
+    model = models.load_model(checkpoint_path(folder, "mix"), torch.device("cpu")).eval()
+    layer = s.layers - 1
+    for fmt in ("bio_long", "qa"):
+        texts = [p.text(fmt) for p in chosen]
+        plain = greedy_decode(model, tok, texts, lengths)
+        for site in sites:
+            hook, _, position = site.partition("@")
+            own = torch.as_tensor(s.acts(fmt, layer, "job", model="mix", site=site), dtype=torch.float32)
+            back = torch.as_tensor(from_end(tok, folder, chosen, fmt, position))
+            seen = []
+            with Patch(model, layer, hook) as patch:
+
+                def before(idx):
+                    patch.set(
+                        lambda h, idx=idx: (seen.append((h - own[idx]).abs().max().item()), own[idx])[1], back[idx]
+                    )
+
+                assert greedy_decode(model, tok, texts, lengths, before=before) == plain, (fmt, site)
+            assert seen and max(seen) < 0.05, (fmt, site, max(seen))
+        # the sites differ: the subject's vector is not the last token's
+        assert not np.allclose(
+            s.acts(fmt, layer, "job", model="mix", site="mlp_out@last"),
+            s.acts(fmt, layer, "job", model="mix", site="mlp_out@subject_last"),
+        )
 
 
 def test_patch_prints_draws_and_caches_the_transplant_and_its_controls(run, tmp_path, capsys):

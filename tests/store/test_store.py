@@ -23,7 +23,7 @@ from jobs.run.pipeline import load_prompts, make_tokenizer, run_dump
 from jobs.run.tokenizer import load_tokenizer
 from jobs.words import ATTRIBUTES, FORMATS
 from tests.helpers import run_cli
-from tests.store.test_capture import _by_hand
+from tests.store.test_sites import _parts
 
 MODELS = ["untrained", "bio", "stage", "mix"]
 
@@ -73,7 +73,7 @@ def labels_of(s, attribute):
 
 def _rebuild(model, ids: list[int]) -> np.ndarray:
     """h at the last token of one prompt alone, every layer: block input + attention output."""
-    return _by_hand(model, ids, "self_attn", "post_attention_layernorm", True)[0].numpy()
+    return _parts(model, ids, len(ids) - 1, "self_attn", "post_attention_layernorm", True)["resid_mid"].numpy()
 
 
 def test_stored_vectors_equal_the_models_hidden_states_recomputed_one_prompt_at_a_time(tiny_run, tmp_path):
@@ -125,7 +125,7 @@ def test_a_store_at_an_fsspec_url_reads_the_same(tiny_run, tmp_path):
         info = run_dump(run, tok, prompts, targets, DumpOptions(url=url, models=("mix",)))
     assert info["models"] == ["mix"] and info["url"] == url
     remote, local = store.open(url), store.open(tiny_run)
-    assert remote._raw_root is None  # read through zarr, not the local fast path
+    assert remote._raw_roots["resid_mid@last"] is None  # read through zarr, not the local fast path
     for fmt in FORMATS:
         np.testing.assert_array_equal(
             remote.acts(fmt, 1, "university", model="mix"), local.acts(fmt, 1, "university", model="mix")
@@ -317,7 +317,7 @@ def test_a_last_partial_block_reads_the_same_through_both_paths(tiny_run, tmp_pa
         == 0
     )  # 16 people: blocks of 5, 5, 5 and 1
     s = store.open(out)
-    assert s.block == 5 and s.written().shape[2] == 4 and s._raw_root is not None
+    assert s.block == 5 and s.written().shape[2] == 4 and s._raw_roots["resid_mid@last"] is not None
     for layer in range(s.layers):
         fast = s.acts("bio_short", layer, "university", model="stage")
         np.testing.assert_array_equal(fast, s.read_array("resid_mid", (s.models.index("stage"), 1, layer, 2)))
@@ -370,7 +370,7 @@ def test_a_missing_chunk_of_a_compressed_store_is_an_error_not_nan(tiny_run, tmp
         == 0
     )
     s = store.open(out)
-    assert s._raw_root is None  # compressed: read through zarr
+    assert s._raw_roots["resid_mid@last"] is None  # compressed: read through zarr
     np.testing.assert_array_equal(
         s.acts("qa", 0, "job", model="mix"), store.open(tiny_run).acts("qa", 0, "job", model="mix")
     )
