@@ -18,6 +18,7 @@ from jobs.flags import nested
 from jobs.launch.plan import RunRequest
 from jobs.launch.slurm_options import SlurmOptions
 from jobs.words import Strategy
+from store.names import REPORT_SITES, RunStore
 from store.settings import DumpOptions, PatchSettings, ProbeSettings, setting
 
 NO_REUSE = (
@@ -109,6 +110,13 @@ class ReproduceCommand:
         low=0,
         high=64,
     )
+    sites: tuple[str, ...] = setting(
+        REPORT_SITES,
+        'the sites of the report\'s "Where the fact is", HOOK@POSITION, space- or comma-separated (default: '
+        + ",".join(REPORT_SITES)
+        + "; docs/sites.md)",
+        metavar="SITE",
+    )
     dry_run: bool = setting(
         False, "validate everything and print the plan (steps, tokens, memory, disk, time) without writing anything"
     )
@@ -186,6 +194,11 @@ class PatchCommand:
     runs: tuple[str, ...] = runs("runs with their activation store; several are seeds: mean ± std")
     models: tuple[str, ...] | None = setting(None, "models to patch (default: stage and mix)")
     settings: PatchSettings = nested(PatchSettings)
+    store: RunStore = setting(
+        "activations.zarr",
+        "the store in each run the vectors come from (default activations.zarr; sites.zarr: the report's sites)",
+        flag="--store",
+    )
     batch_size: int | None = setting(None, "prompts per forward pass (default: train.eval_batch_size)", low=1)
     device: str | None = device()
     written: Written = nested(

@@ -7,6 +7,9 @@ from typing import Literal, get_args
 
 STORE_NAME = "activations.zarr"  # RUN/activations.zarr: every trained model at the end of training
 TRAJECTORY_NAME = "trajectory.zarr"  # RUN/trajectory.zarr: the snapshots kept along training
+SITES_NAME = "sites.zarr"  # RUN/sites.zarr: Stage's and Mix's vectors at the report's sites (jobs.study.where)
+RunStore = Literal["activations.zarr", "sites.zarr"]  # the stores of a run whose vectors `patch` puts in
+assert get_args(RunStore) == (STORE_NAME, SITES_NAME)
 SCHEMA = "factrecall.activations"
 VERSION = 1
 ATTRS_KEY = "factrecall"  # the group attribute that holds the schema, layout and source
@@ -24,6 +27,10 @@ Position = Literal["last", "subject_last", "name_last"]
 POSITIONS = get_args(Position)
 DEFAULT_POSITION = "last"  # the paper's: the last prompt token, whose next token is the answer's first
 DEFAULT_SITE = f"{HOOK}@{DEFAULT_POSITION}"
+# The report's "Where the fact is" (jobs.study.where): three hooks at the subject's last token and the
+# last token (`reproduce --sites` chooses others), and the site of its causal test (always dumped).
+REPORT_SITES = tuple(f"{h}@{p}" for h in ("resid_mid", "mlp_out", "attn_out") for p in ("subject_last", "last"))
+REPORT_PATCH_SITE = "resid_mid@subject_last"
 
 
 def parse_site(text: str) -> str:

@@ -271,10 +271,11 @@ def junit_counts(xml: Path) -> dict:
 
 def fitting_people(plan: dict, budget: float, least: int, step: int) -> int | None:
     """The most people (at most the plan's, a multiple of `step`) whose study the plan fits in `budget` s:
-    training, evaluation, the dump and the interventions grow with the people, the probe sweeps are taken as
+    training, evaluation, the dump, the interventions and the report's sites grow with the people (the
+    sites' few sweeps are counted as growing too: a small overestimate), the probe sweeps are taken as
     fixed (a fit's cost is its iterations over hidden x classes weights)."""
     each = plan["seconds_per_run"]
-    grows = each["train"] + each["eval"] + each["dump"] + each["interventions"]
+    grows = each["train"] + each["eval"] + each["dump"] + each["interventions"] + each.get("sites", 0)
     room = budget * 0.9 - each["probes"]
     if room <= 0:
         return None

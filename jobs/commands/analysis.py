@@ -167,7 +167,7 @@ def cmd_patch(o: PatchCommand, workspace: Path) -> None:
 
     settings = o.settings
     paths = [resolve_run(workspace, r) for r in o.runs]  # checkpoints are needed: runs, not bare stores
-    stores = [store.open(p) for p in paths]
+    stores = [store.open(p / o.store) for p in paths]
     for s in stores:
         bad = [k for k in settings.layers or () if not -s.layers <= k < s.layers]
         if bad:

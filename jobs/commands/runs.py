@@ -81,7 +81,9 @@ def cmd_reproduce(o: ReproduceCommand, workspace: Path) -> None:
 
     if o.json and not o.dry_run:
         raise FactrecallError("--json prints a dry run's plan: give --dry-run too")
-    study = plan_study(workspace, resolved(o.request, workspace), snapshots=o.snapshots, fits=not o.dry_run)
+    study = plan_study(
+        workspace, resolved(o.request, workspace), snapshots=o.snapshots, fits=not o.dry_run, sites=o.sites
+    )
     if o.dry_run:
         from jobs.study.dryrun import plan, print_plan
 
@@ -109,9 +111,8 @@ def cmd_reproduce(o: ReproduceCommand, workspace: Path) -> None:
         console=console,
         transient=True,
     ) as bar:
-        tasks = {
-            label: bar.add_task("", total=None, visible=False, label=label) for label in ("probes", "interventions")
-        }
+        labels = ("probes", "interventions", "sites")
+        tasks = {label: bar.add_task("", total=None, visible=False, label=label) for label in labels}
 
         def follow(label: str):
             return lambda done, total, what: bar.update(
@@ -123,6 +124,7 @@ def cmd_reproduce(o: ReproduceCommand, workspace: Path) -> None:
             lambda spec, path: execute(lambda: RunFolder.create_or_resume(path, spec)),
             probe_progress=follow("probes"),
             patch_progress=follow("interventions"),
+            sites_progress=follow("sites"),
             argv=sys.argv[1:],
         )
     console.print(f"probes: {fitted} sweeps fitted now, the rest found in the stores' caches")

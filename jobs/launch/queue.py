@@ -193,6 +193,8 @@ def study_progress_text(folder: Path) -> str:
             return f"probes {p['probes_done']}/{p['probes_total']}" if "probes_total" in p else "probes"
         if p["step"] == "interventions":  # the decodes of the run being patched
             return f"interventions {p['patched']:,}/{p['patch_total']:,}" if "patch_total" in p else "interventions"
+        if p["step"] == "sites":  # the report's sites: dumps, probe sweeps and the causal test
+            return f"sites {p['sites_done']}/{p['sites_total']}" if "sites_total" in p else "sites"
         return str(p["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return ""

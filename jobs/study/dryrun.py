@@ -38,6 +38,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from jobs.errors import FactrecallError
 from jobs.run import model as models
+from jobs.run.budget import free_disk
 from jobs.run.checkpoints import check_model_path, snapshot_steps
 from jobs.run.corpus import bio_entries, prompts
 from jobs.run.people import generate_people
@@ -49,6 +50,7 @@ from jobs.shown import markup
 from jobs.study.costs import batch_tokens, shares, sweep_seconds, training_memory
 from jobs.study.plan import PAPER_MODELS, Study
 from jobs.study.rate import gemm_rate
+from jobs.study.where import dumped_sites
 from jobs.words import ATTRIBUTES, BIO_FORMATS, FORMATS
 
 DEFAULT_TFLOPS = 100.0
@@ -225,7 +227,20 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
         "trajectory": per_model_store * snapshot_models,
         "optimizer_while_training": 12 * total,
     }
+    # The report's sites store (jobs.study.where): Stage's and Mix's vectors at every site, float16.
+    sites = dumped_sites(study.sites)
+    per_site = per_model_store * len(PAPER_MODELS)
+    disk["sites"] = per_site * len(sites)
     disk["total"] = sum(v for k, v in disk.items() if k != "optimizer_while_training")
+    free = free_disk(study.workspace)
+    runs = len(study.runs)
+    # The sites are refused where they are what does not fit (a plan for another machine may not fit this one)
+    if free is not None and (disk["total"] - disk["sites"]) * runs <= free < disk["total"] * runs:
+        raise FactrecallError(
+            f"this study needs about {_gb(disk['total'] * len(study.runs))} of disk for its {len(study.runs)} "
+            f"runs, of which the report's {len(sites)} sites take {_gb(per_site)} a site a run, more than the "
+            f"{_gb(free)} free under {study.workspace}; name fewer with --sites, use fewer people, or free space"
+        )
     # Stage, Mix and the untrained baseline with both BIO formats; then the trajectory's: bio, and each snapshot.
     sweeps = (len(PAPER_MODELS) + 1) * len(ATTRIBUTES) * len(BIO_FORMATS) + (1 + snapshot_models) * len(ATTRIBUTES)
     # The interventions the report reads (jobs.run.patch): for Stage and Mix, each QA-out person's job
@@ -271,6 +286,17 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     dump_s = dump_flops * (models_main + snapshot_models) / rates["forward"]
     probes_s = sweeps * sweep_seconds(config.hidden_size, config.num_hidden_layers, threads)
     patch_s = 2 * n * patch_decodes * eval_tokens / rates["eval"]
+    # The sites: one pass per model and prompt for all of them (hooks keep one token each; see
+    # benchmarks/RESULTS.md for what several sites cost over one), a sweep per site and model (without
+    # the control task's probes), and the causal test's decodes (6 patches a layer, no erasure).
+    sites_s = (
+        dump_flops * len(PAPER_MODELS) / rates["forward"]
+        + len(PAPER_MODELS)
+        * len(study.sites)
+        * sweep_seconds(config.hidden_size, config.num_hidden_layers, threads)
+        / 2  # noqa: E501
+        + 2 * n * len(PAPER_MODELS) * n_out * (2 + config.num_hidden_layers * 6) * eval_tokens / rates["eval"]
+    )
     rate = rates["train"]
     return {
         "study": study.name,
@@ -309,8 +335,11 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
             "dump": dump_s,
             "probes": probes_s,
             "interventions": patch_s,
+            "sites": sites_s,
         },
-        "seconds": (train_s + eval_s + dump_s + probes_s + patch_s) * seeds,
+        "seconds": (train_s + eval_s + dump_s + probes_s + patch_s + sites_s) * seeds,
+        "sites": list(sites),
+        "site_bytes": per_site,
         "threads": threads,
         "seeds": seeds,
         "preset": spec.preset,
@@ -373,8 +402,9 @@ def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_
     console.print(
         f"disk per run: about {_gb(disk['total'])} ({_gb(disk['checkpoints'])} checkpoints, "
         f"{_gb(disk['snapshots'])} snapshots, {_gb(disk['activations'])} activations.zarr, "
-        f"{_gb(disk['trajectory'])} trajectory.zarr; {_gb(disk['optimizer_while_training'])} more while a "
-        "phase trains)",
+        f"{_gb(disk['trajectory'])} trajectory.zarr, {_gb(disk['sites'])} sites.zarr: "
+        f"{len(info['sites'])} sites of {_gb(info['site_bytes'])} each; "
+        f"{_gb(disk['optimizer_while_training'])} more while a phase trains)",
         soft_wrap=True,
     )
     console.print(
@@ -387,8 +417,8 @@ def print_plan(study: Study, console: Console, tflops: float | None = None, gpu_
     console.print(
         f"time: about {_hours(info['seconds'])} for {info['seeds']} run{'s' * (info['seeds'] > 1)}, each "
         f"{_hours(each['train'])} training, {_hours(each['eval'])} evaluation ({info['questions_per_run']:,} "
-        f"questions), {_hours(each['dump'])} dump, {_hours(each['probes'])} probes and "
-        f"{_hours(each['interventions'])} interventions; in {info['precision']} at "
+        f"questions), {_hours(each['dump'])} dump, {_hours(each['probes'])} probes, "
+        f"{_hours(each['interventions'])} interventions and {_hours(each['sites'])} sites; in {info['precision']} at "
         f"{info['rate_from']}",
         highlight=False,
         soft_wrap=True,

@@ -238,6 +238,8 @@ def render(data: dict, figures: dict[str, str]) -> str:
         )
         lines += ["", *trajectory_findings(traj), "", f"![Over training]({figures['trajectory']})", ""]
 
+    lines += where_section(data.get("where"))
+
     lines += [
         "## Where every number comes from",
         "",
@@ -383,3 +385,58 @@ def trajectory_findings(traj: dict) -> list[str]:
                 verdict = "the two gaps open together at this resolution"
             out.append(f"- So, {verdict}.")
     return out
+
+
+def where_section(where: dict | None) -> list[str]:
+    """ "Where the fact is" (jobs.study.where): per layer, Acc(hQA·WQA) and Acc(hBIO·WBIO) at each site,
+    Stage beside Mix; then the subject position's causal test."""
+    if not where:
+        return []
+    seeds = where["seeds"]
+    over = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    lines = [
+        "## Beyond the paper: where the fact is",
+        "",
+        (
+            f"Probes for {where['attribute']} (BIO_long; QA-in people train, QA-out people test; {over}) at three "
+            "hooks of every block, at the subject's last token (`subject_last`: the name in QA, the name or pronoun "
+            "opening BIO_long's last sentence) and at the last token (`last`, the paper's). The paper's account "
+            "reads the fact at the last token; Geva et al. (2023) find it enriched at the subject and extracted "
+            "at the end. Sites: docs/sites.md; the vectors are RUN/sites.zarr."
+        ),
+        "",
+    ]
+    sites = where["sites"]
+    header = ["layer", "site", *(f"{MODEL_LABELS[m]} {k}" for m in ("stage", "mix") for k in ("QA·WQA", "BIO·WBIO"))]
+    rows = []
+    layers = len(where["probes"]["stage"][sites[0]])
+    for layer in range(layers):
+        for site in sites:
+            cells = []
+            for model in ("stage", "mix"):
+                row = where["probes"][model][site][layer]
+                cells += [_cell(row["acc_qa_wqa"]), _cell(row["acc_bio_wbio"])]
+            rows.append([str(layer), f"`{site}`", *cells])
+    lines += _table(header, rows)
+    lines += [
+        "",
+        (
+            f"The causal test: `{where['patch_site']}`'s vector from the BIO_long pass put into the QA pass at the "
+            f"same site, one layer at a time, for {where['patch_people']} {where['patch_split'].replace('_', '-')} "
+            "people; QA exact match (%) for the attribute (unpatched: `qa`; own QA vector put back: identity; a "
+            "random vector of the same norm: random; another person's BIO_long vector: the share answering theirs)."
+        ),
+        "",
+    ]
+    kinds = ("QA", "hBIO→QA", "identity", "random", "donor's")
+    header = ["layer", *(f"{MODEL_LABELS[m]} {k}" for m in ("stage", "mix") for k in kinds)]
+    rows = []
+    for i, layer_row in enumerate(where["patch"]["stage"]):
+        cells = []
+        for model in ("stage", "mix"):
+            r = where["patch"][model][i]
+            cells += [_cell(r[c]) for c in ("qa", "bio_long_qa", "identity_qa", "random_qa", "donor_rate")]
+        rows.append([str(layer_row["layer"]), *cells])
+    lines += _table(header, rows)
+    lines.append("")
+    return lines

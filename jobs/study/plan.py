@@ -15,7 +15,7 @@ from jobs.launch.plan import RunRequest, plan_runs
 from jobs.run.spec import ExperimentSpec
 from jobs.run.workspace import run_path, study_path
 from jobs.words import ATTRIBUTES, BIO_FORMATS
-from store.names import STORE_NAME, TRAJECTORY_NAME
+from store.names import REPORT_SITES, STORE_NAME, TRAJECTORY_NAME, parse_sites
 
 STUDY_STRATEGIES = ("bio", "stage", "mix")  # the paper's BIO-tuned, Stage ("QA-tuned") and Mix-tuned models
 PAPER_MODELS = ("stage", "mix")  # the models of Figures 3 and 4
@@ -34,6 +34,7 @@ class Study:
     folder: Path
     runs: list[tuple[ExperimentSpec, Path]] = field(default_factory=list)
     snapshots: int = DEFAULT_SNAPSHOTS
+    sites: tuple[str, ...] = REPORT_SITES  # the report's "Where the fact is" (jobs.study.where)
 
     @property
     def paths(self) -> list[Path]:
@@ -48,7 +49,13 @@ class Study:
         return self.folder.parent.parent
 
 
-def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SNAPSHOTS, fits: bool = True) -> Study:
+def plan_study(
+    workspace: Path,
+    request: RunRequest,
+    snapshots: int = DEFAULT_SNAPSHOTS,
+    fits: bool = True,
+    sites: tuple[str, ...] = REPORT_SITES,
+) -> Study:
     """The study `request` asks for (its preset, seeds, settings and checkpoint; its name, default the
     preset, names the study), every run's spec validated before anything is written: strategies bio,
     stage and mix, and `snapshots` checkpoints along each phase. Its runs are reproduce-NAME-sSEED.
@@ -56,7 +63,11 @@ def plan_study(workspace: Path, request: RunRequest, snapshots: int = DEFAULT_SN
     if snapshots < 0:
         raise FactrecallError(f"--snapshots {snapshots}: give 0 (only the end of training) or more")
     name = request.name or request.preset
-    study = Study(name, study_path(workspace, name), snapshots=snapshots)
+    try:
+        sites = parse_sites(sites)
+    except ValueError as err:
+        raise FactrecallError(f"--sites: {err}") from None
+    study = Study(name, study_path(workspace, name), snapshots=snapshots, sites=sites)
     for seed in request.seeds:
         one = dataclasses.replace(
             request,

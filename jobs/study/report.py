@@ -32,6 +32,7 @@ from jobs.study.plan import (
     Study,
     check_complete,
 )
+from jobs.study.where import collect_where
 from jobs.words import ATTRIBUTES, BIO_FORMATS, SET_LABELS
 from store.names import PROBE_COLUMNS, PROBE_CONTROLS, PROBE_INTERVALS, PROBE_SELECTIVITY, TRAJECTORY_NAME
 from store.probe_tables import frame, intervals
@@ -115,6 +116,7 @@ def collect(study: Study) -> dict:
     data["probe_intervals"] = top_intervals
     data["interventions"] = _interventions(study, mains, top)
     data["trajectory"] = _trajectory(study, metrics, mains, layers)
+    data["where"] = collect_where(study.paths, study.sites)
     data["timing"] = _timing(study)
     data["claims"] = [c.to_json() for c in judge(data)]
     data["causal"] = [c.to_json() for c in judge_causal(data)]

@@ -29,6 +29,7 @@ from jobs.run.spec import ExperimentSpec
 from jobs.run.workspace import study_path
 from jobs.study.plan import PAPER_MODELS, PATCH_ATTRIBUTE, Study, probe_jobs
 from jobs.study.report import TIMING_FILE, read_timing, write_report
+from jobs.study.where import where_runs
 from store.probes import ProbeSettings, cached, sweep
 
 LOCK_FILE = "study.lock"
@@ -52,6 +53,7 @@ def run_study(
     *,
     probe_progress: ProbeProgress | None = None,
     patch_progress: ProbeProgress | None = None,
+    sites_progress: ProbeProgress | None = None,
     argv: list[str] | None = None,
 ) -> tuple[dict, int]:
     """Run every step of the study that is not done: each run through `run_one(spec, folder)` (the
@@ -59,7 +61,14 @@ def run_study(
     and how many sweeps were fitted now (the rest came from the stores' caches)."""
     check_idle(study)
     with study_lock(study):
-        return _run_study(study, run_one, probe_progress=probe_progress, patch_progress=patch_progress, argv=argv)
+        return _run_study(
+            study,
+            run_one,
+            probe_progress=probe_progress,
+            patch_progress=patch_progress,
+            sites_progress=sites_progress,
+            argv=argv,
+        )
 
 
 @contextlib.contextmanager
@@ -83,7 +92,8 @@ def _run_study(
     *,
     probe_progress: ProbeProgress | None,
     patch_progress: ProbeProgress | None,
-    argv: list[str] | None,
+    sites_progress: ProbeProgress | None = None,
+    argv: list[str] | None = None,
 ) -> tuple[dict, int]:
     atomic_write_json(
         study.folder / "plan.json",
@@ -92,6 +102,7 @@ def _run_study(
             "preset": study.preset,
             "seeds": [spec.seed for spec, _ in study.runs],
             "snapshots": study.snapshots,
+            "sites": list(study.sites),
             "runs": [str(p.relative_to(study.workspace)) for p in study.paths],
             "argv": argv or [],
         },
@@ -119,6 +130,15 @@ def _run_study(
                 patch_progress(done, total, what)
 
         patch_runs(study.paths, patched)
+    _progress(study, step="sites", runs_done=runs, runs_total=runs)
+    with timed(study.folder, "sites"):
+
+        def sited(done: int, total: int, what: str) -> None:
+            _progress(study, step="sites", runs_done=runs, runs_total=runs, sites_done=done, sites_total=total)
+            if sites_progress is not None:
+                sites_progress(done, total, what)
+
+        where_runs(study.paths, sited, study.sites)
     _progress(study, step="report", runs_done=runs, runs_total=runs)
     with timed(study.folder, "report"):
         report = write_report(study)

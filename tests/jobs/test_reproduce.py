@@ -126,6 +126,49 @@ def test_the_report_is_built_from_the_runs(study):
     assert all("untrained" in data["probes"][fmt]["job"] for fmt in ("bio_long", "bio_short"))
 
 
+def test_the_report_says_where_the_fact_is(study, tmp_path):
+    """ "Where the fact is": each run's sites store holds Stage's and Mix's vectors at the report's sites
+    (and the causal test's); every number of the section is that store's probe sweep at that site, as
+    `factrecall-jobs probe RUN/sites.zarr --site ...` prints it, and the causal test's rows are the
+    store's cached patching results at the subject position, whose identity control changes nothing."""
+    import store
+    from jobs.study.where import dumped_sites
+    from store.interventions import results
+    from store.names import REPORT_PATCH_SITE, REPORT_SITES, SITES_NAME
+
+    data = json.loads((study / "reproduce" / "tiny" / "report.json").read_text())
+    where = data["where"]
+    assert where["sites"] == list(REPORT_SITES) and where["seeds"] == len(SEEDS)
+    runs = _runs(study)
+    for run in runs:
+        s = store.open(run / SITES_NAME)
+        assert s.sites == dumped_sites(REPORT_SITES) and REPORT_PATCH_SITE in s.sites
+        assert s.dumped_models() == ["stage", "mix"]
+    site = "mlp_out@subject_last"
+    csv = tmp_path / "where.csv"
+    argv = ["probe", *(str(r / SITES_NAME) for r in runs), "--attribute", "job", "--site", site, "--no-controls"]
+    assert run_cli("--workspace", study, *argv, "--csv", csv, "--out", tmp_path / "where.png") == 0
+    df = pd.read_csv(csv)
+    for model in ("stage", "mix"):
+        for row in where["probes"][model][site]:
+            want = df[(df.model == model) & (df.layer == row["layer"])]["acc_qa_wqa"].tolist()
+            assert row["acc_qa_wqa"]["values"] == pytest.approx(want)
+    # the sites are different vectors: at least one layer's accuracy differs between two of them
+    mix = where["probes"]["mix"]
+    assert any(
+        a["acc_bio_wbio"]["values"] != b["acc_bio_wbio"]["values"]
+        for a, b in zip(mix["resid_mid@last"], mix["attn_out@subject_last"])
+    )
+    assert where["patch_site"] == REPORT_PATCH_SITE
+    for model in ("stage", "mix"):
+        held = [next(r for r in results(store.open(run / SITES_NAME), "job") if r["model"] == model) for run in runs]
+        for i, row in enumerate(where["patch"][model]):
+            assert row["bio_long_qa"]["values"] == [r["rows"][i]["bio_long_qa"] for r in held]
+            assert row["identity_qa"]["values"] == row["qa"]["values"]
+    text = (study / "reproduce" / "tiny" / "report.md").read_text()
+    assert "## Beyond the paper: where the fact is" in text and f"`{site}`" in text
+
+
 def test_claim5s_tables_read_the_studies_reports(study, tmp_path, capsys):
     """docs/claim5_tables.py, as docs/claim5.md runs it: the default study first, then an augmented one
     (here the same study's report with a full_name spec's data section), every table and the figure."""
