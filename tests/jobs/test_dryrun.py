@@ -130,3 +130,32 @@ def test_the_plan_comes_as_json_for_a_script_and_a_sweep_gets_faster_with_thread
     assert capsys.readouterr().err.strip() == "error: --json prints a dry run's plan: give --dry-run too"
     assert sweep_seconds(128, 4, threads=16) == pytest.approx(sweep_seconds(128, 4) / 8)
     assert sweep_seconds(128, 4, threads=1) == sweep_seconds(128, 4)
+
+
+def test_the_plan_counts_each_site_and_refuses_sites_that_do_not_fit_the_disk(tmp_path, capsys, monkeypatch):
+    """The report's sites store in the plan: its sites (the causal test's added), the bytes of one site
+    (float16, Stage and Mix, every format, layer, attribute and person) and its time; a site set that is
+    what pushes the study past the free disk is refused in one line, before anything is written, and a
+    smaller one is planned."""
+    import jobs.study.dryrun as dryrun
+    from store.names import REPORT_PATCH_SITE
+
+    ws = tmp_path / "ws"
+    argv = ("--workspace", ws, "reproduce", "--preset", "tiny", "--seeds", "0", "--dry-run", "--json")
+    assert run_cli(*argv, "--sites", "mlp_out@last,attn_out@subject_last") == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["sites"] == ["mlp_out@last", "attn_out@subject_last", REPORT_PATCH_SITE]
+    people, layers, hidden = plan["people"], plan["layers"], plan["hidden"]
+    assert plan["site_bytes"] == 2 * 3 * layers * 6 * people * hidden * 2  # 2 models, 3 formats, 6 attributes
+    assert plan["disk"]["sites"] == 3 * plan["site_bytes"]
+    assert plan["seconds_per_run"]["sites"] > 0
+    base = plan["disk"]["total"] - plan["disk"]["sites"]
+    monkeypatch.setattr(dryrun, "free_disk", lambda where: base + plan["site_bytes"])  # room for one site
+    assert run_cli(*argv, "--sites", "mlp_out@last,attn_out@subject_last") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the report's 3 sites take" in err and "name fewer with --sites" in err
+    assert not ws.exists()  # nothing written
+    assert run_cli(*argv, "--sites", REPORT_PATCH_SITE) == 0  # one site fits
+    assert json.loads(capsys.readouterr().out)["sites"] == [REPORT_PATCH_SITE]
+    assert run_cli(*argv, "--sites", "resid_mid@nowhere") == 2
+    assert "unknown position 'nowhere'" in capsys.readouterr().err
