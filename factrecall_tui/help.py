@@ -22,9 +22,9 @@ ABOUT = {
     "click on a header sorts.",
     "accuracy": "Figure 1 (QA out per attribute) and Figure 5 (BIO, QA in, QA out) across runs; seeds of "
     "one configuration as mean ± population std.",
-    "probes": "Linear probes per layer (Figures 3 and 4): choose runs, attribute, format and splits, then "
-    "fit; ± is the sample std over seeds.",
-    "store": "A run's activation store as a tree; type a numpy index to preview a slice.",
+    "probes": "Linear probes per layer (Figures 3 and 4): choose runs, attribute, format, splits and the "
+    "site (one the stores hold), then fit; ± is the sample std over seeds.",
+    "store": "A run's activation store as a tree, its sites listed; type a numpy index to preview a slice.",
     "report": "The workspace's studies (factrecall-jobs reproduce), their progress, verdicts and report.",
 }
 

@@ -1,7 +1,7 @@
 """What the Probes pane computes, without Textual: the request (runs and the whole `ProbeSettings` of
-store/settings.py), the attributes a store holds (read without zarr), and the fit itself (`compute`):
-the table `factrecall-jobs probe` prints (`store.probes.sweeps`, the same assembly) and its summary
-over runs.
+store/settings.py), the attributes and sites a store holds (read without zarr), and the fit itself
+(`compute`): the table `factrecall-jobs probe` prints (`store.probes.sweeps`, the same assembly) and
+its summary over runs.
 
 `store.probes` (torch) is imported by `compute`, in the pane's worker thread, never at import time.
 """
@@ -19,7 +19,7 @@ from jobs.errors import RunFolderError
 from jobs.run.files import read_json
 from jobs.run.spec import is_name
 from jobs.words import ATTRIBUTES
-from store.names import ATTRS_KEY, STORE_NAME
+from store.names import ATTRS_KEY, DEFAULT_SITE, STORE_NAME, parse_site
 from store.settings import ProbeSettings
 
 if TYPE_CHECKING:
@@ -69,27 +69,36 @@ class Cancelled(Exception):
     """`compute` stopped because `stop()` said so."""
 
 
-def store_attributes(run_path: Path) -> tuple[str, ...] | None:
-    """The store's attributes, from its zarr.json (no zarr import; through jobs.run.files, so a FIFO
-    there is refused, never waited on); None where it cannot be read. Only names factrecall could have
-    written: they become the Probes pane's options and an export's file name."""
+def store_names(run_path: Path) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The store's attributes and sites (`hook@position`), from its zarr.json (no zarr import; through
+    jobs.run.files, so a FIFO there is refused, never waited on); None where it cannot be read. Only
+    names factrecall could have written: they become the Probes pane's options and an export's file
+    name. A store made before sites holds resid_mid@last alone (as `store.open` reads it)."""
     try:
         meta = read_json(run_path / STORE_NAME / "zarr.json", "")["attributes"][ATTRS_KEY]
         attributes = tuple(a for a in meta["attributes"] if is_name(a))
-    except (OSError, RunFolderError, KeyError, TypeError, IndexError):
+        sites = tuple(s for s in meta.get("sites", [DEFAULT_SITE]) if _is_site(s))
+    except (OSError, RunFolderError, KeyError, TypeError, IndexError, AttributeError):
         return None
-    return attributes or None
+    return attributes, sites
 
 
-class StoreAttributes:
-    """The attributes the chosen stores all hold, each store read once a version (its zarr.json's time)."""
+def _is_site(site: object) -> bool:
+    """A site's full name, as a dump writes it (`mlp_out@subject_last`, never `mlp_out`)."""
+    try:
+        return isinstance(site, str) and parse_site(site) == site
+    except ValueError:
+        return False
+
+
+class StoreNames:
+    """The attributes and the sites the chosen stores all hold, each store read once a version (its
+    zarr.json's time)."""
 
     def __init__(self) -> None:
-        self._read: dict[tuple[str, int], tuple[str, ...] | None] = {}
+        self._read: dict[tuple[str, int], tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
 
-    def common(self, paths: Sequence[Path]) -> tuple[str, ...]:
-        """The attributes every store of `paths` has, in the first one's (BIO) order; the vocabulary's
-        where none can be read."""
+    def _names(self, paths: Sequence[Path], which: int) -> list[tuple[str, ...]]:
         found: list[tuple[str, ...]] = []
         for path in paths:
             try:
@@ -98,13 +107,29 @@ class StoreAttributes:
                 stamp = 0
             key = (str(path), stamp)
             if key not in self._read:
-                self._read[key] = store_attributes(path)
-            if self._read[key]:
-                found.append(self._read[key])
+                self._read[key] = store_names(path)
+            if self._read[key] and self._read[key][which]:
+                found.append(self._read[key][which])
+        return found
+
+    @staticmethod
+    def _common(found: list[tuple[str, ...]], otherwise: tuple[str, ...]) -> tuple[str, ...]:
+        """What every one of `found` has, in the first one's order (the first's where they share
+        nothing: the fit then says which store lacks it); `otherwise` where none could be read."""
         if not found:
-            return ATTRIBUTES
+            return otherwise
         common = [a for a in found[0] if all(a in f for f in found[1:])]
         return tuple(common) or found[0]
+
+    def common(self, paths: Sequence[Path]) -> tuple[str, ...]:
+        """The attributes every store of `paths` has, in the first one's (BIO) order; the vocabulary's
+        where none can be read."""
+        return self._common(self._names(paths, 0), ATTRIBUTES)
+
+    def sites(self, paths: Sequence[Path]) -> tuple[str, ...]:
+        """The sites every store of `paths` holds, in the first one's (its dump's) order; resid_mid@last
+        where none can be read."""
+        return self._common(self._names(paths, 1), (DEFAULT_SITE,))
 
 
 def compute(

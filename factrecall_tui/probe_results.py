@@ -1,8 +1,9 @@
 """The Probes pane's right-hand side: what it says and shows. A caption naming what the shown numbers
-are of (marked when the controls have changed since), the status line and the fit's progress bar,
-one chart per model (factrecall_tui/probe_chart.py; side by side where they fit, else `m` switches),
-the table beneath (every number as `factrecall-jobs probe` prints it), and in their place, on `i`,
-the interventions view (factrecall_tui/patch_view.py).
+are of (the settings, the site whose vectors were probed, the runs; marked when the controls have
+changed since), the status line and the fit's progress bar, one chart per model
+(factrecall_tui/probe_chart.py; side by side where they fit, else `m` switches), the table beneath
+(every number as `factrecall-jobs probe` prints it), and in their place, on `i`, the interventions
+view (factrecall_tui/patch_view.py).
 
 `store.probes` is imported by the methods that need it, once a worker has loaded it (never at
 import time: it imports torch).
@@ -32,7 +33,8 @@ STALE = ("shown: the previous settings (f fits these) · ", "bold yellow")
 
 
 def caption(request: ProbeRequest, result: ProbeResult) -> Text:
-    """What the shown numbers are of: the settings, the runs, the people counted and the intervals."""
+    """What the shown numbers are of: the settings (the site too: `site mlp_out@subject_last`), the
+    runs, the people counted and the intervals."""
     from store.probe_tables import counts
 
     s, df = request.settings, result.df
@@ -40,7 +42,9 @@ def caption(request: ProbeRequest, result: ProbeResult) -> Text:
     runs = request.runs[0] if not several else f"{len(request.runs)} runs (mean, as `probe`)"
     return Text.assemble(
         (visible(s.attribute), "bold"),
-        f" · {s.bio} · {runs} · {counts(df, 'n_classes')} classes · "
+        f" · {s.bio} · site ",
+        (s.site, "bold"),  # a full site name (store.settings checked it): which vectors these numbers are of
+        f" · {runs} · {counts(df, 'n_classes')} classes · "
         f"train {s.train_split} ({counts(df, 'n_train')}) → test {s.test_split} "
         f"({counts(df, 'n_test')}) · [95% bootstrap interval over people{' and seeds' if several else ''}] · "
         "Sel = accuracy - the control task",

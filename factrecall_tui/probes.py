@@ -2,7 +2,8 @@
 and 4), the same numbers as `factrecall-jobs probe`.
 
 Choose one run, or several (seeds: mean ± sample std, as the CLI with several RUNs), the attribute,
-BIO_long or BIO_short, the people the probes train and test on, and the rest of `probe`'s settings.
+BIO_long or BIO_short, the people the probes train and test on, the site whose vectors are probed
+(one the chosen stores hold: `hook@position`, docs/sites.md), and the rest of `probe`'s settings.
 `f` fits, in a worker thread (the UI stays live, a bar shows the layers done); `escape` (or `c`)
 cancels it. Results the store has cached (group `probes`) are served at once. The chart shows, per
 model, the four probe accuracies across layers with Δrep and Δmech; `w` picks which probes' lines it
@@ -40,7 +41,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from factrecall_tui.messages import Export
 from factrecall_tui.pane import HandsFailuresUp, when_mounted
 from factrecall_tui.probe_chart import EMPHASIS
-from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, StoreAttributes, compute
+from factrecall_tui.probe_fit import Cancelled, ProbeRequest, ProbeResult, StoreNames, compute
 from factrecall_tui.probe_results import ProbeResults, seed_note, source
 from factrecall_tui.probe_runs import RunChoice
 from factrecall_tui.probe_state import FitState, Phase, Threads
@@ -49,6 +50,7 @@ from factrecall_tui.runs import RunSummary
 from factrecall_tui.settings_form import SettingsForm
 from jobs.errors import USER_ERRORS, first_line
 from jobs.words import ATTRIBUTES
+from store.names import DEFAULT_SITE
 from store.settings import ProbeSettings
 
 if TYPE_CHECKING:
@@ -109,13 +111,15 @@ class ProbesPane(HandsFailuresUp, Widget):
         self._choice = RunChoice(remembered=remembered, workspace=workspace, id="probe-runs", compact=True)
         self.form = SettingsForm(
             ProbeSettings(),
-            choices={"attribute": ATTRIBUTES},  # the chosen stores' attributes, once runs are chosen
+            # The chosen stores' attributes and sites, once runs are chosen: a site is one the stores
+            # hold, chosen from a list, never typed.
+            choices={"attribute": ATTRIBUTES, "site": (DEFAULT_SITE,)},
             labels=LABELS,
             option_labels=OPTION_LABELS,
             prefix="probe-",
             id="probe-settings",
         )
-        self._attributes = StoreAttributes()
+        self._stores = StoreNames()
         self._state = FitState()
         self._threads = Threads()
         self.idle = self._threads.idle  # set while no fit thread runs (even a cancelled one)
@@ -206,11 +210,15 @@ class ProbesPane(HandsFailuresUp, Widget):
         return ProbeRequest(tuple(names), self._choice.paths(names), settings)
 
     def _selection_changed(self) -> None:
-        """The stores chosen hold these attributes: the form offers them (the same one kept where it can be)."""
+        """The stores chosen hold these attributes and sites: the form offers them (the same one kept
+        where it can be; else a site is resid_mid@last where the stores hold it, else their first)."""
         names = self.selected_runs()
-        attributes = self._attributes.common([self.runs[n].path for n in names]) if names else ATTRIBUTES
-        if attributes != self.form.values("attribute"):
-            self.form.set_choices("attribute", attributes)
+        paths = [self.runs[n].path for n in names]
+        attributes = self._stores.common(paths) if names else ATTRIBUTES
+        sites = self._stores.sites(paths) if names else (DEFAULT_SITE,)
+        for field, offered in (("attribute", attributes), ("site", sites)):
+            if offered != self.form.values(field):
+                self.form.set_choices(field, offered)
         self._settings_changed()
 
     def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
@@ -417,6 +425,8 @@ class ProbesPane(HandsFailuresUp, Widget):
             return
         s = self.request.settings
         what = f"probes-{s.attribute}-{s.bio}-{s.train_split}-{s.test_split}"
+        if s.site != DEFAULT_SITE:  # the paper's site unnamed, as before sites
+            what += f"-{s.site}"
         named = any(n is not None for n in self.results.index.names)  # a plain row number is not data
         self.post_message(Export(what, self.results.to_csv(index=named, lineterminator="\n")))
 

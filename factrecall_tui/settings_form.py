@@ -5,8 +5,9 @@ Each field that `setting(..., form=True)` declares is a row: its name (or a labe
 and a widget chosen by its type (store.settings.kind): a `Literal` is a Select of its values (shown
 without the field's `prefix`), a `bool` a check box, anything else (numbers, text, several layers) an
 Input whose text is parsed to the field's type and checked by `store.settings.problem`. A screen may
-give a field its own choices (the Probes pane: the attributes the chosen stores hold), which make it a
-Select too. The help text is each row's tooltip. `value` is the settings instance the widgets say
+give a field its own choices, which make it a Select too, and change them at run time (`set_choices`):
+the Probes pane's attribute and site, plain `str` fields, are chosen from what the chosen stores hold,
+never typed. The help text is each row's tooltip. `value` is the settings instance the widgets say
 (fields not shown keep the value the form was made with); while a field is invalid it is None and the
 form's last line says why, in one line.
 

@@ -5,7 +5,9 @@
 - every group and array of a store (`walk_store`), each as a `NodeInfo`, with a line per node whose
   metadata cannot be read;
 - a slice of an array with its rows and columns labelled by the store's coordinate arrays
-  (`read_preview`: `person`, `model`, ... and, for a person axis, `split` and `label_text`).
+  (`read_preview`: `person`, `model`, ... and, for a person axis, `split` and `label_text`);
+- the capture sites a store holds, each with its array (`store_sites`: `resid_mid@last` is
+  `resid_mid`, `mlp_out@subject_last` its own name), from the root group's attributes.
 
 zarr and numpy are imported by the functions that read, never at import time (the app's first frame
 needs neither). A store that cannot be opened or read raises `StoreError` with one line to show.
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.errors import first_line
 from store.errors import StoreError
-from store.names import HOOK
+from store.names import ATTRS_KEY, DEFAULT_SITE, array_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -202,6 +204,25 @@ class Preview:
     fixed: dict[str, str] = field(default_factory=dict)  # each dimension the index fixes -> its label there
 
 
+def store_sites(attrs: dict) -> list[tuple[str, str]]:
+    """The sites a factrecall store's root attributes say it holds, each with its array's name
+    (`store.names.array_name`): [("resid_mid@last", "resid_mid"), ("mlp_out@subject_last",
+    "mlp_out@subject_last")]. A store made before sites holds resid_mid@last alone; a Zarr store that
+    is not factrecall's, none. The store's words: shown as text, never trusted as more."""
+    meta = attrs.get(ATTRS_KEY)
+    if not isinstance(meta, dict):
+        return []
+    sites = meta.get("sites", [DEFAULT_SITE])
+    if not isinstance(sites, list):
+        return []
+    return [(site, array_name(site)) for site in sites if isinstance(site, str)]
+
+
+def site_arrays(attrs: dict) -> dict[str, str]:
+    """Array name -> its site, for the sites of `store_sites`."""
+    return {array: site for site, array in store_sites(attrs)}
+
+
 def _dtype(arr: zarr.Array) -> str:
     kind = getattr(arr.dtype, "kind", "")
     return "string" if kind in ("T", "U", "O") else str(arr.dtype)
@@ -316,7 +337,7 @@ def _read_preview(group: zarr.Group, node: NodeInfo, selection: Selection) -> tu
     data = np.asarray(arr.oindex[sel] if orth else arr[sel])
     if data.dtype.kind in ("T", "U", "O"):
         data = np.array(data.tolist(), dtype=object).reshape(data.shape)
-    elif node.path == HOOK and data.dtype.kind == "f" and np.isnan(data).any():
+    elif node.path in site_arrays(group.attrs.asdict()) and data.dtype.kind == "f" and np.isnan(data).any():
         # NaN is how the store marks a vector not written; `store.open(...).acts` refuses such a slice.
         note = "; ".join(
             filter(None, [note, "NaN: not written yet, or a chunk missing or damaged (the API refuses to read it)"])

@@ -33,11 +33,25 @@ def node_label(node: NodeInfo) -> Text:
     return label
 
 
-def node_info(node: NodeInfo, written: int | None) -> tuple[str, Group]:
-    """A node's metadata (path, kind, shape, dims, dtype, chunks, `written` of them where the store
-    says, fill value, codecs; a group's members; a broken node's error) and its attributes as JSON:
-    as plain text, and as shown."""
+def sites_line(sites: list[tuple[str, str]]) -> Text:
+    """The store's capture sites, each with the array that holds it: `2 sites: resid_mid@last →
+    array resid_mid · mlp_out@subject_last → array mlp_out@subject_last`."""
+    line = Text(f"{len(sites)} site{'s' * (len(sites) != 1)}: ", style="dim")
+    for i, (site, array) in enumerate(sites):
+        if i:
+            line.append(" · ", style="dim")
+        line.append(visible(site), style="bold")
+        line.append(f" → array {visible(array)}", style="dim")
+    return line
+
+
+def node_info(node: NodeInfo, written: int | None, site: str | None = None) -> tuple[str, Group]:
+    """A node's metadata (path, kind, the capture `site` an array holds, shape, dims, dtype, chunks,
+    `written` of them where the store says, fill value, codecs; a group's members; a broken node's
+    error) and its attributes as JSON: as plain text, and as shown."""
     lines: list[tuple[str, str]] = [("path", "/" + node.path), ("kind", node.kind)]  # made visible below
+    if site is not None:
+        lines.append(("site", site))
     if node.kind == "array":
         chunks = f"{written} of {node.nchunks} written" if written is not None else f"{node.nchunks} in the grid"
         lines += [

@@ -6,7 +6,9 @@ Choose a run (only runs with a store are offered), walk its groups and arrays in
 names, chunks written, attributes) and preview a slice of an array: type a numpy-style index such as
 `0, 0, 1, 3, :8, :6` (integers and slices, `...` for the dimensions left) and press Enter. Rows and
 columns are labelled with the store's coordinate arrays (`person`, `model`, ... and, for a person
-axis, `split` and `label_text`).
+axis, `split` and `label_text`). The line under the store's summary lists its capture sites, each
+with its array (`resid_mid@last` is `resid_mid`, `mlp_out@subject_last` its own name); every site's
+array is browsed alike, its metadata naming its site.
 
 The reading itself is factrecall_tui/store_browse.py, and how a node is worded
 factrecall_tui/store_text.py (no Textual in either). Every read of the store happens in a worker
@@ -46,9 +48,10 @@ from factrecall_tui.store_browse import (
     parse_index,
     read_preview,
     store_signature,
+    store_sites,
     walk_store,
 )
-from factrecall_tui.store_text import node_info, node_label
+from factrecall_tui.store_text import node_info, node_label, sites_line
 from jobs.shown import visible
 from store.errors import StoreError
 from store.names import STORE_NAME, TRAJECTORY_NAME
@@ -98,6 +101,8 @@ class StorePane(HandsFailuresUp, Vertical):
         self.root: Path | None = None
         self.nodes: dict[str, NodeInfo] = {}  # store path -> node
         self.problems: list[str] = []
+        self.sites: list[tuple[str, str]] = []  # the store's capture sites, each with its array's name
+        self.sites_text = ""  # the line listing them (plain text; "" for a store without sites)
         self.selected: str | None = None  # the node under the tree cursor
         self.preview: Preview | None = None
         self.chunks_written: dict[str, int | None] = {}
@@ -114,6 +119,7 @@ class StorePane(HandsFailuresUp, Vertical):
         with Horizontal(id="store-bar"):
             yield Select([], prompt="run with an activation store", id="store-run", compact=True)
         yield Line("Looking for activation stores…", id="store-message")
+        yield Line("", id="store-sites")
         with Horizontal(id="store-body"):
             yield Tree(STORE_NAME, id="store-tree")
             with Vertical(id="store-detail"):
@@ -127,6 +133,7 @@ class StorePane(HandsFailuresUp, Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#store-tree", Tree).show_root = True
+        self._show_sites([])
 
     # -- the contract with the app -------------------------------------------------------------
     @when_mounted
@@ -228,6 +235,7 @@ class StorePane(HandsFailuresUp, Vertical):
     def _close(self) -> None:
         self.run_name = self.root = self.selected = self.preview = None
         self.nodes, self.problems, self._signature, self.chunks_written = {}, [], None, {}
+        self._show_sites([])
         tree = self.query_one("#store-tree", Tree)
         tree.clear()
         tree.root.set_label(STORE_NAME)
@@ -259,6 +267,7 @@ class StorePane(HandsFailuresUp, Vertical):
             return
         self.nodes = {n.path: n for n in nodes}
         self.problems = problems
+        self._show_sites(store_sites(nodes[0].attrs))
         tree = self.query_one("#store-tree", Tree)
         tree.root.set_label(Text(visible(name), style="bold"))
         tree.root.data = ""
@@ -391,9 +400,18 @@ class StorePane(HandsFailuresUp, Vertical):
             self.info_text = ""
             widget.update("")
             return
-        self.info_text, shown = node_info(node, self.chunks_written.get(node.path))
+        site = next((site for site, array in self.sites if array == node.path and node.kind == "array"), None)
+        self.info_text, shown = node_info(node, self.chunks_written.get(node.path), site)
         widget.update(shown)
         self.query_one("#store-info-scroll", VerticalScroll).scroll_home(animate=False)
+
+    def _show_sites(self, sites: list[tuple[str, str]]) -> None:
+        """The line under the summary listing the store's sites and their arrays (none: no line)."""
+        self.sites = sites
+        self.sites_text = sites_line(sites).plain if sites else ""
+        line = self.query_one("#store-sites", Line)
+        line.update(sites_line(sites) if sites else "")
+        line.display = bool(sites)
 
     def _set_message(self, text: str, error: bool = False) -> None:
         self.message = visible(text)

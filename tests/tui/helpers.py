@@ -1,19 +1,24 @@
 """The TUI tests' one way to wait: `settle(pilot)` until the app has done what it was asked, or
 `settle(pilot, until=...)` until something is true. Nothing here measures speed: the only clock is
-tests/helpers.py's PATIENCE_S, the point at which a test is stuck for good."""
+tests/helpers.py's PATIENCE_S, the point at which a test is stuck for good.
+
+And `sites_run`: a copy of the tiny run whose store holds several capture sites, dumped anew."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from textual.pilot import Pilot
 from textual.worker import Worker, WorkerCancelled
 
-from tests.helpers import PATIENCE_S
+from tests.helpers import PATIENCE_S, run_cli
 
 T = TypeVar("T")
 POLL_S = 0.05
@@ -78,3 +83,18 @@ async def settle(
             await pilot.pause(POLL_S)
         if time.monotonic() - t0 > limit:
             raise AssertionError(f"waited {limit:.0f} s for {what}; last saw: {seen!r}"[:2000])
+
+
+def sites_run(tiny_run: Path, workspace: Path, name: str, sites: str, age: float = 0) -> Path:
+    """WORKSPACE/runs/NAME: a copy of the tiny run (checkpoints included) whose activation store is
+    dumped again, Mix's vectors alone, at `sites` (`factrecall-jobs dump NAME --models mix --sites
+    SITES`: a second of work); its spec.json `age` seconds older than the run's, for the runs'
+    order (newest first)."""
+    run = workspace / "runs" / name
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("run.lock", "activations.zarr", "trajectory.zarr"))
+    (run / "done" / "dump.json").unlink(missing_ok=True)  # else the dump resumes the store it no longer finds
+    assert run_cli("--workspace", workspace, "dump", name, "--models", "mix", "--sites", sites) == 0
+    spec = run / "spec.json"
+    t = spec.stat().st_mtime - age
+    os.utime(spec, (t, t))
+    return run

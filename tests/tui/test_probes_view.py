@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from textual.app import App
@@ -18,7 +19,7 @@ from factrecall_tui.probe_chart import ProbeChart
 from factrecall_tui.probes import ProbesPane
 from factrecall_tui.runs import scan
 from jobs.cli import main
-from tests.tui.helpers import settle
+from tests.tui.helpers import settle, sites_run
 
 CSS = str(Path(probes_view.__file__).with_name("probes.tcss"))
 
@@ -398,3 +399,84 @@ def test_i_shows_the_interventions_the_stores_hold_as_the_patch_command_prints_t
             assert not view.display and pane.query_one("#probe-table").display
 
     asyncio.run(session())
+
+
+def _caption(pane: ProbesPane) -> str:
+    return str(pane.query_one("#probe-caption", Static).render())
+
+
+def test_the_site_is_chosen_from_those_the_stores_hold_and_a_fit_gives_that_site_s_numbers(tiny_run, tmp_path):
+    """A store dumped at several sites: the form offers the sites the chosen stores hold (a list, never
+    typed; resid_mid@last where they hold it, else the first), the caption names the site fitted, and
+    each site's numbers are `store.probes.sweep`'s for that site, and differ from the other's."""
+    import store
+    from store.names import PROBE_COLUMNS
+    from store.probes import sweep
+    from store.settings import ProbeSettings
+
+    ws = tmp_path / "ws"
+    sites_run(tiny_run, ws, "sites", "mlp_out@subject_last,resid_mid@last")  # resid_mid@last not first
+    sites_run(tiny_run, ws, "other", "attn_out@last,mlp_out@subject_last", age=10)  # no resid_mid@last
+    shown: dict[str, pd.DataFrame] = {}
+
+    async def session():
+        app = Host(ws)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ProbesPane)
+            await settle(pilot)
+            site = pane.query_one("#probe-site", Select)
+            assert not pane.query("Input#probe-site")  # a list of the store's sites, not a text box
+            assert pane.selected_runs() == ["sites"]
+            assert pane.form.values("site") == ("mlp_out@subject_last", "resid_mid@last")
+            assert site.value == "resid_mid@last"  # the paper's site, where the store holds it
+
+            async def tick(name: str) -> None:  # space on the run's line, as the researcher does
+                box = pane.query_one("#probe-runs", SelectionList)
+                box.focus()
+                box.highlighted = pane.names.index(name)
+                await pilot.press("space")
+                await settle(pilot)
+
+            await tick("sites")
+            await tick("other")  # a store without resid_mid@last: its first site
+            assert pane.selected_runs() == ["other"]
+            assert pane.form.values("site") == ("attn_out@last", "mlp_out@subject_last")
+            assert site.value == "attn_out@last"
+            await tick("sites")  # both: the sites they share
+            assert pane.selected_runs() == ["sites", "other"]
+            assert pane.form.values("site") == ("mlp_out@subject_last",) and site.value == "mlp_out@subject_last"
+            await tick("other")  # and back to one: the site chosen is kept where it still is one
+            assert pane.form.values("site") == ("mlp_out@subject_last", "resid_mid@last")
+            assert site.value == "mlp_out@subject_last"
+
+            await _fit(app, pilot, pane)
+            assert "fitted" in _status(pane), _status(pane)
+            assert "site mlp_out@subject_last" in _caption(pane)
+            assert pane.request.settings.site == "mlp_out@subject_last"
+            shown["mlp_out@subject_last"] = pane.results.copy()
+            cells = _cells(pane.query_one("#probe-table", DataTable))
+
+            # The researcher picks the other site from the list (a click, then the option above).
+            await pilot.click("#probe-site")
+            await pilot.press("down", "enter")
+            await settle(pilot, until=lambda: "f: fit" in _status(pane), what="the pane to say f fits")
+            assert site.value == "resid_mid@last"
+            assert "shown: the previous settings" in _caption(pane) and "site mlp_out@subject_last" in _caption(pane)
+            await _fit(app, pilot, pane)
+            assert "site resid_mid@last" in _caption(pane) and "previous" not in _caption(pane)
+            assert pane.request.settings.site == "resid_mid@last"
+            shown["resid_mid@last"] = pane.results.copy()
+            assert _cells(pane.query_one("#probe-table", DataTable)) != cells
+
+    asyncio.run(session())
+
+    s = store.open(ws / "runs" / "sites")
+    numbers = {}
+    for site, results in shown.items():
+        assert results["model"].tolist() == ["mix", "mix"]  # the one model dumped, over its 2 layers
+        rows = pd.DataFrame(sweep(s, "mix", ProbeSettings(site=site), cache=False))  # fitted anew
+        assert results["layer"].tolist() == rows["layer"].tolist()
+        for column in PROBE_COLUMNS:
+            assert results[column].tolist() == pytest.approx(rows[column].tolist(), abs=1e-9), (site, column)
+        numbers[site] = rows[list(PROBE_COLUMNS)].to_numpy()
+    assert not np.allclose(numbers["resid_mid@last"], numbers["mlp_out@subject_last"])

@@ -144,6 +144,33 @@ def test_a_screen_gives_a_field_its_own_choices_and_changes_them():
     _run(form, script)
 
 
+def test_a_text_field_given_choices_is_a_select_whose_choices_change_at_run_time():
+    """`site` is a plain str field: an Input where the screen gives no choices, a Select of the
+    screen's (the Probes pane: the sites the chosen stores hold) where it does, never typed."""
+    typed = SettingsForm(ProbeSettings(), prefix="t-")
+    form = SettingsForm(ProbeSettings(), choices={"site": ("mlp_out@subject_last", "resid_mid@last")}, prefix="s-")
+
+    async def script(pilot):
+        assert isinstance(typed.query_one("#t-site"), Input) and typed.value == ProbeSettings()
+        select = form.query_one("#s-site", Select)
+        assert select.value == "resid_mid@last"  # the form's own value, where it is one of the choices
+        assert form.options("site") == [("mlp_out@subject_last", "mlp_out@subject_last"), ("resid_mid@last",) * 2]
+        form.set_choices("site", ("attn_out@last", "mlp_out@subject_last"))  # else the first
+        assert form.get("site") == "attn_out@last"
+        form.cycle("site")
+        await settle(pilot)
+        assert form.value == ProbeSettings(site="mlp_out@subject_last")
+
+    async def session():
+        app = Host(form)
+        async with app.run_test(size=(60, 24)) as pilot:
+            await app.mount(typed)
+            await settle(pilot)
+            await script(pilot)
+
+    asyncio.run(session())
+
+
 def test_text_is_parsed_for_the_field_and_written_back_the_same():
     fields = {f.name: f for f in dataclasses.fields(Deeper)}
     hints = resolved(Deeper)

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Input, Select, Tree
 import factrecall_tui
 from factrecall_tui.runs import scan
 from factrecall_tui.store_view import StorePane
-from tests.tui.helpers import settle
+from tests.tui.helpers import settle, sites_run
 
 
 class Host(App):
@@ -212,5 +212,65 @@ def test_a_broken_store_is_a_message(tiny_run, tmp_path):
                 await pilot.press("up")
             await settle(pilot)
             assert "cannot read this node" in pane.index_message and "error:" in pane.info_text
+
+    asyncio.run(session())
+
+
+def test_a_store_s_sites_are_listed_and_each_site_s_array_is_browsed_alike(tiny_run, tmp_path):
+    """A store dumped at two sites: the line under its summary lists them with their arrays, and the
+    researcher previews the other site's array as resid_mid (its NaN of a model not dumped said so)."""
+    ws = tmp_path / "ws"
+    run = sites_run(tiny_run, ws, "sites", "resid_mid@last,mlp_out@subject_last")
+    _copy_run(tiny_run, ws, "before-sites", age=10)  # a store made as every store before sites
+    group = zarr.open_group(str(run / "activations.zarr"), mode="r", use_consolidated=False)
+    site = group["mlp_out@subject_last"]
+    mix = list(np.asarray(group["model"][...])).index("mix")  # the one model dumped here
+
+    async def session():
+        app = Host()
+        async with app.run_test(size=(100, 30)) as pilot:
+            pane = app.query_one(StorePane)
+            pane.show(scan(ws))
+            await settle(pilot)
+            assert pane.run_name == "sites"
+            assert pane.sites == [("resid_mid@last", "resid_mid"), ("mlp_out@subject_last", "mlp_out@subject_last")]
+            said = "2 sites: resid_mid@last → array resid_mid · mlp_out@subject_last → array mlp_out@subject_last"
+            assert pane.sites_text == said
+            line = app.query_one("#store-sites")
+            assert line.display and str(line.render()) == said
+            labels = _tree_labels(app.query_one("#store-tree", Tree))
+            assert labels["mlp_out@subject_last"] == f"mlp_out@subject_last {'×'.join(map(str, site.shape))} float16"
+            assert "mlp_out@subject_last.checksum" in labels
+
+            # Down the tree to each site's array: its metadata names its site; the corner shown first
+            # is the untrained model's, not dumped here: NaN, and the line says what that means.
+            tree = app.query_one("#store-tree", Tree)
+            tree.focus()
+            assert pane.selected == "mlp_out@subject_last"  # the first array (the larger first, then by name)
+            for name, held in (("mlp_out@subject_last", "mlp_out@subject_last"), ("resid_mid", "resid_mid@last")):
+                while pane.selected != name:
+                    await pilot.press("down")
+                await settle(pilot)
+                assert f"site: {held}\n" in pane.info_text
+                assert "dims: model × format × layer × attribute × person × hidden" in pane.info_text
+                assert np.isnan(pane.preview.data).all()
+                assert "NaN: not written yet" in pane.index_message
+            # The researcher types Mix's index: the site's own vectors, as zarr holds them.
+            while pane.selected != "mlp_out@subject_last":
+                await pilot.press("up")
+            await settle(pilot)
+            await _type_index(app, pilot, f"{mix}, 2, 1, 3, :8, :6")
+            np.testing.assert_array_equal(pane.preview.data, site[mix, 2, 1, 3, :8, :6])
+            assert "NaN" not in pane.index_message and "→ 8×6 · model mix" in pane.index_message
+            assert not np.array_equal(pane.preview.data, group["resid_mid"][mix, 2, 1, 3, :8, :6])
+
+            # A store made before sites holds resid_mid@last, in its resid_mid array.
+            select = app.query_one("#store-run", Select)
+            select.focus()
+            await pilot.press("enter", "down", "enter")
+            await settle(pilot)
+            assert pane.run_name == "before-sites"
+            assert pane.sites_text == "1 site: resid_mid@last → array resid_mid"
+            assert pane.selected == "resid_mid" and "site: resid_mid@last" in pane.info_text
 
     asyncio.run(session())
