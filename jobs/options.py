@@ -293,8 +293,8 @@ VERBS: dict[str, Verb] = {
     "resume": Verb(ResumeCommand, "continue a run from its last checkpoint"),
     "dump": Verb(
         DumpCommand,
-        "write per-layer resid_mid vectors of every prompt format into the run's activation store (resumes a "
-        "killed dump)",
+        "write per-layer vectors of every prompt format at each site (default resid_mid at the last token; "
+        "--sites) into the run's activation store (resumes a killed dump)",
     ),
     "probe": Verb(
         ProbeCommand,
