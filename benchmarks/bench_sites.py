@@ -48,6 +48,7 @@ from jobs.run.folder import RunFolder
 from jobs.run.people import load_people
 from jobs.run.pipeline import load_prompts, make_tokenizer
 from jobs.run.sites import Capture
+from jobs.study.rate import cpu_name
 from jobs.words import ATTRIBUTES, FORMATS
 from store import Layout, Writer
 from store.names import DEFAULT_SITE, HOOKS
@@ -58,16 +59,6 @@ TEN = FIVE + tuple(f"{hook}@subject_last" for hook in HOOKS)
 VARIANTS = {"one": ONE, "five": FIVE, "ten": TEN}
 # The cpu preset's prompts, tokenized by its run's word tokenizer: (shortest, longest) per format.
 LENGTHS = {"bio_long": (9, 68), "bio_short": (6, 11), "qa": (8, 10)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def bf16_flags() -> int:
@@ -308,7 +299,7 @@ def main() -> None:
         )
 
     print(
-        f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {cpu_model()} (avx512_bf16 in /proc/cpuinfo: "
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()} {cpu_name()} (avx512_bf16 in /proc/cpuinfo: "
         f"{bf16_flags()}), {threads} CPU threads, torch {torch.__version__}, zarr {zarr.__version__}. "
         f"{bench.described}; {bench.prompts:,} prompts (3 formats), batches of {bench.batch_size}; "
         f"medians of {args.repeats} interleaved repeats (ratios: the median of the per-repeat ratios, and "
