@@ -80,7 +80,7 @@ UNPATCHED = ("qa", "bio")
 
 # The version of the computation a patching result's numbers come from: jobs/run/patch.py (the hooks,
 # the patched and erased vectors, the donors, the scoring) and what it runs through (the model's
-# forward pass as jobs.run.capture reads it, jobs.run.evaluate's greedy decoding, the store's vectors).
+# forward pass as jobs.run.sites reads it, jobs.run.evaluate's greedy decoding, the store's vectors).
 # Part of every cached result's key (`cache_key`); declared here, not in jobs, because the store tells
 # a current result from a stale one without loading any model code (`results`, which the app reads).
 # Bump it when a change alters the numbers; tests/test_golden_results.py pins a tiny patch's rows and

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 UNTRAINED = "untrained"
 
 
-# Model types whose resid_mid `jobs.run.capture` knows how to read (its FAMILIES), in words for errors.
+# Model types whose sites `jobs.run.sites` knows how to read and write (its FAMILIES), in words for errors.
 SUPPORTED_FAMILIES = {
     "llama": "Llama",
     "mistral": "Mistral",

@@ -1,7 +1,7 @@
 """Every supported family by path, end to end: a tiny random checkpoint of each (GPT-2, GPT-NeoX /
 Pythia, Mistral, Qwen2; Llama is tests/jobs/test_hf_checkpoint.py) with a byte-level BPE tokenizer,
 saved by the test, goes through `factrecall-jobs run` (packed training, greedy generation, exact-match
-scoring), the activation store (resid_mid, whose capture point tests/store/test_capture.py proves
+scoring), the activation store (resid_mid, whose capture point tests/store/test_sites.py proves
 for each family) and `factrecall-jobs probe`. A checkpoint factrecall cannot use is refused in one
 line before anything is written."""
 
