@@ -18,12 +18,10 @@ TransformerLens's names; positions are jobs/run/positions.py). What each hook is
 A written attn_out or mlp_out is exactly what the rest of the block adds to the residual stream (and,
 for GPT-NeoX without the parallel residual, what its MLP reads through x + attn_out).
 
-Why hand-written hooks and not nnsight or TransformerLens (see the issue's note): TransformerLens
-re-implements each architecture and loads weights into its own HookedTransformer (a user's checkpoint
-of a family it lacks, or a changed attention kernel, is not the model that was trained), and nnsight
-runs each forward pass through its tracing graph, a second copy of what five plain PyTorch hooks
-do here; both would be a large dependency for the ~150 lines below, and neither reads a site at a
-per-row token position in one pass any faster than a gather in a hook does. We keep their names.
+Why hand-written hooks and not nnsight or TransformerLens: docs/sites.md. In short, nnsight addresses
+module outputs by path, so this table would remain (and resid_mid is no module's output in a Llama or
+a GPT-NeoX block), and TransformerLens would run its own re-implementation, not the trained model. We
+keep TransformerLens's names.
 
 One forward pass reads every site asked for, in every block at once; each hook keeps only the chosen
 position of each row, so memory is (sites, layers, batch, hidden), never a whole sequence per layer.
