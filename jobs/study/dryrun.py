@@ -157,6 +157,7 @@ def fit_verdict(memory: dict, memory_checkpointed: dict, gpu_bytes: float | None
 
 def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = None) -> dict:
     """Everything `print_plan` shows, as numbers."""
+    elsewhere = bool(tflops or gpu_memory)  # a plan for another machine: this one's free disk says nothing
     spec = study.runs[0][0]
     device = models.pick_device(spec.device)  # refuses cuda where there is none
     threads = models.use_cores()  # the threads the runs will have (refuses a bad $OMP_NUM_THREADS, as they would)
@@ -234,8 +235,8 @@ def plan(study: Study, tflops: float | None = None, gpu_memory: float | None = N
     disk["total"] = sum(v for k, v in disk.items() if k != "optimizer_while_training")
     free = free_disk(study.workspace)
     runs = len(study.runs)
-    # The sites are refused where they are what does not fit (a plan for another machine may not fit this one)
-    if free is not None and (disk["total"] - disk["sites"]) * runs <= free < disk["total"] * runs:
+    # The sites are refused where they are what does not fit this machine (not in a plan for another one)
+    if not elsewhere and free is not None and (disk["total"] - disk["sites"]) * runs <= free < disk["total"] * runs:
         raise FactrecallError(
             f"this study needs about {_gb(disk['total'] * len(study.runs))} of disk for its {len(study.runs)} "
             f"runs, of which the report's {len(sites)} sites take {_gb(per_site)} a site a run, more than the "

@@ -155,6 +155,8 @@ def test_the_plan_counts_each_site_and_refuses_sites_that_do_not_fit_the_disk(tm
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "the report's 3 sites take" in err and "name fewer with --sites" in err
     assert not ws.exists()  # nothing written
+    assert run_cli(*argv, "--sites", "mlp_out@last,attn_out@subject_last", "--gpu-memory", "80") == 0
+    capsys.readouterr()  # a plan for another machine (a GPU's): this one's disk is not asked
     assert run_cli(*argv, "--sites", REPORT_PATCH_SITE) == 0  # one site fits
     assert json.loads(capsys.readouterr().out)["sites"] == [REPORT_PATCH_SITE]
     assert run_cli(*argv, "--sites", "resid_mid@nowhere") == 2
